@@ -1,0 +1,665 @@
+"""The YAML config, validated into typed models.
+
+`load_config(path)` reads the file, rejects duplicate keys, interpolates `${...}` in string
+values, validates the result with pydantic and checks that every name refers to something.
+Any mistake raises one `ConfigError` naming the file, the line and the key path, e.g.
+
+    config.yaml:14: sources.orders.poll.every: "5x" is not a duration
+
+Durations are parsed once, here, into seconds (fields ending in `_s`); the rest of the code
+carries numbers. Secrets are `SecretStr` and never appear in reprs or error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jmespath
+import jmespath.exceptions
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge.errors import ConfigError
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE_RE = re.compile(r"\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*\Z", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+    "gb": 1000**3, "gib": 1024**3,
+}  # fmt: skip
+_INTERP_RE = re.compile(r"\$\{([^}]*)\}")
+# Keys whose values are secret: masked in every message.
+SECRET_KEYS = frozenset({"secret", "secrets", "admin_token", "token", "password", "headers"})
+
+DEFAULT_RETRY_S = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+# -- value types ---------------------------------------------------------------------------
+
+
+def parse_duration(value: Any) -> float:
+    """Turn `250ms`, `5s`, `2m`, `1h`, `1d` or a number of seconds into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError("is not a duration (use 250ms, 5s, 2m, 1h or a number of seconds)")
+    if seconds < 0:
+        raise ValueError("is not a duration: it is negative")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    """Turn `1MiB`, `512KiB`, `1000` (bytes) into a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = m.group(2).lower() if m.group(2) else None
+        return int(m.group(1)) * _SIZE_UNITS[unit]
+    raise ValueError("is not a size (use a number of bytes, or 64KiB, 1MiB)")
+
+
+def _check_jmespath(value: str) -> str:
+    try:
+        jmespath.compile(value)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ValueError(f"is not a valid JMESPath expression ({exc.__class__.__name__})") from None
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+JMESPath = Annotated[str, AfterValidator(_check_jmespath)]
+Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+class ServerConfig(_Model):
+    """Where the HTTP server listens, and the token that guards the admin routes."""
+
+    listen: str = "127.0.0.1:8080"
+    admin_token: SecretStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("is not HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen`, without IPv6 brackets."""
+        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`."""
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when the server listens only on a loopback address."""
+        host = self.host
+        if host == "localhost":
+            return True
+        try:
+            return host.startswith("127.") or socket.inet_pton(socket.AF_INET6, host) == (
+                b"\0" * 15 + b"\1"
+            )
+        except OSError:
+            return False
+
+
+# -- sources -------------------------------------------------------------------------------
+
+
+class AdaptiveEvery(_Model):
+    """An adaptive poll interval: fast right after a change, slower while nothing changes."""
+
+    min_s: Duration = Field(alias="min")
+    max_s: Duration = Field(alias="max")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> AdaptiveEvery:
+        if self.min_s <= 0 or self.max_s < self.min_s:
+            raise ValueError("needs 0 < min <= max")
+        return self
+
+
+class NextUrlPages(_Model):
+    """Pagination by a next-page URL found in the answer."""
+
+    next_url: JMESPath
+
+
+class CursorPages(_Model):
+    """Pagination by a cursor found in the answer, sent back as a query parameter."""
+
+    cursor: JMESPath
+    param: str
+
+
+Change = Literal["created", "updated", "deleted"]
+
+
+def _every_kind(value: Any) -> str:
+    return "adaptive" if isinstance(value, dict | AdaptiveEvery) else "fixed"
+
+
+def _pages_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "next_url" if "next_url" in value else "cursor"
+    if isinstance(value, NextUrlPages):
+        return "next_url"
+    return "cursor" if isinstance(value, CursorPages) else "link"
+
+
+Every = Annotated[
+    Annotated[Duration, Tag("fixed")] | Annotated[AdaptiveEvery, Tag("adaptive")],
+    Discriminator(_every_kind),
+]
+Pages = Annotated[
+    Annotated[Literal["link"], Tag("link")]
+    | Annotated[NextUrlPages, Tag("next_url")]
+    | Annotated[CursorPages, Tag("cursor")],
+    Discriminator(_pages_kind),
+]
+
+
+class PollConfig(_Model):
+    """How to poll an HTTP API that has no webhooks, and how to diff its answers."""
+
+    url: str
+    method: str = "GET"
+    headers: dict[str, SecretStr] = {}
+    params: dict[str, str | int | float | bool] = {}
+    timeout_s: Duration = Field(10.0, alias="timeout")
+    every: Every
+    jitter_s: Duration = Field(0.0, alias="jitter")
+    items: JMESPath | None = None
+    id: JMESPath
+    version: JMESPath | None = None
+    ignore: Annotated[list[JMESPath], BeforeValidator(_one_or_many)] = []
+    time: JMESPath | None = None
+    emit: list[Change] = ["created", "updated", "deleted"]
+    type: str = "{source}.{change}"
+    pages: Pages | None = None
+    max_pages: int = Field(100, ge=1)
+    baseline: Literal["silent", "emit"] = "silent"
+    on_push: str | None = None
+
+    @property
+    def min_every_s(self) -> float:
+        """The shortest interval between polls, in seconds."""
+        return self.every.min_s if isinstance(self.every, AdaptiveEvery) else self.every
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("is not an http(s) URL")
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _check_every(cls, value: float | AdaptiveEvery) -> float | AdaptiveEvery:
+        if isinstance(value, float) and value <= 0:
+            raise ValueError("must be more than 0")
+        return value
+
+
+Verify = Literal["standard-webhooks", "stripe", "github", "slack", "shopify", "hmac", "none"]
+
+
+class WebhookConfig(_Model):
+    """How to accept and verify webhooks pushed by a provider."""
+
+    path: str | None = None
+    verify: Verify
+    secrets: Secrets = []
+    allow_unsigned: bool = False
+    tolerance_s: Duration = Field(300.0, alias="tolerance")
+    header: str | None = None
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    id: JMESPath | None = None
+    type: JMESPath | None = None
+    subject: JMESPath | None = None
+    time: JMESPath | None = None
+    max_body: Size = 1024 * 1024
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @model_validator(mode="after")
+    def _check_verify(self) -> WebhookConfig:
+        if self.verify == "none" and not self.allow_unsigned:
+            raise ValueError("verify: none needs allow_unsigned: true")
+        if self.verify not in ("none",) and not self.secrets:
+            raise ValueError(f"verify: {self.verify} needs at least one secret in secrets")
+        if self.verify == "hmac" and not self.header:
+            raise ValueError("verify: hmac needs header")
+        return self
+
+
+class SourceConfig(_Model):
+    """A source of events: either polled (`poll`) or pushed to the bridge (`webhook`)."""
+
+    poll: PollConfig | None = None
+    webhook: WebhookConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceConfig:
+        if (self.poll is None) == (self.webhook is None):
+            raise ValueError("needs exactly one of poll or webhook")
+        return self
+
+    @property
+    def kind(self) -> Literal["poll", "webhook"]:
+        """`poll` or `webhook`."""
+        return "poll" if self.poll is not None else "webhook"
+
+
+# -- targets -------------------------------------------------------------------------------
+
+
+def _check_whsec(values: list[SecretStr]) -> list[SecretStr]:
+    import base64
+    import binascii
+
+    if not values:
+        raise ValueError("needs at least one whsec_ secret")
+    for value in values:
+        raw = value.get_secret_value()
+        if not raw.startswith("whsec_"):
+            raise ValueError("is not a whsec_ secret")
+        try:
+            base64.b64decode(raw[len("whsec_") :], validate=True)
+        except binascii.Error:
+            raise ValueError("is not a whsec_ secret: its key is not base64") from None
+    return values
+
+
+class CircuitConfig(_Model):
+    """When a failing target's circuit opens, and for how long."""
+
+    failures: int = Field(5, ge=1)
+    cooldown_s: Duration = Field(30.0, alias="cooldown")
+    max_cooldown_s: Duration = Field(600.0, alias="max_cooldown")
+
+
+class TargetConfig(_Model):
+    """Where events are delivered, signed as Standard Webhooks."""
+
+    url: str
+    secret: Annotated[Secrets, AfterValidator(_check_whsec)]
+    events: list[str] = ["*"]
+    sources: list[str] | None = None
+    headers: dict[str, SecretStr] = {}
+    format: Literal["structured", "binary"] = "structured"
+    timeout_s: Duration = Field(15.0, alias="timeout")
+    retry_s: list[Duration] = Field(DEFAULT_RETRY_S, alias="retry")
+    concurrency: int = Field(16, ge=1)
+    rate: float | None = Field(None, gt=0)
+    circuit: CircuitConfig = CircuitConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("is not an http(s) URL")
+        return value
+
+
+class ComparePair(_Model):
+    """Two sources that see the same upstream changes, one polled and one pushed."""
+
+    poll: str
+    push: str
+
+
+# -- the whole file ------------------------------------------------------------------------
+
+
+class Config(_Model):
+    """The whole config file."""
+
+    database: str = "bridge.db"
+    server: ServerConfig = ServerConfig()
+    sources: dict[str, SourceConfig] = {}
+    targets: dict[str, TargetConfig] = {}
+    compare: list[ComparePair] = []
+    # Set by load_config: where the file was, so relative paths resolve against it.
+    path: Path | None = Field(None, exclude=True)
+
+    @property
+    def database_path(self) -> str:
+        """The database location: a URL as written, or a path resolved against the file."""
+        if "://" in self.database or self.database == ":memory:":
+            return self.database
+        base = self.path.parent if self.path else Path.cwd()
+        return str((base / self.database).resolve())
+
+    def webhook_path(self, name: str) -> str:
+        """The URL path where the webhook source `name` listens."""
+        hook = self.sources[name].webhook
+        assert hook is not None
+        return hook.path or f"/hooks/{name}"
+
+
+# -- loading -------------------------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+class _Loaded:
+    """The plain data of a YAML file, with the line of every key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[Path_, int] = {}
+        self.raw: dict[Path_, str] = {}  # the text before interpolation, shown in errors
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def error(self, path: Path_, message: str) -> ConfigError:
+        return ConfigError(self.file, self.line_of(path), dotted(path), message)
+
+    def line_of(self, path: Path_) -> int | None:
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            self._constructor.flatten_mapping(node)
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int):
+                    raise ConfigError(
+                        self.file, key_node.start_mark.line + 1, dotted(path), "keys must be text"
+                    )
+                key = str(key)
+                if key in out:
+                    raise ConfigError(
+                        self.file,
+                        key_node.start_mark.line + 1,
+                        dotted((*path, key)),
+                        "duplicate key (an earlier line sets it already)",
+                    )
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = self._constructor.construct_object(node, deep=True)
+        if isinstance(value, str) and "${" in value:
+            self.raw[path] = value
+            value = self.interpolate(value, path)
+        return value
+
+    def interpolate(self, text: str, path: Path_) -> str:
+        def replace(match: re.Match[str]) -> str:
+            return _resolve(match.group(1), lambda msg: self.error(path, msg))
+
+        return _INTERP_RE.sub(replace, text)
+
+
+def _resolve(expr: str, error: Any) -> str:
+    kind, sep, arg = expr.partition(":")
+    if sep and kind == "file":
+        try:
+            return Path(arg).read_text().rstrip("\n")
+        except OSError as exc:
+            raise error(f"${{file:{arg}}}: cannot read the file ({exc.strerror})") from None
+    if sep and kind == "credential":
+        folder = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not folder:
+            raise error(f"${{credential:{arg}}}: $CREDENTIALS_DIRECTORY is not set")
+        try:
+            return (Path(folder) / arg).read_text().rstrip("\n")
+        except OSError:
+            raise error(f"${{credential:{arg}}}: no such credential") from None
+    name, has_default, default = expr.partition(":-")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise error(f"${{{expr}}} is not a valid reference")
+    if name in os.environ:
+        return os.environ[name]
+    if has_default:
+        return default
+    raise error(f"${{{name}}}: the environment variable {name} is not set")
+
+
+def dotted(path: Path_) -> str:
+    """`("sources", "a", "poll")` -> `sources.a.poll`."""
+    return ".".join(str(p) for p in path)
+
+
+def _is_secret_path(path: Path_) -> bool:
+    return any(isinstance(p, str) and p in SECRET_KEYS for p in path)
+
+
+def _show(loaded: _Loaded, path: Path_, value: Any) -> str:
+    if _is_secret_path(path):
+        return '"***"'
+    if path in loaded.raw:
+        return _quote(loaded.raw[path])
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, dict | list):
+        return "this value"
+    return _quote(str(value)) if value is not None else "null"
+
+
+def _quote(text: str) -> str:
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+_PYDANTIC_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known key",
+    "int_type": "is not a whole number",
+    "int_parsing": "is not a whole number",
+    "float_type": "is not a number",
+    "float_parsing": "is not a number",
+    "bool_type": "is not true or false",
+    "bool_parsing": "is not true or false",
+    "string_type": "is not text",
+    "dict_type": "is not a mapping",
+    "list_type": "is not a list",
+    "model_type": "is not a mapping",
+    "model_attributes_type": "is not a mapping",
+}
+
+
+def _message(error: Any, loaded: _Loaded, path: Path_) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "is not a known key"
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{_show(loaded, path, error['input'])} is not one of {expected}"
+    msg = _PYDANTIC_MESSAGES.get(kind)
+    if msg is None:
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        msg = msg[0].lower() + msg[1:] if msg else msg
+        if isinstance(error["input"], dict):
+            return msg
+        if not msg.startswith(("is ", "needs ", "must ")):
+            msg = f"is not valid: {msg}"
+    if kind.startswith(("model_", "dict_")) or isinstance(error["input"], dict | type(None)):
+        return msg
+    return f"{_show(loaded, path, error['input'])} {msg}"
+
+
+def _first_error(exc: ValidationError, loaded: _Loaded) -> ConfigError:
+    errors = exc.errors()
+    # Unions report one error per branch; the most specific (longest path) explains best.
+    error = max(errors, key=lambda e: len(_clean_loc(e["loc"])))
+    path = _clean_loc(error["loc"])
+    if "[key]" in error["loc"]:
+        return loaded.error(path, "is not a valid name")
+    return loaded.error(path, _message(error, loaded, path))
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Path_:
+    # Drop pydantic's union branch tags (e.g. "float", "AdaptiveEvery", "function-before[...]")
+    # so the path is the key path the user wrote.
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, int) or not _is_branch_tag(part, out):
+            out.append(part)
+    return tuple(out)
+
+
+def _is_branch_tag(part: str, before: list[str | int]) -> bool:
+    if part == "[key]" or part[:1].isupper() or "[" in part:
+        return True
+    if part in ("float", "int", "str", "bool", "list"):
+        return True
+    tags = ("fixed", "adaptive", "link", "next_url", "cursor")
+    return part in tags and bool(before) and before[-1] in ("every", "pages")
+
+
+def _check_names(config: Config, loaded: _Loaded) -> None:
+    for group in ("sources", "targets"):
+        for name in getattr(config, group):
+            if not NAME_RE.match(name):
+                raise loaded.error(
+                    (group, name),
+                    f"{_quote(name)} is not a valid name (use a-z, 0-9, _ and -, "
+                    "starting with a letter or digit)",
+                )
+    _check_references(config, loaded)
+
+
+def _check_references(config: Config, loaded: _Loaded) -> None:
+    sources = config.sources
+    for i, pair in enumerate(config.compare):
+        for side, kind in (("poll", "poll"), ("push", "webhook")):
+            name = getattr(pair, side)
+            if name not in sources:
+                raise loaded.error(("compare", i, side), f"{_quote(name)} is not a source")
+            if sources[name].kind != kind:
+                raise loaded.error(("compare", i, side), f"{_quote(name)} is not a {kind} source")
+    for tname, target in config.targets.items():
+        for i, name in enumerate(target.sources or []):
+            if name not in sources:
+                where = ("targets", tname, "sources", i)
+                raise loaded.error(where, f"{_quote(name)} is not a source")
+    _check_hooks(config, loaded)
+
+
+def _check_hooks(config: Config, loaded: _Loaded) -> None:
+    sources = config.sources
+    paths: dict[str, str] = {}
+    for sname, source in sources.items():
+        if source.poll and source.poll.on_push:
+            hint = source.poll.on_push
+            if hint not in sources or sources[hint].kind != "webhook":
+                raise loaded.error(
+                    ("sources", sname, "poll", "on_push"), f"{_quote(hint)} is not a webhook source"
+                )
+        if source.webhook:
+            path = config.webhook_path(sname)
+            if path in paths:
+                raise loaded.error(
+                    ("sources", sname, "webhook", "path"),
+                    f"{_quote(path)} is already the path of source {paths[path]}",
+                )
+            paths[path] = sname
+
+
+def parse_config(text: str, file: str = "config.yaml", path: Path | None = None) -> Config:
+    """Validate the YAML `text` of a config file named `file`; raise `ConfigError` on a mistake."""
+    loaded = _Loaded(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(file, line, "", f"not valid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, None, "", f"not valid YAML: {exc}") from None
+    data = {} if node is None else loaded.build(node, ())
+    if not isinstance(data, dict):
+        raise ConfigError(file, 1, "", "the file must hold a mapping of keys")
+    if "path" in data:
+        raise loaded.error(("path",), "is not a known key")
+    try:
+        config = Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise _first_error(exc, loaded) from None
+    _check_names(config, loaded)
+    return config
+
+
+def load_config(file: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config from `file`, else `$BRIDGE_CONFIG`, else `./config.yaml`."""
+    name = str(file or os.environ.get("BRIDGE_CONFIG") or "config.yaml")
+    path = Path(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(name, None, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, None, "", f"cannot read the file ({exc})") from None
+    return parse_config(text, name, path.resolve())
+
+
+def iter_secrets(config: Config) -> Iterator[str]:
+    """Every secret value in the config, for tests and log scrubbing."""
+    if config.server.admin_token:
+        yield config.server.admin_token.get_secret_value()
+    for source in config.sources.values():
+        if source.webhook:
+            yield from (s.get_secret_value() for s in source.webhook.secrets)
+        if source.poll:
+            yield from (v.get_secret_value() for v in source.poll.headers.values())
+    for target in config.targets.values():
+        yield from (s.get_secret_value() for s in target.secret)
+        yield from (v.get_secret_value() for v in target.headers.values())

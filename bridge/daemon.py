@@ -1,0 +1,138 @@
+"""The daemon: one asyncio process, one lifespan that owns every resource.
+
+Start order: store -> engines (deliverer, receiver, poller) -> HTTP server. Stop order is the
+reverse: stop accepting requests, let polls and deliveries in flight finish within a bounded
+grace period, then close the store. SIGTERM and SIGINT stop; SIGHUP reloads (see reload()).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+
+import uvicorn
+
+from bridge.app import build_app
+from bridge.config import Config
+from bridge.errors import StartupError, StoreError
+from bridge.runtime import Component, Runtime
+from bridge.store import open_store
+
+log = logging.getLogger("bridge.daemon")
+
+# SIGTERM must end the process well within systemd's default 90 s and our 10 s promise.
+GRACE_S = 5.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Listen on host:port, or raise StartupError with one line saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def build_components(runtime: Runtime) -> list[Component]:
+    """The engines for this config, in start order."""
+    components: list[Component] = []
+    return components
+
+
+class Daemon:
+    """One running bridge."""
+
+    def __init__(self, config: Config, *, sock: socket.socket | None = None) -> None:
+        self.config = config
+        self._sock = sock
+        self._stop = asyncio.Event()
+        self.runtime: Runtime | None = None
+        self.server: uvicorn.Server | None = None
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler)."""
+        self._stop.set()
+
+    async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
+        """Run until asked to stop; raise StartupError if the daemon cannot start."""
+        store = open_store(self.config.database_path)
+        try:
+            store.open()
+        except StoreError as exc:
+            raise StartupError(str(exc)) from exc
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(store.close)
+            sock = self._sock or bind(self.config.server.host, self.config.server.port)
+            stack.callback(sock.close)
+            runtime = self.runtime = Runtime(config=self.config, store=store)
+            components = build_components(runtime)
+            for component in components:
+                await component.start()
+                stack.push_async_callback(component.stop, GRACE_S)
+            routes = [route for c in components for route in c.routes()]
+            app = build_app(runtime, routes)
+            server = self.server = _Server(
+                uvicorn.Config(
+                    app,
+                    log_config=None,
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=int(GRACE_S),
+                    server_header=False,
+                )
+            )
+            serving = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if serving.done():
+                serving.result()
+                raise StartupError("the HTTP server stopped while starting")
+            runtime.is_ready = True
+            host, port = sock.getsockname()[:2]
+            log.info(
+                "bridge listening on %s:%d with %d sources and %d targets (database %s)",
+                host,
+                port,
+                len(self.config.sources),
+                len(self.config.targets),
+                store.location,
+            )
+            if on_ready:
+                on_ready(self)
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            log.info("stopping")
+            runtime.is_ready = False
+            server.should_exit = True
+            await serving
+            stopping.cancel()
+        log.info("stopped")
+
+
+def run(config: Config) -> None:
+    """Run the daemon in this process until SIGTERM or SIGINT; raise StartupError on failure."""
+
+    async def main() -> None:
+        daemon = Daemon(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        await daemon.run()
+
+    asyncio.run(main())

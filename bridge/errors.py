@@ -1,0 +1,61 @@
+"""The bridge's exceptions, one tree.
+
+    BridgeError
+     ├── ConfigError            the config file is invalid; the CLI exits with status 2
+     ├── StoreError             the store failed to do what was asked
+     │    └── StoreUnavailable  busy, locked or out of space: try again later (HTTP 503)
+     ├── FetchError             a poll's request failed or its answer was unusable
+     ├── VerificationError      an inbound request's signature or timestamp is not valid
+     └── StartupError           the daemon could not start (port taken, database not writable)
+
+Messages are for people and never carry a secret. The CLI and the HTTP layer are the only
+places that turn these into exit codes and responses.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """The base of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """The config file is invalid; the message names the file, line and key path."""
+
+    def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.path = path
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class StoreError(BridgeError):
+    """The store failed to do what was asked."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot commit right now (busy, locked, disk full); try again later."""
+
+
+class FetchError(BridgeError):
+    """A poll's request failed or its answer could not be used; the state is left untouched."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class VerificationError(BridgeError):
+    """An inbound request's signature or timestamp is not valid."""
+
+
+class StartupError(BridgeError):
+    """The daemon could not start."""

@@ -1,0 +1,141 @@
+"""The normalized event: a CloudEvents 1.0 event with the bridge's extensions.
+
+Every source, polled or pushed, produces `Event`s. Their ids are stable: derived from the
+source name and the upstream identity (the provider's delivery id for push; the item key,
+the change and the version for poll), so seeing the same upstream event twice never makes a
+second event. Extensions: `origin` (poll | push), `change` (created | updated | deleted, for
+polled events) and `recordedtime` (when the bridge detected or received the event).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Origin = Literal["poll", "push"]
+Change = Literal["created", "updated", "deleted"]
+
+# Unix times above this are taken as milliseconds (year 5138 in seconds; 1973 in ms).
+_MS_THRESHOLD = 100_000_000_000
+
+
+def now_ms() -> int:
+    """The wall-clock time in whole milliseconds since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def event_id(source: str, *identity: str) -> str:
+    """A stable event id from the source name and the upstream identity."""
+    digest = hashlib.blake2b(
+        "\x1f".join((source, *identity)).encode("utf-8", "surrogatepass"), digest_size=15
+    ).digest()
+    return "evt_" + base64.b32encode(digest).decode("ascii").lower()
+
+
+def format_time(ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. `2026-11-29T08:30:00.123Z`."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_time(value: Any) -> int | None:
+    """Milliseconds since the epoch from RFC 3339 text or Unix seconds or milliseconds.
+
+    Returns None when the value is missing or not a time; an event without a time is
+    still an event.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > 1e16:
+            return None
+        return int(value) if abs(value) >= _MS_THRESHOLD else round(value * 1000)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return _iso(text)
+        return parse_time(number)
+    return None
+
+
+def _iso(text: str) -> int | None:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.year < 1971:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1000)
+
+
+def render_type(template: str, source: str, change: str = "") -> str:
+    """Fill a type template such as `{source}.{change}`."""
+    return template.replace("{source}", source).replace("{change}", change)
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """A normalized CloudEvent. Times are carried as epoch milliseconds."""
+
+    id: str
+    source: str
+    type: str
+    origin: Origin
+    data: Any
+    recorded_ms: int
+    subject: str | None = None
+    time_ms: int | None = None
+    change: Change | None = None
+    # The identity upstream (delivery id or item key) the id was derived from.
+    upstream_id: str | None = field(default=None, compare=False)
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """The event as a CloudEvents 1.0 JSON object (structured mode)."""
+        out: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        if self.subject is not None:
+            out["subject"] = self.subject
+        if self.time_ms is not None:
+            out["time"] = format_time(self.time_ms)
+        out["datacontenttype"] = "application/json"
+        out["origin"] = self.origin
+        if self.change is not None:
+            out["change"] = self.change
+        out["recordedtime"] = format_time(self.recorded_ms)
+        out["data"] = self.data
+        return out
+
+    def to_json(self) -> str:
+        """The CloudEvent as compact JSON text."""
+        return json.dumps(self.to_cloudevent(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_cloudevent(cls, ce: dict[str, Any]) -> Event:
+        """Rebuild an Event from its CloudEvents JSON object."""
+        time_ms = parse_time(ce.get("time"))
+        recorded_ms = parse_time(ce.get("recordedtime"))
+        return cls(
+            id=ce["id"],
+            source=ce["source"],
+            type=ce["type"],
+            origin=ce["origin"],
+            data=ce.get("data"),
+            recorded_ms=recorded_ms if recorded_ms is not None else 0,
+            subject=ce.get("subject"),
+            time_ms=time_ms,
+            change=ce.get("change"),
+        )

@@ -1,0 +1,41 @@
+"""What the running daemon's parts share: the config in force, the store and the hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.routing import BaseRoute
+
+from bridge.config import Config
+from bridge.events import now_ms
+from bridge.hub import Hub
+from bridge.store import Store
+
+
+@dataclass
+class Runtime:
+    """The shared state of one running bridge."""
+
+    config: Config
+    store: Store
+    hub: Hub = field(default_factory=Hub)
+    started_ms: int = field(default_factory=now_ms)
+    # False while starting, reloading or stopping; /readyz answers 503 then.
+    is_ready: bool = False
+
+
+class Component(Protocol):
+    """An engine the daemon starts and stops: the poller, the receiver, the deliverer."""
+
+    def routes(self) -> list[BaseRoute]:
+        """HTTP routes this component serves (may be empty)."""
+        ...
+
+    async def start(self) -> None:
+        """Begin work; return once running."""
+        ...
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking new work, let work in flight finish within `grace_s`, then cancel it."""
+        ...

@@ -1,0 +1,259 @@
+"""The SQLite backend of the store: WAL mode, FULL sync, one group-committing writer.
+
+Writes go through one `Writer` thread (see writer.py); reads run in worker threads, each
+with its own read connection, which WAL lets proceed while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from bridge.errors import StoreError
+from bridge.events import Event, now_ms
+from bridge.store.base import NewEvent, Store
+from bridge.store.migrations import MIGRATIONS
+from bridge.store.sqlite_outbox import SQLiteOutbox
+from bridge.store.sqlite_poll import SQLitePollState
+from bridge.store.writer import Writer, translate
+
+T = TypeVar("T")
+log = logging.getLogger("bridge.store")
+
+_EVENT_COLUMNS = (
+    "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data"
+)
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode with the bridge's pragmas."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied."""
+    db = sqlite_utils.Database(conn)
+    if "_migrations" not in db.table_names():
+        db.table("_migrations").create({"name": str, "applied_ms": int}, pk="name")
+    done = {row["name"] for row in db.table("_migrations").rows}
+    applied = []
+    for name, migration in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            migration(db)
+            db.table("_migrations").insert({"name": name, "applied_ms": now_ms()})
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+        log.info("applied migration %s", name)
+    return applied
+
+
+def _row_to_event(row: Sequence[Any]) -> Event:
+    return Event(
+        id=row[0],
+        source=row[1],
+        type=row[2],
+        origin=row[3],
+        change=row[4],
+        subject=row[5],
+        upstream_id=row[6],
+        time_ms=row[7],
+        recorded_ms=row[8],
+        data=json.loads(row[9]) if row[9] is not None else None,
+    )
+
+
+def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[bool]:
+    """Insert events and their pending deliveries on `conn`, skipping known ids."""
+    out = []
+    for item in batch:
+        ev = item.event
+        cur = conn.execute(
+            f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                ev.id,
+                ev.source,
+                ev.type,
+                ev.origin,
+                ev.change,
+                ev.subject,
+                ev.upstream_id,
+                ev.time_ms,
+                ev.recorded_ms,
+                json.dumps(ev.data, separators=(",", ":"), ensure_ascii=False),
+            ),
+        )
+        is_new = cur.rowcount == 1
+        if is_new and item.targets:
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms,"
+                " created_ms) VALUES (?, ?, 'pending', 0, ?, ?)",
+                [(ev.id, t, ev.recorded_ms, ev.recorded_ms) for t in item.targets],
+            )
+        out.append(is_new)
+    return out
+
+
+class SQLiteStore(SQLitePollState, SQLiteOutbox, Store):
+    """The store in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.writer = Writer(self._open_writer)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._is_open = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    @property
+    def location(self) -> str:
+        return self.path
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        migrate(conn)
+        return conn
+
+    def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.writer.start()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc.strerror}") from exc
+        self._is_open = True
+
+    def close(self) -> None:
+        self.writer.stop()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+        self._is_open = False
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read in this thread on its own read connection."""
+        if not self._is_open:
+            raise StoreError("the store is closed")
+        try:
+            return fn(self._reader())
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read in a worker thread."""
+        return await asyncio.to_thread(self.read_sync, fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write in the next group commit; returns once it is durable."""
+        return await self.writer.run(fn)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def record_events(self, batch: Sequence[NewEvent]) -> list[bool]:
+        return await self.write(lambda conn: insert_events(conn, batch))
+
+    async def get_event(self, event_id: str) -> Event | None:
+        def q(conn: sqlite3.Connection) -> Event | None:
+            row = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+            return _row_to_event(row) if row else None
+
+        return await self.read(q)
+
+    async def list_events(
+        self,
+        *,
+        source: str | None = None,
+        type: str | None = None,
+        since_ms: int | None = None,
+        limit: int | None = 100,
+    ) -> list[Event]:
+        where: list[str] = []
+        args: list[Any] = []
+        if source is not None:
+            where.append("source = ?")
+            args.append(source)
+        if type is not None:
+            where.append("type = ?")
+            args.append(type)
+        if since_ms is not None:
+            where.append("recorded_ms >= ?")
+            args.append(since_ms)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+
+        def q(conn: sqlite3.Connection) -> list[Event]:
+            return [_row_to_event(row) for row in conn.execute(sql, args)]
+
+        return await self.read(q)
+
+    async def count_events(self, *, source: str | None = None) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            if source is None:
+                return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(
+                conn.execute("SELECT count(*) FROM events WHERE source = ?", (source,)).fetchone()[
+                    0
+                ]
+            )
+
+        return await self.read(q)
+
+    async def check_writable(self) -> bool:
+        def probe(conn: sqlite3.Connection) -> bool:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")
+            conn.execute("INSERT INTO _probe VALUES (1)")
+            conn.execute("DELETE FROM _probe")
+            # A temp table lives outside the main file: also touch the real one.
+            conn.execute("UPDATE _migrations SET applied_ms = applied_ms WHERE 0")
+            return True
+
+        try:
+            return await asyncio.wait_for(self.write(probe), timeout=5.0)
+        except (StoreError, TimeoutError):
+            return False

@@ -1,0 +1,62 @@
+"""Factory fixtures that clean up after themselves."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DaemonProcess, free_port, start_daemon
+
+# A valid Standard Webhooks secret (the public test vector's), for targets in tests.
+TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a config file (YAML text, dedented) into the test's folder; returns its path."""
+
+    def write(text: str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start real `bridge run` processes; every one left running is killed at the end."""
+    started: list[DaemonProcess] = []
+
+    def start(
+        config_text: str = "",
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> DaemonProcess:
+        port = port or free_port()
+        body = textwrap.dedent(config_text).strip("\n").replace("{port}", str(port))
+        # A config that has its own server section must listen on {port} itself.
+        has_server = re.search(r"^server:", body, re.MULTILINE)
+        text = ("" if has_server else f"server:\n  listen: 127.0.0.1:{port}\n") + body + "\n"
+        path = tmp_path / f"daemon-{len(started)}.yaml"
+        path.write_text(text)
+        proc = start_daemon(path, port, *args, env=env)
+        started.append(proc)
+        if wait:
+            proc.wait_healthy()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
