@@ -39,3 +39,7 @@ class Component(Protocol):
     async def stop(self, grace_s: float) -> None:
         """Stop taking new work, let work in flight finish within `grace_s`, then cancel it."""
         ...
+
+    async def reload(self, config: Config) -> None:
+        """Apply a new, already validated config (SIGHUP) without losing queued work."""
+        ...

@@ -1,0 +1,49 @@
+"""The bridge's Prometheus metrics, defined once; the engines update them, `/metrics` serves them.
+
+Labels are bounded by the config (source and target names, event types the sources
+produce), never by request data.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+)  # fmt: skip
+
+POLLS = Counter("bridge_polls", "Polls made, by source and outcome (ok, not_modified, error).",
+                ["source", "outcome"])  # fmt: skip
+POLL_ERRORS = Counter("bridge_poll_errors", "Failed polls, by source and reason.",
+                      ["source", "reason"])  # fmt: skip
+POLL_NOT_MODIFIED = Counter("bridge_poll_not_modified", "Polls answered 304 Not Modified.",
+                            ["source"])  # fmt: skip
+POLL_REQUESTS = Counter("bridge_poll_requests", "HTTP requests made by polls (pages included).",
+                        ["source"])  # fmt: skip
+POLL_ITEMS = Gauge("bridge_poll_items", "Items in the last successful poll.", ["source"])
+EVENTS = Counter("bridge_events", "Events stored, by source, origin and type.",
+                 ["source", "origin", "type"])  # fmt: skip
+INBOUND_ACCEPTED = Counter("bridge_inbound_accepted", "Webhooks accepted (new or duplicate).",
+                           ["source", "outcome"])  # fmt: skip
+INBOUND_REJECTED = Counter("bridge_inbound_rejected", "Webhooks refused, by source and reason.",
+                           ["source", "reason"])  # fmt: skip
+DELIVERIES = Counter("bridge_deliveries", "Deliveries finished, by target and outcome.",
+                     ["target", "outcome"])  # fmt: skip
+ATTEMPTS = Counter("bridge_delivery_attempts", "Delivery attempts, by target and result.",
+                   ["target", "result"])  # fmt: skip
+BACKLOG = Gauge("bridge_delivery_backlog", "Deliveries waiting (pending or failed).", ["target"])
+DEAD = Gauge("bridge_deliveries_dead", "Deliveries dead after their last retry.", ["target"])
+CIRCUIT = Gauge("bridge_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+                ["target"])  # fmt: skip
+DETECTION_LATENCY = Histogram(
+    "bridge_detection_latency_seconds",
+    "From the upstream time of a change to when the bridge recorded it.",
+    ["source", "origin"],
+    buckets=_LATENCY_BUCKETS_S,
+)
+DELIVERY_LATENCY = Histogram(
+    "bridge_delivery_latency_seconds",
+    "From when the bridge recorded an event to its first successful delivery.",
+    ["target"],
+    buckets=_LATENCY_BUCKETS_S,
+)
