@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bridge demo
+	$(BIN)/bridge run -c examples/local.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests

@@ -112,9 +112,10 @@ class ServerConfig(_Model):
     listen: str = "127.0.0.1:8080"
     admin_token: SecretStr | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", mode="before")
     @classmethod
-    def _check_listen(cls, value: str) -> str:
+    def _check_listen(cls, value: Any) -> str:
+        value = str(value)
         _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("is not HOST:PORT")

@@ -1,0 +1,87 @@
+"""The normalized event: stable ids, times, the CloudEvents shape."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bridge.events import Event, event_id, format_time, parse_time, render_type
+
+
+def test_event_ids_are_stable_and_scoped_by_source() -> None:
+    assert event_id("gh", "abc") == event_id("gh", "abc")
+    assert event_id("gh", "abc") != event_id("stripe", "abc")
+    assert event_id("orders", "42", "updated", "v2") != event_id("orders", "42", "updated", "v3")
+    # Parts are separated, so ("a", "bc") and ("ab", "c") differ.
+    assert event_id("s", "a", "bc") != event_id("s", "ab", "c")
+    assert re.fullmatch(r"evt_[a-z2-7]{24}", event_id("gh", "abc"))
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        ("2026-11-29T08:30:00Z", 1795941000000),
+        ("2026-11-29T08:30:00.123+00:00", 1795941000123),
+        ("2026-11-29T09:30:00+01:00", 1795941000000),
+        (1795941000, 1795941000000),
+        (1795941000.5, 1795941000500),
+        (1795941000123, 1795941000123),
+        ("1795941000", 1795941000000),
+        (None, None),
+        ("yesterday", None),
+        (True, None),
+        (float("nan"), None),
+    ],
+)
+def test_parse_time(value: object, ms: int | None) -> None:
+    assert parse_time(value) == ms
+
+
+def test_format_time_is_rfc3339_with_milliseconds() -> None:
+    assert format_time(1795941000123) == "2026-11-29T08:30:00.123Z"
+    assert parse_time(format_time(1795941000007)) == 1795941000007
+
+
+def test_render_type() -> None:
+    assert render_type("{source}.{change}", "orders", "created") == "orders.created"
+    assert render_type("shop.order.{change}", "orders", "deleted") == "shop.order.deleted"
+
+
+def test_cloudevent_shape_and_round_trip() -> None:
+    ev = Event(
+        id="evt_x",
+        source="orders",
+        type="orders.updated",
+        origin="poll",
+        data={"object": {"id": 1}},
+        recorded_ms=1795941000123,
+        subject="1",
+        time_ms=1795941000000,
+        change="updated",
+    )
+    ce = ev.to_cloudevent()
+    assert ce == {
+        "specversion": "1.0",
+        "id": "evt_x",
+        "source": "orders",
+        "type": "orders.updated",
+        "subject": "1",
+        "time": "2026-11-29T08:30:00.000Z",
+        "datacontenttype": "application/json",
+        "origin": "poll",
+        "change": "updated",
+        "recordedtime": "2026-11-29T08:30:00.123Z",
+        "data": {"object": {"id": 1}},
+    }
+    # Extension names are lower-case letters and digits only (CloudEvents 1.0).
+    for name in ce:
+        if name not in ("specversion", "datacontenttype"):
+            assert re.fullmatch(r"[a-z0-9]+", name)
+    assert Event.from_cloudevent(ce) == ev
+
+
+def test_push_event_leaves_out_unknown_optional_attributes() -> None:
+    ev = Event(id="evt_y", source="gh", type="push", origin="push", data={}, recorded_ms=0)
+    ce = ev.to_cloudevent()
+    assert "subject" not in ce and "time" not in ce and "change" not in ce
