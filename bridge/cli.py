@@ -181,6 +181,11 @@ def events(
     Console(width=200).print(table)
 
 
+from bridge.poll.commands import poll as _poll  # noqa: E402
+
+cli.add_command(_poll)
+
+
 def main() -> None:
     """The console script's entry point."""
     cli(prog_name="bridge")

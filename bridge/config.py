@@ -235,6 +235,15 @@ class PollConfig(_Model):
             raise ValueError("is not an http(s) URL")
         return value
 
+    @field_validator("ignore")
+    @classmethod
+    def _check_ignore(cls, value: list[str]) -> list[str]:
+        from bridge.poll.diff import field_path
+
+        for expression in value:
+            field_path(expression)  # only plain field paths can be left out of the hash
+        return value
+
     @field_validator("every")
     @classmethod
     def _check_every(cls, value: float | AdaptiveEvery) -> float | AdaptiveEvery:

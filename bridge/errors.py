@@ -46,11 +46,18 @@ class FetchError(BridgeError):
     """A poll's request failed or its answer could not be used; the state is left untouched."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        reason: str = "fetch",
     ):
         super().__init__(message)
         self.status = status
         self.retry_after_s = retry_after_s
+        # A short word for metrics labels: timeout, connection, status, throttled, json, ...
+        self.reason = reason
 
 
 class VerificationError(BridgeError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.events import Event
 
@@ -64,11 +65,100 @@ class EventStore(ABC):
         """How many events are stored (for one source, or all)."""
 
 
-class PollStore:
-    """The state of polled sources: snapshots, conditional-request validators and stats.
+@dataclass(slots=True, frozen=True)
+class PollOutcome:
+    """What one poll of a source did, for its stats: counts are this poll's own."""
 
-    Filled in by the polling engine's issue; see bridge/poll/.
-    """
+    at_ms: int
+    duration_ms: int
+    status: int | None = None
+    error: str | None = None  # None when the poll succeeded
+    requests: int = 0
+    not_modified: bool = False
+    bytes: int = 0
+    items: int | None = None  # None when the poll did not see the items (an error, a 304)
+    events: int = 0
+    skipped: int = 0
+    duplicate_keys: int = 0
+    interval_s: float | None = None  # the delay until the next poll
+    saved_requests: float = 0.0  # polls not made, compared with polling at the minimum interval
+
+
+@dataclass(slots=True, frozen=True)
+class PollState:
+    """A polled source's stored state and stats."""
+
+    source: str
+    etag: str | None = None
+    last_modified: str | None = None
+    baselined: bool = False
+    # How many snapshots were committed: part of event ids, so a change that recurs later
+    # gets a new id while one re-detected after a crash gets the same.
+    generation: int = 0
+    last_poll_ms: int | None = None
+    last_ok_ms: int | None = None
+    last_duration_ms: int | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    last_error_ms: int | None = None
+    consecutive_failures: int = 0
+    polls: int = 0
+    failures: int = 0
+    requests: int = 0
+    not_modified: int = 0
+    bytes: int = 0
+    items: int = 0
+    events: int = 0
+    skipped: int = 0
+    duplicate_keys: int = 0
+    interval_s: float | None = None
+    saved_requests: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class PollCommit:
+    """Everything one successful poll changes, committed in one transaction."""
+
+    source: str
+    outcome: PollOutcome
+    events: Sequence[NewEvent] = ()
+    upserts: Sequence[tuple[str, str, str]] = ()  # (key, version token, item as JSON text)
+    deletes: Sequence[str] = ()  # keys
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class PollStore(ABC):
+    """The state of polled sources: snapshots, conditional-request validators and stats."""
+
+    @abstractmethod
+    async def load_poll_state(self, source: str) -> PollState:
+        """The stored state and stats of a polled source (empty for one never polled)."""
+
+    @abstractmethod
+    async def load_poll_versions(self, source: str) -> dict[str, str]:
+        """The snapshot of a polled source as key -> version token, without the items."""
+
+    @abstractmethod
+    async def load_poll_items(self, source: str, keys: Sequence[str]) -> dict[str, Any]:
+        """The stored items (decoded JSON) of these keys; keys not stored are left out."""
+
+    @abstractmethod
+    async def commit_poll(self, commit: PollCommit) -> list[bool]:
+        """Store a poll's events, deliveries, snapshot changes, validators and stats at once.
+
+        One transaction: either all of it is durable or none of it is. Marks the source
+        baselined and counts one more generation. Returns is_new per event, as
+        `record_events` does.
+        """
+
+    @abstractmethod
+    async def record_poll(self, source: str, outcome: PollOutcome) -> None:
+        """Store the stats of a poll that changed no snapshot (a failure or a 304)."""
+
+    @abstractmethod
+    async def list_poll_states(self) -> list[PollState]:
+        """The state and stats of every source ever polled, by name."""
 
 
 class OutboxStore:

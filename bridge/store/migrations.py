@@ -132,6 +132,18 @@ def m0001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def m0002_poll_stats(db: sqlite_utils.Database) -> None:
+    """Poll state: the snapshot generation (part of event ids) and more stats."""
+    table = db.table("poll_state")
+    table.add_column("generation", int, not_null_default=0)
+    table.add_column("polls", int, not_null_default=0)
+    table.add_column("failures", int, not_null_default=0)
+    table.add_column("last_ok_ms", int)
+    table.add_column("last_error_ms", int)
+    table.add_column("saved_requests", float, not_null_default=0)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
+    ("0002_poll_stats", m0002_poll_stats),
 ]

@@ -1,0 +1,333 @@
+"""The poller: the component that polls every `poll` source, diffs, and commits events.
+
+One poll is fetch -> index and diff against the stored snapshot -> one store transaction
+with the events, their deliveries, the snapshot changes and the stats. A fault anywhere
+before the commit changes nothing but the stats; a crash before the commit leaves the
+snapshot as it was, so the next poll detects the same changes again, with the same event
+ids (see `diff.build_events`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+from starlette.routing import BaseRoute
+
+from bridge import metrics
+from bridge.config import AdaptiveEvery, Config, PollConfig
+from bridge.errors import FetchError, StoreError
+from bridge.events import Event, now_ms
+from bridge.poll.diff import (
+    EventSpec,
+    Indexed,
+    ItemChange,
+    ItemSpec,
+    build_events,
+    diff,
+    index_items,
+)
+from bridge.poll.fetch import NO_VALIDATORS, Fetched, Validators, fetch, new_client
+from bridge.poll.scheduler import PollResult, Scheduler
+from bridge.routing import targets_for
+from bridge.runtime import Runtime
+from bridge.store import NewEvent, Store
+from bridge.store.base import PollCommit, PollOutcome, PollState
+
+log = logging.getLogger("bridge.poll")
+
+# Answers with more items than this are indexed and diffed in a worker thread, so that a
+# large source does not hold up the event loop (webhooks, other polls) for long.
+THREAD_THRESHOLD = 5_000
+
+
+def poll_sources(config: Config) -> dict[str, PollConfig]:
+    """The polled sources of a config, by name."""
+    return {name: s.poll for name, s in config.sources.items() if s.poll is not None}
+
+
+def _encode(item: Any) -> str:
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class Detection:
+    """What one poll found: the answer, the changes and the events they make."""
+
+    fetched: Fetched
+    indexed: Indexed = field(default_factory=Indexed)
+    changes: list[ItemChange] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    is_first: bool = False  # no snapshot yet: this poll makes the baseline
+    upserts: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _plan(
+    old: dict[str, str], items: list[Any], spec: ItemSpec
+) -> tuple[Indexed, list[ItemChange], list[tuple[str, str, str]]]:
+    indexed = index_items(items, spec)
+    changes = diff(old, indexed)
+    upserts = [(c.key, c.token, _encode(c.item)) for c in changes if c.change != "deleted"]
+    return indexed, changes, upserts
+
+
+async def detect(
+    client: httpx.AsyncClient,
+    source: str,
+    poll: PollConfig,
+    *,
+    store: Store | None,
+    state: PollState,
+    validators: Validators = NO_VALIDATORS,
+    out: Fetched | None = None,
+    emit_baseline: bool = False,
+) -> Detection:
+    """Fetch a source and diff the answer against its stored snapshot (none without a store).
+
+    Changes nothing. On a first poll with `baseline: silent` the changes make no events,
+    unless `emit_baseline` (for a dry run, which shows what the answer holds).
+    Raises FetchError when the answer is unusable.
+    """
+    fetched = await fetch(client, poll, validators, out)
+    if fetched.not_modified:
+        return Detection(fetched)
+    old = await store.load_poll_versions(source) if store is not None else {}
+    spec = ItemSpec.from_config(poll)
+    if len(fetched.items) > THREAD_THRESHOLD:
+        indexed, changes, upserts = await asyncio.to_thread(_plan, old, fetched.items, spec)
+    else:
+        indexed, changes, upserts = _plan(old, fetched.items, spec)
+    is_first = not state.baselined
+    detection = Detection(fetched, indexed, changes, [], is_first, upserts)
+    if is_first and poll.baseline == "silent" and not emit_baseline:
+        return detection
+    wanted = [c.key for c in changes if c.change != "created"]
+    stored = await store.load_poll_items(source, wanted) if store is not None and wanted else {}
+    detection.events = build_events(
+        changes,
+        stored,
+        spec,
+        EventSpec.from_config(source, poll),
+        generation=state.generation,
+        recorded_ms=now_ms(),
+    )
+    return detection
+
+
+class Poller:
+    """The component that polls every `poll` source of the config on its schedule."""
+
+    def __init__(self, runtime: Runtime, client: httpx.AsyncClient | None = None) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self._client = client
+        self._owns_client = client is None
+        self._scheduler: Scheduler | None = None
+
+    # -- the component ---------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        """The poller serves no HTTP routes."""
+        return []
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client of the polls (made on first use)."""
+        if self._client is None:
+            self._client = new_client()
+        return self._client
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler (made on first use)."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self.poll_source)
+        return self._scheduler
+
+    async def start(self) -> None:
+        """Schedule every polled source; each first poll runs at once."""
+        self.scheduler.start()
+        for name, poll in poll_sources(self.config).items():
+            self.scheduler.add(name, poll)
+        self.runtime.hub.subscribe(self._on_events)
+        if poll_sources(self.config):
+            log.info("polling %d sources", len(poll_sources(self.config)))
+
+    async def stop(self, grace_s: float) -> None:
+        """Start no new polls; let those in flight commit within `grace_s`, then cancel."""
+        self.runtime.hub.unsubscribe(self._on_events)
+        if self._scheduler is not None:
+            await self._scheduler.stop(grace_s)
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+
+    async def reload(self, config: Config) -> None:
+        """Add, remove and reschedule the sources whose `poll` config changed."""
+        old, new = poll_sources(self.config), poll_sources(config)
+        self.config = config
+        for name in old.keys() - new.keys():
+            self.scheduler.remove(name)
+            log.info("%s: no longer polled", name)
+        for name, poll in new.items():
+            if old.get(name) != poll:
+                self.scheduler.remove(name)
+                self.scheduler.add(name, poll)
+                log.info("%s: %s", name, "rescheduled" if name in old else "now polled")
+
+    def _on_events(self, events: Sequence[Event]) -> None:
+        pushed = {e.source for e in events if e.origin == "push"}
+        if not pushed or self._scheduler is None:
+            return
+        for name, poll in poll_sources(self.config).items():
+            if poll.on_push in pushed:
+                log.debug("%s: polling now on a hint from %s", name, poll.on_push)
+                self._scheduler.poll_now(name)
+
+    # -- one poll --------------------------------------------------------------------------
+
+    async def poll_source(self, name: str, interval_s: float) -> PollResult:
+        """The scheduler's job: poll once, counting the polls saved by a longer interval."""
+        poll = poll_sources(self.config).get(name)
+        if poll is None:
+            return PollResult()
+        saved = interval_s / poll.min_every_s - 1 if isinstance(poll.every, AdaptiveEvery) else 0
+        return await self.poll_once(name, interval_s=interval_s, saved_requests=max(saved, 0.0))
+
+    async def poll_once(
+        self, name: str, *, interval_s: float | None = None, saved_requests: float = 0.0
+    ) -> PollResult:
+        """Poll a source once and commit what changed; never raises for a failed fetch."""
+        poll = poll_sources(self.config)[name]
+        store = self.runtime.store
+        started = time.perf_counter()
+        at_ms = now_ms()
+        fetched = Fetched()
+        try:
+            state = await store.load_poll_state(name)
+            detection = await detect(
+                self.client,
+                name,
+                poll,
+                store=store,
+                state=state,
+                validators=Validators(state.etag, state.last_modified),
+                out=fetched,
+            )
+            duration_ms = round((time.perf_counter() - started) * 1000)
+            outcome = PollOutcome(
+                at_ms=at_ms,
+                duration_ms=duration_ms,
+                status=fetched.status,
+                requests=fetched.requests,
+                not_modified=fetched.not_modified,
+                bytes=fetched.bytes,
+                interval_s=interval_s,
+                saved_requests=saved_requests,
+            )
+            if fetched.not_modified:
+                await store.record_poll(name, outcome)
+                self._count(name, "not_modified", fetched)
+                return PollResult()
+            return await self._commit(name, detection, outcome)
+        except FetchError as exc:
+            return await self._failed(name, exc, fetched, at_ms, started, interval_s)
+        except StoreError as exc:
+            metrics.POLLS.labels(name, "error").inc()
+            metrics.POLL_ERRORS.labels(name, "store").inc()
+            log.warning("%s: poll not committed: %s", name, exc)
+            return PollResult()
+
+    async def _commit(self, name: str, detection: Detection, outcome: PollOutcome) -> PollResult:
+        targets = self.config.targets
+        batch = [NewEvent(e, targets_for(targets, name, e.type)) for e in detection.events]
+        indexed = detection.indexed
+        outcome = _with_counts(outcome, indexed, len(detection.events))
+        fetched = detection.fetched
+        is_new = await self.runtime.store.commit_poll(
+            PollCommit(
+                source=name,
+                outcome=outcome,
+                events=batch,
+                upserts=detection.upserts,
+                deletes=[c.key for c in detection.changes if c.change == "deleted"],
+                etag=fetched.validators.etag,
+                last_modified=fetched.validators.last_modified,
+            )
+        )
+        new_events = [e for e, fresh in zip(detection.events, is_new, strict=True) if fresh]
+        self._count(name, "ok", fetched)
+        metrics.POLL_ITEMS.labels(name).set(len(indexed.items))
+        for event in new_events:
+            metrics.EVENTS.labels(name, "poll", event.type).inc()
+            if event.time_ms is not None:
+                latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
+                metrics.DETECTION_LATENCY.labels(name, "poll").observe(latency_s)
+        self.runtime.hub.recorded(new_events)
+        if detection.changes or indexed.skipped or indexed.duplicates:
+            log.info(
+                "%s: %d items, %d changes, %d new events%s in %d ms",
+                name,
+                len(indexed.items),
+                len(detection.changes),
+                len(new_events),
+                " (baseline)" if detection.is_first else "",
+                outcome.duration_ms,
+            )
+        if indexed.skipped or indexed.duplicates:
+            log.warning(
+                "%s: skipped %d items without a key; %d keys were repeated (the last one won)",
+                name,
+                indexed.skipped,
+                indexed.duplicates,
+            )
+        return PollResult(changed=bool(detection.changes) and not detection.is_first)
+
+    async def _failed(
+        self,
+        name: str,
+        exc: FetchError,
+        fetched: Fetched,
+        at_ms: int,
+        started: float,
+        interval_s: float | None,
+    ) -> PollResult:
+        outcome = PollOutcome(
+            at_ms=at_ms,
+            duration_ms=round((time.perf_counter() - started) * 1000),
+            status=exc.status,
+            error=str(exc),
+            requests=fetched.requests,
+            bytes=fetched.bytes,
+            interval_s=interval_s,
+        )
+        self._count(name, "error", fetched)
+        metrics.POLL_ERRORS.labels(name, exc.reason).inc()
+        log.warning("%s: poll failed, state kept: %s", name, exc)
+        try:
+            await self.runtime.store.record_poll(name, outcome)
+        except StoreError as store_exc:
+            log.warning("%s: cannot record the poll's stats: %s", name, store_exc)
+        return PollResult(throttled=exc.reason == "throttled", retry_after_s=exc.retry_after_s)
+
+    @staticmethod
+    def _count(name: str, outcome: str, fetched: Fetched) -> None:
+        metrics.POLLS.labels(name, outcome).inc()
+        metrics.POLL_REQUESTS.labels(name).inc(fetched.requests)
+        if outcome == "not_modified":
+            metrics.POLL_NOT_MODIFIED.labels(name).inc()
+
+
+def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOutcome:
+    return replace(
+        outcome,
+        items=len(indexed.items),
+        events=events,
+        skipped=indexed.skipped,
+        duplicate_keys=indexed.duplicates,
+    )

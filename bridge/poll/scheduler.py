@@ -1,0 +1,193 @@
+"""When each source is polled: APScheduler interval jobs and the pure interval policy.
+
+Every polled source is one interval job of an `AsyncIOScheduler`, with `max_instances=1`
+(never two polls of one source at once), `coalesce` (polls missed while one ran become one)
+and the source's `jitter`. The interval runs from a fixed start, so it does not drift with
+the time a poll takes. After each poll, `next_delay_s` decides the delay until the next:
+
+- a fixed `every`: always `every`;
+- an adaptive `every: {min, max}`: `min` right after a change, then `FACTOR` times longer
+  after each poll that saw nothing, up to `max`;
+- a 429 or 503: the `Retry-After` it asked for, else exponential backoff with jitter up to
+  10 times the interval; the first success returns to the normal interval.
+
+The job is rescheduled only when that delay changes. A hint (`poll_now`) runs the job at
+once, or right after the poll in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bridge.config import AdaptiveEvery, PollConfig
+
+log = logging.getLogger("bridge.poll")
+
+FACTOR = 2.0  # how much slower an adaptive source gets after each poll without a change
+BACKOFF_CAP = 10.0  # backoff never waits more than this many intervals
+MAX_RETRY_AFTER_S = 86400.0  # a Retry-After beyond a day is taken as a day
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """What the scheduler needs to know about a finished poll."""
+
+    changed: bool = False  # the snapshot changed
+    throttled: bool = False  # the upstream answered 429 or 503
+    retry_after_s: float | None = None
+
+
+def base_interval_s(every: float | AdaptiveEvery, current_s: float | None, changed: bool) -> float:
+    """The normal delay after a poll: fixed, or adaptive (`min` after a change, else slower)."""
+    if not isinstance(every, AdaptiveEvery):
+        return every
+    if changed or current_s is None:
+        return every.min_s
+    return min(every.max_s, max(every.min_s, current_s * FACTOR))
+
+
+def backoff_s(
+    interval_s: float,
+    throttles: int,
+    retry_after_s: float | None,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """The delay after the `throttles`-th 429 or 503 in a row (1 for the first)."""
+    if retry_after_s is not None:
+        return min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S)
+    ceiling = min(interval_s * BACKOFF_CAP, interval_s * 2.0 ** max(throttles, 1))
+    # Equal jitter: at least half the ceiling, so backoff never collapses to zero.
+    return ceiling / 2 + ceiling / 2 * rand()
+
+
+@dataclass
+class _Slot:
+    """One source's schedule: its config, current delay and run state."""
+
+    poll: PollConfig
+    delay_s: float
+    base_s: float
+    throttles: int = 0
+    running: bool = False
+    hinted: bool = False
+
+
+class Scheduler:
+    """Runs `poll(name, interval_s)` for every source on its schedule."""
+
+    def __init__(self, poll: Callable[[str, float], Awaitable[PollResult]]) -> None:
+        self._poll = poll
+        self._scheduler = AsyncIOScheduler(
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        )
+        self._slots: dict[str, _Slot] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the scheduler (inside the running event loop)."""
+        self._scheduler.start()
+
+    def delay_s(self, name: str) -> float | None:
+        """The current delay between polls of a source."""
+        slot = self._slots.get(name)
+        return slot.delay_s if slot else None
+
+    def add(self, name: str, poll: PollConfig) -> None:
+        """Schedule a source; its first poll runs at once, the next after the minimum interval."""
+        base = poll.min_every_s
+        self._slots[name] = _Slot(poll, base, base)
+        self._scheduler.add_job(
+            self._run,
+            trigger=self._trigger(poll, base),
+            args=(name,),
+            id=name,
+            name=f"poll {name}",
+            next_run_time=datetime.now().astimezone(),
+        )
+
+    def remove(self, name: str) -> None:
+        """Stop polling a source (a poll in flight finishes)."""
+        if self._slots.pop(name, None) is not None:
+            self._scheduler.remove_job(name)
+
+    def poll_now(self, name: str) -> None:
+        """Poll a source at once, or right after its poll in flight."""
+        slot = self._slots.get(name)
+        if slot is None:
+            return
+        if slot.running:
+            slot.hinted = True
+        else:
+            self._scheduler.modify_job(name, next_run_time=datetime.now().astimezone())
+
+    @staticmethod
+    def _trigger(poll: PollConfig, delay_s: float) -> IntervalTrigger:
+        return IntervalTrigger(
+            seconds=delay_s,
+            jitter=poll.jitter_s or None,
+            start_date=datetime.now().astimezone() + timedelta(seconds=delay_s),
+        )
+
+    async def _run(self, name: str) -> None:
+        # The poll runs in its own task so that stop() can wait for it: APScheduler's
+        # executor cancels the jobs it runs when it shuts down.
+        task = asyncio.create_task(self._tick(name), name=f"poll {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(task)
+
+    async def _tick(self, name: str) -> None:
+        slot = self._slots.get(name)
+        if slot is None:
+            return
+        slot.running = True
+        try:
+            result = await self._poll(name, slot.delay_s)
+        except Exception:
+            log.exception("poll of %s failed", name)
+            result = PollResult()
+        finally:
+            slot.running = False
+        if self._slots.get(name) is not slot:
+            return  # removed or replaced while polling
+        self._after(name, slot, result)
+
+    def _after(self, name: str, slot: _Slot, result: PollResult) -> None:
+        if result.throttled:
+            slot.throttles += 1
+            delay = backoff_s(slot.base_s, slot.throttles, result.retry_after_s)
+        else:
+            slot.throttles = 0
+            slot.base_s = base_interval_s(slot.poll.every, slot.base_s, result.changed)
+            delay = slot.base_s
+        if slot.hinted:
+            slot.hinted = False
+            self._scheduler.reschedule_job(name, trigger=self._trigger(slot.poll, delay))
+            self._scheduler.modify_job(name, next_run_time=datetime.now().astimezone())
+        elif delay != slot.delay_s:
+            self._scheduler.reschedule_job(name, trigger=self._trigger(slot.poll, delay))
+        if delay != slot.delay_s:
+            log.debug("%s: next poll in %.3g s", name, delay)
+        slot.delay_s = delay
+
+    async def stop(self, grace_s: float) -> None:
+        """Start no more polls; let those in flight finish within `grace_s`, then cancel them."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("cancelled %d polls still running after %g s", len(pending), grace_s)
+                await asyncio.wait(pending, timeout=1.0)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
