@@ -33,6 +33,8 @@ class Upstream:
     requests: list[dict[str, str]] = field(default_factory=list)
     hanging: int = 0
     release: threading.Event = field(default_factory=threading.Event)
+    # Held by the test while it changes several things that a request must see together.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def request_count(self) -> int:
         return len(self.requests)
@@ -46,9 +48,10 @@ def upstream_app(up: Upstream) -> Starlette:
     """The app serving `up` at /items."""
 
     async def items(request: Request) -> Response:
-        up.requests.append(dict(request.headers) | {"query": request.url.query})
+        with up.lock:
+            up.requests.append(dict(request.headers) | {"query": request.url.query})
+            fault, current = up.fault, list(up.items)
         page = int(request.query_params.get("page") or request.query_params.get("after") or 1)
-        fault = up.fault
         if fault == "hang-page2" and page == 2:
             up.hanging += 1
             while not up.release.is_set():
@@ -74,19 +77,19 @@ def upstream_app(up: Upstream) -> Starlette:
             if request.headers.get("if-modified-since") == up.last_modified:
                 return Response(status_code=304, headers=headers)
         if up.style == "list":
-            return JSONResponse(up.items, headers=headers)
+            return JSONResponse(current, headers=headers)
         if up.style is None:
             body_key = "other" if fault == "shape" else "data"
-            return JSONResponse({body_key: up.items}, headers=headers)
-        return _page(up, page, headers)
+            return JSONResponse({body_key: current}, headers=headers)
+        return _page(up, current, page, headers)
 
     return Starlette(routes=[Route("/items", items)])
 
 
-def _page(up: Upstream, page: int, headers: dict[str, str]) -> Response:
+def _page(up: Upstream, items: list[Any], page: int, headers: dict[str, str]) -> Response:
     start = (page - 1) * up.page_size
-    chunk = up.items[start : start + up.page_size]
-    has_next = start + up.page_size < len(up.items)
+    chunk = items[start : start + up.page_size]
+    has_next = start + up.page_size < len(items)
     body: dict[str, Any] = {"data": chunk}
     if up.style == "link" and has_next:
         headers["Link"] = f'</items?page={page + 1}>; rel="next", </items?page=1>; rel="first"'
