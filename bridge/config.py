@@ -89,6 +89,21 @@ def _check_jmespath(value: str) -> str:
     return value
 
 
+def field_path(expression: str) -> tuple[str, ...]:
+    """The field names of a plain JMESPath field path (`a`, `a.b`, `"x-y"`); else ValueError."""
+    out: list[str] = []
+    todo: list[Any] = [jmespath.compile(expression).parsed]
+    while todo:
+        node = todo.pop(0)
+        if node["type"] == "field":
+            out.append(node["value"])
+        elif node["type"] == "subexpression":
+            todo[:0] = node["children"]
+        else:
+            raise ValueError(f'{expression!r} is not a field path (use a, a.b or "a-b")')
+    return tuple(out)
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
@@ -238,8 +253,6 @@ class PollConfig(_Model):
     @field_validator("ignore")
     @classmethod
     def _check_ignore(cls, value: list[str]) -> list[str]:
-        from bridge.poll.diff import field_path
-
         for expression in value:
             field_path(expression)  # only plain field paths can be left out of the hash
         return value

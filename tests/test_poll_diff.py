@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config import parse_config
+from bridge.config import field_path, parse_config
 from bridge.errors import ConfigError
 from bridge.events import event_id
 from bridge.poll.diff import (
@@ -13,7 +13,6 @@ from bridge.poll.diff import (
     ItemSpec,
     build_events,
     diff,
-    field_path,
     index_items,
     previous_attributes,
     strip_ignored,
@@ -85,6 +84,7 @@ def test_strip_ignored_leaves_absent_paths_alone() -> None:
 
 def test_ignore_must_be_field_paths() -> None:
     assert field_path("a.b") == ("a", "b")
+    assert field_path("a.b.c") == ("a", "b", "c")
     assert field_path('"x-y"') == ("x-y",)
     with pytest.raises(ValueError, match="not a field path"):
         field_path("a[0]")

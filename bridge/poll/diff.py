@@ -20,28 +20,10 @@ from typing import Any
 import jmespath
 import jmespath.parser
 
-from bridge.config import PollConfig
+from bridge.config import PollConfig, field_path
 from bridge.events import Change, Event, event_id, parse_time, render_type
 
 FieldPath = tuple[str, ...]
-
-
-def field_path(expression: str) -> FieldPath:
-    """The field names of a plain JMESPath field path (`a`, `a.b`, `"x-y"`); else ValueError."""
-    node: Any = jmespath.compile(expression).parsed
-    out: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        if node["type"] == "field":
-            out.append(node["value"])
-        elif node["type"] == "subexpression":
-            for child in node["children"]:
-                walk(child)
-        else:
-            raise ValueError(f'{expression!r} is not a field path (use a, a.b or "a-b")')
-
-    walk(node)
-    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
