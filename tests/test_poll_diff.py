@@ -217,3 +217,14 @@ def test_backoff_honours_retry_after_else_grows_with_jitter_up_to_ten_intervals(
     high = [backoff_s(10, n, None, rand=lambda: 1.0) for n in range(1, 8)]
     assert high == [20, 40, 80, 100, 100, 100, 100]
     assert low == [h / 2 for h in high]
+
+
+def test_getters_handle_field_paths_and_any_other_expression() -> None:
+    from bridge.poll.diff import getter
+
+    assert getter("a.b")({"a": {"b": 3}}) == 3
+    assert getter("a.b")({"a": 1}) is None
+    assert getter("a")("not a dict") is None
+    assert getter("join('-', [kind, to_string(n)])")({"kind": "x", "n": 2}) == "x-2"
+    indexed = index_items([{"k": "a", "n": 1}], spec(id="join('-', [k, to_string(n)])"))
+    assert list(indexed.items) == ["a-1"]

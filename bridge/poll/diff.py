@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jmespath
-import jmespath.parser
 
 from bridge.config import PollConfig, field_path
 from bridge.events import Change, Event, event_id, parse_time, render_type
@@ -30,25 +29,56 @@ FieldPath = tuple[str, ...]
 class ItemSpec:
     """The compiled expressions that find an item's key, version and time."""
 
-    id: jmespath.parser.ParsedResult
-    version: jmespath.parser.ParsedResult | None = None
-    time: jmespath.parser.ParsedResult | None = None
+    id: Getter
+    version: Getter | None = None
+    time: Getter | None = None
     ignore: tuple[FieldPath, ...] = ()
 
     @classmethod
     def from_config(cls, poll: PollConfig) -> ItemSpec:
         """Compile the expressions of a source's `poll` config."""
         return cls(
-            id=jmespath.compile(poll.id),
-            version=jmespath.compile(poll.version) if poll.version else None,
-            time=jmespath.compile(poll.time) if poll.time else None,
+            id=getter(poll.id),
+            version=getter(poll.version) if poll.version else None,
+            time=getter(poll.time) if poll.time else None,
             ignore=tuple(field_path(e) for e in poll.ignore),
         )
 
 
+# One encoder for every item: json.dumps with options builds a new encoder on each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces: equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL(value)
+
+
+Getter = Callable[[Any], Any]
+
+
+def getter(expression: str) -> Getter:
+    """A function that evaluates a JMESPath expression on an item.
+
+    A plain field path (the usual `id`, `updated_at`) becomes direct dict lookups, several
+    times faster than the JMESPath interpreter over 100,000 items.
+    """
+    try:
+        path = field_path(expression)
+    except ValueError:
+        return jmespath.compile(expression).search
+    if len(path) == 1:
+        name = path[0]
+        return lambda item: item.get(name) if isinstance(item, dict) else None
+
+    def get(item: Any) -> Any:
+        for name in path:
+            if not isinstance(item, dict):
+                return None
+            item = item.get(name)
+        return item
+
+    return get
 
 
 def strip_ignored(item: Any, ignore: Iterable[FieldPath]) -> Any:
@@ -91,7 +121,7 @@ class Indexed:
 def version_token(item: Any, spec: ItemSpec) -> str:
     """The token that changes when the item changes: its version, else its hash."""
     if spec.version is not None:
-        version = spec.version.search(item)
+        version = spec.version(item)
         if version is not None:
             return "v:" + canonical_json(version)
     text = canonical_json(strip_ignored(item, spec.ignore) if spec.ignore else item)
@@ -102,8 +132,9 @@ def index_items(items: Iterable[Any], spec: ItemSpec) -> Indexed:
     """Index the items of an answer by key; skip the keyless and let a repeated key's last win."""
     out = Indexed()
     by_key = out.items
+    get_id = spec.id
     for item in items:
-        key = _key_of(spec.id.search(item)) if isinstance(item, dict) else None
+        key = _key_of(get_id(item)) if isinstance(item, dict) else None
         if key is None:
             out.skipped += 1
             continue
@@ -203,7 +234,7 @@ def build_events(
                 data["previous_attributes"] = previous_attributes(
                     stored.get(ch.key), obj, spec.ignore
                 )
-            time_ms = parse_time(spec.time.search(obj)) if spec.time is not None else None
+            time_ms = parse_time(spec.time(obj)) if spec.time is not None else None
         out.append(
             Event(
                 id=event_id(events.source, ch.key, ch.change, ch.token, str(generation)),
