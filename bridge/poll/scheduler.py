@@ -101,16 +101,18 @@ class Scheduler:
         return slot.delay_s if slot else None
 
     def add(self, name: str, poll: PollConfig) -> None:
-        """Schedule a source; its first poll runs at once, the next after the minimum interval."""
+        """Schedule a source: its first poll within a second, then every (minimum) interval."""
         base = poll.min_every_s
         self._slots[name] = _Slot(poll, base, base)
+        # Spread the first polls so that many sources do not all fire at the same instants.
+        first = datetime.now().astimezone() + timedelta(seconds=random.uniform(0, min(base, 1.0)))
         self._scheduler.add_job(
             self._run,
-            trigger=self._trigger(poll, base),
+            trigger=self._trigger(poll, base, first),
             args=(name,),
             id=name,
             name=f"poll {name}",
-            next_run_time=datetime.now().astimezone(),
+            next_run_time=first,
         )
 
     def remove(self, name: str) -> None:
@@ -129,12 +131,11 @@ class Scheduler:
             self._scheduler.modify_job(name, next_run_time=datetime.now().astimezone())
 
     @staticmethod
-    def _trigger(poll: PollConfig, delay_s: float) -> IntervalTrigger:
-        return IntervalTrigger(
-            seconds=delay_s,
-            jitter=poll.jitter_s or None,
-            start_date=datetime.now().astimezone() + timedelta(seconds=delay_s),
-        )
+    def _trigger(
+        poll: PollConfig, delay_s: float, after: datetime | None = None
+    ) -> IntervalTrigger:
+        start = (after or datetime.now().astimezone()) + timedelta(seconds=delay_s)
+        return IntervalTrigger(seconds=delay_s, jitter=poll.jitter_s or None, start_date=start)
 
     async def _run(self, name: str) -> None:
         # The poll runs in its own task so that stop() can wait for it: APScheduler's
