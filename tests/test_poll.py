@@ -150,6 +150,37 @@ async def test_exactly_one_event_per_create_update_and_delete(env: Env) -> None:
     assert state.events == 3 and state.generation == 3 and state.consecutive_failures == 0
 
 
+async def test_a_failed_commit_writes_nothing_and_the_next_poll_redetects_once(
+    env: Env,
+) -> None:
+    env.make()
+    await env.poll()
+    env.up.items[0]["n"] = 1
+    env.up.items.pop()
+    env.store.writer.fault = sqlite3.OperationalError("disk I/O error")
+    result = await env.poll()
+    env.store.writer.fault = None
+    assert not result.changed
+    assert await env.events() == []
+    assert len(await env.versions()) == 5
+    await env.poll()
+    await env.poll()
+    assert changes(await env.events()) == [("updated", "1"), ("deleted", "5")]
+
+
+async def test_stats_are_kept_per_source(env: Env) -> None:
+    env.make()
+    await env.poll()
+    env.up.fault = "status"
+    await env.poll()
+    (state,) = await env.store.list_poll_states()
+    assert state.source == "s" and state.polls == 2 and state.failures == 1
+    assert state.requests == 2 and state.bytes > 0 and state.items == 5
+    assert state.last_status == 500 and state.consecutive_failures == 1
+    assert state.last_poll_ms and state.last_ok_ms and state.last_poll_ms >= state.last_ok_ms
+    assert state.last_duration_ms is not None and state.last_error_ms == state.last_poll_ms
+
+
 async def test_a_change_that_comes_back_makes_a_new_event(env: Env) -> None:
     env.make()
     await env.poll()
@@ -387,6 +418,21 @@ async def test_a_push_hint_polls_at_once(env: Env) -> None:
     poller.runtime.hub.recorded([other])
     await asyncio.sleep(0.3)
     assert env.up.request_count() == 2
+
+
+async def test_a_hint_during_a_poll_polls_again_right_after(env: Env) -> None:
+    env.up.style = "link"
+    env.up.fault = "hang-page2"
+    poller = env.make(every="1h", on_push="hook", pages="link")
+    await poller.start()
+    await until(lambda: env.up.hanging == 1)
+    hint = Event(id="evt_x", source="hook", type="x", origin="push", data={}, recorded_ms=1)
+    poller.runtime.hub.recorded([hint])
+    env.up.fault = None
+    env.up.release.set()
+    await until(lambda: env.up.request_count() == 4, timeout_s=5)  # two polls of two pages
+    await asyncio.sleep(0.2)
+    assert env.up.request_count() == 4
 
 
 async def test_reload_adds_removes_and_reschedules(env: Env) -> None:

@@ -128,7 +128,7 @@ class Scheduler:
         if slot.running:
             slot.hinted = True
         else:
-            self._scheduler.modify_job(name, next_run_time=datetime.now().astimezone())
+            self._spawn(name)
 
     @staticmethod
     def _trigger(
@@ -137,18 +137,22 @@ class Scheduler:
         start = (after or datetime.now().astimezone()) + timedelta(seconds=delay_s)
         return IntervalTrigger(seconds=delay_s, jitter=poll.jitter_s or None, start_date=start)
 
-    async def _run(self, name: str) -> None:
-        # The poll runs in its own task so that stop() can wait for it: APScheduler's
-        # executor cancels the jobs it runs when it shuts down.
+    def _spawn(self, name: str) -> asyncio.Task[None]:
+        # Each poll runs in a task of ours so that stop() can wait for it (APScheduler's
+        # executor cancels the jobs it runs when it shuts down) and so that a hint can
+        # start one outside the schedule.
         task = asyncio.create_task(self._tick(name), name=f"poll {name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await asyncio.shield(task)
+        return task
+
+    async def _run(self, name: str) -> None:
+        await asyncio.shield(self._spawn(name))
 
     async def _tick(self, name: str) -> None:
         slot = self._slots.get(name)
-        if slot is None:
-            return
+        if slot is None or slot.running:
+            return  # a poll of this source is in flight already (started by a hint)
         slot.running = True
         try:
             result = await self._poll(name, slot.delay_s)
@@ -169,12 +173,11 @@ class Scheduler:
             slot.throttles = 0
             slot.base_s = base_interval_s(slot.poll.every, slot.base_s, result.changed)
             delay = slot.base_s
+        if delay != slot.delay_s:
+            self._scheduler.reschedule_job(name, trigger=self._trigger(slot.poll, delay))
         if slot.hinted:
             slot.hinted = False
-            self._scheduler.reschedule_job(name, trigger=self._trigger(slot.poll, delay))
-            self._scheduler.modify_job(name, next_run_time=datetime.now().astimezone())
-        elif delay != slot.delay_s:
-            self._scheduler.reschedule_job(name, trigger=self._trigger(slot.poll, delay))
+            self._spawn(name)
         if delay != slot.delay_s:
             log.debug("%s: next poll in %.3g s", name, delay)
         slot.delay_s = delay
