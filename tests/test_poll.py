@@ -347,6 +347,17 @@ async def test_a_fault_makes_no_event_and_keeps_the_state(env: Env, fault: str) 
     assert (await env.store.load_poll_state("s")).consecutive_failures == 0
 
 
+async def test_an_expression_that_fails_on_the_answer_is_a_fault(env: Env) -> None:
+    env.make(id="to_string(id)")
+    await env.poll()
+    before = await env.versions()
+    env.make(id="abs(name)")  # abs() of a string: a JMESPath type error
+    env.up.items.pop()
+    await env.poll()
+    assert await env.versions() == before and await env.events() == []
+    assert "expression failed" in ((await env.store.load_poll_state("s")).last_error or "")
+
+
 async def test_secrets_stay_out_of_errors(env: Env) -> None:
     env.make(headers={"Authorization": "Bearer sekret-123"}, params={"q": "sekret-456"})
     env.up.fault = "status"
@@ -418,6 +429,19 @@ async def test_a_push_hint_polls_at_once(env: Env) -> None:
     poller.runtime.hub.recorded([other])
     await asyncio.sleep(0.3)
     assert env.up.request_count() == 2
+
+
+async def test_never_two_polls_of_one_source_at_once(env: Env) -> None:
+    env.up.style = "link"
+    env.up.fault = "hang-page2"
+    poller = env.make(every="50ms", pages="link")
+    await poller.start()
+    await until(lambda: env.up.hanging == 1)
+    await asyncio.sleep(0.5)  # ten intervals
+    assert env.up.hanging == 1 and env.up.request_count() == 2  # one poll: pages 1 and 2
+    env.up.fault = None
+    env.up.release.set()
+    await until(lambda: env.up.request_count() >= 6)  # polling goes on afterwards
 
 
 async def test_a_hint_during_a_poll_polls_again_right_after(env: Env) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
+import jmespath.exceptions
 from starlette.routing import BaseRoute
 
 from bridge import metrics
@@ -94,15 +95,21 @@ async def detect(
     unless `emit_baseline` (for a dry run, which shows what the answer holds).
     Raises FetchError when the answer is unusable.
     """
-    fetched = await fetch(client, poll, validators, out)
-    if fetched.not_modified:
-        return Detection(fetched)
-    old = await store.load_poll_versions(source) if store is not None else {}
-    spec = ItemSpec.from_config(poll)
-    if len(fetched.items) > THREAD_THRESHOLD:
-        indexed, changes, upserts = await asyncio.to_thread(_plan, old, fetched.items, spec)
-    else:
-        indexed, changes, upserts = _plan(old, fetched.items, spec)
+    try:
+        fetched = await fetch(client, poll, validators, out)
+        if fetched.not_modified:
+            return Detection(fetched)
+        old = await store.load_poll_versions(source) if store is not None else {}
+        spec = ItemSpec.from_config(poll)
+        if len(fetched.items) > THREAD_THRESHOLD:
+            indexed, changes, upserts = await asyncio.to_thread(_plan, old, fetched.items, spec)
+        else:
+            indexed, changes, upserts = _plan(old, fetched.items, spec)
+    except jmespath.exceptions.JMESPathError as exc:
+        # A function in an expression met a value of the wrong type in the answer.
+        raise FetchError(
+            f"{source}: an expression failed on the answer: {exc}", reason="expression"
+        ) from exc
     is_first = not state.baselined
     detection = Detection(fetched, indexed, changes, [], is_first, upserts)
     if is_first and poll.baseline == "silent" and not emit_baseline:

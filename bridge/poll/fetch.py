@@ -11,6 +11,7 @@ one that loops. A 429 or 503 carries its `Retry-After` in seconds.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -30,6 +31,8 @@ from bridge.errors import FetchError
 log = logging.getLogger("bridge.poll")
 
 USER_AGENT = f"bridge/{__version__}"
+# Answers larger than this are parsed in a worker thread, not on the event loop.
+LARGE_BODY = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,7 @@ class _Walk:
         self.out.bytes += len(response.content)
         return response
 
-    def check(self, response: httpx.Response) -> Any:
+    async def check(self, response: httpx.Response) -> Any:
         status = response.status_code
         where = safe_url(response.url)
         if status in (429, 503):
@@ -137,6 +140,8 @@ class _Walk:
         if not 200 <= status < 300:
             raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
         try:
+            if len(response.content) > LARGE_BODY:
+                return await asyncio.to_thread(json.loads, response.content)
             return json.loads(response.content)
         except (ValueError, UnicodeDecodeError) as exc:
             raise FetchError(
@@ -202,7 +207,7 @@ class _Walk:
                 self.out.validators = Validators(
                     response.headers.get("etag"), response.headers.get("last-modified")
                 )
-            body = self.check(response)
+            body = await self.check(response)
             if str(response.url) in self.seen:
                 raise FetchError(
                     f"{safe_url(url)}: the pagination loops back to a seen page",

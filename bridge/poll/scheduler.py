@@ -1,8 +1,9 @@
 """When each source is polled: APScheduler interval jobs and the pure interval policy.
 
-Every polled source is one interval job of an `AsyncIOScheduler`, with `max_instances=1`
-(never two polls of one source at once), `coalesce` (polls missed while one ran become one)
-and the source's `jitter`. The interval runs from a fixed start, so it does not drift with
+Every polled source is one interval job of an `AsyncIOScheduler`, with `coalesce` (runs
+missed while the loop was busy become one) and the source's `jitter`; a run that comes while
+the source's previous poll is still in flight is skipped, so there are never two polls of one
+source at once. The interval runs from a fixed start, so it does not drift with
 the time a poll takes. After each poll, `next_delay_s` decides the delay until the next:
 
 - a fixed `every`: always `every`;
@@ -147,7 +148,9 @@ class Scheduler:
         return task
 
     async def _run(self, name: str) -> None:
-        await asyncio.shield(self._spawn(name))
+        # Returns at once: the poll's own task and `_Slot.running` keep one poll per source,
+        # without APScheduler warning each time a slow poll makes it skip a run.
+        self._spawn(name)
 
     async def _tick(self, name: str) -> None:
         slot = self._slots.get(name)
