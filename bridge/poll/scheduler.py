@@ -91,6 +91,10 @@ class Scheduler:
         )
         self._slots: dict[str, _Slot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # One lock per source name, kept when a reload replaces the source's slot, so that
+        # a poll of the old config still in flight keeps the new one waiting.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._stopping = False
 
     def start(self) -> None:
         """Start the scheduler (inside the running event loop)."""
@@ -138,7 +142,9 @@ class Scheduler:
         start = (after or datetime.now().astimezone()) + timedelta(seconds=delay_s)
         return IntervalTrigger(seconds=delay_s, jitter=poll.jitter_s or None, start_date=start)
 
-    def _spawn(self, name: str) -> asyncio.Task[None]:
+    def _spawn(self, name: str) -> asyncio.Task[None] | None:
+        if self._stopping:
+            return None
         # Each poll runs in a task of ours so that stop() can wait for it (APScheduler's
         # executor cancels the jobs it runs when it shuts down) and so that a hint can
         # start one outside the schedule.
@@ -154,16 +160,18 @@ class Scheduler:
 
     async def _tick(self, name: str) -> None:
         slot = self._slots.get(name)
-        if slot is None or slot.running:
-            return  # a poll of this source is in flight already (started by a hint)
-        slot.running = True
-        try:
-            result = await self._poll(name, slot.delay_s)
-        except Exception:
-            log.exception("poll of %s failed", name)
-            result = PollResult()
-        finally:
-            slot.running = False
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        if slot is None or lock.locked():
+            return  # a poll of this source is in flight already
+        async with lock:
+            slot.running = True
+            try:
+                result = await self._poll(name, slot.delay_s)
+            except Exception:
+                log.exception("poll of %s failed", name)
+                result = PollResult()
+            finally:
+                slot.running = False
         if self._slots.get(name) is not slot:
             return  # removed or replaced while polling
         self._after(name, slot, result)
@@ -187,6 +195,7 @@ class Scheduler:
 
     async def stop(self, grace_s: float) -> None:
         """Start no more polls; let those in flight finish within `grace_s`, then cancel them."""
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.pause()
         if self._tasks:
