@@ -158,7 +158,7 @@ class Poller:
         return self._scheduler
 
     async def start(self) -> None:
-        """Schedule every polled source; each first poll runs at once."""
+        """Schedule every polled source; each first poll runs within a second."""
         self.scheduler.start()
         for name, poll in poll_sources(self.config).items():
             self.scheduler.add(name, poll)

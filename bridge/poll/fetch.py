@@ -98,7 +98,8 @@ class _Walk:
 
     def headers(self, first: bool) -> dict[str, str]:
         headers = {name: value.get_secret_value() for name, value in self.poll.headers.items()}
-        headers.setdefault("Accept", "application/json")
+        if not any(name.lower() == "accept" for name in headers):
+            headers["Accept"] = "application/json"
         if first and self.validators.etag:
             headers["If-None-Match"] = self.validators.etag
         if first and self.validators.last_modified:
