@@ -185,6 +185,10 @@ from bridge.poll.commands import poll as _poll  # noqa: E402
 
 cli.add_command(_poll)
 
+from bridge.deliver import commands as _deliver_commands  # noqa: E402
+
+_deliver_commands.register(cli)
+
 
 def main() -> None:
     """The console script's entry point."""

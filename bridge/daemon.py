@@ -52,6 +52,9 @@ def bind(host: str, port: int) -> socket.socket:
 def build_components(runtime: Runtime) -> list[Component]:
     """The engines for this config, in start order."""
     components: list[Component] = []
+    from bridge.deliver.worker import Deliverer
+
+    components.append(Deliverer(runtime))
     from bridge.poll.engine import Poller
 
     components.append(Poller(runtime))

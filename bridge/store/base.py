@@ -13,7 +13,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,11 +161,140 @@ class PollStore(ABC):
         """The state and stats of every source ever polled, by name."""
 
 
-class OutboxStore:
-    """Deliveries: claiming due ones, recording attempts, targets' state, redelivery.
+@dataclass(slots=True, frozen=True)
+class Claim:
+    """A due delivery leased to one worker, with its event."""
 
-    Filled in by the delivery engine's issue; see bridge/deliver/.
-    """
+    delivery_id: int
+    target: str
+    event: Event
+    attempts: int  # attempts made before this one
+
+
+@dataclass(slots=True, frozen=True)
+class Claimed:
+    """What `claim_due` leased, and when the next unleased delivery of those targets is due."""
+
+    claims: list[Claim]
+    next_due_ms: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class TargetState:
+    """A target's persisted health: disabled (by a 410) or not, and its circuit breaker."""
+
+    name: str
+    disabled_ms: int | None = None
+    disabled_reason: str | None = None
+    circuit: str = "closed"  # closed | half_open | open
+    failures: int = 0  # consecutive failed attempts
+    open_until_ms: int | None = None
+    cooldown_s: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class AttemptRecord:
+    """One finished attempt and the next state of its delivery (and maybe of its target)."""
+
+    delivery_id: int
+    event_id: str
+    target: str
+    at_ms: int
+    duration_ms: int
+    status_code: int | None
+    response: str | None
+    error: str | None
+    status: str  # the delivery's status after the attempt
+    next_ms: int
+    target_state: TargetState | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class DeliveryRow:
+    """One delivery of one event to one target, as stored."""
+
+    id: int
+    event_id: str
+    target: str
+    status: str  # pending | delivered | failed | dead
+    attempts: int
+    next_ms: int
+    lease_ms: int | None
+    created_ms: int
+    delivered_ms: int | None
+    last_code: int | None
+    last_error: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class AttemptRow:
+    """One recorded attempt of a delivery."""
+
+    delivery_id: int
+    event_id: str
+    target: str
+    at_ms: int
+    duration_ms: int | None
+    status_code: int | None
+    response: str | None
+    error: str | None
+
+
+class OutboxStore(ABC):
+    """Deliveries: claiming due ones, recording attempts, targets' state, redelivery."""
+
+    @abstractmethod
+    async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
+        """Lease up to `limits[target]` due, unleased deliveries per target until `lease_ms`."""
+
+    @abstractmethod
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        """Drop the leases of claimed deliveries that were not attempted."""
+
+    @abstractmethod
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Durably store attempts with their deliveries' next states (and targets' states)."""
+
+    @abstractmethod
+    async def target_states(self) -> dict[str, TargetState]:
+        """The persisted state of every target that has one, by name."""
+
+    @abstractmethod
+    async def save_target_state(self, state: TargetState) -> None:
+        """Durably store one target's state."""
+
+    @abstractmethod
+    async def enable_target(self, name: str) -> bool:
+        """Enable a target and close its circuit; True when it was disabled."""
+
+    @abstractmethod
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        target: str | None = None,
+        event_id: str | None = None,
+        limit: int | None = 100,
+    ) -> list[DeliveryRow]:
+        """Deliveries, newest first, optionally filtered by status, target and event."""
+
+    @abstractmethod
+    async def list_attempts(self, event_id: str, target: str | None = None) -> list[AttemptRow]:
+        """The attempts made to deliver one event (to one target, or all), oldest first."""
+
+    @abstractmethod
+    async def redeliver(
+        self, event_ids: Sequence[str], target: str | None, now_ms: int
+    ) -> dict[str, int]:
+        """Queue these events again (to `target`, or to every target they had); count per id."""
+
+    @abstractmethod
+    async def redeliver_dead(self, target: str | None, now_ms: int) -> int:
+        """Queue every dead delivery (of `target`, or all) again; returns how many."""
+
+    @abstractmethod
+    async def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """How many deliveries each target has in each status."""
 
 
 class Store(EventStore, PollStore, OutboxStore):

@@ -1,7 +1,248 @@
-"""SQLite implementation of `OutboxStore`: claiming deliveries, attempts, targets' state."""
+"""SQLite implementation of `OutboxStore`: claiming deliveries, attempts, targets' state.
+
+A claim is a lease on the row (`lease_ms`), not a status: a worker that dies leaves its
+leases to expire, and the rows become claimable again (at least once delivery). Recording
+an attempt writes the attempt, the delivery's next state and the target's state together.
+"""
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bridge.store.base import (
+    AttemptRecord,
+    AttemptRow,
+    Claim,
+    Claimed,
+    DeliveryRow,
+    TargetState,
+)
+
+T = TypeVar("T")
+
+_WAITING = "status IN ('pending', 'failed')"
+_DELIVERY_COLUMNS = (
+    "id, event_id, target, status, attempts, next_ms, lease_ms, created_ms, delivered_ms,"
+    " last_code, last_error"
+)
+_TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
+_REQUEUE = "status = 'pending', attempts = 0, next_ms = ?, lease_ms = NULL"
+
+
+def _claim_target(
+    conn: sqlite3.Connection, target: str, limit: int, now_ms: int, lease_ms: int
+) -> list[Claim]:
+    from bridge.store.sqlite import _EVENT_COLUMNS, _row_to_event
+
+    columns = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+    rows = conn.execute(
+        f"SELECT d.id, d.attempts, {columns} FROM deliveries d JOIN events e ON e.id = d.event_id"
+        f" WHERE d.target = ? AND d.{_WAITING} AND d.next_ms <= ?"
+        " AND (d.lease_ms IS NULL OR d.lease_ms <= ?) ORDER BY d.next_ms, d.id LIMIT ?",
+        (target, now_ms, now_ms, limit),
+    ).fetchall()
+    if rows:
+        conn.executemany(
+            "UPDATE deliveries SET lease_ms = ? WHERE id = ?", [(lease_ms, r[0]) for r in rows]
+        )
+    return [Claim(r[0], target, _row_to_event(r[2:]), r[1]) for r in rows]
+
+
+def _next_due(conn: sqlite3.Connection, targets: Sequence[str]) -> int | None:
+    if not targets:
+        return None
+    marks = ",".join("?" * len(targets))
+    row = conn.execute(
+        f"SELECT min(max(next_ms, coalesce(lease_ms, 0))) FROM deliveries"
+        f" WHERE {_WAITING} AND target IN ({marks})",
+        list(targets),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _upsert_target(conn: sqlite3.Connection, s: TargetState) -> None:
+    conn.execute(
+        f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+        (
+            s.name,
+            s.disabled_ms,
+            s.disabled_reason,
+            s.circuit,
+            s.failures,
+            s.open_until_ms,
+            s.cooldown_s,
+        ),
+    )
+
+
+def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, event_id, target, at_ms, duration_ms, status_code,"
+        " response, error) VALUES (?,?,?,?,?,?,?,?)",
+        [
+            (r.delivery_id, r.event_id, r.target, r.at_ms, r.duration_ms, r.status_code,
+             r.response, r.error)
+            for r in records
+        ],
+    )  # fmt: skip
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_ms = ?,"
+        " lease_ms = NULL, last_code = ?, last_error = ?,"
+        " delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END WHERE id = ?",
+        [
+            (r.status, r.next_ms, r.status_code, r.error, r.status, r.at_ms + r.duration_ms,
+             r.delivery_id)
+            for r in records
+        ],
+    )  # fmt: skip
+    for r in records:
+        if r.target_state is not None:
+            _upsert_target(conn, r.target_state)
+
+
+def _redeliver(
+    conn: sqlite3.Connection, event_ids: Sequence[str], target: str | None, now_ms: int
+) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for event_id in event_ids:
+        if target is None:
+            cur = conn.execute(f"UPDATE deliveries SET {_REQUEUE} WHERE event_id = ?",
+                               (now_ms, event_id))  # fmt: skip
+            out[event_id] = cur.rowcount
+            continue
+        cur = conn.execute(
+            f"UPDATE deliveries SET {_REQUEUE} WHERE event_id = ? AND target = ?",
+            (now_ms, event_id, target),
+        )
+        if cur.rowcount == 0:
+            # A target the event never went to (added later): queue a first delivery.
+            cur = conn.execute(
+                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
+                " SELECT id, ?, 'pending', 0, ?, ? FROM events WHERE id = ?",
+                (target, now_ms, now_ms, event_id),
+            )
+        out[event_id] = cur.rowcount
+    return out
 
 
 class SQLiteOutbox:
     """Mixed into SQLiteStore; uses its `read` and `write` helpers."""
+
+    if TYPE_CHECKING:
+
+        async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+        async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
+        def claim(conn: sqlite3.Connection) -> Claimed:
+            claims: list[Claim] = []
+            for target, limit in limits.items():
+                if limit > 0:
+                    claims.extend(_claim_target(conn, target, limit, now_ms, lease_ms))
+            return Claimed(claims, _next_due(conn, list(limits)))
+
+        return await self.write(claim)
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE deliveries SET lease_ms = NULL WHERE id = ?", [(i,) for i in delivery_ids]
+            )
+
+        if delivery_ids:
+            await self.write(release)
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        if records:
+            await self.write(lambda conn: _record(conn, records))
+
+    async def target_states(self) -> dict[str, TargetState]:
+        def q(conn: sqlite3.Connection) -> dict[str, TargetState]:
+            rows = conn.execute(f"SELECT {_TARGET_COLUMNS} FROM targets").fetchall()
+            return {r[0]: TargetState(*r) for r in rows}
+
+        return await self.read(q)
+
+    async def save_target_state(self, state: TargetState) -> None:
+        await self.write(lambda conn: _upsert_target(conn, state))
+
+    async def enable_target(self, name: str) -> bool:
+        def enable(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT disabled_ms FROM targets WHERE name = ?", (name,)).fetchone()
+            _upsert_target(conn, TargetState(name))
+            return bool(row and row[0] is not None)
+
+        return await self.write(enable)
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        target: str | None = None,
+        event_id: str | None = None,
+        limit: int | None = 100,
+    ) -> list[DeliveryRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("status", status), ("target", target), ("event_id", event_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+
+        def q(conn: sqlite3.Connection) -> list[DeliveryRow]:
+            return [DeliveryRow(*r) for r in conn.execute(sql, args)]
+
+        return await self.read(q)
+
+    async def list_attempts(self, event_id: str, target: str | None = None) -> list[AttemptRow]:
+        sql = (
+            "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
+            " error FROM attempts WHERE event_id = ?"
+        )
+        args: list[Any] = [event_id]
+        if target is not None:
+            sql += " AND target = ?"
+            args.append(target)
+        sql += " ORDER BY id"
+
+        def q(conn: sqlite3.Connection) -> list[AttemptRow]:
+            return [AttemptRow(*r) for r in conn.execute(sql, args)]
+
+        return await self.read(q)
+
+    async def redeliver(
+        self, event_ids: Sequence[str], target: str | None, now_ms: int
+    ) -> dict[str, int]:
+        return await self.write(lambda conn: _redeliver(conn, event_ids, target, now_ms))
+
+    async def redeliver_dead(self, target: str | None, now_ms: int) -> int:
+        def requeue(conn: sqlite3.Connection) -> int:
+            sql = f"UPDATE deliveries SET {_REQUEUE} WHERE status = 'dead'"
+            args: list[Any] = [now_ms]
+            if target is not None:
+                sql += " AND target = ?"
+                args.append(target)
+            return conn.execute(sql, args).rowcount
+
+        return await self.write(requeue)
+
+    async def delivery_counts(self) -> dict[str, dict[str, int]]:
+        def q(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for target, status, count in conn.execute(
+                "SELECT target, status, count(*) FROM deliveries GROUP BY target, status"
+            ):
+                out.setdefault(target, {})[status] = count
+            return out
+
+        return await self.read(q)

@@ -1,0 +1,1 @@
+"""Outbound delivery: the outbox workers, Standard Webhooks signing, retries, circuit breaker."""

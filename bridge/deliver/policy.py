@@ -1,0 +1,148 @@
+"""What happens after an attempt: the pure retry policy and the circuit breaker.
+
+Outcomes of one attempt (status code, or None when no answer came):
+
+    2xx                 delivered
+    410 Gone            the target is disabled until `bridge target enable`; the delivery waits
+    429, 502, 503, 504  retry on the schedule, never sooner than the answer's Retry-After
+    anything else       retry on the schedule (3xx included: redirects are never followed)
+
+The schedule is the target's `retry` delays, each with +-20% jitter; after the last one the
+delivery is dead. Nothing here does I/O or reads a clock: times and randomness are arguments.
+
+The circuit breaker of a target: `failures` consecutive failed attempts open it; while open,
+nothing new is sent; when the cool-down ends one probe is let through (half-open); a
+success closes it, a failed probe opens it again for twice the cool-down (up to a maximum).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+from bridge.config import CircuitConfig
+
+JITTER = 0.2
+# A Retry-After further away than this is taken as this: a day is already a long pause.
+MAX_RETRY_AFTER_S = 86400.0
+SLOW_DOWN = frozenset({429, 502, 503, 504})
+
+Status = Literal["pending", "delivered", "failed", "dead"]
+CircuitState = Literal["closed", "half_open", "open"]
+CIRCUIT_GAUGE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def is_success(status_code: int | None) -> bool:
+    """True for any 2xx answer."""
+    return status_code is not None and 200 <= status_code < 300
+
+
+def jittered(delay_s: float, rand: float) -> float:
+    """`delay_s` moved by up to +-20%; `rand` is uniform in [0, 1)."""
+    return delay_s * (1 - JITTER + 2 * JITTER * rand)
+
+
+def retry_delay_s(attempts: int, retry_s: Sequence[float], rand: float) -> float | None:
+    """The delay before the next attempt after `attempts` failed ones, or None when dead."""
+    if attempts < 1 or attempts > len(retry_s):
+        return None
+    return jittered(retry_s[attempts - 1], rand)
+
+
+def parse_retry_after(value: str | None, now_ms: int) -> float | None:
+    """Seconds to wait from a Retry-After value (seconds or an HTTP date); None if unusable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    seconds = when.timestamp() - now_ms / 1000
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    """The delivery's next state after an attempt."""
+
+    status: Status
+    next_ms: int
+    disables_target: bool = False
+
+    @property
+    def is_failure(self) -> bool:
+        """True when the attempt failed (it counts against the circuit breaker)."""
+        return self.status != "delivered"
+
+
+def decide(
+    status_code: int | None,
+    *,
+    attempts: int,
+    retry_s: Sequence[float],
+    now_ms: int,
+    retry_after: str | None = None,
+    rand: Callable[[], float] = random.random,
+) -> Decision:
+    """Where a delivery goes after its `attempts`-th attempt got `status_code` (None: no answer)."""
+    if is_success(status_code):
+        return Decision("delivered", now_ms)
+    if status_code == 410:
+        # Not the delivery's fault: it waits, due at once, until the target is enabled again.
+        return Decision("failed", now_ms, disables_target=True)
+    delay_s = retry_delay_s(attempts, retry_s, rand())
+    if delay_s is None:
+        return Decision("dead", now_ms)
+    if status_code in SLOW_DOWN:
+        asked_s = parse_retry_after(retry_after, now_ms)
+        if asked_s is not None:
+            delay_s = max(delay_s, asked_s)
+    return Decision("failed", now_ms + round(delay_s * 1000))
+
+
+@dataclass(slots=True, frozen=True)
+class Circuit:
+    """The circuit breaker state of one target, as persisted in the `targets` table."""
+
+    state: CircuitState = "closed"
+    failures: int = 0
+    open_until_ms: int | None = None
+    cooldown_s: float | None = None
+
+    def admits(self, now_ms: int) -> Literal["all", "probe", "none"]:
+        """What may be sent now: anything, one probe, or nothing."""
+        if self.state == "closed":
+            return "all"
+        if self.state == "open" and self.open_until_ms is not None and now_ms < self.open_until_ms:
+            return "none"
+        return "probe"
+
+    def probing(self) -> Circuit:
+        """The state once a probe is on its way."""
+        return replace(self, state="half_open")
+
+    def on_success(self) -> Circuit:
+        """The state after a successful attempt: closed."""
+        return Circuit()
+
+    def on_failure(self, now_ms: int, config: CircuitConfig) -> Circuit:
+        """The state after a failed attempt."""
+        failures = self.failures + 1
+        if self.state == "half_open":
+            cooldown_s = min((self.cooldown_s or config.cooldown_s) * 2, config.max_cooldown_s)
+            return Circuit("open", failures, now_ms + round(cooldown_s * 1000), cooldown_s)
+        if self.state == "open":
+            # An attempt sent before the circuit opened: the cool-down already runs.
+            return replace(self, failures=failures)
+        if failures >= config.failures:
+            cooldown_s = min(config.cooldown_s, config.max_cooldown_s)
+            return Circuit("open", failures, now_ms + round(cooldown_s * 1000), cooldown_s)
+        return replace(self, failures=failures)
