@@ -45,7 +45,7 @@ log = logging.getLogger("bridge.deliver")
 
 SCAN_S = 0.2  # how often the outbox is scanned for work the hub did not announce
 REFRESH_S = 1.0  # how often targets' state (`bridge target enable`) and gauges are re-read
-LEASE_MARGIN_S = 10.0  # a lease outlives the request timeout by this much
+LEASE_MARGIN_S = 5.0  # a lease outlives the request timeout by this much
 EXCERPT_BYTES = 1024  # how much of a response body an attempt keeps
 MIN_WAIT_S = 0.005
 
