@@ -1,0 +1,148 @@
+"""The real daemon delivering: killed with SIGKILL mid-delivery, restarted, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bridge.events import Event, event_id, now_ms
+from bridge.store.base import NewEvent
+from bridge.store.sqlite import SQLiteStore
+from tests.conftest import TEST_SECRET
+from tests.helpers import DaemonProcess, serve_app, wait_until
+
+EVENTS = 24
+
+
+class SlowReceiver:
+    """Answers 204 after `delay_s`, recording every request's headers and body."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.hits: list[tuple[dict[str, str], bytes]] = []
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    def app(self) -> Starlette:
+        async def hook(request: Request) -> Response:
+            body = await request.body()
+            with self._lock:
+                self.in_flight += 1
+            try:
+                await asyncio.sleep(self.delay_s)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+            self.hits.append((dict(request.headers), body))
+            return Response(status_code=204)
+
+        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+
+def record(db: Path, events: list[Event]) -> None:
+    async def go() -> None:
+        store = SQLiteStore(db)
+        store.open()
+        try:
+            await store.record_events([NewEvent(e, ["t1"]) for e in events])
+        finally:
+            store.close()
+
+    asyncio.run(go())
+
+
+def statuses(db: Path) -> dict[str, str]:
+    async def go() -> dict[str, str]:
+        store = SQLiteStore(db)
+        store.open()
+        try:
+            rows = await store.list_deliveries(target="t1", limit=None)
+        finally:
+            store.close()
+        return {r.event_id: r.status for r in rows}
+
+    return asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_kill_9_mid_delivery_then_restart_delivers_everything(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    receiver = SlowReceiver(delay_s=0.4)
+    db = tmp_path / "bridge.db"
+    events = [
+        Event(event_id("orders", str(i)), "orders", "orders.created", "push", {"n": i}, now_ms())
+        for i in range(EVENTS)
+    ]
+    with serve_app(receiver.app()) as url:
+        config = f"""
+            database: bridge.db
+            targets:
+              t1:
+                url: {url}/hook
+                secret: {TEST_SECRET}
+                timeout: 2s
+                concurrency: 4
+        """
+        first = daemon(config)
+        record(db, events)
+        # Kill while requests are in flight and most deliveries are still waiting.
+        wait_until(lambda: len(receiver.hits) >= 4 and receiver.in_flight > 0, timeout_s=20)
+        first.kill()
+        before = statuses(db)
+        assert sorted(before) == sorted(e.id for e in events)
+        assert list(before.values()).count("delivered") < EVENTS
+
+        second = daemon(config)
+        # Leases of the killed process expire after the timeout plus a margin.
+        wait_until(lambda: set(statuses(db).values()) == {"delivered"}, timeout_s=40)
+        assert second.terminate() == 0
+        assert "Traceback" not in first.log() + second.log()
+
+    by_id: dict[str, int] = {}
+    for headers, body in receiver.hits:
+        # Every request, duplicates included, is signed and says which event it carries.
+        Webhook(TEST_SECRET).verify(body, headers)
+        assert json.loads(body)["id"] == headers["webhook-id"]
+        by_id[headers["webhook-id"]] = by_id.get(headers["webhook-id"], 0) + 1
+    assert set(by_id) == {e.id for e in events}, "every event arrived"
+    assert len(receiver.hits) >= EVENTS
+    # The requests in flight at the kill were sent again after their leases expired, with
+    # the same webhook-id, so the receiver can drop the copies.
+    assert max(by_id.values()) >= 2
+
+
+def test_a_restart_resumes_pending_deliveries(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    receiver = SlowReceiver(delay_s=0.0)
+    db = tmp_path / "bridge.db"
+    events = [
+        Event(event_id("orders", f"p{i}"), "orders", "orders.created", "push", {"n": i}, now_ms())
+        for i in range(5)
+    ]
+    record(db, events)  # before any daemon ran: the outbox is already there
+    with serve_app(receiver.app()) as url:
+        proc = daemon(
+            f"""
+            database: bridge.db
+            targets:
+              t1:
+                url: {url}/hook
+                secret: {TEST_SECRET}
+            """
+        )
+        wait_until(lambda: len(receiver.hits) >= 5, timeout_s=20)
+        wait_until(lambda: set(statuses(db).values()) == {"delivered"}, timeout_s=10)
+        assert proc.terminate() == 0
+    assert {h["webhook-id"] for h, _ in receiver.hits} == {e.id for e in events}
