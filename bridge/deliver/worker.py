@@ -39,7 +39,7 @@ from bridge.deliver.signing import decode_secret
 from bridge.errors import StoreError
 from bridge.events import Event, now_ms
 from bridge.runtime import Runtime
-from bridge.store.base import AttemptRecord, Claim, TargetState
+from bridge.store.base import AttemptRecord, Claim, OutboxStore, TargetState
 
 log = logging.getLogger("bridge.deliver")
 
@@ -135,7 +135,11 @@ class Target:
             return 0
         if admits == "probe":
             return 0 if self.probing or self.in_flight else 1
-        return max(self.config.concurrency - self.in_flight, 0)
+        free = max(self.config.concurrency - self.in_flight, 0)
+        # While busy, claim in batches (a claim is a write) rather than a slot at a time.
+        if self.in_flight and free < max(self.config.concurrency // 4, 1):
+            return 0
+        return free
 
 
 def describe(exc: BaseException) -> str:
@@ -156,6 +160,41 @@ def result_label(answer: Answer) -> str:
     return "timeout" if answer.error and answer.error.startswith("timed out") else "error"
 
 
+class Recorder:
+    """Writes the attempts that finish together in one store write (fewer, larger commits)."""
+
+    def __init__(self, store: OutboxStore) -> None:
+        self.store = store
+        self._batch: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references while writing
+
+    async def record(self, record: AttemptRecord) -> None:
+        """Return once `record` is durable; raise StoreError if it could not be written."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        self._batch.append((record, future))
+        await future
+
+    def _flush_soon(self) -> None:
+        batch, self._batch = self._batch, []
+        self._tasks.add(task := asyncio.create_task(self._write(batch)))
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, batch: list[tuple[AttemptRecord, asyncio.Future[None]]]) -> None:
+        try:
+            await self.store.record_attempts([record for record, _ in batch])
+        except Exception as exc:
+            # Every waiter hears of it; none may hang on a batch that failed.
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+
 class Deliverer:
     """The delivery engine of one daemon (a `Component`)."""
 
@@ -170,6 +209,7 @@ class Deliverer:
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._refreshed_at = 0.0
+        self._recorder = Recorder(self.store)
 
     # -- the Component protocol -------------------------------------------------------------
 
@@ -336,7 +376,9 @@ class Deliverer:
         finally:
             target.in_flight -= 1
             self._sends.pop(claim.delivery_id, None)
-            self._wake.set()
+            # Wake the loop only when it has slots to fill (or a stop to notice).
+            if self._stopping or target.free_slots(now_ms()) > 0:
+                self._wake.set()
 
     async def _post(self, config: TargetConfig, request: Request) -> Answer:
         assert self._session is not None
@@ -394,7 +436,7 @@ class Deliverer:
         if record.target_state is not None:
             target.pending_writes += 1
         try:
-            await self.store.record_attempts([record])
+            await self._recorder.record(record)
             if record.target_state is not None:
                 target.persisted = record.target_state
         except StoreError as exc:

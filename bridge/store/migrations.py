@@ -143,7 +143,17 @@ def m0002_poll_stats(db: sqlite_utils.Database) -> None:
     table.add_column("saved_requests", float, not_null_default=0)
 
 
+def m0003_due_deliveries(db: sqlite_utils.Database) -> None:
+    """An index of waiting deliveries by target and due time, for claiming them in order."""
+    # Partial: delivered and dead rows, the bulk of the table over time, stay out of it.
+    db.execute(
+        "CREATE INDEX deliveries_due ON deliveries (target, next_ms)"
+        " WHERE status IN ('pending', 'failed')"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
+    ("0003_due_deliveries", m0003_due_deliveries),
 ]

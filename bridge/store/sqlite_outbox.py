@@ -50,16 +50,16 @@ def _claim_target(
     return [Claim(r[0], target, _row_to_event(r[2:]), r[1]) for r in rows]
 
 
-def _next_due(conn: sqlite3.Connection, targets: Sequence[str]) -> int | None:
-    if not targets:
-        return None
-    marks = ",".join("?" * len(targets))
-    row = conn.execute(
-        f"SELECT min(max(next_ms, coalesce(lease_ms, 0))) FROM deliveries"
-        f" WHERE {_WAITING} AND target IN ({marks})",
-        list(targets),
-    ).fetchone()
-    return int(row[0]) if row and row[0] is not None else None
+def _next_due(conn: sqlite3.Connection, targets: Sequence[str], now_ms: int) -> int | None:
+    # Rows due already are leased (in flight): their end wakes the worker, not this time.
+    times = [
+        conn.execute(
+            f"SELECT min(next_ms) FROM deliveries WHERE target = ? AND {_WAITING} AND next_ms > ?",
+            (target, now_ms),
+        ).fetchone()[0]
+        for target in targets
+    ]
+    return min((int(t) for t in times if t is not None), default=None)
 
 
 def _upsert_target(conn: sqlite3.Connection, s: TargetState) -> None:
@@ -139,10 +139,14 @@ class SQLiteOutbox:
     async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
         def claim(conn: sqlite3.Connection) -> Claimed:
             claims: list[Claim] = []
+            short: list[str] = []  # targets with fewer due deliveries than they could take
             for target, limit in limits.items():
                 if limit > 0:
-                    claims.extend(_claim_target(conn, target, limit, now_ms, lease_ms))
-            return Claimed(claims, _next_due(conn, list(limits)))
+                    got = _claim_target(conn, target, limit, now_ms, lease_ms)
+                    claims.extend(got)
+                    if len(got) < limit:
+                        short.append(target)
+            return Claimed(claims, _next_due(conn, short, now_ms))
 
         return await self.write(claim)
 
