@@ -33,7 +33,7 @@ from bridge.deliver.worker import Deliverer
 from bridge.events import Event, event_id, now_ms
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
-from bridge.store.base import DeliveryRow, NewEvent
+from bridge.store.base import AttemptRecord, DeliveryRow, NewEvent
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import serve_app
@@ -408,3 +408,44 @@ async def test_reload_adds_changes_and_removes_targets(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
             assert (await b.delivery(kept, "t2")).status == "pending"
             assert len(r.on("/two")) == 1
+
+
+async def test_claims_are_leases_that_expire(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "lease.db")
+    store.open()
+    try:
+        event = Event(event_id("s", "1"), "s", "s.x", "push", {"a": [1, "é"]}, now_ms())
+        await store.record_events([NewEvent(event, ["t1", "t2"])])
+        t = now_ms() + 10
+        first = await store.claim_due({"t1": 10}, t, t + 1_000)
+        (claim,) = first.claims
+        assert claim.event == event and claim.attempts == 0 and claim.target == "t1"
+        assert (await store.claim_due({"t1": 10}, t + 999, t + 2_000)).claims == []
+        # The holder died: once its lease expires the delivery is claimable again.
+        (again,) = (await store.claim_due({"t1": 10}, t + 1_000, t + 3_000)).claims
+        assert again.delivery_id == claim.delivery_id
+        record = AttemptRecord(
+            claim.delivery_id,
+            event.id,
+            "t1",
+            t,
+            5,
+            500,
+            "oops",
+            "answered 500",
+            "failed",
+            t + 5_000,
+        )
+        await store.record_attempts([record])
+        later = await store.claim_due({"t1": 10}, t + 1_001, t + 4_000)
+        assert later.claims == [] and later.next_due_ms == t + 5_000
+        (row,) = await store.list_deliveries(event_id=event.id, target="t1")
+        assert (row.status, row.attempts, row.lease_ms, row.last_code) == ("failed", 1, None, 500)
+        # Released leases (a graceful stop) are claimable at once.
+        (other,) = (await store.claim_due({"t2": 1}, t, t + 60_000)).claims
+        await store.release([other.delivery_id])
+        assert len((await store.claim_due({"t2": 1}, t, t + 60_000)).claims) == 1
+        assert await store.redeliver(["evt_unknown"], None, t) == {"evt_unknown": 0}
+        assert await store.redeliver(["evt_unknown"], "t1", t) == {"evt_unknown": 0}
+    finally:
+        store.close()

@@ -146,3 +146,38 @@ def test_a_restart_resumes_pending_deliveries(
         wait_until(lambda: set(statuses(db).values()) == {"delivered"}, timeout_s=10)
         assert proc.terminate() == 0
     assert {h["webhook-id"] for h, _ in receiver.hits} == {e.id for e in events}
+
+
+def test_sigterm_lets_deliveries_finish_or_releases_them(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    receiver = SlowReceiver(delay_s=7.0)  # longer than the 5 s grace period
+    db = tmp_path / "bridge.db"
+    event = Event(event_id("orders", "slow"), "orders", "orders.created", "push", {}, now_ms())
+    with serve_app(receiver.app()) as url:
+        proc = daemon(
+            f"""
+            database: bridge.db
+            targets:
+              t1:
+                url: {url}/hook
+                secret: {TEST_SECRET}
+                timeout: 60s
+            """
+        )
+        record(db, [event])
+        wait_until(lambda: receiver.in_flight == 1, timeout_s=10)
+        assert proc.terminate(timeout_s=20) == 0
+    assert "will be sent again" in proc.log()
+
+    async def lease() -> tuple[str, int | None]:
+        store = SQLiteStore(db)
+        store.open()
+        try:
+            (row,) = await store.list_deliveries(event_id=event.id)
+        finally:
+            store.close()
+        return row.status, row.lease_ms
+
+    # The cut delivery is not left leased for a minute: a restart sends it at once.
+    assert asyncio.run(lease()) == ("pending", None)

@@ -298,6 +298,10 @@ class Deliverer:
             except StoreError as exc:
                 log.warning("cannot claim deliveries: %s", exc)
                 wait_s = 1.0
+            except Exception:
+                # A bug must not stop delivery for good: log it, and try again shortly.
+                log.exception("the delivery loop failed; retrying in 1 s")
+                wait_s = 1.0
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
@@ -373,6 +377,9 @@ class Deliverer:
             answer = await self._post(target.config, request)
             duration_ms = round((time.perf_counter() - started) * 1000)
             await self._finish(target, claim, answer, at_ms, duration_ms)
+        except Exception:
+            # The lease expires and the delivery is tried again.
+            log.exception("delivering %s to %s failed", claim.event.id, target.name)
         finally:
             target.in_flight -= 1
             self._sends.pop(claim.delivery_id, None)
