@@ -59,6 +59,8 @@ class Receiver:
     plan: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     default: tuple[int, dict[str, str]] = (204, {})
     delay_s: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     def on(self, path: str) -> list[Hit]:
         return [h for h in self.hits if h.path == path]
@@ -67,8 +69,12 @@ class Receiver:
         async def hook(request: Request) -> Response:
             body = await request.body()
             self.hits.append(Hit(time.monotonic(), request.url.path, dict(request.headers), body))
+            # One event loop serves these: the counters need no lock.
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
+            self.in_flight -= 1
             status, headers = self.plan.pop(0) if self.plan else self.default
             content = None if status in (204, 304) else f"answer {status}"
             return Response(content, status_code=status, headers=headers)
@@ -449,3 +455,20 @@ async def test_claims_are_leases_that_expire(tmp_path: Path) -> None:
         assert await store.redeliver(["evt_unknown"], "t1", t) == {"evt_unknown": 0}
     finally:
         store.close()
+
+
+async def test_concurrency_and_rate_limit_each_target(tmp_path: Path) -> None:
+    with receiver() as slow, receiver() as paced:
+        slow.delay_s = 0.1
+        targets = target("slow", slow.url + "/s", "concurrency: 2") + target(
+            "paced", paced.url + "/p", "rate: 20"
+        )
+        async with bridge(tmp_path, targets) as b:
+            events = [await b.emit() for _ in range(8)]
+            for event in events:
+                await eventually(lambda e=event: _status(b, e, "delivered", "slow"))
+                await eventually(lambda e=event: _status(b, e, "delivered", "paced"))
+            assert slow.most_in_flight == 2, "at most `concurrency` requests in flight"
+            gaps = [y.at - x.at for x, y in itertools.pairwise(paced.hits)]
+            # 20 per second: requests at least ~50 ms apart (a little slack for the clocks).
+            assert len(paced.hits) == 8 and min(gaps) >= 0.04
