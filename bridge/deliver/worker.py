@@ -235,6 +235,10 @@ class Deliverer:
         self._stopping = True
         self.runtime.hub.unsubscribe(self._on_recorded)
         if self._loop_task is not None:
+            # Let a claim being written finish (its rows are then released), then end.
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=grace_s)
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         sends = dict(self._sends)
@@ -316,6 +320,9 @@ class Deliverer:
             return SCAN_S
         lease_s = max(self.targets[n].lease_s for n in limits)
         claimed = await self.store.claim_due(limits, at_ms, at_ms + round(lease_s * 1000))
+        if self._stopping:
+            await self.store.release([c.delivery_id for c in claimed.claims])
+            return 0.0
         counts: dict[str, int] = {}
         for claim in claimed.claims:
             counts[claim.target] = counts.get(claim.target, 0) + 1
@@ -351,7 +358,7 @@ class Deliverer:
                 target.probing = False
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
-        counts = await self.store.delivery_counts()
+        counts = await self.store.delivery_counts(("pending", "failed", "dead"))
         for name in self.targets:
             by_status = counts.get(name, {})
             metrics.BACKLOG.labels(name).set(

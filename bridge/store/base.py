@@ -293,8 +293,10 @@ class OutboxStore(ABC):
         """Queue every dead delivery (of `target`, or all) again; returns how many."""
 
     @abstractmethod
-    async def delivery_counts(self) -> dict[str, dict[str, int]]:
-        """How many deliveries each target has in each status."""
+    async def delivery_counts(
+        self, statuses: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """How many deliveries each target has in each status (of `statuses`, or all)."""
 
 
 class Store(EventStore, PollStore, OutboxStore):

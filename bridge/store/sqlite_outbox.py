@@ -240,12 +240,20 @@ class SQLiteOutbox:
 
         return await self.write(requeue)
 
-    async def delivery_counts(self) -> dict[str, dict[str, int]]:
+    async def delivery_counts(
+        self, statuses: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        sql = "SELECT target, status, count(*) FROM deliveries"
+        args: list[Any] = []
+        if statuses is not None:
+            # Waiting and dead rows are few and indexed; delivered ones pile up over time.
+            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args.extend(statuses)
+        sql += " GROUP BY target, status"
+
         def q(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
             out: dict[str, dict[str, int]] = {}
-            for target, status, count in conn.execute(
-                "SELECT target, status, count(*) FROM deliveries GROUP BY target, status"
-            ):
+            for target, status, count in conn.execute(sql, args):
                 out.setdefault(target, {})[status] = count
             return out
 
