@@ -301,6 +301,8 @@ class WebhookConfig(_Model):
             raise ValueError(f"verify: {self.verify} needs at least one secret in secrets")
         if self.verify == "hmac" and not self.header:
             raise ValueError("verify: hmac needs header")
+        if self.verify == "standard-webhooks":
+            _check_whsec(self.secrets)
         return self
 
 

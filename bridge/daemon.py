@@ -51,12 +51,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 def build_components(runtime: Runtime) -> list[Component]:
     """The engines for this config, in start order."""
-    components: list[Component] = []
     from bridge.deliver.worker import Deliverer
-
-    components.append(Deliverer(runtime))
     from bridge.poll.engine import Poller
+    from bridge.receive.app import Receiver
 
+    components: list[Component] = []
+    components.append(Deliverer(runtime))
+    components.append(Receiver(runtime))
     components.append(Poller(runtime))
     return components
 

@@ -1,0 +1,298 @@
+"""The inbound webhook endpoint: verify, normalize and durably store pushed events.
+
+One route serves every webhook source. It looks the request's path up in the sources of the
+config in force, so a reload (SIGHUP) adds and removes sources without touching the router.
+For each request, in order:
+
+    path known? (404)  POST? (405)  content-length and body within max_body? (413)
+    signature and timestamp valid? (401, reason only in the log)  JSON? (400)
+    upstream id found? (422)  event + deliveries committed? (503 + Retry-After)
+    -> 202 {"id"} for a new event, 200 {"id", "duplicate": true} for a known one
+
+The handler is plain ASGI on purpose: it is the hot path, and the only thread hop is the one
+write, which the store's writer groups with concurrent ones into a shared commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+from bridge import metrics
+from bridge.config import Config, WebhookConfig
+from bridge.errors import StoreError, VerificationError
+from bridge.events import Event, event_id, now_ms
+from bridge.receive.presets import Extractor, fields_for
+from bridge.receive.schemes import Verifier, build_verifier
+from bridge.routing import targets_for
+from bridge.runtime import Runtime
+
+log = logging.getLogger("bridge.receive")
+
+RETRY_AFTER_S = 5
+# Each source remembers the targets of this many event types (a cache, not a limit).
+_TARGET_CACHE_SIZE = 1024
+# A JSON escape of a UTF-16 surrogate: the body may hold a lone one, which cannot be stored.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+class _Refusal(Exception):
+    """A request refused with `status`; `reason` labels the metric, `message` the body."""
+
+    def __init__(self, status: int, reason: str, message: str = "", headers: Any = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = list(headers)
+
+
+class _Disconnected(Exception):
+    """The client went away before the body was read."""
+
+
+@dataclass(slots=True)
+class WebhookSource:
+    """One webhook source, ready to serve: its verifier and compiled expressions."""
+
+    name: str
+    hook: WebhookConfig
+    verify: Verifier
+    extractor: Extractor
+    targets: Mapping[str, Any]
+    new: Any = None
+    duplicate: Any = None
+    _targets_by_type: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, name: str, hook: WebhookConfig, config: Config) -> WebhookSource:
+        """Bind a source's config once: secrets, scheme options, JMESPath expressions."""
+        accepted: Counter = metrics.INBOUND_ACCEPTED
+        return cls(
+            name=name,
+            hook=hook,
+            verify=build_verifier(hook),
+            extractor=Extractor(fields_for(hook)),
+            targets=config.targets,
+            new=accepted.labels(name, "new"),
+            duplicate=accepted.labels(name, "duplicate"),
+        )
+
+    def targets_for(self, type: str) -> list[str]:
+        """The targets of an event of this type (remembered per type)."""
+        found = self._targets_by_type.get(type)
+        if found is None:
+            if len(self._targets_by_type) >= _TARGET_CACHE_SIZE:
+                self._targets_by_type.clear()
+            found = self._targets_by_type[type] = targets_for(self.targets, self.name, type)
+        return found
+
+
+def build_sources(config: Config) -> dict[str, WebhookSource]:
+    """The webhook sources of `config`, by URL path."""
+    return {
+        config.webhook_path(name): WebhookSource.build(name, source.webhook, config)
+        for name, source in config.sources.items()
+        if source.webhook is not None
+    }
+
+
+class Receiver:
+    """The component that accepts webhooks for every `sources.NAME.webhook` of the config."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.sources = build_sources(runtime.config)
+
+    def routes(self) -> list[BaseRoute]:
+        """One route that serves every webhook path of the config in force."""
+        return [WebhookRoute(self)]
+
+    async def start(self) -> None:
+        """Warn about sources that accept unsigned requests."""
+        self._warn_unsigned()
+        if self.sources:
+            log.info("receiving webhooks on %s", ", ".join(sorted(self.sources)))
+
+    async def stop(self, grace_s: float) -> None:
+        """Nothing to stop: requests in flight finish with the HTTP server."""
+
+    async def reload(self, config: Config) -> None:
+        """Serve the webhook sources of `config` from the next request on."""
+        self.sources = build_sources(config)
+        self._warn_unsigned()
+
+    def _warn_unsigned(self) -> None:
+        for path, source in self.sources.items():
+            if source.hook.verify == "none":
+                log.warning(
+                    "source %s accepts unsigned webhooks on %s (verify: none): anyone who can "
+                    "reach that path can add events",
+                    source.name,
+                    path,
+                )
+
+    # -- the request -----------------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one webhook request (ASGI)."""
+        arrived_ms = now_ms()
+        source = self.sources.get(scope["path"])
+        if source is None:  # removed by a reload since the route matched
+            await _respond(send, 404, b'{"error":"no webhook source has this path"}', _JSON)
+            return
+        try:
+            status, body = await self._accept(source, scope, receive, arrived_ms)
+        except _Refusal as refusal:
+            metrics.INBOUND_REJECTED.labels(source.name, refusal.reason).inc()
+            if refusal.message:
+                payload = json.dumps({"error": refusal.message}).encode()
+                await _respond(send, refusal.status, payload, [*_JSON, *refusal.headers])
+            else:
+                await _respond(send, refusal.status, b"", refusal.headers)
+            return
+        except _Disconnected:
+            return
+        await _respond(send, status, body, _JSON)
+
+    async def _accept(
+        self, source: WebhookSource, scope: Scope, receive: Receive, arrived_ms: int
+    ) -> tuple[int, bytes]:
+        if scope["method"] != "POST":
+            raise _Refusal(405, "method", "use POST", [(b"allow", b"POST")])
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            # The first of repeated headers wins; latin-1 maps every byte, so never fails.
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        body = await _read_body(receive, headers.get("content-length"), source.hook.max_body)
+        try:
+            source.verify(headers, body, time.time())
+        except VerificationError as exc:
+            log.warning("source %s: refused a webhook: %s", source.name, exc)
+            raise _Refusal(401, "signature") from None
+        data = _parse_json(body)
+        found = source.extractor.extract(headers, data)
+        if found.id is None:
+            raise _Refusal(422, "missing_id", f"no event id at {source.extractor.fields.id}")
+        event = Event(
+            id=event_id(source.name, found.id),
+            source=source.name,
+            type=found.type or source.name,
+            origin="push",
+            data=data,
+            recorded_ms=arrived_ms,
+            subject=found.subject,
+            time_ms=found.time_ms,
+            upstream_id=found.id,
+        )
+        try:
+            is_new = await self.runtime.store.record_event(event, source.targets_for(event.type))
+        except StoreError as exc:
+            log.warning("source %s: cannot store a webhook (answered 503): %s", source.name, exc)
+            raise _Refusal(
+                503,
+                "store_unavailable",
+                "the event cannot be stored right now; try again later",
+                [(b"retry-after", str(RETRY_AFTER_S).encode())],
+            ) from None
+        if not is_new:
+            source.duplicate.inc()
+            return 200, json.dumps({"id": event.id, "duplicate": True}).encode()
+        source.new.inc()
+        _count_event(event)
+        self.runtime.hub.recorded([event])
+        return 202, json.dumps({"id": event.id}).encode()
+
+
+def _count_event(event: Event) -> None:
+    metrics.EVENTS.labels(event.source, "push", event.type).inc()
+    if event.time_ms is not None:
+        latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
+        metrics.DETECTION_LATENCY.labels(event.source, "push").observe(latency_s)
+
+
+async def _read_body(receive: Receive, content_length: str | None, max_body: int) -> bytes:
+    """The whole body, or a 413 refusal as soon as it is known to exceed `max_body`."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > max_body:
+        raise _too_large(max_body)  # refused before reading a byte of it
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            raise _too_large(max_body)
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _too_large(max_body: int) -> _Refusal:
+    return _Refusal(413, "too_large", f"the body is larger than {max_body} bytes")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(body: bytes) -> Any:
+    """The JSON body, or a 400 refusal; strict: no NaN, no lone surrogates."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+        # A lone surrogate parses, but cannot be stored as UTF-8: check only when escaped.
+        if _SURROGATE_ESCAPE.search(body):
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):
+        raise _Refusal(400, "invalid_json", "the body is not valid JSON") from None
+    return data
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class WebhookRoute(BaseRoute):
+    """Matches exactly the webhook paths of the config in force, whatever the method."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """FULL for a known webhook path (the handler answers 405 for a wrong method)."""
+        if scope["type"] == "http" and scope["path"] in self.receiver.sources:
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        """Webhook paths have no route names."""
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request with the receiver."""
+        await self.receiver.handle(scope, receive, send)

@@ -1,0 +1,295 @@
+"""The signature schemes of inbound webhooks, as pure functions.
+
+Each `verify_*` function takes the secrets of a source (all are tried, for rotation), the
+request's headers (names lower-cased), its raw body bytes and, for the timestamped schemes,
+the current Unix time and the tolerance in seconds. It returns None when one secret proves
+the request, and raises `VerificationError` with a reason for the log otherwise. Reasons
+never contain a secret or an expected signature.
+
+Signatures are always computed over the raw body bytes and compared with
+`hmac.compare_digest`. `build_verifier(webhook_config)` binds a source's config once, so
+the hot path only hashes and compares.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+
+from bridge.config import WebhookConfig
+from bridge.errors import VerificationError
+
+Headers = Mapping[str, str]
+# (headers, body, now_s) -> None, or raises VerificationError.
+Verifier = Callable[[Headers, bytes, float], None]
+
+_WHSEC_PREFIX = "whsec_"
+# Unix timestamps are at most this many digits (year 33658); more is not a timestamp.
+_MAX_TIMESTAMP_DIGITS = 12
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of a received signature and the expected one."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def _require(headers: Headers, name: str) -> str:
+    value = headers.get(name)
+    if not value:
+        raise VerificationError(f"the {name} header is missing")
+    return value
+
+
+def _timestamp(value: str, name: str, now_s: float, tolerance_s: float) -> int:
+    """The Unix seconds in `value`, checked against now within the tolerance, both ways."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_TIMESTAMP_DIGITS):
+        raise VerificationError(f"the {name} is not a Unix timestamp")
+    timestamp = int(text)
+    if timestamp < now_s - tolerance_s:
+        raise VerificationError(
+            f"the {name} is {now_s - timestamp:.0f} s old (tolerance {tolerance_s:.0f} s)"
+        )
+    if timestamp > now_s + tolerance_s:
+        raise VerificationError(
+            f"the {name} is {timestamp - now_s:.0f} s in the future (tolerance {tolerance_s:.0f} s)"
+        )
+    return timestamp
+
+
+def _hmac_sha256(key: bytes, *parts: bytes) -> bytes:
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
+
+
+def _utf8(secret: str) -> bytes:
+    return secret.encode("utf-8")
+
+
+# -- Standard Webhooks (and Svix) ----------------------------------------------------------
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`, decoded.
+
+    Raises ValueError when the secret holds no base64 key.
+    """
+    text = secret.removeprefix(_WHSEC_PREFIX).rstrip("=")
+    try:
+        # Some providers drop the padding: restore it before a strict decode.
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("the secret's key is not base64") from None
+    if not key:
+        raise ValueError("the secret's key is empty")
+    return key
+
+
+def sign_standard_webhooks(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `v1,<base64>` signature of a Standard Webhooks message."""
+    digest = _hmac_sha256(key, f"{msg_id}.{timestamp}.".encode(), body)
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def verify_standard_webhooks(
+    keys: Sequence[bytes], headers: Headers, body: bytes, now_s: float, tolerance_s: float
+) -> None:
+    """Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+
+    The `svix-` prefixed headers (Svix, Clerk, Resend) are accepted when the `webhook-`
+    ones are absent. The signature header holds space-separated `v1,<base64>` entries.
+    """
+    prefix = "svix-" if "svix-id" in headers and "webhook-id" not in headers else "webhook-"
+    msg_id = _require(headers, prefix + "id")
+    stamp = _require(headers, prefix + "timestamp")
+    given = _require(headers, prefix + "signature").split()
+    timestamp = _timestamp(stamp, prefix + "timestamp", now_s, tolerance_s)
+    signed = [sig for sig in given if sig.startswith("v1,")]
+    if not signed:
+        raise VerificationError(f"the {prefix}signature header has no v1 signature")
+    for key in keys:
+        expected = sign_standard_webhooks(key, msg_id, timestamp, body)
+        # No early exit on a match inside one key: every entry is compared the same way.
+        if any([_same(sig, expected) for sig in signed]):
+            return
+    raise VerificationError(f"no {prefix}signature matches any secret")
+
+
+# -- Stripe --------------------------------------------------------------------------------
+
+
+def sign_stripe(secret: str, timestamp: int, body: bytes) -> str:
+    """The hex `v1` signature of a Stripe event (the secret is used as text)."""
+    return _hmac_sha256(_utf8(secret), f"{timestamp}.".encode(), body).hex()
+
+
+def verify_stripe(
+    secrets: Sequence[str], headers: Headers, body: bytes, now_s: float, tolerance_s: float
+) -> None:
+    """Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]` over `{t}.{body}`."""
+    header = _require(headers, "stripe-signature")
+    stamp: str | None = None
+    given: list[str] = []
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t":
+            stamp = value
+        elif name == "v1":
+            given.append(value.lower())
+    if stamp is None:
+        raise VerificationError("the stripe-signature header has no t=")
+    if not given:
+        raise VerificationError("the stripe-signature header has no v1 signature")
+    timestamp = _timestamp(stamp, "stripe-signature timestamp", now_s, tolerance_s)
+    for secret in secrets:
+        expected = sign_stripe(secret, timestamp, body)
+        if any([_same(sig, expected) for sig in given]):
+            return
+    raise VerificationError("no stripe-signature v1 matches any secret")
+
+
+# -- GitHub --------------------------------------------------------------------------------
+
+
+def sign_github(secret: str, body: bytes) -> str:
+    """The `X-Hub-Signature-256` value of a GitHub delivery."""
+    return "sha256=" + _hmac_sha256(_utf8(secret), body).hex()
+
+
+def verify_github(secrets: Sequence[str], headers: Headers, body: bytes) -> None:
+    """GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`; no timestamp."""
+    given = _require(headers, "x-hub-signature-256").strip()
+    if not given.startswith("sha256="):
+        raise VerificationError("the x-hub-signature-256 header does not start with sha256=")
+    given = "sha256=" + given[len("sha256=") :].lower()
+    if any([_same(given, sign_github(secret, body)) for secret in secrets]):
+        return
+    raise VerificationError("the x-hub-signature-256 matches no secret")
+
+
+# -- Slack ---------------------------------------------------------------------------------
+
+
+def sign_slack(secret: str, timestamp: int, body: bytes) -> str:
+    """The `X-Slack-Signature` value of a Slack request."""
+    return "v0=" + _hmac_sha256(_utf8(secret), f"v0:{timestamp}:".encode(), body).hex()
+
+
+def verify_slack(
+    secrets: Sequence[str], headers: Headers, body: bytes, now_s: float, tolerance_s: float
+) -> None:
+    """Slack: `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`, `X-Slack-Request-Timestamp`."""
+    stamp = _require(headers, "x-slack-request-timestamp")
+    given = _require(headers, "x-slack-signature").strip()
+    if not given.startswith("v0="):
+        raise VerificationError("the x-slack-signature header does not start with v0=")
+    given = "v0=" + given[3:].lower()
+    timestamp = _timestamp(stamp, "x-slack-request-timestamp", now_s, tolerance_s)
+    if any([_same(given, sign_slack(secret, timestamp, body)) for secret in secrets]):
+        return
+    raise VerificationError("the x-slack-signature matches no secret")
+
+
+# -- Shopify -------------------------------------------------------------------------------
+
+
+def sign_shopify(secret: str, body: bytes) -> str:
+    """The `X-Shopify-Hmac-Sha256` value of a Shopify webhook."""
+    return base64.b64encode(_hmac_sha256(_utf8(secret), body)).decode("ascii")
+
+
+def verify_shopify(secrets: Sequence[str], headers: Headers, body: bytes) -> None:
+    """Shopify: `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(secret, body)>`; no timestamp."""
+    given = _require(headers, "x-shopify-hmac-sha256").strip()
+    if any([_same(given, sign_shopify(secret, body)) for secret in secrets]):
+        return
+    raise VerificationError("the x-shopify-hmac-sha256 matches no secret")
+
+
+# -- generic HMAC --------------------------------------------------------------------------
+
+
+def sign_hmac(
+    secret: str, body: bytes, *, algorithm: str = "sha256", encoding: str = "hex", prefix: str = ""
+) -> str:
+    """A generic HMAC signature of the body: `prefix` + hex or base64 digest."""
+    digest = hmac.new(_utf8(secret), body, getattr(hashlib, algorithm)).digest()
+    text = digest.hex() if encoding == "hex" else base64.b64encode(digest).decode("ascii")
+    return prefix + text
+
+
+def verify_hmac(
+    secrets: Sequence[str],
+    headers: Headers,
+    body: bytes,
+    *,
+    header: str,
+    algorithm: str = "sha256",
+    encoding: str = "hex",
+    prefix: str = "",
+) -> None:
+    """A generic HMAC of the raw body in one header, e.g. `X-Signature: sha256=<hex>`."""
+    name = header.lower()
+    given = _require(headers, name).strip()
+    if not given.startswith(prefix):
+        raise VerificationError(f"the {name} header does not start with the expected prefix")
+    if encoding == "hex":
+        # Hex digits are compared case-insensitively; base64 is case-sensitive.
+        given = prefix + given[len(prefix) :].lower()
+    expected = [
+        sign_hmac(s, body, algorithm=algorithm, encoding=encoding, prefix=prefix) for s in secrets
+    ]
+    if any([_same(given, e) for e in expected]):
+        return
+    raise VerificationError(f"the {name} header matches no secret")
+
+
+# -- binding a source's config -------------------------------------------------------------
+
+
+def _accept_unsigned(headers: Headers, body: bytes, now_s: float) -> None:
+    return None
+
+
+def build_verifier(hook: WebhookConfig) -> Verifier:
+    """The verifier of one webhook source, with its secrets and options bound once.
+
+    Raises ValueError when a Standard Webhooks secret holds no base64 key.
+    """
+    secrets = [s.get_secret_value() for s in hook.secrets]
+    tolerance_s = hook.tolerance_s
+    match hook.verify:
+        case "standard-webhooks":
+            keys = [standard_webhooks_key(s) for s in secrets]
+            return lambda h, b, now: verify_standard_webhooks(keys, h, b, now, tolerance_s)
+        case "stripe":
+            return lambda h, b, now: verify_stripe(secrets, h, b, now, tolerance_s)
+        case "github":
+            return lambda h, b, now: verify_github(secrets, h, b)
+        case "slack":
+            return lambda h, b, now: verify_slack(secrets, h, b, now, tolerance_s)
+        case "shopify":
+            return lambda h, b, now: verify_shopify(secrets, h, b)
+        case "hmac":
+            assert hook.header is not None  # the config requires it
+            header, algorithm, encoding, prefix = (
+                hook.header,
+                hook.algorithm,
+                hook.encoding,
+                hook.prefix,
+            )
+            return lambda h, b, now: verify_hmac(
+                secrets, h, b, header=header, algorithm=algorithm, encoding=encoding, prefix=prefix
+            )
+        case _:
+            return _accept_unsigned
