@@ -299,6 +299,9 @@ class WebhookConfig(_Model):
             raise ValueError("verify: none needs allow_unsigned: true")
         if self.verify not in ("none",) and not self.secrets:
             raise ValueError(f"verify: {self.verify} needs at least one secret in secrets")
+        if any(not s.get_secret_value() for s in self.secrets):
+            # An empty key would let anyone sign (e.g. an unset ${VAR:-}).
+            raise ValueError("secrets must not be empty")
         if self.verify == "hmac" and not self.header:
             raise ValueError("verify: hmac needs header")
         if self.verify == "standard-webhooks":

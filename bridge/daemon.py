@@ -45,6 +45,10 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, which this one's
+    # (proto 0) is not; accepted connections inherit it from the listener instead. Without
+    # it Nagle's algorithm and delayed ACKs add up to 40 ms to answers.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     return sock
 

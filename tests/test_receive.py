@@ -22,9 +22,11 @@ from hypothesis import strategies as st
 
 from bridge.app import build_app
 from bridge.config import Config, parse_config
+from bridge.errors import StoreError
 from bridge.events import Event
 from bridge.receive import schemes
 from bridge.receive.app import Receiver
+from bridge.receive.batch import Batcher
 from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
@@ -225,7 +227,7 @@ def test_a_bad_or_missing_signature_is_401_with_no_reason(
     assert GH_SECRET not in caplog.text
 
 
-@pytest.mark.parametrize("offset_s", [-301, 301])
+@pytest.mark.parametrize("offset_s", [-310, 310])
 def test_a_timestamp_outside_the_tolerance_is_401(
     served: Served, offset_s: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -444,3 +446,33 @@ def test_the_daemon_receives_with_secrets_from_the_environment(
     assert "source open accepts unsigned webhooks on /hooks/open" in log
     assert "refused a webhook" in log
     assert GH_SECRET not in log and "Traceback" not in log
+
+
+# -- the batcher ---------------------------------------------------------------------------
+
+
+def test_one_event_that_cannot_be_stored_does_not_fail_the_others_of_its_batch(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "b.db")
+    store.open()
+    batcher = Batcher(store)
+
+    def event(n: int, data: Any) -> Event:
+        return Event(id=f"evt_{n}", source="s", type="t", origin="push", data=data, recorded_ms=n)
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(
+            batcher.record(event(1, {"ok": 1}), ["a"]),
+            batcher.record(event(2, {"bad": "\ud800"}), ["a"]),  # no UTF-8 for SQLite
+            batcher.record(event(1, {"ok": 1}), ["a"]),
+            return_exceptions=True,
+        )
+
+    try:
+        first, bad, again = asyncio.run(together())
+        assert (first, again) == (True, False)
+        assert isinstance(bad, StoreError)
+        assert [e.id for e in asyncio.run(store.list_events())] == ["evt_1"]
+    finally:
+        store.close()

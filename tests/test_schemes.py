@@ -10,6 +10,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import jmespath
+import jmespath.exceptions
 import pytest
 import standardwebhooks
 from hypothesis import given, settings
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from bridge.config import WebhookConfig
 from bridge.errors import VerificationError
 from bridge.receive import schemes
-from bridge.receive.presets import PRESETS, Extractor, fields_for
+from bridge.receive.presets import PRESETS, Extractor, compile_search, fields_for
 
 # The public test vector of the Standard Webhooks reference library.
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -426,3 +428,43 @@ def test_a_source_overrides_the_preset_and_odd_values_are_not_ids() -> None:
             Extractor(fields_for(hook(verify="hmac", secrets="s", header="x"))).extract({}, odd).id
             is None
         )
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["id", "type", "action", "data", "object", "x"]), inner, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(["x-github-event", "x-github-delivery", "webhook-id", "svix-id"]),
+        st.text(max_size=6),
+    ),
+    body=_JSON_VALUES,
+)
+def test_compiled_searches_find_what_jmespath_finds(headers: dict[str, str], body: Any) -> None:
+    doc = {"headers": headers, "body": body}
+    expressions = {e for f in PRESETS.values() for e in (f.id, f.type, f.subject, f.time) if e}
+    expressions |= {"body", "body.data.object", "headers", "body.x.x.x", "body.id || body.type"}
+    for expression in expressions:
+        try:
+            expected = jmespath.search(expression, doc)
+        except jmespath.exceptions.JMESPathError:
+            expected = None
+        assert compile_search(expression)(doc) == expected, expression
+
+
+def test_the_config_refuses_empty_secrets_and_keys_that_are_not_base64() -> None:
+    with pytest.raises(ValueError, match="secrets must not be empty"):
+        hook(verify="github", secrets=["good", ""])
+    with pytest.raises(ValueError, match="not a whsec_ secret"):
+        hook(verify="standard-webhooks", secrets="whsec_not base64!")
+    assert "s3cret" not in repr(hook(verify="github", secrets="s3cret"))

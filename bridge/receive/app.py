@@ -28,9 +28,10 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from bridge import metrics
-from bridge.config import Config, WebhookConfig
+from bridge.config import Config, TargetConfig, WebhookConfig
 from bridge.errors import StoreError, VerificationError
 from bridge.events import Event, event_id, now_ms
+from bridge.receive.batch import Batcher
 from bridge.receive.presets import Extractor, fields_for
 from bridge.receive.schemes import Verifier, build_verifier
 from bridge.routing import targets_for
@@ -70,23 +71,23 @@ class WebhookSource:
     hook: WebhookConfig
     verify: Verifier
     extractor: Extractor
-    targets: Mapping[str, Any]
-    new: Any = None
-    duplicate: Any = None
+    targets: Mapping[str, TargetConfig]
+    # The metric children of this source, looked up once rather than per request.
+    new: Counter
+    duplicate: Counter
     _targets_by_type: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, name: str, hook: WebhookConfig, config: Config) -> WebhookSource:
         """Bind a source's config once: secrets, scheme options, JMESPath expressions."""
-        accepted: Counter = metrics.INBOUND_ACCEPTED
         return cls(
             name=name,
             hook=hook,
             verify=build_verifier(hook),
             extractor=Extractor(fields_for(hook)),
             targets=config.targets,
-            new=accepted.labels(name, "new"),
-            duplicate=accepted.labels(name, "duplicate"),
+            new=metrics.INBOUND_ACCEPTED.labels(name, "new"),
+            duplicate=metrics.INBOUND_ACCEPTED.labels(name, "duplicate"),
         )
 
     def targets_for(self, type: str) -> list[str]:
@@ -114,6 +115,7 @@ class Receiver:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.sources = build_sources(runtime.config)
+        self.batcher = Batcher(runtime.store)
 
     def routes(self) -> list[BaseRoute]:
         """One route that serves every webhook path of the config in force."""
@@ -197,7 +199,7 @@ class Receiver:
             upstream_id=found.id,
         )
         try:
-            is_new = await self.runtime.store.record_event(event, source.targets_for(event.type))
+            is_new = await self.batcher.record(event, source.targets_for(event.type))
         except StoreError as exc:
             log.warning("source %s: cannot store a webhook (answered 503): %s", source.name, exc)
             raise _Refusal(
