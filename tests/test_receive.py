@@ -19,6 +19,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from bridge.app import build_app
 from bridge.config import Config, parse_config
@@ -162,7 +163,13 @@ def test_standard_webhooks_event_takes_subject_and_time_from_the_source_config(
     assert served.deliveries() == [(event.id, "everything")]
 
 
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_the_same_upstream_event_again_is_200_duplicate_and_stores_nothing(served: Served) -> None:
+    new_before = metric("bridge_inbound_accepted_total", source="gh", outcome="new")
+    dup_before = metric("bridge_inbound_accepted_total", source="gh", outcome="duplicate")
     first = httpx.post(served.url + "/hooks/gh", content=ISSUE_BODY, headers=github(ISSUE_BODY))
     again = httpx.post(served.url + "/hooks/gh", content=ISSUE_BODY, headers=github(ISSUE_BODY))
     assert first.status_code == 202
@@ -170,6 +177,10 @@ def test_the_same_upstream_event_again_is_200_duplicate_and_stores_nothing(serve
     assert again.json() == {"id": first.json()["id"], "duplicate": True}
     assert len(served.events()) == 1 and len(served.deliveries()) == 2
     assert len(served.recorded) == 1
+    assert metric("bridge_inbound_accepted_total", source="gh", outcome="new") == new_before + 1
+    assert (
+        metric("bridge_inbound_accepted_total", source="gh", outcome="duplicate") == dup_before + 1
+    )
     # Another delivery id is another event.
     other = httpx.post(
         served.url + "/hooks/gh", content=ISSUE_BODY, headers=github(ISSUE_BODY, delivery="d-2")
@@ -220,8 +231,10 @@ def test_a_bad_or_missing_signature_is_401_with_no_reason(
     served: Served, headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bridge.receive")
+    before = metric("bridge_inbound_rejected_total", source="gh", reason="signature")
     r = httpx.post(served.url + "/hooks/gh", content=ISSUE_BODY, headers=headers)
     assert r.status_code == 401 and r.content == b""
+    assert metric("bridge_inbound_rejected_total", source="gh", reason="signature") == before + 1
     assert served.events() == [] and served.deliveries() == []
     assert "source gh: refused a webhook: the x-hub-signature-256" in caplog.text
     assert GH_SECRET not in caplog.text
