@@ -15,7 +15,7 @@ from typing import Any
 import jmespath
 import jmespath.exceptions
 
-from bridge.config import WebhookConfig
+from bridge.config import WebhookConfig, field_path
 from bridge.events import parse_time
 
 
@@ -33,8 +33,11 @@ class Fields:
 # `issues` + `opened` -> `issues.opened`; `push` stays `push`.
 _GITHUB_TYPE = "join('.', [headers.\"x-github-event\", body.action][?type(@) == 'string'])"
 
+# Standard Webhooks' id header, or Svix's (Clerk, Resend) when it is absent.
+_STANDARD_ID = 'headers."webhook-id" || headers."svix-id"'
+
 PRESETS: dict[str, Fields] = {
-    "standard-webhooks": Fields(id='headers."webhook-id" || headers."svix-id"', type="body.type"),
+    "standard-webhooks": Fields(id=_STANDARD_ID, type="body.type"),
     "stripe": Fields(
         id="body.id", type="body.type", subject="body.data.object.id", time="body.created"
     ),
@@ -118,23 +121,14 @@ def _github_type(doc: dict[str, Any]) -> Any:
     return ".".join(p for p in parts if isinstance(p, str))
 
 
+def _standard_id(doc: dict[str, Any]) -> Any:
+    """What `_STANDARD_ID` finds, without the interpreter."""
+    headers = doc["headers"]
+    return headers.get("webhook-id") or headers.get("svix-id")
+
+
 # Expressions of the presets answered by plain Python with the same result.
-_NATIVE: dict[str, Search] = {_GITHUB_TYPE: _github_type}
-
-
-def _field_chain(parsed: Any) -> tuple[str, ...] | None:
-    """The keys of an expression made only of fields (`body.data.object.id`), else None."""
-    if parsed["type"] == "field":
-        return (parsed["value"],)
-    if parsed["type"] != "subexpression":
-        return None
-    keys: list[str] = []
-    for child in parsed["children"]:
-        chain = _field_chain(child)
-        if chain is None:
-            return None
-        keys.extend(chain)
-    return tuple(keys)
+_NATIVE: dict[str, Search] = {_GITHUB_TYPE: _github_type, _STANDARD_ID: _standard_id}
 
 
 def _lookup(keys: tuple[str, ...]) -> Search:
@@ -160,10 +154,10 @@ def compile_search(expression: str | None) -> Search:
         return _nothing
     if expression in _NATIVE:
         return _NATIVE[expression]
-    compiled = jmespath.compile(expression)
-    keys = _field_chain(compiled.parsed)
-    if keys is not None:
-        return _lookup(keys)
+    try:
+        return _lookup(field_path(expression))
+    except ValueError:
+        compiled = jmespath.compile(expression)  # not a plain field path
 
     def search(doc: dict[str, Any]) -> Any:
         try:
