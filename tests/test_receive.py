@@ -324,6 +324,52 @@ def test_the_store_unable_to_commit_is_503_with_retry_after_and_nothing_stored(
     assert r.status_code == 202 and len(served.events()) == 1
 
 
+def test_slack_url_verification_is_answered_and_not_stored(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        database: slack.db
+        sources:
+          slack:
+            webhook:
+              verify: slack
+              secrets: slack-signing-secret
+        """,
+    )
+    store = SQLiteStore(config.database_path)
+    store.open()
+    receiver = Receiver(Runtime(config=config, store=store))
+    body = b'{"token":"t","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",'
+    body += b'"type":"url_verification"}'
+
+    def signed(payload: bytes) -> dict[str, str]:
+        ts = int(time.time())
+        return {
+            "x-slack-request-timestamp": str(ts),
+            "x-slack-signature": schemes.sign_slack("slack-signing-secret", ts, payload),
+        }
+
+    try:
+        with serve_app(build_app(receiver.runtime, receiver.routes())) as url:
+            r = httpx.post(url + "/hooks/slack", content=body, headers=signed(body))
+            assert r.status_code == 200
+            assert r.json() == {"challenge": json.loads(body)["challenge"]}
+            unsigned = httpx.post(url + "/hooks/slack", content=body)
+            assert unsigned.status_code == 401
+            assert asyncio.run(store.count_events()) == 0
+            event = b'{"event_id":"Ev1","event_time":1700000000,"event":{"type":"message"}}'
+            r = httpx.post(url + "/hooks/slack", content=event, headers=signed(event))
+            assert r.status_code == 202
+            (stored,) = asyncio.run(store.list_events())
+            assert (stored.type, stored.upstream_id, stored.time_ms) == (
+                "message",
+                "Ev1",
+                1700000000000,
+            )
+    finally:
+        store.close()
+
+
 # -- reload --------------------------------------------------------------------------------
 
 
@@ -489,3 +535,19 @@ def test_one_event_that_cannot_be_stored_does_not_fail_the_others_of_its_batch(
         assert [e.id for e in asyncio.run(store.list_events())] == ["evt_1"]
     finally:
         store.close()
+
+
+def test_the_daemon_socket_answers_without_nagle_delay() -> None:
+    # Accepted connections inherit TCP_NODELAY from the listener; asyncio does not set it on
+    # sockets made by socket.create_server, and without it small answers wait for ACKs.
+    from bridge.daemon import bind
+
+    listener = bind("127.0.0.1", 0)
+    try:
+        listener.setblocking(True)
+        with socket.create_connection(listener.getsockname()[:2]) as _client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        listener.close()

@@ -184,6 +184,9 @@ class Receiver:
             log.warning("source %s: refused a webhook: %s", source.name, exc)
             raise _Refusal(401, "signature") from None
         data = _parse_json(body)
+        if source.hook.verify == "slack" and _is_slack_challenge(data):
+            # Slack checks a new Events API URL by asking it to echo this value; it is no event.
+            return 200, json.dumps({"challenge": data["challenge"]}).encode()
         found = source.extractor.extract(headers, data)
         if found.id is None:
             raise _Refusal(422, "missing_id", f"no event id at {source.extractor.fields.id}")
@@ -215,6 +218,14 @@ class Receiver:
         _count_event(event)
         self.runtime.hub.recorded([event])
         return 202, json.dumps({"id": event.id}).encode()
+
+
+def _is_slack_challenge(data: Any) -> bool:
+    return (
+        isinstance(data, dict)
+        and data.get("type") == "url_verification"
+        and isinstance(data.get("challenge"), str)
+    )
 
 
 def _count_event(event: Event) -> None:
