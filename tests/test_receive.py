@@ -551,3 +551,24 @@ def test_the_daemon_socket_answers_without_nagle_delay() -> None:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         listener.close()
+
+
+def test_stopping_the_receiver_lets_store_calls_in_flight_finish(tmp_path: Path) -> None:
+    config = load(tmp_path)
+    store = SQLiteStore(config.database_path)
+    store.open()
+    receiver = Receiver(Runtime(config=config, store=store))
+    event = Event(id="evt_x", source="gh", type="t", origin="push", data={}, recorded_ms=1)
+
+    async def scenario() -> bool:
+        pending = asyncio.create_task(receiver.batcher.record(event, ["everything"]))
+        await asyncio.sleep(0)  # the request reached the batcher
+        await receiver.stop(grace_s=5)
+        assert pending.done()
+        return pending.result()
+
+    try:
+        assert asyncio.run(scenario()) is True
+        assert asyncio.run(store.count_events()) == 1
+    finally:
+        store.close()

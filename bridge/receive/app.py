@@ -128,7 +128,8 @@ class Receiver:
             log.info("receiving webhooks on %s", ", ".join(sorted(self.sources)))
 
     async def stop(self, grace_s: float) -> None:
-        """Nothing to stop: requests in flight finish with the HTTP server."""
+        """Let the store calls of requests in flight finish, within `grace_s`."""
+        await self.batcher.drain(grace_s)
 
     async def reload(self, config: Config) -> None:
         """Serve the webhook sources of `config` from the next request on."""

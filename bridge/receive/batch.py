@@ -38,7 +38,16 @@ class Batcher:
         self._pending.append((NewEvent(event, targets), future))
         return await future
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait, at most `timeout_s`, for the store calls in flight to finish."""
+        if self._pending:
+            self._flush()
+        if self._flushes:
+            await asyncio.wait(set(self._flushes), timeout=timeout_s)
+
     def _flush(self) -> None:
+        if not self._pending:  # already sent by drain()
+            return
         batch, self._pending = self._pending, []
         task = asyncio.create_task(self._write(batch), name="bridge-receive-batch")
         self._flushes.add(task)
