@@ -17,9 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+import standardwebhooks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from bridge.app import build_app
 from bridge.config import Config, parse_config
@@ -31,7 +36,7 @@ from bridge.receive.batch import Batcher
 from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
-from tests.helpers import serve_app
+from tests.helpers import serve_app, wait_until
 
 GH_SECRET = "gh-secret-for-tests"
 SW_KEY = schemes.standard_webhooks_key(TEST_SECRET)
@@ -469,31 +474,49 @@ def test_random_headers_and_bodies_never_give_5xx_nor_store_unsigned_events(
 # -- the real daemon -----------------------------------------------------------------------
 
 
-def test_the_daemon_receives_with_secrets_from_the_environment(
+def test_the_daemon_receives_with_secrets_from_the_environment_and_delivers(
     daemon: Callable[..., Any],
 ) -> None:
-    proc = daemon(
-        """
-        database: d.db
-        sources:
-          github:
-            webhook:
-              verify: github
-              secrets: ${GITHUB_WEBHOOK_SECRET}
-          open:
-            webhook:
-              verify: none
-              allow_unsigned: true
-        """,
-        env={"GITHUB_WEBHOOK_SECRET": GH_SECRET},
-    )
-    r = httpx.post(proc.url + "/hooks/github", content=ISSUE_BODY, headers=github(ISSUE_BODY))
-    assert r.status_code == 202
-    bad = httpx.post(
-        proc.url + "/hooks/github", content=ISSUE_BODY, headers=github(ISSUE_BODY, secret="x")
-    )
-    assert bad.status_code == 401
-    assert proc.terminate() == 0
+    delivered: list[tuple[dict[str, str], bytes]] = []
+
+    async def sink(request: Request) -> Response:
+        delivered.append((dict(request.headers), await request.body()))
+        return Response(status_code=204)
+
+    with serve_app(Starlette(routes=[Route("/sink", sink, methods=["POST"])])) as sink_url:
+        proc = daemon(
+            f"""
+            database: d.db
+            sources:
+              github:
+                webhook:
+                  verify: github
+                  secrets: ${{GITHUB_WEBHOOK_SECRET}}
+              open:
+                webhook:
+                  verify: none
+                  allow_unsigned: true
+            targets:
+              sink:
+                url: {sink_url}/sink
+                secret: {TEST_SECRET}
+                events: ["issues.*"]
+            """,
+            env={"GITHUB_WEBHOOK_SECRET": GH_SECRET},
+        )
+        r = httpx.post(proc.url + "/hooks/github", content=ISSUE_BODY, headers=github(ISSUE_BODY))
+        assert r.status_code == 202
+        bad = httpx.post(
+            proc.url + "/hooks/github", content=ISSUE_BODY, headers=github(ISSUE_BODY, secret="x")
+        )
+        assert bad.status_code == 401
+        # The pushed event joins the stream: delivered, signed, to the matching target.
+        wait_until(lambda: delivered, timeout_s=15)
+        assert proc.terminate() == 0
+    headers, body = delivered[0]
+    cloudevent = standardwebhooks.Webhook(TEST_SECRET).verify(body, headers)
+    assert cloudevent["id"] == r.json()["id"] and cloudevent["origin"] == "push"
+    assert cloudevent["type"] == "issues.opened" and cloudevent["data"] == ISSUE
     store = SQLiteStore(proc.config_path.parent / "d.db")
     store.open()
     try:
