@@ -595,3 +595,33 @@ def test_stopping_the_receiver_lets_store_calls_in_flight_finish(tmp_path: Path)
         assert asyncio.run(store.count_events()) == 1
     finally:
         store.close()
+
+
+def test_events_of_concurrent_requests_go_to_the_store_together(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db")
+    store.open()
+    batcher = Batcher(store)
+
+    def event(n: int) -> Event:
+        return Event(id=f"evt_{n}", source="s", type="t", origin="push", data={}, recorded_ms=n)
+
+    async def burst() -> list[bool]:
+        first = asyncio.create_task(batcher.record(event(0), ["a"]))
+        await asyncio.sleep(0)  # its write is in flight: the next 50 wait and go together
+        rest = await asyncio.gather(*[batcher.record(event(n), ["a"]) for n in range(1, 51)])
+        return [await first, *rest]
+
+    sizes: list[int] = []
+    record_events = store.record_events
+
+    async def counted(batch: Any) -> list[bool]:
+        sizes.append(len(batch))
+        return await record_events(batch)
+
+    store.record_events = counted  # type: ignore[method-assign]
+    try:
+        assert asyncio.run(burst()) == [True] * 51
+        assert sizes == [1, 50]  # one call per batch, not one per request
+        assert asyncio.run(store.count_events()) == 51
+    finally:
+        store.close()
