@@ -9,8 +9,9 @@ For each request, in order:
     upstream id found? (422)  event + deliveries committed? (503 + Retry-After)
     -> 202 {"id"} for a new event, 200 {"id", "duplicate": true} for a known one
 
-The handler is plain ASGI on purpose: it is the hot path, and the only thread hop is the one
-write, which the store's writer groups with concurrent ones into a shared commit.
+The handler is plain ASGI on purpose: it is the hot path. Its only thread hop is the store
+write, shared with the concurrent requests' (see batch.py); the 2xx is sent only once the
+commit holding the event is durable.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,13 @@ _JSON = [(b"content-type", b"application/json")]
 class _Refusal(Exception):
     """A request refused with `status`; `reason` labels the metric, `message` the body."""
 
-    def __init__(self, status: int, reason: str, message: str = "", headers: Any = ()) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str = "",
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
