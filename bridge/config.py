@@ -341,9 +341,12 @@ def _check_whsec(values: list[SecretStr]) -> list[SecretStr]:
         if not raw.startswith("whsec_"):
             raise ValueError("is not a whsec_ secret")
         try:
-            base64.b64decode(raw[len("whsec_") :], validate=True)
+            key = base64.b64decode(raw[len("whsec_") :], validate=True)
         except binascii.Error:
             raise ValueError("is not a whsec_ secret: its key is not base64") from None
+        # The spec asks for 24 to 64 random bytes; refuse keys too short to be secret.
+        if len(key) < 16:
+            raise ValueError("is not a whsec_ secret: its key is shorter than 16 bytes")
     return values
 
 

@@ -191,3 +191,11 @@ def test_parse_config_raises_config_error_with_fields() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("server:\n  listen: nowhere\n", "c.yaml")
     assert (info.value.file, info.value.line, info.value.path) == ("c.yaml", 2, "server.listen")
+
+
+@pytest.mark.parametrize("secret", ["whsec_", "whsec_c2hvcnQ="])
+def test_target_secret_with_an_empty_or_short_key_is_refused(write_config, secret: str) -> None:
+    path = write_config(f"targets:\n  t:\n    url: http://127.0.0.1:9/\n    secret: {secret}\n")
+    code, _, err = check(path)
+    assert code == 2
+    assert "targets.t.secret" in err and "is not a whsec_ secret" in err
