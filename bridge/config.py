@@ -48,7 +48,9 @@ _SIZE_UNITS = {
 }  # fmt: skip
 _INTERP_RE = re.compile(r"\$\{([^}]*)\}")
 # Keys whose values are secret: masked in every message.
-SECRET_KEYS = frozenset({"secret", "secrets", "admin_token", "token", "password", "headers"})
+SECRET_KEYS = frozenset(
+    {"secret", "secrets", "admin_token", "token", "password", "headers", "params"}
+)
 
 DEFAULT_RETRY_S = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
@@ -222,7 +224,8 @@ class PollConfig(_Model):
     url: str
     method: str = "GET"
     headers: dict[str, SecretStr] = {}
-    params: dict[str, str | int | float | bool] = {}
+    # Query parameters often carry API keys: kept out of reprs and error messages.
+    params: dict[str, str | int | float | bool] = Field({}, repr=False)
     timeout_s: Duration = Field(10.0, alias="timeout")
     every: Every
     jitter_s: Duration = Field(0.0, alias="jitter")

@@ -199,3 +199,12 @@ def test_target_secret_with_an_empty_or_short_key_is_refused(write_config, secre
     code, _, err = check(path)
     assert code == 2
     assert "targets.t.secret" in err and "is not a whsec_ secret" in err
+
+
+def test_poll_params_stay_out_of_reprs_and_errors(write_config) -> None:
+    text = POLL + "      params: {api_key: sk-live-123, page: [bad]}\n"
+    code, _, err = check(write_config(text))
+    assert code == 2 and "sources.orders.poll.params" in err
+    assert "sk-live-123" not in err
+    config = load_config(write_config(POLL + "      params: {api_key: sk-live-123}\n"))
+    assert "sk-live-123" not in repr(config)
