@@ -1,15 +1,49 @@
-"""The daemon's HTTP app: health and readiness, and the routes the engines bring."""
+"""The daemon's HTTP app: health, readiness, metrics, and the routes the engines bring.
+
+`/healthz` answers while the event loop runs; `/readyz` only while the config is loaded (not
+starting, reloading or stopping) and the store can commit; `/metrics` is the Prometheus
+text of every metric in bridge/metrics.py, with the store's gauges (backlog, dead, circuit)
+read fresh at each scrape.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge import metrics
+from bridge.errors import StoreError
 from bridge.runtime import Runtime
+
+log = logging.getLogger("bridge.app")
+
+# A readiness probe must answer quickly: a store that cannot commit within this is not ready.
+READY_TIMEOUT_S = 2.0
+CIRCUIT_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
+
+
+async def refresh_store_gauges(runtime: Runtime) -> None:
+    """Set the backlog, dead and circuit gauges of every configured target from the store."""
+    try:
+        states = await runtime.store.target_states(list(runtime.config.targets))
+    except StoreError as exc:
+        # The last values stay; /readyz says what is wrong with the store.
+        log.debug("metrics: cannot read the targets' state: %s", exc)
+        return
+    # Targets removed by a reload disappear from the gauges.
+    for gauge in (metrics.BACKLOG, metrics.DEAD, metrics.CIRCUIT):
+        gauge.clear()
+    for state in states:
+        metrics.BACKLOG.labels(state.target).set(state.backlog)
+        metrics.DEAD.labels(state.target).set(state.dead)
+        metrics.CIRCUIT.labels(state.target).set(CIRCUIT_STATES.get(state.circuit, 0))
 
 
 def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:
@@ -23,16 +57,25 @@ def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:
         problems = []
         if not runtime.is_ready:
             problems.append("not ready (starting, reloading or stopping)")
-        if not await runtime.store.check_writable():
+        try:
+            writable = await asyncio.wait_for(runtime.store.check_writable(), READY_TIMEOUT_S)
+        except TimeoutError:
+            writable = False
+        if not writable:
             problems.append("the store cannot be written")
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    async def metrics_text(request: Request) -> Response:
+        await refresh_store_gauges(runtime)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
             *routes,
         ]
     )

@@ -135,9 +135,10 @@ def check(config_path: str) -> None:
 def run(config_path: str, log_level: str, log_format: str) -> None:
     """Run the bridge: poll sources, receive webhooks and deliver events, until stopped."""
     from bridge import daemon, logs
+    from bridge.config import iter_secrets
 
     config = read_config(config_path)
-    logs.configure(log_level, log_format)
+    logs.configure(log_level, log_format, iter_secrets(config))
     daemon.run(config)
 
 
@@ -188,6 +189,10 @@ cli.add_command(_poll)
 from bridge.deliver import commands as _deliver_commands  # noqa: E402
 
 _deliver_commands.register(cli)
+
+from bridge.status.commands import status as _status  # noqa: E402
+
+cli.add_command(_status)
 
 
 def main() -> None:

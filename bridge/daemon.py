@@ -2,7 +2,9 @@
 
 Start order: store -> engines (deliverer, receiver, poller) -> HTTP server. Stop order is the
 reverse: stop accepting requests, let polls and deliveries in flight finish within a bounded
-grace period, then close the store. SIGTERM and SIGINT stop; SIGHUP reloads (see reload()).
+grace period, then close the store. SIGTERM and SIGINT stop; SIGHUP reloads the config file
+(see bridge/reload.py). Under systemd the daemon reports each step through sd_notify
+(bridge/notify.py) and pings the watchdog from its event loop.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 
 from bridge.app import build_app
 from bridge.config import Config
 from bridge.errors import StartupError, StoreError
+from bridge.notify import Notifier
+from bridge.reload import reload_config
 from bridge.runtime import Component, Runtime
 from bridge.store import open_store
 
@@ -69,16 +74,69 @@ def build_components(runtime: Runtime) -> list[Component]:
 class Daemon:
     """One running bridge."""
 
-    def __init__(self, config: Config, *, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sock: socket.socket | None = None,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
+        # The file SIGHUP re-reads: the one the config came from.
+        self.config_path = config_path or config.path
+        self.notifier = notifier or Notifier(None)
         self._sock = sock
         self._stop = asyncio.Event()
         self.runtime: Runtime | None = None
         self.server: uvicorn.Server | None = None
+        self.components: list[Component] = []
+        self.listening = ""
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self._reload_pending = False
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Reload the config file soon (safe to call from a signal handler)."""
+        if self.runtime is None or not self.listening:
+            # Still starting: reload once the daemon is up.
+            self._reload_pending = True
+            return
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it; False when it was refused (the old stays)."""
+        runtime = self.runtime
+        if runtime is None or self.config_path is None:
+            log.warning("reload ignored: the config was not read from a file")
+            return False
+        async with self._reload_lock:
+            if self._stop.is_set():
+                return False
+            log.info("reloading %s", self.config_path)
+            runtime.is_ready = False
+            self.notifier.reloading()
+            try:
+                applied = await reload_config(runtime, self.components, self.config_path)
+                self.config = runtime.config
+            finally:
+                runtime.is_ready = not self._stop.is_set()
+                if runtime.is_ready:
+                    self.notifier.ready(self.status_line())
+            return applied
+
+    def status_line(self) -> str:
+        """The one-line summary systemd shows for this daemon."""
+        return (
+            f"listening on {self.listening}; {len(self.config.sources)} sources, "
+            f"{len(self.config.targets)} targets"
+        )
 
     async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
         """Run until asked to stop; raise StartupError if the daemon cannot start."""
@@ -92,7 +150,7 @@ class Daemon:
             sock = self._sock or bind(self.config.server.host, self.config.server.port)
             stack.callback(sock.close)
             runtime = self.runtime = Runtime(config=self.config, store=store)
-            components = build_components(runtime)
+            components = self.components = build_components(runtime)
             for component in components:
                 await component.start()
                 stack.push_async_callback(component.stop, GRACE_S)
@@ -116,6 +174,10 @@ class Daemon:
                 raise StartupError("the HTTP server stopped while starting")
             runtime.is_ready = True
             host, port = sock.getsockname()[:2]
+            self.listening = f"{host}:{port}"
+            self.notifier.ready(self.status_line())
+            watchdog = asyncio.create_task(self.notifier.keep_alive(), name="watchdog")
+            stack.callback(watchdog.cancel)
             log.info(
                 "bridge listening on %s:%d with %d sources and %d targets (database %s)",
                 host,
@@ -126,10 +188,17 @@ class Daemon:
             )
             if on_ready:
                 on_ready(self)
+            if self._reload_pending:
+                self.request_reload()
             stopping = asyncio.create_task(self._stop.wait())
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             log.info("stopping")
+            self._stop.set()
             runtime.is_ready = False
+            self.notifier.stopping()
+            if self._reloads:
+                # A reload in flight finishes before the engines stop under it.
+                await asyncio.wait(self._reloads, timeout=GRACE_S)
             server.should_exit = True
             await serving
             stopping.cancel()
@@ -140,10 +209,15 @@ def run(config: Config) -> None:
     """Run the daemon in this process until SIGTERM or SIGINT; raise StartupError on failure."""
 
     async def main() -> None:
-        daemon = Daemon(config)
+        notifier = Notifier.from_env()
+        daemon = Daemon(config, notifier=notifier)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)
-        await daemon.run()
+        loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+        try:
+            await daemon.run()
+        finally:
+            notifier.close()
 
     asyncio.run(main())

@@ -1,10 +1,16 @@
-"""Logging set-up: one line per event of note to stderr, as text or JSON."""
+"""Logging set-up: one line per event of note to stderr, as text or JSON, secrets masked.
+
+Secrets are kept out of messages by the code that logs; as a safety net every line is also
+scrubbed of every secret value in the config (`redact`), in its plain and JSON-escaped forms,
+tracebacks included.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,13 +37,54 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
-    """Send the bridge's logs to stderr at `level`, as `text` or `json`."""
+MASK = "***"
+# A token of a secret header value (`Bearer <token>`) this long is masked on its own too.
+_MIN_TOKEN = 8
+_secrets: set[str] = set()
+_patterns: list[str] = []
+
+
+def redact(values: Iterable[str]) -> None:
+    """Mask these secret values in every log line from now on (added to those known)."""
+    for value in values:
+        if not value:
+            continue
+        _secrets.add(value)
+        _secrets.update(t for t in value.split() if len(t) >= _MIN_TOKEN)
+    forms = {form for s in _secrets for form in (s, json.dumps(s)[1:-1])}
+    # Longest first, so a secret that contains another is masked whole.
+    _patterns[:] = sorted(forms, key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """`text` with every known secret value replaced by `***`."""
+    for secret in _patterns:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner`, then masks every known secret in the whole line."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(self.inner.format(record))
+
+
+def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+    """Send the bridge's logs to stderr at `level`, as `text` or `json`, masking `secrets`."""
+    redact(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    inner = (
+        JSONFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    handler.setFormatter(RedactingFormatter(inner))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

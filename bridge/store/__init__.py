@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bridge.errors import StoreError
-from bridge.store.base import NewEvent, Store
+from bridge.store.base import NewEvent, SourceState, Store, TargetState
 
-__all__ = ["NewEvent", "Store", "open_store"]
+__all__ = ["NewEvent", "SourceState", "Store", "TargetState", "open_store"]
 
 
 def open_store(location: str) -> Store:

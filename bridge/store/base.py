@@ -299,7 +299,51 @@ class OutboxStore(ABC):
         """How many deliveries each target has in each status (of `statuses`, or all)."""
 
 
-class Store(EventStore, PollStore, OutboxStore):
+@dataclass(slots=True, frozen=True)
+class SourceState:
+    """What the store knows of one source: its events and, when polled, its last poll."""
+
+    source: str
+    events: int = 0
+    last_event_ms: int | None = None
+    last_poll_ms: int | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class TargetState:
+    """What the store knows of one target: deliveries waiting and dead, and its circuit."""
+
+    target: str
+    pending: int = 0
+    failed: int = 0
+    dead: int = 0
+    circuit: str = "closed"
+    disabled_ms: int | None = None
+    disabled_reason: str | None = None
+    last_error: str | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Deliveries still to be made (pending, or failed and waiting for a retry)."""
+        return self.pending + self.failed
+
+
+class StatusStore(ABC):
+    """Read-only summaries for `bridge status` and `/metrics`."""
+
+    @abstractmethod
+    async def source_states(self, sources: Sequence[str]) -> list[SourceState]:
+        """The state of each named source, in the order given (empty for unknown ones)."""
+
+    @abstractmethod
+    async def target_states(self, targets: Sequence[str]) -> list[TargetState]:
+        """The state of each named target, in the order given (empty for unknown ones)."""
+
+
+class Store(EventStore, PollStore, OutboxStore, StatusStore):
     """The whole store: open it, use it, close it."""
 
     @abstractmethod

@@ -1,0 +1,77 @@
+"""Reloading the config (SIGHUP): re-read and validate the file, then apply it or keep the old.
+
+A new config is applied only whole: it must load and validate first, so a mistake in the
+file is logged as one line and the config in force stays as it was. Every engine then gets
+`reload(new_config)`, which adds, removes and changes its sources and targets without
+dropping queued work (deliveries live in the store, not in memory). Two things cannot change
+without a restart, because they are resources opened at start: the listening address and
+the database; a change to them is logged and waits for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import logs
+from bridge.config import Config, iter_secrets, load_config
+from bridge.errors import ConfigError
+from bridge.runtime import Component, Runtime
+
+log = logging.getLogger("bridge.reload")
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """What differs between two configs, one phrase per change (`target b added`)."""
+    changes: list[str] = []
+    for group in ("sources", "targets"):
+        before, after = getattr(old, group), getattr(new, group)
+        kind = group[:-1]
+        changes += [f"{kind} {name} added" for name in sorted(after.keys() - before.keys())]
+        changes += [f"{kind} {name} removed" for name in sorted(before.keys() - after.keys())]
+        changes += [
+            f"{kind} {name} changed"
+            for name in sorted(before.keys() & after.keys())
+            if before[name] != after[name]
+        ]
+    if old.compare != new.compare:
+        changes.append("compare changed")
+    if old.server.admin_token != new.server.admin_token:
+        changes.append("server.admin_token changed")
+    return changes
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Keys whose change takes effect only at the next start."""
+    out = []
+    if old.server.listen != new.server.listen:
+        out.append("server.listen")
+    if old.database_path != new.database_path:
+        out.append("database")
+    return out
+
+
+async def reload_config(runtime: Runtime, components: Sequence[Component], path: Path) -> bool:
+    """Load `path` and apply it to every component and to `runtime`; False if it was refused."""
+    try:
+        new = await asyncio.to_thread(load_config, path)
+    except ConfigError as exc:
+        # ConfigError messages mask secret values; safe to log whole.
+        log.error("reload refused, the config in force is unchanged: %s", exc)
+        return False
+    old = runtime.config
+    # Secrets that are new in this file must be masked before any engine can log them.
+    logs.redact(iter_secrets(new))
+    for component in components:
+        try:
+            await component.reload(new)
+        except Exception:
+            log.exception("reload of %s failed", type(component).__name__)
+    runtime.config = new
+    changes = config_changes(old, new)
+    log.info("reloaded %s: %s", path, "; ".join(changes) if changes else "no changes")
+    for key in restart_needed(old, new):
+        log.warning("%s changed: it takes effect at the next restart", key)
+    return True
