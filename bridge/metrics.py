@@ -47,3 +47,5 @@ DELIVERY_LATENCY = Histogram(
     ["target"],
     buckets=_LATENCY_BUCKETS_S,
 )
+RELOADS = Counter("bridge_config_reloads", "Config reloads (SIGHUP) by outcome: applied, refused.",
+                  ["outcome"])  # fmt: skip

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge import logs
+from bridge import logs, metrics
 from bridge.config import Config, iter_secrets, load_config
 from bridge.errors import ConfigError
 from bridge.runtime import Component, Runtime
@@ -60,6 +60,7 @@ async def reload_config(runtime: Runtime, components: Sequence[Component], path:
     except ConfigError as exc:
         # ConfigError messages mask secret values; safe to log whole.
         log.error("reload refused, the config in force is unchanged: %s", exc)
+        metrics.RELOADS.labels("refused").inc()
         return False
     old = runtime.config
     # Secrets that are new in this file must be masked before any engine can log them.
@@ -70,6 +71,7 @@ async def reload_config(runtime: Runtime, components: Sequence[Component], path:
         except Exception:
             log.exception("reload of %s failed", type(component).__name__)
     runtime.config = new
+    metrics.RELOADS.labels("applied").inc()
     changes = config_changes(old, new)
     log.info("reloaded %s: %s", path, "; ".join(changes) if changes else "no changes")
     for key in restart_needed(old, new):
