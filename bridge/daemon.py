@@ -32,6 +32,8 @@ log = logging.getLogger("bridge.daemon")
 
 # SIGTERM must end the process well within systemd's default 90 s and our 10 s promise.
 GRACE_S = 5.0
+# How often the one-line status systemd shows is refreshed (backlog and dead change).
+STATUS_EVERY_S = 30.0
 
 
 class _Server(uvicorn.Server):
@@ -126,17 +128,36 @@ class Daemon:
                 applied = await reload_config(runtime, self.components, self.config_path)
                 self.config = runtime.config
             finally:
-                runtime.is_ready = not self._stop.is_set()
-                if runtime.is_ready:
-                    self.notifier.ready(self.status_line())
+                if not self._stop.is_set():
+                    self.notifier.ready(await self.status_line())
+                    runtime.is_ready = True
             return applied
 
-    def status_line(self) -> str:
-        """The one-line summary systemd shows for this daemon."""
-        return (
-            f"listening on {self.listening}; {len(self.config.sources)} sources, "
-            f"{len(self.config.targets)} targets"
+    async def status_line(self) -> str:
+        """The one-line summary systemd shows: address, sources, targets, backlog, dead."""
+        sources, targets = len(self.config.sources), len(self.config.targets)
+        line = (
+            f"listening on {self.listening}; {sources} source{'s' * (sources != 1)}, "
+            f"{targets} target{'s' * (targets != 1)}"
         )
+        if self.runtime is None or not targets:
+            return line
+        try:
+            states = await self.runtime.store.target_states(list(self.config.targets))
+        except StoreError:
+            return line + "; the store cannot be read"
+        backlog = sum(s.backlog for s in states)
+        dead = sum(s.dead for s in states)
+        return line + f"; backlog {backlog}, dead {dead}"
+
+    async def _report_status(self) -> None:
+        """Refresh the status systemd shows every STATUS_EVERY_S, until cancelled."""
+        if not self.notifier.is_enabled:
+            return
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            if self.runtime is not None and self.runtime.is_ready:
+                self.notifier.status(await self.status_line())
 
     async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
         """Run until asked to stop; raise StartupError if the daemon cannot start."""
@@ -147,6 +168,10 @@ class Daemon:
             raise StartupError(str(exc)) from exc
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(store.close)
+            # Pinged from here on, through the engines' start and stop, whatever they take.
+            for job in (self.notifier.keep_alive(), self._report_status()):
+                task = asyncio.create_task(job)
+                stack.callback(task.cancel)
             sock = self._sock or bind(self.config.server.host, self.config.server.port)
             stack.callback(sock.close)
             runtime = self.runtime = Runtime(config=self.config, store=store)
@@ -175,9 +200,7 @@ class Daemon:
             runtime.is_ready = True
             host, port = sock.getsockname()[:2]
             self.listening = f"{host}:{port}"
-            self.notifier.ready(self.status_line())
-            watchdog = asyncio.create_task(self.notifier.keep_alive(), name="watchdog")
-            stack.callback(watchdog.cancel)
+            self.notifier.ready(await self.status_line())
             log.info(
                 "bridge listening on %s:%d with %d sources and %d targets (database %s)",
                 host,

@@ -162,7 +162,9 @@ def test_daemon_notifies_ready_watchdog_reload_and_stopping(
         # READY=1 means listening: the first request succeeds without a retry.
         assert httpx.get(proc.url + "/readyz", timeout=5).status_code == 200
         status = listener.messages[ready]["STATUS"]
-        assert f"listening on 127.0.0.1:{proc.port}" in status and "1 targets" in status
+        assert (
+            status == f"listening on 127.0.0.1:{proc.port}; 0 sources, 1 target; backlog 0, dead 0"
+        )
         assert "\n" not in status
 
         # The watchdog is pinged from the event loop at half of WATCHDOG_USEC (0.1 s).
@@ -178,6 +180,7 @@ def test_daemon_notifies_ready_watchdog_reload_and_stopping(
         assert int(msg["MONOTONIC_USEC"]) >= before_ns // 1000
         again = listener.wait_for("READY", after=reloading + 1)
         assert listener.messages[again]["READY"] == "1"
+        assert listener.messages[again]["STATUS"] == status
 
         assert proc.terminate() == 0
         stopping = listener.wait_for("STOPPING", after=again + 1, timeout_s=5)
