@@ -41,19 +41,27 @@ MASK = "***"
 # A token of a secret header value (`Bearer <token>`) this long is masked on its own too.
 _MIN_TOKEN = 8
 _secrets: set[str] = set()
-_patterns: list[str] = []
+# Replaced whole, never mutated: threads that are logging read one consistent tuple.
+_patterns: tuple[str, ...] = ()
 
 
 def redact(values: Iterable[str]) -> None:
     """Mask these secret values in every log line from now on (added to those known)."""
+    global _patterns
     for value in values:
         if not value:
             continue
         _secrets.add(value)
         _secrets.update(t for t in value.split() if len(t) >= _MIN_TOKEN)
-    forms = {form for s in _secrets for form in (s, json.dumps(s)[1:-1])}
+        if value.startswith("whsec_") and len(value) > len("whsec_"):
+            _secrets.add(value.removeprefix("whsec_"))  # the key alone is as secret
+    forms = {
+        form
+        for s in _secrets
+        for form in (s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1])
+    }
     # Longest first, so a secret that contains another is masked whole.
-    _patterns[:] = sorted(forms, key=len, reverse=True)
+    _patterns = tuple(sorted(forms, key=len, reverse=True))
 
 
 def scrub(text: str) -> str:

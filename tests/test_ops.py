@@ -370,6 +370,9 @@ def test_the_redaction_net_masks_secrets_in_messages_tracebacks_and_json() -> No
     assert "ValueError: bad ***" in lines[1]["exc"]
     assert "Secret-1234" not in text and "header-token" not in text
 
+    logs.redact([TEST_SECRET])
+    assert logs.scrub(f"key {TEST_SECRET.removeprefix('whsec_')}") == "key ***"
+
 
 def test_json_logs_carry_no_secret(daemon, tmp_path: Path) -> None:
     creds = tmp_path / "credentials"
