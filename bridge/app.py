@@ -2,8 +2,10 @@
 
 `/healthz` answers while the event loop runs; `/readyz` only while the config is loaded (not
 starting, reloading or stopping) and the store can commit; `/metrics` is the Prometheus
-text of every metric in bridge/metrics.py, with the store's gauges (backlog, dead, circuit)
-read fresh at each scrape.
+text of every metric in bridge/metrics.py, with the backlog and dead gauges counted in the
+store at each scrape (right from the first scrape after a start, and for every configured
+target). The engines own every other metric; the circuit gauge is the delivery engine's, as
+only it knows a half-open probe in flight.
 """
 
 from __future__ import annotations
@@ -26,24 +28,22 @@ log = logging.getLogger("bridge.app")
 
 # A readiness probe must answer quickly: a store that cannot commit within this is not ready.
 READY_TIMEOUT_S = 2.0
-CIRCUIT_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
 async def refresh_store_gauges(runtime: Runtime) -> None:
-    """Set the backlog, dead and circuit gauges of every configured target from the store."""
+    """Set the backlog and dead gauges of every configured target from the store."""
     try:
-        states = await runtime.store.target_states(list(runtime.config.targets))
+        states = await runtime.store.target_backlog(list(runtime.config.targets))
     except StoreError as exc:
         # The last values stay; /readyz says what is wrong with the store.
         log.debug("metrics: cannot read the targets' state: %s", exc)
         return
     # Targets removed by a reload disappear from the gauges.
-    for gauge in (metrics.BACKLOG, metrics.DEAD, metrics.CIRCUIT):
+    for gauge in (metrics.BACKLOG, metrics.DEAD):
         gauge.clear()
     for state in states:
         metrics.BACKLOG.labels(state.target).set(state.backlog)
         metrics.DEAD.labels(state.target).set(state.dead)
-        metrics.CIRCUIT.labels(state.target).set(CIRCUIT_STATES.get(state.circuit, 0))
 
 
 def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:

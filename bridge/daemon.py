@@ -143,7 +143,7 @@ class Daemon:
         if self.runtime is None or not targets:
             return line
         try:
-            states = await self.runtime.store.target_states(list(self.config.targets))
+            states = await self.runtime.store.target_backlog(list(self.config.targets))
         except StoreError:
             return line + "; the store cannot be read"
         backlog = sum(s.backlog for s in states)

@@ -28,7 +28,7 @@ from bridge.reload import config_changes, restart_needed
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
 from bridge.status.summary import source_status, target_health
-from bridge.store import NewEvent, SourceState, TargetState
+from bridge.store import NewEvent, SourceActivity, TargetBacklog
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import DaemonProcess, free_port, run_cli, serve_app, wait_until
@@ -285,18 +285,15 @@ def test_metrics_parse_and_the_store_gauges_follow_the_deliveries(daemon) -> Non
     assert labelled(samples, "bridge_delivery_backlog", target="a") == 4
     assert labelled(samples, "bridge_delivery_backlog", target="b") == 3
     assert labelled(samples, "bridge_deliveries_dead", target="b") == 0
-    assert labelled(samples, "bridge_circuit_state", target="b") == 0
 
-    # What the delivery engine writes (a delivery dead, a circuit open) shows at the next scrape.
+    # What the delivery engine writes (a delivery dead) shows at the next scrape.
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE deliveries SET status = 'dead' WHERE id = (SELECT min(id) FROM"
                      " deliveries WHERE target = 'b')")  # fmt: skip
-        conn.execute("INSERT INTO targets (name, circuit, failures) VALUES ('b', 'open', 5)")
     samples = scrape(proc.url)
     assert labelled(samples, "bridge_delivery_backlog", target="b") == 2
     assert labelled(samples, "bridge_deliveries_dead", target="b") == 1
-    assert labelled(samples, "bridge_circuit_state", target="b") == 2
-    assert labelled(samples, "bridge_circuit_state", target="a") == 0
+    assert labelled(samples, "bridge_delivery_backlog", target="a") == 4
 
 
 # -- /readyz -------------------------------------------------------------------------------
@@ -419,18 +416,18 @@ def test_json_logs_carry_no_secret(daemon, tmp_path: Path) -> None:
 
 
 def test_status_judgements() -> None:
-    assert source_status("poll", SourceState("s")) == "never polled"
-    polled = SourceState("s", last_poll_ms=1, consecutive_failures=3)
+    assert source_status("poll", SourceActivity("s")) == "never polled"
+    polled = SourceActivity("s", last_poll_ms=1, consecutive_failures=3)
     assert source_status("poll", polled) == "failing (3 in a row)"
-    assert source_status("poll", SourceState("s", last_poll_ms=1)) == "ok"
-    assert source_status("webhook", SourceState("s")) == "no events yet"
-    assert source_status("webhook", SourceState("s", events=1, last_event_ms=1)) == "ok"
-    assert target_health(TargetState("t")) == "ok"
-    assert target_health(TargetState("t", dead=1)) == "dead letters"
-    assert target_health(TargetState("t", failed=1, dead=1)) == "retrying"
-    assert target_health(TargetState("t", failed=1, circuit="half-open")) == "probing"
-    assert target_health(TargetState("t", circuit="open")) == "circuit open"
-    assert target_health(TargetState("t", circuit="open", disabled_ms=1)) == "disabled"
+    assert source_status("poll", SourceActivity("s", last_poll_ms=1)) == "ok"
+    assert source_status("webhook", SourceActivity("s")) == "no events yet"
+    assert source_status("webhook", SourceActivity("s", events=1, last_event_ms=1)) == "ok"
+    assert target_health(TargetBacklog("t")) == "ok"
+    assert target_health(TargetBacklog("t", dead=1)) == "dead letters"
+    assert target_health(TargetBacklog("t", failed=1, dead=1)) == "retrying"
+    assert target_health(TargetBacklog("t", failed=1, circuit="half_open")) == "probing"
+    assert target_health(TargetBacklog("t", circuit="open")) == "circuit open"
+    assert target_health(TargetBacklog("t", circuit="open", disabled_ms=1)) == "disabled"
 
 
 STATUS_CONFIG = f"""\
@@ -463,7 +460,7 @@ def test_status_prints_sources_and_targets_from_the_store(write_config) -> None:
             "UPDATE deliveries SET status = 'dead', last_error = 'HTTP 404'"
             " WHERE id = (SELECT min(id) FROM deliveries WHERE target = 'b')"
         )
-        conn.execute("INSERT INTO targets (name, circuit, failures) VALUES ('b', 'open', 5)")
+        conn.execute("INSERT INTO targets (name, circuit, failures) VALUES ('b', 'half_open', 5)")
 
     result = run_cli("status", "-c", str(path), "--json")
     assert result.returncode == 0, result.stderr
@@ -490,12 +487,13 @@ def test_status_prints_sources_and_targets_from_the_store(write_config) -> None:
         "dead": 0,
         "last_error": None,
     }
-    assert targets["b"]["health"] == "circuit open" and targets["b"]["backlog"] == 2
+    assert targets["b"]["health"] == "probing" and targets["b"]["circuit"] == "half_open"
+    assert targets["b"]["backlog"] == 2
     assert targets["b"]["dead"] == 1 and targets["b"]["last_error"] == "HTTP 404"
 
     text = run_cli("status", "-c", str(path))
     assert text.returncode == 0, text.stderr
-    assert "failing (2 in a row)" in text.stdout and "circuit open" in text.stdout
+    assert "failing (2 in a row)" in text.stdout and "probing" in text.stdout
     assert "HTTP 500 from upstream" in text.stdout
 
 

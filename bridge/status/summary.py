@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bridge.config import Config
-from bridge.store import SourceState, Store, TargetState
+from bridge.store import SourceActivity, Store, TargetBacklog
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,7 +53,7 @@ class Summary:
         return asdict(self)
 
 
-def source_status(kind: str, state: SourceState) -> str:
+def source_status(kind: str, state: SourceActivity) -> str:
     """`ok`, `failing (N in a row)`, `never polled` or `no events yet`."""
     if kind == "poll":
         if state.last_poll_ms is None:
@@ -64,13 +64,13 @@ def source_status(kind: str, state: SourceState) -> str:
     return "ok" if state.last_event_ms is not None else "no events yet"
 
 
-def target_health(state: TargetState) -> str:
+def target_health(state: TargetBacklog) -> str:
     """`disabled`, `circuit open`, `probing`, `retrying`, `dead letters` or `ok`, worst first."""
     if state.disabled_ms is not None:
         return "disabled"
     if state.circuit == "open":
         return "circuit open"
-    if state.circuit in ("half-open", "half_open"):
+    if state.circuit == "half_open":
         return "probing"
     if state.failed:
         return "retrying"
@@ -81,8 +81,8 @@ def target_health(state: TargetState) -> str:
 
 async def collect(config: Config, store: Store) -> Summary:
     """Read the summary of every configured source and target from `store`."""
-    source_states = await store.source_states(list(config.sources))
-    target_states = await store.target_states(list(config.targets))
+    activity = await store.source_activity(list(config.sources))
+    backlog = await store.target_backlog(list(config.targets))
     sources = [
         SourceSummary(
             name=s.source,
@@ -93,7 +93,7 @@ async def collect(config: Config, store: Store) -> Summary:
             last_event_ms=s.last_event_ms,
             last_error=s.last_error,
         )
-        for s in source_states
+        for s in activity
     ]
     targets = [
         TargetSummary(
@@ -104,6 +104,6 @@ async def collect(config: Config, store: Store) -> Summary:
             dead=t.dead,
             last_error=t.disabled_reason or t.last_error,
         )
-        for t in target_states
+        for t in backlog
     ]
     return Summary(database=store.location, sources=sources, targets=targets)

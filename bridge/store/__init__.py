@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bridge.errors import StoreError
-from bridge.store.base import NewEvent, SourceState, Store, TargetState
+from bridge.store.base import NewEvent, SourceActivity, Store, TargetBacklog
 
-__all__ = ["NewEvent", "SourceState", "Store", "TargetState", "open_store"]
+__all__ = ["NewEvent", "SourceActivity", "Store", "TargetBacklog", "open_store"]
 
 
 def open_store(location: str) -> Store:

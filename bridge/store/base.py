@@ -300,7 +300,7 @@ class OutboxStore(ABC):
 
 
 @dataclass(slots=True, frozen=True)
-class SourceState:
+class SourceActivity:
     """What the store knows of one source: its events and, when polled, its last poll."""
 
     source: str
@@ -313,14 +313,14 @@ class SourceState:
 
 
 @dataclass(slots=True, frozen=True)
-class TargetState:
+class TargetBacklog:
     """What the store knows of one target: deliveries waiting and dead, and its circuit."""
 
     target: str
     pending: int = 0
     failed: int = 0
     dead: int = 0
-    circuit: str = "closed"
+    circuit: str = "closed"  # closed | half_open | open
     disabled_ms: int | None = None
     disabled_reason: str | None = None
     last_error: str | None = None
@@ -335,11 +335,11 @@ class StatusStore(ABC):
     """Read-only summaries for `bridge status` and `/metrics`."""
 
     @abstractmethod
-    async def source_states(self, sources: Sequence[str]) -> list[SourceState]:
+    async def source_activity(self, sources: Sequence[str]) -> list[SourceActivity]:
         """The state of each named source, in the order given (empty for unknown ones)."""
 
     @abstractmethod
-    async def target_states(self, targets: Sequence[str]) -> list[TargetState]:
+    async def target_backlog(self, targets: Sequence[str]) -> list[TargetBacklog]:
         """The state of each named target, in the order given (empty for unknown ones)."""
 
 

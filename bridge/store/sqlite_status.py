@@ -11,12 +11,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bridge.store.base import SourceState, TargetState
+from bridge.store.base import SourceActivity, TargetBacklog
 
 _WAITING = ("pending", "failed", "dead")
 
 
-def _source_state(conn: sqlite3.Connection, name: str) -> SourceState:
+def _source_activity(conn: sqlite3.Connection, name: str) -> SourceActivity:
     events = conn.execute("SELECT count(*) FROM events WHERE source = ?", (name,)).fetchone()[0]
     last = conn.execute(
         "SELECT recorded_ms FROM events WHERE source = ? ORDER BY seq DESC LIMIT 1", (name,)
@@ -26,7 +26,7 @@ def _source_state(conn: sqlite3.Connection, name: str) -> SourceState:
         " FROM poll_state WHERE source = ?",
         (name,),
     ).fetchone()
-    return SourceState(
+    return SourceActivity(
         source=name,
         events=int(events),
         last_event_ms=last[0] if last else None,
@@ -37,7 +37,7 @@ def _source_state(conn: sqlite3.Connection, name: str) -> SourceState:
     )
 
 
-def _target_state(conn: sqlite3.Connection, name: str) -> TargetState:
+def _target_backlog(conn: sqlite3.Connection, name: str) -> TargetBacklog:
     counts = dict.fromkeys(_WAITING, 0)
     for status, n in conn.execute(
         "SELECT status, count(*) FROM deliveries WHERE target = ? AND status IN (?, ?, ?)"
@@ -53,7 +53,7 @@ def _target_state(conn: sqlite3.Connection, name: str) -> TargetState:
     row = conn.execute(
         "SELECT circuit, disabled_ms, disabled_reason FROM targets WHERE name = ?", (name,)
     ).fetchone()
-    return TargetState(
+    return TargetBacklog(
         target=name,
         pending=counts["pending"],
         failed=counts["failed"],
@@ -70,16 +70,16 @@ class SQLiteStatus:
 
     read: Callable[..., Any]
 
-    async def source_states(self, sources: Sequence[str]) -> list[SourceState]:
+    async def source_activity(self, sources: Sequence[str]) -> list[SourceActivity]:
         names = list(sources)
-        states: list[SourceState] = await self.read(
-            lambda conn: [_source_state(conn, name) for name in names]
+        states: list[SourceActivity] = await self.read(
+            lambda conn: [_source_activity(conn, name) for name in names]
         )
         return states
 
-    async def target_states(self, targets: Sequence[str]) -> list[TargetState]:
+    async def target_backlog(self, targets: Sequence[str]) -> list[TargetBacklog]:
         names = list(targets)
-        states: list[TargetState] = await self.read(
-            lambda conn: [_target_state(conn, name) for name in names]
+        states: list[TargetBacklog] = await self.read(
+            lambda conn: [_target_backlog(conn, name) for name in names]
         )
         return states
