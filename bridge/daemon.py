@@ -97,6 +97,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[bool]] = set()
         self._reload_pending = False
+        # Why the last reload was refused, shown in the status until one is applied.
+        self.reload_error: str | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
@@ -125,13 +127,13 @@ class Daemon:
             runtime.is_ready = False
             self.notifier.reloading()
             try:
-                applied = await reload_config(runtime, self.components, self.config_path)
+                self.reload_error = await reload_config(runtime, self.components, self.config_path)
                 self.config = runtime.config
             finally:
                 if not self._stop.is_set():
                     self.notifier.ready(await self.status_line())
                     runtime.is_ready = True
-            return applied
+            return self.reload_error is None
 
     async def status_line(self) -> str:
         """The one-line summary systemd shows: address, sources, targets, backlog, dead."""
@@ -140,6 +142,8 @@ class Daemon:
             f"listening on {self.listening}; {sources} source{'s' * (sources != 1)}, "
             f"{targets} target{'s' * (targets != 1)}"
         )
+        if self.reload_error:
+            line += f"; last reload refused: {self.reload_error}"
         if self.runtime is None or not targets:
             return line
         try:

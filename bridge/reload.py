@@ -53,15 +53,20 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     return out
 
 
-async def reload_config(runtime: Runtime, components: Sequence[Component], path: Path) -> bool:
-    """Load `path` and apply it to every component and to `runtime`; False if it was refused."""
+async def reload_config(
+    runtime: Runtime, components: Sequence[Component], path: Path
+) -> str | None:
+    """Load `path` and apply it to every component and to `runtime`.
+
+    Returns None when applied, else the one-line reason it was refused (secrets masked).
+    """
     try:
         new = await asyncio.to_thread(load_config, path)
     except ConfigError as exc:
         # ConfigError messages mask secret values; safe to log whole.
         log.error("reload refused, the config in force is unchanged: %s", exc)
         metrics.RELOADS.labels("refused").inc()
-        return False
+        return str(exc)
     old = runtime.config
     # Secrets that are new in this file must be masked before any engine can log them.
     logs.redact(iter_secrets(new))
@@ -76,4 +81,4 @@ async def reload_config(runtime: Runtime, components: Sequence[Component], path:
     log.info("reloaded %s: %s", path, "; ".join(changes) if changes else "no changes")
     for key in restart_needed(old, new):
         log.warning("%s changed: it takes effect at the next restart", key)
-    return True
+    return None

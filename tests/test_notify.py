@@ -182,6 +182,21 @@ def test_daemon_notifies_ready_watchdog_reload_and_stopping(
         assert listener.messages[again]["READY"] == "1"
         assert listener.messages[again]["STATUS"] == status
 
+        # A refused reload says so in the status, until a reload is applied.
+        good = proc.config_path.read_text()
+        proc.config_path.write_text(good + "colour: blue\n")
+        proc.proc.send_signal(signal.SIGHUP)
+        refused = listener.wait_for("READY", after=listener.wait_for("RELOADING", after=again + 1))
+        assert listener.messages[refused]["STATUS"] == (
+            f"{status.split('; backlog')[0]}; last reload refused: "
+            f"{proc.config_path}:{good.count(chr(10)) + 1}: colour: is not a known key"
+            "; backlog 0, dead 0"
+        )
+        proc.config_path.write_text(good)
+        proc.proc.send_signal(signal.SIGHUP)
+        again = listener.wait_for("READY", after=listener.wait_for("RELOADING", after=refused + 1))
+        assert listener.messages[again]["STATUS"] == status
+
         assert proc.terminate() == 0
         stopping = listener.wait_for("STOPPING", after=again + 1, timeout_s=5)
         assert listener.messages[stopping]["STOPPING"] == "1"
