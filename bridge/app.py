@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from bridge import metrics
 from bridge.errors import StoreError
 from bridge.runtime import Runtime
+from bridge.status.summary import WAITING, backlog_of
 
 log = logging.getLogger("bridge.app")
 
@@ -33,17 +34,18 @@ READY_TIMEOUT_S = 2.0
 async def refresh_store_gauges(runtime: Runtime) -> None:
     """Set the backlog and dead gauges of every configured target from the store."""
     try:
-        states = await runtime.store.target_backlog(list(runtime.config.targets))
+        counts = await runtime.store.delivery_counts(WAITING)
     except StoreError as exc:
         # The last values stay; /readyz says what is wrong with the store.
-        log.debug("metrics: cannot read the targets' state: %s", exc)
+        log.debug("metrics: cannot count the deliveries: %s", exc)
         return
     # Targets removed by a reload disappear from the gauges.
     for gauge in (metrics.BACKLOG, metrics.DEAD):
         gauge.clear()
-    for state in states:
-        metrics.BACKLOG.labels(state.target).set(state.backlog)
-        metrics.DEAD.labels(state.target).set(state.dead)
+    for name in runtime.config.targets:
+        by_status = counts.get(name, {})
+        metrics.BACKLOG.labels(name).set(backlog_of(by_status))
+        metrics.DEAD.labels(name).set(by_status.get("dead", 0))
 
 
 def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:

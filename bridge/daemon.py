@@ -26,6 +26,7 @@ from bridge.errors import StartupError, StoreError
 from bridge.notify import Notifier
 from bridge.reload import reload_config
 from bridge.runtime import Component, Runtime
+from bridge.status.summary import WAITING, backlog_of
 from bridge.store import open_store
 
 log = logging.getLogger("bridge.daemon")
@@ -147,11 +148,12 @@ class Daemon:
         if self.runtime is None or not targets:
             return line
         try:
-            states = await self.runtime.store.target_backlog(list(self.config.targets))
+            counts = await self.runtime.store.delivery_counts(WAITING)
         except StoreError:
             return line + "; the store cannot be read"
-        backlog = sum(s.backlog for s in states)
-        dead = sum(s.dead for s in states)
+        wanted = [counts.get(name, {}) for name in self.config.targets]
+        backlog = sum(backlog_of(c) for c in wanted)
+        dead = sum(c.get("dead", 0) for c in wanted)
         return line + f"; backlog {backlog}, dead {dead}"
 
     async def _report_status(self) -> None:

@@ -16,7 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.routing import BaseRoute
+from standardwebhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from bridge import daemon as daemon_module
 from bridge import logs, metrics
@@ -28,7 +32,8 @@ from bridge.reload import config_changes, restart_needed
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
 from bridge.status.summary import source_status, target_health
-from bridge.store import NewEvent, SourceActivity, TargetBacklog
+from bridge.store import NewEvent
+from bridge.store.base import AttemptRecord, PollOutcome, PollState, TargetState
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import DaemonProcess, free_port, run_cli, serve_app, wait_until
@@ -107,15 +112,54 @@ def make_event(source: str, n: int, type: str, origin: str = "push") -> Event:
     )
 
 
-def record(db: Path, config: Config, events: list[Event]) -> None:
-    """Store events routed to the targets `config` names, as an engine of the daemon would."""
+def with_store(db: Path, fn: Any) -> Any:
+    """Run `await fn(store)` on the SQLite store at `db`."""
     store = SQLiteStore(db)
     store.open()
     try:
-        batch = [NewEvent(e, targets_for(config.targets, e.source, e.type)) for e in events]
-        asyncio.run(store.record_events(batch))
+        return asyncio.run(fn(store))
     finally:
         store.close()
+
+
+def record(db: Path, config: Config, events: list[Event]) -> None:
+    """Store events routed to the targets `config` names, as an engine of the daemon would."""
+    batch = [NewEvent(e, targets_for(config.targets, e.source, e.type)) for e in events]
+    with_store(db, lambda store: store.record_events(batch))
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, got), v in samples.items() if n == name and want <= set(got))
+
+
+class Inbox:
+    """A receiving target on 127.0.0.1 that verifies every Standard Webhooks signature."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+
+    async def handle(self, request: Request) -> Response:
+        body = await request.body()
+        self.received.append(Webhook(TEST_SECRET).verify(body, dict(request.headers)))
+        return Response(status_code=204)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/in", self.handle, methods=["POST"])])
+
+
+class Upstream:
+    """A pollable API on 127.0.0.1 whose items the test changes."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = [{"id": "1", "v": 1}]
+
+    async def handle(self, request: Request) -> Response:
+        return JSONResponse(self.items)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/items", self.handle)])
 
 
 # -- reload: the pure parts ----------------------------------------------------------------
@@ -216,31 +260,45 @@ def test_reload_applies_to_every_component_and_swaps_the_config(
 # -- reload: the real daemon ---------------------------------------------------------------
 
 
-def test_sighup_adds_a_source_and_a_target_that_the_next_event_reaches(daemon) -> None:
-    proc = daemon(daemon_config())
-    before = scrape(proc.url)
-    assert labelled(before, "bridge_delivery_backlog", target="a") == 0
-    assert labelled(before, "bridge_delivery_backlog", target="b") is None
+def test_sighup_adds_a_source_and_a_target_and_the_next_event_reaches_it(daemon) -> None:
+    upstream, inbox = Upstream(), Inbox()
+    with serve_app(upstream.app()) as api, serve_app(inbox.app()) as receiver:
+        proc = daemon(daemon_config())
+        before = scrape(proc.url)
+        assert labelled(before, "bridge_delivery_backlog", target="a") == 0
+        assert labelled(before, "bridge_delivery_backlog", target="b") is None
 
-    rewrite(proc, daemon_config(targets=TARGET_A + TARGET_B, sources=HOOK))
-    line = sighup_and_wait(proc, "reloaded")
-    assert "source hook added" in line and "target b added" in line
-    assert httpx.get(proc.url + "/readyz").status_code == 200
+        source = f"  orders:\n    poll:\n      url: {api}/items\n      every: 200ms\n      id: id\n"
+        target_b = TARGET_B.replace("http://127.0.0.1:9/b", receiver + "/in")
+        rewrite(proc, daemon_config(targets=TARGET_A + target_b.replace("hook.*", "orders.*"),
+                                    sources=source))  # fmt: skip
+        line = sighup_and_wait(proc, "reloaded")
+        assert "source orders added" in line and "target b added" in line
+        assert httpx.get(proc.url + "/readyz").status_code == 200
 
-    # The next event for the new source is queued for the new target (routing by the config
-    # in force); the backlog the daemon reports shows it.
-    config = load_config(proc.config_path)
-    record(proc.config_path.parent / "ops.db", config, [make_event("hook", 1, "hook.ping")])
-    after = scrape(proc.url)
-    assert labelled(after, "bridge_delivery_backlog", target="b") == 1
-    assert labelled(after, "bridge_delivery_backlog", target="a") == 1
-    assert labelled(after, "bridge_config_reloads_total", outcome="applied") == 1
+        # The new source polls (its first answer is the silent baseline) ...
+        wait_until(lambda: total(scrape(proc.url), "bridge_polls_total", source="orders"), 15)
+        # ... and its next change is an event that reaches the new target, signed.
+        upstream.items.append({"id": "2", "v": 1})
+        wait_until(lambda: inbox.received, timeout_s=15)
+        event = inbox.received[0]
+        assert event["source"] == "orders" and event["type"] == "orders.created"
+        assert event["subject"] == "2" and event["data"]["object"] == {"id": "2", "v": 1}
 
-    # A removed target leaves the gauges.
-    rewrite(proc, daemon_config(targets=TARGET_B, sources=HOOK))
-    assert "target a removed" in sighup_and_wait(proc, "reloaded")
-    assert labelled(scrape(proc.url), "bridge_delivery_backlog", target="a") is None
-    assert proc.terminate() == 0
+        samples = scrape(proc.url)
+        assert labelled(samples, "bridge_events_total", source="orders", origin="poll",
+                        type="orders.created") == 1  # fmt: skip
+        assert total(samples, "bridge_deliveries_total", target="b", outcome="delivered") == 1
+        assert labelled(samples, "bridge_delivery_latency_seconds_count", target="b") == 1
+        assert labelled(samples, "bridge_config_reloads_total", outcome="applied") == 1
+        # Target a wants every event too; nothing listens there, so it waits in the backlog.
+        assert labelled(samples, "bridge_delivery_backlog", target="a") == 1
+
+        # A removed target leaves the gauges; its delivery stays in the outbox.
+        rewrite(proc, daemon_config(targets=target_b, sources=source))
+        assert "target a removed" in sighup_and_wait(proc, "reloaded")
+        assert labelled(scrape(proc.url), "bridge_delivery_backlog", target="a") is None
+        assert proc.terminate() == 0
 
 
 def test_bad_config_on_sighup_keeps_the_old_one(daemon) -> None:
@@ -269,31 +327,41 @@ def test_bad_config_on_sighup_keeps_the_old_one(daemon) -> None:
 # -- /metrics ------------------------------------------------------------------------------
 
 
-def test_metrics_parse_and_the_store_gauges_follow_the_deliveries(daemon) -> None:
-    proc = daemon(daemon_config(targets=TARGET_A + TARGET_B, sources=HOOK))
-    defined = {
-        m._name for m in vars(metrics).values() if isinstance(m, metrics.Counter | metrics.Gauge)
-    } | {m._name for m in vars(metrics).values() if isinstance(m, metrics.Histogram)}
-    assert len(defined) >= 15
-    assert defined <= families(proc.url)
+def test_metrics_parse_and_move_as_events_flow(daemon) -> None:
+    inbox = Inbox()
+    with serve_app(inbox.app()) as receiver:
+        target_a = TARGET_A.replace("http://127.0.0.1:9/a", receiver + "/in")
+        # Nothing listens for b, and it has no retries: its deliveries die at once.
+        target_b = TARGET_B + "    retry: []\n"
+        proc = daemon(daemon_config(targets=target_a + target_b, sources=HOOK))
+        defined = {
+            m._name
+            for m in vars(metrics).values()
+            if isinstance(m, metrics.Counter | metrics.Gauge | metrics.Histogram)
+        }
+        assert len(defined) >= 15
+        assert defined <= families(proc.url)
 
-    config = load_config(proc.config_path)
-    db = proc.config_path.parent / "ops.db"
-    record(db, config, [make_event("hook", n, "hook.ping") for n in range(3)])
-    record(db, config, [make_event("hook", 9, "other.thing")])  # only target a wants it
-    samples = scrape(proc.url)
-    assert labelled(samples, "bridge_delivery_backlog", target="a") == 4
-    assert labelled(samples, "bridge_delivery_backlog", target="b") == 3
-    assert labelled(samples, "bridge_deliveries_dead", target="b") == 0
+        config = load_config(proc.config_path)
+        db = proc.config_path.parent / "ops.db"
+        record(db, config, [make_event("hook", n, "hook.ping") for n in range(3)])
+        record(db, config, [make_event("hook", 9, "other.thing")])  # only target a wants it
 
-    # What the delivery engine writes (a delivery dead) shows at the next scrape.
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE deliveries SET status = 'dead' WHERE id = (SELECT min(id) FROM"
-                     " deliveries WHERE target = 'b')")  # fmt: skip
-    samples = scrape(proc.url)
-    assert labelled(samples, "bridge_delivery_backlog", target="b") == 2
-    assert labelled(samples, "bridge_deliveries_dead", target="b") == 1
-    assert labelled(samples, "bridge_delivery_backlog", target="a") == 4
+        def settled() -> dict:
+            samples = scrape(proc.url)
+            done = labelled(samples, "bridge_deliveries_dead", target="b") == 3
+            return samples if done and len(inbox.received) == 4 else {}
+
+        samples = wait_until(settled, timeout_s=20, interval_s=0.1)
+        assert labelled(samples, "bridge_delivery_backlog", target="b") == 0
+        assert labelled(samples, "bridge_delivery_backlog", target="a") == 0
+        assert total(samples, "bridge_deliveries_total", target="b", outcome="dead") == 3
+        assert total(samples, "bridge_delivery_attempts_total", target="b") == 3
+        assert total(samples, "bridge_deliveries_total", target="a", outcome="delivered") == 4
+        assert labelled(samples, "bridge_delivery_latency_seconds_count", target="a") == 4
+        assert {e["id"] for e in inbox.received} == {
+            make_event("hook", n, "x").id for n in (0, 1, 2, 9)
+        }
 
 
 # -- /readyz -------------------------------------------------------------------------------
@@ -416,18 +484,19 @@ def test_json_logs_carry_no_secret(daemon, tmp_path: Path) -> None:
 
 
 def test_status_judgements() -> None:
-    assert source_status("poll", SourceActivity("s")) == "never polled"
-    polled = SourceActivity("s", last_poll_ms=1, consecutive_failures=3)
-    assert source_status("poll", polled) == "failing (3 in a row)"
-    assert source_status("poll", SourceActivity("s", last_poll_ms=1)) == "ok"
-    assert source_status("webhook", SourceActivity("s")) == "no events yet"
-    assert source_status("webhook", SourceActivity("s", events=1, last_event_ms=1)) == "ok"
-    assert target_health(TargetBacklog("t")) == "ok"
-    assert target_health(TargetBacklog("t", dead=1)) == "dead letters"
-    assert target_health(TargetBacklog("t", failed=1, dead=1)) == "retrying"
-    assert target_health(TargetBacklog("t", failed=1, circuit="half_open")) == "probing"
-    assert target_health(TargetBacklog("t", circuit="open")) == "circuit open"
-    assert target_health(TargetBacklog("t", circuit="open", disabled_ms=1)) == "disabled"
+    assert source_status("poll", None, 0) == "never polled"
+    polled = PollState("s", last_poll_ms=1, consecutive_failures=3)
+    assert source_status("poll", polled, 5) == "failing (3 in a row)"
+    assert source_status("poll", PollState("s", last_poll_ms=1), 0) == "ok"
+    assert source_status("webhook", None, 0) == "no events yet"
+    assert source_status("webhook", None, 1) == "ok"
+    assert target_health(TargetState("t"), {}) == "ok"
+    assert target_health(TargetState("t"), {"dead": 1}) == "dead letters"
+    assert target_health(TargetState("t"), {"failed": 1, "dead": 1}) == "retrying"
+    assert target_health(TargetState("t", failures=2), {"failed": 1}) == "failing (2 in a row)"
+    assert target_health(TargetState("t", circuit="half_open"), {"failed": 1}) == "probing"
+    assert target_health(TargetState("t", circuit="open"), {}) == "circuit open"
+    assert target_health(TargetState("t", circuit="open", disabled_ms=1), {}) == "disabled"
 
 
 STATUS_CONFIG = f"""\
@@ -449,18 +518,21 @@ def test_status_prints_sources_and_targets_from_the_store(write_config) -> None:
     record(db, config, [make_event("orders", n, "orders.created", "poll") for n in range(2)])
     record(db, config, [make_event("hook", n, "hook.ping") for n in range(3)])
     polled_ms = now_ms()
-    # What the poller and the deliverer keep in the store, as they would write it.
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO poll_state (source, last_poll_ms, last_status, last_error,"
-            " consecutive_failures) VALUES ('orders', ?, 500, 'HTTP 500 from upstream', 2)",
-            (polled_ms,),
-        )
-        conn.execute(
-            "UPDATE deliveries SET status = 'dead', last_error = 'HTTP 404'"
-            " WHERE id = (SELECT min(id) FROM deliveries WHERE target = 'b')"
-        )
-        conn.execute("INSERT INTO targets (name, circuit, failures) VALUES ('b', 'half_open', 5)")
+
+    async def engines_at_work(store: SQLiteStore) -> None:
+        # What the poller and the deliverer keep in the store, through their interfaces.
+        failed = PollOutcome(at_ms=polled_ms, duration_ms=12, status=500,
+                             error="HTTP 500 from upstream")  # fmt: skip
+        await store.record_poll("orders", failed)
+        await store.record_poll("orders", failed)
+        claimed = await store.claim_due({"b": 1}, now_ms(), now_ms() + 60_000)
+        (claim,) = claimed.claims
+        await store.record_attempts([AttemptRecord(
+            claim.delivery_id, claim.event.id, "b", now_ms(), 5, 404, None, "HTTP 404", "dead",
+            now_ms(), TargetState("b", circuit="half_open", failures=5),
+        )])  # fmt: skip
+
+    with_store(db, engines_at_work)
 
     result = run_cli("status", "-c", str(path), "--json")
     assert result.returncode == 0, result.stderr

@@ -1,18 +1,23 @@
 """The summary of a bridge: each source's last poll or receive and each target's health.
 
-`collect` reads the store through its interface; the judgements (`source_status`,
-`target_health`) are pure functions of what it read, so they are tested without a database.
-The same summary serves `bridge status` in the terminal and, as JSON, scripts and the status
-page.
+`collect` reads the store through the interfaces the engines use (poll states, event counts,
+target states, delivery counts); the judgements (`source_status`, `target_health`) are pure
+functions of what it read, so they are tested without a database. The same summary serves
+`bridge status` in the terminal and, as JSON, scripts and the status page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from bridge.config import Config
-from bridge.store import SourceActivity, Store, TargetBacklog
+from bridge.store import Store
+from bridge.store.base import PollState, TargetState
+
+# The delivery statuses a target's summary counts; delivered rows pile up and are not read.
+WAITING = ("pending", "failed", "dead")
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,57 +58,84 @@ class Summary:
         return asdict(self)
 
 
-def source_status(kind: str, state: SourceActivity) -> str:
+def backlog_of(counts: Mapping[str, int]) -> int:
+    """Deliveries still to be made: pending, or failed and waiting for their retry."""
+    return counts.get("pending", 0) + counts.get("failed", 0)
+
+
+def source_status(kind: str, poll: PollState | None, events: int) -> str:
     """`ok`, `failing (N in a row)`, `never polled` or `no events yet`."""
     if kind == "poll":
-        if state.last_poll_ms is None:
+        if poll is None or poll.last_poll_ms is None:
             return "never polled"
-        if state.consecutive_failures:
-            return f"failing ({state.consecutive_failures} in a row)"
+        if poll.consecutive_failures:
+            return f"failing ({poll.consecutive_failures} in a row)"
         return "ok"
-    return "ok" if state.last_event_ms is not None else "no events yet"
+    return "ok" if events else "no events yet"
 
 
-def target_health(state: TargetBacklog) -> str:
-    """`disabled`, `circuit open`, `probing`, `retrying`, `dead letters` or `ok`, worst first."""
+def target_health(state: TargetState, counts: Mapping[str, int]) -> str:
+    """Worst first: `disabled`, `circuit open`, `probing`, `failing (N in a row)`,
+    `retrying`, `dead letters` or `ok`."""
     if state.disabled_ms is not None:
         return "disabled"
     if state.circuit == "open":
         return "circuit open"
     if state.circuit == "half_open":
         return "probing"
-    if state.failed:
+    if state.failures:
+        return f"failing ({state.failures} in a row)"
+    if counts.get("failed"):
         return "retrying"
-    if state.dead:
+    if counts.get("dead"):
         return "dead letters"
     return "ok"
 
 
+async def _source(config: Config, store: Store, name: str, poll: PollState | None) -> SourceSummary:
+    kind = config.sources[name].kind
+    events = await store.count_events(source=name)
+    latest = await store.list_events(source=name, limit=1) if events else []
+    return SourceSummary(
+        name=name,
+        kind=kind,
+        status=source_status(kind, poll, events),
+        events=events,
+        last_poll_ms=poll.last_poll_ms if poll else None,
+        last_event_ms=latest[0].recorded_ms if latest else None,
+        last_error=poll.last_error if poll and poll.consecutive_failures else None,
+    )
+
+
+async def _last_error(store: Store, target: str) -> str | None:
+    """The error of the newest delivery still failing or dead, if any."""
+    rows = [
+        row
+        for status in ("failed", "dead")
+        for row in await store.list_deliveries(status=status, target=target, limit=1)
+    ]
+    rows.sort(key=lambda row: row.id, reverse=True)
+    return next((row.last_error for row in rows if row.last_error), None)
+
+
 async def collect(config: Config, store: Store) -> Summary:
     """Read the summary of every configured source and target from `store`."""
-    activity = await store.source_activity(list(config.sources))
-    backlog = await store.target_backlog(list(config.targets))
-    sources = [
-        SourceSummary(
-            name=s.source,
-            kind=config.sources[s.source].kind,
-            status=source_status(config.sources[s.source].kind, s),
-            events=s.events,
-            last_poll_ms=s.last_poll_ms,
-            last_event_ms=s.last_event_ms,
-            last_error=s.last_error,
+    polls = {state.source: state for state in await store.list_poll_states()}
+    sources = [await _source(config, store, name, polls.get(name)) for name in config.sources]
+    states = await store.target_states()
+    counts = await store.delivery_counts(WAITING)
+    targets = []
+    for name in config.targets:
+        state = states.get(name) or TargetState(name)
+        by_status = counts.get(name, {})
+        targets.append(
+            TargetSummary(
+                name=name,
+                health=target_health(state, by_status),
+                circuit=state.circuit,
+                backlog=backlog_of(by_status),
+                dead=by_status.get("dead", 0),
+                last_error=state.disabled_reason or await _last_error(store, name),
+            )
         )
-        for s in activity
-    ]
-    targets = [
-        TargetSummary(
-            name=t.target,
-            health=target_health(t),
-            circuit=t.circuit,
-            backlog=t.backlog,
-            dead=t.dead,
-            last_error=t.disabled_reason or t.last_error,
-        )
-        for t in backlog
-    ]
     return Summary(database=store.location, sources=sources, targets=targets)

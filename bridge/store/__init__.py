@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bridge.errors import StoreError
-from bridge.store.base import NewEvent, SourceActivity, Store, TargetBacklog
+from bridge.store.base import NewEvent, Store
 
-__all__ = ["NewEvent", "SourceActivity", "Store", "TargetBacklog", "open_store"]
+__all__ = ["NewEvent", "Store", "open_store"]
 
 
 def open_store(location: str) -> Store:

@@ -299,51 +299,7 @@ class OutboxStore(ABC):
         """How many deliveries each target has in each status (of `statuses`, or all)."""
 
 
-@dataclass(slots=True, frozen=True)
-class SourceActivity:
-    """What the store knows of one source: its events and, when polled, its last poll."""
-
-    source: str
-    events: int = 0
-    last_event_ms: int | None = None
-    last_poll_ms: int | None = None
-    last_status: int | None = None
-    last_error: str | None = None
-    consecutive_failures: int = 0
-
-
-@dataclass(slots=True, frozen=True)
-class TargetBacklog:
-    """What the store knows of one target: deliveries waiting and dead, and its circuit."""
-
-    target: str
-    pending: int = 0
-    failed: int = 0
-    dead: int = 0
-    circuit: str = "closed"  # closed | half_open | open
-    disabled_ms: int | None = None
-    disabled_reason: str | None = None
-    last_error: str | None = None
-
-    @property
-    def backlog(self) -> int:
-        """Deliveries still to be made (pending, or failed and waiting for a retry)."""
-        return self.pending + self.failed
-
-
-class StatusStore(ABC):
-    """Read-only summaries for `bridge status` and `/metrics`."""
-
-    @abstractmethod
-    async def source_activity(self, sources: Sequence[str]) -> list[SourceActivity]:
-        """The state of each named source, in the order given (empty for unknown ones)."""
-
-    @abstractmethod
-    async def target_backlog(self, targets: Sequence[str]) -> list[TargetBacklog]:
-        """The state of each named target, in the order given (empty for unknown ones)."""
-
-
-class Store(EventStore, PollStore, OutboxStore, StatusStore):
+class Store(EventStore, PollStore, OutboxStore):
     """The whole store: open it, use it, close it."""
 
     @abstractmethod

@@ -23,7 +23,6 @@ from bridge.store.base import NewEvent, Store
 from bridge.store.migrations import MIGRATIONS
 from bridge.store.sqlite_outbox import SQLiteOutbox
 from bridge.store.sqlite_poll import SQLitePollState
-from bridge.store.sqlite_status import SQLiteStatus
 from bridge.store.writer import Writer, translate
 
 T = TypeVar("T")
@@ -114,7 +113,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     return out
 
 
-class SQLiteStore(SQLitePollState, SQLiteOutbox, SQLiteStatus, Store):
+class SQLiteStore(SQLitePollState, SQLiteOutbox, Store):
     """The store in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
