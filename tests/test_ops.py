@@ -294,6 +294,17 @@ def test_sighup_adds_a_source_and_a_target_and_the_next_event_reaches_it(daemon)
         # Target a wants every event too; nothing listens there, so it waits in the backlog.
         assert labelled(samples, "bridge_delivery_backlog", target="a") == 1
 
+        # `bridge status` reads the same story from the store.
+        result = run_cli("status", "-c", str(proc.config_path), "--json")
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        (orders,) = status["sources"]
+        assert orders["name"] == "orders" and orders["status"] == "ok" and orders["events"] == 1
+        assert orders["last_poll_ms"] is not None and orders["last_event_ms"] is not None
+        targets = {t["name"]: t for t in status["targets"]}
+        assert targets["b"]["health"] == "ok" and targets["b"]["backlog"] == 0
+        assert targets["a"]["backlog"] == 1
+
         # A removed target leaves the gauges; its delivery stays in the outbox.
         rewrite(proc, daemon_config(targets=target_b, sources=source))
         assert "target a removed" in sighup_and_wait(proc, "reloaded")
