@@ -312,6 +312,35 @@ def test_sighup_adds_a_source_and_a_target_and_the_next_event_reaches_it(daemon)
         assert proc.terminate() == 0
 
 
+def test_sighup_adds_a_webhook_source_that_answers_at_once(daemon) -> None:
+    inbox = Inbox()
+    with serve_app(inbox.app()) as receiver:
+        proc = daemon(daemon_config())
+        ping = {"id": "p-1", "type": "hook.ping"}
+        assert httpx.post(proc.url + "/hooks/hook", json=ping).status_code == 404
+
+        target_b = TARGET_B.replace("http://127.0.0.1:9/b", receiver + "/in")
+        rewrite(proc, daemon_config(targets=TARGET_A + target_b, sources=HOOK))
+        assert "source hook added" in sighup_and_wait(proc, "reloaded")
+
+        answer = httpx.post(proc.url + "/hooks/hook", json=ping)
+        assert answer.status_code == 202
+        wait_until(lambda: inbox.received, timeout_s=15)
+        assert inbox.received[0]["id"] == answer.json()["id"]
+        assert inbox.received[0]["data"] == ping
+
+        samples = scrape(proc.url)
+        assert labelled(samples, "bridge_events_total", source="hook", origin="push",
+                        type="hook.ping") == 1  # fmt: skip
+        assert total(samples, "bridge_inbound_accepted_total", source="hook") == 1
+
+        # Removed again, its path is gone at once.
+        rewrite(proc, daemon_config())
+        assert "source hook removed" in sighup_and_wait(proc, "reloaded")
+        assert httpx.post(proc.url + "/hooks/hook", json=ping).status_code == 404
+        assert proc.terminate() == 0
+
+
 def test_bad_config_on_sighup_keeps_the_old_one(daemon) -> None:
     proc = daemon(daemon_config())
     bad = daemon_config(targets=TARGET_A + TARGET_B.replace("http://127.0.0.1:9/b", "ftp://b"))
