@@ -135,10 +135,9 @@ def check(config_path: str) -> None:
 def run(config_path: str, log_level: str, log_format: str) -> None:
     """Run the bridge: poll sources, receive webhooks and deliver events, until stopped."""
     from bridge import daemon, logs
-    from bridge.config import iter_secrets
 
     config = read_config(config_path)
-    logs.configure(log_level, log_format, iter_secrets(config))
+    logs.configure(log_level, log_format, logs.config_secrets(config))
     daemon.run(config)
 
 

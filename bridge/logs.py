@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
+
+from bridge.config import Config, iter_secrets
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
@@ -43,6 +46,26 @@ _MIN_TOKEN = 8
 _secrets: set[str] = set()
 # Replaced whole, never mutated: threads that are logging read one consistent tuple.
 _patterns: tuple[str, ...] = ()
+
+
+# Query parameters with these words in their names carry credentials (`api_key`, `token`).
+_SECRET_PARAM_WORDS = ("key", "token", "secret", "sig", "auth", "pass", "credential")
+
+
+def config_secrets(config: Config) -> Iterator[str]:
+    """Every secret in the config: its secret fields, URL passwords and credential params."""
+    yield from iter_secrets(config)
+    urls = [t.url for t in config.targets.values()]
+    for source in config.sources.values():
+        if source.poll:
+            urls.append(source.poll.url)
+            for name, value in source.poll.params.items():
+                if isinstance(value, str) and any(w in name.lower() for w in _SECRET_PARAM_WORDS):
+                    yield value
+    for url in urls:
+        password = urlsplit(url).password
+        if password:
+            yield password
 
 
 def redact(values: Iterable[str]) -> None:

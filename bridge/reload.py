@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import logs, metrics
-from bridge.config import Config, iter_secrets, load_config
+from bridge.config import Config, load_config
 from bridge.errors import ConfigError
 from bridge.runtime import Component, Runtime
 
@@ -69,7 +69,7 @@ async def reload_config(
         return str(exc)
     old = runtime.config
     # Secrets that are new in this file must be masked before any engine can log them.
-    logs.redact(iter_secrets(new))
+    logs.redact(logs.config_secrets(new))
     for component in components:
         try:
             await component.reload(new)

@@ -479,6 +479,27 @@ def test_the_redaction_net_masks_secrets_in_messages_tracebacks_and_json() -> No
     assert logs.scrub(f"key {TEST_SECRET.removeprefix('whsec_')}") == "key ***"
 
 
+def test_config_secrets_include_url_passwords_and_credential_params() -> None:
+    text = f"""\
+        sources:
+          orders:
+            poll:
+              url: https://reader:pw-in-the-url-1@127.0.0.1:9/orders
+              every: 5s
+              id: id
+              params: {{api_key: key-in-a-param-2, page: "1", per_page: 100}}
+              headers: {{Authorization: Bearer header-token-3}}
+        targets:
+          a:
+            url: http://127.0.0.1:9/a
+            secret: {TEST_SECRET}
+        """
+    config = parse_config(textwrap.dedent(text))
+    found = set(logs.config_secrets(config))
+    assert {"pw-in-the-url-1", "key-in-a-param-2", "Bearer header-token-3", TEST_SECRET} <= found
+    assert "1" not in found and "reader" not in found
+
+
 def test_json_logs_carry_no_secret(daemon, tmp_path: Path) -> None:
     creds = tmp_path / "credentials"
     creds.mkdir()
