@@ -66,7 +66,8 @@ async def reload_config(
         # ConfigError messages mask secret values; safe to log whole.
         log.error("reload refused, the config in force is unchanged: %s", exc)
         metrics.RELOADS.labels("refused").inc()
-        return str(exc)
+        # The reason goes to systemd's status too, which no log formatter scrubs.
+        return logs.scrub(str(exc))
     old = runtime.config
     # Secrets that are new in this file must be masked before any engine can log them.
     logs.redact(logs.config_secrets(new))
