@@ -182,14 +182,16 @@ def test_daemon_notifies_ready_watchdog_reload_and_stopping(
         assert listener.messages[again]["READY"] == "1"
         assert listener.messages[again]["STATUS"] == status
 
-        # A refused reload says so in the status, until a reload is applied.
+        # A refused reload says so in the status, until a reload is applied; a secret in the
+        # wrong place (the target's secret as its URL) is masked there as in the logs.
         good = proc.config_path.read_text()
-        proc.config_path.write_text(good + "colour: blue\n")
+        url_line = good.splitlines().index("    url: http://127.0.0.1:9/a") + 1
+        proc.config_path.write_text(good.replace("http://127.0.0.1:9/a", TEST_SECRET))
         proc.proc.send_signal(signal.SIGHUP)
         refused = listener.wait_for("READY", after=listener.wait_for("RELOADING", after=again + 1))
         assert listener.messages[refused]["STATUS"] == (
             f"{status.split('; backlog')[0]}; last reload refused: "
-            f"{proc.config_path}:{good.count(chr(10)) + 1}: colour: is not a known key"
+            f'{proc.config_path}:{url_line}: targets.a.url: "***" is not an http(s) URL'
             "; backlog 0, dead 0"
         )
         proc.config_path.write_text(good)
