@@ -469,6 +469,7 @@ async def test_concurrency_and_rate_limit_each_target(tmp_path: Path) -> None:
                 await eventually(lambda e=event: _status(b, e, "delivered", "slow"))
                 await eventually(lambda e=event: _status(b, e, "delivered", "paced"))
             assert slow.most_in_flight == 2, "at most `concurrency` requests in flight"
-            gaps = [y.at - x.at for x, y in itertools.pairwise(paced.hits)]
-            # 20 per second: requests at least ~50 ms apart (a little slack for the clocks).
-            assert len(paced.hits) == 8 and min(gaps) >= 0.04
+            # 20 per second: 8 requests span at least 7 intervals of 50 ms. The span, not each
+            # gap, is asserted: arrival times jitter by a few ms on a loaded machine.
+            span_s = paced.hits[-1].at - paced.hits[0].at
+            assert len(paced.hits) == 8 and span_s >= 0.3, span_s
