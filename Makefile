@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bridge run -c examples/local.yaml
+	$(BIN)/bridge demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests

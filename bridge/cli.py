@@ -184,6 +184,10 @@ def events(
 from bridge.poll.commands import poll as _poll  # noqa: E402
 
 cli.add_command(_poll)
+from bridge.compare_commands import demo, latency  # noqa: E402
+
+cli.add_command(latency)
+cli.add_command(demo)
 
 from bridge.deliver import commands as _deliver_commands  # noqa: E402
 

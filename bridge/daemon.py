@@ -66,11 +66,13 @@ def build_components(runtime: Runtime) -> list[Component]:
     from bridge.deliver.worker import Deliverer
     from bridge.poll.engine import Poller
     from bridge.receive.app import Receiver
+    from bridge.web.status import Status
 
     components: list[Component] = []
     components.append(Deliverer(runtime))
     components.append(Receiver(runtime))
     components.append(Poller(runtime))
+    components.append(Status(runtime))
     return components
 
 

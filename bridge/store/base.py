@@ -299,7 +299,93 @@ class OutboxStore(ABC):
         """How many deliveries each target has in each status (of `statuses`, or all)."""
 
 
-class Store(EventStore, PollStore, OutboxStore):
+@dataclass(slots=True, frozen=True)
+class EventTiming:
+    """When an event happened upstream (`time_ms`, if known) and when the bridge recorded it."""
+
+    source: str
+    origin: str
+    subject: str | None
+    time_ms: int | None
+    recorded_ms: int
+
+
+@dataclass(slots=True, frozen=True)
+class DeliveryTiming:
+    """When an event was recorded and when one target first accepted it."""
+
+    source: str
+    origin: str
+    target: str
+    recorded_ms: int
+    delivered_ms: int
+
+
+@dataclass(slots=True, frozen=True)
+class PollCounters:
+    """The running counters and last outcome of one polled source."""
+
+    source: str
+    requests: int = 0
+    not_modified: int = 0
+    bytes: int = 0
+    events: int = 0
+    empty_polls: int = 0
+    last_poll_ms: int | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class SourceActivity:
+    """How many events a source has stored, and when the latest was recorded."""
+
+    source: str
+    events: int
+    last_recorded_ms: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class TargetHealth:
+    """A target's circuit and the state of its deliveries."""
+
+    target: str
+    circuit: str = "closed"
+    failures: int = 0
+    open_until_ms: int | None = None
+    disabled_ms: int | None = None
+    backlog: int = 0
+    dead: int = 0
+    delivered: int = 0
+    disabled_reason: str | None = None
+
+
+class ReportStore(ABC):
+    """Read-only figures for the latency report and the status page."""
+
+    @abstractmethod
+    async def event_timings(self, *, since_ms: int | None = None) -> list[EventTiming]:
+        """The times of every event recorded at or after `since_ms` (all when None)."""
+
+    @abstractmethod
+    async def delivery_timings(self, *, since_ms: int | None = None) -> list[DeliveryTiming]:
+        """The first successful delivery of each event recorded at or after `since_ms`."""
+
+    @abstractmethod
+    async def poll_counters(self) -> list[PollCounters]:
+        """The counters of every polled source that has state, sorted by source."""
+
+    @abstractmethod
+    async def source_activity(self) -> list[SourceActivity]:
+        """Per source with events: how many are stored and when the latest was recorded."""
+
+    @abstractmethod
+    async def target_health(self) -> list[TargetHealth]:
+        """Per target with state or deliveries: circuit, backlog, dead and delivered counts."""
+
+
+class Store(EventStore, PollStore, OutboxStore, ReportStore):
     """The whole store: open it, use it, close it."""
 
     @abstractmethod

@@ -23,6 +23,7 @@ from bridge.store.base import NewEvent, Store
 from bridge.store.migrations import MIGRATIONS
 from bridge.store.sqlite_outbox import SQLiteOutbox
 from bridge.store.sqlite_poll import SQLitePollState
+from bridge.store.sqlite_report import SQLiteReport
 from bridge.store.writer import Writer, translate
 
 T = TypeVar("T")
@@ -113,7 +114,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     return out
 
 
-class SQLiteStore(SQLitePollState, SQLiteOutbox, Store):
+class SQLiteStore(SQLitePollState, SQLiteOutbox, SQLiteReport, Store):
     """The store in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
