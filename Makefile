@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck pytest bench bench-quick clean
+.PHONY: help install demo test lint typecheck pytest chromium bench bench-quick clean
 
 help:
 	@echo "make demo   run the bridge on its embedded default (nothing outside needed)"
@@ -31,7 +31,16 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The status page's browser test needs Debian's chromium: install it when it is missing and we
+# are root; never fail the build over it (the test then skips and says why).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium for the status page's browser test"; \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) >/dev/null 2>&1 \
+			|| echo "could not install chromium: the browser test will skip"; \
+	fi; true
+
+test: lint typecheck chromium pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
