@@ -134,9 +134,10 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
         raise click.BadParameter("--duration and --every must be more than 0")
     err = Console(stderr=True)
     options = DemoOptions(duration_s=duration, every_s=every, rate_per_s=rate, folder=folder)
-    err.print(
-        f"demo: changes at {rate:g}/s for {duration:g}s, polled every {every:g}s and pushed;"
-        f" files in {folder}/"
+    click.echo(
+        f"demo: items change {rate:g} times a second for {duration:g} s, polled every {every:g} s"
+        f" and pushed; files in {folder}/",
+        err=True,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=as_json) as bar:
@@ -153,16 +154,15 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
     else:
         print_report(result.report, out)
     target = result.target
-    err.print(
-        f"target: {target.valid} deliveries with a valid signature, {target.invalid} invalid"
-        f" (each request kept in {result.received_path})"
+    say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    say(
+        f"target:   {target.valid} deliveries with a valid signature, {target.invalid} invalid"
+        f" (every request kept in {result.received_path})"
     )
-    err.print(f"picture:  {plot.resolve()}")
-    err.print(f"config:   {result.config_path}")
-    err.print(f"database: {result.database_path}  (log: {result.log_path})")
-    err.print(
-        f"look again: bridge latency -c {result.config_path}"
-        f"   |   bridge events -c {result.config_path}"
-    )
+    say(f"picture:  {plot.resolve()}")
+    say(f"config:   {result.config_path}")
+    say(f"database: {result.database_path}  (log: {result.log_path})")
+    say(f"look again with: bridge latency -c {result.config_path}")
+    say(f"            and: bridge events -c {result.config_path}")
     if target.invalid:
         raise Failure(f"{target.invalid} deliveries reached the target with an invalid signature")

@@ -1,0 +1,127 @@
+"""The demo: its simulated upstream and target, and `bridge demo` end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from bridge.config import load_config
+from bridge.demo.run import new_secret, parse_rate
+from bridge.demo.target import Target
+from bridge.demo.upstream import Upstream
+from bridge.events import now_ms, parse_time
+from tests.helpers import run_cli, serve_app
+
+
+def test_rates() -> None:
+    assert parse_rate("2/s") == 2.0
+    assert parse_rate("30/m") == 0.5
+    assert parse_rate("3") == 3.0
+    assert parse_rate("0.5 / s") == 0.5
+    for bad in ("fast", "0/s", "2/fortnight", ""):
+        with pytest.raises(ValueError, match="is not a rate"):
+            parse_rate(bad)
+
+
+def test_upstream_lists_items_with_etag_and_304() -> None:
+    upstream = Upstream(rate_per_s=1, push_url="http://127.0.0.1:9/", push_secret=new_secret())
+    created = upstream.change(now_ms())
+    assert created["type"] == "item.created"
+    with serve_app(upstream.app()) as url:
+        first = httpx.get(url + "/items")
+        (item,) = first.json()["items"]
+        assert item["id"] == created["data"]["id"]
+        assert parse_time(item["updated_at"]) is not None
+        etag = first.headers["etag"]
+        again = httpx.get(url + "/items", headers={"if-none-match": etag})
+        assert again.status_code == 304 and again.content == b""
+        later = upstream.change(now_ms() + 5)
+        changed = httpx.get(url + "/items", headers={"if-none-match": etag})
+        assert changed.status_code == 200 and changed.headers["etag"] != etag
+        assert later["data"]["updated_at"] >= item["updated_at"]
+    assert (upstream.counts.polls, upstream.counts.not_modified) == (3, 1)
+
+
+def test_every_push_is_signed_and_the_target_checks_signatures(tmp_path: Path) -> None:
+    secret = new_secret()
+    target = Target(secret, tmp_path / "received.jsonl")
+    with serve_app(target.app()) as url:
+        upstream = Upstream(rate_per_s=40, push_url=url + "/hook", push_secret=secret, seed=7)
+
+        async def run_briefly() -> None:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.6, stop.set)
+            await upstream.run(stop)
+
+        asyncio.run(run_briefly())
+        forged = httpx.post(
+            url + "/hook",
+            content=b'{"type":"item.created"}',
+            headers={
+                "webhook-id": "msg_forged",
+                "webhook-timestamp": str(now_ms() // 1000),
+                "webhook-signature": "v1,Zm9yZ2VkIHNpZ25hdHVyZSBmb3IgYSB0ZXN0IG9ubHk=",
+            },
+        )
+    target.close()
+    assert forged.status_code == 401
+    assert upstream.counts.changes >= 5
+    assert upstream.counts.pushes == upstream.counts.changes and not upstream.counts.push_failures
+    assert (target.received.valid, target.received.invalid) == (upstream.counts.pushes, 1)
+    lines = [json.loads(x) for x in (tmp_path / "received.jsonl").read_text().splitlines()]
+    kinds = {json.loads(x["body"])["type"] for x in lines if x["valid"]}
+    assert "item.created" in kinds and kinds <= {"item.created", "item.updated", "item.deleted"}
+
+
+def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
+    result = run_cli("demo", "--rate", "fast", cwd=tmp_path)
+    assert result.returncode == 2 and "is not a rate" in result.stderr
+    result = run_cli("demo", "--every", "soon", cwd=tmp_path)
+    assert result.returncode == 2 and "duration" in result.stderr
+
+
+def test_demo_measures_poll_against_push(tmp_path: Path) -> None:
+    every_s = 1.0
+    folder = tmp_path / "run"
+    result = run_cli(
+        "demo", "--duration", "6s", "--every", "1s", "--rate", "5/s", "--json",
+        "--dir", str(folder),
+        cwd=tmp_path,
+        timeout_s=100,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert set(report) == {"sources", "pairs"}
+    by_origin = {s["origin"]: s for s in report["sources"]}
+    poll, push = by_origin["poll"], by_origin["push"]
+    assert poll["events"] > 0 and push["events"] > 0
+    # Changes land uniformly between polls: polling finds them half an interval late on average.
+    assert 0.15 * every_s * 1000 <= poll["detection_ms"]["p50"] <= 1.5 * every_s * 1000
+    assert push["detection_ms"]["p50"] < 500
+    assert poll["requests"] > 0 and push["requests"] is None
+    (pair,) = report["pairs"]
+    assert pair["matched"] > 0 and pair["push_lead_ms"]["p50"] > 0
+
+    # Every delivery the target received verifies again, independently, with the
+    # target's secret from the generated config; and every stored event got there.
+    config = load_config(folder / "config.yaml")
+    secret = config.targets["local-target"].secret[0].get_secret_value()
+    verifier = Webhook(secret)
+    delivered = set()
+    for line in (folder / "received.jsonl").read_text().splitlines():
+        request = json.loads(line)
+        verifier.verify(request["body"].encode(), request["headers"])
+        delivered.add(json.loads(request["body"])["id"])
+    stored = run_cli("events", "-c", str(folder / "config.yaml"), "--json", "--limit", "100000")
+    assert stored.returncode == 0, stored.stderr
+    ids = {e["id"] for e in json.loads(stored.stdout)}
+    assert ids and ids <= delivered
+    assert (tmp_path / "demo-latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert str(folder / "config.yaml") in result.stderr
+    again = run_cli("latency", "-c", str(folder / "config.yaml"), "--json")
+    assert json.loads(again.stdout)["pairs"] == report["pairs"]
