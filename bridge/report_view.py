@@ -49,7 +49,8 @@ def _poll_cells(source: SourceReport) -> list[str]:
 def sources_table(report: LatencyReport) -> Table:
     """Two rows per source and origin: detection and delivery latency percentiles."""
     table = Table(title="Latency per source", title_justify="left", pad_edge=False)
-    for column in ("source", "origin", "events", "latency"):
+    table.add_column("source", no_wrap=True)
+    for column in ("origin", "events", "latency"):
         table.add_column(column, justify="right" if column == "events" else "left")
     for key in ("p50", "p90", "p99", "max"):
         table.add_column(key, justify="right")
@@ -62,7 +63,7 @@ def sources_table(report: LatencyReport) -> Table:
 def polling_table(report: LatencyReport) -> Table:
     """One row per polled source: what polling cost."""
     table = Table(title="What polling cost", title_justify="left", pad_edge=False)
-    table.add_column("source")
+    table.add_column("source", no_wrap=True)
     for column in ("requests", "304s", "empty polls", "bytes/event"):
         table.add_column(column, justify="right")
     for s in report.sources:
@@ -78,8 +79,10 @@ def pairs_table(report: LatencyReport) -> Table:
         title_justify="left",
         pad_edge=False,
     )
-    for column in ("poll", "push", "matched", "only poll", "only push"):
-        table.add_column(column, justify="right" if column[0] in "mo" else "left")
+    for column in ("poll", "push"):
+        table.add_column(column, no_wrap=True)
+    for column in ("matched", "only poll", "only push"):
+        table.add_column(column, justify="right")
     for key in ("p50", "p90", "max"):
         table.add_column(f"lead {key}", justify="right")
     for p in report.pairs:
@@ -97,6 +100,9 @@ def pairs_table(report: LatencyReport) -> Table:
 def print_report(report: LatencyReport, console: Console | None = None) -> None:
     """Print the tables (the pairs one only when the config compares sources)."""
     console = console or Console()
+    if not console.is_terminal:
+        # Piped or captured: no terminal to fit, so do not squeeze the columns.
+        console.width = max(console.width, 120)
     parts: list[Table] = [sources_table(report)]
     if any(s.polls is not None for s in report.sources):
         parts.append(polling_table(report))

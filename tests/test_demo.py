@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from bridge.config import load_config
 from bridge.demo.run import new_secret, parse_rate
 from bridge.demo.target import Target
-from bridge.demo.upstream import Upstream
+from bridge.demo.upstream import TARGET_ITEMS, Upstream
 from bridge.events import now_ms, parse_time
 from tests.helpers import run_cli, serve_app
 
@@ -30,20 +30,23 @@ def test_rates() -> None:
 
 def test_upstream_lists_items_with_etag_and_304() -> None:
     upstream = Upstream(rate_per_s=1, push_url="http://127.0.0.1:9/", push_secret=new_secret())
-    created = upstream.change(now_ms())
-    assert created["type"] == "item.created"
     with serve_app(upstream.app()) as url:
         first = httpx.get(url + "/items")
-        (item,) = first.json()["items"]
-        assert item["id"] == created["data"]["id"]
-        assert parse_time(item["updated_at"]) is not None
+        items = first.json()["items"]
+        assert len(items) == TARGET_ITEMS
+        assert all(item["id"] and parse_time(item["updated_at"]) for item in items)
         etag = first.headers["etag"]
         again = httpx.get(url + "/items", headers={"if-none-match": etag})
         assert again.status_code == 304 and again.content == b""
-        later = upstream.change(now_ms() + 5)
+        change = upstream.change(now_ms() + 5)
         changed = httpx.get(url + "/items", headers={"if-none-match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
-        assert later["data"]["updated_at"] >= item["updated_at"]
+    now = {item["id"]: item for item in changed.json()["items"]}
+    key = change["data"]["id"]
+    if change["type"] == "item.deleted":
+        assert key not in now
+    else:
+        assert now[key]["updated_at"] == change["data"]["updated_at"] == change["timestamp"]
     assert (upstream.counts.polls, upstream.counts.not_modified) == (3, 1)
 
 

@@ -29,8 +29,8 @@ sources:
     poll: {{url: "http://127.0.0.1:9/items", every: 5s, items: items, id: id,
             version: updated_at, time: updated_at}}
   items-push:
-    webhook: {{verify: standard-webhooks, secrets: ["{TEST_SECRET}"], subject: data.id,
-               time: data.updated_at}}
+    webhook: {{verify: standard-webhooks, secrets: ["{TEST_SECRET}"], subject: body.data.id,
+               time: body.data.updated_at}}
 targets:
   sink: {{url: "http://127.0.0.1:9/hook", secret: "{TEST_SECRET}"}}
 compare:

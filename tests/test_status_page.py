@@ -62,8 +62,8 @@ sources:
     poll: {{url: "{peer}/items", every: 1h, items: items, id: id, version: updated_at,
             time: updated_at}}
   items-push:
-    webhook: {{verify: standard-webhooks, secrets: ["{TEST_SECRET}"], subject: data.id,
-               time: data.updated_at}}
+    webhook: {{verify: standard-webhooks, secrets: ["{TEST_SECRET}"], subject: body.data.id,
+               time: body.data.updated_at}}
 targets:
   sink: {{url: "{peer}/hook", secret: "{TEST_SECRET}"}}
 compare:

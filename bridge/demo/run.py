@@ -115,9 +115,9 @@ sources:
       path: {HOOK_PATH}
       verify: standard-webhooks
       secrets: ["{push_secret}"]
-      type: type
-      subject: data.id
-      time: data.updated_at
+      # Where the change's item and time are in each request (the type is body.type).
+      subject: body.data.id
+      time: body.data.updated_at
 targets:
   {TARGET}:
     url: http://127.0.0.1:{target_port}/hook

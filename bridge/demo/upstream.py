@@ -60,6 +60,11 @@ class Upstream:
         self._next_id = 1
         self._pushes: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        # Start with a full list, as a real service would: most changes are then updates
+        # spread over many items, rarely two to one item between polls.
+        start_ms = now_ms()
+        for _ in range(TARGET_ITEMS):
+            self._create(format_time(start_ms))
 
     # -- the pollable API --------------------------------------------------------------------
 
@@ -88,10 +93,7 @@ class Upstream:
         kind = self._pick_change()
         stamp = format_time(at_ms)
         if kind == "created":
-            key = f"item_{self._next_id:04d}"
-            self._next_id += 1
-            item = {"id": key, "name": self._rng.choice(_WORDS), "count": 0, "updated_at": stamp}
-            self.items[key] = item
+            item = self._create(stamp)
         elif kind == "updated":
             key = self._rng.choice(sorted(self.items))
             item = {**self.items[key], "count": self.items[key]["count"] + 1, "updated_at": stamp}
@@ -103,6 +105,13 @@ class Upstream:
         self.version += 1
         self.counts.changes += 1
         return {"type": f"item.{kind}", "timestamp": stamp, "data": item}
+
+    def _create(self, stamp: str) -> dict[str, Any]:
+        key = f"item_{self._next_id:04d}"
+        self._next_id += 1
+        item = {"id": key, "name": self._rng.choice(_WORDS), "count": 0, "updated_at": stamp}
+        self.items[key] = item
+        return item
 
     def _pick_change(self) -> str:
         n = len(self.items)
