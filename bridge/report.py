@@ -65,7 +65,7 @@ def spread(values: Iterable[float]) -> Spread:
 def _number(value: float) -> float:
     # Whole milliseconds stay whole; interpolated ones keep a tenth.
     rounded = round(float(value), 1)
-    return float(int(rounded)) if rounded.is_integer() else rounded
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 @dataclass(slots=True, frozen=True)

@@ -13,6 +13,8 @@ from bridge.report import LatencyReport, SourceReport, Spread
 log = logging.getLogger("bridge.report")
 
 PLOT_SUFFIXES = (".png", ".svg")
+# The status page's colours: orange for polled, blue for pushed.
+_COLORS = {"poll": ("#d9822b", "#8c4a0b"), "push": ("#2b7bd9", "#0b3f8c")}
 
 
 def format_ms(value: float | None) -> str:
@@ -127,7 +129,7 @@ def write_plot(report: LatencyReport, path: str | Path) -> Path:
         (axes[0], "poll", "Polled: detection latency"),
         (axes[1], "push", "Pushed: detection latency"),
     ):
-        _draw_side(ax, [s for s in report.sources if s.origin == origin], title)
+        _draw_side(ax, [s for s in report.sources if s.origin == origin], title, _COLORS[origin])
     fig.suptitle("bridge: when changes were seen, poll vs push")
     fig.savefig(path, format=path.suffix.lower().lstrip("."), dpi=110)
     plt.close(fig)
@@ -135,10 +137,14 @@ def write_plot(report: LatencyReport, path: str | Path) -> Path:
     return path
 
 
-def _draw_side(ax: object, sources: list[SourceReport], title: str) -> None:
+def _draw_side(
+    ax: object, sources: list[SourceReport], title: str, colors: tuple[str, str]
+) -> None:
     from matplotlib.axes import Axes
+    from matplotlib.ticker import MaxNLocator
 
     assert isinstance(ax, Axes)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.set_xlabel("milliseconds from the upstream change to the bridge recording it")
     ax.set_ylabel("events")
@@ -148,9 +154,9 @@ def _draw_side(ax: object, sources: list[SourceReport], title: str) -> None:
             continue
         p50 = s.detection.p50
         label = f"{s.source} (n={len(s.samples_ms)}, p50 {format_ms(p50)})"
-        ax.hist(s.samples_ms, bins=30, alpha=0.7, label=label)
+        ax.hist(s.samples_ms, bins=30, alpha=0.75, label=label, color=colors[0])
         if p50 is not None:
-            ax.axvline(p50, linestyle="--", linewidth=1, color="black")
+            ax.axvline(p50, linestyle="--", linewidth=1, color=colors[1])
         drawn = True
     if drawn:
         ax.legend(loc="upper right", fontsize="small")

@@ -143,7 +143,13 @@ class _Server(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
     """Serve `app` on `sock` in this event loop for the duration of the block."""
-    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    # A keep-alive longer than any poll interval: otherwise the server may close an idle
+    # connection just as the next poll reuses it (uvicorn's default is 5 s, the default
+    # interval of the demo).
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=300
+    )
+    server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started and not task.done():
