@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install demo test lint typecheck pytest chromium bench bench-quick clean
 
 help:
-	@echo "make demo   run the bridge on its embedded default (nothing outside needed)"
+	@echo "make demo   polling vs push, measured: a simulated upstream through the bridge (all local)"
 	@echo "make test   install everything into .venv, then ruff, mypy and pytest"
 	@echo "make bench  run the benchmarks"
 

@@ -204,13 +204,15 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> De
         push_secret=push_secret,
     )
     target = Target(target_secret, received_path)
-    stop = asyncio.Event()
+    interrupts = _Interrupts()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGINT, interrupts)
     try:
         async with serving(upstream.app(), socks[1]), serving(target.app(), socks[2]):
-            events = await _run_bridge(config, socks[0], upstream, target, options, stop, progress)
+            events = await _run_bridge(
+                config, socks[0], upstream, target, options, interrupts, progress
+            )
     finally:
         target.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -228,13 +230,25 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> De
     )
 
 
+class _Interrupts:
+    """Ctrl-C once: stop changing items and finish early; twice: skip the waits too."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.abort = False
+
+    def __call__(self) -> None:
+        self.abort = self.stop.is_set()
+        self.stop.set()
+
+
 async def _run_bridge(
     config: Config,
     sock: socket.socket,
     upstream: Upstream,
     target: Target,
     options: DemoOptions,
-    stop: asyncio.Event,
+    interrupts: _Interrupts,
     progress: Progress | None,
 ) -> int:
     daemon = Daemon(config, sock=sock)
@@ -248,16 +262,16 @@ async def _run_bridge(
         assert daemon.runtime is not None
         store = daemon.runtime.store
         # Changes before the first poll would vanish into its silent baseline.
+        stop = interrupts.stop
         await _until(lambda: upstream.counts.polls > 0 or stop.is_set(), options.every_s + 10)
-        total_s = options.duration_s + options.every_s
         started = time.monotonic()
+        total_s = options.duration_s + options.every_s
 
         def report_progress(phase: str) -> None:
             if progress is not None:
-                done = min(total_s, time.monotonic() - started)
                 c, r = upstream.counts, target.received
                 line = f"{phase}: {c.changes} changes, {c.polls} polls, {r.valid} delivered"
-                progress(done, total_s, line)
+                progress(min(total_s, time.monotonic() - started), total_s, line)
 
         changing = asyncio.create_task(upstream.run(stop))
         while not stop.is_set() and time.monotonic() - started < options.duration_s:
@@ -265,13 +279,16 @@ async def _run_bridge(
             await asyncio.sleep(0.2)
         stop.set()
         await changing
-        # One more poll interval lets polling see the last changes too.
-        while time.monotonic() - started < total_s:
+        # One more poll interval (and a moment to commit) lets polling see the last changes.
+        total_s = time.monotonic() - started + options.every_s + 0.3
+        while time.monotonic() - started < total_s and not interrupts.abort:
             report_progress("last poll")
             await asyncio.sleep(0.2)
-        events = await store.count_events()
         deadline = time.monotonic() + DRAIN_S
+        events = await store.count_events()
         while target.received.valid < events and time.monotonic() < deadline:
+            if interrupts.abort:
+                break
             report_progress("delivering")
             await asyncio.sleep(0.2)
             events = await store.count_events()
