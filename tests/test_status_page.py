@@ -138,9 +138,12 @@ def test_page_renders_sources_targets_events_and_chart(daemon, tmp_path: Path) -
         assert taken.returncode == 0, taken.stderr[-2000:]
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-        dumped = browse(proc.url + "/", tmp_path, "--virtual-time-budget=3000", "--dump-dom")
+        # Enough page time for the page to refresh itself from /api/status at least once.
+        dumped = browse(proc.url + "/", tmp_path, "--virtual-time-budget=5000", "--dump-dom")
         assert dumped.returncode == 0, dumped.stderr[-2000:]
     dom = dumped.stdout
+    refreshes = re.search(r'<body[^>]*data-refreshes="(\d+)"', dom)
+    assert refreshes and int(refreshes.group(1)) >= 1, "the page did not refresh itself"
     sources = dom[dom.index('id="sources"') : dom.index('id="targets"')]
     assert 'data-name="items-poll"' in sources and 'data-name="items-push"' in sources
     assert "webhook /hooks/items-push" in sources
