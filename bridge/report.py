@@ -301,10 +301,11 @@ def build_report(
 
 
 async def load_report(
-    store: ReportStore, config: Config, since_ms: int | None = None
+    store: ReportStore, config: Config, since_ms: int | None = None, limit: int | None = None
 ) -> LatencyReport:
-    """Read the rows recorded since `since_ms` (all when None) and build the report."""
-    events = await store.event_timings(since_ms=since_ms)
-    deliveries = await store.delivery_timings(since_ms=since_ms)
+    """Read the rows recorded since `since_ms` (all when None; only the newest `limit` events
+    and deliveries when a limit is given) and build the report."""
+    events = await store.event_timings(since_ms=since_ms, limit=limit)
+    deliveries = await store.delivery_timings(since_ms=since_ms, limit=limit)
     counters = await store.poll_counters()
     return build_report(config, events, deliveries, counters)

@@ -253,8 +253,15 @@ def test_store_reads_feed_the_report(stored: Path) -> None:
         counters = asyncio.run(store.poll_counters())
         health = asyncio.run(store.target_health())
         activity = asyncio.run(store.source_activity())
+        newest = asyncio.run(store.event_timings(limit=2))
+        newest_recent = asyncio.run(store.event_timings(since_ms=BASE + 10, limit=3))
+        last_delivery = asyncio.run(store.delivery_timings(limit=1))
     finally:
         store.close()
+    # The newest by insertion, oldest first; `since` applies within them.
+    assert [(t.subject, t.origin) for t in newest] == [("b", "push"), ("z", "push")]
+    assert [(t.subject, t.origin) for t in newest_recent] == [("b", "push")]
+    assert [(d.origin, d.recorded_ms) for d in last_delivery] == [("push", BASE + 8)]
     assert len(timings) == 4 and all(t.recorded_ms >= BASE for t in timings)
     assert sorted(d.delivered_ms - d.recorded_ms for d in delivered) == [50, 50]
     assert counters[0].requests == 12 and counters[0].empty_polls == 10

@@ -365,12 +365,18 @@ class ReportStore(ABC):
     """Read-only figures for the latency report and the status page."""
 
     @abstractmethod
-    async def event_timings(self, *, since_ms: int | None = None) -> list[EventTiming]:
-        """The times of every event recorded at or after `since_ms` (all when None)."""
+    async def event_timings(
+        self, *, since_ms: int | None = None, limit: int | None = None
+    ) -> list[EventTiming]:
+        """The times of the events recorded at or after `since_ms` (all when None), of only the
+        newest `limit` events when a limit is given, oldest first."""
 
     @abstractmethod
-    async def delivery_timings(self, *, since_ms: int | None = None) -> list[DeliveryTiming]:
-        """The first successful delivery of each event recorded at or after `since_ms`."""
+    async def delivery_timings(
+        self, *, since_ms: int | None = None, limit: int | None = None
+    ) -> list[DeliveryTiming]:
+        """The successful deliveries of events recorded at or after `since_ms`, of only the
+        newest `limit` deliveries when a limit is given, oldest first."""
 
     @abstractmethod
     async def poll_counters(self) -> list[PollCounters]:

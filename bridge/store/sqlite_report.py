@@ -20,14 +20,31 @@ from bridge.store.base import (
 
 T = TypeVar("T")
 
-# Deliveries in these states are finished; every other state is waiting (the backlog).
-_FINISHED = ("delivered", "dead", "cancelled")
+# Deliveries still to be made: the backlog.
+_WAITING = ("pending", "failed")
 
 
-def _since(column: str, since_ms: int | None) -> tuple[str, tuple[Any, ...]]:
-    if since_ms is None:
-        return "", ()
-    return f" AND {column} >= ?", (since_ms,)
+def _window(
+    select: str, key: str, since_col: str, since_ms: int | None, limit: int | None
+) -> tuple[str, list[Any]]:
+    """`select` (whose rows end in `recorded_ms` and `k`, its key) restricted to rows recorded
+    at or after `since_ms` and to the newest `limit`, oldest first.
+
+    With a limit, the newest rows are found by walking the key backwards, so on a big table a
+    query costs what it reads, whatever `since_ms` is.
+    """
+    args: list[Any] = []
+    if limit is None:
+        if since_ms is not None:
+            select += f" AND {since_col} >= ?"
+            args.append(since_ms)
+        return f"{select} ORDER BY {key}", args
+    sql = f"SELECT * FROM ({select} ORDER BY {key} DESC LIMIT ?)"
+    args.append(limit)
+    if since_ms is not None:
+        sql += " WHERE recorded_ms >= ?"
+        args.append(since_ms)
+    return f"{sql} ORDER BY k", args
 
 
 class SQLiteReport:
@@ -37,28 +54,34 @@ class SQLiteReport:
 
         async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
-    async def event_timings(self, *, since_ms: int | None = None) -> list[EventTiming]:
-        where, args = _since("recorded_ms", since_ms)
-        sql = (
-            "SELECT source, origin, subject, time_ms, recorded_ms FROM events WHERE 1"
-            f"{where} ORDER BY seq"
+    async def event_timings(
+        self, *, since_ms: int | None = None, limit: int | None = None
+    ) -> list[EventTiming]:
+        select = (
+            "SELECT source, origin, subject, time_ms, recorded_ms, seq AS k FROM events WHERE 1"
         )
+        sql, args = _window(select, "seq", "recorded_ms", since_ms, limit)
 
         def q(conn: sqlite3.Connection) -> list[EventTiming]:
-            return [EventTiming(*row) for row in conn.execute(sql, args)]
+            return [EventTiming(*row[:5]) for row in conn.execute(sql, args)]
 
         return await self.read(q)
 
-    async def delivery_timings(self, *, since_ms: int | None = None) -> list[DeliveryTiming]:
-        where, args = _since("e.recorded_ms", since_ms)
-        sql = (
-            "SELECT e.source, e.origin, d.target, e.recorded_ms, d.delivered_ms"
+    async def delivery_timings(
+        self, *, since_ms: int | None = None, limit: int | None = None
+    ) -> list[DeliveryTiming]:
+        select = (
+            "SELECT e.source, e.origin, d.target, d.delivered_ms, e.recorded_ms, d.id AS k"
             " FROM deliveries d JOIN events e ON e.id = d.event_id"
-            f" WHERE d.delivered_ms IS NOT NULL{where} ORDER BY d.id"
+            " WHERE d.delivered_ms IS NOT NULL"
         )
+        sql, args = _window(select, "d.id", "e.recorded_ms", since_ms, limit)
 
         def q(conn: sqlite3.Connection) -> list[DeliveryTiming]:
-            return [DeliveryTiming(*row) for row in conn.execute(sql, args)]
+            return [
+                DeliveryTiming(source, origin, target, recorded_ms, delivered_ms)
+                for source, origin, target, delivered_ms, recorded_ms, _k in conn.execute(sql, args)
+            ]
 
         return await self.read(q)
 
@@ -88,10 +111,10 @@ class SQLiteReport:
         return await self.read(q)
 
     async def target_health(self) -> list[TargetHealth]:
-        marks = ",".join("?" * len(_FINISHED))
+        marks = ",".join("?" * len(_WAITING))
         counts_sql = (
             "SELECT target,"
-            f" sum(CASE WHEN status NOT IN ({marks}) THEN 1 ELSE 0 END),"
+            f" sum(CASE WHEN status IN ({marks}) THEN 1 ELSE 0 END),"
             " sum(CASE WHEN status = 'dead' THEN 1 ELSE 0 END),"
             " sum(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END)"
             " FROM deliveries GROUP BY target"
@@ -102,7 +125,7 @@ class SQLiteReport:
         )
 
         def q(conn: sqlite3.Connection) -> list[TargetHealth]:
-            counts = {row[0]: row[1:] for row in conn.execute(counts_sql, _FINISHED)}
+            counts = {row[0]: row[1:] for row in conn.execute(counts_sql, _WAITING)}
             states = {row[0]: row[1:] for row in conn.execute(state_sql)}
             out = []
             for name in sorted(counts.keys() | states.keys()):

@@ -30,8 +30,10 @@ from bridge.web.auth import admin_only
 
 log = logging.getLogger("bridge.web")
 
-# The chart covers this last while; older events do not slow the page down.
+# The chart covers this last while, and at most this many of the newest events and
+# deliveries, so a busy or big database does not slow the page down.
 CHART_WINDOW_MS = 3_600_000
+CHART_MAX_ROWS = 20_000
 RECENT_EVENTS = 15
 _NO_CACHE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
 
@@ -168,7 +170,7 @@ async def collect(runtime: Runtime) -> Snapshot:
         counters=await store.poll_counters(),
         targets=await store.target_health(),
         recent=await store.list_events(limit=RECENT_EVENTS),
-        report=await load_report(store, runtime.config, now - CHART_WINDOW_MS),
+        report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
     )
 
 
