@@ -91,10 +91,11 @@ class SourceReport:
 
     @property
     def empty_share(self) -> float | None:
-        """The share of requests that found no change, 0..1 (None before the first poll)."""
-        if self.polls is None or not self.polls.requests:
+        """The share of polls that found no change, 0..1 (None before the first poll)."""
+        if self.polls is None:
             return None
-        return min(1.0, self.polls.empty_polls / self.polls.requests)
+        made = self.polls.polls or self.polls.requests
+        return min(1.0, self.polls.empty_polls / made) if made else None
 
     def to_json(self) -> dict[str, Any]:
         """This source's entry of `bridge latency --json`."""

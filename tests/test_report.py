@@ -13,7 +13,7 @@ from bridge.config import parse_config
 from bridge.events import Event, event_id, now_ms
 from bridge.report import build_report, pair_events, pair_window_ms, spread
 from bridge.store import NewEvent
-from bridge.store.base import DeliveryTiming, EventTiming, PollCounters
+from bridge.store.base import DeliveryTiming, EventTiming, PollCommit, PollCounters, PollOutcome
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import run_cli
@@ -326,3 +326,30 @@ def test_bad_input_gets_a_clear_answer(stored: Path, write_config) -> None:
     missing = write_config("database: nowhere.db\n", name="empty.yaml")
     no_db = run_cli("latency", "-c", str(missing))
     assert no_db.returncode == 1 and "no database" in no_db.stderr
+
+
+def test_polls_that_find_nothing_are_counted_as_empty(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "polls.db")
+    store.open()
+
+    async def polls() -> PollCounters:
+        at = BASE
+
+        def outcome(**kw: object) -> PollOutcome:
+            fields: dict = {"at_ms": at, "duration_ms": 3, "status": 200, "requests": 1}
+            return PollOutcome(**(fields | kw))
+
+        await store.commit_poll(PollCommit("src", outcome(items=2)))  # the baseline
+        await store.record_poll("src", outcome(status=304, not_modified=True))  # empty
+        await store.commit_poll(PollCommit("src", outcome(items=2)))  # no change: empty
+        await store.commit_poll(PollCommit("src", outcome(items=3, events=1)))
+        await store.record_poll("src", outcome(status=500, error="HTTP 500"))  # failed
+        (counters,) = await store.poll_counters()
+        return counters
+
+    try:
+        counters = asyncio.run(polls())
+    finally:
+        store.close()
+    assert (counters.polls, counters.requests, counters.not_modified) == (5, 5, 1)
+    assert (counters.empty_polls, counters.events) == (2, 1)

@@ -326,11 +326,12 @@ class PollCounters:
     """The running counters and last outcome of one polled source."""
 
     source: str
+    polls: int = 0
     requests: int = 0
     not_modified: int = 0
     bytes: int = 0
     events: int = 0
-    empty_polls: int = 0
+    empty_polls: int = 0  # successful polls after the baseline that found no change
     last_poll_ms: int | None = None
     last_status: int | None = None
     last_error: str | None = None

@@ -50,6 +50,7 @@ def _record_outcome(
             bytes = bytes + :bytes,
             items = coalesce(:items, items),
             events = events + :events,
+            empty_polls = empty_polls + (:ok AND :events = 0 AND baselined),
             skipped = skipped + :skipped,
             duplicate_keys = duplicate_keys + :duplicate_keys,
             interval_s = coalesce(:interval_s, interval_s),

@@ -87,7 +87,8 @@ class SQLiteReport:
 
     async def poll_counters(self) -> list[PollCounters]:
         sql = (
-            "SELECT source, coalesce(requests, 0), coalesce(not_modified, 0), coalesce(bytes, 0),"
+            "SELECT source, coalesce(polls, 0), coalesce(requests, 0), coalesce(not_modified, 0),"
+            " coalesce(bytes, 0),"
             " coalesce(events, 0), coalesce(empty_polls, 0), last_poll_ms, last_status,"
             " last_error, coalesce(consecutive_failures, 0) FROM poll_state ORDER BY source"
         )
