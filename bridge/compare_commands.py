@@ -146,7 +146,7 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
         def on_progress(done: float, total: float, line: str) -> None:
             bar.update(task, completed=done, total=total, description=line)
 
-        result = asyncio.run(run_demo(options, on_progress))
+        result = asyncio.run(run_demo(options, on_progress, bar.console.print))
     plot = write_plot(result.report, Path("demo-latency.png"))
     out = Console()
     if as_json:

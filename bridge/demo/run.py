@@ -180,8 +180,13 @@ def _log_to(path: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def run_demo(options: DemoOptions, progress: Progress | None = None) -> DemoResult:
-    """Run the whole demo; `progress(done, total, line)` is called a few times a second."""
+async def run_demo(
+    options: DemoOptions,
+    progress: Progress | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run the whole demo; `progress(done, total, line)` is called a few times a second, and
+    `announce(line)` once the bridge is up, with the address of its status page."""
     folder = options.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     _clear(folder)
@@ -211,7 +216,7 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> De
     try:
         async with serving(upstream.app(), socks[1]), serving(target.app(), socks[2]):
             events = await _run_bridge(
-                config, socks[0], upstream, target, options, interrupts, progress
+                config, socks[0], upstream, target, options, interrupts, progress, announce
             )
     finally:
         target.close()
@@ -250,6 +255,7 @@ async def _run_bridge(
     options: DemoOptions,
     interrupts: _Interrupts,
     progress: Progress | None,
+    announce: Callable[[str], None] | None,
 ) -> int:
     daemon = Daemon(config, sock=sock)
     ready = asyncio.Event()
@@ -261,6 +267,8 @@ async def _run_bridge(
             raise StartupError("the bridge stopped while starting")
         assert daemon.runtime is not None
         store = daemon.runtime.store
+        if announce is not None:
+            announce(f"status page: http://{config.server.listen}/ (while the demo runs)")
         # Changes before the first poll would vanish into its silent baseline.
         stop = interrupts.stop
         await _until(lambda: upstream.counts.polls > 0 or stop.is_set(), options.every_s + 10)
