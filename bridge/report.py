@@ -22,12 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import AdaptiveEvery, ComparePair, Config
-from bridge.store.base import (
-    DeliveryTiming,
-    EventTiming,
-    PollCounters,
-    ReportStore,
-)
+from bridge.store.base import DeliveryTiming, EventTiming, PollState, Store
 
 # Without a poll interval to go by, events without a time pair within this window.
 DEFAULT_WINDOW_MS = 60_000
@@ -78,7 +73,7 @@ class SourceReport:
     detection: Spread
     delivery: Spread
     # Polled sources only; None for pushed ones.
-    polls: PollCounters | None = None
+    polls: PollState | None = None
     # The detection latencies themselves, for plots.
     samples_ms: tuple[int, ...] = ()
 
@@ -244,7 +239,7 @@ def build_report(
     config: Config,
     events: Sequence[EventTiming],
     deliveries: Sequence[DeliveryTiming],
-    counters: Sequence[PollCounters],
+    counters: Sequence[PollState],
 ) -> LatencyReport:
     """The latency report from plain rows: sources in config order (then any others found),
     pairs in config order."""
@@ -276,7 +271,7 @@ def build_report(
                 events=len(rows),
                 detection=spread(samples),
                 delivery=spread(delivered.get((name, origin), ())),
-                polls=(polls.get(name) or PollCounters(name)) if is_polled else None,
+                polls=(polls.get(name) or PollState(name)) if is_polled else None,
                 samples_ms=samples,
             )
         )
@@ -302,11 +297,11 @@ def build_report(
 
 
 async def load_report(
-    store: ReportStore, config: Config, since_ms: int | None = None, limit: int | None = None
+    store: Store, config: Config, since_ms: int | None = None, limit: int | None = None
 ) -> LatencyReport:
     """Read the rows recorded since `since_ms` (all when None; only the newest `limit` events
     and deliveries when a limit is given) and build the report."""
     events = await store.event_timings(since_ms=since_ms, limit=limit)
     deliveries = await store.delivery_timings(since_ms=since_ms, limit=limit)
-    counters = await store.poll_counters()
+    counters = await store.list_poll_states()
     return build_report(config, events, deliveries, counters)

@@ -13,7 +13,7 @@ from bridge.config import parse_config
 from bridge.events import Event, event_id, now_ms
 from bridge.report import build_report, pair_events, pair_window_ms, spread
 from bridge.store import NewEvent
-from bridge.store.base import DeliveryTiming, EventTiming, PollCommit, PollCounters, PollOutcome
+from bridge.store.base import DeliveryTiming, EventTiming, PollCommit, PollOutcome, PollState
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import run_cli
@@ -141,9 +141,7 @@ def hand_made_report():
         DeliveryTiming("items-push", "push", "sink", T0 + 30, T0 + 35),
     ]
     counters = [
-        PollCounters(
-            "items-poll", requests=10, not_modified=6, bytes=9_000, events=3, empty_polls=7
-        )
+        PollState("items-poll", requests=10, not_modified=6, bytes=9_000, events=3, empty_polls=7)
     ]
     return build_report(config, events, deliveries, counters)
 
@@ -250,8 +248,7 @@ def test_store_reads_feed_the_report(stored: Path) -> None:
     try:
         timings = asyncio.run(store.event_timings(since_ms=BASE))
         delivered = asyncio.run(store.delivery_timings())
-        counters = asyncio.run(store.poll_counters())
-        health = asyncio.run(store.target_health())
+        counters = asyncio.run(store.list_poll_states())
         activity = asyncio.run(store.source_activity())
         newest = asyncio.run(store.event_timings(limit=2))
         newest_recent = asyncio.run(store.event_timings(since_ms=BASE + 10, limit=3))
@@ -265,8 +262,6 @@ def test_store_reads_feed_the_report(stored: Path) -> None:
     assert len(timings) == 4 and all(t.recorded_ms >= BASE for t in timings)
     assert sorted(d.delivered_ms - d.recorded_ms for d in delivered) == [50, 50]
     assert counters[0].requests == 12 and counters[0].empty_polls == 10
-    (sink,) = health
-    assert (sink.target, sink.delivered, sink.backlog, sink.dead) == ("sink", 2, 3, 0)
     assert {(a.source, a.events) for a in activity} == {("items-poll", 2), ("items-push", 3)}
     assert {a.last_recorded_ms for a in activity} == {BASE + 4_000, BASE - 86_400_000 + 5}
 
@@ -332,7 +327,7 @@ def test_polls_that_find_nothing_are_counted_as_empty(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "polls.db")
     store.open()
 
-    async def polls() -> PollCounters:
+    async def polls() -> PollState:
         at = BASE
 
         def outcome(**kw: object) -> PollOutcome:
@@ -344,7 +339,7 @@ def test_polls_that_find_nothing_are_counted_as_empty(tmp_path: Path) -> None:
         await store.commit_poll(PollCommit("src", outcome(items=2)))  # no change: empty
         await store.commit_poll(PollCommit("src", outcome(items=3, events=1)))
         await store.record_poll("src", outcome(status=500, error="HTTP 500"))  # failed
-        (counters,) = await store.poll_counters()
+        (counters,) = await store.list_poll_states()
         return counters
 
     try:

@@ -95,7 +95,16 @@ def fill(db: Path) -> None:
                     time_ms=at,
                 )
             )
-    asyncio.run(store.record_events([NewEvent(e) for e in events]))
+    # The last change also went to the target, and its delivery died.
+    batch = [NewEvent(e, ["sink"] if e is events[-1] else []) for e in events]
+
+    async def record() -> None:
+        await store.record_events(batch)
+        await store.write(
+            lambda conn: conn.execute("UPDATE deliveries SET status = 'dead', attempts = 8")
+        )
+
+    asyncio.run(record())
     store.close()
 
 
@@ -130,6 +139,9 @@ def test_page_renders_sources_targets_events_and_chart(daemon, tmp_path: Path) -
             "items-push": 20,
         }
         assert api["pairs"][0]["matched"] == 20
+        assert api["targets"] == [
+            {"name": "sink", "health": "ok", "circuit": "closed", "backlog": 0, "dead": 1}
+        ]
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "status-page.png"

@@ -109,6 +109,7 @@ class PollState:
     bytes: int = 0
     items: int = 0
     events: int = 0
+    empty_polls: int = 0  # successful polls after the baseline that found no change
     skipped: int = 0
     duplicate_keys: int = 0
     interval_s: float | None = None
@@ -322,44 +323,12 @@ class DeliveryTiming:
 
 
 @dataclass(slots=True, frozen=True)
-class PollCounters:
-    """The running counters and last outcome of one polled source."""
-
-    source: str
-    polls: int = 0
-    requests: int = 0
-    not_modified: int = 0
-    bytes: int = 0
-    events: int = 0
-    empty_polls: int = 0  # successful polls after the baseline that found no change
-    last_poll_ms: int | None = None
-    last_status: int | None = None
-    last_error: str | None = None
-    consecutive_failures: int = 0
-
-
-@dataclass(slots=True, frozen=True)
 class SourceActivity:
     """How many events a source has stored, and when the latest was recorded."""
 
     source: str
     events: int
     last_recorded_ms: int | None
-
-
-@dataclass(slots=True, frozen=True)
-class TargetHealth:
-    """A target's circuit and the state of its deliveries."""
-
-    target: str
-    circuit: str = "closed"
-    failures: int = 0
-    open_until_ms: int | None = None
-    disabled_ms: int | None = None
-    backlog: int = 0
-    dead: int = 0
-    delivered: int = 0
-    disabled_reason: str | None = None
 
 
 class ReportStore(ABC):
@@ -380,16 +349,8 @@ class ReportStore(ABC):
         newest `limit` deliveries when a limit is given, oldest first."""
 
     @abstractmethod
-    async def poll_counters(self) -> list[PollCounters]:
-        """The counters of every polled source that has state, sorted by source."""
-
-    @abstractmethod
     async def source_activity(self) -> list[SourceActivity]:
         """Per source with events: how many are stored and when the latest was recorded."""
-
-    @abstractmethod
-    async def target_health(self) -> list[TargetHealth]:
-        """Per target with state or deliveries: circuit, backlog, dead and delivered counts."""
 
 
 class Store(EventStore, PollStore, OutboxStore, ReportStore):

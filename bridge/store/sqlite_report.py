@@ -10,18 +10,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.store.base import (
-    DeliveryTiming,
-    EventTiming,
-    PollCounters,
-    SourceActivity,
-    TargetHealth,
-)
+from bridge.store.base import DeliveryTiming, EventTiming, SourceActivity
 
 T = TypeVar("T")
-
-# Deliveries still to be made: the backlog.
-_WAITING = ("pending", "failed")
 
 
 def _window(
@@ -85,19 +76,6 @@ class SQLiteReport:
 
         return await self.read(q)
 
-    async def poll_counters(self) -> list[PollCounters]:
-        sql = (
-            "SELECT source, coalesce(polls, 0), coalesce(requests, 0), coalesce(not_modified, 0),"
-            " coalesce(bytes, 0),"
-            " coalesce(events, 0), coalesce(empty_polls, 0), last_poll_ms, last_status,"
-            " last_error, coalesce(consecutive_failures, 0) FROM poll_state ORDER BY source"
-        )
-
-        def q(conn: sqlite3.Connection) -> list[PollCounters]:
-            return [PollCounters(*row) for row in conn.execute(sql)]
-
-        return await self.read(q)
-
     async def source_activity(self) -> list[SourceActivity]:
         # max(seq) is answered from the (source, seq) index; the latest row gives its time.
         sql = (
@@ -108,45 +86,5 @@ class SQLiteReport:
 
         def q(conn: sqlite3.Connection) -> list[SourceActivity]:
             return [SourceActivity(*row) for row in conn.execute(sql)]
-
-        return await self.read(q)
-
-    async def target_health(self) -> list[TargetHealth]:
-        marks = ",".join("?" * len(_WAITING))
-        counts_sql = (
-            "SELECT target,"
-            f" sum(CASE WHEN status IN ({marks}) THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN status = 'dead' THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END)"
-            " FROM deliveries GROUP BY target"
-        )
-        state_sql = (
-            "SELECT name, coalesce(circuit, 'closed'), coalesce(failures, 0), open_until_ms,"
-            " disabled_ms, disabled_reason FROM targets"
-        )
-
-        def q(conn: sqlite3.Connection) -> list[TargetHealth]:
-            counts = {row[0]: row[1:] for row in conn.execute(counts_sql, _WAITING)}
-            states = {row[0]: row[1:] for row in conn.execute(state_sql)}
-            out = []
-            for name in sorted(counts.keys() | states.keys()):
-                circuit, failures, open_until_ms, disabled_ms, reason = states.get(
-                    name, ("closed", 0, None, None, None)
-                )
-                backlog, dead, delivered = counts.get(name, (0, 0, 0))
-                out.append(
-                    TargetHealth(
-                        name,
-                        circuit,
-                        failures,
-                        open_until_ms,
-                        disabled_ms,
-                        backlog,
-                        dead,
-                        delivered,
-                        reason,
-                    )
-                )
-            return out
 
         return await self.read(q)

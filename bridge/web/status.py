@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -25,7 +25,7 @@ from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.events import Event, format_time, now_ms
 from bridge.report import LatencyReport, load_report
 from bridge.runtime import Runtime
-from bridge.store.base import PollCounters, SourceActivity, TargetHealth
+from bridge.store.base import PollState, SourceActivity, TargetState
 from bridge.web.auth import admin_only
 
 log = logging.getLogger("bridge.web")
@@ -35,6 +35,7 @@ log = logging.getLogger("bridge.web")
 CHART_WINDOW_MS = 3_600_000
 CHART_MAX_ROWS = 20_000
 RECENT_EVENTS = 15
+WAITING_AND_DEAD = ("pending", "failed", "dead")
 _NO_CACHE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
 
 
@@ -45,8 +46,10 @@ class Snapshot:
     now_ms: int
     started_ms: int
     activity: Sequence[SourceActivity]
-    counters: Sequence[PollCounters]
-    targets: Sequence[TargetHealth]
+    counters: Sequence[PollState]
+    targets: Mapping[str, TargetState]
+    # Per target: how many deliveries wait or are dead, by status.
+    deliveries: Mapping[str, Mapping[str, int]]
     recent: Sequence[Event]
     report: LatencyReport
 
@@ -55,7 +58,7 @@ def _every_s(poll: PollConfig) -> float:
     return poll.every.min_s if isinstance(poll.every, AdaptiveEvery) else poll.every
 
 
-def _poll_status(counters: PollCounters | None) -> tuple[str, int | None, str | None]:
+def _poll_status(counters: PollState | None) -> tuple[str, int | None, str | None]:
     if counters is None or counters.last_poll_ms is None:
         return "waiting", None, None
     if counters.consecutive_failures:
@@ -97,29 +100,28 @@ def _sources(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
     return out
 
 
-def _health(t: TargetHealth) -> str:
+def _health(t: TargetState) -> str:
     if t.disabled_ms is not None:
         return "disabled"
     if t.circuit == "open":
         return "failing"
-    if t.circuit in ("half-open", "half_open") or t.failures:
+    if t.circuit == "half_open" or t.failures:
         return "recovering"
     return "ok"
 
 
 def _targets(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
-    health = {t.target: t for t in snap.targets}
     out = []
     for name in config.targets:
-        t = health.get(name) or TargetHealth(name)
+        t = snap.targets.get(name) or TargetState(name)
+        counts = snap.deliveries.get(name, {})
         out.append(
             {
                 "name": name,
                 "health": _health(t),
                 "circuit": t.circuit,
-                "backlog": t.backlog,
-                "dead": t.dead,
-                "delivered": t.delivered,
+                "backlog": counts.get("pending", 0) + counts.get("failed", 0),
+                "dead": counts.get("dead", 0),
             }
         )
     return out
@@ -167,8 +169,10 @@ async def collect(runtime: Runtime) -> Snapshot:
         now_ms=now,
         started_ms=runtime.started_ms,
         activity=await store.source_activity(),
-        counters=await store.poll_counters(),
-        targets=await store.target_health(),
+        counters=await store.list_poll_states(),
+        targets=await store.target_states(),
+        # Waiting and dead rows are few and indexed; delivered ones are never counted here.
+        deliveries=await store.delivery_counts(WAITING_AND_DEAD),
         recent=await store.list_events(limit=RECENT_EVENTS),
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
     )
