@@ -23,7 +23,7 @@ from bridge.store import NewEvent
 from bridge.store.sqlite import SQLiteStore
 from bridge.web.status import Status, render_page
 from tests.conftest import TEST_SECRET
-from tests.helpers import REPO, serve_app
+from tests.helpers import REPO, serve_app, wait_until
 
 ARTIFACTS = REPO / "test-artifacts"
 TOKEN = "page-token-3f9a1c"
@@ -140,8 +140,23 @@ def test_page_renders_sources_targets_events_and_chart(daemon, tmp_path: Path) -
         }
         assert api["pairs"][0]["matched"] == 20
         assert api["targets"] == [
-            {"name": "sink", "health": "ok", "circuit": "closed", "backlog": 0, "dead": 1}
+            {
+                "name": "sink",
+                "health": "dead letters",
+                "circuit": "closed",
+                "backlog": 0,
+                "dead": 1,
+                "last_error": None,
+            }
         ]
+
+        def statuses() -> dict[str, str]:
+            sources = httpx.get(proc.url + "/api/status").json()["sources"]
+            return {s["name"]: s["status"] for s in sources}
+
+        # The poller's first poll (its baseline) comes right after start.
+        wait_until(lambda: statuses()["items-poll"] == "ok")
+        assert statuses() == {"items-poll": "ok", "items-push": "ok"}
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "status-page.png"

@@ -322,17 +322,8 @@ class DeliveryTiming:
     delivered_ms: int
 
 
-@dataclass(slots=True, frozen=True)
-class SourceActivity:
-    """How many events a source has stored, and when the latest was recorded."""
-
-    source: str
-    events: int
-    last_recorded_ms: int | None
-
-
 class ReportStore(ABC):
-    """Read-only figures for the latency report and the status page."""
+    """Read-only timings for the latency report and the status page's chart."""
 
     @abstractmethod
     async def event_timings(
@@ -347,10 +338,6 @@ class ReportStore(ABC):
     ) -> list[DeliveryTiming]:
         """The successful deliveries of events recorded at or after `since_ms`, of only the
         newest `limit` deliveries when a limit is given, oldest first."""
-
-    @abstractmethod
-    async def source_activity(self) -> list[SourceActivity]:
-        """Per source with events: how many are stored and when the latest was recorded."""
 
 
 class Store(EventStore, PollStore, OutboxStore, ReportStore):

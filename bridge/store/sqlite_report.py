@@ -1,4 +1,4 @@
-"""SQLite implementation of `ReportStore`: the figures behind the latency report and status page.
+"""SQLite implementation of `ReportStore`: the timings behind the latency report and the chart.
 
 Read-only queries; each runs on a reader connection in a worker thread, so they never wait
 on the writer.
@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.store.base import DeliveryTiming, EventTiming, SourceActivity
+from bridge.store.base import DeliveryTiming, EventTiming
 
 T = TypeVar("T")
 
@@ -73,18 +73,5 @@ class SQLiteReport:
                 DeliveryTiming(source, origin, target, recorded_ms, delivered_ms)
                 for source, origin, target, delivered_ms, recorded_ms, _k in conn.execute(sql, args)
             ]
-
-        return await self.read(q)
-
-    async def source_activity(self) -> list[SourceActivity]:
-        # max(seq) is answered from the (source, seq) index; the latest row gives its time.
-        sql = (
-            "SELECT a.source, a.n, e.recorded_ms FROM"
-            " (SELECT source, count(*) AS n, max(seq) AS last FROM events GROUP BY source) a"
-            " JOIN events e ON e.seq = a.last ORDER BY a.source"
-        )
-
-        def q(conn: sqlite3.Connection) -> list[SourceActivity]:
-            return [SourceActivity(*row) for row in conn.execute(sql)]
 
         return await self.read(q)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -25,7 +25,8 @@ from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.events import Event, format_time, now_ms
 from bridge.report import LatencyReport, load_report
 from bridge.runtime import Runtime
-from bridge.store.base import PollState, SourceActivity, TargetState
+from bridge.status.summary import Summary
+from bridge.status.summary import collect as collect_summary
 from bridge.web.auth import admin_only
 
 log = logging.getLogger("bridge.web")
@@ -35,7 +36,6 @@ log = logging.getLogger("bridge.web")
 CHART_WINDOW_MS = 3_600_000
 CHART_MAX_ROWS = 20_000
 RECENT_EVENTS = 15
-WAITING_AND_DEAD = ("pending", "failed", "dead")
 _NO_CACHE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
 
 
@@ -45,11 +45,7 @@ class Snapshot:
 
     now_ms: int
     started_ms: int
-    activity: Sequence[SourceActivity]
-    counters: Sequence[PollState]
-    targets: Mapping[str, TargetState]
-    # Per target: how many deliveries wait or are dead, by status.
-    deliveries: Mapping[str, Mapping[str, int]]
+    summary: Summary
     recent: Sequence[Event]
     report: LatencyReport
 
@@ -58,73 +54,47 @@ def _every_s(poll: PollConfig) -> float:
     return poll.every.min_s if isinstance(poll.every, AdaptiveEvery) else poll.every
 
 
-def _poll_status(counters: PollState | None) -> tuple[str, int | None, str | None]:
-    if counters is None or counters.last_poll_ms is None:
-        return "waiting", None, None
-    if counters.consecutive_failures:
-        return "failing", counters.last_poll_ms, counters.last_error
-    return "ok", counters.last_poll_ms, None
-
-
 def _sources(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
-    activity = {a.source: a for a in snap.activity}
-    counters = {c.source: c for c in snap.counters}
+    polls = {s.source: s.polls for s in snap.report.sources if s.polls is not None}
     out = []
-    for name, source in config.sources.items():
-        seen = activity.get(name)
+    for s in snap.summary.sources:
+        source = config.sources.get(s.name)
+        last_ms = s.last_poll_ms if s.kind == "poll" else s.last_event_ms
         entry: dict[str, Any] = {
-            "name": name,
-            "kind": source.kind,
-            "events": seen.events if seen else 0,
-        }
-        if source.poll is not None:
-            status, last_ms, error = _poll_status(counters.get(name))
-            c = counters.get(name)
-            entry |= {
-                "every_s": _every_s(source.poll),
-                "requests": c.requests if c else 0,
-                "not_modified": c.not_modified if c else 0,
-                "empty_polls": c.empty_polls if c else 0,
-            }
-        else:
-            last_ms = seen.last_recorded_ms if seen else None
-            status, error = ("receiving" if seen else "waiting"), None
-            entry["path"] = config.webhook_path(name)
-        entry |= {
-            "status": status,
+            "name": s.name,
+            "kind": s.kind,
+            "status": s.status,
+            "events": s.events,
             "last_ms": last_ms,
             "last": format_time(last_ms) if last_ms is not None else None,
-            "last_error": error,
+            "last_error": s.last_error,
         }
+        if source is not None and source.poll is not None:
+            counters = polls.get(s.name)
+            entry |= {
+                "every_s": _every_s(source.poll),
+                "requests": counters.requests if counters else 0,
+                "not_modified": counters.not_modified if counters else 0,
+                "empty_polls": counters.empty_polls if counters else 0,
+            }
+        elif source is not None:
+            entry["path"] = config.webhook_path(s.name)
         out.append(entry)
     return out
 
 
-def _health(t: TargetState) -> str:
-    if t.disabled_ms is not None:
-        return "disabled"
-    if t.circuit == "open":
-        return "failing"
-    if t.circuit == "half_open" or t.failures:
-        return "recovering"
-    return "ok"
-
-
-def _targets(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
-    out = []
-    for name in config.targets:
-        t = snap.targets.get(name) or TargetState(name)
-        counts = snap.deliveries.get(name, {})
-        out.append(
-            {
-                "name": name,
-                "health": _health(t),
-                "circuit": t.circuit,
-                "backlog": counts.get("pending", 0) + counts.get("failed", 0),
-                "dead": counts.get("dead", 0),
-            }
-        )
-    return out
+def _targets(snap: Snapshot) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": t.name,
+            "health": t.health,
+            "circuit": t.circuit,
+            "backlog": t.backlog,
+            "dead": t.dead,
+            "last_error": t.last_error,
+        }
+        for t in snap.summary.targets
+    ]
 
 
 def _recent(events: Sequence[Event]) -> list[dict[str, Any]]:
@@ -155,7 +125,7 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
             "uptime_s": max(0, snap.now_ms - snap.started_ms) // 1000,
         },
         "sources": _sources(config, snap),
-        "targets": _targets(config, snap),
+        "targets": _targets(snap),
         "events": _recent(snap.recent),
         "chart": {"window_s": CHART_WINDOW_MS // 1000, "sources": chart},
         "pairs": [p.to_json() for p in snap.report.pairs],
@@ -168,11 +138,7 @@ async def collect(runtime: Runtime) -> Snapshot:
     return Snapshot(
         now_ms=now,
         started_ms=runtime.started_ms,
-        activity=await store.source_activity(),
-        counters=await store.list_poll_states(),
-        targets=await store.target_states(),
-        # Waiting and dead rows are few and indexed; delivered ones are never counted here.
-        deliveries=await store.delivery_counts(WAITING_AND_DEAD),
+        summary=await collect_summary(runtime.config, store),
         recent=await store.list_events(limit=RECENT_EVENTS),
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
     )
