@@ -81,6 +81,14 @@ def test_every_push_is_signed_and_the_target_checks_signatures(tmp_path: Path) -
     assert "item.created" in kinds and kinds <= {"item.created", "item.updated", "item.deleted"}
 
 
+def test_demo_leaves_a_folder_it_did_not_write_alone(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("database: bridge.db\n")
+    (tmp_path / "bridge.db").write_bytes(b"someone's data")
+    result = run_cli("demo", "--duration", "1s", "--dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1 and "did not write" in result.stderr
+    assert (tmp_path / "bridge.db").read_bytes() == b"someone's data"
+
+
 def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
     result = run_cli("demo", "--rate", "fast", cwd=tmp_path)
     assert result.returncode == 2 and "is not a rate" in result.stderr

@@ -40,6 +40,8 @@ POLL_SOURCE = "items-poll"
 PUSH_SOURCE = "items-push"
 TARGET = "local-target"
 HOOK_PATH = "/hooks/items"
+# The first line of every config the demo writes: its folder may be cleared for a new run.
+_MARK = "# Written by `bridge demo`."
 
 _RATE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*\Z")
 _RATE_UNITS_S = {None: 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0,
@@ -94,7 +96,7 @@ def write_config(
     push_secret, target_secret = new_secret(), new_secret()
     path.write_text(
         f"""\
-# Written by `bridge demo`. Run `bridge latency -c {path.name}` or `bridge events -c {path.name}`
+{_MARK} Run `bridge latency -c {path.name}` or `bridge events -c {path.name}`
 # to look at what the demo stored; the upstream and target are gone once the demo ends.
 database: bridge.db
 server:
@@ -165,8 +167,17 @@ async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
 
 
 def _clear(folder: Path) -> None:
-    # Each run measures itself only: last run's database and records go.
-    for name in ("bridge.db", "bridge.db-wal", "bridge.db-shm", "received.jsonl", "bridge.log"):
+    """Remove the last run's database and records, so each run measures itself only; refuse
+    a folder whose files the demo did not write."""
+    config = folder / "config.yaml"
+    is_ours = config.exists() and config.read_text(errors="replace").startswith(_MARK)
+    names = ("bridge.db", "bridge.db-wal", "bridge.db-shm", "received.jsonl", "bridge.log")
+    if not is_ours and any((folder / name).exists() for name in (*names, "config.yaml")):
+        raise StartupError(
+            f"{folder} holds a bridge config or database that the demo did not write;"
+            " choose another --dir"
+        )
+    for name in names:
         (folder / name).unlink(missing_ok=True)
 
 
