@@ -228,3 +228,43 @@ def test_getters_handle_field_paths_and_any_other_expression() -> None:
     assert getter("join('-', [kind, to_string(n)])")({"kind": "x", "n": 2}) == "x-2"
     indexed = index_items([{"k": "a", "n": 1}], spec(id="join('-', [k, to_string(n)])"))
     assert list(indexed.items) == ["a-1"]
+
+
+@pytest.mark.anyio
+async def test_fetch_retries_once_on_a_connection_the_server_just_closed() -> None:
+    # A unit of one function: MockTransport stands in for the keep-alive race, which a real
+    # server shows only by chance.
+    import httpx
+
+    from bridge.config import PollConfig
+    from bridge.poll.fetch import fetch
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json=[{"id": 1}])
+
+    poll = PollConfig.model_validate({"url": "http://127.0.0.1:9/items", "every": 5, "id": "id"})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        got = await fetch(client, poll)
+    assert got.items == [{"id": 1}] and got.requests == 2 and len(calls) == 2
+
+
+@pytest.mark.anyio
+async def test_fetch_gives_up_after_the_one_retry() -> None:
+    import httpx
+
+    from bridge.config import PollConfig
+    from bridge.errors import FetchError
+    from bridge.poll.fetch import fetch
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset")
+
+    poll = PollConfig.model_validate({"url": "http://127.0.0.1:9/items", "every": 5, "id": "id"})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(FetchError):
+            await fetch(client, poll)

@@ -30,6 +30,9 @@ from bridge.errors import FetchError
 
 log = logging.getLogger("bridge.poll")
 
+# Errors of a reused keep-alive connection that the server had just closed.
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
 USER_AGENT = f"bridge/{__version__}"
 # Answers larger than this are parsed in a worker thread, not on the event loop.
 LARGE_BODY = 1_000_000
@@ -108,13 +111,14 @@ class _Walk:
 
     async def request(self, url: str, params: dict[str, Any] | None, first: bool) -> httpx.Response:
         try:
-            response = await self.client.request(
-                self.poll.method,
-                url,
-                params=params,
-                headers=self.headers(first),
-                timeout=self.poll.timeout_s,
-            )
+            try:
+                response = await self._send(url, params, first)
+            except _STALE_CONNECTION:
+                # A pooled keep-alive connection that the server closed as we reused it:
+                # the request never reached the application, so sending it again is safe.
+                log.debug("%s: the pooled connection was closed; retrying once", safe_url(url))
+                self.out.requests += 1
+                response = await self._send(url, params, first)
         except httpx.TimeoutException as exc:
             raise FetchError(
                 f"{safe_url(url)}: timed out after {self.poll.timeout_s:g} s", reason="timeout"
@@ -129,6 +133,15 @@ class _Walk:
         self.out.status = response.status_code
         self.out.bytes += len(response.content)
         return response
+
+    async def _send(self, url: str, params: dict[str, Any] | None, first: bool) -> httpx.Response:
+        return await self.client.request(
+            self.poll.method,
+            url,
+            params=params,
+            headers=self.headers(first),
+            timeout=self.poll.timeout_s,
+        )
 
     async def check(self, response: httpx.Response) -> Any:
         status = response.status_code

@@ -90,7 +90,8 @@ def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
     conn.executemany(
         "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_ms = ?,"
         " lease_ms = NULL, last_code = ?, last_error = ?,"
-        " delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END WHERE id = ?",
+        " delivered_ms = CASE WHEN ? = 'delivered' THEN COALESCE(delivered_ms, ?)"
+        " ELSE delivered_ms END WHERE id = ?",
         [
             (r.status, r.next_ms, r.status_code, r.error, r.status, r.at_ms + r.duration_ms,
              r.delivery_id)
