@@ -106,6 +106,12 @@ def field_path(expression: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("is not an http(s) URL")
+    return value
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
@@ -113,6 +119,7 @@ def _one_or_many(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 JMESPath = Annotated[str, AfterValidator(_check_jmespath)]
+HttpURL = Annotated[str, AfterValidator(_check_http_url)]
 Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
 
 
@@ -221,7 +228,7 @@ Pages = Annotated[
 class PollConfig(_Model):
     """How to poll an HTTP API that has no webhooks, and how to diff its answers."""
 
-    url: str
+    url: HttpURL
     method: str = "GET"
     headers: dict[str, SecretStr] = {}
     # Query parameters often carry API keys: kept out of reprs and error messages.
@@ -245,13 +252,6 @@ class PollConfig(_Model):
     def min_every_s(self) -> float:
         """The shortest interval between polls, in seconds."""
         return self.every.min_s if isinstance(self.every, AdaptiveEvery) else self.every
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("is not an http(s) URL")
-        return value
 
     @field_validator("ignore")
     @classmethod
@@ -364,7 +364,7 @@ class CircuitConfig(_Model):
 class TargetConfig(_Model):
     """Where events are delivered, signed as Standard Webhooks."""
 
-    url: str
+    url: HttpURL
     secret: Annotated[Secrets, AfterValidator(_check_whsec)]
     events: list[str] = ["*"]
     sources: list[str] | None = None
@@ -375,13 +375,6 @@ class TargetConfig(_Model):
     concurrency: int = Field(16, ge=1)
     rate: float | None = Field(None, gt=0)
     circuit: CircuitConfig = CircuitConfig()
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("is not an http(s) URL")
-        return value
 
 
 class ComparePair(_Model):

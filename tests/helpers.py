@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -38,6 +39,20 @@ def wait_until(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.02
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         time.sleep(interval_s)
+
+
+async def eventually(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.01) -> Any:
+    """Await until `predicate()` (sync or async) is truthy, for at most `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
 
 
 class _ThreadServer(uvicorn.Server):

@@ -13,7 +13,7 @@ import itertools
 import json
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from bridge.runtime import Runtime
 from bridge.store.base import AttemptRecord, DeliveryRow, NewEvent
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
-from tests.helpers import serve_app
+from tests.helpers import eventually, serve_app
 
 pytestmark = pytest.mark.anyio
 _keys = itertools.count()
@@ -126,20 +126,6 @@ class Bridge:
         # In a thread: the commands run their own event loop.
         runner = CliRunner()
         return await asyncio.to_thread(runner.invoke, cli, [*args, "-c", str(self.path)])
-
-
-async def eventually(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    """Await until `predicate()` (sync or async) is truthy, for at most `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,10 @@ from bridge.poll.fetch import retry_after_s
 from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
-from tests.helpers import free_port, run_cli, serve_app
+from tests.helpers import eventually, free_port, run_cli, serve_app
 from tests.poll_upstream import Upstream, upstream_app
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    """Await `predicate()` truthy, for at most `timeout_s` (without blocking the loop)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.02)
 
 
 def make_config(url: str, database: str = "bridge.db", **poll: Any) -> Config:
@@ -397,10 +384,12 @@ async def test_scheduler_backs_off_on_429_and_returns_after_success(env: Env) ->
     env.up.retry_after = "1"
     poller = env.make(every="200ms")
     await poller.start()
-    await until(lambda: poller.scheduler.delay_s("s") == 1.0)
+    await eventually(lambda: poller.scheduler.delay_s("s") == 1.0)
     env.up.fault = None
     count = env.up.request_count()
-    await until(lambda: env.up.request_count() > count and poller.scheduler.delay_s("s") == 0.2)
+    await eventually(
+        lambda: env.up.request_count() > count and poller.scheduler.delay_s("s") == 0.2
+    )
     state = await env.store.load_poll_state("s")
     assert state.baselined and state.failures >= 1
 
@@ -408,9 +397,9 @@ async def test_scheduler_backs_off_on_429_and_returns_after_success(env: Env) ->
 async def test_adaptive_interval_in_a_scheduler_run(env: Env) -> None:
     poller = env.make(every={"min": "50ms", "max": "400ms"})
     await poller.start()
-    await until(lambda: poller.scheduler.delay_s("s") == 0.4)  # slowed: 0.05 -> ... -> 0.4
+    await eventually(lambda: poller.scheduler.delay_s("s") == 0.4)  # slowed: 0.05 -> ... -> 0.4
     env.up.items[0]["n"] = 1
-    await until(lambda: poller.scheduler.delay_s("s") == 0.05, timeout_s=5)  # a change: fast
+    await eventually(lambda: poller.scheduler.delay_s("s") == 0.05, timeout_s=5)  # a change: fast
     assert changes(await env.events()) == [("updated", "1")]
     state = await env.store.load_poll_state("s")
     assert state.saved_requests > 1  # polls not made compared with polling every 50 ms
@@ -420,11 +409,11 @@ async def test_adaptive_interval_in_a_scheduler_run(env: Env) -> None:
 async def test_a_push_hint_polls_at_once(env: Env) -> None:
     poller = env.make(every="1h", on_push="hook")
     await poller.start()
-    await until(lambda: env.up.request_count() == 1)
-    await until(lambda: poller.scheduler._slots["s"].running is False)
+    await eventually(lambda: env.up.request_count() == 1)
+    await eventually(lambda: poller.scheduler._slots["s"].running is False)
     hint = Event(id="evt_x", source="hook", type="x", origin="push", data={}, recorded_ms=1)
     poller.runtime.hub.recorded([hint])
-    await until(lambda: env.up.request_count() == 2, timeout_s=5)
+    await eventually(lambda: env.up.request_count() == 2, timeout_s=5)
     other = Event(id="evt_y", source="s", type="x", origin="poll", data={}, recorded_ms=1)
     poller.runtime.hub.recorded([other])
     await asyncio.sleep(0.3)
@@ -436,12 +425,12 @@ async def test_never_two_polls_of_one_source_at_once(env: Env) -> None:
     env.up.fault = "hang-page2"
     poller = env.make(every="50ms", pages="link")
     await poller.start()
-    await until(lambda: env.up.hanging == 1)
+    await eventually(lambda: env.up.hanging == 1)
     await asyncio.sleep(0.5)  # ten intervals
     assert env.up.hanging == 1 and env.up.request_count() == 2  # one poll: pages 1 and 2
     env.up.fault = None
     env.up.release.set()
-    await until(lambda: env.up.request_count() >= 6)  # polling goes on afterwards
+    await eventually(lambda: env.up.request_count() >= 6)  # polling goes on afterwards
 
 
 async def test_a_hint_during_a_poll_polls_again_right_after(env: Env) -> None:
@@ -449,12 +438,12 @@ async def test_a_hint_during_a_poll_polls_again_right_after(env: Env) -> None:
     env.up.fault = "hang-page2"
     poller = env.make(every="1h", on_push="hook", pages="link")
     await poller.start()
-    await until(lambda: env.up.hanging == 1)
+    await eventually(lambda: env.up.hanging == 1)
     hint = Event(id="evt_x", source="hook", type="x", origin="push", data={}, recorded_ms=1)
     poller.runtime.hub.recorded([hint])
     env.up.fault = None
     env.up.release.set()
-    await until(lambda: env.up.request_count() == 4, timeout_s=5)  # two polls of two pages
+    await eventually(lambda: env.up.request_count() == 4, timeout_s=5)  # two polls of two pages
     await asyncio.sleep(0.2)
     assert env.up.request_count() == 4
 
@@ -462,10 +451,10 @@ async def test_a_hint_during_a_poll_polls_again_right_after(env: Env) -> None:
 async def test_reload_adds_removes_and_reschedules(env: Env) -> None:
     poller = env.make(every="1h")
     await poller.start()
-    await until(lambda: env.up.request_count() == 1)
+    await eventually(lambda: env.up.request_count() == 1)
     faster = make_config(env.url, every="100ms")
     await poller.reload(faster)
-    await until(lambda: env.up.request_count() >= 3)
+    await eventually(lambda: env.up.request_count() >= 3)
     assert poller.scheduler.delay_s("s") == 0.1
     data = faster.model_dump(by_alias=True, exclude={"path"})
     del data["sources"]["s"]
@@ -476,7 +465,7 @@ async def test_reload_adds_removes_and_reschedules(env: Env) -> None:
     await asyncio.sleep(0.4)
     assert env.up.request_count() == count
     await poller.reload(faster)
-    await until(lambda: env.up.request_count() > count)
+    await eventually(lambda: env.up.request_count() > count)
 
 
 def _plain(value: Any) -> Any:
