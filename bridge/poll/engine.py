@@ -105,6 +105,14 @@ async def detect(
             indexed, changes, upserts = await asyncio.to_thread(_plan, old, fetched.items, spec)
         else:
             indexed, changes, upserts = _plan(old, fetched.items, spec)
+        if fetched.items and not indexed.items:
+            # Items, but not one with a key: the answer's shape changed (a renamed id field),
+            # not every item deleted. Believing it would emit a delete for each stored item.
+            raise FetchError(
+                f"{source}: none of the {len(fetched.items)} items has a key at {poll.id!r}",
+                status=fetched.status,
+                reason="items",
+            )
     except jmespath.exceptions.JMESPathError as exc:
         # A function in an expression met a value of the wrong type in the answer.
         raise FetchError(
