@@ -52,6 +52,9 @@ SECRET_KEYS = frozenset(
     {"secret", "secrets", "admin_token", "token", "password", "headers", "params"}
 )
 
+# The most values a config file may hold: far more than any real one, few enough to check fast.
+MAX_VALUES = 100_000
+
 DEFAULT_RETRY_S = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
 
@@ -426,6 +429,8 @@ class _Loaded:
         self.lines: dict[Path_, int] = {}
         self.raw: dict[Path_, str] = {}  # the text before interpolation, shown in errors
         self._constructor = yaml.constructor.SafeConstructor()
+        self._values = 0  # values built so far, aliases counted each time they are used
+        self._open: set[int] = set()  # the nodes being built (an alias to one is a cycle)
 
     def error(self, path: Path_, message: str) -> ConfigError:
         return ConfigError(self.file, self.line_of(path), dotted(path), message)
@@ -438,6 +443,19 @@ class _Loaded:
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
+        self._values += 1
+        if self._values > MAX_VALUES:
+            # Aliases of aliases can expand a small file into billions of values.
+            raise self.error(path, f"the file expands to more than {MAX_VALUES} values (aliases?)")
+        if id(node) in self._open:
+            raise self.error(path, "an alias refers to a value that contains it")
+        self._open.add(id(node))
+        try:
+            return self._build(node, path)
+        finally:
+            self._open.discard(id(node))
+
+    def _build(self, node: yaml.Node, path: Path_) -> Any:
         if isinstance(node, yaml.MappingNode):
             self._constructor.flatten_mapping(node)
             out: dict[str, Any] = {}
@@ -646,13 +664,17 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
     loaded = _Loaded(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = {} if node is None else loaded.build(node, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError(file, line, "", f"not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(file, None, "", f"not valid YAML: {exc}") from None
-    data = {} if node is None else loaded.build(node, ())
+        # Its text has a second line pointing into "<unicode string>": keep the first.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(file, None, "", f"not valid YAML: {reason}") from None
+    except RecursionError:
+        raise ConfigError(file, None, "", "not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(file, 1, "", "the file must hold a mapping of keys")
     if "path" in data:
