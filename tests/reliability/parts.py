@@ -76,6 +76,7 @@ class Targets:
     hang_s: float = 5.0
     trickle_s: float = 0.3
     retry_after: str = "2"
+    delay_s: float = 0.0  # how long an "ok" answer takes
 
     def on(self, name: str) -> list[Hit]:
         return [h for h in list(self.hits) if h.path == name]
@@ -122,6 +123,8 @@ class Targets:
             return Response(status_code=302, headers={"Location": "/followed"})
         if mode == "410":
             return Response("gone", status_code=410)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return Response(status_code=204)
 
 
