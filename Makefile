@@ -3,11 +3,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck pytest chromium bench bench-quick clean
+.PHONY: help install demo test test-reliability lint typecheck pytest chromium bench bench-quick clean
 
 help:
 	@echo "make demo   polling vs push, measured: a simulated upstream through the bridge (all local)"
 	@echo "make test   install everything into .venv, then ruff, mypy and pytest"
+	@echo "make test-reliability   only the crash, fault and bad-input suite"
 	@echo "make bench  run the benchmarks"
 
 $(STAMP): pyproject.toml
@@ -41,6 +42,10 @@ chromium:
 	fi; true
 
 test: lint typecheck chromium pytest
+
+# The crash, fault and bad-input suite alone (make test runs it too).
+test-reliability: $(STAMP)
+	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -43,7 +43,9 @@ targets:
 OFFSETS = [-100_000, -3600, -400, -200, -30, 0, 30, 200, 400, 3600, 10**9]
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -94,7 +96,7 @@ def requests(draw: st.DrawFn) -> tuple[str, dict[str, str], bytes]:
         elif what == "body-random":
             body = draw(st.binary(max_size=300))
         elif what == "content-type":
-            headers["content-type"] = draw(st.sampled_from(["text/plain", "", "x/y; q=\"", "a"]))
+            headers["content-type"] = draw(st.sampled_from(["text/plain", "", 'x/y; q="', "a"]))
     return method, headers, body
 
 
@@ -154,7 +156,7 @@ RAW = [
     b"GARBAGE\r\n\r\n",
     b"POST /hooks/orders HTTP/1.1\r\nHost: x\r\nno-colon-here\r\n\r\n",
     b"POST /hooks/orders HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-    b"POST /hooks/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":",
+    b'POST /hooks/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"a":',
     b"POST /hooks/orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"POST /hooks/orders HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
     b"POST /hooks/orders HTTP/9.9\r\nHost: x\r\n\r\n",

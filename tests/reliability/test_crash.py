@@ -223,7 +223,6 @@ def test_kill_9_three_times_under_load_loses_nothing(
     assert sender.refused == {}
     assert len(sender.accepted) == MESSAGES
     assert sender.retries > 0, "the kills cut requests off"
-    print(f"sender retries {sender.retries}, deliveries {len(receivers.hits)}, served {len(up.served)}")
 
     check_pushed(db, receivers)
     served = {(key, v) for answer in up.served for key, v in answer.items()}
@@ -261,7 +260,9 @@ def check_polled(
     db: Path, receivers: Targets, final: dict[str, int], served: set[tuple[str, int]]
 ) -> None:
     """The polled events chain per item, use served versions, end in the final state."""
-    rows = query(db, "SELECT id, subject, change, data FROM events WHERE source = 'items' ORDER BY seq")
+    rows = query(
+        db, "SELECT id, subject, change, data FROM events WHERE source = 'items' ORDER BY seq"
+    )
     chains: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for _, key, change, data in rows:
         chains[key].append((change, json.loads(data)))

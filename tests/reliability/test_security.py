@@ -1,0 +1,175 @@
+"""Security: no secret in any log or command output, even at debug level and under every
+fault that logs; timestamps outside the tolerance refused; admin routes need the token.
+
+(That no redirect is ever followed on delivery is in test_target_faults.py: a 302 target's
+Location is never requested. Every test of this suite also ends with the log check, in
+conftest.py.)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.helpers import DaemonProcess, run_cli, serve_app, wait_until
+from tests.reliability.parts import (
+    INBOUND_SECRET,
+    TARGET_SECRET,
+    leaked_secrets,
+    query,
+    signed_headers,
+)
+
+pytestmark = pytest.mark.reliability
+
+GITHUB_SECRET = "github-secret-of-the-security-test"
+POLL_TOKEN = "poll-token-of-the-security-test"
+QUERY_TOKEN = "query-token-of-the-security-test"
+TARGET_KEY = "target-api-key-of-the-security-test"
+ADMIN_TOKEN = "admin-token-of-the-security-test"
+OTHER_SECRET = "whsec_" + base64.b64encode(b"a key that nobody configured!!!!").decode()
+ALL = [
+    INBOUND_SECRET,
+    TARGET_SECRET,
+    GITHUB_SECRET,
+    POLL_TOKEN,
+    QUERY_TOKEN,
+    TARGET_KEY,
+    ADMIN_TOKEN,
+]
+
+
+def echo_app() -> Starlette:
+    """An upstream that answers badly, echoing what it got (secrets included), and a target
+    that never succeeds."""
+    calls = {"items": 0, "sink": 0}
+
+    async def answer(request: Request) -> Response:
+        path = request.path_params["path"]
+        n = calls[path] = calls.get(path, 0) + 1
+        if path == "sink":
+            status = [500, 302, 401][n % 3]
+            return Response("no", status_code=status, headers={"Location": "/elsewhere"})
+        text = f"{dict(request.headers)} {request.url}"
+        status = [401, 500, 302, 200][n % 4]
+        if status == 200:
+            return Response("{not json " + text, status_code=200)
+        return Response(text, status_code=status, headers={"Location": f"/x?{text[:100]}"})
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])
+
+
+def test_no_secret_in_logs_or_output_under_faults_at_debug_level(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    with serve_app(echo_app()) as url:
+        proc = daemon(
+            f"""
+            database: bridge.db
+            server:
+              listen: 127.0.0.1:{{port}}
+              admin_token: {ADMIN_TOKEN}
+            sources:
+              orders:
+                webhook:
+                  verify: standard-webhooks
+                  secrets: [{INBOUND_SECRET}]
+              gh:
+                webhook:
+                  verify: github
+                  secrets: [{GITHUB_SECRET}]
+              api:
+                poll:
+                  url: {url}/items
+                  params: {{token: {QUERY_TOKEN}}}
+                  headers: {{Authorization: Bearer {POLL_TOKEN}}}
+                  every: 100ms
+                  id: id
+            targets:
+              sink:
+                url: {url}/sink
+                secret: {TARGET_SECRET}
+                headers: {{X-Api-Key: {TARGET_KEY}}}
+                timeout: 1s
+                retry: [100ms, 100ms, 100ms]
+            """,
+            "--log-level",
+            "debug",
+        )
+        body = b'{"type": "order.created"}'
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            # Signed with a secret the source does not have, signed right but stale, unsigned.
+            for headers in (
+                signed_headers(OTHER_SECRET, "m1", body),
+                signed_headers(INBOUND_SECRET, "m2", body, at_s=time.time() - 3600),
+                {"webhook-id": "m3", "webhook-timestamp": str(int(time.time()))},
+            ):
+                assert (
+                    client.post("/hooks/orders", content=body, headers=headers).status_code == 401
+                )
+            wrong = "sha256=" + hmac.new(b"wrong", body, hashlib.sha256).hexdigest()
+            r = client.post("/hooks/gh", content=body, headers={"x-hub-signature-256": wrong})
+            assert r.status_code == 401
+            # Accepted, then delivered to a target that fails in every way and echoes.
+            r = client.post(
+                "/hooks/orders", content=body, headers=signed_headers(INBOUND_SECRET, "m4", body)
+            )
+            assert r.status_code == 202
+            assert client.get("/", headers={"Authorization": "Bearer nope"}).status_code in (
+                401,
+                404,
+            )
+        db = tmp_path / "bridge.db"
+        wait_until(lambda: query(db, "SELECT status FROM deliveries") == [("dead",)], timeout_s=20)
+        wait_until(lambda: query(db, "SELECT failures FROM poll_state WHERE failures >= 4"))
+        outputs = [
+            run_cli(*args, "-c", str(proc.config_path))
+            for args in (("check",), ("deliveries", "--json"), ("targets",), ("events", "--json"))
+        ]
+        assert proc.terminate() == 0
+    log = proc.log()
+    assert "refused a webhook" in log and "poll failed" in log, "the faults were logged"
+    (tmp_path / "cli.log").write_text("\n".join(o.stdout + o.stderr for o in outputs))
+    assert leaked_secrets(tmp_path, extra=ALL) == []
+
+
+STANDARD = f"""
+database: bridge.db
+sources:
+  orders:
+    webhook:
+      verify: standard-webhooks
+      secrets: [{INBOUND_SECRET}]
+      tolerance: 60s
+"""
+
+
+# Seconds from now, and the answer: the tolerance is 60 s, and nothing lands near its edge.
+OFFSETS = [(-86400, 401), (-120, 401), (-66, 401), (-30, 202), (0, 202), (30, 202), (66, 401),
+           (3600, 401), (10**10, 401)]  # fmt: skip
+
+
+def test_timestamps_outside_the_tolerance_are_refused(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    proc = daemon(STANDARD)
+    body = b'{"type": "order.created"}'
+    for i, (offset_s, status) in enumerate(OFFSETS):
+        headers = signed_headers(INBOUND_SECRET, f"m{i}", body, at_s=time.time() + offset_s)
+        r = httpx.post(proc.url + "/hooks/orders", content=body, headers=headers)
+        assert r.status_code == status, offset_s
+    stored = {row[0] for row in query(tmp_path / "bridge.db", "SELECT upstream_id FROM events")}
+    assert stored == {f"m{i}" for i, (_, status) in enumerate(OFFSETS) if status == 202}
+    assert proc.terminate() == 0
+    assert proc.log().count("refused a webhook") == sum(s == 401 for _, s in OFFSETS)
