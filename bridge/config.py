@@ -428,6 +428,7 @@ class _Loaded:
         self.file = file
         self.lines: dict[Path_, int] = {}
         self.raw: dict[Path_, str] = {}  # the text before interpolation, shown in errors
+        self.multiline: set[Path_] = set()  # values written over several lines
         self._constructor = yaml.constructor.SafeConstructor()
         self._values = 0  # values built so far, aliases counted each time they are used
         self._open: set[int] = set()  # the nodes being built (an alias to one is a cycle)
@@ -479,6 +480,10 @@ class _Loaded:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         value = self._constructor.construct_object(node, deep=True)
+        if node.end_mark.line > node.start_mark.line and isinstance(node, yaml.ScalarNode):
+            # A value over several lines may have swallowed the next keys (a quote left open),
+            # secrets included: messages do not quote it.
+            self.multiline.add(path)
         if isinstance(value, str) and "${" in value:
             self.raw[path] = value
             value = self.interpolate(value, path)
@@ -528,6 +533,8 @@ def _is_secret_path(path: Path_) -> bool:
 def _show(loaded: _Loaded, path: Path_, value: Any) -> str:
     if _is_secret_path(path):
         return '"***"'
+    if path in loaded.multiline:
+        return "this value"
     if path in loaded.raw:
         return _quote(loaded.raw[path])
     if isinstance(value, str):

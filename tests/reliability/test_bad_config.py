@@ -131,6 +131,16 @@ def test_each_kind_of_mistake_is_one_line_and_status_2(
     assert message in err, err
 
 
+def test_a_quote_left_open_does_not_show_the_secrets_it_swallowed(tmp_path: Path) -> None:
+    # Found by the mutation test below: the value of `path` runs to the next quote, over the
+    # `secrets` line, and the message used to quote it.
+    text = VALID.replace("path: /hooks/github", "path: 'hooks/github")
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("max_body: 64KiB", "max_body: '"))
+    assert assert_clean_answer(path) == 2
+    assert "sources.gh.webhook.path: this value must start with /" in check(path)[2]
+
+
 @pytest.mark.parametrize(
     "content",
     [
