@@ -3,7 +3,7 @@ is lost.
 
 While a sender pushes 2,000 signed Standard Webhooks and an upstream's items change under a
 poll every 100 ms, the daemon is killed at seeded random moments and restarted on the same
-port and database. The sender acts as a provider: a request that got no answer (refused,
+port and database (and once reloaded with SIGHUP, which reschedules the poll). The sender acts as a provider: a request that got no answer (refused,
 reset, cut off) is sent again, with the same webhook-id and a fresh signature.
 
 What "nothing is lost" means here:
@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -145,6 +146,15 @@ class Mutator:
             self._step()
 
 
+def reload(proc: DaemonProcess, old: str, new: str) -> None:
+    """Change the daemon's config file and send SIGHUP; wait until it is applied."""
+    text = proc.config_path.read_text()
+    assert old in text
+    proc.config_path.write_text(text.replace(old, new))
+    proc.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in proc.log(), timeout_s=10)
+
+
 def config_text(upstream: str, targets: str) -> str:
     common = f"secret: {TARGET_SECRET}\n    timeout: 2s\n    retry: [200ms, 500ms, 1s, 1s, 1s]"
     return f"""
@@ -197,11 +207,16 @@ def test_kill_9_three_times_under_load_loses_nothing(
         sending.start()
         try:
             # Kill at seeded moments spread over the load, each a little after a threshold.
-            for threshold in sorted(rng.sample(range(MESSAGES // 10, MESSAGES * 8 // 10), KILLS)):
+            for i, threshold in enumerate(
+                sorted(rng.sample(range(MESSAGES // 10, MESSAGES * 8 // 10), KILLS))
+            ):
                 wait_until(lambda t=threshold: len(sender.accepted) >= t, timeout_s=60)
                 time.sleep(rng.uniform(0.0, 0.25))
                 procs[-1].kill()
                 procs.append(daemon(config, port=port))
+                if i == 0:
+                    # A reload under load too: the poll is rescheduled mid-flight.
+                    reload(procs[-1], "every: 100ms", "every: 150ms")
             assert sender.finished.wait(timeout=60), "the sender did not finish"
         finally:
             sender.stop.set()
