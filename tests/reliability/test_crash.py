@@ -3,8 +3,9 @@ is lost.
 
 While a sender pushes 2,000 signed Standard Webhooks and an upstream's items change under a
 poll every 100 ms, the daemon is killed at seeded random moments and restarted on the same
-port and database (and once reloaded with SIGHUP, which reschedules the poll). The sender acts as a provider: a request that got no answer (refused,
-reset, cut off) is sent again, with the same webhook-id and a fresh signature.
+port and database (and once reloaded with SIGHUP, which reschedules the poll). The sender
+acts as a provider: a request that got no answer (refused, reset, cut off) is sent again,
+with the same webhook-id and a fresh signature.
 
 What "nothing is lost" means here:
 - Pushed: every request answered 2xx is one stored event (the retries of a message are
