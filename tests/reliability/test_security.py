@@ -126,10 +126,11 @@ def test_no_secret_in_logs_or_output_under_faults_at_debug_level(
                 "/hooks/orders", content=body, headers=signed_headers(INBOUND_SECRET, "m4", body)
             )
             assert r.status_code == 202
-            assert client.get("/", headers={"Authorization": "Bearer nope"}).status_code in (
-                401,
-                404,
-            )
+            assert client.get("/", headers={"Authorization": "Bearer nope"}).status_code == 401
+            # What the admin and the scraper see holds no secret either.
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            shown = [client.get(p, headers=admin).text for p in ("/", "/api/status", "/metrics")]
+            (tmp_path / "pages.log").write_text("\n".join(shown))
         db = tmp_path / "bridge.db"
         wait_until(lambda: query(db, "SELECT status FROM deliveries") == [("dead",)], timeout_s=20)
         wait_until(lambda: query(db, "SELECT failures FROM poll_state WHERE failures >= 4"))
@@ -173,3 +174,40 @@ def test_timestamps_outside_the_tolerance_are_refused(
     assert stored == {f"m{i}" for i, (_, status) in enumerate(OFFSETS) if status == 202}
     assert proc.terminate() == 0
     assert proc.log().count("refused a webhook") == sum(s == 401 for _, s in OFFSETS)
+
+
+ADMIN_ROUTES = ["/", "/api/status"]
+
+
+def test_admin_routes_refuse_without_the_token(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    proc = daemon(
+        f"""
+        server:
+          listen: 127.0.0.1:{{port}}
+          admin_token: {ADMIN_TOKEN}
+        {STANDARD.strip()}
+        """.replace("\n        ", "\n")
+    )
+    with httpx.Client(base_url=proc.url, timeout=10) as client:
+        for path in ADMIN_ROUTES:
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong-token"},
+                {"Authorization": f"Basic {ADMIN_TOKEN}"},
+                {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"},
+                {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+            ):
+                r = client.get(path, headers=headers)
+                assert r.status_code == 401, (path, headers)
+                assert ADMIN_TOKEN not in r.text
+            r = client.get(path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert r.status_code == 200, path
+            assert ADMIN_TOKEN not in r.text and INBOUND_SECRET not in r.text
+        # The routes for machines and providers stay open.
+        assert client.get("/healthz").status_code == 200
+        body = b'{"type": "order.created"}'
+        headers = signed_headers(INBOUND_SECRET, "m1", body)
+        assert client.post("/hooks/orders", content=body, headers=headers).status_code == 202
+    assert proc.terminate() == 0
