@@ -206,7 +206,8 @@ def test_admin_routes_refuse_without_the_token(
             assert r.status_code == 200, path
             assert ADMIN_TOKEN not in r.text and INBOUND_SECRET not in r.text
         # The routes for machines and providers stay open.
-        assert client.get("/healthz").status_code == 200
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert client.get(path).status_code == 200, path
         body = b'{"type": "order.created"}'
         headers = signed_headers(INBOUND_SECRET, "m1", body)
         assert client.post("/hooks/orders", content=body, headers=headers).status_code == 202
