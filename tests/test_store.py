@@ -215,3 +215,33 @@ def test_closed_store_refuses_writes(tmp_path: Path) -> None:
 def test_unsupported_url_scheme() -> None:
     with pytest.raises(StoreError, match="not supported"):
         open_store("mysql://localhost/db")
+
+
+def test_a_locked_database_fails_queued_writes_at_once_then_recovers(store: SQLiteStore) -> None:
+    from bridge.store.writer import BUSY_TIMEOUT_MS, DEGRADED_BUSY_TIMEOUT_MS
+
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def many() -> list[object]:
+        return await asyncio.gather(
+            *(store.record_event(make_event("locked", str(i))) for i in range(20)),
+            return_exceptions=True,
+        )
+
+    try:
+        results = asyncio.run(many())
+        # All of them fail as unavailable (none waits its own busy timeout in turn) ...
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert store.writer.is_degraded
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # ... and once the lock is gone, writes succeed and the normal patience returns.
+    busy = store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert busy == DEGRADED_BUSY_TIMEOUT_MS  # read inside the first commit after the lock
+    assert asyncio.run(store.record_event(make_event("locked", "after"))) is True
+    assert not store.writer.is_degraded
+    busy = store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert busy == BUSY_TIMEOUT_MS
+    assert asyncio.run(store.count_events(source="locked")) == 1

@@ -24,7 +24,7 @@ from bridge.store.migrations import MIGRATIONS
 from bridge.store.sqlite_outbox import SQLiteOutbox
 from bridge.store.sqlite_poll import SQLitePollState
 from bridge.store.sqlite_report import SQLiteReport
-from bridge.store.writer import Writer, translate
+from bridge.store.writer import BUSY_TIMEOUT_MS, Writer, translate
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
@@ -36,8 +36,10 @@ _EVENT_COLUMNS = (
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode with the bridge's pragmas."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")

@@ -28,6 +28,10 @@ from bridge.errors import StoreError, StoreUnavailable
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
 
+# How long a write waits for another process's lock: normally, and once a wait has failed.
+BUSY_TIMEOUT_MS = 5000
+DEGRADED_BUSY_TIMEOUT_MS = 200
+
 # Words in SQLite's messages for conditions that pass: try again later.
 _TRANSIENT = ("locked", "busy", "disk", "full", "readonly", "i/o", "unable to open")
 
@@ -59,6 +63,8 @@ class Writer:
         # Test hook: when set, every commit fails with this error (a fault at the store).
         self.fault: sqlite3.Error | None = None
         self.commits = 0
+        # True after a write lock could not be had, until the next successful commit.
+        self.is_degraded = False
 
     def start(self) -> None:
         """Open the write connection in the writer thread; raise if it cannot be opened."""
@@ -122,25 +128,18 @@ class Writer:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         started = time.perf_counter()
-        done: list[tuple[_Op, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            self._fail(batch, translate(exc))
+            error = translate(exc)
+            # Everything queued behind this batch would wait out the same lock, one busy
+            # timeout each: fail it all now, and wait only briefly until a commit succeeds,
+            # so callers (an inbound request's provider) get a prompt "try again later".
+            self._fail(batch + self._drain(), error)
+            if isinstance(error, StoreUnavailable):
+                self._set_degraded(conn, True)
             return
-        for op in batch:
-            if not op.future.set_running_or_notify_cancel():
-                continue
-            conn.execute("SAVEPOINT op")
-            try:
-                result = op.fn(conn)
-            except BaseException as exc:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                op.future.set_exception(translate(exc) if isinstance(exc, sqlite3.Error) else exc)
-                continue
-            conn.execute("RELEASE op")
-            done.append((op, result))
+        done = self._apply(conn, batch)
         try:
             if self.fault is not None:
                 raise self.fault
@@ -154,11 +153,54 @@ class Writer:
                 op.future.set_exception(error)
             return
         self.commits += 1
+        if self.is_degraded:
+            self._set_degraded(conn, False)
         for op, result in done:
             op.future.set_result(result)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > 250:
             log.info("slow commit: %d writes in %.0f ms", len(done), elapsed_ms)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, batch: list[_Op]) -> list[tuple[_Op, Any]]:
+        """Run each operation in its own savepoint; one that raises rolls back alone."""
+        done: list[tuple[_Op, Any]] = []
+        for op in batch:
+            if not op.future.set_running_or_notify_cancel():
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op.fn(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                op.future.set_exception(translate(exc) if isinstance(exc, sqlite3.Error) else exc)
+                continue
+            conn.execute("RELEASE op")
+            done.append((op, result))
+        return done
+
+    def _drain(self) -> list[_Op]:
+        """Take every operation waiting in the queue (a stop request stays queued)."""
+        ops: list[_Op] = []
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except queue.Empty:
+                return ops
+            if op is None:
+                self._queue.put(None)
+                return ops
+            ops.append(op)
+
+    def _set_degraded(self, conn: sqlite3.Connection, is_degraded: bool) -> None:
+        busy_ms = DEGRADED_BUSY_TIMEOUT_MS if is_degraded else BUSY_TIMEOUT_MS
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        self.is_degraded = is_degraded
+        if is_degraded:
+            log.warning("the database is locked: failing writes fast until a commit succeeds")
+        else:
+            log.info("the database can be written again")
 
     @staticmethod
     def _fail(batch: list[_Op], error: BaseException) -> None:
