@@ -2,6 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: help install demo test test-reliability lint typecheck pytest chromium bench bench-quick clean
 
@@ -9,7 +10,7 @@ help:
 	@echo "make demo   polling vs push, measured: a simulated upstream through the bridge (all local)"
 	@echo "make test   install everything into .venv, then ruff, mypy and pytest"
 	@echo "make test-reliability   only the crash, fault and bad-input suite"
-	@echo "make bench  run the benchmarks"
+	@echo "make bench  run the benchmarks (make bench-quick: under 2 minutes)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +24,8 @@ demo: $(STAMP)
 	$(BIN)/bridge demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests
-	$(BIN)/ruff format --check bridge tests
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -46,6 +47,20 @@ test: lint typecheck chromium pytest
 # The crash, fault and bad-input suite alone (make test runs it too).
 test-reliability: $(STAMP)
 	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
+
+# wrk (Debian's package) is optional: without it the aiohttp generator does the closed loop.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get install -y -qq wrk >/dev/null 2>&1; } \
+		|| echo "wrk not installed: the aiohttp generator will do the closed loop"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The bridge's benchmarks: `make bench` / `make bench-quick`, or `python -m bench`."""

@@ -1,0 +1,40 @@
+"""The figures of `make bench`, in the order they run. Each is `run(ctx) -> list[Row]`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.context import Context
+from bench.figures import delivery, e2e, idle, ingest, poll_diff, poll_scale
+from bench.stats import Row
+
+Figure = Callable[[Context], list[Row]]
+
+FIGURES: dict[str, Figure] = {
+    "ingest": ingest.run,
+    "delivery": delivery.run,
+    "e2e": e2e.run,
+    "poll-diff": poll_diff.run,
+    "poll-scale": poll_scale.run,
+    "idle": idle.run,
+}
+
+# The goals in words, shown even when a figure cannot run.
+GOALS: dict[str, str] = {
+    "ingest": ">= 0.5x accepted/s; p99 < 20 ms at 1,000 req/s",
+    "delivery": ">= 0.5x events/s",
+    "e2e": "p50 < 5 ms, p99 < 25 ms",
+    "poll-diff": "< 1 s CPU per poll, < 300 MB peak RSS",
+    "poll-scale": "lag p99 < 100 ms",
+    "idle": "none set (report only)",
+}
+
+# The names in the table (the keys above are for --only).
+TITLES: dict[str, str] = {
+    "ingest": "ingest",
+    "delivery": "delivery",
+    "e2e": "end to end",
+    "poll-diff": "poll diff",
+    "poll-scale": "poll scale",
+    "idle": "idle cost",
+}

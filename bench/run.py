@@ -1,0 +1,156 @@
+"""Run the benchmarks: `python -m bench [--quick] [--only NAME ...]`.
+
+Each figure is measured against a baseline taken in the same run, on the same machine, a few
+seconds apart, because the machine is shared and noisy: the ratio is what to read. The
+table goes to the terminal, the rows and the machine to `bench/results.json` (quick runs:
+`bench/results-quick.json`). `--markdown FILE` prints a results file as the README's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import machine
+from bench.context import Context, Settings
+from bench.figures import FIGURES, GOALS, TITLES
+from bench.procs import NotAvailable
+from bench.stats import Row, format_number, results_document, unavailable
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("bench")
+
+
+def run_figure(name: str, ctx: Context, console: Console) -> tuple[list[Row], bool]:
+    """Run one figure; a figure that cannot run or fails becomes a row saying so."""
+    console.print(f"[bold]{name}[/bold] ...", end=" ")
+    started = time.monotonic()
+    try:
+        rows = FIGURES[name](ctx)
+    except NotAvailable as exc:
+        console.print(f"[yellow]not available[/yellow]: {exc}")
+        return [unavailable(TITLES[name], str(exc), GOALS[name])], True
+    except Exception as exc:
+        console.print(f"[red]failed[/red]: {exc.__class__.__name__}: {exc}")
+        traceback.print_exc(file=sys.stderr)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        row = unavailable(TITLES[name], "", GOALS[name])
+        row.note = f"failed: {exc.__class__.__name__}: {first}"
+        return [row], False
+    took = time.monotonic() - started
+    console.print(f"done in {took:.1f} s")
+    for row in rows:
+        row.extra.setdefault("figure_s", round(took, 1))
+    return rows, True
+
+
+def _met(value: bool | None) -> str:
+    return {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[value]
+
+
+def table(rows: list[dict[str, Any]], title: str) -> Table:
+    """The rich table of a results document's rows."""
+    out = Table(title=title, title_justify="left")
+    for column in ("figure", "metric", "value", "baseline", "ratio", "goal", "met?"):
+        out.add_column(
+            column, justify="right" if column in ("value", "baseline", "ratio") else "left"
+        )
+    for r in rows:
+        out.add_row(
+            r["figure"],
+            r["metric"] if r["metric"] != "-" else f"[yellow]{r['note']}[/yellow]",
+            format_number(r["value"], r["unit"]),
+            format_number(r["baseline"], r["unit"]),
+            f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-",
+            r["goal"] or "none set",
+            _met(r["met"]),
+        )
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """A results document as a Markdown table with its machine line."""
+    m = doc["machine"]
+    lines = [
+        f"Measured {doc['date'][:16].replace('T', ' ')} UTC ({'quick' if doc['quick'] else 'full'}"
+        f" run) on {m['cores']} cores ({m['cpu']}), Python {m['python']}, SQLite {m['sqlite']}.",
+        "",
+        "| figure | metric | value | baseline (same run) | ratio | goal | met? |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in doc["figures"]:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        metric = r["metric"] if r["metric"] != "-" else r["note"]
+        base = format_number(r["baseline"], r["unit"])
+        if r["baseline_name"]:
+            base += f" ({r['baseline_name']})"
+        lines.append(
+            f"| {r['figure']} | {metric} | {format_number(r['value'], r['unit'])} | {base} "
+            f"| {ratio} | {r['goal'] or 'none set'} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="Shorter runs (under 2 minutes).")
+    parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="Run only these.")
+    parser.add_argument("--out", type=Path, help="Where to write the results JSON.")
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (logs).")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="FILE", help="Print FILE (results JSON) as Markdown."
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the figures asked for; print the table; write the results. Exit 1 if one failed."""
+    args = parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
+    console = Console(width=160)
+    settings = Settings.quick_run() if args.quick else Settings.full_run()
+    out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    started = datetime.now(UTC)
+    root = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    ctx = Context(settings, root)
+    rows: list[Row] = []
+    all_ran = True
+    clock = time.monotonic()
+    try:
+        for name in args.only or FIGURES:
+            got, ran = run_figure(name, ctx, console)
+            rows += got
+            all_ran = all_ran and ran
+    finally:
+        if args.keep or not all_ran:
+            console.print(f"scratch folder with the logs: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    doc = results_document(
+        rows,
+        machine.describe(),
+        quick=settings.quick,
+        started=started.isoformat(timespec="seconds"),
+        duration_s=time.monotonic() - clock,
+    )
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    console.print(table(doc["figures"], f"bridge benchmarks ({'quick' if args.quick else 'full'})"))
+    if doc["missed"]:
+        console.print("missed goals: " + "; ".join(doc["missed"]))
+    console.print(f"written to {out} in {doc['duration_s']:.0f} s")
+    return 0 if all_ran else 1

@@ -1,0 +1,172 @@
+"""The benchmark harness's pure parts: percentiles, ratios, goals, lags and results.json.
+
+The benchmarks themselves run only with `make bench`; these keep their arithmetic honest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from bench.apps import big_items, find_seq, revision
+from bench.load import WEBHOOK_SECRET, sign, signed_requests
+from bench.run import markdown, table
+from bench.stats import (
+    Goal,
+    Row,
+    format_number,
+    latency_summary_ms,
+    pair_latencies_s,
+    percentile,
+    ratio,
+    results_document,
+    schedule_lags_s,
+    unavailable,
+)
+
+MACHINE = {"cores": 2, "cpu": "test cpu", "python": "3.11.7", "sqlite": "3.45.0"}
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    data = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(data, 0) == 1.0
+    assert percentile(data, 50) == 3.0
+    assert percentile(data, 100) == 5.0
+    assert percentile(data, 25) == 2.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    assert math.isclose(percentile(range(1, 101), 99), 99.01)
+
+
+def test_percentile_refuses_nothing_and_bad_pct() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_ratio_needs_a_positive_baseline() -> None:
+    assert ratio(5.0, 10.0) == 0.5
+    assert ratio(None, 10.0) is None
+    assert ratio(5.0, None) is None
+    assert ratio(5.0, 0.0) is None
+    assert ratio(5.0, -1.0) is None
+
+
+def test_goals_on_value_and_on_ratio() -> None:
+    fast = Goal("value", "<", 20, "ms")
+    assert fast.describe() == "< 20 ms"
+    assert fast.is_met(19.9, None) is True
+    assert fast.is_met(20.0, None) is False
+    assert fast.is_met(None, 1.0) is None
+    half = Goal("ratio", ">=", 0.5)
+    assert half.describe() == ">= 0.5x"
+    assert half.is_met(1.0, 0.5) is True
+    assert half.is_met(1e9, 0.49) is False
+
+
+def test_a_row_computes_its_ratio_and_whether_it_met_its_goal() -> None:
+    row = Row("ingest", "accepted/s", "req/s", 3000.0, 8000.0, "bare", Goal("ratio", ">=", 0.5))
+    assert row.ratio == 0.375
+    assert row.met is False
+    assert Row("idle cost", "cpu", "% core", 1.0, 0.5).met is None
+
+
+def test_latency_summary_is_in_milliseconds() -> None:
+    summary = latency_summary_ms([0.001] * 99 + [0.1])
+    assert summary["p50_ms"] == pytest.approx(1.0)
+    assert summary["max_ms"] == pytest.approx(100.0)
+    assert summary["count"] == 100
+    assert latency_summary_ms([]) == {}
+
+
+def test_schedule_lags_count_repeats_from_each_sources_first_poll() -> None:
+    s = 1_000_000_000
+    log = [
+        ("a", 0), ("a", 10 * s + 5_000_000), ("a", 20 * s + 1_000_000),
+        ("b", 3 * s), ("b", 13 * s - 1_000),  # a hair early: no lag
+        ("c", 7 * s),  # polled once: nothing to say
+    ]  # fmt: skip
+    lags = sorted(schedule_lags_s(log, 10.0))
+    assert lags == pytest.approx([0.0, 0.001, 0.005])
+
+
+def test_a_missed_poll_counts_as_a_whole_interval_late() -> None:
+    s = 1_000_000_000
+    assert schedule_lags_s([("a", 0), ("a", 20 * s)], 10.0) == pytest.approx([10.0])
+
+
+def test_pair_latencies_match_by_seq_and_count_the_missing() -> None:
+    sent = {0: 1_000, 1: 2_000, 2: 3_000}
+    arrivals = [(1, 2_500), (0, 4_000), (0, 9_000), (7, 1), (-1, 5)]
+    latencies, missing = pair_latencies_s(sent, arrivals)
+    assert sorted(latencies) == pytest.approx([500e-9, 3000e-9])
+    assert missing == 1
+
+
+def test_results_document_shape() -> None:
+    rows = [
+        Row("ingest", "accepted/s", "req/s", 3000.0, 8000.0, "bare", Goal("ratio", ">=", 0.5)),
+        Row("poll diff", "CPU per poll", "s", 0.5, 0.25, "bare", Goal("value", "<", 1, "s")),
+        unavailable("idle cost", "the polling engine is not here", "none set (report only)"),
+    ]
+    doc = results_document(
+        rows, MACHINE, quick=True, started="2026-11-29T09:00:00+00:00", duration_s=12.34
+    )
+    assert set(doc) == {"schema", "date", "quick", "duration_s", "machine", "figures", "missed"}
+    assert doc["machine"]["cores"] == 2
+    assert doc["missed"] == ["ingest accepted/s"]
+    first, second, third = doc["figures"]
+    assert first["ratio"] == 0.375 and first["met"] is False and first["goal"] == ">= 0.5x"
+    assert second["ratio"] == 2.0 and second["met"] is True
+    assert third["value"] is None and third["note"].startswith("not available: ")
+    assert third["goal"] == "none set (report only)"
+    # It must survive a trip through JSON unchanged.
+    assert json.loads(json.dumps(doc)) == doc
+    text = markdown(doc)
+    assert (
+        "| ingest | accepted/s | 3,000 req/s | 8,000 req/s (bare) | 0.38x | >= 0.5x | **no** |"
+        in text
+    )
+    assert "not available: the polling engine is not here" in text
+    assert table(doc["figures"], "t").row_count == 3
+
+
+def test_format_number_keeps_three_significant_digits() -> None:
+    assert format_number(None) == "-"
+    assert format_number(0) == "0"
+    assert format_number(12345.6, "req/s") == "12,346 req/s"
+    assert format_number(12.345, "ms") == "12.3 ms"
+    assert format_number(1.2345) == "1.23"
+    assert format_number(0.012345) == "0.0123"
+
+
+def test_the_bench_signs_as_the_reference_library_verifies() -> None:
+    # The public test vector of Standard Webhooks.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert (
+        sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}')
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
+    (req,) = signed_requests(1)
+    assert Webhook(WEBHOOK_SECRET).verify(req.body, req.headers)["seq"] == 0
+
+
+def test_the_upstream_changes_exactly_one_percent_per_generation() -> None:
+    for generation in (0, 1, 57, 99, 100, 101, 250):
+        before, after = big_items(1000, generation), big_items(1000, generation + 1)
+        changed = [a["id"] for a, b in zip(before, after, strict=True) if a != b]
+        assert len(changed) == 10
+        assert all(i % 100 == (generation + 1) % 100 for i in changed)
+    assert revision(5, 4) == 0 and revision(5, 5) == 1 and revision(5, 105) == 2
+    assert revision(0, 99) == 0 and revision(0, 100) == 1
+
+
+def test_the_receiver_finds_seq_in_a_delivered_cloudevent() -> None:
+    assert find_seq({"seq": 3}) == 3
+    assert find_seq({"id": "evt_1", "data": {"type": "x", "seq": 7}}) == 7
+    assert find_seq({"data": {"object": {"seq": 9}}}) == 9
+    assert find_seq({"data": {"seq": "7"}}) is None
+    assert find_seq([1, 2]) is None
