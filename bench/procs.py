@@ -161,16 +161,31 @@ def start_app(
     return start(name or app, argv, workdir, port=port, health="/_health")
 
 
+@contextlib.contextmanager
 def start_daemon(
     workdir: Path, config_text: str, *, name: str = "bridge", log_level: str = "info"
-) -> contextlib.AbstractContextManager[Proc]:
-    """Write a config (its server listening on a free port) and start `bridge run` on it."""
+) -> Iterator[Proc]:
+    """Write a config (its server listening on a free port) and start `bridge run` on it.
+
+    With `$BENCH_PROFILE_DIR` set (`python -m bench --profile`), py-spy samples the daemon
+    from the moment it is healthy until it stops, and a summary of the hottest functions is
+    written there.
+    """
     port = free_port()
     config = f"database: {name}.db\nserver:\n  listen: 127.0.0.1:{port}\n" + config_text
     path = workdir / f"{name}.yaml"
     path.write_text(config)
     argv = [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", log_level]
-    return start(name, argv, workdir, port=port, health="/healthz")
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    with start(name, argv, workdir, port=port, health="/healthz") as proc:
+        if not profile_dir:
+            yield proc
+            return
+        from bench import profile
+
+        with profile.py_spy(proc.pid, Path(profile_dir) / workdir.name):
+            yield proc
+            proc.stop()
 
 
 class CpuSampler:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -111,6 +112,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="Where to write the results JSON.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (logs).")
     parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="Sample the daemon with py-spy into DIR."
+    )
+    parser.add_argument(
         "--markdown", type=Path, metavar="FILE", help="Print FILE (results JSON) as Markdown."
     )
     return parser.parse_args(argv)
@@ -125,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=160)
     settings = Settings.quick_run() if args.quick else Settings.full_run()
     out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ["BENCH_PROFILE_DIR"] = str(args.profile.resolve())
     started = datetime.now(UTC)
     root = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     ctx = Context(settings, root)
