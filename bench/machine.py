@@ -62,4 +62,6 @@ def describe() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "packages": {name: _version(name) for name in PACKAGES},
         "wrk": _wrk_version(),
+        # The machine is shared: how busy it was when the run began says how far to trust it.
+        "load_1m": round(os.getloadavg()[0], 2),
     }

@@ -195,3 +195,25 @@ def pair_latencies_s(
             arrived.add(seq)
             latencies.append(max(0, at_ns - sent_ns[seq]) / 1e9)
     return latencies, len(set(sent_ns) - arrived)
+
+
+def missed_lags_s(
+    requests: Iterable[tuple[str, int]], every_s: float, end_ns: int, grace_s: float = 1.0
+) -> list[float]:
+    """Lower bounds of the lag of polls that were due but had not come by `end_ns`.
+
+    For each source, the repeats due at `t0 + k * every_s` after its last request and at
+    least `grace_s` before the end never arrived: each is at least `end - due` late.
+    """
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for source, at_ns in requests:
+        first[source] = min(at_ns, first.get(source, at_ns))
+        count[source] = count.get(source, 0) + 1
+    lags = []
+    for source, t0 in first.items():
+        k = count[source]  # the next repeat (k = 1 is the first one after t0)
+        while (due_ns := t0 + round(k * every_s * 1e9)) <= end_ns - grace_s * 1e9:
+            lags.append((end_ns - due_ns) / 1e9)
+            k += 1
+    return lags

@@ -19,6 +19,7 @@ from bench.stats import (
     Row,
     format_number,
     latency_summary_ms,
+    missed_lags_s,
     pair_latencies_s,
     percentile,
     ratio,
@@ -96,6 +97,15 @@ def test_schedule_lags_count_repeats_from_each_sources_first_poll() -> None:
 def test_a_missed_poll_counts_as_a_whole_interval_late() -> None:
     s = 1_000_000_000
     assert schedule_lags_s([("a", 0), ("a", 20 * s)], 10.0) == pytest.approx([10.0])
+
+
+def test_repeats_that_never_came_count_as_late_as_the_window_end() -> None:
+    s = 1_000_000_000
+    log = [("a", 0), ("a", 10 * s), ("b", 5 * s)]
+    # a: the repeat due at 20 s never came (end 25 s): at least 5 s late. b: due at 15 s: 10 s.
+    assert sorted(missed_lags_s(log, 10.0, end_ns=25 * s)) == pytest.approx([5.0, 10.0])
+    # A repeat due less than the grace before the end may still be on its way.
+    assert missed_lags_s([("a", 0)], 10.0, end_ns=int(10.5 * s)) == []
 
 
 def test_pair_latencies_match_by_seq_and_count_the_missing() -> None:
