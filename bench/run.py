@@ -105,6 +105,18 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def replace_marked(text: str, table_md: str) -> str:
+    """`text` with what lies between the bench markers replaced by `table_md`."""
+    head, sep, rest = text.partition(START)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise SystemExit(f"README.md has no {START} ... {END} markers")
+    return f"{head}{START}\n{table_md}\n{END}{tail}"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Shorter runs (under 2 minutes).")
@@ -117,6 +129,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--markdown", type=Path, metavar="FILE", help="Print FILE (results JSON) as Markdown."
     )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        metavar="FILE",
+        help="Put FILE (results JSON) as the table in README.md between its bench markers.",
+    )
     return parser.parse_args(argv)
 
 
@@ -125,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
+        return 0
+    if args.readme:
+        readme = HERE.parent / "README.md"
+        text = replace_marked(readme.read_text(), markdown(json.loads(args.readme.read_text())))
+        readme.write_text(text)
         return 0
     console = Console(width=160)
     settings = Settings.quick_run() if args.quick else Settings.full_run()

@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 
 from bench.apps import big_items, find_seq, revision
 from bench.load import WEBHOOK_SECRET, sign, signed_requests
-from bench.run import markdown, table
+from bench.run import markdown, replace_marked, table
 from bench.stats import (
     Goal,
     Row,
@@ -180,3 +180,12 @@ def test_the_receiver_finds_seq_in_a_delivered_cloudevent() -> None:
     assert find_seq({"data": {"object": {"seq": 9}}}) == 9
     assert find_seq({"data": {"seq": "7"}}) is None
     assert find_seq([1, 2]) is None
+
+
+def test_the_readme_table_is_replaced_between_its_markers() -> None:
+    text = "intro\n<!-- bench:start -->\nold table\n<!-- bench:end -->\noutro\n"
+    assert replace_marked(text, "| new |") == (
+        "intro\n<!-- bench:start -->\n| new |\n<!-- bench:end -->\noutro\n"
+    )
+    with pytest.raises(SystemExit):
+        replace_marked("no markers", "| new |")
