@@ -57,6 +57,13 @@ def run_figure(name: str, ctx: Context, console: Console) -> tuple[list[Row], bo
     return rows, True
 
 
+def format_ratio(value: float | None) -> str:
+    """A ratio for the table: `0.61x`, `9.15x`, `6,018x`."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
+
+
 def _met(value: bool | None) -> str:
     return {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[value]
 
@@ -74,7 +81,7 @@ def table(rows: list[dict[str, Any]], title: str) -> Table:
             r["metric"] if r["metric"] != "-" else f"[yellow]{r['note']}[/yellow]",
             format_number(r["value"], r["unit"]),
             format_number(r["baseline"], r["unit"]),
-            f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-",
+            format_ratio(r["ratio"]),
             r["goal"] or "none set",
             _met(r["met"]),
         )
@@ -86,13 +93,14 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
         f"Measured {doc['date'][:16].replace('T', ' ')} UTC ({'quick' if doc['quick'] else 'full'}"
-        f" run) on {m['cores']} cores ({m['cpu']}), Python {m['python']}, SQLite {m['sqlite']}.",
+        f" run) on {m['cores']} cores ({m['cpu']}), Python {m['python']}, SQLite {m['sqlite']};"
+        f" load average {m.get('load_1m', '?')} as it began.",
         "",
         "| figure | metric | value | baseline (same run) | ratio | goal | met? |",
         "| --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
     for r in doc["figures"]:
-        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        ratio = format_ratio(r["ratio"])
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         metric = r["metric"] if r["metric"] != "-" else r["note"]
         base = format_number(r["baseline"], r["unit"])
@@ -102,6 +110,11 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {r['figure']} | {metric} | {format_number(r['value'], r['unit'])} | {base} "
             f"| {ratio} | {r['goal'] or 'none set'} | {met} |"
         )
+    notes = [
+        f"- {r['figure']}: {r['note']}" for r in doc["figures"] if r["note"] and r["metric"] != "-"
+    ]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)
 
 
