@@ -52,7 +52,7 @@ test-reliability: $(STAMP)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get install -y -qq wrk >/dev/null 2>&1; } \
+		&& (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk) >/dev/null 2>&1; } \
 		|| echo "wrk not installed: the aiohttp generator will do the closed loop"
 	touch $(BENCH_STAMP)
 
