@@ -43,6 +43,9 @@ from bridge.store.base import PollCommit, PollOutcome, PollState
 
 log = logging.getLogger("bridge.poll")
 
+# How many first polls start per second when the daemon starts many sources.
+FIRST_POLLS_PER_S = 100
+
 # Answers with more items than this are indexed and diffed in a worker thread, so that a
 # large source does not hold up the event loop (webhooks, other polls) for long.
 THREAD_THRESHOLD = 5_000
@@ -166,10 +169,15 @@ class Poller:
         return self._scheduler
 
     async def start(self) -> None:
-        """Schedule every polled source; each first poll runs within a second."""
+        """Schedule every polled source; the first polls start at most 100 a second."""
         self.scheduler.start()
-        for name, poll in poll_sources(self.config).items():
-            self.scheduler.add(name, poll)
+        sources = poll_sources(self.config)
+        # 1,000 sources starting within one second would queue in the HTTP pool and keep
+        # that burst on every interval after: spread them, 100 a second, over at most each
+        # source's interval (a few sources still all start within the first second).
+        spread_s = max(1.0, len(sources) / FIRST_POLLS_PER_S)
+        for name, poll in sources.items():
+            self.scheduler.add(name, poll, spread_s)
         self.runtime.hub.subscribe(self._on_events)
         if poll_sources(self.config):
             log.info("polling %d sources", len(poll_sources(self.config)))

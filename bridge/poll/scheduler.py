@@ -105,12 +105,15 @@ class Scheduler:
         slot = self._slots.get(name)
         return slot.delay_s if slot else None
 
-    def add(self, name: str, poll: PollConfig) -> None:
-        """Schedule a source: its first poll within a second, then every (minimum) interval."""
+    def add(self, name: str, poll: PollConfig, spread_s: float = 1.0) -> None:
+        """Schedule a source: its first poll within `spread_s`, then every (minimum) interval."""
         base = poll.min_every_s
         self._slots[name] = _Slot(poll, base, base)
-        # Spread the first polls so that many sources do not all fire at the same instants.
-        first = datetime.now().astimezone() + timedelta(seconds=random.uniform(0, min(base, 1.0)))
+        # Spread the first polls, and so every later one (each keeps its phase), so that many
+        # sources do not all fire at the same instants.
+        first = datetime.now().astimezone() + timedelta(
+            seconds=random.uniform(0, min(base, spread_s))
+        )
         self._scheduler.add_job(
             self._run,
             trigger=self._trigger(poll, base, first),
