@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -117,8 +118,19 @@ def test_next_due_and_redelivery(any_store: Store) -> None:
     assert asyncio.run(store.enable_target("t")) is False
 
 
-def test_one_poll_lease_per_source_until_it_expires(backend: Callable[..., Store]) -> None:
-    one, two = backend("one"), backend("two")
+@pytest.fixture
+def pg_pair(postgres_url: str) -> Iterator[tuple[Store, Store]]:
+    """Two replicas on one PostgreSQL database."""
+    one, two = open_store(postgres_url, "one"), open_store(postgres_url, "two")
+    one.open()
+    two.open()
+    yield one, two
+    one.close()
+    two.close()
+
+
+def test_one_poll_lease_per_source_until_it_expires(pg_pair: tuple[Store, Store]) -> None:
+    one, two = pg_pair
     at = now_ms()
 
     async def race() -> list[bool]:
@@ -149,6 +161,25 @@ def test_one_poll_lease_per_source_until_it_expires(backend: Callable[..., Store
     live = asyncio.run(holder.list_replicas(at + 1_800, 5_000))
     assert [r.id for r in live] == [holder.replica_id]
     assert asyncio.run(holder.acquire_poll_lease("src2", at + 1_800, at + 2_800)) is True
+
+
+def test_the_sqlite_poll_lease_is_single_process(tmp_path: Path) -> None:
+    # One machine, one bridge: a bridge restarted after a crash (a new replica id) polls at
+    # once rather than waiting out the dead process's lease.
+    path = str(tmp_path / "b.db")
+    dead, restarted = open_store(path, "dead"), open_store(path, "restarted")
+    dead.open()
+    restarted.open()
+    try:
+        at = now_ms()
+        assert asyncio.run(dead.acquire_poll_lease("src", at, at + 60_000)) is True
+        assert asyncio.run(restarted.acquire_poll_lease("src", at + 1, at + 60_000)) is True
+        asyncio.run(restarted.heartbeat(at, at))
+        (row,) = asyncio.run(restarted.list_replicas(at, 5_000))
+        assert row.poll_leases == ("src",)
+    finally:
+        dead.close()
+        restarted.close()
 
 
 def test_replicas_that_stop_beating_are_not_listed(any_store: Store) -> None:

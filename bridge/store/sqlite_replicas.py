@@ -1,8 +1,9 @@
 """SQLite implementation of the replicas' part of the store: heartbeats and poll leases.
 
-SQLite serves the processes of one machine: usually one bridge, but a second process on
-the same file (a CLI, a second bridge) sees the same leases, which the writer takes inside
-its `BEGIN IMMEDIATE` transactions, hence atomically.
+SQLite is one machine's store, run by one bridge: its poll lease is single-process. The
+poller always gets it (the lease row only records who polls, for `bridge status`), so a
+bridge restarted after a crash, under a new replica id, polls at once instead of waiting
+for the dead process's lease to run out. Several bridges sharing work need PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from bridge.store.base import ReplicaRow
 T = TypeVar("T")
 
 
-def _acquire(conn: sqlite3.Connection, source: str, owner: str, now_ms: int, until_ms: int) -> bool:
-    cur = conn.execute(
-        "INSERT INTO poll_leases (source, owner, until_ms) VALUES (?, ?, ?)"
-        " ON CONFLICT (source) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms"
-        " WHERE poll_leases.owner = excluded.owner OR poll_leases.until_ms <= ?",
-        (source, owner, until_ms, now_ms),
+def _acquire(conn: sqlite3.Connection, source: str, owner: str, until_ms: int) -> bool:
+    conn.execute(
+        "INSERT OR REPLACE INTO poll_leases (source, owner, until_ms) VALUES (?, ?, ?)",
+        (source, owner, until_ms),
     )
-    return cur.rowcount == 1
+    return True
 
 
 def _replicas(conn: sqlite3.Connection, now_ms: int, live_ms: int) -> list[ReplicaRow]:
@@ -62,7 +61,7 @@ class SQLiteReplicas:
 
     async def acquire_poll_lease(self, source: str, now_ms: int, until_ms: int) -> bool:
         owner = self.replica_id
-        return await self.write(lambda conn: _acquire(conn, source, owner, now_ms, until_ms))
+        return await self.write(lambda conn: _acquire(conn, source, owner, until_ms))
 
     async def release_poll_lease(self, source: str) -> None:
         owner = self.replica_id
