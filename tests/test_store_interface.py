@@ -9,11 +9,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bridge import logs
+from bridge.config import load_config
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, mask_url, open_store
 from bridge.store.base import AttemptRecord, PollCommit, PollOutcome, TargetState
 from bridge.store.migrations import MIGRATIONS
+from tests.helpers import run_cli
 
 
 def make_event(source: str, upstream: str) -> Event:
@@ -219,3 +222,39 @@ def test_postgres_url_schemes_select_the_backend() -> None:
     for url in ("postgres://u@127.0.0.1/db", "postgresql://u@127.0.0.1/db"):
         assert type(open_store(url)).__name__ == "PostgresStore"
     assert type(open_store("bridge.db")).__name__ == "SQLiteStore"
+
+
+def test_the_database_password_is_masked_by_the_cli_and_the_logs(write_config) -> None:
+    path = write_config(
+        """
+        database: postgresql://bridge:hunter2-secret@127.0.0.1:1/db?password=hunter3-secret
+        """
+    )
+    check = run_cli("check", "-c", str(path))
+    assert check.returncode == 0 and "postgresql://bridge:***@127.0.0.1:1/db" in check.stdout
+    run = run_cli("run", "-c", str(path), timeout_s=30)
+    assert run.returncode == 1 and "cannot be reached" in run.stderr
+    for result in (check, run):
+        assert "hunter" not in result.stdout + result.stderr
+    secrets = set(logs.config_secrets(load_config(str(path))))
+    assert {"hunter2-secret", "hunter3-secret"} <= secrets
+
+
+def test_report_timings(any_store: Store) -> None:
+    store = any_store
+    events = [make_event("src", str(i)) for i in range(4)]
+    asyncio.run(store.record_events([NewEvent(e, ["t"]) for e in events]))
+    at = now_ms()
+    claims = asyncio.run(store.claim_due({"t": 2}, at, at + 1_000)).claims
+    done = [
+        AttemptRecord(c.delivery_id, c.event.id, "t", at, 7, 204, None, None, "delivered", at)
+        for c in claims
+    ]
+    asyncio.run(store.record_attempts(done))
+    timings = asyncio.run(store.event_timings())
+    assert [t.source for t in timings] == ["src"] * 4
+    assert len(asyncio.run(store.event_timings(limit=3))) == 3
+    assert asyncio.run(store.event_timings(since_ms=at + 60_000)) == []
+    delivered = asyncio.run(store.delivery_timings())
+    assert [(d.target, d.delivered_ms) for d in delivered] == [("t", at + 7)] * 2
+    assert len(asyncio.run(store.delivery_timings(limit=1))) == 1

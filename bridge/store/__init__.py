@@ -19,8 +19,11 @@ def default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+_SECRET_PARAMS = ("pass", "secret", "token")  # query parameters that carry a credential
+
+
 def mask_url(location: str) -> str:
-    """`location` safe to show: a URL's password replaced by `***` (a path as it is)."""
+    """`location` safe to show: a URL's password (in it or as a parameter) shown as `***`."""
     if "://" not in location:
         return location
     try:
@@ -28,11 +31,19 @@ def mask_url(location: str) -> str:
         password = parts.password
     except ValueError:
         return location.split("://", 1)[0] + "://***"
-    if not password:
-        return location
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    if password:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
+    if parts.query:
+        params = [
+            param.split("=", 1)[0] + "=***"
+            if "=" in param and any(w in param.split("=", 1)[0].lower() for w in _SECRET_PARAMS)
+            else param
+            for param in parts.query.split("&")
+        ]
+        parts = parts._replace(query="&".join(params))
+    return urlunsplit(parts)
 
 
 def open_store(location: str, replica_id: str | None = None) -> Store:
