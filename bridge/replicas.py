@@ -40,7 +40,11 @@ class Heartbeat:
     async def start(self) -> None:
         """Record the first heartbeat, then one every HEARTBEAT_S."""
         store = self.runtime.store
-        await self._beat()
+        try:
+            await self._beat()
+        except StoreError as exc:
+            # Not a reason to refuse to start: the engines wait for the store on their own.
+            log.warning("heartbeat not recorded: %s", exc)
         log.info("replica %s started", store.replica_id)
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, mask_url, open_store
 from bridge.store.base import AttemptRecord, PollCommit, PollOutcome, TargetState
 from bridge.store.migrations import MIGRATIONS
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_until
 
 
 def make_event(source: str, upstream: str) -> Event:
@@ -258,3 +259,18 @@ def test_report_timings(any_store: Store) -> None:
     delivered = asyncio.run(store.delivery_timings())
     assert [(d.target, d.delivered_ms) for d in delivered] == [("t", at + 7)] * 2
     assert len(asyncio.run(store.delivery_timings(limit=1))) == 1
+
+
+def test_status_lists_a_running_replica_and_drops_it_on_a_clean_stop(daemon) -> None:
+    proc = daemon("database: bridge.db\n", "--replica-id", "solo")
+    config = str(proc.config_path)
+
+    def listed() -> str | None:
+        shown = run_cli("status", "-c", config)
+        return shown.stdout if "solo" in shown.stdout else None
+
+    text = wait_until(listed, timeout_s=10)
+    assert "replicas" in text and "replica solo" in proc.log()
+    assert proc.terminate() == 0
+    after = run_cli("status", "--json", "-c", config)
+    assert json.loads(after.stdout)["replicas"] == []
