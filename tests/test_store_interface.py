@@ -274,3 +274,23 @@ def test_status_lists_a_running_replica_and_drops_it_on_a_clean_stop(daemon) -> 
     assert proc.terminate() == 0
     after = run_cli("status", "--json", "-c", config)
     assert json.loads(after.stdout)["replicas"] == []
+
+
+def test_postgres_survives_its_connections_being_cut(postgres_url: str) -> None:
+    name = f"bridge-cut-{now_ms()}"
+    store = open_store(f"{postgres_url}&application_name={name}")
+    store.open()
+    try:
+        assert asyncio.run(store.record_event(make_event("cut", "before"))) is True
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            cut = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            ).fetchone()
+        assert cut and cut[0] >= 1
+        # The pooled connection is dead: the store runs the write again on a new one.
+        assert asyncio.run(store.record_event(make_event("cut", "after"))) is True
+        assert asyncio.run(store.count_events(source="cut")) == 2
+    finally:
+        store.close()

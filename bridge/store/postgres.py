@@ -222,14 +222,21 @@ class PostgresStore(PostgresPollState, PostgresOutbox, PostgresReport, PostgresR
     # -- plumbing --------------------------------------------------------------------------
 
     async def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn(conn)` in one transaction, again if it lost a deadlock to another replica."""
+        """Run `fn(conn)` in one transaction; run it again if it lost a deadlock to another
+        replica, or once if its pooled connection had been cut (a server restart, a proxy)."""
         pool = self._pool
         if pool is None:
             raise StoreError("the store is closed")
         for attempt in range(1, _RETRIES + 1):
+            is_broken = False
             try:
-                async with pool.connection() as conn, conn.transaction():
-                    result = await fn(conn)
+                async with pool.connection() as conn:
+                    try:
+                        async with conn.transaction():
+                            result = await fn(conn)
+                    except psycopg.OperationalError:
+                        is_broken = conn.broken
+                        raise
                 self.commits += 1
                 return result
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
@@ -237,6 +244,12 @@ class PostgresStore(PostgresPollState, PostgresOutbox, PostgresReport, PostgresR
                     raise
                 log.debug("transaction conflicted with another replica; running it again")
                 await asyncio.sleep(0.01 * attempt)
+            except psycopg.OperationalError:
+                # Every write is idempotent or lease-guarded, so running one again after a
+                # cut whose commit may have gone through writes nothing twice that matters.
+                if not is_broken or attempt > 1:
+                    raise
+                log.info("a database connection was cut; running the transaction again")
         raise AssertionError("unreachable")
 
     async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
