@@ -183,14 +183,19 @@ def test_pushes_spread_over_three_replicas_survive_a_kill_9(group: Group) -> Non
         with group.sink.lock:
             return wanted <= group.sink.hits.keys()
 
-    # The dead replica's claims are taken over once their leases run out (timeout + margin).
     wait_until(delivered, timeout_s=45, interval_s=0.2)
     store = group.store()
     try:
-        # One event per push, whichever replica took it; none left undelivered.
+        # One event per push, whichever replica took it.
         assert asyncio.run(store.count_events(source="shop")) == PUSHES
-        counts = asyncio.run(store.delivery_counts())
-        assert counts["sink"].get("delivered", 0) == PUSHES, counts
+
+        def all_recorded() -> dict[str, int] | None:
+            counts = asyncio.run(store.delivery_counts())["sink"]
+            return counts if counts.get("delivered") == PUSHES else None
+
+        # Requests the dead replica sent but did not record are claimed by the others once
+        # their leases run out (the timeout plus a margin), sent again, and recorded.
+        assert wait_until(all_recorded, timeout_s=30, interval_s=0.2) == {"delivered": PUSHES}
     finally:
         store.close()
     # The two replicas left both delivered; the group reports them, not the dead one.
@@ -233,9 +238,12 @@ def test_one_replica_polls_each_interval_and_another_takes_over(group: Group) ->
     # Never two polls within one interval, across the three replicas and the takeover.
     with up.lock:
         times = [t for t in up.request_times if t >= started - INTERVAL_S]
+    # A poll can start late on a busy machine and the next one on time, so a gap may be a
+    # little short of the interval; polls by several replicas would come at random phases,
+    # often much closer (and two or three times as many).
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert gaps and min(gaps) >= 0.6 * INTERVAL_S, gaps
-    assert len(times) <= (times[-1] - times[0]) / INTERVAL_S + 2
+    assert gaps and min(gaps) >= 0.4 * INTERVAL_S, gaps
+    assert len(times) <= (times[-1] - times[0]) / INTERVAL_S + 2, gaps
 
 
 def test_the_same_upstream_id_at_two_replicas_at_once_is_one_event(group: Group) -> None:
