@@ -6,7 +6,7 @@ caller awaits the result: the caller's loop never blocks on the database, and th
 works from any loop (the daemon's, each `asyncio.run` of the CLI) much as the SQLite
 store's writer thread does. Each store call is one transaction on a pooled connection;
 a transaction that loses a deadlock or a serialization conflict to another replica is run
-again.
+again, and so is one whose pooled connection had been cut (once).
 
 What makes replicas safe (see the mixins):
 - events: `INSERT ... ON CONFLICT (id) DO NOTHING`, so two replicas that receive the same
@@ -47,7 +47,7 @@ log = logging.getLogger("bridge.store")
 EVENT_COLUMNS = "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data"
 # Any number fits: it only has to be the same for every replica of one database.
 _MIGRATION_LOCK = 0x627269646765
-_RETRIES = 5  # runs of one transaction that lost a deadlock or a serialization conflict
+_RETRIES = 5  # runs of one transaction at most (deadlocks, conflicts, a cut connection)
 _POOL_MAX = 8
 _CONNECT_TIMEOUT_S = 10.0
 
