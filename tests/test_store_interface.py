@@ -165,6 +165,12 @@ def test_one_poll_lease_per_source_until_it_expires(pg_pair: tuple[Store, Store]
     live = asyncio.run(holder.list_replicas(at + 1_800, 5_000))
     assert [r.id for r in live] == [holder.replica_id]
     assert asyncio.run(holder.acquire_poll_lease("src2", at + 1_800, at + 2_800)) is True
+    # Released right after a poll, a lease is handed over when the next poll is due, not
+    # before: no second poll within the interval.
+    assert asyncio.run(holder.acquire_poll_lease("src3", at, at + 9_000, at + 1_000)) is True
+    asyncio.run(holder.release_poll_lease("src3"))
+    assert asyncio.run(other.acquire_poll_lease("src3", at + 999, at + 9_000)) is False
+    assert asyncio.run(other.acquire_poll_lease("src3", at + 1_000, at + 9_000)) is True
 
 
 def test_the_sqlite_poll_lease_is_single_process(tmp_path: Path) -> None:

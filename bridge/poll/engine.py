@@ -232,13 +232,14 @@ class Poller:
 
         The lease lasts the interval plus the time a poll may take: the holder renews it at
         each of its polls and keeps the source; when it dies, another replica takes over
-        once the lease runs out (see README, "Running several bridges").
+        once the lease runs out; when it stops, once the interval is over (see README,
+        "Running several bridges").
         """
         at_ms = now_ms()
         lease_s = interval_s + poll.timeout_s + poll.jitter_s
         try:
             held = await self.runtime.store.acquire_poll_lease(
-                name, at_ms, at_ms + round(lease_s * 1000)
+                name, at_ms, at_ms + round(lease_s * 1000), at_ms + round(interval_s * 1000)
             )
         except StoreError as exc:
             log.warning("%s: poll skipped, the lease could not be taken: %s", name, exc)
@@ -252,7 +253,7 @@ class Poller:
         return held
 
     async def _release_leases(self, names: set[str]) -> None:
-        """Give up these sources' leases, so another replica may poll them at once."""
+        """Give up these sources' leases: another replica polls them from their next due time."""
         for name in sorted(names):
             self._leased.discard(name)
             try:

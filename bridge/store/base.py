@@ -162,16 +162,21 @@ class PollStore(ABC):
         """The state and stats of every source ever polled, by name."""
 
     @abstractmethod
-    async def acquire_poll_lease(self, source: str, now_ms: int, until_ms: int) -> bool:
+    async def acquire_poll_lease(
+        self, source: str, now_ms: int, until_ms: int, handover_ms: int | None = None
+    ) -> bool:
         """Take or renew this replica's lease on polling `source` until `until_ms`, atomically.
 
         True when this replica holds the lease now; False while another replica's lease on
-        the source has not expired (that replica polls it).
+        the source has not expired (that replica polls it). `handover_ms` is the earliest
+        time another replica may take the lease if this one releases it (the next poll's
+        due time; None: at once).
         """
 
     @abstractmethod
     async def release_poll_lease(self, source: str) -> None:
-        """Give up this replica's lease on `source` so another replica may poll it at once."""
+        """Give up this replica's lease on `source`: another replica may take it from its
+        handover time on (see `acquire_poll_lease`), not before."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -160,7 +160,7 @@ def m0004_replicas(db: sqlite_utils.Database) -> None:
         not_null={"started_ms", "heartbeat_ms"},
     )
     db.table("poll_leases").create(
-        {"source": str, "owner": str, "until_ms": int},
+        {"source": str, "owner": str, "until_ms": int, "handover_ms": int},
         pk="source",
         not_null={"owner", "until_ms"},
     )

@@ -123,7 +123,8 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             """CREATE TABLE poll_leases (
                 source TEXT PRIMARY KEY,
                 owner TEXT NOT NULL,
-                until_ms BIGINT NOT NULL
+                until_ms BIGINT NOT NULL,
+                handover_ms BIGINT
             )""",
             "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT",
         ),

@@ -21,10 +21,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _ACQUIRE = (
-    "INSERT INTO poll_leases (source, owner, until_ms) VALUES (%s, %s, %s)"
-    " ON CONFLICT (source) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms"
+    "INSERT INTO poll_leases (source, owner, until_ms, handover_ms) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (source) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms,"
+    " handover_ms = excluded.handover_ms"
     " WHERE poll_leases.owner = excluded.owner OR poll_leases.until_ms <= %s"
 )
+# A released lease runs until its handover time: a source released right after a poll is
+# not polled again by another replica before the interval is over.
+_RELEASE = "UPDATE poll_leases SET until_ms = LEAST(until_ms, coalesce(handover_ms, 0))"
 
 
 async def _replicas(conn: Conn, now_ms: int, live_ms: int) -> list[ReplicaRow]:
@@ -59,11 +63,13 @@ class PostgresReplicas:
 
         async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
 
-    async def acquire_poll_lease(self, source: str, now_ms: int, until_ms: int) -> bool:
+    async def acquire_poll_lease(
+        self, source: str, now_ms: int, until_ms: int, handover_ms: int | None = None
+    ) -> bool:
         owner = self.replica_id
 
         async def acquire(conn: Conn) -> bool:
-            cur = await conn.execute(_ACQUIRE, (source, owner, until_ms, now_ms))
+            cur = await conn.execute(_ACQUIRE, (source, owner, until_ms, handover_ms, now_ms))
             return cur.rowcount == 1
 
         return await self.run(acquire)
@@ -72,9 +78,7 @@ class PostgresReplicas:
         owner = self.replica_id
 
         async def release(conn: Conn) -> None:
-            await conn.execute(
-                "DELETE FROM poll_leases WHERE source = %s AND owner = %s", (source, owner)
-            )
+            await conn.execute(f"{_RELEASE} WHERE source = %s AND owner = %s", (source, owner))
 
         await self.run(release)
 
@@ -95,7 +99,7 @@ class PostgresReplicas:
 
         async def remove(conn: Conn) -> None:
             await conn.execute("DELETE FROM replicas WHERE id = %s", (owner,))
-            await conn.execute("DELETE FROM poll_leases WHERE owner = %s", (owner,))
+            await conn.execute(f"{_RELEASE} WHERE owner = %s", (owner,))
 
         await self.run(remove)
 

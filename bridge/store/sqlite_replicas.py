@@ -17,10 +17,16 @@ from bridge.store.base import ReplicaRow
 T = TypeVar("T")
 
 
-def _acquire(conn: sqlite3.Connection, source: str, owner: str, until_ms: int) -> bool:
+_RELEASE = "UPDATE poll_leases SET until_ms = min(until_ms, coalesce(handover_ms, 0))"
+
+
+def _acquire(
+    conn: sqlite3.Connection, source: str, owner: str, until_ms: int, handover_ms: int | None
+) -> bool:
     conn.execute(
-        "INSERT OR REPLACE INTO poll_leases (source, owner, until_ms) VALUES (?, ?, ?)",
-        (source, owner, until_ms),
+        "INSERT OR REPLACE INTO poll_leases (source, owner, until_ms, handover_ms)"
+        " VALUES (?, ?, ?, ?)",
+        (source, owner, until_ms, handover_ms),
     )
     return True
 
@@ -59,16 +65,16 @@ class SQLiteReplicas:
 
         async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
-    async def acquire_poll_lease(self, source: str, now_ms: int, until_ms: int) -> bool:
+    async def acquire_poll_lease(
+        self, source: str, now_ms: int, until_ms: int, handover_ms: int | None = None
+    ) -> bool:
         owner = self.replica_id
-        return await self.write(lambda conn: _acquire(conn, source, owner, until_ms))
+        return await self.write(lambda conn: _acquire(conn, source, owner, until_ms, handover_ms))
 
     async def release_poll_lease(self, source: str) -> None:
         owner = self.replica_id
         await self.write(
-            lambda conn: conn.execute(
-                "DELETE FROM poll_leases WHERE source = ? AND owner = ?", (source, owner)
-            )
+            lambda conn: conn.execute(f"{_RELEASE} WHERE source = ? AND owner = ?", (source, owner))
         )
 
     async def heartbeat(self, started_ms: int, now_ms: int) -> None:
@@ -86,7 +92,7 @@ class SQLiteReplicas:
 
         def remove(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM replicas WHERE id = ?", (owner,))
-            conn.execute("DELETE FROM poll_leases WHERE owner = ?", (owner,))
+            conn.execute(f"{_RELEASE} WHERE owner = ?", (owner,))
 
         await self.write(remove)
 
