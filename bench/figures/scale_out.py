@@ -163,6 +163,13 @@ def measure_setup(
     }
 
 
+def shares(label: str, rate: float, count: int, commits_per_s: float | None) -> str:
+    """The note of a row: the rate per replica and the database's commits per second."""
+    if commits_per_s is None:
+        return ""
+    return f"{label}: {rate / count:,.0f}/s per replica, {commits_per_s:,.0f} commits/s"
+
+
 def baselines(ctx: Context, sink: Proc) -> tuple[float, float]:
     """The bare app's accepted/s and the bare aiohttp loop's deliveries/s."""
     s = ctx.settings
@@ -197,15 +204,18 @@ def run(ctx: Context) -> list[Row]:
                 with fresh_schema(pg) as url:
                     got = measure_setup(ctx, work, url, pg, count, sink)
             ingest, delivery = float(got["ingest"] or 0), float(got["delivery"] or 0)
+            ingest_note = shares(label, ingest, count, got["ingest_commits_per_s"])
             rows.append(
                 Row("scale-out", f"accepted/s, {label}", "req/s", ingest, bare_ingest,
-                    "bare Starlette 204", note=str(got["note"] or ""),
+                    "bare Starlette 204",
+                    note="; ".join(n for n in (ingest_note, got["note"]) if n),
                     extra={"per_replica": round(ingest / count, 1),
                            "db_commits_per_s": got["ingest_commits_per_s"]})
             )  # fmt: skip
             rows.append(
                 Row("scale-out", f"delivered/s, {label}", "ev/s", delivery, bare_delivery,
                     f"bare aiohttp loop, {CONCURRENCY} in flight",
+                    note=shares(label, delivery, count, got["delivery_commits_per_s"]),
                     extra={"per_replica": round(delivery / count, 1),
                            "db_commits_per_s": got["delivery_commits_per_s"]})
             )  # fmt: skip

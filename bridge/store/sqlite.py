@@ -125,6 +125,7 @@ class SQLiteStore(SQLitePollState, SQLiteOutbox, SQLiteReport, SQLiteReplicas, S
 
         self.path = str(path)
         self.replica_id = replica_id or default_replica_id()
+        self._recorded_leases: set[str] = set()
         self.writer = Writer(self._open_writer)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []

@@ -1,9 +1,11 @@
 """SQLite implementation of the replicas' part of the store: heartbeats and poll leases.
 
 SQLite is one machine's store, run by one bridge: its poll lease is single-process. The
-poller always gets it (the lease row only records who polls, for `bridge status`), so a
-bridge restarted after a crash, under a new replica id, polls at once instead of waiting
-for the dead process's lease to run out. Several bridges sharing work need PostgreSQL.
+poller always gets it, so a bridge restarted after a crash, under a new replica id, polls at
+once instead of waiting for the dead process's lease to run out. The lease row only records
+who polls, for `bridge status`: it is written when the poller first takes a source, not at
+every poll, so leases cost the writer nothing per poll. Several bridges sharing work need
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,16 +19,12 @@ from bridge.store.base import ReplicaRow
 T = TypeVar("T")
 
 
-_RELEASE = "UPDATE poll_leases SET until_ms = min(until_ms, coalesce(handover_ms, 0))"
-
-
-def _acquire(
-    conn: sqlite3.Connection, source: str, owner: str, until_ms: int, handover_ms: int | None
-) -> bool:
+def _acquire(conn: sqlite3.Connection, source: str, owner: str) -> bool:
+    # No expiry: a lease row stands for "polled by" until its owner releases it or another
+    # process takes the source.
     conn.execute(
-        "INSERT OR REPLACE INTO poll_leases (source, owner, until_ms, handover_ms)"
-        " VALUES (?, ?, ?, ?)",
-        (source, owner, until_ms, handover_ms),
+        "INSERT OR REPLACE INTO poll_leases (source, owner, until_ms) VALUES (?, ?, ?)",
+        (source, owner, 2**62),
     )
     return True
 
@@ -58,6 +56,7 @@ class SQLiteReplicas:
     """Mixed into SQLiteStore; uses its `read`, `write` and `replica_id`."""
 
     replica_id: str
+    _recorded_leases: set[str]  # sources whose lease row names this store's replica
 
     if TYPE_CHECKING:
 
@@ -68,13 +67,20 @@ class SQLiteReplicas:
     async def acquire_poll_lease(
         self, source: str, now_ms: int, until_ms: int, handover_ms: int | None = None
     ) -> bool:
+        if source in self._recorded_leases:
+            return True
         owner = self.replica_id
-        return await self.write(lambda conn: _acquire(conn, source, owner, until_ms, handover_ms))
+        await self.write(lambda conn: _acquire(conn, source, owner))
+        self._recorded_leases.add(source)
+        return True
 
     async def release_poll_lease(self, source: str) -> None:
         owner = self.replica_id
+        self._recorded_leases.discard(source)
         await self.write(
-            lambda conn: conn.execute(f"{_RELEASE} WHERE source = ? AND owner = ?", (source, owner))
+            lambda conn: conn.execute(
+                "DELETE FROM poll_leases WHERE source = ? AND owner = ?", (source, owner)
+            )
         )
 
     async def heartbeat(self, started_ms: int, now_ms: int) -> None:
@@ -92,8 +98,9 @@ class SQLiteReplicas:
 
         def remove(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM replicas WHERE id = ?", (owner,))
-            conn.execute(f"{_RELEASE} WHERE owner = ?", (owner,))
+            conn.execute("DELETE FROM poll_leases WHERE owner = ?", (owner,))
 
+        self._recorded_leases.clear()
         await self.write(remove)
 
     async def list_replicas(self, now_ms: int, live_ms: int) -> list[ReplicaRow]:
