@@ -163,19 +163,30 @@ def start_app(
 
 @contextlib.contextmanager
 def start_daemon(
-    workdir: Path, config_text: str, *, name: str = "bridge", log_level: str = "info"
+    workdir: Path,
+    config_text: str,
+    *,
+    name: str = "bridge",
+    log_level: str = "info",
+    database: str | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[Proc]:
     """Write a config (its server listening on a free port) and start `bridge run` on it.
+
+    `database` replaces the default file `NAME.db` (a PostgreSQL URL, for replicas); `args`
+    go to `bridge run` (`--replica-id ID`).
 
     With `$BENCH_PROFILE_DIR` set (`python -m bench --profile`), py-spy samples the daemon
     from the moment it is healthy until it stops, and a summary of the hottest functions is
     written there.
     """
     port = free_port()
-    config = f"database: {name}.db\nserver:\n  listen: 127.0.0.1:{port}\n" + config_text
+    database = database or f"{name}.db"
+    config = f'database: "{database}"\nserver:\n  listen: 127.0.0.1:{port}\n' + config_text
     path = workdir / f"{name}.yaml"
     path.write_text(config)
-    argv = [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", log_level]
+    argv = [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", log_level,
+            *args]  # fmt: skip
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
     with start(name, argv, workdir, port=port, health="/healthz") as proc:
         if not profile_dir:

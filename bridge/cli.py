@@ -18,6 +18,7 @@ from bridge import __version__
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.events import format_time
+from bridge.store import mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,7 +91,7 @@ def check(config_path: str) -> None:
     """Validate the config and print a summary of its sources and targets (secrets masked)."""
     config = read_config(config_path)
     click.echo(f"{config_path}: ok")
-    click.echo(f"  database  {config.database_path}")
+    click.echo(f"  database  {mask_url(config.database_path)}")
     click.echo(f"  listen    {config.server.listen}")
     if config.server.admin_token:
         click.echo("  admin     token set (***)")
@@ -131,14 +132,20 @@ def check(config_path: str) -> None:
     type=click.Choice(["text", "json"]),
     help="Log lines as text or JSON objects.",
 )
+@click.option(
+    "--replica-id",
+    envvar="BRIDGE_REPLICA_ID",
+    metavar="ID",
+    help="This bridge's name among those sharing one database (default: host name and pid).",
+)
 @handle_errors
-def run(config_path: str, log_level: str, log_format: str) -> None:
+def run(config_path: str, log_level: str, log_format: str, replica_id: str | None) -> None:
     """Run the bridge: poll sources, receive webhooks and deliver events, until stopped."""
     from bridge import daemon, logs
 
     config = read_config(config_path)
     logs.configure(log_level, log_format, logs.config_secrets(config))
-    daemon.run(config)
+    daemon.run(config, replica_id)
 
 
 @cli.command()

@@ -66,9 +66,11 @@ def build_components(runtime: Runtime) -> list[Component]:
     from bridge.deliver.worker import Deliverer
     from bridge.poll.engine import Poller
     from bridge.receive.app import Receiver
+    from bridge.replicas import Heartbeat
     from bridge.web.status import Status
 
     components: list[Component] = []
+    components.append(Heartbeat(runtime))
     components.append(Deliverer(runtime))
     components.append(Receiver(runtime))
     components.append(Poller(runtime))
@@ -86,8 +88,11 @@ class Daemon:
         sock: socket.socket | None = None,
         config_path: Path | None = None,
         notifier: Notifier | None = None,
+        replica_id: str | None = None,
     ) -> None:
         self.config = config
+        # This process's name among the bridges sharing the database (default host-pid).
+        self.replica_id = replica_id
         # The file SIGHUP re-reads: the one the config came from.
         self.config_path = config_path or config.path
         self.notifier = notifier or Notifier(None)
@@ -169,7 +174,7 @@ class Daemon:
 
     async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
         """Run until asked to stop; raise StartupError if the daemon cannot start."""
-        store = open_store(self.config.database_path)
+        store = open_store(self.config.database_path, self.replica_id)
         try:
             store.open()
         except StoreError as exc:
@@ -210,12 +215,14 @@ class Daemon:
             self.listening = f"{host}:{port}"
             self.notifier.ready(await self.status_line())
             log.info(
-                "bridge listening on %s:%d with %d sources and %d targets (database %s)",
+                "bridge listening on %s:%d with %d sources and %d targets (database %s,"
+                " replica %s)",
                 host,
                 port,
                 len(self.config.sources),
                 len(self.config.targets),
                 store.location,
+                store.replica_id,
             )
             if on_ready:
                 on_ready(self)
@@ -236,12 +243,12 @@ class Daemon:
         log.info("stopped")
 
 
-def run(config: Config) -> None:
+def run(config: Config, replica_id: str | None = None) -> None:
     """Run the daemon in this process until SIGTERM or SIGINT; raise StartupError on failure."""
 
     async def main() -> None:
         notifier = Notifier.from_env()
-        daemon = Daemon(config, notifier=notifier)
+        daemon = Daemon(config, notifier=notifier, replica_id=replica_id)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from bridge.config import Config, iter_secrets
 
@@ -62,6 +62,12 @@ def config_secrets(config: Config) -> Iterator[str]:
             for name, value in source.poll.params.items():
                 if isinstance(value, str) and any(w in name.lower() for w in _SECRET_PARAM_WORDS):
                     yield value
+    if "://" in config.database:
+        urls.append(config.database)
+        # A database URL may carry its password as a parameter too (`?password=...`).
+        for name, value in parse_qsl(urlsplit(config.database).query):
+            if value and any(w in name.lower() for w in _SECRET_PARAM_WORDS):
+                yield value
     for url in urls:
         password = urlsplit(url).password
         if password:

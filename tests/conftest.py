@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.store import Store, open_store
 from tests.helpers import DaemonProcess, free_port, start_daemon
 
 # A valid Standard Webhooks secret (the public test vector's), for targets in tests.
@@ -60,3 +61,49 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server's URL (see tests/pg.py); skips, saying why, when there is none."""
+    from tests import pg
+
+    with pg.server() as url:
+        if url is None:
+            pytest.skip(pg.NO_SERVER)
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A URL of the test server with a fresh schema of its own, dropped after the test."""
+    from tests import pg
+
+    with pg.fresh_schema(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Store]]:
+    """Opens stores on one database of this backend, each closed after the test."""
+    if request.param == "sqlite":
+        location = str(tmp_path / "state" / "bridge.db")
+    else:
+        location = request.getfixturevalue("postgres_url")
+    opened: list[Store] = []
+
+    def open_one(replica_id: str | None = None) -> Store:
+        s = open_store(location, replica_id=replica_id)
+        s.open()
+        opened.append(s)
+        return s
+
+    yield open_one
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def any_store(backend: Callable[..., Store]) -> Store:
+    """One open store on each backend in turn."""
+    return backend()

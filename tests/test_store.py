@@ -1,17 +1,22 @@
-"""The SQLite store: migrations, reopening, durability settings, group commit, concurrency."""
+"""The store on both backends (SQLite and PostgreSQL), then what is SQLite's own.
+
+Tests taking `backend` run once per backend: `backend()` opens a store on that test's own
+database (a file in tmp_path, or a fresh PostgreSQL schema) and closes it after.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
-from bridge.store import NewEvent, open_store
+from bridge.store import NewEvent, Store, open_store
 from bridge.store.migrations import MIGRATIONS
 from bridge.store.sqlite import SQLiteStore
 
@@ -82,22 +87,24 @@ def test_writer_uses_full_sync_and_wal(store: SQLiteStore) -> None:
     assert modes == (2, "wal")  # 2 is FULL
 
 
-def test_event_and_deliveries_are_written_together(store: SQLiteStore) -> None:
+def test_event_and_deliveries_are_written_together(any_store: Store) -> None:
+    store = any_store
     ev = make_event("orders", "evt-1")
     assert asyncio.run(store.record_event(ev, ["a", "b"])) is True
-    rows = store.read_sync(
-        lambda c: c.execute(
-            "SELECT target, status, attempts FROM deliveries WHERE event_id = ? ORDER BY target",
-            (ev.id,),
-        ).fetchall()
-    )
-    assert rows == [("a", "pending", 0), ("b", "pending", 0)]
+    rows = asyncio.run(store.list_deliveries(event_id=ev.id))
+    assert sorted((r.target, r.status, r.attempts) for r in rows) == [
+        ("a", "pending", 0),
+        ("b", "pending", 0),
+    ]
     got = asyncio.run(store.get_event(ev.id))
     assert got == ev
     # A duplicate writes nothing: no second event, no extra deliveries.
     assert asyncio.run(store.record_event(ev, ["a", "b", "c"])) is False
-    count = store.read_sync(lambda c: c.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-    assert count == 2
+    assert len(asyncio.run(store.list_deliveries())) == 2
+    # In one batch too: the first of two equal ids is new, the second a duplicate.
+    again = make_event("orders", "evt-2")
+    batch = [NewEvent(again, ["a"]), NewEvent(again, ["a"])]
+    assert asyncio.run(store.record_events(batch)) == [True, False]
 
 
 def test_group_commit_batches_concurrent_writes(store: SQLiteStore) -> None:
@@ -115,7 +122,8 @@ def test_group_commit_batches_concurrent_writes(store: SQLiteStore) -> None:
     assert asyncio.run(store.count_events(source="push")) == 2000
 
 
-def test_concurrent_duplicates_make_one_event(store: SQLiteStore) -> None:
+def test_concurrent_duplicates_make_one_event(any_store: Store) -> None:
+    store = any_store
     ev = make_event("gh", "same-delivery")
 
     async def main() -> list[bool]:
@@ -124,12 +132,13 @@ def test_concurrent_duplicates_make_one_event(store: SQLiteStore) -> None:
     assert sorted(asyncio.run(main())) == [False] * 49 + [True]
 
 
-def test_concurrent_writers_from_threads_and_a_second_store(store: SQLiteStore) -> None:
-    other = SQLiteStore(store.path)
-    other.open()
+def test_concurrent_writers_from_threads_and_a_second_store(
+    backend: Callable[..., Store],
+) -> None:
+    store, other = backend(), backend()
     errors: list[BaseException] = []
 
-    def work(s: SQLiteStore, prefix: str) -> None:
+    def work(s: Store, prefix: str) -> None:
         try:
             for i in range(100):
                 asyncio.run(s.record_event(make_event("mix", f"{prefix}-{i}"), ["t"]))
@@ -145,7 +154,6 @@ def test_concurrent_writers_from_threads_and_a_second_store(store: SQLiteStore) 
         t.start()
     for t in threads:
         t.join(timeout=60)
-    other.close()
     assert errors == []
     assert asyncio.run(store.count_events(source="mix")) == 600
 
@@ -183,7 +191,8 @@ def test_a_failed_commit_stores_nothing_and_says_unavailable(store: SQLiteStore)
     assert asyncio.run(store.record_event(make_event("x", "lost?"), ["t"])) is True
 
 
-def test_list_events_filters_newest_first(store: SQLiteStore) -> None:
+def test_list_events_filters_newest_first(any_store: Store) -> None:
+    store = any_store
     batch = [
         NewEvent(make_event("a", "1", "a.created")),
         NewEvent(make_event("b", "2", "b.created")),
@@ -204,9 +213,8 @@ def test_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
         SQLiteStore(blocker / "bridge.db").open()
 
 
-def test_closed_store_refuses_writes(tmp_path: Path) -> None:
-    s = open_store(str(tmp_path / "b.db"))
-    s.open()
+def test_closed_store_refuses_writes(backend: Callable[..., Store]) -> None:
+    s = backend()
     s.close()
     with pytest.raises(StoreError):
         asyncio.run(s.record_event(make_event("a", "1")))

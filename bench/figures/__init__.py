@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.context import Context
-from bench.figures import delivery, e2e, idle, ingest, poll_diff, poll_scale
+from bench.figures import delivery, e2e, idle, ingest, poll_diff, poll_scale, scale_out
 from bench.stats import Row
 
 Figure = Callable[[Context], list[Row]]
@@ -17,6 +17,7 @@ FIGURES: dict[str, Figure] = {
     "poll-diff": poll_diff.run,
     "poll-scale": poll_scale.run,
     "idle": idle.run,
+    "scale-out": scale_out.run,
 }
 
 # The goals in words, shown even when a figure cannot run.
@@ -27,6 +28,7 @@ GOALS: dict[str, str] = {
     "poll-diff": "< 1 s CPU per poll, < 300 MB peak RSS",
     "poll-scale": "lag p99 < 100 ms",
     "idle": "none set (report only)",
+    "scale-out": "none set (the cost of sharing one PostgreSQL)",
 }
 
 # The names in the table (the keys above are for --only).
@@ -37,4 +39,5 @@ TITLES: dict[str, str] = {
     "poll-diff": "poll diff",
     "poll-scale": "poll scale",
     "idle": "idle cost",
+    "scale-out": "scale-out",
 }

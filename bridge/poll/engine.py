@@ -147,6 +147,7 @@ class Poller:
         self._client = client
         self._owns_client = client is None
         self._scheduler: Scheduler | None = None
+        self._leased: set[str] = set()  # sources whose poll lease this replica holds
 
     # -- the component ---------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class Poller:
         self.runtime.hub.unsubscribe(self._on_events)
         if self._scheduler is not None:
             await self._scheduler.stop(grace_s)
+        await self._release_leases(self._leased)
         if self._client is not None and self._owns_client:
             await self._client.aclose()
 
@@ -197,6 +199,7 @@ class Poller:
         for name in old.keys() - new.keys():
             self.scheduler.remove(name)
             log.info("%s: no longer polled", name)
+        await self._release_leases(self._leased - new.keys())
         for name, poll in new.items():
             if old.get(name) != poll:
                 self.scheduler.remove(name)
@@ -219,8 +222,44 @@ class Poller:
         poll = poll_sources(self.config).get(name)
         if poll is None:
             return PollResult()
+        if not await self._take_lease(name, poll, interval_s):
+            return PollResult(polled=False)
         saved = interval_s / poll.min_every_s - 1 if isinstance(poll.every, AdaptiveEvery) else 0
         return await self.poll_once(name, interval_s=interval_s, saved_requests=max(saved, 0.0))
+
+    async def _take_lease(self, name: str, poll: PollConfig, interval_s: float) -> bool:
+        """Take or renew this replica's lease on polling `name`; False if another holds it.
+
+        The lease lasts the interval plus the time a poll may take: the holder renews it at
+        each of its polls and keeps the source; when it dies, another replica takes over
+        once the lease runs out; when it stops, once the interval is over (see README,
+        "Running several bridges").
+        """
+        at_ms = now_ms()
+        lease_s = interval_s + poll.timeout_s + poll.jitter_s
+        try:
+            held = await self.runtime.store.acquire_poll_lease(
+                name, at_ms, at_ms + round(lease_s * 1000), at_ms + round(interval_s * 1000)
+            )
+        except StoreError as exc:
+            log.warning("%s: poll skipped, the lease could not be taken: %s", name, exc)
+            return False
+        if held and name not in self._leased:
+            log.info("%s: this replica polls it now", name)
+            self._leased.add(name)
+        elif not held and name in self._leased:
+            log.info("%s: another replica polls it now", name)
+            self._leased.discard(name)
+        return held
+
+    async def _release_leases(self, names: set[str]) -> None:
+        """Give up these sources' leases: another replica polls them from their next due time."""
+        for name in sorted(names):
+            self._leased.discard(name)
+            try:
+                await self.runtime.store.release_poll_lease(name)
+            except StoreError as exc:
+                log.warning("%s: the poll lease was not released (it expires): %s", name, exc)
 
     async def poll_once(
         self, name: str, *, interval_s: float | None = None, saved_requests: float = 0.0

@@ -42,6 +42,7 @@ class PollResult:
     """What the scheduler needs to know about a finished poll."""
 
     changed: bool = False  # the snapshot changed
+    polled: bool = True  # False when another replica polls the source (it holds the lease)
     throttled: bool = False  # the upstream answered 429 or 503
     retry_after_s: float | None = None
 
@@ -180,6 +181,8 @@ class Scheduler:
         self._after(name, slot, result)
 
     def _after(self, name: str, slot: _Slot, result: PollResult) -> None:
+        if not result.polled:
+            return  # another replica polls it: keep asking at this pace, to take over in time
         if result.throttled:
             slot.throttles += 1
             delay = backoff_s(slot.base_s, slot.throttles, result.retry_after_s)

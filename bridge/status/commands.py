@@ -48,6 +48,16 @@ def render(summary: Summary) -> None:
         )
     console.print(sources)
     console.print(targets)
+    replicas = Table(box=None, pad_edge=False, title="replicas", title_justify="left")
+    for column in ("replica", "started", "last heartbeat", "claims", "polls"):
+        replicas.add_column(column, justify="right" if column == "claims" else "left")
+    for r in summary.replicas:
+        replicas.add_row(
+            r.id, _when(r.started_ms), _when(r.heartbeat_ms), str(r.claims), ", ".join(r.polls)
+        )
+    if not summary.replicas:
+        replicas.add_row("(none running)", "", "", "", "")
+    console.print(replicas)
 
 
 @click.command()

@@ -9,10 +9,11 @@ functions of what it read, so they are tested without a database. The same summa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bridge.config import Config
+from bridge.events import now_ms
 from bridge.store import Store
 from bridge.store.base import PollState, TargetState
 
@@ -46,12 +47,24 @@ class TargetSummary:
 
 
 @dataclass(slots=True, frozen=True)
+class ReplicaSummary:
+    """One live replica (a bridge sharing the database) and what it holds."""
+
+    id: str
+    started_ms: int
+    heartbeat_ms: int
+    polls: list[str]  # the sources whose poll lease it holds
+    claims: int  # deliveries it has leased and is sending
+
+
+@dataclass(slots=True, frozen=True)
 class Summary:
-    """The whole status: where the data is, every source and every target."""
+    """The whole status: where the data is, every source and target, the live replicas."""
 
     database: str
     sources: list[SourceSummary]
     targets: list[TargetSummary]
+    replicas: list[ReplicaSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: times in milliseconds since the epoch, null when unknown."""
@@ -138,4 +151,10 @@ async def collect(config: Config, store: Store) -> Summary:
                 last_error=state.disabled_reason or await _last_error(store, name),
             )
         )
-    return Summary(database=store.location, sources=sources, targets=targets)
+    from bridge.replicas import LIVE_S
+
+    replicas = [
+        ReplicaSummary(r.id, r.started_ms, r.heartbeat_ms, list(r.poll_leases), r.claims)
+        for r in await store.list_replicas(now_ms(), round(LIVE_S * 1000))
+    ]
+    return Summary(store.location, sources, targets, replicas)

@@ -2,17 +2,64 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
 from bridge.errors import StoreError
 from bridge.store.base import NewEvent, Store
 
-__all__ = ["NewEvent", "Store", "open_store"]
+__all__ = ["NewEvent", "Store", "default_replica_id", "mask_url", "open_store"]
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def open_store(location: str) -> Store:
-    """The store for `location`: a file path means SQLite. The store is not opened yet."""
+def default_replica_id() -> str:
+    """This process's name among replicas when none is given: host name and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+_SECRET_PARAMS = ("pass", "secret", "token")  # query parameters that carry a credential
+
+
+def mask_url(location: str) -> str:
+    """`location` safe to show: a URL's password (in it or as a parameter) shown as `***`."""
+    if "://" not in location:
+        return location
+    try:
+        parts = urlsplit(location)
+        password = parts.password
+    except ValueError:
+        return location.split("://", 1)[0] + "://***"
+    if password:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
+    if parts.query:
+        params = [
+            param.split("=", 1)[0] + "=***"
+            if "=" in param and any(w in param.split("=", 1)[0].lower() for w in _SECRET_PARAMS)
+            else param
+            for param in parts.query.split("&")
+        ]
+        parts = parts._replace(query="&".join(params))
+    return urlunsplit(parts)
+
+
+def open_store(location: str, replica_id: str | None = None) -> Store:
+    """The store for `location`: a path means SQLite, a `postgresql://` URL PostgreSQL.
+
+    The store is not opened yet. `replica_id` names this process among the bridges that
+    share the database (default: host name and pid).
+    """
+    replica_id = replica_id or default_replica_id()
     if "://" in location:
-        scheme = location.split("://", 1)[0]
-        raise StoreError(f"database URLs of scheme {scheme!r} are not supported yet")
+        scheme = location.split("://", 1)[0].lower()
+        if scheme not in POSTGRES_SCHEMES:
+            raise StoreError(f"database URLs of scheme {scheme!r} are not supported")
+        from bridge.store.postgres import PostgresStore
+
+        return PostgresStore(location, replica_id=replica_id)
     from bridge.store.sqlite import SQLiteStore
 
-    return SQLiteStore(location)
+    return SQLiteStore(location, replica_id=replica_id)

@@ -161,6 +161,23 @@ class PollStore(ABC):
     async def list_poll_states(self) -> list[PollState]:
         """The state and stats of every source ever polled, by name."""
 
+    @abstractmethod
+    async def acquire_poll_lease(
+        self, source: str, now_ms: int, until_ms: int, handover_ms: int | None = None
+    ) -> bool:
+        """Take or renew this replica's lease on polling `source` until `until_ms`, atomically.
+
+        True when this replica holds the lease now; False while another replica's lease on
+        the source has not expired (that replica polls it). `handover_ms` is the earliest
+        time another replica may take the lease if this one releases it (the next poll's
+        due time; None: at once).
+        """
+
+    @abstractmethod
+    async def release_poll_lease(self, source: str) -> None:
+        """Give up this replica's lease on `source`: another replica may take it from its
+        handover time on (see `acquire_poll_lease`), not before."""
+
 
 @dataclass(slots=True, frozen=True)
 class Claim:
@@ -340,8 +357,41 @@ class ReportStore(ABC):
         newest `limit` deliveries when a limit is given, oldest first."""
 
 
-class Store(EventStore, PollStore, OutboxStore, ReportStore):
-    """The whole store: open it, use it, close it."""
+@dataclass(slots=True, frozen=True)
+class ReplicaRow:
+    """A running bridge sharing the database, and what it holds now."""
+
+    id: str
+    started_ms: int
+    heartbeat_ms: int
+    poll_leases: tuple[str, ...] = ()  # the sources it polls
+    claims: int = 0  # deliveries it has leased and is sending
+
+
+class ReplicaStore(ABC):
+    """The replicas sharing one database: heartbeats, and what each holds."""
+
+    @abstractmethod
+    async def heartbeat(self, started_ms: int, now_ms: int) -> None:
+        """Record that this replica (`replica_id`) is alive at `now_ms`."""
+
+    @abstractmethod
+    async def remove_replica(self) -> None:
+        """Remove this replica's heartbeat and give up its poll leases (a clean stop)."""
+
+    @abstractmethod
+    async def list_replicas(self, now_ms: int, live_ms: int) -> list[ReplicaRow]:
+        """Replicas whose last heartbeat is at most `live_ms` old, with what each holds."""
+
+
+class Store(EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore):
+    """The whole store: open it, use it, close it.
+
+    `replica_id` names this process among the bridges sharing the database: its claims of
+    deliveries and its poll leases are recorded under it.
+    """
+
+    replica_id: str
 
     @abstractmethod
     def open(self) -> None:

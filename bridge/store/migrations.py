@@ -152,8 +152,24 @@ def m0003_due_deliveries(db: sqlite_utils.Database) -> None:
     )
 
 
+def m0004_replicas(db: sqlite_utils.Database) -> None:
+    """Replicas' heartbeats, poll leases per source, and who holds a delivery's lease."""
+    db.table("replicas").create(
+        {"id": str, "started_ms": int, "heartbeat_ms": int},
+        pk="id",
+        not_null={"started_ms", "heartbeat_ms"},
+    )
+    db.table("poll_leases").create(
+        {"source": str, "owner": str, "until_ms": int, "handover_ms": int},
+        pk="source",
+        not_null={"owner", "until_ms"},
+    )
+    db.table("deliveries").add_column("lease_owner", str)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
     ("0003_due_deliveries", m0003_due_deliveries),
+    ("0004_replicas", m0004_replicas),
 ]

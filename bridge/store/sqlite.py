@@ -23,6 +23,7 @@ from bridge.store.base import NewEvent, Store
 from bridge.store.migrations import MIGRATIONS
 from bridge.store.sqlite_outbox import SQLiteOutbox
 from bridge.store.sqlite_poll import SQLitePollState
+from bridge.store.sqlite_replicas import SQLiteReplicas
 from bridge.store.sqlite_report import SQLiteReport
 from bridge.store.writer import BUSY_TIMEOUT_MS, Writer, translate
 
@@ -116,11 +117,15 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     return out
 
 
-class SQLiteStore(SQLitePollState, SQLiteOutbox, SQLiteReport, Store):
+class SQLiteStore(SQLitePollState, SQLiteOutbox, SQLiteReport, SQLiteReplicas, Store):
     """The store in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, replica_id: str | None = None) -> None:
+        from bridge.store import default_replica_id
+
         self.path = str(path)
+        self.replica_id = replica_id or default_replica_id()
+        self._recorded_leases: set[str] = set()
         self.writer = Writer(self._open_writer)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []

@@ -32,7 +32,7 @@ _REQUEUE = "status = 'pending', attempts = 0, next_ms = ?, lease_ms = NULL"
 
 
 def _claim_target(
-    conn: sqlite3.Connection, target: str, limit: int, now_ms: int, lease_ms: int
+    conn: sqlite3.Connection, target: str, limit: int, now_ms: int, lease_ms: int, owner: str
 ) -> list[Claim]:
     from bridge.store.sqlite import _EVENT_COLUMNS, _row_to_event
 
@@ -45,7 +45,8 @@ def _claim_target(
     ).fetchall()
     if rows:
         conn.executemany(
-            "UPDATE deliveries SET lease_ms = ? WHERE id = ?", [(lease_ms, r[0]) for r in rows]
+            "UPDATE deliveries SET lease_ms = ?, lease_owner = ? WHERE id = ?",
+            [(lease_ms, owner, r[0]) for r in rows],
         )
     return [Claim(r[0], target, _row_to_event(r[2:]), r[1]) for r in rows]
 
@@ -129,7 +130,9 @@ def _redeliver(
 
 
 class SQLiteOutbox:
-    """Mixed into SQLiteStore; uses its `read` and `write` helpers."""
+    """Mixed into SQLiteStore; uses its `read` and `write` helpers and its `replica_id`."""
+
+    replica_id: str
 
     if TYPE_CHECKING:
 
@@ -138,12 +141,14 @@ class SQLiteOutbox:
         async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
+        owner = self.replica_id
+
         def claim(conn: sqlite3.Connection) -> Claimed:
             claims: list[Claim] = []
             short: list[str] = []  # targets with fewer due deliveries than they could take
             for target, limit in limits.items():
                 if limit > 0:
-                    got = _claim_target(conn, target, limit, now_ms, lease_ms)
+                    got = _claim_target(conn, target, limit, now_ms, lease_ms, owner)
                     claims.extend(got)
                     if len(got) < limit:
                         short.append(target)

@@ -135,9 +135,10 @@ class Writer:
             # Everything queued behind this batch would wait out the same lock, one busy
             # timeout each: fail it all now, and wait only briefly until a commit succeeds,
             # so callers (an inbound request's provider) get a prompt "try again later".
-            self._fail(batch + self._drain(), error)
+            # Degraded before the callers hear of it: what they do next sees the short wait.
             if isinstance(error, StoreUnavailable):
                 self._set_degraded(conn, True)
+            self._fail(batch + self._drain(), error)
             return
         done = self._apply(conn, batch)
         try:

@@ -134,7 +134,10 @@ def test_mutated_signed_requests(tmp_path: Path, daemon: Callable[..., DaemonPro
         signed = method == "POST" and reference_accepts(headers, body)
         if signed:
             proven.add(headers["webhook-id"])
-        r = client.request(method, "/hooks/orders", content=body, headers=headers)
+        try:
+            r = client.request(method, "/hooks/orders", content=body, headers=headers)
+        except httpx.LocalProtocolError:
+            return  # the client refuses to send it (a header ending in a space): nothing sent
         assert r.status_code < 500, (r.status_code, r.text)
         if 200 <= r.status_code < 300:
             assert signed, "accepted a request the reference library refuses"

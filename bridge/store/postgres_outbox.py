@@ -1,0 +1,279 @@
+"""PostgreSQL implementation of `OutboxStore`: claiming deliveries, attempts, targets' state.
+
+A claim is a lease on the row, taken with `SELECT ... FOR UPDATE SKIP LOCKED`: replicas
+claiming at once each get other rows and never wait for one another. The lease is the row's
+`lease_ms` (and `lease_owner`, the replica), not a lock held open: a replica that dies leaves
+its leases to expire and another claims the rows (at least once delivery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bridge.store.base import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow, TargetState
+
+if TYPE_CHECKING:
+    import psycopg
+
+    Conn = psycopg.AsyncConnection[Any]
+
+T = TypeVar("T")
+
+_WAITING = "status IN ('pending', 'failed')"
+_DELIVERY_COLUMNS = (
+    "id, event_id, target, status, attempts, next_ms, lease_ms, created_ms, delivered_ms,"
+    " last_code, last_error"
+)
+_TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
+_REQUEUE = "status = 'pending', attempts = 0, next_ms = %s, lease_ms = NULL"
+_CLAIM = f"""
+    WITH due AS (
+        SELECT id FROM deliveries
+        WHERE target = %s AND {_WAITING} AND next_ms <= %s AND (lease_ms IS NULL OR lease_ms <= %s)
+        ORDER BY next_ms, id LIMIT %s
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE deliveries d SET lease_ms = %s, lease_owner = %s FROM due WHERE d.id = due.id
+    RETURNING d.id, d.attempts, d.event_id, d.next_ms
+"""
+_UPSERT_TARGET = (
+    f"INSERT INTO targets ({_TARGET_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (name) DO UPDATE SET disabled_ms = excluded.disabled_ms,"
+    " disabled_reason = excluded.disabled_reason, circuit = excluded.circuit,"
+    " failures = excluded.failures, open_until_ms = excluded.open_until_ms,"
+    " cooldown_s = excluded.cooldown_s"
+)
+
+
+def _target_values(s: TargetState) -> tuple[Any, ...]:
+    return (s.name, s.disabled_ms, s.disabled_reason, s.circuit, s.failures, s.open_until_ms,
+            s.cooldown_s)  # fmt: skip
+
+
+async def _claim(
+    conn: Conn, limits: Mapping[str, int], now_ms: int, lease_ms: int, owner: str
+) -> Claimed:
+    from bridge.store.postgres import EVENT_COLUMNS, row_to_event
+
+    leased: list[tuple[Any, ...]] = []
+    short: list[str] = []  # targets with fewer due deliveries than they could take
+    for target, limit in limits.items():
+        if limit <= 0:
+            continue
+        cur = await conn.execute(_CLAIM, (target, now_ms, now_ms, limit, lease_ms, owner))
+        rows = sorted(await cur.fetchall(), key=lambda r: (r[3], r[0]))
+        leased.extend((target, *r) for r in rows)
+        if len(rows) < limit:
+            short.append(target)
+    events = {}
+    if leased:
+        cur = await conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY(%s)",
+            (list({r[3] for r in leased}),),
+        )
+        events = {row[0]: row_to_event(row) for row in await cur.fetchall()}
+    claims = [Claim(r[1], r[0], events[r[3]], r[2]) for r in leased if r[3] in events]
+    next_due = None
+    if short:
+        # Rows due already are leased (in flight): their end wakes the worker, not this time.
+        cur = await conn.execute(
+            f"SELECT min(next_ms) FROM deliveries WHERE target = ANY(%s) AND {_WAITING}"
+            " AND next_ms > %s",
+            (short, now_ms),
+        )
+        row = await cur.fetchone()
+        next_due = int(row[0]) if row and row[0] is not None else None
+    return Claimed(claims, next_due)
+
+
+async def _record(conn: Conn, records: Sequence[AttemptRecord]) -> None:
+    # In id order, as other replicas do: row locks taken in one order cannot deadlock.
+    records = sorted(records, key=lambda r: r.delivery_id)
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO attempts (delivery_id, event_id, target, at_ms, duration_ms, status_code,"
+            " response, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (r.delivery_id, r.event_id, r.target, r.at_ms, r.duration_ms, r.status_code,
+                 r.response, r.error)
+                for r in records
+            ],
+        )  # fmt: skip
+        await cur.executemany(
+            "UPDATE deliveries SET status = %s, attempts = attempts + 1, next_ms = %s,"
+            " lease_ms = NULL, lease_owner = NULL, last_code = %s, last_error = %s,"
+            " delivered_ms = CASE WHEN %s = 'delivered' THEN %s ELSE delivered_ms END"
+            " WHERE id = %s",
+            [
+                (r.status, r.next_ms, r.status_code, r.error, r.status, r.at_ms + r.duration_ms,
+                 r.delivery_id)
+                for r in records
+            ],
+        )  # fmt: skip
+        states = {r.target_state.name: r.target_state for r in records if r.target_state}
+        if states:
+            await cur.executemany(
+                _UPSERT_TARGET, [_target_values(states[name]) for name in sorted(states)]
+            )
+
+
+async def _redeliver(
+    conn: Conn, event_ids: Sequence[str], target: str | None, now_ms: int
+) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for event_id in event_ids:
+        if target is None:
+            cur = await conn.execute(
+                f"UPDATE deliveries SET {_REQUEUE} WHERE event_id = %s", (now_ms, event_id)
+            )
+            out[event_id] = cur.rowcount
+            continue
+        cur = await conn.execute(
+            f"UPDATE deliveries SET {_REQUEUE} WHERE event_id = %s AND target = %s",
+            (now_ms, event_id, target),
+        )
+        if cur.rowcount == 0:
+            # A target the event never went to (added later): queue a first delivery.
+            cur = await conn.execute(
+                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
+                " SELECT id, %s, 'pending', 0, %s, %s FROM events WHERE id = %s"
+                " ON CONFLICT (event_id, target) DO NOTHING",
+                (target, now_ms, now_ms, event_id),
+            )
+        out[event_id] = cur.rowcount
+    return out
+
+
+class PostgresOutbox:
+    """Mixed into PostgresStore; uses its `run` helper and its `replica_id`."""
+
+    replica_id: str
+
+    if TYPE_CHECKING:
+
+        async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
+
+    async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
+        owner = self.replica_id
+        return await self.run(lambda conn: _claim(conn, limits, now_ms, lease_ms, owner))
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        async def release(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE deliveries SET lease_ms = NULL, lease_owner = NULL WHERE id = ANY(%s)",
+                (sorted(delivery_ids),),
+            )
+
+        if delivery_ids:
+            await self.run(release)
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        if records:
+            await self.run(lambda conn: _record(conn, records))
+
+    async def target_states(self) -> dict[str, TargetState]:
+        async def q(conn: Conn) -> dict[str, TargetState]:
+            cur = await conn.execute(f"SELECT {_TARGET_COLUMNS} FROM targets")
+            return {r[0]: TargetState(*r) for r in await cur.fetchall()}
+
+        return await self.run(q)
+
+    async def save_target_state(self, state: TargetState) -> None:
+        async def save(conn: Conn) -> None:
+            await conn.execute(_UPSERT_TARGET, _target_values(state))
+
+        await self.run(save)
+
+    async def enable_target(self, name: str) -> bool:
+        async def enable(conn: Conn) -> bool:
+            cur = await conn.execute(
+                "SELECT disabled_ms FROM targets WHERE name = %s FOR UPDATE", (name,)
+            )
+            row = await cur.fetchone()
+            await conn.execute(_UPSERT_TARGET, _target_values(TargetState(name)))
+            return bool(row and row[0] is not None)
+
+        return await self.run(enable)
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        target: str | None = None,
+        event_id: str | None = None,
+        limit: int | None = 100,
+    ) -> list[DeliveryRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("status", status), ("target", target), ("event_id", event_id)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(limit)
+
+        async def q(conn: Conn) -> list[DeliveryRow]:
+            cur = await conn.execute(sql, args)
+            return [DeliveryRow(*r) for r in await cur.fetchall()]
+
+        return await self.run(q)
+
+    async def list_attempts(self, event_id: str, target: str | None = None) -> list[AttemptRow]:
+        sql = (
+            "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
+            " error FROM attempts WHERE event_id = %s"
+        )
+        args: list[Any] = [event_id]
+        if target is not None:
+            sql += " AND target = %s"
+            args.append(target)
+        sql += " ORDER BY id"
+
+        async def q(conn: Conn) -> list[AttemptRow]:
+            cur = await conn.execute(sql, args)
+            return [AttemptRow(*r) for r in await cur.fetchall()]
+
+        return await self.run(q)
+
+    async def redeliver(
+        self, event_ids: Sequence[str], target: str | None, now_ms: int
+    ) -> dict[str, int]:
+        return await self.run(lambda conn: _redeliver(conn, event_ids, target, now_ms))
+
+    async def redeliver_dead(self, target: str | None, now_ms: int) -> int:
+        async def requeue(conn: Conn) -> int:
+            sql = f"UPDATE deliveries SET {_REQUEUE} WHERE status = 'dead'"
+            args: list[Any] = [now_ms]
+            if target is not None:
+                sql += " AND target = %s"
+                args.append(target)
+            cur = await conn.execute(sql, args)
+            return cur.rowcount
+
+        return await self.run(requeue)
+
+    async def delivery_counts(
+        self, statuses: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        sql = "SELECT target, status, count(*) FROM deliveries"
+        args: list[Any] = []
+        if statuses is not None:
+            # Waiting and dead rows are few and indexed; delivered ones pile up over time.
+            sql += " WHERE status = ANY(%s)"
+            args.append(list(statuses))
+        sql += " GROUP BY target, status"
+
+        async def q(conn: Conn) -> dict[str, dict[str, int]]:
+            cur = await conn.execute(sql, args)
+            out: dict[str, dict[str, int]] = {}
+            for target, status, count in await cur.fetchall():
+                out.setdefault(target, {})[status] = int(count)
+            return out
+
+        return await self.run(q)
