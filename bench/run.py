@@ -154,13 +154,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the figures asked for; print the table; write the results. Exit 1 if one failed."""
     args = parse_args(argv)
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
-        return 0
-    if args.readme:
-        readme = HERE.parent / "README.md"
-        text = replace_marked(readme.read_text(), markdown(json.loads(args.readme.read_text())))
-        readme.write_text(text)
+    if args.markdown or args.readme:
+        source = args.markdown or args.readme
+        try:
+            table = markdown(json.loads(source.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"python -m bench: {source} is not a results file ({exc})", file=sys.stderr)
+            return 2
+        if args.markdown:
+            print(table)
+        else:
+            readme = HERE.parent / "README.md"
+            readme.write_text(replace_marked(readme.read_text(), table))
         return 0
     console = Console(width=160)
     settings = Settings.quick_run() if args.quick else Settings.full_run()
