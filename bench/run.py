@@ -157,15 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown or args.readme:
         source = args.markdown or args.readme
         try:
-            table = markdown(json.loads(source.read_text()))
+            rendered = markdown(json.loads(source.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"python -m bench: {source} is not a results file ({exc})", file=sys.stderr)
             return 2
         if args.markdown:
-            print(table)
+            print(rendered)
         else:
             readme = HERE.parent / "README.md"
-            readme.write_text(replace_marked(readme.read_text(), table))
+            readme.write_text(replace_marked(readme.read_text(), rendered))
         return 0
     console = Console(width=160)
     settings = Settings.quick_run() if args.quick else Settings.full_run()
