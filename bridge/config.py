@@ -387,6 +387,18 @@ class ComparePair(_Model):
     push: str
 
 
+class RetentionConfig(_Model):
+    """How long finished events are kept, and how often old ones are deleted.
+
+    `events: 0` keeps every event forever.
+    """
+
+    events_s: Duration = Field(30 * 86400.0, alias="events")
+    every_s: Duration = Field(3600.0, alias="every", gt=0)
+    # The delay before the first pruning after a start; tests shorten it.
+    first_s: Duration = Field(60.0, alias="first")
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -398,6 +410,7 @@ class Config(_Model):
     sources: dict[str, SourceConfig] = {}
     targets: dict[str, TargetConfig] = {}
     compare: list[ComparePair] = []
+    retention: RetentionConfig = RetentionConfig()
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)
 

@@ -67,6 +67,7 @@ def build_components(runtime: Runtime) -> list[Component]:
     from bridge.poll.engine import Poller
     from bridge.receive.app import Receiver
     from bridge.replicas import Heartbeat
+    from bridge.retention import Janitor
     from bridge.web.status import Status
 
     components: list[Component] = []
@@ -75,6 +76,7 @@ def build_components(runtime: Runtime) -> list[Component]:
     components.append(Receiver(runtime))
     components.append(Poller(runtime))
     components.append(Status(runtime))
+    components.append(Janitor(runtime))
     return components
 
 

@@ -384,7 +384,20 @@ class ReplicaStore(ABC):
         """Replicas whose last heartbeat is at most `live_ms` old, with what each holds."""
 
 
-class Store(EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore):
+class RetentionStore(ABC):
+    """Deleting old events whose deliveries are all finished."""
+
+    @abstractmethod
+    async def prune(self, before_ms: int, limit: int) -> int:
+        """Delete, in one transaction, up to `limit` events recorded before `before_ms` whose
+        deliveries are all delivered and unleased, with their deliveries and attempts.
+
+        An event with a pending, failed or dead delivery, or one whose lease is held, is
+        kept; poll snapshots are never touched. Returns how many events were deleted.
+        """
+
+
+class Store(EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore, RetentionStore):
     """The whole store: open it, use it, close it.
 
     `replica_id` names this process among the bridges sharing the database: its claims of

@@ -39,6 +39,7 @@ from bridge.store.postgres_outbox import PostgresOutbox
 from bridge.store.postgres_poll import PostgresPollState
 from bridge.store.postgres_replicas import PostgresReplicas
 from bridge.store.postgres_report import PostgresReport
+from bridge.store.postgres_retention import PostgresRetention
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -145,7 +146,9 @@ class _LoopThread:
         self.loop.close()
 
 
-class PostgresStore(PostgresPollState, PostgresOutbox, PostgresReport, PostgresReplicas, Store):
+class PostgresStore(
+    PostgresPollState, PostgresOutbox, PostgresReport, PostgresReplicas, PostgresRetention, Store
+):
     """The store in one PostgreSQL database, shared by any number of replicas."""
 
     def __init__(self, url: str, replica_id: str | None = None) -> None:

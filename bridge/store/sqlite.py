@@ -25,6 +25,7 @@ from bridge.store.sqlite_outbox import SQLiteOutbox
 from bridge.store.sqlite_poll import SQLitePollState
 from bridge.store.sqlite_replicas import SQLiteReplicas
 from bridge.store.sqlite_report import SQLiteReport
+from bridge.store.sqlite_retention import SQLiteRetention
 from bridge.store.writer import BUSY_TIMEOUT_MS, Writer, translate
 
 T = TypeVar("T")
@@ -117,7 +118,9 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     return out
 
 
-class SQLiteStore(SQLitePollState, SQLiteOutbox, SQLiteReport, SQLiteReplicas, Store):
+class SQLiteStore(
+    SQLitePollState, SQLiteOutbox, SQLiteReport, SQLiteReplicas, SQLiteRetention, Store
+):
     """The store in one SQLite file."""
 
     def __init__(self, path: str | Path, replica_id: str | None = None) -> None:
