@@ -1,18 +1,12 @@
-"""The YAML config, validated into typed models.
-
-`load_config(path)` reads the file, rejects duplicate keys, interpolates `${...}` in string
-values, validates the result with pydantic and checks that every name refers to something.
-Any mistake raises one `ConfigError` naming the file, the line and the key path, e.g.
-
-    config.yaml:14: sources.orders.poll.every: "5x" is not a duration
+"""The config's typed models: what each key means, its default, and how it is checked.
 
 Durations are parsed once, here, into seconds (fields ending in `_s`); the rest of the code
 carries numbers. Secrets are `SecretStr` and never appear in reprs or error messages.
+Reading the file (lines, `${...}`, one-line errors) is in `loader.py`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -21,7 +15,6 @@ from typing import Annotated, Any, Literal
 
 import jmespath
 import jmespath.exceptions
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,12 +24,9 @@ from pydantic import (
     Field,
     SecretStr,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
-
-from bridge.errors import ConfigError
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
@@ -46,14 +36,11 @@ _SIZE_UNITS = {
     None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
     "gb": 1000**3, "gib": 1024**3,
 }  # fmt: skip
-_INTERP_RE = re.compile(r"\$\{([^}]*)\}")
 # Keys whose values are secret: masked in every message.
 SECRET_KEYS = frozenset(
     {"secret", "secrets", "admin_token", "token", "password", "headers", "params"}
 )
 
-# The most values a config file may hold: far more than any real one, few enough to check fast.
-MAX_VALUES = 100_000
 
 DEFAULT_RETRY_S = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
@@ -427,297 +414,6 @@ class Config(_Model):
         hook = self.sources[name].webhook
         assert hook is not None
         return hook.path or f"/hooks/{name}"
-
-
-# -- loading -------------------------------------------------------------------------------
-
-Path_ = tuple[str | int, ...]
-
-
-class _Loaded:
-    """The plain data of a YAML file, with the line of every key path."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.lines: dict[Path_, int] = {}
-        self.raw: dict[Path_, str] = {}  # the text before interpolation, shown in errors
-        self.multiline: set[Path_] = set()  # values written over several lines
-        self._constructor = yaml.constructor.SafeConstructor()
-        self._values = 0  # values built so far, aliases counted each time they are used
-        self._open: set[int] = set()  # the nodes being built (an alias to one is a cycle)
-
-    def error(self, path: Path_, message: str) -> ConfigError:
-        return ConfigError(self.file, self.line_of(path), dotted(path), message)
-
-    def line_of(self, path: Path_) -> int | None:
-        for end in range(len(path), -1, -1):
-            if path[:end] in self.lines:
-                return self.lines[path[:end]]
-        return None
-
-    def build(self, node: yaml.Node, path: Path_) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        self._values += 1
-        if self._values > MAX_VALUES:
-            # Aliases of aliases can expand a small file into billions of values.
-            raise self.error(path, f"the file expands to more than {MAX_VALUES} values (aliases?)")
-        if id(node) in self._open:
-            raise self.error(path, "an alias refers to a value that contains it")
-        self._open.add(id(node))
-        try:
-            return self._build(node, path)
-        finally:
-            self._open.discard(id(node))
-
-    def _build(self, node: yaml.Node, path: Path_) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            self._constructor.flatten_mapping(node)
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = self._constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int):
-                    raise ConfigError(
-                        self.file, key_node.start_mark.line + 1, dotted(path), "keys must be text"
-                    )
-                key = str(key)
-                if key in out:
-                    raise ConfigError(
-                        self.file,
-                        key_node.start_mark.line + 1,
-                        dotted((*path, key)),
-                        "duplicate key (an earlier line sets it already)",
-                    )
-                self.lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = self.build(value_node, (*path, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = self._constructor.construct_object(node, deep=True)
-        if node.end_mark.line > node.start_mark.line and isinstance(node, yaml.ScalarNode):
-            # A value over several lines may have swallowed the next keys (a quote left open),
-            # secrets included: messages do not quote it.
-            self.multiline.add(path)
-        if isinstance(value, str) and "${" in value:
-            self.raw[path] = value
-            value = self.interpolate(value, path)
-        return value
-
-    def interpolate(self, text: str, path: Path_) -> str:
-        def replace(match: re.Match[str]) -> str:
-            return _resolve(match.group(1), lambda msg: self.error(path, msg))
-
-        return _INTERP_RE.sub(replace, text)
-
-
-def _resolve(expr: str, error: Any) -> str:
-    kind, sep, arg = expr.partition(":")
-    if sep and kind == "file":
-        try:
-            return Path(arg).read_text().rstrip("\n")
-        except OSError as exc:
-            raise error(f"${{file:{arg}}}: cannot read the file ({exc.strerror})") from None
-    if sep and kind == "credential":
-        folder = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not folder:
-            raise error(f"${{credential:{arg}}}: $CREDENTIALS_DIRECTORY is not set")
-        try:
-            return (Path(folder) / arg).read_text().rstrip("\n")
-        except OSError:
-            raise error(f"${{credential:{arg}}}: no such credential") from None
-    name, has_default, default = expr.partition(":-")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise error(f"${{{expr}}} is not a valid reference")
-    if name in os.environ:
-        return os.environ[name]
-    if has_default:
-        return default
-    raise error(f"${{{name}}}: the environment variable {name} is not set")
-
-
-def dotted(path: Path_) -> str:
-    """`("sources", "a", "poll")` -> `sources.a.poll`."""
-    return ".".join(str(p) for p in path)
-
-
-def _is_secret_path(path: Path_) -> bool:
-    return any(isinstance(p, str) and p in SECRET_KEYS for p in path)
-
-
-def _show(loaded: _Loaded, path: Path_, value: Any) -> str:
-    if _is_secret_path(path):
-        return '"***"'
-    if path in loaded.multiline:
-        return "this value"
-    if path in loaded.raw:
-        return _quote(loaded.raw[path])
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, dict | list):
-        return "this value"
-    return _quote(str(value)) if value is not None else "null"
-
-
-def _quote(text: str) -> str:
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return '"' + text.replace('"', '\\"') + '"'
-
-
-_PYDANTIC_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known key",
-    "int_type": "is not a whole number",
-    "int_parsing": "is not a whole number",
-    "float_type": "is not a number",
-    "float_parsing": "is not a number",
-    "bool_type": "is not true or false",
-    "bool_parsing": "is not true or false",
-    "string_type": "is not text",
-    "dict_type": "is not a mapping",
-    "list_type": "is not a list",
-    "model_type": "is not a mapping",
-    "model_attributes_type": "is not a mapping",
-}
-
-
-def _message(error: Any, loaded: _Loaded, path: Path_) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "is not a known key"
-    if kind == "missing":
-        return "is required"
-    if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        return f"{_show(loaded, path, error['input'])} is not one of {expected}"
-    msg = _PYDANTIC_MESSAGES.get(kind)
-    if msg is None:
-        msg = str(error["msg"]).removeprefix("Value error, ")
-        msg = msg[0].lower() + msg[1:] if msg else msg
-        if isinstance(error["input"], dict):
-            return msg
-        if not msg.startswith(("is ", "needs ", "must ")):
-            msg = f"is not valid: {msg}"
-    if kind.startswith(("model_", "dict_")) or isinstance(error["input"], dict | type(None)):
-        return msg
-    return f"{_show(loaded, path, error['input'])} {msg}"
-
-
-def _first_error(exc: ValidationError, loaded: _Loaded) -> ConfigError:
-    errors = exc.errors()
-    # Unions report one error per branch; the most specific (longest path) explains best.
-    error = max(errors, key=lambda e: len(_clean_loc(e["loc"])))
-    path = _clean_loc(error["loc"])
-    if "[key]" in error["loc"]:
-        return loaded.error(path, "is not a valid name")
-    return loaded.error(path, _message(error, loaded, path))
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> Path_:
-    # Drop pydantic's union branch tags (e.g. "float", "AdaptiveEvery", "function-before[...]")
-    # so the path is the key path the user wrote.
-    out: list[str | int] = []
-    for part in loc:
-        if isinstance(part, int) or not _is_branch_tag(part, out):
-            out.append(part)
-    return tuple(out)
-
-
-def _is_branch_tag(part: str, before: list[str | int]) -> bool:
-    if part == "[key]" or part[:1].isupper() or "[" in part:
-        return True
-    if part in ("float", "int", "str", "bool", "list"):
-        return True
-    tags = ("fixed", "adaptive", "link", "next_url", "cursor")
-    return part in tags and bool(before) and before[-1] in ("every", "pages")
-
-
-def _check_names(config: Config, loaded: _Loaded) -> None:
-    for group in ("sources", "targets"):
-        for name in getattr(config, group):
-            if not NAME_RE.match(name):
-                raise loaded.error(
-                    (group, name),
-                    f"{_quote(name)} is not a valid name (use a-z, 0-9, _ and -, "
-                    "starting with a letter or digit)",
-                )
-    _check_references(config, loaded)
-
-
-def _check_references(config: Config, loaded: _Loaded) -> None:
-    sources = config.sources
-    for i, pair in enumerate(config.compare):
-        for side, kind in (("poll", "poll"), ("push", "webhook")):
-            name = getattr(pair, side)
-            if name not in sources:
-                raise loaded.error(("compare", i, side), f"{_quote(name)} is not a source")
-            if sources[name].kind != kind:
-                raise loaded.error(("compare", i, side), f"{_quote(name)} is not a {kind} source")
-    for tname, target in config.targets.items():
-        for i, name in enumerate(target.sources or []):
-            if name not in sources:
-                where = ("targets", tname, "sources", i)
-                raise loaded.error(where, f"{_quote(name)} is not a source")
-    _check_hooks(config, loaded)
-
-
-def _check_hooks(config: Config, loaded: _Loaded) -> None:
-    sources = config.sources
-    paths: dict[str, str] = {}
-    for sname, source in sources.items():
-        if source.poll and source.poll.on_push:
-            hint = source.poll.on_push
-            if hint not in sources or sources[hint].kind != "webhook":
-                raise loaded.error(
-                    ("sources", sname, "poll", "on_push"), f"{_quote(hint)} is not a webhook source"
-                )
-        if source.webhook:
-            path = config.webhook_path(sname)
-            if path in paths:
-                raise loaded.error(
-                    ("sources", sname, "webhook", "path"),
-                    f"{_quote(path)} is already the path of source {paths[path]}",
-                )
-            paths[path] = sname
-
-
-def parse_config(text: str, file: str = "config.yaml", path: Path | None = None) -> Config:
-    """Validate the YAML `text` of a config file named `file`; raise `ConfigError` on a mistake."""
-    loaded = _Loaded(file)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = {} if node is None else loaded.build(node, ())
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(file, line, "", f"not valid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        # Its text has a second line pointing into "<unicode string>": keep the first.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(file, None, "", f"not valid YAML: {reason}") from None
-    except RecursionError:
-        raise ConfigError(file, None, "", "not valid YAML: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ConfigError(file, 1, "", "the file must hold a mapping of keys")
-    if "path" in data:
-        raise loaded.error(("path",), "is not a known key")
-    try:
-        config = Config.model_validate({**data, "path": path})
-    except ValidationError as exc:
-        raise _first_error(exc, loaded) from None
-    _check_names(config, loaded)
-    return config
-
-
-def load_config(file: str | os.PathLike[str] | None = None) -> Config:
-    """Load the config from `file`, else `$BRIDGE_CONFIG`, else `./config.yaml`."""
-    name = str(file or os.environ.get("BRIDGE_CONFIG") or "config.yaml")
-    path = Path(name)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(name, None, "", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(name, None, "", f"cannot read the file ({exc})") from None
-    return parse_config(text, name, path.resolve())
 
 
 def iter_secrets(config: Config) -> Iterator[str]:
