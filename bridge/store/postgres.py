@@ -40,33 +40,17 @@ from bridge.store.postgres_poll import PostgresPollState
 from bridge.store.postgres_replicas import PostgresReplicas
 from bridge.store.postgres_report import PostgresReport
 from bridge.store.postgres_retention import PostgresRetention
+from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 log = logging.getLogger("bridge.store")
 
-EVENT_COLUMNS = "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data"
 # Any number fits: it only has to be the same for every replica of one database.
 _MIGRATION_LOCK = 0x627269646765
 _RETRIES = 5  # runs of one transaction at most (deadlocks, conflicts, a cut connection)
 _POOL_MAX = 8
 _CONNECT_TIMEOUT_S = 10.0
-
-
-def row_to_event(row: Sequence[Any]) -> Event:
-    """An Event from the columns of EVENT_COLUMNS, in order."""
-    return Event(
-        id=row[0],
-        source=row[1],
-        type=row[2],
-        origin=row[3],
-        change=row[4],
-        subject=row[5],
-        upstream_id=row[6],
-        time_ms=row[7],
-        recorded_ms=row[8],
-        data=json.loads(row[9]) if row[9] is not None else None,
-    )
 
 
 async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
@@ -288,20 +272,13 @@ class PostgresStore(
         since_ms: int | None = None,
         limit: int | None = 100,
     ) -> list[Event]:
-        where: list[str] = []
-        args: list[Any] = []
-        for clause, value in (("source = %s", source), ("type = %s", type),
-                              ("recorded_ms >= %s", since_ms)):  # fmt: skip
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = f"SELECT {EVENT_COLUMNS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT %s"
-            args.append(limit)
+        sql, args = select_filtered(
+            f"SELECT {EVENT_COLUMNS} FROM events",
+            [("source = ?", source), ("type = ?", type), ("recorded_ms >= ?", since_ms)],
+            order_by="seq DESC",
+            limit=limit,
+            mark="%s",
+        )
 
         async def q(conn: Conn) -> list[Event]:
             cur = await conn.execute(sql, args)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.store.base import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow, TargetState
+from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
 
 if TYPE_CHECKING:
     import psycopg
@@ -54,8 +55,6 @@ def _target_values(s: TargetState) -> tuple[Any, ...]:
 async def _claim(
     conn: Conn, limits: Mapping[str, int], now_ms: int, lease_ms: int, owner: str
 ) -> Claimed:
-    from bridge.store.postgres import EVENT_COLUMNS, row_to_event
-
     leased: list[tuple[Any, ...]] = []
     short: list[str] = []  # targets with fewer due deliveries than they could take
     for target, limit in limits.items():
@@ -204,19 +203,13 @@ class PostgresOutbox:
         event_id: str | None = None,
         limit: int | None = 100,
     ) -> list[DeliveryRow]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("status", status), ("target", target), ("event_id", event_id)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT %s"
-            args.append(limit)
+        sql, args = select_filtered(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries",
+            [("status = ?", status), ("target = ?", target), ("event_id = ?", event_id)],
+            order_by="id DESC",
+            limit=limit,
+            mark="%s",
+        )
 
         async def q(conn: Conn) -> list[DeliveryRow]:
             cur = await conn.execute(sql, args)

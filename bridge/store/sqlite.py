@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlite_utils
 
@@ -21,6 +21,7 @@ from bridge.errors import StoreError
 from bridge.events import Event, now_ms
 from bridge.store.base import NewEvent, Store
 from bridge.store.migrations import MIGRATIONS
+from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
 from bridge.store.sqlite_outbox import SQLiteOutbox
 from bridge.store.sqlite_poll import SQLitePollState
 from bridge.store.sqlite_replicas import SQLiteReplicas
@@ -30,10 +31,6 @@ from bridge.store.writer import BUSY_TIMEOUT_MS, Writer, translate
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
-
-_EVENT_COLUMNS = (
-    "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data"
-)
 
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -72,28 +69,13 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     return applied
 
 
-def _row_to_event(row: Sequence[Any]) -> Event:
-    return Event(
-        id=row[0],
-        source=row[1],
-        type=row[2],
-        origin=row[3],
-        change=row[4],
-        subject=row[5],
-        upstream_id=row[6],
-        time_ms=row[7],
-        recorded_ms=row[8],
-        data=json.loads(row[9]) if row[9] is not None else None,
-    )
-
-
 def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[bool]:
     """Insert events and their pending deliveries on `conn`, skipping known ids."""
     out = []
     for item in batch:
         ev = item.event
         cur = conn.execute(
-            f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 ev.id,
                 ev.source,
@@ -205,9 +187,9 @@ class SQLiteStore(
     async def get_event(self, event_id: str) -> Event | None:
         def q(conn: sqlite3.Connection) -> Event | None:
             row = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
             ).fetchone()
-            return _row_to_event(row) if row else None
+            return row_to_event(row) if row else None
 
         return await self.read(q)
 
@@ -219,27 +201,15 @@ class SQLiteStore(
         since_ms: int | None = None,
         limit: int | None = 100,
     ) -> list[Event]:
-        where: list[str] = []
-        args: list[Any] = []
-        if source is not None:
-            where.append("source = ?")
-            args.append(source)
-        if type is not None:
-            where.append("type = ?")
-            args.append(type)
-        if since_ms is not None:
-            where.append("recorded_ms >= ?")
-            args.append(since_ms)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
+        sql, args = select_filtered(
+            f"SELECT {EVENT_COLUMNS} FROM events",
+            [("source = ?", source), ("type = ?", type), ("recorded_ms >= ?", since_ms)],
+            order_by="seq DESC",
+            limit=limit,
+        )
 
         def q(conn: sqlite3.Connection) -> list[Event]:
-            return [_row_to_event(row) for row in conn.execute(sql, args)]
+            return [row_to_event(row) for row in conn.execute(sql, args)]
 
         return await self.read(q)
 

@@ -19,6 +19,7 @@ from bridge.store.base import (
     DeliveryRow,
     TargetState,
 )
+from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
 
 T = TypeVar("T")
 
@@ -34,9 +35,8 @@ _REQUEUE = "status = 'pending', attempts = 0, next_ms = ?, lease_ms = NULL"
 def _claim_target(
     conn: sqlite3.Connection, target: str, limit: int, now_ms: int, lease_ms: int, owner: str
 ) -> list[Claim]:
-    from bridge.store.sqlite import _EVENT_COLUMNS, _row_to_event
 
-    columns = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+    columns = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
     rows = conn.execute(
         f"SELECT d.id, d.attempts, {columns} FROM deliveries d JOIN events e ON e.id = d.event_id"
         f" WHERE d.target = ? AND d.{_WAITING} AND d.next_ms <= ?"
@@ -48,7 +48,7 @@ def _claim_target(
             "UPDATE deliveries SET lease_ms = ?, lease_owner = ? WHERE id = ?",
             [(lease_ms, owner, r[0]) for r in rows],
         )
-    return [Claim(r[0], target, _row_to_event(r[2:]), r[1]) for r in rows]
+    return [Claim(r[0], target, row_to_event(r[2:]), r[1]) for r in rows]
 
 
 def _next_due(conn: sqlite3.Connection, targets: Sequence[str], now_ms: int) -> int | None:
@@ -195,19 +195,12 @@ class SQLiteOutbox:
         event_id: str | None = None,
         limit: int | None = 100,
     ) -> list[DeliveryRow]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("status", status), ("target", target), ("event_id", event_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
+        sql, args = select_filtered(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries",
+            [("status = ?", status), ("target = ?", target), ("event_id = ?", event_id)],
+            order_by="id DESC",
+            limit=limit,
+        )
 
         def q(conn: sqlite3.Connection) -> list[DeliveryRow]:
             return [DeliveryRow(*r) for r in conn.execute(sql, args)]
