@@ -104,6 +104,10 @@ def check(config_path: str) -> None:
                 else f"{p.every:g}s"
             )
             click.echo(f"  source    {name}: poll {p.method} {p.url} every {every}")
+            for key in p.overridden_params:
+                click.echo(
+                    f"  warning   {name}: params.{key} replaces {key} in the query of url", err=True
+                )
         elif source.webhook:
             w = source.webhook
             secrets = f", {len(w.secrets)} secret(s) ***" if w.secrets else ""

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import jmespath
 import jmespath.exceptions
@@ -235,6 +236,10 @@ class PollConfig(_Model):
     type: str = "{source}.{change}"
     pages: Pages | None = None
     max_pages: int = Field(100, ge=1)
+    # What one poll may read, over all its pages, before it is a fault (`too_large`).
+    max_bytes: Size = 64 * 1024 * 1024
+    # Same-origin redirects only; a redirect to another origin is never followed.
+    follow_redirects: bool = False
     baseline: Literal["silent", "emit"] = "silent"
     on_push: str | None = None
 
@@ -242,6 +247,12 @@ class PollConfig(_Model):
     def min_every_s(self) -> float:
         """The shortest interval between polls, in seconds."""
         return self.every.min_s if isinstance(self.every, AdaptiveEvery) else self.every
+
+    @property
+    def overridden_params(self) -> list[str]:
+        """The keys of `params` that replace a key of the query string of `url`."""
+        query = {key for key, _ in parse_qsl(urlsplit(self.url).query, keep_blank_values=True)}
+        return sorted(query & self.params.keys())
 
     @field_validator("ignore")
     @classmethod

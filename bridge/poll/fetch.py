@@ -1,12 +1,22 @@
 """Fetching a polled source: one HTTP walk over every page of its answer.
 
-`fetch` sends the source's request with the validators of the previous answer
-(`If-None-Match`, `If-Modified-Since`), follows the pagination (`Link: rel="next"`, a next
-URL or a cursor found in the body), and returns every page's items, or `not_modified` on a
-304. Anything that makes the answer incomplete or unusable raises `FetchError`, so that the
-caller never diffs a partial answer: a non-2xx status, a timeout, a connection error,
-invalid JSON, an `items` expression that finds no list, a walk longer than `max_pages` or
-one that loops. A 429 or 503 carries its `Retry-After` in seconds.
+`fetch` sends the source's request, follows the pagination (`Link: rel="next"`, a next URL
+or a cursor found in the body), and returns every page's items. Anything that makes the
+answer incomplete or unusable raises `FetchError`, so that the caller never diffs a partial
+answer: a non-2xx status, a timeout, a connection error, an answer larger than `max_bytes`,
+invalid JSON, a problem document, an `items` expression that finds no list, a redirect not
+followed, a walk longer than `max_pages` or one that loops. A 429 or 503 carries its
+`Retry-After` in seconds.
+
+Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
+without `pages`: a page's validators say nothing of the other pages, and servers that
+paginate with a `Link` header compute the ETag over the body alone, so not even whether a
+new page appeared after a page that answers 304. A 304 never stands for a paginated answer.
+
+The request is the configured `url` with its query string kept, `params` merged into it (a
+key in both: `params` wins). Relative next URLs resolve against the page that gave them.
+Redirects are followed only with `follow_redirects` and only within the source's origin, so
+headers and parameters that carry credentials never reach another host.
 """
 
 from __future__ import annotations
@@ -15,11 +25,12 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import jmespath
@@ -27,6 +38,7 @@ import jmespath
 from bridge import __version__
 from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
+from bridge.poll.links import next_link
 
 log = logging.getLogger("bridge.poll")
 
@@ -36,6 +48,10 @@ _STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteErro
 USER_AGENT = f"bridge/{__version__}"
 # Answers larger than this are parsed in a worker thread, not on the event loop.
 LARGE_BODY = 1_000_000
+# Same-origin redirects followed for one request, at most (with `follow_redirects`).
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +85,17 @@ def safe_url(url: str | httpx.URL) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def request_url(url: str, params: dict[str, Any] | None = None) -> httpx.URL:
+    """`url` with its query string kept and `params` merged in (a key in both: `params` wins)."""
+    base = httpx.URL(url)
+    return base.copy_merge_params(params) if params else base
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port, the default port made explicit."""
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
 def retry_after_s(value: str | None, now_s: float | None = None) -> float | None:
     """The delay a `Retry-After` header asks for: seconds or an HTTP date; None if unusable."""
     if not value:
@@ -86,6 +113,42 @@ def retry_after_s(value: str | None, now_s: float | None = None) -> float | None
     return max(0.0, (when - now).total_seconds())
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes, charset: str | None = None) -> Any:
+    """Strict JSON: UTF-8 (a BOM allowed) or the charset the content type names.
+
+    `NaN`, `Infinity` and numbers too large for a float (`1e400`) are refused: what the
+    bridge stores and sends is strict JSON.
+    """
+    if charset and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        text: str | bytes = body.decode(charset).lstrip("\ufeff")
+    else:
+        text = body  # json detects UTF-8, -16 and -32 and a UTF-8 BOM from the bytes
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+
+
+def _media_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@dataclass(slots=True)
+class _Page:
+    """One answer read whole: the response (its body consumed) and the body's bytes."""
+
+    response: httpx.Response
+    body: bytes
+
+
 class _Walk:
     """The state of one walk over the pages of an answer."""
 
@@ -94,10 +157,12 @@ class _Walk:
     ):
         self.client = client
         self.poll = poll
-        self.validators = validators
+        # A 304 can stand only for a whole answer, and only a source without pages has one.
+        self.validators = validators if poll.pages is None else NO_VALIDATORS
         self.items_expr = jmespath.compile(poll.items) if poll.items else None
         self.out = out
         self.seen: set[str] = set()
+        self.origin = origin(httpx.URL(poll.url))
 
     def headers(self, first: bool) -> dict[str, str]:
         headers = {name: value.get_secret_value() for name, value in self.poll.headers.items()}
@@ -109,17 +174,45 @@ class _Walk:
             headers["If-Modified-Since"] = self.validators.last_modified
         return headers
 
-    async def request(self, url: str, params: dict[str, Any] | None, first: bool) -> httpx.Response:
+    async def request(self, url: httpx.URL, first: bool) -> _Page:
+        """One request, with the same-origin redirects it is allowed to follow."""
+        for _ in range(MAX_REDIRECTS + 1):
+            page = await self._attempt(url, first)
+            location = page.response.headers.get("location")
+            if page.response.status_code not in _REDIRECTS or not location:
+                return page
+            url = self._redirect(page.response, location)
+        raise FetchError(f"{safe_url(url)}: more than {MAX_REDIRECTS} redirects", reason="redirect")
+
+    def _redirect(self, response: httpx.Response, location: str) -> httpx.URL:
+        where, status = safe_url(response.url), response.status_code
+        target = response.url.join(location)
+        if origin(target) != self.origin:
+            raise FetchError(
+                f"{where}: HTTP {status} to another origin ({safe_url(target)}), never followed",
+                status=status,
+                reason="redirect",
+            )
+        if not self.poll.follow_redirects:
+            raise FetchError(
+                f"{where}: HTTP {status} redirect not followed (follow_redirects is off)",
+                status=status,
+                reason="redirect",
+            )
+        log.debug("%s: HTTP %d, following to %s", where, status, safe_url(target))
+        return target
+
+    async def _attempt(self, url: httpx.URL, first: bool) -> _Page:
         try:
             try:
-                response = await self._send(url, params, first)
+                return await self._send(url, first)
             except _STALE_CONNECTION:
                 # A pooled keep-alive connection that the server closed as we reused it:
                 # the request never reached the application, so sending it again is safe.
                 log.debug("%s: the pooled connection was closed; retrying once", safe_url(url))
                 self.out.requests += 1
-                response = await self._send(url, params, first)
-        except httpx.TimeoutException as exc:
+                return await self._send(url, first)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise FetchError(
                 f"{safe_url(url)}: timed out after {self.poll.timeout_s:g} s", reason="timeout"
             ) from exc
@@ -130,20 +223,38 @@ class _Walk:
             ) from exc
         finally:
             self.out.requests += 1
-        self.out.status = response.status_code
-        self.out.bytes += len(response.content)
-        return response
 
-    async def _send(self, url: str, params: dict[str, Any] | None, first: bool) -> httpx.Response:
-        return await self.client.request(
-            self.poll.method,
-            url,
-            params=params,
-            headers=self.headers(first),
-            timeout=self.poll.timeout_s,
+    async def _send(self, url: httpx.URL, first: bool) -> _Page:
+        """Send and read the whole answer within `timeout`, reading at most `max_bytes`."""
+        request = self.client.build_request(
+            self.poll.method, url, headers=self.headers(first), timeout=self.poll.timeout_s
         )
+        # httpx's timeout bounds each read; this bounds the request from connect to last byte.
+        async with asyncio.timeout(self.poll.timeout_s):
+            response = await self.client.send(request, stream=True)
+            try:
+                body = await self._read(response)
+            finally:
+                await response.aclose()
+        self.out.status = response.status_code
+        return _Page(response, body)
 
-    async def check(self, response: httpx.Response) -> Any:
+    async def _read(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        async for chunk in response.aiter_bytes():
+            self.out.bytes += len(chunk)
+            if self.out.bytes > self.poll.max_bytes:
+                raise FetchError(
+                    f"{safe_url(response.url)}: the answer is larger than max_bytes "
+                    f"({self.poll.max_bytes} bytes over all pages)",
+                    status=response.status_code,
+                    reason="too_large",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def check(self, page: _Page) -> Any:
+        response = page.response
         status = response.status_code
         where = safe_url(response.url)
         if status in (429, 503):
@@ -154,13 +265,24 @@ class _Walk:
         if not 200 <= status < 300:
             raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
         try:
-            if len(response.content) > LARGE_BODY:
-                return await asyncio.to_thread(json.loads, response.content)
-            return json.loads(response.content)
-        except (ValueError, UnicodeDecodeError) as exc:
+            if len(page.body) > LARGE_BODY:
+                body = await asyncio.to_thread(parse_json, page.body, response.charset_encoding)
+            else:
+                body = parse_json(page.body, response.charset_encoding)
+        except (ValueError, UnicodeDecodeError, LookupError) as exc:
             raise FetchError(
                 f"{where}: the answer is not valid JSON", status=status, reason="json"
             ) from exc
+        if _media_type(response) == "application/problem+json":
+            # An error answered as 200 (RFC 9457): its items, if any, are not the answer.
+            title = body.get("title") if isinstance(body, dict) else None
+            about = f": {str(title)[:100]!r}" if title else ""
+            raise FetchError(
+                f"{where}: HTTP {status} with a problem document{about}",
+                status=status,
+                reason="problem",
+            )
+        return body
 
     def items_of(self, body: Any, where: str) -> list[Any]:
         found = self.items_expr.search(body) if self.items_expr is not None else body
@@ -170,16 +292,14 @@ class _Walk:
             raise FetchError(f"{where}: {what} {problem}", status=self.out.status, reason="items")
         return found
 
-    def next_page(
-        self, response: httpx.Response, body: Any, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any] | None] | None:
-        """The next request (URL and params), or None at the last page."""
+    def next_page(self, response: httpx.Response, body: Any) -> httpx.URL | None:
+        """The URL of the next page, or None at the last page."""
         pages = self.poll.pages
         if pages is None:
             return None
         if pages == "link":
-            link = response.links.get("next", {}).get("url")
-            return (urljoin(str(response.url), link), None) if link else None
+            link = next_link(response.headers.get_list("link"))
+            return response.url.join(link) if link else None
         if isinstance(pages, NextUrlPages):
             nxt = jmespath.search(pages.next_url, body)
             if not nxt:
@@ -188,7 +308,7 @@ class _Walk:
                 raise FetchError(
                     f"{safe_url(response.url)}: the next_url is not text", reason="pagination"
                 )
-            return urljoin(str(response.url), nxt), None
+            return response.url.join(nxt)
         assert isinstance(pages, CursorPages)
         cursor = jmespath.search(pages.cursor, body)
         if cursor is None or cursor == "" or cursor is False:
@@ -197,40 +317,39 @@ class _Walk:
             raise FetchError(
                 f"{safe_url(response.url)}: the cursor is not a value", reason="pagination"
             )
-        return self.poll.url, {**params, pages.param: cursor}
+        return request_url(self.poll.url, {**self.poll.params, pages.param: cursor})
 
     async def run(self) -> Fetched:
-        url, params = self.poll.url, dict(self.poll.params)
-        request: tuple[str, dict[str, Any] | None] | None = (url, params)
+        url: httpx.URL | None = request_url(self.poll.url, self.poll.params)
         page = 0
-        while request is not None:
-            url, page_params = request
+        while url is not None:
             if page == self.poll.max_pages:
                 raise FetchError(
                     f"{safe_url(url)}: the answer has more than max_pages ({page}) pages",
                     status=self.out.status,
                     reason="pagination",
                 )
-            first = page == 0
-            response = await self.request(url, page_params, first)
-            if first and response.status_code == 304:
-                self.out.not_modified = True
-                self.out.validators = self.validators
-                return self.out
-            if first:
-                self.out.validators = Validators(
-                    response.headers.get("etag"), response.headers.get("last-modified")
-                )
-            body = await self.check(response)
-            if str(response.url) in self.seen:
+            if str(url) in self.seen:
                 raise FetchError(
                     f"{safe_url(url)}: the pagination loops back to a seen page",
                     reason="pagination",
                 )
-            self.seen.add(str(response.url))
+            self.seen.add(str(url))
+            first = page == 0
+            answer = await self.request(url, first)
+            response = answer.response
+            if first and response.status_code == 304 and self.validators != NO_VALIDATORS:
+                self.out.not_modified = True
+                self.out.validators = self.validators
+                return self.out
+            body = await self.check(answer)
+            if first and self.poll.pages is None:
+                self.out.validators = Validators(
+                    response.headers.get("etag"), response.headers.get("last-modified")
+                )
             self.out.items.extend(self.items_of(body, safe_url(response.url)))
             page += 1
-            request = self.next_page(response, body, page_params or {})
+            url = self.next_page(response, body)
         return self.out
 
 
@@ -248,9 +367,9 @@ async def fetch(
 
 
 def new_client() -> httpx.AsyncClient:
-    """The HTTP client polls share: redirects followed, the bridge's User-Agent."""
+    """The HTTP client polls share: no redirect followed by itself, the bridge's User-Agent."""
     return httpx.AsyncClient(
-        follow_redirects=True,
+        follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
