@@ -192,19 +192,19 @@ def events(
     Console(width=200).print(table)
 
 
-from bridge.poll.commands import poll as _poll  # noqa: E402
+from bridge.cli.poll import poll as _poll  # noqa: E402
 
 cli.add_command(_poll)
-from bridge.compare_commands import demo, latency  # noqa: E402
+from bridge.cli.compare import demo, latency  # noqa: E402
 
 cli.add_command(latency)
 cli.add_command(demo)
 
-from bridge.deliver import commands as _deliver_commands  # noqa: E402
+from bridge.cli import deliver as _deliver_commands  # noqa: E402
 
 _deliver_commands.register(cli)
 
-from bridge.status.commands import status as _status  # noqa: E402
+from bridge.cli.status import status as _status  # noqa: E402
 
 cli.add_command(_status)
 
