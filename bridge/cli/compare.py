@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bridge.cli import Failure, config_option, handle_errors, read_config
+from bridge.cli.edge import Failure, config_option, handle_errors, read_config
 from bridge.config import parse_duration
 from bridge.report_view import PLOT_SUFFIXES
 

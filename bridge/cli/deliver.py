@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bridge.cli import Failure, config_option, handle_errors, read_config
+from bridge.cli.edge import Failure, config_option, handle_errors, read_config
 from bridge.config import Config
 from bridge.events import format_time, now_ms
 from bridge.store import Store, open_store

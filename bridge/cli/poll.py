@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bridge.cli import config_option, handle_errors, read_config
+from bridge.cli.edge import config_option, handle_errors, read_config
 from bridge.config import Config
 from bridge.poll.engine import Detection, detect, poll_sources
 from bridge.poll.fetch import new_client

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bridge.cli import config_option, handle_errors, read_config
+from bridge.cli.edge import config_option, handle_errors, read_config
 from bridge.errors import StoreError
 from bridge.events import format_time
 from bridge.status.summary import Summary, collect
