@@ -17,8 +17,8 @@ import pytest
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, open_store
-from bridge.store.migrations import MIGRATIONS
 from bridge.store.sqlite import SQLiteStore
+from bridge.store.sqlite.migrations import MIGRATIONS
 
 
 def make_event(source: str, upstream: str, type: str = "thing.happened") -> Event:
@@ -226,7 +226,7 @@ def test_unsupported_url_scheme() -> None:
 
 
 def test_a_locked_database_fails_queued_writes_at_once_then_recovers(store: SQLiteStore) -> None:
-    from bridge.store.writer import BUSY_TIMEOUT_MS, DEGRADED_BUSY_TIMEOUT_MS
+    from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, DEGRADED_BUSY_TIMEOUT_MS
 
     holder = sqlite3.connect(store.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock

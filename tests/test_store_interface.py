@@ -16,7 +16,7 @@ from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, mask_url, open_store
 from bridge.store.base import AttemptRecord, PollCommit, PollOutcome, TargetState
-from bridge.store.migrations import MIGRATIONS
+from bridge.store.sqlite.migrations import MIGRATIONS
 from tests.helpers import run_cli, wait_until
 
 

@@ -134,7 +134,7 @@ class PostgresPollState:
 
     async def commit_poll(self, commit: PollCommit) -> list[bool]:
         # Imported here: postgres.py imports this module to build PostgresStore.
-        from bridge.store.postgres import insert_events
+        from bridge.store.postgres.store import insert_events
 
         source = commit.source
 

@@ -34,12 +34,12 @@ from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, now_ms
 from bridge.store import mask_url
 from bridge.store.base import NewEvent, Store
-from bridge.store.pg_migrations import MIGRATIONS
-from bridge.store.postgres_outbox import PostgresOutbox
-from bridge.store.postgres_poll import PostgresPollState
-from bridge.store.postgres_replicas import PostgresReplicas
-from bridge.store.postgres_report import PostgresReport
-from bridge.store.postgres_retention import PostgresRetention
+from bridge.store.postgres.migrations import MIGRATIONS
+from bridge.store.postgres.outbox import PostgresOutbox
+from bridge.store.postgres.poll import PostgresPollState
+from bridge.store.postgres.replicas import PostgresReplicas
+from bridge.store.postgres.report import PostgresReport
+from bridge.store.postgres.retention import PostgresRetention
 from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
 
 T = TypeVar("T")

@@ -20,14 +20,14 @@ import sqlite_utils
 from bridge.errors import StoreError
 from bridge.events import Event, now_ms
 from bridge.store.base import NewEvent, Store
-from bridge.store.migrations import MIGRATIONS
 from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
-from bridge.store.sqlite_outbox import SQLiteOutbox
-from bridge.store.sqlite_poll import SQLitePollState
-from bridge.store.sqlite_replicas import SQLiteReplicas
-from bridge.store.sqlite_report import SQLiteReport
-from bridge.store.sqlite_retention import SQLiteRetention
-from bridge.store.writer import BUSY_TIMEOUT_MS, Writer, translate
+from bridge.store.sqlite.migrations import MIGRATIONS
+from bridge.store.sqlite.outbox import SQLiteOutbox
+from bridge.store.sqlite.poll import SQLitePollState
+from bridge.store.sqlite.replicas import SQLiteReplicas
+from bridge.store.sqlite.report import SQLiteReport
+from bridge.store.sqlite.retention import SQLiteRetention
+from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, Writer, translate
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")

@@ -135,7 +135,7 @@ class SQLitePollState:
 
     async def commit_poll(self, commit: PollCommit) -> list[bool]:
         # Imported here: sqlite.py imports this module to build SQLiteStore.
-        from bridge.store.sqlite import insert_events
+        from bridge.store.sqlite.store import insert_events
 
         source = commit.source
 
