@@ -3,7 +3,7 @@
 Same names, same tables and columns, recorded in the same `_migrations` table, so both
 backends are at the same version after the same migrations. Times are BIGINT milliseconds;
 event data and poll items stay JSON text, as written (key order kept). Never edit a
-released migration: add a new one, here and in migrations.py.
+released migration: add a new one, here and in sqlite/migrations.py.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """PostgreSQL implementation of `PollStore`: snapshots, validators and stats of polled sources.
 
-The same tables as SQLite's (see sqlite_poll.py). `commit_poll` writes a poll's events,
+The same tables as SQLite's (see sqlite/poll.py). `commit_poll` writes a poll's events,
 their deliveries, the snapshot changes and the stats in one transaction. Only the replica
-that holds a source's poll lease polls it (see postgres_replicas.py), so one source's
+that holds a source's poll lease polls it (see replicas.py), so one source's
 snapshot has one writer at a time.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.store.base import PollCommit, PollOutcome, PollState
+from bridge.store.postgres.events import insert_events
 
 if TYPE_CHECKING:
     import psycopg
@@ -133,9 +134,6 @@ class PostgresPollState:
         return await self.run(q)
 
     async def commit_poll(self, commit: PollCommit) -> list[bool]:
-        # Imported here: postgres.py imports this module to build PostgresStore.
-        from bridge.store.postgres.store import insert_events
-
         source = commit.source
 
         async def write(conn: Conn) -> list[bool]:

@@ -1,6 +1,6 @@
 """PostgreSQL implementation of `ReportStore`: the timings behind the latency report.
 
-The same queries as sqlite_report.py, in PostgreSQL's dialect; read-only.
+The same queries as sqlite/report.py, in PostgreSQL's dialect; read-only.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 from bridge.store.base import PollCommit, PollOutcome, PollState
+from bridge.store.sqlite.events import insert_events
 
 T = TypeVar("T")
 
@@ -134,9 +135,6 @@ class SQLitePollState:
         return items
 
     async def commit_poll(self, commit: PollCommit) -> list[bool]:
-        # Imported here: sqlite.py imports this module to build SQLiteStore.
-        from bridge.store.sqlite.store import insert_events
-
         source = commit.source
 
         def write(conn: sqlite3.Connection) -> list[bool]:
