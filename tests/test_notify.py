@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.notify import Notifier, format_message, socket_address, watchdog_interval_s
+from bridge.daemon.notify import Notifier, format_message, socket_address, watchdog_interval_s
 from tests.conftest import TEST_SECRET
 from tests.helpers import DaemonProcess, free_port, wait_until
 

@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge import daemon as daemon_module
 from bridge import logs, metrics
-from bridge.app import build_app
 from bridge.config import Config, load_config, parse_config
 from bridge.daemon import Daemon
+from bridge.daemon import lifespan as daemon_module
+from bridge.daemon.app import build_app
+from bridge.daemon.reload import config_changes, restart_needed
 from bridge.events import Event, event_id, now_ms
-from bridge.reload import config_changes, restart_needed
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
 from bridge.status.summary import source_status, target_health

@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.app import build_app
 from bridge.config import Config, parse_config
+from bridge.daemon.app import build_app
 from bridge.errors import StoreError
 from bridge.events import Event
 from bridge.receive import schemes

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Config, RetentionConfig, load_config
+from bridge.daemon.janitor import Janitor
 from bridge.events import Event, event_id, now_ms
-from bridge.retention import Janitor
 from bridge.runtime import Runtime
 from bridge.store import NewEvent, Store, open_store
 from bridge.store.base import AttemptRecord, PollCommit, PollOutcome
@@ -130,7 +130,7 @@ def test_janitor_keeps_everything_when_events_is_zero(tmp_path: Path) -> None:
 def test_janitor_prunes_in_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("bridge.retention.BATCH", 2)
+    monkeypatch.setattr("bridge.daemon.janitor.BATCH", 2)
     store = open_store(str(tmp_path / "bridge.db"))
     store.open()
     try:

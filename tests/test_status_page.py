@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge.app import build_app
 from bridge.config import parse_config
+from bridge.daemon.app import build_app
 from bridge.events import Event, event_id, now_ms
 from bridge.runtime import Runtime
 from bridge.store import NewEvent

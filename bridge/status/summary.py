@@ -151,7 +151,7 @@ async def collect(config: Config, store: Store) -> Summary:
                 last_error=state.disabled_reason or await _last_error(store, name),
             )
         )
-    from bridge.replicas import LIVE_S
+    from bridge.daemon.heartbeat import LIVE_S
 
     replicas = [
         ReplicaSummary(r.id, r.started_ms, r.heartbeat_ms, list(r.poll_leases), r.claims)

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import uvicorn
 
-from bridge.app import build_app
 from bridge.config import Config
+from bridge.daemon.app import build_app
+from bridge.daemon.notify import Notifier
+from bridge.daemon.reload import reload_config
 from bridge.errors import StartupError, StoreError
-from bridge.notify import Notifier
-from bridge.reload import reload_config
 from bridge.runtime import Component, Runtime
 from bridge.status.summary import WAITING, backlog_of
 from bridge.store import open_store
@@ -63,11 +63,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 def build_components(runtime: Runtime) -> list[Component]:
     """The engines for this config, in start order."""
+    from bridge.daemon.heartbeat import Heartbeat
+    from bridge.daemon.janitor import Janitor
     from bridge.deliver.worker import Deliverer
     from bridge.poll.engine import Poller
     from bridge.receive.app import Receiver
-    from bridge.replicas import Heartbeat
-    from bridge.retention import Janitor
     from bridge.web.status import Status
 
     components: list[Component] = []
