@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.compare.report import build_report, pair_events, pair_window_ms, spread
 from bridge.config import parse_config
 from bridge.events import Event, event_id, now_ms
-from bridge.report import build_report, pair_events, pair_window_ms, spread
 from bridge.store import NewEvent
 from bridge.store.base import DeliveryTiming, EventTiming, PollCommit, PollOutcome, PollState
 from bridge.store.sqlite import SQLiteStore

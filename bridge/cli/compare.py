@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from bridge.cli.edge import Failure, config_option, handle_errors, read_config
+from bridge.compare.view import PLOT_SUFFIXES
 from bridge.config import parse_duration
-from bridge.report_view import PLOT_SUFFIXES
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -50,8 +50,8 @@ def _plot_path(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @handle_errors
 def latency(config_path: str, since: float | None, as_json: bool, plot: Path | None) -> None:
     """Latency per source (detection, delivery), polling's cost, and poll vs push per pair."""
-    from bridge.report import load_report
-    from bridge.report_view import print_report, write_plot
+    from bridge.compare.report import load_report
+    from bridge.compare.view import print_report, write_plot
     from bridge.store import open_store
 
     config = read_config(config_path)
@@ -127,8 +127,8 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from bridge.compare.view import print_report, write_plot
     from bridge.demo.run import DemoOptions, run_demo
-    from bridge.report_view import print_report, write_plot
 
     if every <= 0 or duration <= 0:
         raise click.BadParameter("--duration and --every must be more than 0")

@@ -3,8 +3,8 @@
 Start order: store -> engines (deliverer, receiver, poller) -> HTTP server. Stop order is the
 reverse: stop accepting requests, let polls and deliveries in flight finish within a bounded
 grace period, then close the store. SIGTERM and SIGINT stop; SIGHUP reloads the config file
-(see bridge/reload.py). Under systemd the daemon reports each step through sd_notify
-(bridge/notify.py) and pings the watchdog from its event loop.
+(see bridge/daemon/reload.py). Under systemd the daemon reports each step through sd_notify
+(bridge/daemon/notify.py) and pings the watchdog from its event loop.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge import __version__
+from bridge.compare.report import LatencyReport, load_report
 from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.events import Event, format_time, now_ms
-from bridge.report import LatencyReport, load_report
 from bridge.runtime import Runtime
 from bridge.status.summary import Summary
 from bridge.status.summary import collect as collect_summary

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console, Group
 from rich.table import Table
 
-from bridge.report import LatencyReport, SourceReport, Spread
+from bridge.compare.report import LatencyReport, SourceReport, Spread
 
 log = logging.getLogger("bridge.report")
 
