@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import DaemonProcess, serve_app, wait_until
-from tests.poll_upstream import Upstream, upstream_app
+from tests.poll.upstream import Upstream, upstream_app
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import eventually, free_port, run_cli, serve_app
-from tests.poll_upstream import Upstream, upstream_app
+from tests.poll.upstream import Upstream, upstream_app
 
 pytestmark = pytest.mark.anyio
 
