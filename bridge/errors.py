@@ -6,7 +6,8 @@
      │    └── StoreUnavailable  busy, locked or out of space: try again later (HTTP 503)
      ├── FetchError             a poll's request failed or its answer was unusable
      ├── VerificationError      an inbound request's signature or timestamp is not valid
-     └── StartupError           the daemon could not start (port taken, database not writable)
+     ├── StartupError           the daemon could not start (port taken, database not writable)
+     └── MissingExtra           a feature needs an optional dependency that is not installed
 
 Messages are for people and never carry a secret. The CLI and the HTTP layer are the only
 places that turn these into exit codes and responses.
@@ -66,3 +67,13 @@ class VerificationError(BridgeError):
 
 class StartupError(BridgeError):
     """The daemon could not start."""
+
+
+class MissingExtra(BridgeError):
+    """A feature needs an optional dependency (an extra such as `bridge[plot]`) not installed."""
+
+    def __init__(self, feature: str, module: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs {module}, which is not installed: pip install 'bridge[{extra}]'"
+        )
+        self.extra = extra

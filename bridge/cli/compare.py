@@ -51,10 +51,12 @@ def _plot_path(ctx: click.Context, param: click.Parameter, value: str | None) ->
 def latency(config_path: str, since: float | None, as_json: bool, plot: Path | None) -> None:
     """Latency per source (detection, delivery), polling's cost, and poll vs push per pair."""
     from bridge.compare.report import load_report
-    from bridge.compare.view import print_report, write_plot
+    from bridge.compare.view import print_report, require_plot, write_plot
     from bridge.store import open_store
 
     config = read_config(config_path)
+    if plot is not None:
+        require_plot()
     location = config.database_path
     if "://" not in location and location != ":memory:" and not Path(location).exists():
         raise Failure(f"no database at {location} (has the bridge run with this config?)")
@@ -127,11 +129,12 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bridge.compare.view import print_report, write_plot
+    from bridge.compare.view import print_report, require_plot, write_plot
     from bridge.demo.run import DemoOptions, run_demo
 
     if every <= 0 or duration <= 0:
         raise click.BadParameter("--duration and --every must be more than 0")
+    require_plot()
     err = Console(stderr=True)
     options = DemoOptions(duration_s=duration, every_s=every, rate_per_s=rate, folder=folder)
     click.echo(

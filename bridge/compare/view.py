@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from bridge.compare.report import LatencyReport, SourceReport, Spread
+from bridge.errors import MissingExtra
 
 log = logging.getLogger("bridge.report")
 
@@ -113,12 +115,19 @@ def print_report(report: LatencyReport, console: Console | None = None) -> None:
     console.print(Group(*parts))
 
 
+def require_plot() -> None:
+    """Raise `MissingExtra` unless matplotlib (the `plot` extra) is installed."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MissingExtra("the latency picture", "matplotlib", "plot")
+
+
 def write_plot(report: LatencyReport, path: str | Path) -> Path:
     """Draw the detection latency distributions of the polled and the pushed sources side by
     side, as PNG or SVG by the file's suffix; returns the path written."""
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"{path.name}: the picture must end in .png or .svg")
+    require_plot()
     import matplotlib
 
     matplotlib.use("Agg")  # no display: draw into files only
