@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from bridge.config.models import NAME_RE, SECRET_KEYS, Config
 from bridge.errors import ConfigError
+from bridge.masking import mask_url
 
 _INTERP_RE = re.compile(r"\$\{([^}]*)\}")
 
@@ -146,9 +147,9 @@ def _show(loaded: _Loaded, path: Path_, value: Any) -> str:
     if path in loaded.multiline:
         return "this value"
     if path in loaded.raw:
-        return _quote(loaded.raw[path])
+        return _quote(mask_url(loaded.raw[path]))
     if isinstance(value, str):
-        return _quote(value)
+        return _quote(mask_url(value))
     if isinstance(value, dict | list):
         return "this value"
     return _quote(str(value)) if value is not None else "null"

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.masking import mask_url
+
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -115,6 +117,11 @@ Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A URL may carry a password or a token: reprs show it masked, like every output.
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if isinstance(value, str) and "://" in value else value
 
 
 # -- the server ----------------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""What the bridge puts out, on the real daemon and the real CLI: no secret of a URL in any
+output, no metric label from request data, only strict JSON, and bounded attribute lengths.
+
+(The log check of every test of the suite is in conftest.py.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.helpers import DaemonProcess, run_cli, wait_until
+from tests.reliability.parts import query
+
+pytestmark = pytest.mark.reliability
+
+# -- defect 5: secrets of URLs in command output -----------------------------------------------
+
+URL_SECRETS = ["SECRET1", "SECRET2", "pw@", "HEADERVALUE-of-the-masking-test"]
+
+
+def masking_config(admin: str) -> str:
+    """A target URL with a password and an api_key, a poll URL with a token and a parameter
+    whose value is a configured secret (the poll's header), both on ports nobody serves."""
+    return f"""
+        database: bridge.db
+        server:
+          listen: 127.0.0.1:{{port}}
+          admin_token: {admin}
+        sources:
+          hooks:
+            webhook: {{verify: none, allow_unsigned: true}}
+          api:
+            poll:
+              url: "http://127.0.0.1:9/items?token=SECRET2&q=HEADERVALUE-of-the-masking-test"
+              headers: {{X-Api-Key: HEADERVALUE-of-the-masking-test}}
+              every: 200ms
+              timeout: 1s
+              id: id
+        targets:
+          sink:
+            url: "http://user:pw@127.0.0.1:9/hook?api_key=SECRET1&x=1"
+            secret: {TEST_SECRET}
+            timeout: 1s
+            retry: [100ms]
+        """
+
+
+def test_no_url_secret_in_any_command_output_page_or_log(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    admin = "admin-token-of-the-masking-test"
+    proc = daemon(masking_config(admin), "--log-level", "debug")
+    config = str(proc.config_path)
+    r = httpx.post(proc.url + "/hooks/hooks", json={"id": "e1", "type": "t"}, timeout=10)
+    assert r.status_code == 202
+    db = tmp_path / "bridge.db"
+    # The delivery fails twice (nothing listens) and is dead; the poll fails and is recorded.
+    wait_until(lambda: query(db, "SELECT status FROM deliveries") == [("dead",)], timeout_s=20)
+    wait_until(lambda: query(db, "SELECT 1 FROM poll_state WHERE failures >= 2"), timeout_s=20)
+    commands = [
+        ("check",),
+        ("targets",),
+        ("targets", "--json"),
+        ("status",),
+        ("status", "--json"),
+        ("deliveries", "--json"),
+        ("events", "--json"),
+        ("poll", "api", "--dry-run"),
+    ]
+    outputs = {args: run_cli(*args, "-c", config) for args in commands}
+    bearer = {"Authorization": f"Bearer {admin}"}
+    pages = [httpx.get(proc.url + p, headers=bearer, timeout=10).text for p in ("/", "/api/status")]
+    assert proc.terminate() == 0
+    shown = [o.stdout + o.stderr for o in outputs.values()] + pages + [proc.log()]
+    for text in shown:
+        assert not [s for s in URL_SECRETS if s in text], text
+    check = outputs[("check",)].stdout
+    assert "http://user:***@127.0.0.1:9/hook?api_key=***&x=1" in check
+    assert "http://127.0.0.1:9/items?token=***&q=***" in check
+    listed = json.loads(outputs[("targets", "--json")].stdout)
+    assert listed[0]["url"] == "http://user:***@127.0.0.1:9/hook?api_key=***&x=1"
+    assert "api_key=***" in outputs[("targets",)].stdout
