@@ -86,3 +86,17 @@ targets:
         parse_config(f"targets:\n  t: {{url: 'ftp://u:pw@h/?token=SECRET3', secret: {SECRET}}}\n")
     assert "SECRET3" not in str(caught.value) and ":pw@" not in str(caught.value)
     assert "is not an http(s) URL" in str(caught.value)
+
+
+def test_an_attempts_error_names_the_exception_and_its_message_without_secrets() -> None:
+    from bridge.deliver.worker import describe
+
+    exc = ValueError("Cannot combine AUTHORIZATION header with credentials encoded in URL")
+    assert describe(exc) == (
+        "ValueError: Cannot combine AUTHORIZATION header with credentials encoded in URL"
+    )
+    assert describe(KeyError()) == "KeyError"
+    leaky = RuntimeError("sent Bearer abcdefghijkl to http://u:pw@h/x?api_key=k " + "x" * 400)
+    shown = describe(leaky, {"abcdefghijkl"})
+    assert shown.startswith("RuntimeError: sent Bearer *** to http://u:***@h/x?api_key=*** xx")
+    assert shown.endswith("...") and len(shown) < 330

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import jmespath
 import jmespath.exceptions
@@ -372,6 +373,23 @@ class TargetConfig(_Model):
     concurrency: int = Field(16, ge=1)
     rate: float | None = Field(None, gt=0)
     circuit: CircuitConfig = CircuitConfig()
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> TargetConfig:
+        # Both would be an Authorization header: the HTTP client refuses every request.
+        if _has_userinfo(self.url) and any(h.lower() == "authorization" for h in self.headers):
+            raise ValueError(
+                "has credentials in its url and an authorization header: keep one of them"
+            )
+        return self
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.username is not None or parts.password is not None
 
 
 class ComparePair(_Model):

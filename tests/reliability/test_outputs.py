@@ -86,3 +86,56 @@ def test_no_url_secret_in_any_command_output_page_or_log(
     listed = json.loads(outputs[("targets", "--json")].stdout)
     assert listed[0]["url"] == "http://user:***@127.0.0.1:9/hook?api_key=***&x=1"
     assert "api_key=***" in outputs[("targets",)].stdout
+
+
+# -- defect 9: credentials in a target URL plus an authorization header ------------------------
+
+
+def test_credentials_in_the_url_and_an_authorization_header_are_refused(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config(
+        f"""
+        targets:
+          sink:
+            url: "http://user:pw@127.0.0.1:9/hook"
+            secret: {TEST_SECRET}
+            headers:
+              Authorization: Bearer a-token-of-the-credentials-test
+        """
+    )
+    for args in (("check",), ("run",)):
+        result = run_cli(*args, "-c", str(path), timeout_s=30)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"{path}:2: targets.sink: has credentials in its url and an authorization header: "
+            "keep one of them"
+        ]
+        assert "pw" not in result.stderr and "a-token" not in result.stderr
+
+
+def test_an_attempt_that_fails_before_the_request_says_why(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    # Port 99999 passes the config's URL check but no client can connect to it: the
+    # attempt's error names the exception and its message, with the URL's secrets masked.
+    proc = daemon(
+        f"""
+        database: bridge.db
+        sources:
+          hooks:
+            webhook: {{verify: none, allow_unsigned: true}}
+        targets:
+          sink:
+            url: "http://user:pw@127.0.0.1:99999/hook?token=SECRET1"
+            secret: {TEST_SECRET}
+            retry: [100ms]
+        """
+    )
+    r = httpx.post(proc.url + "/hooks/hooks", json={"id": "e1", "type": "t"}, timeout=10)
+    assert r.status_code == 202
+    db = tmp_path / "bridge.db"
+    wait_until(lambda: query(db, "SELECT status FROM deliveries") == [("dead",)], timeout_s=20)
+    errors = {row[0] for row in query(db, "SELECT error FROM attempts")}
+    assert proc.terminate() == 0
+    assert errors == {"InvalidUrlClientError: http://user:***@127.0.0.1:99999/hook?token=***"}
