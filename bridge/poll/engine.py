@@ -326,7 +326,7 @@ class Poller:
         self._count(name, "ok", fetched)
         metrics.POLL_ITEMS.labels(name).set(len(indexed.items))
         for event in new_events:
-            metrics.EVENTS.labels(name, "poll", event.type).inc()
+            metrics.EVENTS.labels(name, "poll").inc()
             if event.time_ms is not None:
                 latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
                 metrics.DETECTION_LATENCY.labels(name, "poll").observe(latency_s)

@@ -237,7 +237,7 @@ def _is_slack_challenge(data: Any) -> bool:
 
 
 def _count_event(event: Event) -> None:
-    metrics.EVENTS.labels(event.source, "push", event.type).inc()
+    metrics.EVENTS.labels(event.source, "push").inc()
     if event.time_ms is not None:
         latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
         metrics.DETECTION_LATENCY.labels(event.source, "push").observe(latency_s)

@@ -6,10 +6,12 @@ output, no metric label from request data, only strict JSON, and bounded attribu
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
@@ -18,6 +20,57 @@ from tests.helpers import DaemonProcess, run_cli, wait_until
 from tests.reliability.parts import query
 
 pytestmark = pytest.mark.reliability
+
+# -- defect 3: request data as metric labels -----------------------------------------------------
+
+TYPES = 10_000
+BATCH = 200  # requests in flight at once
+
+
+def series(metrics_text: str) -> int:
+    """How many samples (series) a `/metrics` text holds."""
+    return sum(1 for line in metrics_text.splitlines() if line and not line.startswith("#"))
+
+
+async def post_types(url: str, first: int, count: int) -> list[int]:
+    """POST events of `count` distinct types, `BATCH` at a time; their statuses."""
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def post(n: int) -> int:
+            async with session.post(url, json={"id": f"e{n}", "type": f"t.{n}"}) as response:
+                return response.status
+
+        for start in range(first, first + count, BATCH):
+            batch = range(start, min(start + BATCH, first + count))
+            statuses += await asyncio.gather(*(post(n) for n in batch))
+    return statuses
+
+
+def test_ten_thousand_event_types_do_not_grow_the_metrics(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    proc = daemon(
+        """
+        database: bridge.db
+        sources:
+          open:
+            webhook: {verify: none, allow_unsigned: true}
+        """
+    )
+    hook = proc.url + "/hooks/open"
+    # A few events first, so every series an event makes exists before the count.
+    assert set(asyncio.run(post_types(hook, 0, 10))) == {202}
+    before = series(httpx.get(proc.url + "/metrics", timeout=10).text)
+    assert set(asyncio.run(post_types(hook, 10, TYPES))) == {202}
+    text = httpx.get(proc.url + "/metrics", timeout=30).text
+    after = series(text)
+    stored = query(tmp_path / "bridge.db", "SELECT count(DISTINCT type) FROM events")
+    assert proc.terminate() == 0
+    assert stored == [(TYPES + 10,)]
+    assert after - before <= 5, (before, after)
+    assert 'bridge_events_total{origin="push",source="open"} 10010.0' in text
+
 
 # -- defect 5: secrets of URLs in command output -----------------------------------------------
 
