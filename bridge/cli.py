@@ -7,14 +7,13 @@ config mistake.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 import click
 
-from bridge import __version__
+from bridge import __version__, jsontext
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.events import format_time
@@ -184,7 +183,7 @@ def events(
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps([e.to_cloudevent() for e in found], indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps([e.to_cloudevent() for e in found], indent=2))
         return
     from rich.console import Console
     from rich.table import Table

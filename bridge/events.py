@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from bridge import jsontext
 
 Origin = Literal["poll", "push"]
 Change = Literal["created", "updated", "deleted"]
@@ -120,8 +121,8 @@ class Event:
         return out
 
     def to_json(self) -> str:
-        """The CloudEvent as compact JSON text."""
-        return json.dumps(self.to_cloudevent(), separators=(",", ":"), ensure_ascii=False)
+        """The CloudEvent as compact, strict JSON text (ValueError for a non-finite number)."""
+        return jsontext.dumps(self.to_cloudevent())
 
     @classmethod
     def from_cloudevent(cls, ce: dict[str, Any]) -> Event:

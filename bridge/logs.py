@@ -37,7 +37,11 @@ class JSONFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        try:
+            return json.dumps(out, default=str, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # a number that is not finite in an `extra` field: shown as text
+            out = {k: str(v) if isinstance(v, float) else v for k, v in out.items()}
+            return json.dumps(out, default=str, ensure_ascii=False, allow_nan=False)
 
 
 # A token of a secret header value (`Bearer <token>`) this long is masked on its own too.

@@ -7,12 +7,12 @@ requeued deliveries on its next scan and an enabled target within a second.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 
+from bridge import jsontext
 from bridge.cli import Failure, config_option, handle_errors, read_config, url_masker
 from bridge.config import Config
 from bridge.events import format_time, now_ms
@@ -92,7 +92,7 @@ def deliveries(
         config, lambda s: s.list_deliveries(status=status, target=target, limit=limit)
     )
     if as_json:
-        click.echo(json.dumps([_delivery_json(r) for r in rows], indent=2))
+        click.echo(jsontext.dumps([_delivery_json(r) for r in rows], indent=2))
         return
     _print_table(
         ("event", "target", "status", "attempts", "next", "last"),
@@ -180,7 +180,7 @@ def targets(config_path: str, as_json: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        click.echo(jsontext.dumps(out, indent=2))
         return
     _print_table(
         ("target", "health", "circuit", "backlog", "dead", "delivered", "url"),

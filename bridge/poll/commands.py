@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bridge import jsontext
 from bridge.cli import config_option, handle_errors, read_config
 from bridge.config import Config
 from bridge.poll.engine import Detection, detect, poll_sources
@@ -79,7 +79,7 @@ def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
     detection, baselined = asyncio.run(_dry_run(config, source))
     summary = _summary(source, detection, baselined)
     if as_json:
-        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps(summary, indent=2))
         return
     click.echo(
         f"{source}: HTTP {summary['status']}, {summary['requests']} requests, "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 import jmespath
 
-from bridge import __version__
+from bridge import __version__, jsontext
 from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
 
@@ -155,8 +154,8 @@ class _Walk:
             raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
         try:
             if len(response.content) > LARGE_BODY:
-                return await asyncio.to_thread(json.loads, response.content)
-            return json.loads(response.content)
+                return await asyncio.to_thread(jsontext.loads, response.content)
+            return jsontext.loads(response.content)
         except (ValueError, UnicodeDecodeError) as exc:
             raise FetchError(
                 f"{where}: the answer is not valid JSON", status=status, reason="json"

@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from bridge import metrics
+from bridge import jsontext, metrics
 from bridge.config import Config, TargetConfig, WebhookConfig
 from bridge.errors import StoreError, VerificationError
 from bridge.events import Event, event_id, now_ms
@@ -269,14 +269,10 @@ def _too_large(max_body: int) -> _Refusal:
     return _Refusal(413, "too_large", f"the body is larger than {max_body} bytes")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _parse_json(body: bytes) -> Any:
-    """The JSON body, or a 400 refusal; strict: no NaN, no lone surrogates."""
+    """The JSON body, or a 400 refusal; strict: no NaN, Infinity or `1e400`, no lone surrogates."""
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = jsontext.loads(body)
         # A lone surrogate parses, but cannot be stored as UTF-8: check only when escaped.
         if _SURROGATE_ESCAPE.search(body):
             json.dumps(data, ensure_ascii=False).encode("utf-8")

@@ -14,10 +14,14 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.conftest import TEST_SECRET
-from tests.helpers import DaemonProcess, run_cli, wait_until
-from tests.reliability.parts import query
+from tests.helpers import DaemonProcess, run_cli, serve_app, wait_until
+from tests.reliability.parts import Targets, query
 
 pytestmark = pytest.mark.reliability
 
@@ -192,3 +196,75 @@ def test_an_attempt_that_fails_before_the_request_says_why(
     errors = {row[0] for row in query(db, "SELECT error FROM attempts")}
     assert proc.terminate() == 0
     assert errors == {"InvalidUrlClientError: http://user:***@127.0.0.1:99999/hook?token=***"}
+
+
+# -- defect 8: numbers that are not finite ------------------------------------------------------
+
+
+def strict(text: str) -> object:
+    """`text` parsed as strict JSON: NaN, Infinity and overflowing numbers refused."""
+
+    def refuse(value: str) -> object:
+        raise ValueError(f"not strict JSON: {value}")
+
+    return json.loads(text, parse_constant=refuse, parse_float=strict_float)
+
+
+def strict_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"not strict JSON: {text}")
+    return value
+
+
+def test_non_finite_numbers_are_refused_and_everything_written_is_strict(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    async def items(request: Request) -> Response:
+        body = b'{"data": [{"id": "a", "amount": 1e400}]}'
+        return Response(body, media_type="application/json")
+
+    targets = Targets(secret=TEST_SECRET)
+    upstream = Starlette(routes=[Route("/items", items)])
+    with serve_app(targets.app()) as sink, serve_app(upstream) as api:
+        proc = daemon(
+            f"""
+            database: bridge.db
+            sources:
+              open:
+                webhook: {{verify: none, allow_unsigned: true}}
+              api:
+                poll: {{url: "{api}/items", items: data, id: id, every: 200ms}}
+            targets:
+              sink: {{url: "{sink}/sink", secret: {TEST_SECRET}}}
+            """
+        )
+        hook = proc.url + "/hooks/open"
+        for n, number in enumerate(["1e400", "-1e400", "NaN", "Infinity", "-Infinity"]):
+            body = f'{{"id": "bad{n}", "type": "t", "x": {number}}}'
+            r = httpx.post(hook, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400, number
+            assert r.json() == {"error": "the body is not valid JSON"}
+        # Large but finite numbers pass through unchanged.
+        body = '{"id": "ok", "type": "t", "x": 1e308, "n": 1' + "0" * 300 + "}"
+        assert httpx.post(hook, content=body).status_code == 202
+        db = tmp_path / "bridge.db"
+        wait_until(lambda: query(db, "SELECT 1 FROM poll_state WHERE failures >= 2"), timeout_s=20)
+        wait_until(lambda: targets.on("sink"), timeout_s=20)
+        (error,) = query(db, "SELECT last_error FROM poll_state")[0]
+        metrics = httpx.get(proc.url + "/metrics", timeout=10).text
+        outputs = [
+            run_cli(*args, "-c", str(proc.config_path))
+            for args in (("events", "--json"), ("deliveries", "--json"), ("status", "--json"))
+        ]
+        assert proc.terminate() == 0
+    assert query(db, "SELECT upstream_id FROM events") == [("ok",)]
+    assert "not valid JSON" in error
+    assert 'bridge_poll_errors_total{reason="json",source="api"}' in metrics
+    (hit,) = targets.on("sink")
+    delivered = strict(hit.body.decode())
+    assert isinstance(delivered, dict)
+    assert delivered["data"]["x"] == 1e308 and delivered["data"]["n"] == 10**300
+    for output in outputs:
+        assert output.returncode == 0, output.stderr
+        strict(output.stdout)
