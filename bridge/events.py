@@ -25,6 +25,13 @@ Change = Literal["created", "updated", "deleted"]
 # Unix times above this are taken as milliseconds (year 5138 in seconds; 1973 in ms).
 _MS_THRESHOLD = 100_000_000_000
 
+# The longest upstream id, type or subject an event may have, in UTF-8 bytes. Type and subject
+# travel as `ce-type` and `ce-subject` headers in binary mode, percent-encoded (up to 3 bytes
+# per byte): 1 KiB stays within the 8 KiB a header line may have in nginx, Apache and Node,
+# and leaves room for the other headers. Real ids, types and subjects are far shorter
+# (Stripe's `evt_...` and `customer.subscription.updated`, GitHub's GUIDs).
+MAX_ATTRIBUTE_BYTES = 1024
+
 
 def now_ms() -> int:
     """The wall-clock time in whole milliseconds since the Unix epoch."""
@@ -77,6 +84,19 @@ def _iso(text: str) -> int | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return round(dt.timestamp() * 1000)
+
+
+def long_attribute(**attributes: str | None) -> str | None:
+    """The name of the first attribute longer than `MAX_ATTRIBUTE_BYTES`, else None."""
+    for name, value in attributes.items():
+        # Fewer characters than a quarter of the limit cannot be too many bytes.
+        if (
+            value is not None
+            and len(value) > MAX_ATTRIBUTE_BYTES // 4
+            and len(value.encode("utf-8", "surrogatepass")) > MAX_ATTRIBUTE_BYTES
+        ):
+            return name
+    return None
 
 
 def render_type(template: str, source: str, change: str = "") -> str:

@@ -24,6 +24,11 @@ POLL_NOT_MODIFIED = Counter("bridge_poll_not_modified", "Polls answered 304 Not 
                             ["source"])  # fmt: skip
 POLL_REQUESTS = Counter("bridge_poll_requests", "HTTP requests made by polls (pages included).",
                         ["source"])  # fmt: skip
+POLL_ITEMS_SKIPPED = Counter(
+    "bridge_poll_items_skipped",
+    "Items of polls' answers left out, by source and reason (no_key, too_long).",
+    ["source", "reason"],
+)
 POLL_ITEMS = Gauge("bridge_poll_items", "Items in the last successful poll.", ["source"])
 EVENTS = Counter("bridge_events", "Events stored, by source and origin (poll, push).",
                  ["source", "origin"])  # fmt: skip

@@ -46,6 +46,7 @@ def _summary(name: str, detection: Detection, baselined: bool) -> dict[str, Any]
         "bytes": fetched.bytes,
         "items": len(detection.indexed.items),
         "skipped": detection.indexed.skipped,
+        "too_long": detection.indexed.too_long,
         "duplicate_keys": detection.indexed.duplicates,
         "first_poll": not baselined,
         "changes": len(detection.changes),
@@ -84,6 +85,7 @@ def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
     click.echo(
         f"{source}: HTTP {summary['status']}, {summary['requests']} requests, "
         f"{summary['items']} items ({summary['skipped']} without a key, "
+        f"{summary['too_long']} with a key too long, "
         f"{summary['duplicate_keys']} repeated keys), {len(summary['events'])} events"
     )
     if not baselined and config.sources[source].poll.baseline == "silent":  # type: ignore[union-attr]

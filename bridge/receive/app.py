@@ -6,7 +6,8 @@ For each request, in order:
 
     path known? (404)  POST? (405)  content-length and body within max_body? (413)
     signature and timestamp valid? (401, reason only in the log)  JSON? (400)
-    upstream id found? (422)  event + deliveries committed? (503 + Retry-After)
+    upstream id found, and id, type and subject within 1 KiB? (422)
+    event + deliveries committed? (503 + Retry-After)
     -> 202 {"id"} for a new event, 200 {"id", "duplicate": true} for a known one
 
 The handler is plain ASGI on purpose: it is the hot path. Its only thread hop is the store
@@ -31,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 from bridge import jsontext, metrics
 from bridge.config import Config, TargetConfig, WebhookConfig
 from bridge.errors import StoreError, VerificationError
-from bridge.events import Event, event_id, now_ms
+from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, now_ms
 from bridge.receive.batch import Batcher
 from bridge.receive.presets import Extractor, fields_for
 from bridge.receive.schemes import Verifier, build_verifier
@@ -198,6 +199,10 @@ class Receiver:
         found = source.extractor.extract(headers, data)
         if found.id is None:
             raise _Refusal(422, "missing_id", f"no event id at {source.extractor.fields.id}")
+        too_long = long_attribute(id=found.id, type=found.type, subject=found.subject)
+        if too_long is not None:
+            message = f"the event's {too_long} is longer than {MAX_ATTRIBUTE_BYTES} bytes"
+            raise _Refusal(422, "too_long", message)
         event = Event(
             id=event_id(source.name, found.id),
             source=source.name,

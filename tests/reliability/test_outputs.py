@@ -268,3 +268,45 @@ def test_non_finite_numbers_are_refused_and_everything_written_is_strict(
     for output in outputs:
         assert output.returncode == 0, output.stderr
         strict(output.stdout)
+
+
+# -- defect 12: attribute lengths ---------------------------------------------------------------
+
+
+def test_attributes_longer_than_the_limit_are_refused_or_skipped(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    long_key = "k" * 2000
+
+    async def items(request: Request) -> Response:
+        return Response(json.dumps({"data": [{"id": "a"}, {"id": long_key}]}))
+
+    with serve_app(Starlette(routes=[Route("/items", items)])) as api:
+        proc = daemon(
+            f"""
+            database: bridge.db
+            sources:
+              open:
+                webhook: {{verify: none, allow_unsigned: true}}
+              api:
+                poll: {{url: "{api}/items", items: data, id: id, every: 200ms, baseline: emit}}
+            """
+        )
+        hook = proc.url + "/hooks/open"
+        for body, attribute in (
+            ({"id": "e1", "type": "t" * 100_000}, "type"),
+            ({"id": "i" * 1025, "type": "t"}, "id"),
+        ):
+            r = httpx.post(hook, json=body, timeout=10)
+            assert r.status_code == 422
+            assert r.json() == {"error": f"the event's {attribute} is longer than 1024 bytes"}
+        assert httpx.post(hook, json={"id": "i" * 1024, "type": "t" * 1024}).status_code == 202
+        db = tmp_path / "bridge.db"
+        wait_until(lambda: query(db, "SELECT 1 FROM events WHERE source = 'api'"), timeout_s=20)
+        metrics = httpx.get(proc.url + "/metrics", timeout=10).text
+        assert proc.terminate() == 0
+    stored = query(db, "SELECT source, length(type), length(upstream_id) FROM events ORDER BY 1")
+    assert stored == [("api", len("api.created"), 1), ("open", 1024, 1024)]
+    assert 'bridge_inbound_rejected_total{reason="too_long",source="open"} 2.0' in metrics
+    assert 'bridge_poll_items_skipped_total{reason="too_long",source="api"}' in metrics
+    assert "api: skipped 1 items whose key is longer than 1024 bytes" in proc.log()
