@@ -7,18 +7,17 @@ config mistake.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 import click
 
-from bridge import __version__
+from bridge import __version__, jsontext
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.events import format_time
-from bridge.store import mask_url
+from bridge.masking import mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +77,14 @@ def read_config(path: str) -> Config:
         raise ConfigFailure(str(exc)) from None
 
 
+def url_masker(config: Config) -> Callable[[str], str]:
+    """How the URLs of `config` are shown: `mask_url`, with the config's own secrets."""
+    from bridge.logs import config_secrets
+
+    secrets = frozenset(config_secrets(config))
+    return lambda url: mask_url(url, secrets)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bridge")
 def cli() -> None:
@@ -90,8 +97,9 @@ def cli() -> None:
 def check(config_path: str) -> None:
     """Validate the config and print a summary of its sources and targets (secrets masked)."""
     config = read_config(config_path)
+    shown = url_masker(config)
     click.echo(f"{config_path}: ok")
-    click.echo(f"  database  {mask_url(config.database_path)}")
+    click.echo(f"  database  {shown(config.database_path)}")
     click.echo(f"  listen    {config.server.listen}")
     if config.server.admin_token:
         click.echo("  admin     token set (***)")
@@ -103,7 +111,7 @@ def check(config_path: str) -> None:
                 if not isinstance(p.every, float)
                 else f"{p.every:g}s"
             )
-            click.echo(f"  source    {name}: poll {p.method} {p.url} every {every}")
+            click.echo(f"  source    {name}: poll {p.method} {shown(p.url)} every {every}")
             for key in p.overridden_params:
                 click.echo(
                     f"  warning   {name}: params.{key} replaces {key} in the query of url", err=True
@@ -115,7 +123,7 @@ def check(config_path: str) -> None:
             click.echo(f"  source    {name}: webhook {path} verify {w.verify}{secrets}")
     for name, target in config.targets.items():
         events = ", ".join(target.events)
-        click.echo(f"  target    {name}: {target.url} events [{events}], secret ***")
+        click.echo(f"  target    {name}: {shown(target.url)} events [{events}], secret ***")
     for pair in config.compare:
         click.echo(f"  compare   {pair.poll} (poll) with {pair.push} (push)")
 
@@ -179,7 +187,7 @@ def events(
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps([e.to_cloudevent() for e in found], indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps([e.to_cloudevent() for e in found], indent=2))
         return
     from rich.console import Console
     from rich.table import Table

@@ -19,7 +19,6 @@ What makes replicas safe (see the mixins):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -30,6 +29,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from bridge import jsontext
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, now_ms
 from bridge.store import mask_url
@@ -65,7 +65,7 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
     columns: list[list[Any]] = [[] for _ in range(10)]
     for item in batch:
         ev = item.event
-        data = json.dumps(ev.data, separators=(",", ":"), ensure_ascii=False)
+        data = jsontext.dumps(ev.data)
         values = (ev.id, ev.source, ev.type, ev.origin, ev.change, ev.subject, ev.upstream_id,
                   ev.time_ms, ev.recorded_ms, data)  # fmt: skip
         for column, value in zip(columns, values, strict=True):

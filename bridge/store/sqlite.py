@@ -7,7 +7,6 @@ with its own read connection, which WAL lets proceed while the writer commits.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
@@ -17,6 +16,7 @@ from typing import TypeVar
 
 import sqlite_utils
 
+from bridge import jsontext
 from bridge.errors import StoreError
 from bridge.events import Event, now_ms
 from bridge.store.base import NewEvent, Store
@@ -86,7 +86,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
                 ev.upstream_id,
                 ev.time_ms,
                 ev.recorded_ms,
-                json.dumps(ev.data, separators=(",", ":"), ensure_ascii=False),
+                jsontext.dumps(ev.data),
             ),
         )
         is_new = cur.rowcount == 1
