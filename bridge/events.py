@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bridge import jsontext
+
 Origin = Literal["poll", "push"]
 Change = Literal["created", "updated", "deleted"]
 
 # Unix times above this are taken as milliseconds (year 5138 in seconds; 1973 in ms).
 _MS_THRESHOLD = 100_000_000_000
+
+# The longest upstream id, type or subject an event may have, in UTF-8 bytes. Type and subject
+# travel as `ce-type` and `ce-subject` headers in binary mode, percent-encoded (up to 3 bytes
+# per byte): 1 KiB stays within the 8 KiB a header line may have in nginx, Apache and Node,
+# and leaves room for the other headers. Real ids, types and subjects are far shorter
+# (Stripe's `evt_...` and `customer.subscription.updated`, GitHub's GUIDs).
+MAX_ATTRIBUTE_BYTES = 1024
 
 
 def now_ms() -> int:
@@ -78,6 +86,19 @@ def _iso(text: str) -> int | None:
     return round(dt.timestamp() * 1000)
 
 
+def long_attribute(**attributes: str | None) -> str | None:
+    """The name of the first attribute longer than `MAX_ATTRIBUTE_BYTES`, else None."""
+    for name, value in attributes.items():
+        # Fewer characters than a quarter of the limit cannot be too many bytes.
+        if (
+            value is not None
+            and len(value) > MAX_ATTRIBUTE_BYTES // 4
+            and len(value.encode("utf-8", "surrogatepass")) > MAX_ATTRIBUTE_BYTES
+        ):
+            return name
+    return None
+
+
 def render_type(template: str, source: str, change: str = "") -> str:
     """Fill a type template such as `{source}.{change}`."""
     return template.replace("{source}", source).replace("{change}", change)
@@ -120,8 +141,8 @@ class Event:
         return out
 
     def to_json(self) -> str:
-        """The CloudEvent as compact JSON text."""
-        return json.dumps(self.to_cloudevent(), separators=(",", ":"), ensure_ascii=False)
+        """The CloudEvent as compact, strict JSON text (ValueError for a non-finite number)."""
+        return jsontext.dumps(self.to_cloudevent())
 
     @classmethod
     def from_cloudevent(cls, ce: dict[str, Any]) -> Event:

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from bridge.config import Config, iter_secrets
+from bridge.masking import MASK, is_secret_name, mask_text, url_secrets
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
@@ -37,19 +37,18 @@ class JSONFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        try:
+            return json.dumps(out, default=str, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # a number that is not finite in an `extra` field: shown as text
+            out = {k: str(v) if isinstance(v, float) else v for k, v in out.items()}
+            return json.dumps(out, default=str, ensure_ascii=False, allow_nan=False)
 
 
-MASK = "***"
 # A token of a secret header value (`Bearer <token>`) this long is masked on its own too.
 _MIN_TOKEN = 8
 _secrets: set[str] = set()
 # Replaced whole, never mutated: threads that are logging read one consistent tuple.
 _patterns: tuple[str, ...] = ()
-
-
-# Query parameters with these words in their names carry credentials (`api_key`, `token`).
-_SECRET_PARAM_WORDS = ("key", "token", "secret", "sig", "auth", "pass", "credential")
 
 
 def config_secrets(config: Config) -> Iterator[str]:
@@ -60,18 +59,12 @@ def config_secrets(config: Config) -> Iterator[str]:
         if source.poll:
             urls.append(source.poll.url)
             for name, value in source.poll.params.items():
-                if isinstance(value, str) and any(w in name.lower() for w in _SECRET_PARAM_WORDS):
+                if isinstance(value, str) and is_secret_name(name):
                     yield value
     if "://" in config.database:
         urls.append(config.database)
-        # A database URL may carry its password as a parameter too (`?password=...`).
-        for name, value in parse_qsl(urlsplit(config.database).query):
-            if value and any(w in name.lower() for w in _SECRET_PARAM_WORDS):
-                yield value
     for url in urls:
-        password = urlsplit(url).password
-        if password:
-            yield password
+        yield from url_secrets(url)
 
 
 def redact(values: Iterable[str]) -> None:
@@ -102,14 +95,14 @@ def scrub(text: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats with `inner`, then masks every known secret in the whole line."""
+    """Formats with `inner`, then masks every URL (`mask_url`) and known secret in the line."""
 
     def __init__(self, inner: logging.Formatter) -> None:
         super().__init__()
         self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(self.inner.format(record))
+        return scrub(mask_text(self.inner.format(record)))
 
 
 def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = ()) -> None:

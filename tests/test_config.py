@@ -208,3 +208,23 @@ def test_poll_params_stay_out_of_reprs_and_errors(write_config) -> None:
     assert "sk-live-123" not in err
     config = load_config(write_config(POLL + "      params: {api_key: sk-live-123}\n"))
     assert "sk-live-123" not in repr(config)
+
+
+@pytest.mark.parametrize("userinfo", ["user:pw@", "user@", ":pw@"])
+@pytest.mark.parametrize("header", ["Authorization", "authorization", "AUTHORIZATION"])
+def test_credentials_in_a_target_url_and_an_authorization_header_are_refused(
+    userinfo: str, header: str
+) -> None:
+    text = (
+        f"targets:\n  t:\n    url: http://{userinfo}127.0.0.1:9/\n    secret: {TEST_SECRET}\n"
+        f"    headers: {{{header}: Bearer abc}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml")
+    assert str(info.value) == (
+        "c.yaml:2: targets.t: has credentials in its url and an authorization header: "
+        "keep one of them"
+    )
+    # Either one alone is fine.
+    parse_config(text.replace(userinfo, ""), "c.yaml")
+    parse_config(text.split("    headers")[0], "c.yaml")

@@ -85,3 +85,15 @@ def test_push_event_leaves_out_unknown_optional_attributes() -> None:
     ev = Event(id="evt_y", source="gh", type="push", origin="push", data={}, recorded_ms=0)
     ce = ev.to_cloudevent()
     assert "subject" not in ce and "time" not in ce and "change" not in ce
+
+
+def test_long_attribute_names_the_first_attribute_over_the_limit_in_bytes() -> None:
+    from bridge.events import MAX_ATTRIBUTE_BYTES, long_attribute
+
+    assert MAX_ATTRIBUTE_BYTES == 1024
+    assert long_attribute(id="a" * 1024, type="t", subject=None) is None
+    assert long_attribute(id="a", type="t" * 1025, subject="s" * 5000) == "type"
+    # Bytes, not characters: 342 three-byte characters are 1026 bytes.
+    assert long_attribute(subject="€" * 341) is None
+    assert long_attribute(subject="€" * 342) == "subject"
+    assert long_attribute(id="\ud800" * 400) == "id"  # a lone surrogate counts as 3 bytes

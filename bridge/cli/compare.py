@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 import click
 
+from bridge import jsontext
 from bridge.cli.edge import Failure, config_option, handle_errors, read_config
 from bridge.compare.view import PLOT_SUFFIXES
 from bridge.config import parse_duration
@@ -68,7 +68,7 @@ def latency(config_path: str, since: float | None, as_json: bool, plot: Path | N
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(jsontext.dumps(report.to_json(), indent=2))
     else:
         print_report(report)
     if plot is not None:
@@ -153,7 +153,7 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
     plot = write_plot(result.report, Path("demo-latency.png"))
     out = Console()
     if as_json:
-        click.echo(json.dumps(result.report.to_json(), indent=2))
+        click.echo(jsontext.dumps(result.report.to_json(), indent=2))
     else:
         print_report(result.report, out)
     target = result.target

@@ -7,13 +7,13 @@ requeued deliveries on its next scan and an enabled target within a second.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 
-from bridge.cli.edge import Failure, config_option, handle_errors, read_config
+from bridge import jsontext
+from bridge.cli.edge import Failure, config_option, handle_errors, read_config, url_masker
 from bridge.config import Config
 from bridge.events import format_time, now_ms
 from bridge.store import Store, open_store
@@ -92,7 +92,7 @@ def deliveries(
         config, lambda s: s.list_deliveries(status=status, target=target, limit=limit)
     )
     if as_json:
-        click.echo(json.dumps([_delivery_json(r) for r in rows], indent=2))
+        click.echo(jsontext.dumps([_delivery_json(r) for r in rows], indent=2))
         return
     _print_table(
         ("event", "target", "status", "attempts", "next", "last"),
@@ -157,6 +157,7 @@ def targets(config_path: str, as_json: bool) -> None:
         return await store.target_states(), await store.delivery_counts()
 
     states, counts = with_store(config, gather)
+    shown = url_masker(config)
     at_ms = now_ms()
     out: list[dict[str, Any]] = []
     # Targets removed from the config still show while they have deliveries waiting.
@@ -168,7 +169,7 @@ def targets(config_path: str, as_json: bool) -> None:
         out.append(
             {
                 "name": name,
-                "url": target.url if target else None,
+                "url": shown(target.url) if target else None,
                 "health": _health(state, at_ms) if target else "removed from the config",
                 "enabled": state.disabled_ms is None,
                 "circuit": state.circuit,
@@ -179,7 +180,7 @@ def targets(config_path: str, as_json: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        click.echo(jsontext.dumps(out, indent=2))
         return
     _print_table(
         ("target", "health", "circuit", "backlog", "dead", "delivered", "url"),

@@ -14,6 +14,7 @@ import click
 
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
+from bridge.masking import mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,3 +72,11 @@ def read_config(path: str) -> Config:
         return load_config(path)
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
+
+
+def url_masker(config: Config) -> Callable[[str], str]:
+    """How the URLs of `config` are shown: `mask_url`, with the config's own secrets."""
+    from bridge.logs import config_secrets
+
+    secrets = frozenset(config_secrets(config))
+    return lambda url: mask_url(url, secrets)

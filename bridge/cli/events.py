@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import click
 
+from bridge import jsontext
 from bridge.cli.edge import config_option, handle_errors, read_config
 from bridge.events import format_time
 
@@ -38,7 +38,7 @@ def events(
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps([e.to_cloudevent() for e in found], indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps([e.to_cloudevent() for e in found], indent=2))
         return
     from rich.console import Console
     from rich.table import Table

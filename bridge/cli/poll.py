@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bridge import jsontext
 from bridge.cli.edge import config_option, handle_errors, read_config
 from bridge.config import Config
 from bridge.poll.engine import Detection, detect, poll_sources
@@ -46,6 +46,7 @@ def _summary(name: str, detection: Detection, baselined: bool) -> dict[str, Any]
         "bytes": fetched.bytes,
         "items": len(detection.indexed.items),
         "skipped": detection.indexed.skipped,
+        "too_long": detection.indexed.too_long,
         "duplicate_keys": detection.indexed.duplicates,
         "first_poll": not baselined,
         "changes": len(detection.changes),
@@ -79,11 +80,12 @@ def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
     detection, baselined = asyncio.run(_dry_run(config, source))
     summary = _summary(source, detection, baselined)
     if as_json:
-        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps(summary, indent=2))
         return
     click.echo(
         f"{source}: HTTP {summary['status']}, {summary['requests']} requests, "
         f"{summary['items']} items ({summary['skipped']} without a key, "
+        f"{summary['too_long']} with a key too long, "
         f"{summary['duplicate_keys']} repeated keys), {len(summary['events'])} events"
     )
     if not baselined and config.sources[source].poll.baseline == "silent":  # type: ignore[union-attr]

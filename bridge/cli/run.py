@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli.edge import config_option, handle_errors, read_config
-from bridge.store import mask_url
+from bridge.cli.edge import config_option, handle_errors, read_config, url_masker
 
 
 @click.command()
@@ -14,8 +13,9 @@ from bridge.store import mask_url
 def check(config_path: str) -> None:
     """Validate the config and print a summary of its sources and targets (secrets masked)."""
     config = read_config(config_path)
+    shown = url_masker(config)
     click.echo(f"{config_path}: ok")
-    click.echo(f"  database  {mask_url(config.database_path)}")
+    click.echo(f"  database  {shown(config.database_path)}")
     click.echo(f"  listen    {config.server.listen}")
     if config.server.admin_token:
         click.echo("  admin     token set (***)")
@@ -27,7 +27,7 @@ def check(config_path: str) -> None:
                 if not isinstance(p.every, float)
                 else f"{p.every:g}s"
             )
-            click.echo(f"  source    {name}: poll {p.method} {p.url} every {every}")
+            click.echo(f"  source    {name}: poll {p.method} {shown(p.url)} every {every}")
             for key in p.overridden_params:
                 click.echo(
                     f"  warning   {name}: params.{key} replaces {key} in the query of url", err=True
@@ -39,7 +39,7 @@ def check(config_path: str) -> None:
             click.echo(f"  source    {name}: webhook {path} verify {w.verify}{secrets}")
     for name, target in config.targets.items():
         events = ", ".join(target.events)
-        click.echo(f"  target    {name}: {target.url} events [{events}], secret ***")
+        click.echo(f"  target    {name}: {shown(target.url)} events [{events}], secret ***")
     for pair in config.compare:
         click.echo(f"  compare   {pair.poll} (poll) with {pair.push} (push)")
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import click
 
+from bridge import jsontext
 from bridge.cli.edge import config_option, handle_errors, read_config
 from bridge.errors import StoreError
 from bridge.events import format_time
@@ -77,6 +77,6 @@ def status(config_path: str, as_json: bool) -> None:
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps(summary.to_dict(), indent=2))
     else:
         render(summary)

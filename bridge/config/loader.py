@@ -20,8 +20,12 @@ from pydantic import ValidationError
 
 from bridge.config.models import NAME_RE, SECRET_KEYS, Config
 from bridge.errors import ConfigError
+from bridge.events import MAX_ATTRIBUTE_BYTES, long_attribute, render_type
+from bridge.masking import mask_url
 
 _INTERP_RE = re.compile(r"\$\{([^}]*)\}")
+
+CHANGES = ("created", "updated", "deleted")
 
 # The most values a config file may hold: far more than any real one, few enough to check fast.
 MAX_VALUES = 100_000
@@ -146,9 +150,9 @@ def _show(loaded: _Loaded, path: Path_, value: Any) -> str:
     if path in loaded.multiline:
         return "this value"
     if path in loaded.raw:
-        return _quote(loaded.raw[path])
+        return _quote(mask_url(loaded.raw[path]))
     if isinstance(value, str):
-        return _quote(value)
+        return _quote(mask_url(value))
     if isinstance(value, dict | list):
         return "this value"
     return _quote(str(value)) if value is not None else "null"
@@ -254,6 +258,19 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
                 where = ("targets", tname, "sources", i)
                 raise loaded.error(where, f"{_quote(name)} is not a source")
     _check_hooks(config, loaded)
+    _check_types(config, loaded)
+
+
+def _check_types(config: Config, loaded: _Loaded) -> None:
+    """A poll's type template must not make types longer than events may have."""
+    for sname, source in config.sources.items():
+        if source.poll is None:
+            continue
+        types = [render_type(source.poll.type, sname, c) for c in CHANGES]
+        longest = max(types, key=lambda t: len(t.encode("utf-8", "surrogatepass")))
+        if long_attribute(type=longest) is not None:
+            where = ("sources", sname, "poll", "type")
+            raise loaded.error(where, f"makes types longer than {MAX_ATTRIBUTE_BYTES} bytes")
 
 
 def _check_hooks(config: Config, loaded: _Loaded) -> None:

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.masking import mask_url
+
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -116,6 +118,11 @@ Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A URL may carry a password or a token: reprs show it masked, like every output.
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if isinstance(value, str) and "://" in value else value
 
 
 # -- the server ----------------------------------------------------------------------------
@@ -376,6 +383,23 @@ class TargetConfig(_Model):
     concurrency: int = Field(16, ge=1)
     rate: float | None = Field(None, gt=0)
     circuit: CircuitConfig = CircuitConfig()
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> TargetConfig:
+        # Both would be an Authorization header: the HTTP client refuses every request.
+        if _has_userinfo(self.url) and any(h.lower() == "authorization" for h in self.headers):
+            raise ValueError(
+                "has credentials in its url and an authorization header: keep one of them"
+            )
+        return self
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.username is not None or parts.password is not None
 
 
 class ComparePair(_Model):

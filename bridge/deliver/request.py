@@ -9,14 +9,13 @@ exactly the body sent. Pure: no I/O, the send time is an argument.
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-from bridge import __version__
+from bridge import __version__, jsontext
 from bridge.deliver.signing import signed_headers
 from bridge.events import Event
 
@@ -50,7 +49,7 @@ def _binary(event: Event) -> tuple[bytes, dict[str, str]]:
     if data is None:
         return b"", headers
     headers["content-type"] = content_type
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), headers
+    return jsontext.dumps(data).encode(), headers
 
 
 def build_request(

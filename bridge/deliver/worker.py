@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -38,6 +38,7 @@ from bridge.deliver.request import Request, build_request
 from bridge.deliver.signing import decode_secret
 from bridge.errors import StoreError
 from bridge.events import Event, now_ms
+from bridge.masking import mask_text, url_secrets
 from bridge.runtime import Runtime
 from bridge.store.base import AttemptRecord, Claim, OutboxStore, TargetState
 
@@ -47,6 +48,8 @@ SCAN_S = 0.2  # how often the outbox is scanned for work the hub did not announc
 REFRESH_S = 1.0  # how often targets' state (`bridge target enable`) and gauges are re-read
 LEASE_MARGIN_S = 5.0  # a lease outlives the request timeout by this much
 EXCERPT_BYTES = 1024  # how much of a response body an attempt keeps
+MAX_MESSAGE = 300  # how much of an exception's message an attempt's error keeps
+_BAD_RESPONSE = (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)
 MIN_WAIT_S = 0.005
 
 
@@ -90,6 +93,7 @@ class Target:
     persisted: TargetState | None = None  # the state as last written or read
     keys: list[bytes] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()  # kept out of attempts' errors
     pacer: Pacer | None = None
 
     def configure(self, config: TargetConfig) -> None:
@@ -98,6 +102,9 @@ class Target:
         # Decoded once: signing then costs one HMAC per secret.
         self.keys = [decode_secret(s.get_secret_value()) for s in config.secret]
         self.headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        values = [*self.headers.values(), *url_secrets(config.url)]
+        values += [s.get_secret_value() for s in config.secret]
+        self.secrets = frozenset(values + [t for v in self.headers.values() for t in v.split()])
         if config.rate is None:
             self.pacer = None
         elif self.pacer is None or self.pacer.interval_s != 1.0 / config.rate:
@@ -142,15 +149,18 @@ class Target:
         return free
 
 
-def describe(exc: BaseException) -> str:
-    """A short, secret-free description of a failed request (no URL, no headers)."""
+def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """What went wrong with a request, for an attempt's error: the exception's class and
+    message, every URL in it masked and every one of `secrets` (the target's) scrubbed."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
-        return f"bad response: {type(exc).__name__}"
-    return type(exc).__name__
+    prefix = "bad response: " if isinstance(exc, _BAD_RESPONSE) else ""
+    message = mask_text(str(exc), secrets).strip()
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    return f"{prefix}{type(exc).__name__}: {message}" if message else prefix + type(exc).__name__
 
 
 def result_label(answer: Answer) -> str:
@@ -373,15 +383,20 @@ class Deliverer:
             if target.pacer is not None:
                 await target.pacer.wait()
             at_ms = now_ms()
-            request = build_request(
-                claim.event,
-                format=target.config.format,
-                keys=target.keys,
-                extra_headers=target.headers,
-                now_s=at_ms // 1000,
-            )
             started = time.perf_counter()
-            answer = await self._post(target.config, request)
+            try:
+                request = build_request(
+                    claim.event,
+                    format=target.config.format,
+                    keys=target.keys,
+                    extra_headers=target.headers,
+                    now_s=at_ms // 1000,
+                )
+            except ValueError as exc:
+                # Counted as a failed attempt (retried, then dead), never a silent loop.
+                answer = Answer(None, error="cannot build the request: " + describe(exc))
+            else:
+                answer = await self._post(target, request)
             duration_ms = round((time.perf_counter() - started) * 1000)
             await self._finish(target, claim, answer, at_ms, duration_ms)
         except Exception:
@@ -394,8 +409,9 @@ class Deliverer:
             if self._stopping or target.free_slots(now_ms()) > 0:
                 self._wake.set()
 
-    async def _post(self, config: TargetConfig, request: Request) -> Answer:
+    async def _post(self, target: Target, request: Request) -> Answer:
         assert self._session is not None
+        config = target.config
         timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         try:
             async with self._session.post(
@@ -414,7 +430,7 @@ class Deliverer:
         except TimeoutError:
             return Answer(None, error=f"timed out after {config.timeout_s:g}s")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Answer(None, error=describe(exc))
+            return Answer(None, error=describe(exc, target.secrets))
 
     async def _finish(
         self, target: Target, claim: Claim, answer: Answer, at_ms: int, duration_ms: int

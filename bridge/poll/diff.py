@@ -20,7 +20,7 @@ from typing import Any
 import jmespath
 
 from bridge.config import PollConfig, field_path
-from bridge.events import Change, Event, event_id, parse_time, render_type
+from bridge.events import Change, Event, event_id, long_attribute, parse_time, render_type
 
 FieldPath = tuple[str, ...]
 
@@ -46,7 +46,9 @@ class ItemSpec:
 
 
 # One encoder for every item: json.dumps with options builds a new encoder on each call.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
 
 
 def canonical_json(value: Any) -> str:
@@ -115,6 +117,7 @@ class Indexed:
 
     items: dict[str, tuple[str, Any]] = field(default_factory=dict)
     skipped: int = 0  # items without a usable key
+    too_long: int = 0  # items whose key is longer than MAX_ATTRIBUTE_BYTES (left out)
     duplicates: int = 0  # keys seen more than once (the last one wins)
 
 
@@ -129,7 +132,11 @@ def version_token(item: Any, spec: ItemSpec) -> str:
 
 
 def index_items(items: Iterable[Any], spec: ItemSpec) -> Indexed:
-    """Index the items of an answer by key; skip the keyless and let a repeated key's last win."""
+    """Index the items of an answer by key; let a repeated key's last win.
+
+    Items without a key are skipped, and so are those whose key (the events' subject) is
+    longer than `MAX_ATTRIBUTE_BYTES`: each is counted, never an event.
+    """
     out = Indexed()
     by_key = out.items
     get_id = spec.id
@@ -137,6 +144,9 @@ def index_items(items: Iterable[Any], spec: ItemSpec) -> Indexed:
         key = _key_of(get_id(item)) if isinstance(item, dict) else None
         if key is None:
             out.skipped += 1
+            continue
+        if long_attribute(key=key) is not None:
+            out.too_long += 1
             continue
         if key in by_key:
             out.duplicates += 1

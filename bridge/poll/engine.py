@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute
 from bridge import metrics
 from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.errors import FetchError, StoreError
-from bridge.events import Event, now_ms
+from bridge.events import MAX_ATTRIBUTE_BYTES, Event, now_ms
 from bridge.poll.diff import (
     EventSpec,
     Indexed,
@@ -326,7 +326,7 @@ class Poller:
         self._count(name, "ok", fetched)
         metrics.POLL_ITEMS.labels(name).set(len(indexed.items))
         for event in new_events:
-            metrics.EVENTS.labels(name, "poll", event.type).inc()
+            metrics.EVENTS.labels(name, "poll").inc()
             if event.time_ms is not None:
                 latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
                 metrics.DETECTION_LATENCY.labels(name, "poll").observe(latency_s)
@@ -341,6 +341,7 @@ class Poller:
                 " (baseline)" if detection.is_first else "",
                 outcome.duration_ms,
             )
+        _count_skipped(name, indexed)
         if indexed.skipped or indexed.duplicates:
             log.warning(
                 "%s: skipped %d items without a key; %d keys were repeated (the last one won)",
@@ -383,6 +384,20 @@ class Poller:
         metrics.POLL_REQUESTS.labels(name).inc(fetched.requests)
         if outcome == "not_modified":
             metrics.POLL_NOT_MODIFIED.labels(name).inc()
+
+
+def _count_skipped(name: str, indexed: Indexed) -> None:
+    """Count the items the index left out; log those whose key is too long (one line)."""
+    if indexed.skipped:
+        metrics.POLL_ITEMS_SKIPPED.labels(name, "no_key").inc(indexed.skipped)
+    if indexed.too_long:
+        metrics.POLL_ITEMS_SKIPPED.labels(name, "too_long").inc(indexed.too_long)
+        log.warning(
+            "%s: skipped %d items whose key is longer than %d bytes",
+            name,
+            indexed.too_long,
+            MAX_ATTRIBUTE_BYTES,
+        )
 
 
 def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOutcome:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import jmespath
 
-from bridge import __version__
+from bridge import __version__, jsontext
 from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
 from bridge.poll.links import next_link
@@ -113,17 +111,6 @@ def retry_after_s(value: str | None, now_s: float | None = None) -> float | None
     return max(0.0, (when - now).total_seconds())
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:20]} is out of range")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json(body: bytes, charset: str | None = None) -> Any:
     """Strict JSON: UTF-8 (a BOM allowed) or the charset the content type names.
 
@@ -134,7 +121,7 @@ def parse_json(body: bytes, charset: str | None = None) -> Any:
         text: str | bytes = body.decode(charset).lstrip("\ufeff")
     else:
         text = body  # json detects UTF-8, -16 and -32 and a UTF-8 BOM from the bytes
-    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    return jsontext.loads(text)
 
 
 def _media_type(response: httpx.Response) -> str:

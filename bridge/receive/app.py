@@ -6,7 +6,8 @@ For each request, in order:
 
     path known? (404)  POST? (405)  content-length and body within max_body? (413)
     signature and timestamp valid? (401, reason only in the log)  JSON? (400)
-    upstream id found? (422)  event + deliveries committed? (503 + Retry-After)
+    upstream id found, and id, type and subject within 1 KiB? (422)
+    event + deliveries committed? (503 + Retry-After)
     -> 202 {"id"} for a new event, 200 {"id", "duplicate": true} for a known one
 
 The handler is plain ASGI on purpose: it is the hot path. Its only thread hop is the store
@@ -28,10 +29,10 @@ from prometheus_client import Counter
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from bridge import metrics
+from bridge import jsontext, metrics
 from bridge.config import Config, TargetConfig, WebhookConfig
 from bridge.errors import StoreError, VerificationError
-from bridge.events import Event, event_id, now_ms
+from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, now_ms
 from bridge.receive.batch import Batcher
 from bridge.receive.presets import Extractor, fields_for
 from bridge.receive.schemes import Verifier, build_verifier
@@ -198,6 +199,10 @@ class Receiver:
         found = source.extractor.extract(headers, data)
         if found.id is None:
             raise _Refusal(422, "missing_id", f"no event id at {source.extractor.fields.id}")
+        too_long = long_attribute(id=found.id, type=found.type, subject=found.subject)
+        if too_long is not None:
+            message = f"the event's {too_long} is longer than {MAX_ATTRIBUTE_BYTES} bytes"
+            raise _Refusal(422, "too_long", message)
         event = Event(
             id=event_id(source.name, found.id),
             source=source.name,
@@ -237,7 +242,7 @@ def _is_slack_challenge(data: Any) -> bool:
 
 
 def _count_event(event: Event) -> None:
-    metrics.EVENTS.labels(event.source, "push", event.type).inc()
+    metrics.EVENTS.labels(event.source, "push").inc()
     if event.time_ms is not None:
         latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
         metrics.DETECTION_LATENCY.labels(event.source, "push").observe(latency_s)
@@ -269,14 +274,10 @@ def _too_large(max_body: int) -> _Refusal:
     return _Refusal(413, "too_large", f"the body is larger than {max_body} bytes")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _parse_json(body: bytes) -> Any:
-    """The JSON body, or a 400 refusal; strict: no NaN, no lone surrogates."""
+    """The JSON body, or a 400 refusal; strict: no NaN, Infinity or `1e400`, no lone surrogates."""
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = jsontext.loads(body)
         # A lone surrogate parses, but cannot be stored as UTF-8: check only when escaped.
         if _SURROGATE_ESCAPE.search(body):
             json.dumps(data, ensure_ascii=False).encode("utf-8")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from urllib.parse import urlsplit, urlunsplit
 
 from bridge.errors import MissingExtra, StoreError
+from bridge.masking import mask_url
 from bridge.store.base import NewEvent, Store
 
 __all__ = ["NewEvent", "Store", "default_replica_id", "mask_url", "open_store"]
@@ -17,33 +17,6 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 def default_replica_id() -> str:
     """This process's name among replicas when none is given: host name and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-_SECRET_PARAMS = ("pass", "secret", "token")  # query parameters that carry a credential
-
-
-def mask_url(location: str) -> str:
-    """`location` safe to show: a URL's password (in it or as a parameter) shown as `***`."""
-    if "://" not in location:
-        return location
-    try:
-        parts = urlsplit(location)
-        password = parts.password
-    except ValueError:
-        return location.split("://", 1)[0] + "://***"
-    if password:
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
-    if parts.query:
-        params = [
-            param.split("=", 1)[0] + "=***"
-            if "=" in param and any(w in param.split("=", 1)[0].lower() for w in _SECRET_PARAMS)
-            else param
-            for param in parts.query.split("&")
-        ]
-        parts = parts._replace(query="&".join(params))
-    return urlunsplit(parts)
 
 
 def open_store(location: str, replica_id: str | None = None) -> Store:

@@ -5,10 +5,10 @@ Only the placeholder differs between SQLite (`?`) and psycopg (`%s`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from bridge import jsontext
 from bridge.events import Event
 
 EVENT_COLUMNS = "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data"
@@ -26,7 +26,7 @@ def row_to_event(row: Sequence[Any]) -> Event:
         upstream_id=row[6],
         time_ms=row[7],
         recorded_ms=row[8],
-        data=json.loads(row[9]) if row[9] is not None else None,
+        data=jsontext.loads_stored(row[9]) if row[9] is not None else None,
     )
 
 

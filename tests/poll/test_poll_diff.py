@@ -268,3 +268,19 @@ async def test_fetch_gives_up_after_the_one_retry() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(FetchError):
             await fetch(client, poll)
+
+
+def test_items_whose_key_is_longer_than_the_limit_are_counted_and_left_out() -> None:
+    from bridge.events import MAX_ATTRIBUTE_BYTES
+
+    longest = "k" * MAX_ATTRIBUTE_BYTES
+    items = [{"id": longest}, {"id": longest + "k"}, {"id": "é" * 513}, {"id": "é" * 512}]
+    indexed = index_items(items, spec())
+    assert list(indexed.items) == [longest, "é" * 512]
+    assert (indexed.too_long, indexed.skipped) == (2, 0)
+
+
+def test_a_type_template_that_makes_types_too_long_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"sources.s.poll.type: makes types longer than 1024"):
+        spec(type='"{source}.{change}.' + "x" * 1015 + '"')  # s.updated. + 1015: 1025 bytes
+    spec(type='"{source}.{change}.' + "x" * 1014 + '"')

@@ -425,8 +425,9 @@ async def test_an_endless_answer_is_cut_at_max_bytes(env: Env) -> None:
     env.make("/items", max_bytes="1MiB", timeout="30s")
     await env.poll()
     assert "larger than max_bytes" in (await env.error() or "")
-    # The bridge hung up soon after the cap: the server wrote little more than it.
-    assert env.script.streamed_bytes < 4 * 1024 * 1024
+    # The bridge hung up soon after the cap: the server wrote the cap plus what the socket
+    # buffers hold (a few MiB on loopback), not the gigabytes of 20 s at loopback speed.
+    assert env.script.streamed_bytes < 64 * 1024 * 1024
 
 
 async def test_timeout_bounds_the_whole_request_not_only_each_read(env: Env) -> None:

@@ -6,10 +6,10 @@ and its deliveries always go in together, in the caller's transaction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bridge import jsontext
 from bridge.events import Event
 from bridge.store.base import NewEvent
 from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
@@ -34,7 +34,7 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
     columns: list[list[Any]] = [[] for _ in range(10)]
     for item in batch:
         ev = item.event
-        data = json.dumps(ev.data, separators=(",", ":"), ensure_ascii=False)
+        data = jsontext.dumps(ev.data)
         values = (ev.id, ev.source, ev.type, ev.origin, ev.change, ev.subject, ev.upstream_id,
                   ev.time_ms, ev.recorded_ms, data)  # fmt: skip
         for column, value in zip(columns, values, strict=True):

@@ -8,11 +8,11 @@ snapshot has one writer at a time.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bridge import jsontext
 from bridge.store.base import PollCommit, PollOutcome, PollState
 from bridge.store.postgres.events import insert_events
 
@@ -125,7 +125,7 @@ class PostgresPollState:
                 (source, list(keys)),
             )
             return {
-                key: json.loads(item) if item is not None else None
+                key: jsontext.loads_stored(item) if item is not None else None
                 for key, item in await cur.fetchall()
             }
 

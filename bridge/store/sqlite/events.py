@@ -6,11 +6,11 @@ and its deliveries always go in together, in the caller's transaction.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from bridge import jsontext
 from bridge.events import Event
 from bridge.store.base import NewEvent
 from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
@@ -35,7 +35,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
                 ev.upstream_id,
                 ev.time_ms,
                 ev.recorded_ms,
-                json.dumps(ev.data, separators=(",", ":"), ensure_ascii=False),
+                jsontext.dumps(ev.data),
             ),
         )
         is_new = cur.rowcount == 1

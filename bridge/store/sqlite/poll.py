@@ -8,12 +8,12 @@ one operation of the group-committing writer, hence in one transaction.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from bridge import jsontext
 from bridge.store.base import PollCommit, PollOutcome, PollState
 from bridge.store.sqlite.events import insert_events
 
@@ -126,7 +126,7 @@ class SQLitePollState:
                     f"SELECT key, item FROM poll_items WHERE source = ? AND key IN ({marks})",
                     (source, *chunk),
                 ):
-                    out[key] = json.loads(item) if item is not None else None
+                    out[key] = jsontext.loads_stored(item) if item is not None else None
             return out
 
         if not keys:

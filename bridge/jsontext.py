@@ -1,0 +1,54 @@
+"""Strict JSON in and out: every number finite, as RFC 8259 requires.
+
+Python's `json` reads `NaN`, `Infinity` and numbers too large for a float (`1e400` becomes
+`inf`), and writes them back as `NaN` and `Infinity`, which no strict parser accepts (a
+receiver's `JSON.parse` included). The bridge reads what arrives with `loads`, which refuses
+them, and writes everything with `dumps`, which cannot produce them. `loads_stored` reads
+what the bridge stored itself, where earlier versions may have left `Infinity`: such
+numbers read back as null, so an old row can still be shown and delivered as strict JSON.
+
+This module imports nothing of the bridge, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+class NotFinite(ValueError):
+    """A JSON text holds `NaN`, `Infinity` or a number too large for a float."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotFinite(f"the number {text[:20]} is too large to be a finite float")
+    return value
+
+
+def _refuse(name: str) -> Any:
+    raise NotFinite(f"{name} is not a JSON number")
+
+
+def _null(name: str) -> None:
+    return None
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON text; raise ValueError (`NotFinite` for a non-finite number) if it is not."""
+    return json.loads(text, parse_constant=_refuse, parse_float=_finite)
+
+
+def loads_stored(text: str | bytes) -> Any:
+    """Parse JSON the bridge stored; `NaN` and `Infinity` left by older versions become null."""
+    return json.loads(text, parse_constant=_null)
+
+
+def dumps(value: Any, *, indent: int | None = None, ensure_ascii: bool = False) -> str:
+    """Strict JSON text: compact unless `indent`; ValueError for a number that is not finite."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(
+        value, indent=indent, separators=separators, ensure_ascii=ensure_ascii, allow_nan=False
+    )
