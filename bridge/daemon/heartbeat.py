@@ -1,10 +1,10 @@
 """Replicas: several bridges sharing one database, each known by its id and its heartbeat.
 
 The `Heartbeat` component records, every `HEARTBEAT_S`, that this replica is alive; a replica
-whose last heartbeat is older than `LIVE_S` is no longer listed (`bridge status`). Nothing
-depends on the heartbeat for safety: claims of deliveries and poll leases expire on their
-own, so a replica that dies loses nothing. The heartbeat is for people: who is running, and
-what each holds.
+whose last heartbeat is older than `LIVE_S` (in `status/summary.py`) is no longer listed
+(`bridge status`). Nothing depends on the heartbeat for safety: claims of deliveries and poll
+leases expire on their own, so a replica that dies loses nothing. The heartbeat is for
+people: who is running, and what each holds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from bridge.runtime import Runtime
 log = logging.getLogger("bridge.replicas")
 
 HEARTBEAT_S = 2.0
-LIVE_S = 10.0  # a replica silent for longer than this is taken as gone
 
 
 class Heartbeat:

@@ -19,6 +19,7 @@ from bridge.store.base import PollState, TargetState
 
 # The delivery statuses a target's summary counts; delivered rows pile up and are not read.
 WAITING = ("pending", "failed", "dead")
+LIVE_S = 10.0  # a replica silent for longer than this is taken as gone (see daemon/heartbeat.py)
 
 
 @dataclass(slots=True, frozen=True)
@@ -151,8 +152,6 @@ async def collect(config: Config, store: Store) -> Summary:
                 last_error=state.disabled_reason or await _last_error(store, name),
             )
         )
-    from bridge.daemon.heartbeat import LIVE_S
-
     replicas = [
         ReplicaSummary(r.id, r.started_ms, r.heartbeat_ms, list(r.poll_leases), r.claims)
         for r in await store.list_replicas(now_ms(), round(LIVE_S * 1000))
