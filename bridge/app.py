@@ -81,5 +81,8 @@ def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:
             *routes,
         ]
     )
+    # Starlette would answer `/api/status/` with a redirect to a URL built from the Host
+    # header (an open redirect, before any auth check): an unknown path is a 404, full stop.
+    app.router.redirect_slashes = False
     app.state.runtime = runtime
     return app

@@ -212,3 +212,31 @@ def test_admin_routes_refuse_without_the_token(
         headers = signed_headers(INBOUND_SECRET, "m1", body)
         assert client.post("/hooks/orders", content=body, headers=headers).status_code == 202
     assert proc.terminate() == 0
+
+
+def test_no_redirect_is_built_from_the_host_header_and_unknown_paths_are_404(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    proc = daemon(
+        f"""
+        server:
+          listen: 127.0.0.1:{{port}}
+          admin_token: {ADMIN_TOKEN}
+        {STANDARD.strip()}
+        """.replace("\n        ", "\n")
+    )
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=proc.url, timeout=10, follow_redirects=False) as client:
+        for path in ("/api/status/", "/healthz/", "/readyz/", "/metrics/", "/hooks/orders/",
+                     "/nope", "/api/status/x"):  # fmt: skip
+            for headers in ({"Host": "evil.example"}, {"Host": "evil.example", **admin}):
+                r = client.get(path, headers=headers)
+                assert r.status_code == 404, (path, r.status_code, r.headers)
+                assert "location" not in r.headers, path
+                assert "evil.example" not in r.text
+            r = client.post(path, content=b"{}", headers={"Host": "evil.example"})
+            assert r.status_code == 404 and "location" not in r.headers, path
+        # The real paths still answer.
+        assert client.get("/api/status", headers=admin).status_code == 200
+        assert client.get("/healthz").status_code == 200
+    assert proc.terminate() == 0
