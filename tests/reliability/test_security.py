@@ -234,6 +234,8 @@ def test_no_redirect_is_built_from_the_host_header_and_unknown_paths_are_404(
                 assert r.status_code == 404, (path, r.status_code, r.headers)
                 assert "location" not in r.headers, path
                 assert "evil.example" not in r.text
+                assert r.headers["x-content-type-options"] == "nosniff"
+                assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
             r = client.post(path, content=b"{}", headers={"Host": "evil.example"})
             assert r.status_code == 404 and "location" not in r.headers, path
         # The real paths still answer.
