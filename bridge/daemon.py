@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 import socket
@@ -26,6 +25,7 @@ from bridge.errors import StartupError, StoreError
 from bridge.notify import Notifier
 from bridge.reload import reload_config
 from bridge.runtime import Component, Runtime
+from bridge.server import Limits, bind, fd_limit, listens_on_loopback, quiet_accept_errors
 from bridge.status.summary import WAITING, backlog_of
 from bridge.store import open_store
 
@@ -43,22 +43,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Listen on host:port, or raise StartupError with one line saying why not."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
-    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, which this one's
-    # (proto 0) is not; accepted connections inherit it from the listener instead. Without
-    # it Nagle's algorithm and delayed ACKs add up to 40 ms to answers.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    return sock
 
 
 def build_components(runtime: Runtime) -> list[Component]:
@@ -189,7 +173,12 @@ class Daemon:
                 stack.callback(task.cancel)
             sock = self._sock or bind(self.config.server.host, self.config.server.port)
             stack.callback(sock.close)
-            runtime = self.runtime = Runtime(config=self.config, store=store)
+            loop = asyncio.get_running_loop()
+            stack.callback(loop.set_exception_handler, loop.get_exception_handler())
+            loop.set_exception_handler(quiet_accept_errors(loop))
+            runtime = self.runtime = Runtime(
+                config=self.config, store=store, is_loopback=listens_on_loopback(sock)
+            )
             components = self.components = build_components(runtime)
             for component in components:
                 await component.start()
@@ -204,6 +193,7 @@ class Daemon:
                     lifespan="off",
                     timeout_graceful_shutdown=int(GRACE_S),
                     server_header=False,
+                    **Limits.of(self.config.server, fd_limit()).uvicorn_options(),
                 )
             )
             serving = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")

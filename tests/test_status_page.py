@@ -256,12 +256,12 @@ def runtime(tmp_path: Path):
     """A runtime over a real store, for serving the page with a chosen server config."""
     made: list[SQLiteStore] = []
 
-    def make(server: str) -> Runtime:
+    def make(server: str, is_loopback: bool = False) -> Runtime:
         config = parse_config(config_text("http://127.0.0.1:9", server))
         store = SQLiteStore(tmp_path / f"auth-{len(made)}.db")
         store.open()
         made.append(store)
-        return Runtime(config=config, store=store, is_ready=True)
+        return Runtime(config=config, store=store, is_ready=True, is_loopback=is_loopback)
 
     yield make
     for store in made:
@@ -288,14 +288,15 @@ def test_with_a_token_the_page_needs_it(runtime) -> None:
 
 
 def test_without_a_token_only_loopback_is_served(runtime) -> None:
-    # The config says where the daemon listens; the test server itself stays on 127.0.0.1.
-    exposed = runtime("server: {listen: '0.0.0.0:8080'}")
+    # The runtime says whether the daemon's socket is bound to a loopback address (the test
+    # server itself stays on 127.0.0.1); the text of server.listen decides nothing.
+    exposed = runtime("server: {listen: '127.0.0.1:8080'}", is_loopback=False)
     with serve_status(exposed) as url:
         refused = httpx.get(url + "/")
         assert refused.status_code == 403
         assert "admin_token" in refused.text
         assert httpx.get(url + "/api/status").status_code == 403
-    local = runtime("server: {listen: '127.0.0.1:8080'}")
+    local = runtime("server: {listen: '0.0.0.0:8080'}", is_loopback=True)
     with serve_status(local) as url:
         page = httpx.get(url + "/")
         assert page.status_code == 200 and "items-poll" in page.text

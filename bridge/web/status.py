@@ -202,12 +202,9 @@ class Status:
     def routes(self) -> list[BaseRoute]:
         """`/` and `/api/status`, both guarded as admin routes."""
 
-        def server() -> Any:
-            return self.runtime.config.server
-
         return [
-            Route("/", admin_only(server, self._page), methods=["GET", "HEAD"]),
-            Route("/api/status", admin_only(server, self._api), methods=["GET"]),
+            Route("/", admin_only(self.runtime, self._page), methods=["GET", "HEAD"]),
+            Route("/api/status", admin_only(self.runtime, self._api), methods=["GET"]),
         ]
 
     async def start(self) -> None:
