@@ -35,6 +35,11 @@ log = logging.getLogger("bridge.daemon")
 GRACE_S = 5.0
 # How often the one-line status systemd shows is refreshed (backlog and dead change).
 STATUS_EVERY_S = 30.0
+# How often the store is asked whether its database is still there (a file deleted or
+# replaced under the daemon), and how long the daemon then stays up, not ready and answering
+# 503, before it exits with status 1 so that the service manager starts it afresh.
+STORE_CHECK_EVERY_S = 1.0
+LOST_EXIT_AFTER_S = 2.0
 
 
 class _Server(uvicorn.Server):
@@ -93,6 +98,8 @@ class Daemon:
         self._reload_pending = False
         # Why the last reload was refused, shown in the status until one is applied.
         self.reload_error: str | None = None
+        # Why the daemon stopped on its own (the store was lost): run() raises it at the end.
+        self.failure: StoreError | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
@@ -124,7 +131,7 @@ class Daemon:
                 self.reload_error = await reload_config(runtime, self.components, self.config_path)
                 self.config = runtime.config
             finally:
-                if not self._stop.is_set():
+                if not self._stop.is_set() and self.failure is None:
                     self.notifier.ready(await self.status_line())
                     runtime.is_ready = True
             return self.reload_error is None
@@ -157,6 +164,28 @@ class Daemon:
             await asyncio.sleep(STATUS_EVERY_S)
             if self.runtime is not None and self.runtime.is_ready:
                 self.notifier.status(await self.status_line())
+
+    async def _watch_store(self) -> None:
+        """Once a second, ask the store whether its database is still there; when it is not,
+        turn not-ready, say so once, and stop after LOST_EXIT_AFTER_S with a failure."""
+        while self.runtime is not None:
+            reason = self.runtime.store.lost_reason()
+            if reason is not None:
+                break
+            await asyncio.sleep(STORE_CHECK_EVERY_S)
+        else:
+            return
+        self.runtime.is_ready = False
+        self.failure = StoreError(f"{reason}: stopped so that a restart opens it afresh")
+        log.error(
+            "%s: not ready, answering 503, and exiting with status 1 in %.0f s so that the"
+            " service manager restarts the bridge",
+            reason,
+            LOST_EXIT_AFTER_S,
+        )
+        self.notifier.status(f"{reason}; exiting")
+        await asyncio.sleep(LOST_EXIT_AFTER_S)
+        self.request_stop()
 
     async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
         """Run until asked to stop; raise StartupError if the daemon cannot start."""
@@ -220,6 +249,8 @@ class Daemon:
                 on_ready(self)
             if self._reload_pending:
                 self.request_reload()
+            watching = asyncio.create_task(self._watch_store(), name="store-watch")
+            stack.callback(watching.cancel)
             stopping = asyncio.create_task(self._stop.wait())
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             log.info("stopping")
@@ -233,6 +264,8 @@ class Daemon:
             await serving
             stopping.cancel()
         log.info("stopped")
+        if self.failure is not None:
+            raise self.failure
 
 
 def run(config: Config, replica_id: str | None = None) -> None:
