@@ -23,6 +23,9 @@ class Runtime:
     started_ms: int = field(default_factory=now_ms)
     # False while starting, reloading or stopping; /readyz answers 503 then.
     is_ready: bool = False
+    # True when the server's socket is bound to a loopback address (decided from the address
+    # bound, see bridge/daemon/server.py): only then are admin routes served without a token.
+    is_loopback: bool = False
 
 
 class Component(Protocol):

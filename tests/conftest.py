@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -39,6 +39,8 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         port: int | None = None,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        nofile: int | None = None,
+        prefix: Sequence[str] = (),
     ) -> DaemonProcess:
         port = port or free_port()
         body = textwrap.dedent(config_text).strip("\n").replace("{port}", str(port))
@@ -47,7 +49,7 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         text = ("" if has_server else f"server:\n  listen: 127.0.0.1:{port}\n") + body + "\n"
         path = tmp_path / f"daemon-{len(started)}.yaml"
         path.write_text(text)
-        proc = start_daemon(path, port, *args, env=env)
+        proc = start_daemon(path, port, *args, env=env, nofile=nofile, prefix=prefix)
         started.append(proc)
         if wait:
             proc.wait_healthy()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,34 @@ class DaemonProcess:
 
 
 def start_daemon(
-    config_path: Path, port: int, *args: str, env: dict[str, str] | None = None
+    config_path: Path,
+    port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+    nofile: int | None = None,
+    prefix: Sequence[str] = (),
 ) -> DaemonProcess:
-    """Start `python -m bridge run -c config_path` with logs to a file beside the config."""
+    """Start `python -m bridge run -c config_path` with logs to a file beside the config.
+
+    `nofile` lowers the process's open files limit (as `ulimit -n` would); `prefix` is a
+    command that runs the daemon (e.g. `unshare ...`), which must exec it in place.
+    """
     log_path = config_path.with_suffix(f".{int(time.time() * 1000)}.log")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("NOTIFY_SOCKET", None)
+
+    def limit_files() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "-c", str(config_path), *args],
+            [*prefix, sys.executable, "-m", "bridge", "run", "-c", str(config_path), *args],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=config_path.parent,
+            preexec_fn=limit_files if nofile is not None else None,
         )
     return DaemonProcess(config_path, port, proc, log_path, env or {})
 

@@ -8,7 +8,6 @@ Reading the file (lines, `${...}`, one-line errors) is in `loader.py`.
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -133,6 +132,14 @@ class ServerConfig(_Model):
 
     listen: str = "127.0.0.1:8080"
     admin_token: SecretStr | None = None
+    # Connections open at once (lowered to fit the open files limit, see bridge/daemon/server.py).
+    max_connections: int = Field(1024, ge=1)
+    # From the connection (or the next request's first byte) to the end of its headers.
+    header_timeout_s: Duration = Field(10.0, alias="header_timeout", gt=0)
+    # From the end of the headers to the end of the body.
+    body_timeout_s: Duration = Field(30.0, alias="body_timeout", gt=0)
+    # Between the end of an answer and the next request on a kept-alive connection.
+    idle_timeout_s: Duration = Field(5.0, alias="idle_timeout", gt=0)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -152,19 +159,6 @@ class ServerConfig(_Model):
     def port(self) -> int:
         """The port part of `listen`."""
         return int(self.listen.rpartition(":")[2])
-
-    @property
-    def is_loopback(self) -> bool:
-        """True when the server listens only on a loopback address."""
-        host = self.host
-        if host == "localhost":
-            return True
-        try:
-            return host.startswith("127.") or socket.inet_pton(socket.AF_INET6, host) == (
-                b"\0" * 15 + b"\1"
-            )
-        except OSError:
-            return False
 
 
 # -- sources -------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 import socket
@@ -24,6 +23,7 @@ from bridge.config import Config
 from bridge.daemon.app import build_app
 from bridge.daemon.notify import Notifier
 from bridge.daemon.reload import reload_config
+from bridge.daemon.server import Limits, bind, fd_limit, listens_on_loopback, quiet_accept_errors
 from bridge.errors import StartupError, StoreError
 from bridge.runtime import Component, Runtime
 from bridge.status.summary import WAITING, backlog_of
@@ -35,6 +35,11 @@ log = logging.getLogger("bridge.daemon")
 GRACE_S = 5.0
 # How often the one-line status systemd shows is refreshed (backlog and dead change).
 STATUS_EVERY_S = 30.0
+# How often the store is asked whether its database is still there (a file deleted or
+# replaced under the daemon), and how long the daemon then stays up, not ready and answering
+# 503, before it exits with status 1 so that the service manager starts it afresh.
+STORE_CHECK_EVERY_S = 1.0
+LOST_EXIT_AFTER_S = 2.0
 
 
 class _Server(uvicorn.Server):
@@ -43,22 +48,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Listen on host:port, or raise StartupError with one line saying why not."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
-    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, which this one's
-    # (proto 0) is not; accepted connections inherit it from the listener instead. Without
-    # it Nagle's algorithm and delayed ACKs add up to 40 ms to answers.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    return sock
 
 
 def build_components(runtime: Runtime) -> list[Component]:
@@ -109,6 +98,8 @@ class Daemon:
         self._reload_pending = False
         # Why the last reload was refused, shown in the status until one is applied.
         self.reload_error: str | None = None
+        # Why the daemon stopped on its own (the store was lost): run() raises it at the end.
+        self.failure: StoreError | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
@@ -140,7 +131,7 @@ class Daemon:
                 self.reload_error = await reload_config(runtime, self.components, self.config_path)
                 self.config = runtime.config
             finally:
-                if not self._stop.is_set():
+                if not self._stop.is_set() and self.failure is None:
                     self.notifier.ready(await self.status_line())
                     runtime.is_ready = True
             return self.reload_error is None
@@ -174,6 +165,28 @@ class Daemon:
             if self.runtime is not None and self.runtime.is_ready:
                 self.notifier.status(await self.status_line())
 
+    async def _watch_store(self) -> None:
+        """Once a second, ask the store whether its database is still there; when it is not,
+        turn not-ready, say so once, and stop after LOST_EXIT_AFTER_S with a failure."""
+        while self.runtime is not None:
+            reason = self.runtime.store.lost_reason()
+            if reason is not None:
+                break
+            await asyncio.sleep(STORE_CHECK_EVERY_S)
+        else:
+            return
+        self.runtime.is_ready = False
+        self.failure = StoreError(f"{reason}: stopped so that a restart opens it afresh")
+        log.error(
+            "%s: not ready, answering 503, and exiting with status 1 in %.0f s so that the"
+            " service manager restarts the bridge",
+            reason,
+            LOST_EXIT_AFTER_S,
+        )
+        self.notifier.status(f"{reason}; exiting")
+        await asyncio.sleep(LOST_EXIT_AFTER_S)
+        self.request_stop()
+
     async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
         """Run until asked to stop; raise StartupError if the daemon cannot start."""
         store = open_store(self.config.database_path, self.replica_id)
@@ -189,7 +202,12 @@ class Daemon:
                 stack.callback(task.cancel)
             sock = self._sock or bind(self.config.server.host, self.config.server.port)
             stack.callback(sock.close)
-            runtime = self.runtime = Runtime(config=self.config, store=store)
+            loop = asyncio.get_running_loop()
+            stack.callback(loop.set_exception_handler, loop.get_exception_handler())
+            loop.set_exception_handler(quiet_accept_errors(loop))
+            runtime = self.runtime = Runtime(
+                config=self.config, store=store, is_loopback=listens_on_loopback(sock)
+            )
             components = self.components = build_components(runtime)
             for component in components:
                 await component.start()
@@ -204,6 +222,7 @@ class Daemon:
                     lifespan="off",
                     timeout_graceful_shutdown=int(GRACE_S),
                     server_header=False,
+                    **Limits.of(self.config.server, fd_limit()).uvicorn_options(),
                 )
             )
             serving = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
@@ -230,6 +249,8 @@ class Daemon:
                 on_ready(self)
             if self._reload_pending:
                 self.request_reload()
+            watching = asyncio.create_task(self._watch_store(), name="store-watch")
+            stack.callback(watching.cancel)
             stopping = asyncio.create_task(self._stop.wait())
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             log.info("stopping")
@@ -243,6 +264,8 @@ class Daemon:
             await serving
             stopping.cancel()
         log.info("stopped")
+        if self.failure is not None:
+            raise self.failure
 
 
 def run(config: Config, replica_id: str | None = None) -> None:

@@ -43,11 +43,23 @@ def config_changes(old: Config, new: Config) -> list[str]:
     return changes
 
 
+# The server settings that are read once, when the daemon starts listening: key -> attribute.
+_SERVER_AT_START = {
+    "listen": "listen",
+    "max_connections": "max_connections",
+    "header_timeout": "header_timeout_s",
+    "body_timeout": "body_timeout_s",
+    "idle_timeout": "idle_timeout_s",
+}
+
+
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Keys whose change takes effect only at the next start."""
-    out = []
-    if old.server.listen != new.server.listen:
-        out.append("server.listen")
+    out = [
+        f"server.{key}"
+        for key, attribute in _SERVER_AT_START.items()
+        if getattr(old.server, attribute) != getattr(new.server, attribute)
+    ]
     if old.database_path != new.database_path:
         out.append("database")
     return out

@@ -462,11 +462,12 @@ class Deliverer:
             decision.next_ms,
             after if after != before else None,
         )
-        self._count(target, claim, answer, decision, done_ms)
         if record.target_state is not None:
             target.pending_writes += 1
         try:
             await self._recorder.record(record)
+            # Counted once durable: a metric never says delivered before the store does.
+            self._count(target, claim, answer, decision, done_ms)
             if record.target_state is not None:
                 target.persisted = record.target_state
         except StoreError as exc:

@@ -28,7 +28,8 @@ import uvicorn
 
 from bridge.compare.report import LatencyReport, load_report
 from bridge.config import Config, load_config
-from bridge.daemon import Daemon, bind
+from bridge.daemon import Daemon
+from bridge.daemon.server import bind
 from bridge.demo.target import Received, Target
 from bridge.demo.upstream import Counts, Upstream
 from bridge.errors import StartupError

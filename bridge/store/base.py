@@ -418,6 +418,12 @@ class Store(EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore, Reten
     async def check_writable(self) -> bool:
         """True when a write can be committed right now (for `/readyz`)."""
 
+    def lost_reason(self) -> str | None:
+        """Why this store can no longer keep what it is given, for good (its database file
+        was deleted or replaced under the running process), or None. Cheap: the daemon asks
+        once a second. A database server has no such file: None."""
+        return None
+
     @property
     @abstractmethod
     def location(self) -> str:

@@ -4,13 +4,18 @@ Read-only. The page shows the sources (kind, last poll or receive, status, last 
 events), the targets (health, circuit, backlog, dead), the latest events (type, origin,
 latency) and a poll-vs-push chart of detection latencies over the last hour. The figures are
 gathered by `collect` through the store interface and shaped by the pure `status_json`.
-Both routes are admin routes (see auth.py).
+Both routes are admin routes (see auth.py). The page's data goes into a JSON data block with
+`<`, `>` and `&` escaped, never into its code, and the page is served with a
+Content-Security-Policy that allows only its own inline script and style, by their hashes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -144,12 +149,45 @@ async def collect(runtime: Runtime) -> Snapshot:
     )
 
 
-def render_page(data: dict[str, Any]) -> str:
-    """The page with `data` inlined, so it shows at once and then refreshes from the API."""
-    template = resources.files("bridge.web").joinpath("status.html").read_text("utf-8")
-    # `</` inside a script element would end it early; JSON allows `<\/` for it.
-    inline = json.dumps(data, ensure_ascii=True).replace("</", "<\\/")
-    return template.replace("/*INITIAL_STATUS*/null", inline)
+# Characters that mean something to the HTML parser inside a script element (`</script>`,
+# `<!--`, `<script`): in embedded JSON they are written as the JSON escapes they stand for.
+_HTML_SIGNIFICANT = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+# The page's inline code: a script element without attributes, and its style element.
+_INLINE_CODE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+def template() -> str:
+    """The page as shipped, before the data goes in."""
+    return resources.files("bridge.web").joinpath("status.html").read_text("utf-8")
+
+
+def embed_json(data: Any) -> str:
+    """`data` as JSON without `<`, `>` or `&`: safe inside any script element."""
+    return json.dumps(data, ensure_ascii=True).translate(_HTML_SIGNIFICANT)
+
+
+def content_security_policy(page: str) -> str:
+    """The page's Content-Security-Policy: only its own inline script and style (by hash),
+    requests only to its own origin, and no framing, `<base>` or form anywhere."""
+    hashes: dict[str, list[str]] = {"script": [], "style": []}
+    for kind, body in _INLINE_CODE.findall(page):
+        digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
+        hashes[kind].append(f"'sha256-{digest}'")
+    script = " ".join(hashes["script"]) or "'none'"
+    style = " ".join(hashes["style"]) or "'none'"
+    return (
+        f"default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def render_page(data: dict[str, Any], page: str | None = None) -> str:
+    """The page with `data` inlined, so it shows at once and then refreshes from the API.
+
+    The data goes into a JSON data block that no script runs, never into the code: the code,
+    and so the hash the policy allows, is the same whatever the data.
+    """
+    return (page or template()).replace("/*INITIAL_STATUS*/null", embed_json(data))
 
 
 class Status:
@@ -157,16 +195,16 @@ class Status:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._template = template()
+        policy = content_security_policy(self._template)
+        self._page_headers = {**_NO_CACHE, "content-security-policy": policy}
 
     def routes(self) -> list[BaseRoute]:
         """`/` and `/api/status`, both guarded as admin routes."""
 
-        def server() -> Any:
-            return self.runtime.config.server
-
         return [
-            Route("/", admin_only(server, self._page), methods=["GET", "HEAD"]),
-            Route("/api/status", admin_only(server, self._api), methods=["GET"]),
+            Route("/", admin_only(self.runtime, self._page), methods=["GET", "HEAD"]),
+            Route("/api/status", admin_only(self.runtime, self._api), methods=["GET"]),
         ]
 
     async def start(self) -> None:
@@ -182,7 +220,8 @@ class Status:
         return status_json(self.runtime.config, await collect(self.runtime))
 
     async def _page(self, request: Request) -> Response:
-        return HTMLResponse(render_page(await self._data()), headers=_NO_CACHE)
+        page = render_page(await self._data(), self._template)
+        return HTMLResponse(page, headers=self._page_headers)
 
     async def _api(self, request: Request) -> Response:
         return JSONResponse(await self._data(), headers=_NO_CACHE)

@@ -386,9 +386,12 @@ def test_metrics_parse_and_move_as_events_flow(daemon) -> None:
         record(db, config, [make_event("hook", 9, "other.thing")])  # only target a wants it
 
         def settled() -> dict:
+            # Settled when the daemon has recorded every outcome, not when the receiver has
+            # the requests: a delivered request is counted only once its attempt is stored.
             samples = scrape(proc.url)
             done = labelled(samples, "bridge_deliveries_dead", target="b") == 3
-            return samples if done and len(inbox.received) == 4 else {}
+            delivered = total(samples, "bridge_deliveries_total", target="a", outcome="delivered")
+            return samples if done and delivered == 4 and len(inbox.received) == 4 else {}
 
         samples = wait_until(settled, timeout_s=20, interval_s=0.1)
         assert labelled(samples, "bridge_delivery_backlog", target="b") == 0

@@ -563,7 +563,7 @@ def test_one_event_that_cannot_be_stored_does_not_fail_the_others_of_its_batch(
 def test_the_daemon_socket_answers_without_nagle_delay() -> None:
     # Accepted connections inherit TCP_NODELAY from the listener; asyncio does not set it on
     # sockets made by socket.create_server, and without it small answers wait for ACKs.
-    from bridge.daemon import bind
+    from bridge.daemon.server import bind
 
     listener = bind("127.0.0.1", 0)
     try:

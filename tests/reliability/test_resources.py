@@ -318,3 +318,57 @@ def disk_full_by_the_store_fault(tmp_path: Path, receivers: Targets, target_url:
         bridge.request_stop()
         thread.join(timeout=20)
     assert integrity(db) == "ok"
+
+
+# -- a database file deleted or replaced under the daemon --------------------------------------
+
+
+def copy_database(db: Path, to: Path) -> None:
+    """A consistent copy of `db` at `to` (SQLite's backup, as an operator's restore would)."""
+    source, copy = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(to)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+
+
+@pytest.mark.parametrize("fault", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_is_never_acknowledged_into_and_the_daemon_exits(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess], fault: str
+) -> None:
+    db = tmp_path / "bridge.db"
+    receivers = Targets()
+    with serve_app(receivers.app()) as target_url:
+        proc = daemon(config_text(target_url))
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            assert [push(client, n).status_code for n in range(3)] == [202] * 3
+            if fault == "deleted":
+                db.unlink()
+            else:
+                copy_database(db, tmp_path / "restored.db")
+                os.replace(tmp_path / "restored.db", db)
+            # At once, before the once-a-second check: nothing is acknowledged into the old
+            # file.
+            answers = [push(client, n) for n in range(3, 6)]
+            assert [r.status_code for r in answers] == [503] * 3
+            assert all(r.headers["retry-after"].isdigit() for r in answers)
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+        # Then it exits with status 1, for the service manager to restart it.
+        assert proc.proc.wait(timeout=20) == 1
+        log = proc.log()
+        said = [line for line in log.splitlines() if "not ready, answering 503" in line]
+        assert len(said) == 1 and f"was {fault}" in said[0], said
+        assert "Traceback" not in log
+        # Restarted, it opens what the path holds now; the provider's retries are taken.
+        again = daemon(config_text(target_url), port=proc.port)
+        with httpx.Client(base_url=again.url, timeout=10) as client:
+            assert [push(client, n).status_code for n in range(3, 6)] == [202] * 3
+            assert client.get("/readyz").status_code == 200
+        expected = {f"m{n}" for n in range(3, 6)}
+        if fault == "replaced":
+            expected |= {"m0", "m1", "m2"}
+        assert accepted_ids(db) == expected
+        assert again.terminate() == 0
+    assert integrity(db) == "ok"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -211,4 +213,99 @@ def test_admin_routes_refuse_without_the_token(
         body = b'{"type": "order.created"}'
         headers = signed_headers(INBOUND_SECRET, "m1", body)
         assert client.post("/hooks/orders", content=body, headers=headers).status_code == 202
+    assert proc.terminate() == 0
+
+
+def test_no_redirect_is_built_from_the_host_header_and_unknown_paths_are_404(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    proc = daemon(
+        f"""
+        server:
+          listen: 127.0.0.1:{{port}}
+          admin_token: {ADMIN_TOKEN}
+        {STANDARD.strip()}
+        """.replace("\n        ", "\n")
+    )
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=proc.url, timeout=10, follow_redirects=False) as client:
+        for path in ("/api/status/", "/healthz/", "/readyz/", "/metrics/", "/hooks/orders/",
+                     "/nope", "/api/status/x"):  # fmt: skip
+            for headers in ({"Host": "evil.example"}, {"Host": "evil.example", **admin}):
+                r = client.get(path, headers=headers)
+                assert r.status_code == 404, (path, r.status_code, r.headers)
+                assert "location" not in r.headers, path
+                assert "evil.example" not in r.text
+                assert r.headers["x-content-type-options"] == "nosniff"
+                assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+            r = client.post(path, content=b"{}", headers={"Host": "evil.example"})
+            assert r.status_code == 404 and "location" not in r.headers, path
+        # The real paths still answer.
+        assert client.get("/api/status", headers=admin).status_code == 200
+        assert client.get("/healthz").status_code == 200
+    assert proc.terminate() == 0
+
+
+@pytest.fixture
+def hosts_file(tmp_path: Path) -> Callable[[str], tuple[str, ...]]:
+    """A command prefix that runs the daemon with its own /etc/hosts (a private mount
+    namespace, as root); skips when this machine cannot do that."""
+
+    def prefix(lines: str) -> tuple[str, ...]:
+        hosts = tmp_path / "hosts"
+        hosts.write_text(lines)
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            pytest.skip("unshare is not installed: no private /etc/hosts for the daemon")
+        wrapper = ("sh", "-c", f'mount --bind "{hosts}" /etc/hosts && exec "$@"', "sh")
+        probe = subprocess.run(
+            [unshare, "--mount", *wrapper, "getent", "hosts", lines.split()[1]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode != 0:
+            pytest.skip(f"no private /etc/hosts here (needs root): {probe.stderr.strip()}")
+        return (unshare, "--mount", *wrapper)
+
+    return prefix
+
+
+def test_a_listen_name_that_looks_like_loopback_but_binds_elsewhere_needs_the_token(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess], hosts_file: Callable[..., tuple]
+) -> None:
+    # The name starts with "127." but resolves to the wildcard address: every interface.
+    prefix = hosts_file("0.0.0.0 127.0.0.1.evil.example\n")
+    proc = daemon(
+        f"""
+        server:
+          listen: 127.0.0.1.evil.example:{{port}}
+        {STANDARD.strip()}
+        """.replace("\n        ", "\n"),
+        prefix=prefix,
+    )
+    # Reached here on 127.0.0.1, which the wildcard includes.
+    for path in ADMIN_ROUTES:
+        r = httpx.get(proc.url + path, timeout=10)
+        assert r.status_code == 403, (path, r.status_code)
+        assert "admin_token" in r.text
+    assert httpx.get(proc.url + "/healthz").status_code == 200
+    assert proc.terminate() == 0
+    assert "listening on 0.0.0.0:" in proc.log()
+
+
+def test_a_listen_name_that_binds_a_loopback_address_serves_the_page(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess], hosts_file: Callable[..., tuple]
+) -> None:
+    prefix = hosts_file("127.0.0.1 status.internal.example\n")
+    proc = daemon(
+        f"""
+        server:
+          listen: status.internal.example:{{port}}
+        {STANDARD.strip()}
+        """.replace("\n        ", "\n"),
+        prefix=prefix,
+    )
+    for path in ADMIN_ROUTES:
+        assert httpx.get(proc.url + path, timeout=10).status_code == 200, path
     assert proc.terminate() == 0

@@ -19,6 +19,7 @@ from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, open_store
 from bridge.store.sqlite import SQLiteStore
 from bridge.store.sqlite.migrations import MIGRATIONS
+from bridge.store.sqlite.store import identity_problem
 
 
 def make_event(source: str, upstream: str, type: str = "thing.happened") -> Event:
@@ -253,3 +254,31 @@ def test_a_locked_database_fails_queued_writes_at_once_then_recovers(store: SQLi
     busy = store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
     assert busy == BUSY_TIMEOUT_MS
     assert asyncio.run(store.count_events(source="locked")) == 1
+
+
+def test_identity_problem_names_a_deleted_or_replaced_file() -> None:
+    assert identity_problem("a.db", (1, 2), (1, 2)) is None
+    assert identity_problem("a.db", None, None) is None  # nothing was opened
+    assert identity_problem("a.db", (1, 2), None) == "the database file a.db was deleted"
+    assert "a.db was replaced" in (identity_problem("a.db", (1, 2), (1, 3)) or "")
+
+
+def test_a_deleted_file_fails_every_write_and_read_from_then_on(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    store = SQLiteStore(path)
+    store.open()
+    try:
+        assert asyncio.run(store.record_event(make_event("s", "1")))
+        assert store.lost_reason() is None
+        path.unlink()
+        # The commit succeeds into the orphaned file, but its caller hears it is not durable.
+        with pytest.raises(StoreUnavailable, match="was deleted"):
+            asyncio.run(store.record_event(make_event("s", "2")))
+        assert store.lost_reason() == f"the database file {path} was deleted"
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(store.count_events())
+        assert not asyncio.run(store.check_writable())
+    finally:
+        store.close()
+    # Its WAL is not left for the next database at that path.
+    assert not (tmp_path / "gone.db-wal").exists()

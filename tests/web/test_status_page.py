@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -21,9 +24,10 @@ from bridge.events import Event, event_id, now_ms
 from bridge.runtime import Runtime
 from bridge.store import NewEvent
 from bridge.store.sqlite import SQLiteStore
-from bridge.web.status import Status, render_page
+from bridge.web.status import Status, content_security_policy, render_page
 from tests.conftest import TEST_SECRET
 from tests.helpers import REPO, serve_app, wait_until
+from tests.reliability.parts import signed_headers
 
 ARTIFACTS = REPO / "test-artifacts"
 TOKEN = "page-token-3f9a1c"
@@ -187,10 +191,64 @@ def test_page_renders_sources_targets_events_and_chart(daemon, tmp_path: Path) -
     assert dom.count("items-poll.updated") >= 5  # recent events
 
 
+HOSTILE = ["</script><script>alert(1)</script>", "<!--<script>", "]]></x>&amp;"]
+
+
 def test_page_inlines_data_safely() -> None:
-    page = render_page({"sources": [{"name": "</script><script>alert(1)</script>"}]})
-    assert "</script><script>alert(1)" not in page
-    assert "<\\/script>" in page
+    data = {"sources": [{"name": name} for name in HOSTILE]}
+    page = render_page(data)
+    for name in HOSTILE:
+        assert name not in page
+    assert "\\u003c!--\\u003cscript\\u003e" in page
+    # The data block holds the data as it was, and nothing of it is in the code.
+    block = re.search(r'<script type="application/json" id="initial-status">(.*?)</script>', page)
+    assert block and json.loads(block.group(1)) == data
+    assert "alert" not in page.replace(block.group(0), "")
+
+
+def test_the_policy_allows_exactly_the_page_s_own_script_and_style() -> None:
+    page = render_page({"events": [{"type": "<!--<script>"}]})
+    policy = content_security_policy(page)
+    assert policy == content_security_policy(render_page({}))  # data never changes it
+    assert "frame-ancestors 'none'" in policy and "unsafe" not in policy
+    code = re.findall(r"<script>(.*?)</script>", page, re.DOTALL)
+    assert len(code) == 1
+    digest = base64.b64encode(hashlib.sha256(code[0].encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in policy
+
+
+def test_the_page_fills_its_tables_with_an_event_type_of_comment_script(
+    daemon, tmp_path: Path
+) -> None:
+    browser = chromium()
+    with serve_app(upstream_app()) as peer:
+        proc = daemon(config_text(peer))
+        for i, kind in enumerate(HOSTILE):
+            body = json.dumps({"type": kind, "data": {"id": f"item_{i}"}}).encode()
+            headers = signed_headers(TEST_SECRET, f"msg_{i}", body)
+            r = httpx.post(proc.url + "/hooks/items-push", content=body, headers=headers)
+            assert r.status_code == 202
+        page = httpx.get(proc.url + "/")
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "<!--<script>" not in page.text
+        profile = tmp_path / "chromium-hostile"
+        dumped = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--enable-logging=stderr", "--v=0",
+             f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
+             proc.url + "/"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = dumped.stdout
+    refreshes = re.search(r'<body[^>]*data-refreshes="(\d+)"', dom)
+    assert refreshes and int(refreshes.group(1)) >= 1, "the page did not refresh itself"
+    events = dom[dom.index('id="events"') :]
+    assert "&lt;!--&lt;script&gt;" in events and "&lt;/script&gt;&lt;script&gt;alert" in events
+    sources = dom[dom.index('id="sources"') : dom.index('id="targets"')]
+    assert 'data-name="items-push"' in sources
+    assert "Content Security Policy" not in dumped.stderr, "the policy blocked the page"
 
 
 @pytest.fixture
@@ -198,12 +256,12 @@ def runtime(tmp_path: Path):
     """A runtime over a real store, for serving the page with a chosen server config."""
     made: list[SQLiteStore] = []
 
-    def make(server: str) -> Runtime:
+    def make(server: str, is_loopback: bool = False) -> Runtime:
         config = parse_config(config_text("http://127.0.0.1:9", server))
         store = SQLiteStore(tmp_path / f"auth-{len(made)}.db")
         store.open()
         made.append(store)
-        return Runtime(config=config, store=store, is_ready=True)
+        return Runtime(config=config, store=store, is_ready=True, is_loopback=is_loopback)
 
     yield make
     for store in made:
@@ -230,14 +288,15 @@ def test_with_a_token_the_page_needs_it(runtime) -> None:
 
 
 def test_without_a_token_only_loopback_is_served(runtime) -> None:
-    # The config says where the daemon listens; the test server itself stays on 127.0.0.1.
-    exposed = runtime("server: {listen: '0.0.0.0:8080'}")
+    # The runtime says whether the daemon's socket is bound to a loopback address (the test
+    # server itself stays on 127.0.0.1); the text of server.listen decides nothing.
+    exposed = runtime("server: {listen: '127.0.0.1:8080'}", is_loopback=False)
     with serve_status(exposed) as url:
         refused = httpx.get(url + "/")
         assert refused.status_code == 403
         assert "admin_token" in refused.text
         assert httpx.get(url + "/api/status").status_code == 403
-    local = runtime("server: {listen: '127.0.0.1:8080'}")
+    local = runtime("server: {listen: '0.0.0.0:8080'}", is_loopback=True)
     with serve_status(local) as url:
         page = httpx.get(url + "/")
         assert page.status_code == 200 and "items-poll" in page.text

@@ -2,12 +2,19 @@
 
 Writes go through one `Writer` thread (see writer.py); reads run in worker threads, each
 with its own read connection, which WAL lets proceed while the writer commits.
+
+The file is watched: the (device, inode) the writer opened is compared with what the path
+holds after every commit and whenever the daemon asks (`lost_reason`, once a second). A file
+deleted or replaced under the running daemon fails every write and read from then on; no
+commit into the orphaned file is acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -16,7 +23,7 @@ from typing import TypeVar
 
 import sqlite_utils
 
-from bridge.errors import StoreError
+from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import now_ms
 from bridge.store.base import Store
 from bridge.store.sqlite.events import SQLiteEvents
@@ -31,6 +38,9 @@ from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, Writer, translate
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
 
+# The files SQLite keeps beside a database in WAL mode, found by the database's name.
+_COMPANIONS = ("-wal", "-shm")
+
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode with the bridge's pragmas."""
@@ -43,6 +53,26 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`, or None when there is no file there."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def identity_problem(
+    path: str, opened: tuple[int, int] | None, now: tuple[int, int] | None
+) -> str | None:
+    """What is wrong when the database opened as `opened` is now `now` at `path`, or None."""
+    if opened is None or now == opened:
+        return None
+    if now is None:
+        return f"the database file {path} was deleted"
+    return f"the database file {path} was replaced by another file"
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
@@ -85,7 +115,12 @@ class SQLiteStore(
         self.path = str(path)
         self.replica_id = replica_id or default_replica_id()
         self._recorded_leases: set[str] = set()
-        self.writer = Writer(self._open_writer)
+        # The file the writer opened, (device, inode): a different one there means the
+        # database was deleted or replaced under us (None for `:memory:`, before open).
+        self._identity: tuple[int, int] | None = None
+        # The same for its WAL and shared-memory files, which SQLite finds by name.
+        self._companions: dict[str, tuple[int, int] | None] = {}
+        self.writer = Writer(self._open_writer, check=self.lost_reason)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -103,7 +138,30 @@ class SQLiteStore(
     def _open_writer(self) -> sqlite3.Connection:
         conn = connect(self.path)
         migrate(conn)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._identity = file_identity(self.path)
+            self._companions = {
+                self.path + suffix: file_identity(self.path + suffix) for suffix in _COMPANIONS
+            }
         return conn
+
+    def _discard_orphaned_companions(self) -> None:
+        """Delete our WAL and shared-memory files once our database file is gone: SQLite
+        keeps them when the file was deleted or replaced, and the next open of the path would
+        apply the old database's pages to the new file."""
+        for name, identity in self._companions.items():
+            if identity is not None and file_identity(name) == identity:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+                    log.warning("removed %s, which belonged to the lost database file", name)
+
+    def lost_reason(self) -> str | None:
+        """Whether the database file is still the one the writer opened (see the base)."""
+        if self.writer.lost is None:
+            # Sticky: from now on every write and read fails (a plain store of a str, safe
+            # from any thread).
+            self.writer.lost = identity_problem(self.path, self._identity, file_identity(self.path))
+        return self.writer.lost
 
     def open(self) -> None:
         try:
@@ -117,11 +175,15 @@ class SQLiteStore(
         self._is_open = True
 
     def close(self) -> None:
-        self.writer.stop()
+        # Readers first: the writer's connection, closing last, is the one that checkpoints
+        # the WAL into the file it opened (the right one, even when the path now holds another).
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        self.writer.stop()
+        if self.writer.lost is not None:
+            self._discard_orphaned_companions()
         self._local = threading.local()
         self._is_open = False
 
@@ -140,6 +202,9 @@ class SQLiteStore(
         """Run a read in this thread on its own read connection."""
         if not self._is_open:
             raise StoreError("the store is closed")
+        if self.writer.lost is not None:
+            # A new read connection would open whatever the path holds now, with our WAL.
+            raise StoreUnavailable(self.writer.lost)
         try:
             return fn(self._reader())
         except sqlite3.Error as exc:

@@ -1,0 +1,276 @@
+"""The HTTP server's socket and connections: where it listens, how long a connection may take,
+how many it keeps, and what it says when the process runs out of file descriptors.
+
+uvicorn times out a keep-alive connection only after a response: a connection that never
+sends a request, sends its headers a byte at a time, or never finishes its body would be held
+for ever, and a few hundred of them exhaust the descriptors. `guarded_protocol` adds to
+uvicorn's own HTTP protocol:
+
+- a header deadline (`server.header_timeout`, from the connection or the first byte of the
+  next request to the end of its headers) and a body deadline (`server.body_timeout`, from
+  the end of the headers to the end of the body); a connection that misses one is closed;
+- a cap on open connections (`server.max_connections`, lowered to three quarters of the
+  descriptor limit so the database, targets and polls keep the rest): a connection over the
+  cap closes the oldest one that is waiting for a request, or, when every connection is busy,
+  is answered 503 and closed.
+
+- an idle deadline between requests (`server.idle_timeout`; uvicorn's own keep-alive timeout,
+  which counts whole seconds, is set to it rounded up).
+
+When accept() fails anyway (EMFILE, ENFILE, ENOBUFS, ENOMEM) asyncio retries a second later;
+`quiet_accept_errors` turns its traceback per failed accept into one line a second at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import math
+import resource
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from bridge.config import ServerConfig
+from bridge.errors import StartupError
+
+log = logging.getLogger("bridge.server")
+
+# A quarter of the descriptors stays for the database, the targets' and polls' connections.
+CONNECTION_SHARE_OF_FDS = 0.75
+# How often at most a failing accept() is logged.
+ACCEPT_ERROR_EVERY_S = 1.0
+_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: 24\r\n\r\n"
+    b"too many connections now"
+)
+
+
+# -- the listening socket ------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Listen on host:port, or raise StartupError with one line saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, which this one's
+    # (proto 0) is not; accepted connections inherit it from the listener instead. Without
+    # it Nagle's algorithm and delayed ACKs add up to 40 ms to answers.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
+
+
+def is_loopback_address(address: str) -> bool:
+    """True when `address` (an IP address as a socket reports it) is a loopback one.
+
+    An IPv4 address mapped into IPv6 (`::ffff:127.0.0.1`) counts as the IPv4 address it is;
+    anything that is not an IP address (a name, the wildcard) is not loopback.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def listens_on_loopback(sock: socket.socket) -> bool:
+    """True when `sock` is bound to a loopback address: decided from the address the kernel
+    bound, never from the text of the config (`127.0.0.1.example.com` is a name)."""
+    return is_loopback_address(str(sock.getsockname()[0]))
+
+
+# -- the connection cap ----------------------------------------------------------------------------
+
+
+def connection_cap(max_connections: int, fd_limit: int | None) -> int:
+    """How many connections to keep open: `max_connections`, lowered to fit the share of the
+    descriptor limit (`fd_limit`, None when unknown or unlimited) connections may use."""
+    if fd_limit is None or fd_limit <= 0:
+        return max_connections
+    return max(1, min(max_connections, int(fd_limit * CONNECTION_SHARE_OF_FDS)))
+
+
+def fd_limit() -> int | None:
+    """The soft limit on this process's open files, or None when unlimited or unknown."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the server allows each connection, in numbers."""
+
+    max_connections: int
+    header_timeout_s: float
+    body_timeout_s: float
+    idle_timeout_s: float
+
+    @classmethod
+    def of(cls, server: ServerConfig, fds: int | None) -> Limits:
+        """The limits of `server`, with the connection cap fitted to `fds` descriptors."""
+        cap = connection_cap(server.max_connections, fds)
+        if cap < server.max_connections:
+            log.info(
+                "at most %d connections (server.max_connections is %d; the open files limit is %d)",
+                cap,
+                server.max_connections,
+                fds,
+            )
+        return cls(cap, server.header_timeout_s, server.body_timeout_s, server.idle_timeout_s)
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The part of the limits uvicorn applies itself."""
+        return {
+            "http": guarded_protocol(self),
+            "timeout_keep_alive": max(1, math.ceil(self.idle_timeout_s)),
+        }
+
+
+# -- the guarded HTTP protocol ---------------------------------------------------------------------
+
+# The phases of a connection: waiting for headers, receiving the body, waiting for the app's
+# answer (not timed here: the app bounds its own work), waiting for the next request.
+HEADERS, BODY, APP, KEEP_ALIVE = "headers", "body", "app", "keep-alive"
+
+
+class GuardedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """One connection, with deadlines and the cap; see the module docstring.
+
+    `guarded_protocol` makes the subclass for one server, with its limits."""
+
+    limits: Limits
+    # The connections waiting for a request (new, between requests, or mid-headers), oldest
+    # first: the ones to close when a new connection comes over the cap.
+    waiting: dict[GuardedProtocol, None]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._phase = ""
+        self._deadline: asyncio.TimerHandle | None = None
+        if self._make_room():
+            self._enter(HEADERS)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._enter("")
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow(after_response=True)
+
+    def _make_room(self) -> bool:
+        """Keep at most the cap open: close the oldest waiting connection for this one, or
+        refuse this one when none waits. True when this one may stay."""
+        if len(self.connections) <= self.limits.max_connections:
+            return True
+        oldest = next(iter(self.waiting), None)
+        if oldest is not None:
+            oldest._enter("")
+            oldest.transport.close()
+            return True
+        self.transport.write(_REFUSAL)
+        self.transport.close()
+        return False
+
+    def _follow(self, *, after_response: bool = False) -> None:
+        if self.transport.is_closing():
+            self._enter("")
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            self._enter(BODY if cycle.more_body else APP)
+        elif after_response:
+            self._enter(KEEP_ALIVE)
+        elif self._phase != HEADERS:
+            # The first bytes of the next request: its headers are now due.
+            self._enter(HEADERS)
+
+    def _enter(self, phase: str) -> None:
+        if phase == self._phase:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._phase = phase
+        self.waiting.pop(self, None)
+        if phase in (HEADERS, KEEP_ALIVE):
+            self.waiting[self] = None
+        timeout_s = phase_timeout_s(self.limits, phase)
+        if timeout_s is not None:
+            self._deadline = self.loop.call_later(timeout_s, self._expire, phase)
+
+    def _expire(self, phase: str) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.debug("closed a connection that took too long for its %s", phase)
+            self.transport.close()
+        self._enter("")
+
+
+def phase_timeout_s(limits: Limits, phase: str) -> float | None:
+    """How long a connection may stay in `phase`; None for no deadline."""
+    return {
+        HEADERS: limits.header_timeout_s,
+        BODY: limits.body_timeout_s,
+        KEEP_ALIVE: limits.idle_timeout_s,
+    }.get(phase)
+
+
+def guarded_protocol(limits: Limits) -> type[GuardedProtocol]:
+    """The protocol class for one server with `limits` (its own set of waiting connections)."""
+    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits, "waiting": {}})
+
+
+# -- accept errors ---------------------------------------------------------------------------------
+
+
+def quiet_accept_errors(
+    loop: asyncio.AbstractEventLoop, clock: Callable[[], float] = time.monotonic
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """A loop exception handler that logs a failing accept() as one line, once a second at
+    most, without a traceback; every other error goes to the handler in place before."""
+    previous = loop.get_exception_handler()
+    last = {"at": -math.inf, "skipped": 0}
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not (isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS):
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = clock()
+        if now - last["at"] < ACCEPT_ERROR_EVERY_S:
+            last["skipped"] += 1
+            return
+        log.warning(
+            "cannot accept connections: %s (%d more since the last message); retrying",
+            exc.strerror,
+            last["skipped"],
+        )
+        last["at"], last["skipped"] = now, 0
+
+    return handle
