@@ -18,6 +18,8 @@ POLL_ERRORS = Counter("bridge_poll_errors", "Failed polls, by source and reason.
                       ["source", "reason"])  # fmt: skip
 POLL_NOT_MODIFIED = Counter("bridge_poll_not_modified", "Polls answered 304 Not Modified.",
                             ["source"])  # fmt: skip
+POLL_GAPS = Counter("bridge_poll_gaps", "Feed polls that did not reach the last event seen.",
+                   ["source"])  # fmt: skip
 POLL_REQUESTS = Counter("bridge_poll_requests", "HTTP requests made by polls (pages included).",
                         ["source"])  # fmt: skip
 POLL_ITEMS = Gauge("bridge_poll_items", "Items in the last successful poll.", ["source"])

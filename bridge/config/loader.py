@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bridge.config.models import NAME_RE, SECRET_KEYS, Config
+from bridge.config.models import MODE_KEYS, NAME_RE, NOT_FEED_KEYS, SECRET_KEYS, Config, PollConfig
 from bridge.errors import ConfigError
 
 _INTERP_RE = re.compile(r"\$\{([^}]*)\}")
@@ -254,6 +254,23 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
                 where = ("targets", tname, "sources", i)
                 raise loaded.error(where, f"{_quote(name)} is not a source")
     _check_hooks(config, loaded)
+    _check_modes(config, loaded)
+
+
+def _check_modes(config: Config, loaded: _Loaded) -> None:
+    """Keys of one polling mode used in another: named on their own line."""
+    for sname, source in config.sources.items():
+        poll = source.poll
+        if poll is None:
+            continue
+        others = set().union(*(keys for mode, keys in MODE_KEYS.items() if mode != poll.mode))
+        if poll.mode == "feed":
+            others |= NOT_FEED_KEYS
+        for key in sorted((poll.model_fields_set - MODE_KEYS[poll.mode]) & others):
+            alias = PollConfig.model_fields[key].alias or key
+            raise loaded.error(
+                ("sources", sname, "poll", alias), f"is not a key of mode {poll.mode}"
+            )
 
 
 def _check_hooks(config: Config, loaded: _Loaded) -> None:

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +76,22 @@ class Fetched:
     validators: Validators = NO_VALIDATORS
     requests: int = 0
     bytes: int = 0
+    truncated: bool = False  # the walk stopped at max_pages (only with `WalkPlan.partial`)
+    stopped: bool = False  # the walk stopped because `WalkPlan.stop` said so
+
+
+@dataclass(frozen=True, slots=True)
+class WalkPlan:
+    """What one poll asks beyond the source's config (incremental and feed polls)."""
+
+    params: Mapping[str, Any] = field(default_factory=dict)  # merged into every request's query
+    max_pages: int | None = None  # fewer pages than the source's max_pages
+    # Awaited with each page's items: True ends the walk there (a feed reached a seen event).
+    stop: Callable[[list[Any]], Awaitable[bool]] | None = None
+    partial: bool = False  # reaching max_pages ends the walk, `truncated`, instead of a fault
+
+
+WHOLE = WalkPlan()
 
 
 def safe_url(url: str | httpx.URL) -> str:
@@ -153,12 +170,20 @@ class _Walk:
     """The state of one walk over the pages of an answer."""
 
     def __init__(
-        self, client: httpx.AsyncClient, poll: PollConfig, validators: Validators, out: Fetched
+        self,
+        client: httpx.AsyncClient,
+        poll: PollConfig,
+        validators: Validators,
+        out: Fetched,
+        plan: WalkPlan = WHOLE,
     ):
         self.client = client
         self.poll = poll
-        # A 304 can stand only for a whole answer, and only a source without pages has one.
-        self.validators = validators if poll.pages is None else NO_VALIDATORS
+        self.plan = plan
+        self.params = {**poll.params, **plan.params}
+        self.max_pages = min(poll.max_pages, plan.max_pages or poll.max_pages)
+        # A 304 can stand only for a whole answer: by default only a source without pages.
+        self.validators = validators if poll.sends_validators else NO_VALIDATORS
         self.items_expr = jmespath.compile(poll.items) if poll.items else None
         self.out = out
         self.seen: set[str] = set()
@@ -317,13 +342,16 @@ class _Walk:
             raise FetchError(
                 f"{safe_url(response.url)}: the cursor is not a value", reason="pagination"
             )
-        return request_url(self.poll.url, {**self.poll.params, pages.param: cursor})
+        return request_url(self.poll.url, {**self.params, pages.param: cursor})
 
     async def run(self) -> Fetched:
-        url: httpx.URL | None = request_url(self.poll.url, self.poll.params)
+        url: httpx.URL | None = request_url(self.poll.url, self.params)
         page = 0
         while url is not None:
-            if page == self.poll.max_pages:
+            if page == self.max_pages:
+                if self.plan.partial:
+                    self.out.truncated = True
+                    return self.out
                 raise FetchError(
                     f"{safe_url(url)}: the answer has more than max_pages ({page}) pages",
                     status=self.out.status,
@@ -343,12 +371,16 @@ class _Walk:
                 self.out.validators = self.validators
                 return self.out
             body = await self.check(answer)
-            if first and self.poll.pages is None:
+            if first and self.poll.sends_validators:
                 self.out.validators = Validators(
                     response.headers.get("etag"), response.headers.get("last-modified")
                 )
-            self.out.items.extend(self.items_of(body, safe_url(response.url)))
+            found = self.items_of(body, safe_url(response.url))
+            self.out.items.extend(found)
             page += 1
+            if self.plan.stop is not None and await self.plan.stop(found):
+                self.out.stopped = True
+                return self.out
             url = self.next_page(response, body)
         return self.out
 
@@ -358,12 +390,15 @@ async def fetch(
     poll: PollConfig,
     validators: Validators = NO_VALIDATORS,
     out: Fetched | None = None,
+    plan: WalkPlan = WHOLE,
 ) -> Fetched:
     """Fetch every page of a source's answer; raise FetchError if any part of it fails.
 
-    Pass `out` to see what a failed walk cost (its requests and bytes).
+    Pass `out` to see what a failed walk cost (its requests and bytes), and `plan` for what
+    an incremental or feed poll asks beyond the config.
     """
-    return await _Walk(client, poll, validators, out if out is not None else Fetched()).run()
+    walk = _Walk(client, poll, validators, out if out is not None else Fetched(), plan)
+    return await walk.run()
 
 
 def new_client() -> httpx.AsyncClient:
