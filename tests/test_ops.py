@@ -549,6 +549,7 @@ def test_status_judgements() -> None:
     polled = PollState("s", last_poll_ms=1, consecutive_failures=3)
     assert source_status("poll", polled, 5) == "failing (3 in a row)"
     assert source_status("poll", PollState("s", last_poll_ms=1), 0) == "ok"
+    assert source_status("poll", PollState("s", last_poll_ms=1, gaps=2), 0) == "ok, 2 gaps"
     assert source_status("webhook", None, 0) == "no events yet"
     assert source_status("webhook", None, 1) == "ok"
     assert target_health(TargetState("t"), {}) == "ok"

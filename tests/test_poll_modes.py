@@ -8,6 +8,7 @@ index; feeds newest first or oldest first, with or without an `after` parameter.
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bridge import metrics
 from bridge.config import parse_config
 from bridge.errors import ConfigError
 from bridge.events import event_id
@@ -28,6 +30,7 @@ from bridge.poll.modes import FeedMark, Watermark, format_cursor
 from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
+from tests.helpers import run_cli
 from tests.scripted_server import Reply, Script, Seen, scripted_server
 
 pytestmark = pytest.mark.anyio
@@ -362,8 +365,9 @@ async def test_a_feed_emits_each_new_event_once_oldest_first(env: Env) -> None:
 
 
 async def test_a_feed_that_outruns_max_pages_records_a_gap_and_emits_what_it_saw(
-    env: Env,
+    env: Env, tmp_path: Path
 ) -> None:
+    gaps_before = metrics.POLL_GAPS.labels("s")._value.get()
     feed = Feed()
     feed.add(3)
     env.script.route("/items", feed.route)
@@ -376,6 +380,15 @@ async def test_a_feed_that_outruns_max_pages_records_a_gap_and_emits_what_it_saw
     assert [e.data["id"] for e in await env.events()] == [f"evt_{i}" for i in range(8, 14)]
     await env.poll()  # the next poll reaches seen events again: no new gap, nothing twice
     assert (await env.state()).gaps == 1 and len(await env.events()) == 6
+    assert metrics.POLL_GAPS.labels("s")._value.get() == gaps_before + 1
+    # bridge status shows it, from the same database.
+    path = tmp_path / "config.yaml"
+    source = {"url": env.base + "/items", "every": "1s", "id": "id", **FEED, "pages": "link"}
+    path.write_text(yaml.safe_dump({"database": "bridge.db", "sources": {"s": {"poll": source}}}))
+    done = run_cli("status", "-c", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    (shown,) = json.loads(done.stdout)["sources"]
+    assert (shown["mode"], shown["gaps"], shown["status"]) == ("feed", 1, "ok, 1 gap")
 
 
 async def test_a_feed_with_after_sends_the_anchor_held_back_by_lookback(env: Env) -> None:

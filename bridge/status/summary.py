@@ -32,6 +32,8 @@ class SourceSummary:
     last_poll_ms: int | None
     last_event_ms: int | None
     last_error: str | None
+    mode: str | None = None  # a polled source's mode: snapshot, incremental or feed
+    gaps: int = 0  # feed polls that did not reach the last event seen
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,12 +79,14 @@ def backlog_of(counts: Mapping[str, int]) -> int:
 
 
 def source_status(kind: str, poll: PollState | None, events: int) -> str:
-    """`ok`, `failing (N in a row)`, `never polled` or `no events yet`."""
+    """`ok`, `ok, N gaps`, `failing (N in a row)`, `never polled` or `no events yet`."""
     if kind == "poll":
         if poll is None or poll.last_poll_ms is None:
             return "never polled"
         if poll.consecutive_failures:
             return f"failing ({poll.consecutive_failures} in a row)"
+        if poll.gaps:
+            return f"ok, {poll.gaps} gap{'s' if poll.gaps > 1 else ''}"
         return "ok"
     return "ok" if events else "no events yet"
 
@@ -117,6 +121,8 @@ async def _source(config: Config, store: Store, name: str, poll: PollState | Non
         last_poll_ms=poll.last_poll_ms if poll else None,
         last_event_ms=latest[0].recorded_ms if latest else None,
         last_error=poll.last_error if poll and poll.consecutive_failures else None,
+        mode=source.poll.mode if (source := config.sources[name]).poll else None,
+        gaps=poll.gaps if poll else 0,
     )
 
 

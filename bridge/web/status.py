@@ -68,6 +68,8 @@ def _sources(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
             "last_ms": last_ms,
             "last": format_time(last_ms) if last_ms is not None else None,
             "last_error": s.last_error,
+            "mode": s.mode,
+            "gaps": s.gaps,
         }
         if source is not None and source.poll is not None:
             counters = polls.get(s.name)
