@@ -609,6 +609,8 @@ def test_status_prints_sources_and_targets_from_the_store(write_config) -> None:
         "last_poll_ms": polled_ms,
         "last_event_ms": sources["orders"]["last_event_ms"],
         "last_error": "HTTP 500 from upstream",
+        "mode": "snapshot",
+        "gaps": 0,
     }
     assert sources["hook"]["kind"] == "webhook" and sources["hook"]["events"] == 3
     assert sources["hook"]["status"] == "ok" and sources["hook"]["last_poll_ms"] is None
