@@ -429,12 +429,12 @@ async def test_feed_items_without_an_id_or_a_type_are_skipped_never_events(env: 
 async def test_a_cursor_that_goes_backwards_never_moves_the_watermark_back(env: Env) -> None:
     up = Versions()
     env.script.route("/items", up.route)
-    up.change("a", BASE_S + 100)
+    up.change("a", BASE_S - 100)
     env.make(**incremental())
     await env.poll()
     mark = Watermark.load((await env.state()).cursor)
     # The upstream's clock went back: an item changed "before" the watermark.
-    env.script.route("/items", Reply(body=[{"id": "a", "updated_at": BASE_S + 100},
+    env.script.route("/items", Reply(body=[{"id": "a", "updated_at": BASE_S - 100},
                                            {"id": "b", "updated_at": BASE_S - 500}]))  # fmt: skip
     await env.poll()
     assert Watermark.load((await env.state()).cursor) == mark
