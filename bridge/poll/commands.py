@@ -90,7 +90,7 @@ def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
     if not baselined and config.sources[source].poll.baseline == "silent":  # type: ignore[union-attr]
         click.echo("(first poll: with baseline: silent the daemon would record these silently)")
     for event in detection.events:
-        click.echo(f"  {event.change:8} {event.type:30} {event.subject}")
+        click.echo(f"  {event.change or 'event':8} {event.type:30} {event.subject or ''}")
 
 
 @click.command()
