@@ -235,7 +235,8 @@ def _gitlab(inputs: Inputs) -> dict[str, Any]:
     return {
         "url": f"{_base(inputs, GITLAB_API)}/api/v4/projects/{project}/{inputs.resource}",
         "headers": {"PRIVATE-TOKEN": token} if token else {},
-        "params": {"per_page": 100, "order_by": "updated_at", "sort": "desc", "state": "all"},
+        # No `state`: GitLab lists every state by default.
+        "params": {"per_page": 100, "order_by": "updated_at", "sort": "desc"},
         "mode": "incremental",
         "cursor": _since("updated_at", "updated_after"),
         "pages": "link",
