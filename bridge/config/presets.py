@@ -112,8 +112,13 @@ def _github(inputs: Inputs) -> dict[str, Any]:
         # A snapshot: releases are few; edits to an old one do not move it to page 1.
         # Download counts change all day: the version leaves them out.
         version = "[name, tag_name, body, draft, prerelease, published_at, assets[].[id, name]]"
-        return {**common, "url": f"{repo}/releases", "id": "id", "version": version,
-                "time": "published_at"}  # fmt: skip
+        return {
+            **common,
+            "url": f"{repo}/releases",
+            "id": "id",
+            "version": version,
+            "time": "published_at",
+        }
     if resource == "events":
         # Newest first: any new event changes page 1, so a 304 on it means nothing new.
         return {
@@ -318,8 +323,8 @@ def _choices(names: Any) -> str:
 def _check_inputs(preset: Preset, poll: Mapping[str, Any]) -> Inputs:
     resource = poll.get("resource")
     if resource is None:
-        raise PresetError("resource", f"is required by preset {preset.name} "
-                          f"(one of {_choices(preset.resources)})")  # fmt: skip
+        choices = _choices(preset.resources)
+        raise PresetError("resource", f"is required by preset {preset.name} (one of {choices})")
     if not isinstance(resource, str) or resource not in preset.resources:
         raise PresetError(
             "resource",
