@@ -97,13 +97,12 @@ def check(config_path: str) -> None:
         click.echo("  admin     token set (***)")
     for name, source in config.sources.items():
         if source.poll:
+            from bridge.poll.describe import describe, every_text
+
             p = source.poll
-            every = (
-                f"{p.every.min_s:g}s..{p.every.max_s:g}s"
-                if not isinstance(p.every, float)
-                else f"{p.every:g}s"
-            )
-            click.echo(f"  source    {name}: poll {p.method} {p.url} every {every}")
+            click.echo(f"  source    {name}: poll {p.method} {p.url} every {every_text(p)}")
+            for label, text in describe(p):
+                click.echo(f"            {label:8} {text}")
             for key in p.overridden_params:
                 click.echo(
                     f"  warning   {name}: params.{key} replaces {key} in the query of url", err=True
@@ -193,8 +192,10 @@ def events(
 
 
 from bridge.poll.commands import poll as _poll  # noqa: E402
+from bridge.poll.commands import presets as _presets  # noqa: E402
 
 cli.add_command(_poll)
+cli.add_command(_presets)
 from bridge.compare_commands import demo, latency  # noqa: E402
 
 cli.add_command(latency)

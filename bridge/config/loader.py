@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from bridge.config.models import MODE_KEYS, NAME_RE, NOT_FEED_KEYS, SECRET_KEYS, Config, PollConfig
+from bridge.config.presets import PresetError, expand
 from bridge.errors import ConfigError
 
 _INTERP_RE = re.compile(r"\$\{([^}]*)\}")
@@ -293,6 +294,35 @@ def _check_hooks(config: Config, loaded: _Loaded) -> None:
             paths[path] = sname
 
 
+def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:
+    """Each `poll` that names a preset, expanded into plain keys (see `presets.py`).
+
+    The keys the preset adds take the line of `preset:`, so that a mistake in one (a bad
+    override merged into it) still names a line; the user's own keys keep theirs.
+    """
+    sources = data.get("sources")
+    if not isinstance(sources, dict):
+        return data
+    out = dict(sources)
+    for name, source in sources.items():
+        poll = source.get("poll") if isinstance(source, dict) else None
+        if not isinstance(poll, dict) or "preset" not in poll:
+            continue
+        where: Path_ = ("sources", name, "poll")
+        line = loaded.line_of((*where, "preset"))
+        try:
+            expanded = expand(poll)
+        except PresetError as exc:
+            if line is not None:
+                loaded.lines.setdefault((*where, exc.key), line)
+            raise loaded.error((*where, exc.key), exc.message) from None
+        for key in expanded.keys() - poll.keys():
+            if line is not None:
+                loaded.lines[(*where, key)] = line
+        out[name] = {**source, "poll": expanded}
+    return {**data, "sources": out}
+
+
 def parse_config(text: str, file: str = "config.yaml", path: Path | None = None) -> Config:
     """Validate the YAML `text` of a config file named `file`; raise `ConfigError` on a mistake."""
     loaded = _Loaded(file)
@@ -313,6 +343,7 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
         raise ConfigError(file, 1, "", "the file must hold a mapping of keys")
     if "path" in data:
         raise loaded.error(("path",), "is not a known key")
+    data = _expand_presets(data, loaded)
     try:
         config = Config.model_validate({**data, "path": path})
     except ValidationError as exc:

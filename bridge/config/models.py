@@ -290,6 +290,10 @@ class PollConfig(_Model):
     # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
     # true with `pages` is right only when any change alters page 1 (newest-changed first).
     conditional: bool | None = None
+    # The provider preset this source was expanded from (config/presets.py), and its
+    # resource: shown by `bridge check`, no effect of their own.
+    preset: str | None = None
+    resource: str | None = None
 
     @property
     def sends_validators(self) -> bool:
@@ -322,6 +326,8 @@ class PollConfig(_Model):
             raise ValueError("mode: feed needs feed")
         if self.reconcile_s is not None and self.reconcile_s <= 0:
             raise ValueError("reconcile must be more than 0")
+        if self.resource is not None and self.preset is None:
+            raise ValueError("resource needs preset")
         return self
 
     @field_validator("every")

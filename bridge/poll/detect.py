@@ -321,6 +321,10 @@ async def _detect_feed(p: _Poll) -> Detection:
     new = [e for e in entries if e.id not in seen]
     if feed.order == "newest_first":
         new.reverse()  # emitted oldest first
+    if all(e.time_ms is not None for e in new):
+        # Pages walked towards newer events (Stripe's ending_before) each come newest first:
+        # by time, the order holds across pages too (a stable sort keeps ties as they were).
+        new.sort(key=lambda e: e.time_ms or 0)
     detection = Detection(fetched, indexed, is_first=first)
     detection.indexed.items = {e.id: ("f", e.item) for e in entries}
     detection.upserts = [(e.id, "f", "null") for e in new]
