@@ -242,6 +242,8 @@ class PollConfig(_Model):
     follow_redirects: bool = False
     baseline: Literal["silent", "emit"] = "silent"
     on_push: str | None = None
+    # The name of a top-level `budgets` entry this source's requests count against.
+    budget: str | None = None
 
     @property
     def min_every_s(self) -> float:
@@ -397,6 +399,13 @@ class RetentionConfig(_Model):
     first_s: Duration = Field(60.0, alias="first")
 
 
+class BudgetConfig(_Model):
+    """A request budget shared by the sources that name it: at most `requests` per `per`."""
+
+    requests: int = Field(ge=1)
+    per_s: Duration = Field(alias="per", gt=0)
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -408,6 +417,7 @@ class Config(_Model):
     sources: dict[str, SourceConfig] = {}
     targets: dict[str, TargetConfig] = {}
     compare: list[ComparePair] = []
+    budgets: dict[str, BudgetConfig] = {}
     retention: RetentionConfig = RetentionConfig()
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)
