@@ -7,8 +7,9 @@ the scheduler asks `Budget.reserve(source, now)`:
 - it returns 0 when the budget has room for what the source's previous poll cost (at least
   one request): the poll may start, and that many requests are reserved;
 - else it returns how long to wait, and the source joins the budget's queue: waiting sources
-  are served in the order they came, each promised a later time than the one before it
-  (spread by `per / requests`), so polls are stretched and spread, and none starves.
+  are served in the order they came, each promised a time one request's share of the
+  window (`per / requests`) after the one before it, so polls are stretched and spread
+  evenly, and none starves.
 
 After the poll, `settle(source, now, requests)` replaces the reservation with the requests
 the poll actually made (its pages), stamped with the poll's end: a request is counted for a
@@ -93,27 +94,28 @@ class Budget:
     def reserve(self, source: str, now: float) -> float:
         """0 and a reservation if `source` may poll now; else the seconds to wait (queued).
 
-        A source may pass the sources waiting before it only if the window has room for
-        all of them and for it too.
+        Waiting sources go first, in order: only the first may pass, when the window has
+        room; each one after it is promised a time at least one request's share of the
+        window (`per / limit`) after the one before it.
         """
+        spacing = self.per_s / self.limit
+        stale = now - max(1.0, 4 * spacing)
         for name, promised in list(self.waiters.items()):
-            if promised < now - self.per_s:
-                del self.waiters[name]  # its poll never came back for its turn
+            if promised < stale and name != source:
+                del self.waiters[name]  # it did not come back for its turn: it queues again
         order = list(self.waiters)
         position = order.index(source) if source in self.waiters else len(order)
-        ahead = sum(self.need(name) for name in order[:position])
         need = self.need(source)
-        if position == 0 or ahead + need <= self.limit:
-            at = self.earliest(now, min(self.limit, ahead + need))
+        if position == 0:
+            at = self.earliest(now, need)
             if at <= now:
                 self.waiters.pop(source, None)
                 self.inflight[source] = need
                 return 0.0
-        at = self.earliest(now, min(self.limit, ahead + need))
-        if position > 0:
-            # Spread: each waiter at least one request's share of the window after the last.
-            before = self.waiters[order[position - 1]]
-            at = max(at, before + self.per_s / self.limit * need)
+        else:
+            ahead = sum(self.need(name) for name in order[:position])
+            at = self.earliest(now, min(self.limit, ahead + need))
+            at = max(at, self.waiters[order[position - 1]] + spacing * need)
         self.waiters[source] = at
         self.last_delay_at = now
         return max(at - now, 1e-3)

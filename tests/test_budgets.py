@@ -82,7 +82,7 @@ def test_three_fast_sources_never_exceed_the_budget_and_all_get_polled() -> None
     assert max_in_window([at for at, _ in sent], 5.0) <= 10
     by_source = Counter(name for _, name in sent)
     assert len(sent) >= 100  # about 10 per 5 s for 60 s: the budget is used, not wasted
-    assert min(by_source.values()) >= len(sent) // 4  # fair: no source starves
+    assert max(by_source.values()) - min(by_source.values()) <= 2  # fair: each its turn
 
 
 def test_a_slow_source_is_not_starved_by_fast_ones() -> None:
