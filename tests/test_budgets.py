@@ -158,3 +158,34 @@ def test_reload_keeps_the_window_of_a_budget_still_configured() -> None:
     budgets.apply({"gh": Limit(3, 60.0)})  # a lower limit applies to what was counted
     assert budgets.get("gh") is gh
     assert gh.reserve("b", 1.0) > 0
+
+
+def test_the_status_lists_every_budget_with_its_sources_and_the_use_reported() -> None:
+    from bridge.config import parse_config
+    from bridge.status.summary import budget_summaries, budget_use_text, per_text
+
+    config = parse_config(
+        """
+budgets:
+  gh: {requests: 5000, per: 1h}
+  idle: {requests: 10, per: 5s}
+sources:
+  issues: {poll: {url: "http://127.0.0.1:9/i", every: 1m, id: id, budget: gh}}
+  pulls: {poll: {url: "http://127.0.0.1:9/p", every: 1m, id: id, budget: gh}}
+  other: {poll: {url: "http://127.0.0.1:9/o", every: 1m, id: id}}
+"""
+    )
+    budgets = Budgets(clock=lambda: 0.0)
+    budgets.apply(config.budgets)
+    gh = budgets.get("gh")
+    assert gh is not None
+    gh.reserve("issues", 0.0)
+    gh.settle("issues", 0.0, 3)
+    summaries = budget_summaries(config, [u for u in budgets.uses() if u.name == "gh"])
+    assert [(b.name, b.sources, b.used) for b in summaries] == [
+        ("gh", ["issues", "pulls"], 3),
+        ("idle", [], None),
+    ]
+    assert budget_use_text(summaries[0]) == "3 / 5000 per 1h"
+    assert budget_use_text(summaries[1]) == "- / 10 per 5s"
+    assert [per_text(s) for s in (0.25, 90.0, 1.5, 86400.0)] == ["250ms", "90s", "1.5s", "1d"]

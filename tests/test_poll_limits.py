@@ -125,3 +125,27 @@ def test_then_keeps_the_later_time_and_the_latest_remaining() -> None:
     assert merged.not_before_s == NOW + 10
     assert merged.remaining == 4
     assert second.then(first).not_before_s == NOW + 10
+
+
+@pytest.mark.anyio
+async def test_fetch_reads_the_limits_of_every_answer_and_a_failure_carries_them() -> None:
+    from bridge.config import PollConfig
+    from bridge.errors import FetchError
+    from bridge.poll.fetch import Fetched, fetch
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ok":
+            return httpx.Response(200, json=[], headers={"X-Poll-Interval": "60"})
+        return httpx.Response(403, json={}, headers={"X-RateLimit-Remaining": "0",
+                              "X-RateLimit-Reset": "4102444800"})  # fmt: skip
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        ok = PollConfig.model_validate({"url": "http://127.0.0.1:9/ok", "every": 1, "id": "id"})
+        fetched = await fetch(client, ok)
+        assert fetched.limits.why == "X-Poll-Interval: 60"
+        denied = ok.model_copy(update={"url": "http://127.0.0.1:9/denied"})
+        out = Fetched()
+        with pytest.raises(FetchError) as caught:
+            await fetch(client, denied, out=out)
+    assert caught.value.not_before_s == out.limits.not_before_s
+    assert out.limits.remaining == 0 and out.limits.why == "X-RateLimit-Remaining: 0"

@@ -19,7 +19,7 @@ from bridge.cli import config_option, handle_errors, read_config
 from bridge.config import Config
 from bridge.errors import StoreError
 from bridge.events import format_time
-from bridge.status.summary import BudgetSummary, Summary, collect
+from bridge.status.summary import BudgetSummary, Summary, budget_use_text, collect
 from bridge.store import open_store
 
 
@@ -29,20 +29,6 @@ def _when(at_ms: int | None) -> str:
 
 # How long `bridge status` waits for the running daemon's report of the budgets.
 DAEMON_TIMEOUT_S = 2.0
-
-
-def per_text(seconds: float) -> str:
-    """A window as the config writes it: `5s`, `1h`, `250ms`."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
-
-
-def budget_use_text(budget: BudgetSummary) -> str:
-    """`7 / 10 per 5s`, with `-` for a use no daemon reported."""
-    used = "-" if budget.used is None else str(budget.used)
-    return f"{used} / {budget.limit} per {per_text(budget.per_s)}"
 
 
 def daemon_budgets(config: Config) -> list[BudgetUse] | None:

@@ -113,6 +113,20 @@ def budget_summaries(config: Config, uses: Sequence[BudgetUse] | None) -> list[B
     return out
 
 
+def per_text(seconds: float) -> str:
+    """A window as the config writes it: `5s`, `1h`, `250ms`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def budget_use_text(budget: BudgetSummary) -> str:
+    """`7 / 10 per 5s`, with `-` for a use no daemon reported."""
+    used = "-" if budget.used is None else str(budget.used)
+    return f"{used} / {budget.limit} per {per_text(budget.per_s)}"
+
+
 def backlog_of(counts: Mapping[str, int]) -> int:
     """Deliveries still to be made: pending, or failed and waiting for their retry."""
     return counts.get("pending", 0) + counts.get("failed", 0)
