@@ -1,6 +1,6 @@
 """The bridge's Prometheus metrics, defined once; the engines update them, `/metrics` serves them.
 
-Labels are bounded by the config (source and target names, event types the sources
+Labels are bounded by the config (source, target and budget names, event types the sources
 produce), never by request data.
 """
 
@@ -49,5 +49,8 @@ DELIVERY_LATENCY = Histogram(
     ["target"],
     buckets=_LATENCY_BUCKETS_S,
 )
+BUDGET_USED = Gauge("bridge_budget_used", "Requests counted in a budget's current window.",
+                    ["budget"])  # fmt: skip
+BUDGET_LIMIT = Gauge("bridge_budget_limit", "Requests a budget allows per window.", ["budget"])
 RELOADS = Counter("bridge_config_reloads", "Config reloads (SIGHUP) by outcome: applied, refused.",
                   ["outcome"])  # fmt: skip

@@ -1,4 +1,4 @@
-"""What the running daemon's parts share: the config in force, the store and the hub."""
+"""What the running daemon's parts share: the config in force, the store, the hub, the budgets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Protocol
 
 from starlette.routing import BaseRoute
 
+from bridge.budgets import Budgets
 from bridge.config import Config
 from bridge.events import now_ms
 from bridge.hub import Hub
@@ -23,6 +24,8 @@ class Runtime:
     started_ms: int = field(default_factory=now_ms)
     # False while starting, reloading or stopping; /readyz answers 503 then.
     is_ready: bool = False
+    # The request budgets polled sources share (the poller applies the config's).
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 class Component(Protocol):

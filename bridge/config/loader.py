@@ -229,7 +229,7 @@ def _is_branch_tag(part: str, before: list[str | int]) -> bool:
 
 
 def _check_names(config: Config, loaded: _Loaded) -> None:
-    for group in ("sources", "targets"):
+    for group in ("sources", "targets", "budgets"):
         for name in getattr(config, group):
             if not NAME_RE.match(name):
                 raise loaded.error(
@@ -284,6 +284,11 @@ def _check_hooks(config: Config, loaded: _Loaded) -> None:
                 raise loaded.error(
                     ("sources", sname, "poll", "on_push"), f"{_quote(hint)} is not a webhook source"
                 )
+        if source.poll and source.poll.budget and source.poll.budget not in config.budgets:
+            raise loaded.error(
+                ("sources", sname, "poll", "budget"),
+                f"{_quote(source.poll.budget)} is not a budget (see the top-level budgets)",
+            )
         if source.webhook:
             path = config.webhook_path(sname)
             if path in paths:

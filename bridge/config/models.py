@@ -294,6 +294,8 @@ class PollConfig(_Model):
     # resource: shown by `bridge check`, no effect of their own.
     preset: str | None = None
     resource: str | None = None
+    # The name of a top-level `budgets` entry this source's requests count against.
+    budget: str | None = None
 
     @property
     def sends_validators(self) -> bool:
@@ -466,6 +468,13 @@ class RetentionConfig(_Model):
     first_s: Duration = Field(60.0, alias="first")
 
 
+class BudgetConfig(_Model):
+    """A request budget shared by the sources that name it: at most `requests` per `per`."""
+
+    requests: int = Field(ge=1)
+    per_s: Duration = Field(alias="per", gt=0)
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -477,6 +486,7 @@ class Config(_Model):
     sources: dict[str, SourceConfig] = {}
     targets: dict[str, TargetConfig] = {}
     compare: list[ComparePair] = []
+    budgets: dict[str, BudgetConfig] = {}
     retention: RetentionConfig = RetentionConfig()
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)

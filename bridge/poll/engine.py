@@ -69,11 +69,12 @@ class Poller:
     def scheduler(self) -> Scheduler:
         """The scheduler (made on first use)."""
         if self._scheduler is None:
-            self._scheduler = Scheduler(self.poll_source)
+            self._scheduler = Scheduler(self.poll_source, self.runtime.budgets)
         return self._scheduler
 
     async def start(self) -> None:
         """Schedule every polled source; the first polls start at most 100 a second."""
+        self.runtime.budgets.apply(self.config.budgets)
         self.scheduler.start()
         sources = poll_sources(self.config)
         # 1,000 sources starting within one second would queue in the HTTP pool and keep
@@ -99,6 +100,7 @@ class Poller:
         """Add, remove and reschedule the sources whose `poll` config changed."""
         old, new = poll_sources(self.config), poll_sources(config)
         self.config = config
+        self.runtime.budgets.apply(config.budgets)  # the windows of kept budgets stay
         for name in old.keys() - new.keys():
             self.scheduler.remove(name)
             log.info("%s: no longer polled", name)
@@ -124,9 +126,9 @@ class Poller:
         """The scheduler's job: poll once, counting the polls saved by a longer interval."""
         poll = poll_sources(self.config).get(name)
         if poll is None:
-            return PollResult()
+            return PollResult(requests=0)
         if not await self._take_lease(name, poll, interval_s):
-            return PollResult(polled=False)
+            return PollResult(polled=False, requests=0)
         saved = interval_s / poll.min_every_s - 1 if isinstance(poll.every, AdaptiveEvery) else 0
         return await self.poll_once(name, interval_s=interval_s, saved_requests=max(saved, 0.0))
 
@@ -198,15 +200,16 @@ class Poller:
             if fetched.not_modified:
                 await store.record_poll(name, outcome)
                 self._count(name, "not_modified", fetched)
-                return PollResult()
-            return await self._commit(name, detection, outcome)
+                return _limited(PollResult(), fetched)
+            return _limited(await self._commit(name, detection, outcome), fetched)
         except FetchError as exc:
-            return await self._failed(name, exc, fetched, at_ms, started, interval_s)
+            result = await self._failed(name, exc, fetched, at_ms, started, interval_s)
+            return _limited(result, fetched)
         except StoreError as exc:
             metrics.POLLS.labels(name, "error").inc()
             metrics.POLL_ERRORS.labels(name, "store").inc()
             log.warning("%s: poll not committed: %s", name, exc)
-            return PollResult()
+            return _limited(PollResult(), fetched)
 
     async def _commit(self, name: str, detection: Detection, outcome: PollOutcome) -> PollResult:
         targets = self.config.targets
@@ -296,6 +299,19 @@ class Poller:
         metrics.POLL_REQUESTS.labels(name).inc(fetched.requests)
         if outcome == "not_modified":
             metrics.POLL_NOT_MODIFIED.labels(name).inc()
+
+
+def _limited(result: PollResult, fetched: Fetched) -> PollResult:
+    """`result` with the requests the poll made and the wait its upstream's headers ask for."""
+    limits = fetched.limits
+    if limits.remaining is not None:
+        log.debug("rate limit: %s of %s requests remaining", limits.remaining, limits.limit)
+    return replace(
+        result,
+        wait_s=limits.wait_s(time.time()),
+        wait_why=limits.why,
+        requests=fetched.requests,
+    )
 
 
 def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOutcome:

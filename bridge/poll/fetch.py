@@ -6,7 +6,8 @@ answer incomplete or unusable raises `FetchError`, so that the caller never diff
 answer: a non-2xx status, a timeout, a connection error, an answer larger than `max_bytes`,
 invalid JSON, a problem document, an `items` expression that finds no list, a redirect not
 followed, a walk longer than `max_pages` or one that loops. A 429 or 503 carries its
-`Retry-After` in seconds.
+`Retry-After` in seconds. Every answer's rate-limit headers, on success and on failure, are
+read into `Fetched.limits` (see limits.py).
 
 Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
 without `pages`: a page's validators say nothing of the other pages, and servers that
@@ -39,6 +40,7 @@ import jmespath
 from bridge import __version__
 from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
+from bridge.poll.limits import NO_LIMITS, Limits, read_limits
 from bridge.poll.links import next_link
 
 log = logging.getLogger("bridge.poll")
@@ -76,6 +78,8 @@ class Fetched:
     validators: Validators = NO_VALIDATORS
     requests: int = 0
     bytes: int = 0
+    # What the answers' rate-limit headers allow (see limits.py), over every page.
+    limits: Limits = NO_LIMITS
     truncated: bool = False  # the walk stopped at max_pages (only with `WalkPlan.partial`)
     stopped: bool = False  # the walk stopped because `WalkPlan.stop` said so
 
@@ -262,6 +266,9 @@ class _Walk:
             finally:
                 await response.aclose()
         self.out.status = response.status_code
+        self.out.limits = self.out.limits.then(
+            read_limits(response.headers, response.status_code, time.time())
+        )
         return _Page(response, body)
 
     async def _read(self, response: httpx.Response) -> bytes:
@@ -395,10 +402,15 @@ async def fetch(
     """Fetch every page of a source's answer; raise FetchError if any part of it fails.
 
     Pass `out` to see what a failed walk cost (its requests and bytes), and `plan` for what
-    an incremental or feed poll asks beyond the config.
+    an incremental or feed poll asks beyond the config. A FetchError carries the time before
+    which the upstream's headers asked not to be polled again.
     """
     walk = _Walk(client, poll, validators, out if out is not None else Fetched(), plan)
-    return await walk.run()
+    try:
+        return await walk.run()
+    except FetchError as exc:
+        exc.not_before_s = walk.out.limits.not_before_s
+        raise
 
 
 def new_client() -> httpx.AsyncClient:

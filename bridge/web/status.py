@@ -3,7 +3,8 @@
 Read-only. The page shows the sources (kind, last poll or receive, status, last error,
 events), the targets (health, circuit, backlog, dead), the latest events (type, origin,
 latency) and a poll-vs-push chart of detection latencies over the last hour. The figures are
-gathered by `collect` through the store interface and shaped by the pure `status_json`.
+gathered by `collect` through the store interface and shaped by the pure `status_json`;
+`/api/status` also lists the request budgets' use, read from the running poller.
 Both routes are admin routes (see auth.py).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
@@ -131,6 +132,7 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
         "events": _recent(snap.recent),
         "chart": {"window_s": CHART_WINDOW_MS // 1000, "sources": chart},
         "pairs": [p.to_json() for p in snap.report.pairs],
+        "budgets": [asdict(b) for b in snap.summary.budgets],
     }
 
 
@@ -140,7 +142,7 @@ async def collect(runtime: Runtime) -> Snapshot:
     return Snapshot(
         now_ms=now,
         started_ms=runtime.started_ms,
-        summary=await collect_summary(runtime.config, store),
+        summary=await collect_summary(runtime.config, store, runtime.budgets.uses()),
         recent=await store.list_events(limit=RECENT_EVENTS),
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
     )
