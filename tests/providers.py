@@ -133,6 +133,7 @@ class GitHub(Simulation):
         self.events: list[dict[str, Any]] = []
         self.remaining = 5000
         self.not_modified = 0
+        self.poll_interval_s = 60  # X-Poll-Interval on events, as GitHub sends it
 
     def install(self, script: Script) -> None:
         base = f"/repos/{self.repo}"
@@ -226,7 +227,7 @@ class GitHub(Simulation):
 
     def events_route(self, seen: Seen) -> Reply:
         newest = list(reversed(self.events))[:300]  # at most 300 events
-        return self._paged(seen, newest, [("X-Poll-Interval", "60")])
+        return self._paged(seen, newest, [("X-Poll-Interval", str(self.poll_interval_s))])
 
 
 # -- Stripe ----------------------------------------------------------------------------------

@@ -177,6 +177,8 @@ def test_the_daemon_polls_every_preset_and_emits_each_change_once(
     daemon: Callable[..., DaemonProcess], providers: tuple[Providers, Script, str], tmp_path: Path
 ) -> None:
     sims, script, base = providers
+    # The daemon honours GitHub's X-Poll-Interval (60 s); a test cannot wait for it.
+    sims.github.poll_interval_s = 1
     daemon("database: bridge.db\n" + textwrap.dedent(sources_yaml(base)))
     db = tmp_path / "bridge.db"
     wait_until(lambda: baselined(db) == set(NAMES), timeout_s=30)
