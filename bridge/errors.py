@@ -59,6 +59,8 @@ class FetchError(BridgeError):
         self.retry_after_s = retry_after_s
         # A short word for metrics labels: timeout, connection, status, throttled, json, ...
         self.reason = reason
+        # Epoch seconds before which the upstream's rate-limit headers asked not to poll again.
+        self.not_before_s: float | None = None
 
 
 class VerificationError(BridgeError):

@@ -1,4 +1,5 @@
-"""`bridge poll SOURCE --dry-run`: fetch a source once and show what it would emit."""
+"""`bridge poll SOURCE --dry-run`: fetch a source once and show what it would emit;
+`bridge presets`: the provider presets a polled source can name."""
 
 from __future__ import annotations
 
@@ -91,4 +92,23 @@ def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
     if not baselined and config.sources[source].poll.baseline == "silent":  # type: ignore[union-attr]
         click.echo("(first poll: with baseline: silent the daemon would record these silently)")
     for event in detection.events:
-        click.echo(f"  {event.change:8} {event.type:30} {event.subject}")
+        click.echo(f"  {event.change or 'event':8} {event.type:30} {event.subject or ''}")
+
+
+@click.command()
+def presets() -> None:
+    """List the provider presets of polled sources: their resources and the keys they need.
+
+    A source names one with `poll: {preset: NAME, resource: RESOURCE, ...}`; every other
+    key of `poll` overrides what the preset sets. `bridge check` shows what it expanded to.
+    """
+    from bridge.config.presets import PRESETS
+
+    for preset in PRESETS.values():
+        click.echo(f"{preset.name}: {preset.summary}")
+        click.echo(f"  needs      resource, {', '.join(preset.required)}")
+        click.echo(f"  optional   {', '.join(preset.optional)}")
+        width = max(len(name) for name in preset.resources)
+        for i, (name, how) in enumerate(preset.resources.items()):
+            label = "resources" if i == 0 else ""
+            click.echo(f"  {label:10} {name:{width}}  {how}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from bridge.cli.edge import config_option, handle_errors, read_config, url_masker
+from bridge.poll.describe import describe, every_text
 
 
 @click.command()
@@ -22,12 +23,9 @@ def check(config_path: str) -> None:
     for name, source in config.sources.items():
         if source.poll:
             p = source.poll
-            every = (
-                f"{p.every.min_s:g}s..{p.every.max_s:g}s"
-                if not isinstance(p.every, float)
-                else f"{p.every:g}s"
-            )
-            click.echo(f"  source    {name}: poll {p.method} {shown(p.url)} every {every}")
+            click.echo(f"  source    {name}: poll {p.method} {shown(p.url)} every {every_text(p)}")
+            for label, text in describe(p):
+                click.echo(f"            {label:8} {text}")
             for key in p.overridden_params:
                 click.echo(
                     f"  warning   {name}: params.{key} replaces {key} in the query of url", err=True

@@ -90,6 +90,15 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def refresh_budget_gauges(runtime: Runtime) -> None:
+    """Set the used and limit gauges of every configured budget (removed ones disappear)."""
+    for gauge in (metrics.BUDGET_USED, metrics.BUDGET_LIMIT):
+        gauge.clear()
+    for use in runtime.budgets.uses():
+        metrics.BUDGET_USED.labels(use.name).set(use.used)
+        metrics.BUDGET_LIMIT.labels(use.name).set(use.limit)
+
+
 def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The Starlette app of one running bridge."""
 
@@ -113,6 +122,7 @@ def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:
 
     async def metrics_text(request: Request) -> Response:
         await refresh_store_gauges(runtime)
+        refresh_budget_gauges(runtime)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app = Starlette(

@@ -550,6 +550,7 @@ def test_status_judgements() -> None:
     polled = PollState("s", last_poll_ms=1, consecutive_failures=3)
     assert source_status("poll", polled, 5) == "failing (3 in a row)"
     assert source_status("poll", PollState("s", last_poll_ms=1), 0) == "ok"
+    assert source_status("poll", PollState("s", last_poll_ms=1, gaps=2), 0) == "ok, 2 gaps"
     assert source_status("webhook", None, 0) == "no events yet"
     assert source_status("webhook", None, 1) == "ok"
     assert target_health(TargetState("t"), {}) == "ok"
@@ -609,6 +610,8 @@ def test_status_prints_sources_and_targets_from_the_store(write_config) -> None:
         "last_poll_ms": polled_ms,
         "last_event_ms": sources["orders"]["last_event_ms"],
         "last_error": "HTTP 500 from upstream",
+        "mode": "snapshot",
+        "gaps": 0,
     }
     assert sources["hook"]["kind"] == "webhook" and sources["hook"]["events"] == 3
     assert sources["hook"]["status"] == "ok" and sources["hook"]["last_poll_ms"] is None

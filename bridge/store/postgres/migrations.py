@@ -129,4 +129,11 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT",
         ),
     ),
+    (
+        "0005_poll_cursor",
+        (
+            "ALTER TABLE poll_state ADD COLUMN cursor TEXT",
+            "ALTER TABLE poll_state ADD COLUMN gaps BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
 ]

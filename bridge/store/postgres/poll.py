@@ -109,12 +109,23 @@ class PostgresPollState:
 
         return await self.run(q)
 
-    async def load_poll_versions(self, source: str) -> dict[str, str]:
+    async def load_poll_versions(
+        self, source: str, keys: Sequence[str] | None = None
+    ) -> dict[str, str]:
         async def q(conn: Conn) -> dict[str, str]:
-            cur = await conn.execute(
-                "SELECT key, version FROM poll_items WHERE source = %s", (source,)
-            )
+            if keys is None:
+                cur = await conn.execute(
+                    "SELECT key, version FROM poll_items WHERE source = %s", (source,)
+                )
+            else:
+                cur = await conn.execute(
+                    "SELECT key, version FROM poll_items WHERE source = %s AND key = ANY(%s)",
+                    (source, list(keys)),
+                )
             return {key: version for key, version in await cur.fetchall()}
+
+        if keys is not None and not keys:
+            return {}
 
         return await self.run(q)
 
@@ -157,8 +168,9 @@ class PostgresPollState:
                 )
             await _record_outcome(conn, source, commit.outcome, committed=True)
             await conn.execute(
-                "UPDATE poll_state SET etag = %s, last_modified = %s WHERE source = %s",
-                (commit.etag, commit.last_modified, source),
+                "UPDATE poll_state SET etag = %s, last_modified = %s,"
+                " cursor = coalesce(%s, cursor), gaps = gaps + %s WHERE source = %s",
+                (commit.etag, commit.last_modified, commit.cursor, int(commit.gap), source),
             )
             return is_new
 

@@ -167,9 +167,17 @@ def m0004_replicas(db: sqlite_utils.Database) -> None:
     db.table("deliveries").add_column("lease_owner", str)
 
 
+def m0005_poll_cursor(db: sqlite_utils.Database) -> None:
+    """Poll state: where an incremental or feed poll resumes, and a feed's gaps."""
+    table = db.table("poll_state")
+    table.add_column("cursor", str)
+    table.add_column("gaps", int, not_null_default=0)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
     ("0003_due_deliveries", m0003_due_deliveries),
     ("0004_replicas", m0004_replicas),
+    ("0005_poll_cursor", m0005_poll_cursor),
 ]

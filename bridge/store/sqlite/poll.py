@@ -107,11 +107,29 @@ class SQLitePollState:
         states: list[PollState] = await self.read(q)
         return states
 
-    async def load_poll_versions(self, source: str) -> dict[str, str]:
+    async def load_poll_versions(
+        self, source: str, keys: Sequence[str] | None = None
+    ) -> dict[str, str]:
         def q(conn: sqlite3.Connection) -> dict[str, str]:
-            return dict(
-                conn.execute("SELECT key, version FROM poll_items WHERE source = ?", (source,))
-            )
+            if keys is None:
+                return dict(
+                    conn.execute("SELECT key, version FROM poll_items WHERE source = ?", (source,))
+                )
+            out: dict[str, str] = {}
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                out.update(
+                    conn.execute(
+                        f"SELECT key, version FROM poll_items"
+                        f" WHERE source = ? AND key IN ({marks})",
+                        (source, *chunk),
+                    )
+                )
+            return out
+
+        if keys is not None and not keys:
+            return {}
 
         versions: dict[str, str] = await self.read(q)
         return versions
@@ -149,8 +167,9 @@ class SQLitePollState:
             )
             _record_outcome(conn, source, commit.outcome, committed=True)
             conn.execute(
-                "UPDATE poll_state SET etag = ?, last_modified = ? WHERE source = ?",
-                (commit.etag, commit.last_modified, source),
+                "UPDATE poll_state SET etag = ?, last_modified = ?,"
+                " cursor = coalesce(?, cursor), gaps = gaps + ? WHERE source = ?",
+                (commit.etag, commit.last_modified, commit.cursor, int(commit.gap), source),
             )
             return is_new
 
