@@ -136,4 +136,18 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "ALTER TABLE poll_state ADD COLUMN gaps BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    (
+        "0006_sightings",
+        (
+            """CREATE TABLE sightings (
+                event_id TEXT NOT NULL,
+                merge TEXT NOT NULL,
+                path TEXT NOT NULL,
+                source TEXT NOT NULL,
+                recorded_ms BIGINT NOT NULL,
+                PRIMARY KEY (event_id, path)
+            )""",
+            "CREATE INDEX sightings_merge ON sightings (merge, recorded_ms)",
+        ),
+    ),
 ]

@@ -174,10 +174,21 @@ def m0005_poll_cursor(db: sqlite_utils.Database) -> None:
     table.add_column("gaps", int, not_null_default=0)
 
 
+def m0006_sightings(db: sqlite_utils.Database) -> None:
+    """Each path's sighting of a merged event (merge of a webhook and a polled source)."""
+    db.table("sightings").create(
+        {"event_id": str, "merge": str, "path": str, "source": str, "recorded_ms": int},
+        pk=("event_id", "path"),
+        not_null={"merge", "source", "recorded_ms"},
+    )
+    db.execute("CREATE INDEX sightings_merge ON sightings (merge, recorded_ms)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
     ("0003_due_deliveries", m0003_due_deliveries),
     ("0004_replicas", m0004_replicas),
     ("0005_poll_cursor", m0005_poll_cursor),
+    ("0006_sightings", m0006_sightings),
 ]
