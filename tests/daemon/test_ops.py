@@ -280,7 +280,13 @@ def test_sighup_adds_a_source_and_a_target_and_the_next_event_reaches_it(daemon)
         wait_until(lambda: total(scrape(proc.url), "bridge_polls_total", source="orders"), 15)
         # ... and its next change is an event that reaches the new target, signed.
         upstream.items.append({"id": "2", "v": 1})
-        wait_until(lambda: inbox.received, timeout_s=15)
+        # Wait for what is asserted below: the outcome counted once its attempt is stored,
+        # not the receiver's copy of the request, which arrives before that.
+        wait_until(
+            lambda: total(scrape(proc.url), "bridge_deliveries_total", target="b",
+                          outcome="delivered") == 1,
+            timeout_s=15,
+        )  # fmt: skip
         event = inbox.received[0]
         assert event["source"] == "orders" and event["type"] == "orders.created"
         assert event["subject"] == "2" and event["data"]["object"] == {"id": "2", "v": 1}
@@ -324,6 +330,8 @@ def test_sighup_adds_a_webhook_source_that_answers_at_once(daemon) -> None:
 
         answer = httpx.post(proc.url + "/hooks/hook", json=ping)
         assert answer.status_code == 202
+        # The event and the request are counted before the 202 answer; the receiver's copy
+        # is what is asserted next.
         wait_until(lambda: inbox.received, timeout_s=15)
         assert inbox.received[0]["id"] == answer.json()["id"]
         assert inbox.received[0]["data"] == ping
