@@ -19,6 +19,35 @@ from bridge.masking import MASK, is_secret_name, mask_text, url_secrets
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
+# uvicorn's loggers, shown under the bridge's own name: its lines are the bridge's HTTP server.
+_RENAMED = {
+    "uvicorn": "bridge.http",
+    "uvicorn.error": "bridge.http",
+    "uvicorn.access": "bridge.http",
+}
+
+
+def plural(count: int, word: str) -> str:
+    """`count` and `word`, with the plural form when count is not 1: `1 target`, `2 deliveries`."""
+    if count == 1:
+        return f"{count} {word}"
+    if word.endswith("y") and word[-2:-1] not in ("a", "e", "o", "u"):
+        return f"{count} {word[:-1]}ies"
+    return f"{count} {word}s"
+
+
+def shown_name(name: str) -> str:
+    """The logger name a line is shown under: uvicorn's loggers as `bridge.http`."""
+    return _RENAMED.get(name, name)
+
+
+class _Rename(logging.Filter):
+    """Shows uvicorn's records under `bridge.http` (the record is changed for every handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.name = shown_name(record.name)
+        return True
+
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any `extra` fields."""
@@ -115,6 +144,7 @@ def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = (
         else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     )
     handler.setFormatter(RedactingFormatter(inner))
+    handler.addFilter(_Rename())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -122,3 +152,11 @@ def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = (
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, root.level))
+    # asyncio's debug lines are noise at `--log-level debug`; its warnings still show.
+    logging.getLogger("asyncio").setLevel(max(logging.INFO, root.level))
+    # The access log (`server.access_log`) is always at info, whatever the level.
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
+
+
+# The logger of the access log's lines, in the combined log format.
+ACCESS_LOGGER = "bridge.http.access"

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import metrics
+from bridge.daemon.access import AccessLog
 from bridge.errors import StoreError
 from bridge.runtime import Runtime
 from bridge.status.summary import WAITING, backlog_of
@@ -132,7 +133,10 @@ def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:
             Route("/metrics", metrics_text, methods=["GET"]),
             *routes,
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[
+            *([Middleware(AccessLog)] if runtime.config.server.access_log else []),
+            Middleware(SecurityHeaders),
+        ],
     )
     # Starlette would answer `/api/status/` with a redirect to a URL built from the Host
     # header (an open redirect, before any auth check): an unknown path is a 404, full stop.

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from bridge.config import Config, RetentionConfig
 from bridge.errors import StoreError
 from bridge.events import now_ms
+from bridge.logs import plural
 from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.retention")
@@ -81,8 +82,8 @@ class Janitor:
             if deleted < BATCH:
                 break
         log.info(
-            "retention: deleted %d events older than %.0f s in %.2f s",
-            total,
+            "deleted %s older than %.0f s in %.2f s",
+            plural(total, "event"),
             self.config.events_s,
             time.monotonic() - started,
         )
@@ -101,7 +102,7 @@ class Janitor:
                 await self.prune_once()
             except StoreError as exc:
                 log.warning(
-                    "retention: old events not deleted (next run in %.0f s): %s",
+                    "old events not deleted (next run in %.0f s): %s",
                     self.config.every_s,
                     exc,
                 )

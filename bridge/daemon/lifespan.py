@@ -19,8 +19,10 @@ from pathlib import Path
 
 import uvicorn
 
+from bridge import __version__
 from bridge.config import Config
 from bridge.daemon.app import build_app
+from bridge.daemon.banner import banner_lines
 from bridge.daemon.notify import Notifier
 from bridge.daemon.reload import reload_config
 from bridge.daemon.server import Limits, bind, fd_limit, listens_on_loopback, quiet_accept_errors
@@ -235,16 +237,10 @@ class Daemon:
             host, port = sock.getsockname()[:2]
             self.listening = f"{host}:{port}"
             self.notifier.ready(await self.status_line())
-            log.info(
-                "bridge listening on %s:%d with %d sources and %d targets (database %s,"
-                " replica %s)",
-                host,
-                port,
-                len(self.config.sources),
-                len(self.config.targets),
-                store.location,
-                store.replica_id,
-            )
+            for line in banner_lines(
+                self.config, __version__, host, port, store.location, store.replica_id
+            ):
+                log.info("%s", line)
             if on_ready:
                 on_ready(self)
             if self._reload_pending:

@@ -38,6 +38,7 @@ from bridge.deliver.request import Request, build_request
 from bridge.deliver.signing import decode_secret
 from bridge.errors import StoreError
 from bridge.events import Event, now_ms
+from bridge.logs import plural
 from bridge.masking import mask_text, url_secrets
 from bridge.runtime import Runtime
 from bridge.store.base import AttemptRecord, Claim, OutboxStore, TargetState
@@ -238,7 +239,7 @@ class Deliverer:
         self._session = aiohttp.ClientSession(connector=connector)
         self.runtime.hub.subscribe(self._on_recorded)
         self._loop_task = asyncio.create_task(self._run(), name="deliverer")
-        log.info("delivering to %d targets", len(self.targets))
+        log.info("delivering to %s", plural(len(self.targets), "target"))
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming; let sends in flight finish within `grace_s`, then cancel them."""
@@ -467,7 +468,7 @@ class Deliverer:
         try:
             await self._recorder.record(record)
             # Counted once durable: a metric never says delivered before the store does.
-            self._count(target, claim, answer, decision, done_ms)
+            self._count(target, claim, answer, decision, (at_ms, done_ms))
             if record.target_state is not None:
                 target.persisted = record.target_state
         except StoreError as exc:
@@ -509,22 +510,45 @@ class Deliverer:
                 log.info("target %s: circuit closed", target.name)
 
     def _count(
-        self, target: Target, claim: Claim, answer: Answer, decision: Decision, done_ms: int
+        self,
+        target: Target,
+        claim: Claim,
+        answer: Answer,
+        decision: Decision,
+        span_ms: tuple[int, int],
     ) -> None:
+        done_ms = span_ms[1]
         metrics.ATTEMPTS.labels(target.name, result_label(answer)).inc()
         if decision.status == "delivered":
             metrics.DELIVERIES.labels(target.name, "delivered").inc()
             latency_s = max(done_ms - claim.event.recorded_ms, 0) / 1000
             metrics.DELIVERY_LATENCY.labels(target.name).observe(latency_s)
+            log.debug("%s", attempt_line(claim, target.name, answer, span_ms, "delivered"))
         elif decision.status == "dead":
             metrics.DELIVERIES.labels(target.name, "dead").inc()
             log.warning(
-                "delivery of %s to %s is dead after %d attempts (last: %s)",
+                "delivery of %s from %s to %s is dead after %s (last: %s)",
                 claim.event.id,
+                claim.event.source,
                 target.name,
-                claim.attempts + 1,
+                plural(claim.attempts + 1, "attempt"),
                 answer.error or answer.status_code,
             )
         else:
-            log.debug("delivery of %s to %s failed: %s", claim.event.id, target.name,
-                      answer.error or answer.status_code)  # fmt: skip
+            log.info("%s", attempt_line(claim, target.name, answer, span_ms, "failed"))
+
+
+def attempt_line(
+    claim: Claim, target: str, answer: Answer, span_ms: tuple[int, int], outcome: str
+) -> str:
+    """One attempt in words: event id, source, target, status, duration, and why it failed."""
+    at_ms, done_ms = span_ms
+    status = answer.status_code if answer.status_code is not None else "no answer"
+    line = (
+        f"delivery of {claim.event.id} from {claim.event.source} to {target} {outcome}:"
+        f" status {status} in {done_ms - at_ms} ms, attempt {claim.attempts + 1}"
+    )
+    if outcome == "delivered":
+        latency_ms = max(done_ms - claim.event.recorded_ms, 0)
+        return f"{line}, {latency_ms} ms after it was recorded"
+    return f"{line}: {answer.error}" if answer.error else line

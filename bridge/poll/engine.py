@@ -22,6 +22,7 @@ from bridge.compare.merge import count_sighting, member_targets, merged_event, u
 from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.errors import FetchError, StoreError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, now_ms
+from bridge.logs import plural
 from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
@@ -86,7 +87,7 @@ class Poller:
             self.scheduler.add(name, poll, spread_s)
         self.runtime.hub.subscribe(self._on_events)
         if poll_sources(self.config):
-            log.info("polling %d sources", len(poll_sources(self.config)))
+            log.info("polling %s", plural(len(poll_sources(self.config)), "source"))
 
     async def stop(self, grace_s: float) -> None:
         """Start no new polls; let those in flight commit within `grace_s`, then cancel."""
@@ -201,8 +202,11 @@ class Poller:
             if fetched.not_modified:
                 await store.record_poll(name, outcome)
                 self._count(name, "not_modified", fetched)
+                _log_recovery(name, state.consecutive_failures)
                 return _limited(PollResult(), fetched)
-            return _limited(await self._commit(name, detection, outcome), fetched)
+            result = await self._commit(name, detection, outcome)
+            _log_recovery(name, state.consecutive_failures)
+            return _limited(result, fetched)
         except FetchError as exc:
             result = await self._failed(name, exc, fetched, at_ms, started, interval_s)
             return _limited(result, fetched)
@@ -360,3 +364,11 @@ def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOut
         skipped=indexed.skipped,
         duplicate_keys=indexed.duplicates,
     )
+
+
+def _log_recovery(name: str, failures: int) -> None:
+    """Say once that a source polls again after failing (`failures` polls in a row)."""
+    if failures:
+        log.info(
+            "%s: polling recovered after %d failed poll%s", name, failures, "s" * (failures != 1)
+        )

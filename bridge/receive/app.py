@@ -60,12 +60,15 @@ class _Refusal(Exception):
         reason: str,
         message: str = "",
         headers: Sequence[tuple[bytes, bytes]] = (),
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.headers = list(headers)
+        # For the log line only (a signature's failure is not told to the sender).
+        self.detail = detail or message
 
 
 class _Disconnected(Exception):
@@ -184,6 +187,9 @@ class Receiver:
             status, body = await self._accept(source, scope, receive, arrived_ms)
         except _Refusal as refusal:
             metrics.INBOUND_REJECTED.labels(source.name, refusal.reason).inc()
+            log.info(
+                "%s", refusal_line(source.name, refusal.status, refusal.reason, refusal.detail)
+            )
             if refusal.message:
                 payload = json.dumps({"error": refusal.message}).encode()
                 await _respond(send, refusal.status, payload, [*_JSON, *refusal.headers])
@@ -207,8 +213,7 @@ class Receiver:
         try:
             source.verify(headers, body, time.time())
         except VerificationError as exc:
-            log.warning("source %s: refused a webhook: %s", source.name, exc)
-            raise _Refusal(401, "signature") from None
+            raise _Refusal(401, "signature", detail=str(exc)) from None
         data = _parse_json(body)
         if source.hook.verify == "slack" and _is_slack_challenge(data):
             # Slack checks a new Events API URL by asking it to echo this value; it is no event.
@@ -242,12 +247,14 @@ class Receiver:
                 "store_unavailable",
                 "the event cannot be stored right now; try again later",
                 [(b"retry-after", str(RETRY_AFTER_S).encode())],
+                detail=str(exc),
             ) from None
         if not is_new:
             source.duplicate.inc()
             return 200, json.dumps({"id": event.id, "duplicate": True}).encode()
         source.new.inc()
         _count_event(event)
+        _log_accepted(event, arrived_ms)
         self.runtime.hub.recorded([event])
         return 202, json.dumps({"id": event.id}).encode()
 
@@ -274,8 +281,25 @@ class Receiver:
             return 200, jsontext.dumps({"id": merged.id, "duplicate": True}).encode()
         source.new.inc()
         _count_event(merged)
+        _log_accepted(merged, event.recorded_ms)
         self.runtime.hub.recorded([merged])
         return 202, jsontext.dumps({"id": merged.id}).encode()
+
+
+def refusal_line(source: str, status: int, reason: str, detail: str) -> str:
+    """The one log line of a refused webhook request: source, status, reason and why."""
+    line = f"source {source}: refused a webhook: {status} {reason}"
+    return f"{line} ({detail})" if detail else line
+
+
+def _log_accepted(event: Event, arrived_ms: int) -> None:
+    log.debug(
+        "source %s: accepted event %s (%s) in %d ms",
+        event.source,
+        event.id,
+        event.type,
+        now_ms() - arrived_ms,
+    )
 
 
 def _is_slack_challenge(data: Any) -> bool:
