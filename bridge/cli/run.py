@@ -2,50 +2,130 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from bridge.cli.edge import config_option, handle_errors, read_config, url_masker
+from bridge import jsontext
+from bridge.cli.edge import ConfigFailure, config_option, handle_errors, read_config, url_masker
+from bridge.config import Config, load_config
+from bridge.config.advice import warnings
+from bridge.errors import ConfigError
 from bridge.poll.describe import describe, every_text
 
 
-@click.command()
-@config_option
-@handle_errors
-def check(config_path: str) -> None:
-    """Validate the config and print a summary of its sources and targets (secrets masked)."""
-    config = read_config(config_path)
+def check_summary(config_path: str, config: Config) -> dict[str, Any]:
+    """What `bridge check` reports, as data: the config's parts (secrets masked), warnings."""
     shown = url_masker(config)
-    click.echo(f"{config_path}: ok")
-    click.echo(f"  database  {shown(config.database_path)}")
-    click.echo(f"  listen    {config.server.listen}")
-    if config.server.admin_token:
-        click.echo("  admin     token set (***)")
+    sources: list[dict[str, Any]] = []
     for name, source in config.sources.items():
         if source.poll:
             p = source.poll
-            click.echo(f"  source    {name}: poll {p.method} {shown(p.url)} every {every_text(p)}")
-            for label, text in describe(p):
-                click.echo(f"            {label:8} {text}")
-            for key in p.overridden_params:
-                click.echo(
-                    f"  warning   {name}: params.{key} replaces {key} in the query of url", err=True
-                )
+            sources.append(
+                {
+                    "name": name,
+                    "kind": "poll",
+                    "method": p.method,
+                    "url": shown(p.url),
+                    "every": every_text(p),
+                    "request": dict(describe(p)),
+                }
+            )
         elif source.webhook:
             w = source.webhook
-            secrets = f", {len(w.secrets)} secret(s) ***" if w.secrets else ""
-            path = config.webhook_path(name)
-            click.echo(f"  source    {name}: webhook {path} verify {w.verify}{secrets}")
-    for name, target in config.targets.items():
-        events = ", ".join(target.events)
-        click.echo(f"  target    {name}: {shown(target.url)} events [{events}], secret ***")
-    for pair in config.compare:
-        click.echo(f"  compare   {pair.poll} (poll) with {pair.push} (push)")
+            sources.append(
+                {
+                    "name": name,
+                    "kind": "webhook",
+                    "path": config.webhook_path(name),
+                    "verify": w.verify,
+                    "secrets": len(w.secrets),
+                }
+            )
+    return {
+        "config": config_path,
+        "ok": True,
+        "database": shown(config.database_path),
+        "listen": config.server.listen,
+        "admin_token": config.server.admin_token is not None,
+        "sources": sources,
+        "targets": [
+            {"name": name, "url": shown(t.url), "events": list(t.events)}
+            for name, t in config.targets.items()
+        ],
+        "compare": [{"poll": pair.poll, "push": pair.push} for pair in config.compare],
+        "merge": [
+            {"name": m.name, "sources": list(m.sources), "match": m.match} for m in config.merge
+        ],
+        "warnings": _warnings(config),
+    }
+
+
+def _warnings(config: Config) -> list[str]:
+    params = [
+        f"{name}: params.{key} replaces {key} in the query of url"
+        for name, source in config.sources.items()
+        if source.poll
+        for key in source.poll.overridden_params
+    ]
+    return [*params, *warnings(config)]
+
+
+def _print_check(summary: dict[str, Any], config: Config) -> None:
+    click.echo(f"{summary['config']}: ok")
+    click.echo(f"  database  {summary['database']}")
+    click.echo(f"  listen    {summary['listen']}")
+    if summary["admin_token"]:
+        click.echo("  admin     token set (***)")
+    for s in summary["sources"]:
+        if s["kind"] == "poll":
+            click.echo(f"  source    {s['name']}: poll {s['method']} {s['url']} every {s['every']}")
+            for label, text in s["request"].items():
+                click.echo(f"            {label:8} {text}")
+        else:
+            secrets = f", {s['secrets']} secret(s) ***" if s["secrets"] else ""
+            click.echo(
+                f"  source    {s['name']}: webhook {s['path']} verify {s['verify']}{secrets}"
+            )
+    for t in summary["targets"]:
+        click.echo(
+            f"  target    {t['name']}: {t['url']} events [{', '.join(t['events'])}], secret ***"
+        )
+    for pair in summary["compare"]:
+        click.echo(f"  compare   {pair['poll']} (poll) with {pair['push']} (push)")
     for merge in config.merge:
         members = " and ".join(
             f"{name} ({'poll' if config.sources[name].kind == 'poll' else 'push'})"
             for name in merge.sources
         )
         click.echo(f"  merge     {merge.name}: {members}, match {merge.match}")
+    for warning in summary["warnings"]:
+        click.echo(f"  warning   {warning}", err=True)
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@handle_errors
+def check(config_path: str, as_json: bool) -> None:
+    """Validate the config and print a summary of its sources and targets (secrets masked).
+
+    Warnings (a setting that runs, but probably not as meant) go to stderr, one line each;
+    they do not change the exit status: 0 when the config is valid, 2 when it is not.
+    """
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        if as_json:
+            click.echo(jsontext.dumps({"config": config_path, "ok": False, "error": str(exc)}))
+        raise ConfigFailure(str(exc)) from None
+    summary = check_summary(config_path, config)
+    if as_json:
+        click.echo(jsontext.dumps(summary, indent=2))
+        for warning in summary["warnings"]:
+            click.echo(f"  warning   {warning}", err=True)
+        return
+    _print_check(summary, config)
 
 
 @click.command()

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from bridge.config.keys import known_keys, suggestion
 from bridge.config.models import MODE_KEYS, NAME_RE, NOT_FEED_KEYS, SECRET_KEYS, Config, PollConfig
 from bridge.config.presets import PresetError, expand
 from bridge.errors import ConfigError
@@ -181,10 +182,18 @@ _PYDANTIC_MESSAGES = {
 }
 
 
+def _unknown_key(path: Path_) -> str:
+    """`is not a known key`, with the known key it is closest to."""
+    if not path or not isinstance(path[-1], str):
+        return "is not a known key"
+    meant = suggestion(path[-1], known_keys(Config, path[:-1]))
+    return f'is not a known key; did you mean "{meant}"?' if meant else "is not a known key"
+
+
 def _message(error: Any, loaded: _Loaded, path: Path_) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "is not a known key"
+        return _unknown_key(path)
     if kind == "missing":
         return "is required"
     if kind == "literal_error":
@@ -208,6 +217,13 @@ def _first_error(exc: ValidationError, loaded: _Loaded) -> ConfigError:
     # Unions report one error per branch; the most specific (longest path) explains best.
     error = max(errors, key=lambda e: len(_clean_loc(e["loc"])))
     path = _clean_loc(error["loc"])
+    if error["type"] == "missing":
+        # A required key missing beside an unknown one was most likely misspelt as it.
+        for other in errors:
+            other_path = _clean_loc(other["loc"])
+            if other["type"] == "extra_forbidden" and other_path[:-1] == path[:-1]:
+                error, path = other, other_path
+                break
     if "[key]" in error["loc"]:
         return loaded.error(path, "is not a valid name")
     return loaded.error(path, _message(error, loaded, path))
@@ -389,6 +405,30 @@ def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:
     return {**data, "sources": out}
 
 
+def _respell(data: dict[str, Any], loaded: _Loaded) -> tuple[dict[str, Any], list[str]]:
+    """A target's old `secret` key as `secrets`, with a note for each; both is a mistake."""
+    targets = data.get("targets")
+    if not isinstance(targets, dict):
+        return data, []
+    notes: list[str] = []
+    out: dict[str, Any] = {}
+    for name, target in targets.items():
+        if isinstance(target, dict) and "secret" in target:
+            where = ("targets", name)
+            if "secrets" in target:
+                raise loaded.error((*where, "secret"), "give secrets or secret, not both")
+            line = loaded.line_of((*where, "secret"))
+            if line is not None:
+                loaded.lines[(*where, "secrets")] = line
+            target = {("secrets" if k == "secret" else k): v for k, v in target.items()}
+            notes.append(
+                f"{loaded.file}:{line}: targets.{name}.secret: the old spelling of secrets"
+                " (it still works)"
+            )
+        out[name] = target
+    return {**data, "targets": out}, notes
+
+
 def parse_config(text: str, file: str = "config.yaml", path: Path | None = None) -> Config:
     """Validate the YAML `text` of a config file named `file`; raise `ConfigError` on a mistake."""
     loaded = _Loaded(file)
@@ -407,11 +447,15 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
         raise ConfigError(file, None, "", "not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(file, 1, "", "the file must hold a mapping of keys")
-    if "path" in data:
-        raise loaded.error(("path",), "is not a known key")
+    for key in ("path", "notes"):
+        if key in data:
+            raise loaded.error((key,), "is not a known key")
+    data, notes = _respell(data, loaded)
+    if not data:
+        notes.append(f"{file}: the file is empty: nothing is polled, received or delivered")
     data = _expand_presets(data, loaded)
     try:
-        config = Config.model_validate({**data, "path": path})
+        config = Config.model_validate({**data, "path": path, "notes": tuple(notes)})
     except ValidationError as exc:
         raise _first_error(exc, loaded) from None
     _check_names(config, loaded)

@@ -59,7 +59,10 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
-        raise ValueError("is not a duration (use 250ms, 5s, 2m, 1h or a number of seconds)")
+        raise ValueError(
+            "is not a duration (a number and a unit: ms, s, m, h or d, as in 250ms, 5s, 2m,"
+            " 1h, 7d; or a number of seconds)"
+        )
     if seconds < 0:
         raise ValueError("is not a duration: it is negative")
     return seconds
@@ -113,6 +116,8 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 JMESPath = Annotated[str, AfterValidator(_check_jmespath)]
 HttpURL = Annotated[str, AfterValidator(_check_http_url)]
 Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
+# A list of names or globs, or a single one written alone (`events: "*"`).
+OneOrMany = Annotated[list[str], BeforeValidator(_one_or_many)]
 
 
 class _Model(BaseModel):
@@ -140,6 +145,8 @@ class ServerConfig(_Model):
     body_timeout_s: Duration = Field(30.0, alias="body_timeout", gt=0)
     # Between the end of an answer and the next request on a kept-alive connection.
     idle_timeout_s: Duration = Field(5.0, alias="idle_timeout", gt=0)
+    # One line per request in the combined log format, under `bridge.http.access`.
+    access_log: bool = False
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -273,7 +280,7 @@ class PollConfig(_Model):
     version: JMESPath | None = None
     ignore: Annotated[list[JMESPath], BeforeValidator(_one_or_many)] = []
     time: JMESPath | None = None
-    emit: list[Change] = ["created", "updated", "deleted"]
+    emit: Annotated[list[Change], BeforeValidator(_one_or_many)] = ["created", "updated", "deleted"]
     type: str = "{source}.{change}"
     pages: Pages | None = None
     max_pages: int = Field(100, ge=1)
@@ -440,13 +447,16 @@ class TargetConfig(_Model):
     """Where events are delivered, signed as Standard Webhooks."""
 
     url: HttpURL
-    secret: Annotated[Secrets, AfterValidator(_check_whsec)]
-    events: list[str] = ["*"]
-    sources: list[str] | None = None
+    # Written `secrets`, like a webhook source's (the old spelling `secret` still works).
+    secret: Annotated[Secrets, AfterValidator(_check_whsec)] = Field(alias="secrets")
+    events: OneOrMany = ["*"]
+    sources: OneOrMany | None = None
     headers: dict[str, SecretStr] = {}
     format: Literal["structured", "binary"] = "structured"
     timeout_s: Duration = Field(15.0, alias="timeout")
-    retry_s: list[Duration] = Field(DEFAULT_RETRY_S, alias="retry")
+    retry_s: Annotated[list[Duration], BeforeValidator(_one_or_many)] = Field(
+        DEFAULT_RETRY_S, alias="retry"
+    )
     concurrency: int = Field(16, ge=1)
     rate: float | None = Field(None, gt=0)
     circuit: CircuitConfig = CircuitConfig()
@@ -519,6 +529,9 @@ class Config(_Model):
     retention: RetentionConfig = RetentionConfig()
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)
+    # Set by load_config: what `bridge check` notes about how the file is written (an old
+    # spelling, an empty file); no effect on what runs.
+    notes: tuple[str, ...] = Field((), exclude=True)
 
     @property
     def database_path(self) -> str:

@@ -1,0 +1,135 @@
+"""`bridge check` on the real CLI: messages that name the mistake, warnings, `--json`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Config, parse_config
+from bridge.config.keys import known_keys, suggestion
+from tests.conftest import TEST_SECRET
+from tests.helpers import run_cli
+
+
+def check(tmp_path: Path, text: str, *args: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return run_cli("check", "-c", str(path), *args)
+
+
+def test_a_misspelt_required_key_names_the_misspelling_and_the_key_meant(tmp_path: Path) -> None:
+    done = check(
+        tmp_path,
+        """
+        sources:
+          tickets:
+            poll:
+              url: http://127.0.0.1:9/tickets
+              evry: 3s
+              id: id
+        """,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        ':5: sources.tickets.poll.evry: is not a known key; did you mean "every"?'
+    )
+
+
+def test_an_unknown_key_far_from_any_says_only_that(tmp_path: Path) -> None:
+    done = check(tmp_path, "server:\n  listen: 127.0.0.1:1\n  zzz: 1\n")
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("server.zzz: is not a known key")
+
+
+def test_the_duration_hint_lists_every_unit(tmp_path: Path) -> None:
+    done = check(tmp_path, "retention:\n  events: 7x\n")
+    assert done.returncode == 2
+    assert "ms, s, m, h or d" in done.stderr and "7d" in done.stderr
+
+
+def test_known_keys_follow_the_models() -> None:
+    assert "every" in known_keys(Config, ("sources", "x", "poll"))
+    assert "secrets" in known_keys(Config, ("targets", "t"))
+    assert "listen" in known_keys(Config, ("server",))
+    assert suggestion("listn", known_keys(Config, ("server",))) == "listen"
+    assert suggestion("qqqq", ["every"]) is None
+
+
+WARNED = f"""
+    server:
+      listen: 0.0.0.0:{{port}}
+    sources:
+      api:
+        poll:
+          url: http://127.0.0.1:9/items
+          every: 5s
+          jitter: 5s
+          id: id
+          version: updated_at
+          ignore: [seen_at]
+      open:
+        webhook: {{verify: none, allow_unsigned: true}}
+    targets:
+      t:
+        url: http://127.0.0.1:9/t
+        secret: {TEST_SECRET}
+        events: "*"
+"""
+
+
+def test_warnings_go_to_stderr_one_line_each_and_exit_0(tmp_path: Path) -> None:
+    done = check(tmp_path, WARNED.replace("{port}", "8080"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 5, lines
+    text = done.stderr
+    assert "sources.api.poll.jitter (5s) is at least every (5s)" in text
+    assert "sources.api.poll.ignore has no effect together with version" in text
+    assert "server.listen (0.0.0.0:8080) is not a loopback address" in text
+    assert "sources.open.webhook.verify is none: anyone who can reach /hooks/open" in text
+    assert "targets.t.secret: the old spelling of secrets (it still works)" in text
+    assert "target    t: http://127.0.0.1:9/t events [*]" in done.stdout
+
+
+def test_an_empty_file_is_valid_with_a_warning(tmp_path: Path) -> None:
+    done = check(tmp_path, "")
+    assert done.returncode == 0
+    assert "the file is empty" in done.stderr
+
+
+def test_check_json(tmp_path: Path) -> None:
+    done = check(tmp_path, WARNED.replace("{port}", "8080"), "--json")
+    assert done.returncode == 0
+    out = json.loads(done.stdout)
+    assert out["ok"] is True and out["listen"] == "0.0.0.0:8080"
+    assert [s["name"] for s in out["sources"]] == ["api", "open"]
+    assert out["targets"] == [{"name": "t", "url": "http://127.0.0.1:9/t", "events": ["*"]}]
+    assert len(out["warnings"]) == 5
+    bad = check(tmp_path, "sources: [1]\n", "--json")
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["ok"] is False
+
+
+@pytest.mark.parametrize("spelling", ["secret", "secrets"])
+def test_targets_take_secrets_and_the_old_secret(spelling: str) -> None:
+    config = parse_config(
+        f"targets:\n  t:\n    url: http://127.0.0.1:9/\n    {spelling}: {TEST_SECRET}\n"
+        "    events: 'orders.*'\n    sources: orders\n"
+        "sources:\n  orders:\n    webhook: {verify: none, allow_unsigned: true}\n"
+    )
+    target = config.targets["t"]
+    assert target.secret[0].get_secret_value() == TEST_SECRET
+    assert target.events == ["orders.*"] and target.sources == ["orders"]
+    assert bool(config.notes) == (spelling == "secret")
+
+
+def test_secret_and_secrets_together_is_a_mistake(tmp_path: Path) -> None:
+    done = check(
+        tmp_path,
+        f"targets:\n  t:\n    url: http://127.0.0.1:9/\n    secret: {TEST_SECRET}\n"
+        f"    secrets: {TEST_SECRET}\n",
+    )
+    assert done.returncode == 2 and "give secrets or secret, not both" in done.stderr
