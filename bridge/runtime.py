@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.routing import BaseRoute
 
@@ -29,6 +30,10 @@ class Runtime:
     is_loopback: bool = False
     # The request budgets polled sources share (the poller applies the config's).
     budgets: Budgets = field(default_factory=Budgets)
+    # Why the last reload was refused, until one is applied (status, /api/status, the page).
+    reload_error: str | None = None
+    # Poll a source now and return the outcome (set by the poller; the admin route calls it).
+    poll_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
 
 class Component(Protocol):

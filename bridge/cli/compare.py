@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 import click
 
 from bridge import jsontext
-from bridge.cli.edge import Failure, config_option, handle_errors, read_config
+from bridge.cli.edge import (
+    Failure,
+    config_for_reading,
+    config_option,
+    database_option,
+    handle_errors,
+)
 from bridge.compare.view import PLOT_SUFFIXES
 from bridge.config import parse_duration
 
@@ -40,6 +46,7 @@ def _plot_path(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 @click.command()
 @config_option
+@database_option
 @click.option(
     "--since",
     metavar="DURATION",
@@ -54,13 +61,15 @@ def _plot_path(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Also draw the poll and push latency distributions into FILE (.png or .svg).",
 )
 @handle_errors
-def latency(config_path: str, since: float | None, as_json: bool, plot: Path | None) -> None:
+def latency(
+    config_path: str, database: str | None, since: float | None, as_json: bool, plot: Path | None
+) -> None:
     """Latency per source (detection, delivery), polling's cost, and poll vs push per pair."""
     from bridge.compare.report import load_report
     from bridge.compare.view import print_report, require_plot, write_plot
     from bridge.store import open_store
 
-    config = read_config(config_path)
+    config = config_for_reading(config_path, database)
     if plot is not None:
         require_plot()
     location = config.database_path

@@ -7,15 +7,28 @@ requeued deliveries on its next scan and an enabled target within a second.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import click
 
 from bridge import jsontext
-from bridge.cli.edge import Failure, config_option, handle_errors, read_config, url_masker
+from bridge.cli.edge import (
+    Failure,
+    config_for_reading,
+    config_option,
+    database_option,
+    duration_option,
+    existing_database,
+    handle_errors,
+    is_config_less,
+    read_config,
+    url_masker,
+)
 from bridge.config import Config
 from bridge.events import format_time, now_ms
+from bridge.logs import plural
 from bridge.store import Store, open_store
 from bridge.store.base import DeliveryRow, TargetState
 
@@ -72,6 +85,7 @@ def _print_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 @click.command()
 @config_option
+@database_option
 @click.option("--status", type=click.Choice(STATUSES), help="Only deliveries in this status.")
 @click.option("--target", help="Only deliveries to this target.")
 @click.option(
@@ -84,13 +98,24 @@ def _print_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 @handle_errors
 def deliveries(
-    config_path: str, status: str | None, target: str | None, limit: int, as_json: bool
+    config_path: str,
+    database: str | None,
+    status: str | None,
+    target: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """List deliveries of events to targets, newest first."""
-    config = read_config(config_path)
+    config = config_for_reading(config_path, database)
+    existing_database(config)
     rows = with_store(
         config, lambda s: s.list_deliveries(status=status, target=target, limit=limit)
     )
+    if not rows and target is not None and target not in config.targets:
+        # Neither configured nor in the outbox: a misspelt name, most likely.
+        known = ", ".join(sorted(config.targets)) or "none"
+        hint = "" if is_config_less(config) else f" (targets: {known})"
+        raise click.UsageError(f"no target named {target!r}{hint}")
     if as_json:
         click.echo(jsontext.dumps([_delivery_json(r) for r in rows], indent=2))
         return
@@ -110,27 +135,110 @@ def deliveries(
     )
 
 
+def _redeliver_usage(
+    event_ids: tuple[str, ...], dead: bool, since: float | None, until: float | None
+) -> None:
+    ways = [bool(event_ids), dead, since is not None]
+    if sum(ways) != 1:
+        raise click.UsageError("give EVENT_ID..., --dead or --since (one of them)")
+    if until is not None and since is None:
+        raise click.UsageError("--until goes with --since")
+
+
+async def _unknown_ids(store: Store, event_ids: Sequence[str]) -> list[str]:
+    return [i for i in event_ids if await store.get_event(i) is None]
+
+
+def _in_range(
+    config: Config, filters: dict[str, Any], since: float, until: float | None
+) -> Callable[[Store], Coroutine[Any, Any, list[str]]]:
+    """The ids of the events recorded in the last `since` seconds (up to `until` ago)."""
+    from bridge.cli.events import check_source, select_events
+
+    at_ms = now_ms()
+
+    async def ids(store: Store) -> list[str]:
+        await check_source(config, store, filters["source"])
+        found = await select_events(
+            store,
+            source=filters["source"],
+            type_=filters["type"],
+            since_ms=at_ms - round(since * 1000),
+            until_ms=at_ms - round(until * 1000) if until is not None else None,
+        )
+        return [e.id for e in reversed(found)]
+
+    return ids
+
+
+def _echo_queued(as_json: bool, out: dict[str, Any], text: str) -> None:
+    click.echo(jsontext.dumps(out, indent=2) if as_json else text)
+
+
 @click.command()
 @config_option
 @click.argument("event_ids", nargs=-1, metavar="EVENT_ID...")
 @click.option("--target", help="Only to this target (it may be one the event never went to).")
 @click.option("--dead", is_flag=True, help="Every dead delivery (of --target, or all).")
+@duration_option("--since", "Every event recorded in this last while (e.g. 1h, 2d).")
+@duration_option("--until", "With --since: only events recorded at least this long ago.")
+@click.option("--source", help="With --since: only events of this source.")
+@click.option("--type", "type_", metavar="TYPE", help="With --since: only this type (a glob).")
+@click.option("--dry-run", is_flag=True, help="Only say how many would be queued.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @handle_errors
-def redeliver(config_path: str, event_ids: tuple[str, ...], target: str | None, dead: bool) -> None:
-    """Deliver events again, with the same webhook-id, or every dead delivery with --dead."""
-    if bool(event_ids) == dead:
-        raise click.UsageError("give EVENT_ID... or --dead (one of them)")
+def redeliver(
+    config_path: str,
+    event_ids: tuple[str, ...],
+    target: str | None,
+    dead: bool,
+    since: float | None,
+    until: float | None,
+    source: str | None,
+    type_: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Deliver events again, with the same webhook-id: the EVENT_IDs, every dead delivery
+    with --dead, or every event recorded in a time range with --since [--until]."""
+    _redeliver_usage(event_ids, dead, since, until)
+    if (source or type_) and since is None:
+        raise click.UsageError("--source and --type go with --since")
     config = read_config(config_path)
     _check_target(config, target)
     if dead:
+        if dry_run:
+            rows = with_store(config, lambda s: s.list_deliveries(status="dead", target=target,
+                                                                   limit=None))  # fmt: skip
+            _echo_queued(as_json, {"dead": len(rows), "queued": 0, "dry_run": True},
+                         f"would queue {plural(len(rows), 'dead delivery')} again")  # fmt: skip
+            return
         count = with_store(config, lambda s: s.redeliver_dead(target, now_ms()))
-        click.echo(f"queued {count} dead deliveries again")
+        _echo_queued(as_json, {"queued": count},
+                     f"queued {plural(count, 'dead delivery')} again")  # fmt: skip
         return
+    if since is not None:
+        filters = {"source": source, "type": type_}
+        event_ids = tuple(with_store(config, _in_range(config, filters, since, until)))
+        if dry_run or not event_ids:
+            verb = "would queue" if dry_run else "queued"
+            _echo_queued(as_json, {"events": len(event_ids), "queued": 0, "dry_run": dry_run},
+                         f"{verb} {plural(len(event_ids), 'event')} again")  # fmt: skip
+            return
+    else:
+        unknown = with_store(config, lambda s: _unknown_ids(s, event_ids))
+        if unknown:
+            raise click.UsageError(f"no event with id {', '.join(map(repr, unknown))}")
+        if dry_run:
+            _echo_queued(as_json, {"events": len(event_ids), "queued": 0, "dry_run": True},
+                         f"would queue {plural(len(event_ids), 'event')} again")  # fmt: skip
+            return
     counts = with_store(config, lambda s: s.redeliver(list(event_ids), target, now_ms()))
     queued = sum(counts.values())
-    click.echo(f"queued {queued} deliveries again")
+    _echo_queued(as_json, {"events": len(event_ids), "queued": queued},
+                 f"queued {plural(queued, 'delivery')} again")  # fmt: skip
     missing = [i for i in event_ids if not counts.get(i)]
-    if missing:
+    if missing and since is None:
         where = f" to {target}" if target else ""
         raise Failure(f"nothing to deliver{where} for: {', '.join(missing)}")
 
@@ -200,13 +308,47 @@ def target() -> None:
 @target.command()
 @config_option
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @handle_errors
-def enable(config_path: str, name: str) -> None:
-    """Enable a target disabled by a 410 Gone answer, and close its circuit."""
+def enable(config_path: str, name: str, as_json: bool) -> None:
+    """Enable a target disabled by a 410 Gone answer or `target disable`, and close its circuit."""
     config = read_config(config_path)
     _check_target(config, name)
     was_disabled = with_store(config, lambda s: s.enable_target(name))
-    click.echo(f"target {name} enabled" if was_disabled else f"target {name} was enabled already")
+    text = f"target {name} enabled" if was_disabled else f"target {name} was enabled already"
+    out = {"target": name, "enabled": True, "changed": was_disabled}
+    click.echo(jsontext.dumps(out, indent=2) if as_json else text)
+
+
+async def _disable(store: Store, name: str, at_ms: int) -> bool:
+    """Disable a target (its deliveries wait in the outbox); False when it was disabled."""
+    state = (await store.target_states()).get(name) or TargetState(name)
+    if state.disabled_ms is not None:
+        return False
+    await store.save_target_state(
+        replace(
+            state, disabled_ms=at_ms, disabled_reason=f"disabled by bridge target disable {name}"
+        )
+    )
+    return True
+
+
+@target.command()
+@config_option
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@handle_errors
+def disable(config_path: str, name: str, as_json: bool) -> None:
+    """Stop delivering to a target until `bridge target enable`; its deliveries wait.
+
+    A running daemon sees it within a second; a request in flight finishes.
+    """
+    config = read_config(config_path)
+    _check_target(config, name)
+    changed = with_store(config, lambda s: _disable(s, name, now_ms()))
+    text = f"target {name} disabled" if changed else f"target {name} was disabled already"
+    out = {"target": name, "enabled": False, "changed": changed}
+    click.echo(jsontext.dumps(out, indent=2) if as_json else text)
 
 
 def register(cli: click.Group) -> None:

@@ -6,8 +6,9 @@ config mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -80,3 +81,76 @@ def url_masker(config: Config) -> Callable[[str], str]:
 
     secrets = frozenset(config_secrets(config))
     return lambda url: mask_url(url, secrets)
+
+
+def database_option(fn: F) -> F:
+    """The `--database` option of the commands that only read the database."""
+    return click.option(
+        "--database",
+        metavar="PATH",
+        help="Read this database (a path or a postgresql:// URL) instead of the config's;"
+        " then a config that does not load is no obstacle.",
+    )(fn)
+
+
+def duration_option(name: str, help: str) -> Callable[[F], F]:
+    """An option that takes a duration (`15m`, `1h`, `7d`) and gives seconds."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+        if value is None:
+            return None
+        from bridge.config import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r} {exc}") from None
+
+    return click.option(name, metavar="DURATION", callback=parse, help=help)
+
+
+def config_for_reading(config_path: str, database: str | None) -> Config:
+    """The config, for a command that only reads the database.
+
+    With `--database`, a config that does not load is set aside (one line on stderr) and the
+    database is read alone; without it, the config must load (exit 2 otherwise).
+    """
+    if database is None:
+        return read_config(config_path)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        if not _is_missing(exc):
+            click.echo(f"bridge: config not used ({exc}); reading {database} alone", err=True)
+        config = Config()
+    return config.model_copy(update={"database": database, "path": None})
+
+
+def _is_missing(exc: ConfigError) -> bool:
+    return str(exc).endswith("no such file")
+
+
+def is_config_less(config: Config) -> bool:
+    """True for the stand-in config of `config_for_reading` when the file did not load."""
+    return config.path is None and not config.sources and not config.targets
+
+
+def existing_database(config: Config) -> str:
+    """The config's database location, or exit 1 when it is a path with no file."""
+    location = config.database_path
+    if "://" not in location and location != ":memory:" and not Path(location).exists():
+        raise Failure(f"no database at {location}: the bridge has not run with this config")
+    return location
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> None:
+    """Rows as a borderless table with padded columns, a header and an optional title."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, title=title or None, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)

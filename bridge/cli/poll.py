@@ -1,4 +1,5 @@
-"""`bridge poll SOURCE --dry-run`: fetch a source once and show what it would emit;
+"""`bridge poll SOURCE`: the running daemon polls a source now (`--dry-run`: fetch it once
+here and show what it would emit);
 `bridge presets`: the provider presets a polled source can name."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Any
 import click
 
 from bridge import jsontext
-from bridge.cli.edge import config_option, handle_errors, read_config
+from bridge.cli.edge import Failure, config_option, handle_errors, read_config
 from bridge.config import Config
+from bridge.logs import plural
 from bridge.poll.engine import Detection, detect, poll_sources
 from bridge.poll.fetch import new_client
 from bridge.store import Store, open_store
@@ -55,29 +57,88 @@ def _summary(name: str, detection: Detection, baselined: bool) -> dict[str, Any]
     }
 
 
+# How long `bridge poll SOURCE` waits for the daemon's answer, beyond the poll's own timeout.
+ASK_MARGIN_S = 15.0
+
+
+def poll_via_daemon(config: Config, source: str) -> dict[str, Any]:
+    """Ask the running daemon to poll `source` now; its answer, or exit 1 when none answers."""
+    import httpx
+
+    from bridge.cli.daemon_api import ask_daemon, daemon_url
+
+    timeout_s = 2 * poll_sources(config)[source].timeout_s + ASK_MARGIN_S
+    url = daemon_url(config, f"/api/poll/{source}")
+    try:
+        response = ask_daemon(config, "POST", f"/api/poll/{source}", timeout_s)
+    except httpx.HTTPError as exc:
+        raise Failure(
+            f"no running bridge answered at {url} ({type(exc).__name__}): start it with"
+            " `bridge run`, or use --dry-run to fetch once without it"
+        ) from None
+    if response.status_code in (401, 403):
+        raise Failure(
+            f"the daemon refused the request ({response.status_code}): {response.text.strip()}"
+        )
+    try:
+        answer = response.json()
+    except ValueError:
+        raise Failure(f"the daemon answered {response.status_code} without JSON") from None
+    if response.status_code == 404:
+        raise click.UsageError(f"the running daemon does not poll {source!r} (reload its config?)")
+    if not isinstance(answer, dict) or "polled" not in answer:
+        raise Failure(f"the daemon answered {response.status_code}: {answer}")
+    return answer
+
+
+def _print_outcome(answer: dict[str, Any]) -> None:
+    name = answer["source"]
+    if not answer["polled"]:
+        click.echo(f"{name}: not polled: {answer['error']}")
+        return
+    line = (
+        f"{name}: polled at {answer['at']}: HTTP {answer['status']}, {answer['duration_ms']} ms,"
+        f" {plural(answer['requests'], 'request')}, {plural(answer['items'], 'item')},"
+        f" {plural(answer['events'], 'new event')}"
+    )
+    click.echo(line if answer["ok"] else f"{line}; failed: {answer['error']}")
+
+
 @click.command()
 @config_option
 @click.argument("source")
 @click.option(
-    "--dry-run", is_flag=True, help="Fetch once and show what would be emitted; change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Fetch once here and show what would be emitted; change nothing.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @handle_errors
 def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
-    """Fetch a polled SOURCE once and print the events it would emit (needs --dry-run).
+    """Poll a polled SOURCE now: the running daemon polls it and this prints the outcome.
 
-    The diff is against the snapshot in the database when there is one; a source never
-    polled shows every item as created, though with `baseline: silent` its first real poll
-    emits nothing. For writing a source's config against a real API.
+    Exit 0 when the poll succeeded, 1 when it failed or no daemon answered. The daemon is
+    asked at server.listen, with server.admin_token when set.
+
+    With --dry-run the source is fetched once here instead, printing the events it would
+    emit; nothing is committed. The diff is against the snapshot in the database when there
+    is one; a source never polled shows every item as created, though with `baseline:
+    silent` its first real poll emits nothing. For writing a source's config against a real
+    API.
     """
     config = read_config(config_path)
     if source not in poll_sources(config):
         known = ", ".join(sorted(poll_sources(config))) or "none"
         raise click.UsageError(f"{source!r} is not a polled source (polled sources: {known})")
     if not dry_run:
-        raise click.UsageError(
-            "only --dry-run is supported: the running daemon owns the snapshot and commits polls"
-        )
+        answer = poll_via_daemon(config, source)
+        if as_json:
+            click.echo(jsontext.dumps(answer, indent=2))
+        else:
+            _print_outcome(answer)
+        if not answer["ok"]:
+            raise SystemExit(1)
+        return
     detection, baselined = asyncio.run(_dry_run(config, source))
     summary = _summary(source, detection, baselined)
     if as_json:

@@ -11,11 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from bridge import jsontext
 from bridge.budgets import BudgetUse
-from bridge.cli.edge import config_option, handle_errors, read_config
+from bridge.cli.daemon_api import daemon_status
+from bridge.cli.edge import (
+    config_for_reading,
+    config_option,
+    database_option,
+    handle_errors,
+    is_config_less,
+)
 from bridge.config import Config
 from bridge.errors import StoreError
 from bridge.events import format_time
@@ -31,22 +37,13 @@ def _when(at_ms: int | None) -> str:
 DAEMON_TIMEOUT_S = 2.0
 
 
-def daemon_budgets(config: Config) -> list[BudgetUse] | None:
-    """The budgets' use as the daemon listening at `server.listen` reports it; None if none."""
-    if not config.budgets:
+def daemon_budgets(config: Config, reported: dict[str, Any] | None) -> list[BudgetUse] | None:
+    """The budgets' use as the daemon's `/api/status` reports it; None if unknown."""
+    if not config.budgets or reported is None:
         return None
-    host = config.server.host
-    if host in ("", "::") or host.strip("0.") == "":  # listening on every address
-        host = "::1" if ":" in host else "127.0.0.1"
-    url = f"http://{f'[{host}]' if ':' in host else host}:{config.server.port}/api/status"
-    token = config.server.admin_token
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        response = httpx.get(url, headers=headers, timeout=DAEMON_TIMEOUT_S)
-        response.raise_for_status()
-        reported = response.json().get("budgets", [])
-        return [_budget_use(b) for b in reported if b.get("used") is not None]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return [_budget_use(b) for b in reported.get("budgets", []) if b.get("used") is not None]
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -134,23 +131,55 @@ def _budgets_table(budgets: list[BudgetSummary]) -> Any:
     return table
 
 
+# The keys of the summary that are times (epoch milliseconds): each also given as ISO 8601.
+TIME_KEYS = ("last_poll_ms", "last_event_ms", "started_ms", "heartbeat_ms")
+
+
+def with_iso_times(value: Any) -> Any:
+    """`value` with an ISO 8601 twin (`last_poll`) beside every time in milliseconds."""
+    if isinstance(value, list):
+        return [with_iso_times(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: with_iso_times(v) for k, v in value.items()}
+    for key in TIME_KEYS:
+        if key in out:
+            ms = out[key]
+            out[key.removesuffix("_ms")] = format_time(ms) if isinstance(ms, int) else None
+    return out
+
+
 @click.command()
 @config_option
+@database_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @handle_errors
-def status(config_path: str, as_json: bool) -> None:
-    """Show each source's last poll or receive and each target's health, backlog and dead."""
-    config = read_config(config_path)
+def status(config_path: str, database: str | None, as_json: bool) -> None:
+    """Show each source's last poll or receive and each target's health, backlog and dead.
+
+    Times are ISO 8601 in UTC; the JSON has each also in milliseconds (`last_poll_ms`). A
+    reload the running daemon refused is shown until one is applied.
+    """
+    config = config_for_reading(config_path, database)
     location = config.database_path
     if "://" not in location and location != ":memory:" and not Path(location).exists():
         raise StoreError(f"no database at {location}: the bridge has not run with this config")
+    config_less = is_config_less(config)
+    reported = None if config_less else daemon_status(config, DAEMON_TIMEOUT_S)
     store = open_store(location)
     store.open()
     try:
-        summary = asyncio.run(collect(config, store, daemon_budgets(config)))
+        summary = asyncio.run(
+            collect(config, store, daemon_budgets(config, reported), from_store=config_less)
+        )
     finally:
         store.close()
+    reload_error = reported.get("reload_error") if reported else None
     if as_json:
-        click.echo(jsontext.dumps(summary.to_dict(), indent=2))
-    else:
-        render(summary)
+        out = with_iso_times(summary.to_dict())
+        out["reload_error"] = reload_error
+        click.echo(jsontext.dumps(out, indent=2))
+        return
+    if reload_error:
+        click.echo(f"last reload refused (the config in force is the one before): {reload_error}")
+    render(summary)

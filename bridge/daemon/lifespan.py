@@ -59,6 +59,7 @@ def build_components(runtime: Runtime) -> list[Component]:
     from bridge.deliver.worker import Deliverer
     from bridge.poll.engine import Poller
     from bridge.receive.app import Receiver
+    from bridge.web.admin import Admin
     from bridge.web.status import Status
 
     components: list[Component] = []
@@ -67,6 +68,7 @@ def build_components(runtime: Runtime) -> list[Component]:
     components.append(Receiver(runtime))
     components.append(Poller(runtime))
     components.append(Status(runtime))
+    components.append(Admin(runtime))
     components.append(Janitor(runtime))
     return components
 
@@ -130,7 +132,10 @@ class Daemon:
             runtime.is_ready = False
             self.notifier.reloading()
             try:
-                self.reload_error = await reload_config(runtime, self.components, self.config_path)
+                self.reload_error = await reload_config(
+                    runtime, self.components, self.config_path, self.listening
+                )
+                runtime.reload_error = self.reload_error
                 self.config = runtime.config
             finally:
                 if not self._stop.is_set() and self.failure is None:

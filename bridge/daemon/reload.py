@@ -11,12 +11,13 @@ the database; a change to them is logged and waits for the next start.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import logs, metrics
-from bridge.config import Config, load_config
+from bridge.config import Config, ServerConfig, load_config
 from bridge.errors import ConfigError
 from bridge.runtime import Component, Runtime
 
@@ -53,20 +54,49 @@ _SERVER_AT_START = {
 }
 
 
-def restart_needed(old: Config, new: Config) -> list[str]:
-    """Keys whose change takes effect only at the next start."""
-    out = [
-        f"server.{key}"
-        for key, attribute in _SERVER_AT_START.items()
-        if getattr(old.server, attribute) != getattr(new.server, attribute)
-    ]
+def same_address(listen: ServerConfig, bound: str) -> bool:
+    """True when `listen` names the address the server is bound to (`host:port` as bound).
+
+    A name is compared as the address it stands for (`localhost` as 127.0.0.1), and port 0
+    (any free port) matches the port it got.
+    """
+    host, _, port = bound.rpartition(":")
+    wanted_port = listen.port
+    if wanted_port not in (0, int(port)):
+        return False
+    return _normal_host(listen.host) == _normal_host(host.strip("[]"))
+
+
+def _normal_host(host: str) -> str:
+    host = host.lower()
+    aliases = {"localhost": "127.0.0.1", "": "0.0.0.0", "ip6-localhost": "::1"}  # noqa: S104
+    host = aliases.get(host, host)
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def restart_needed(old: Config, new: Config, bound: str | None = None) -> list[str]:
+    """Keys whose change takes effect only at the next start.
+
+    `listen` is compared with the address actually bound (`bound`, `host:port`) when it is
+    known, so setting it back to the address in use is no change.
+    """
+    out = []
+    for key, attribute in _SERVER_AT_START.items():
+        if key == "listen" and bound is not None:
+            if not same_address(new.server, bound):
+                out.append("server.listen")
+        elif getattr(old.server, attribute) != getattr(new.server, attribute):
+            out.append(f"server.{key}")
     if old.database_path != new.database_path:
         out.append("database")
     return out
 
 
 async def reload_config(
-    runtime: Runtime, components: Sequence[Component], path: Path
+    runtime: Runtime, components: Sequence[Component], path: Path, bound: str | None = None
 ) -> str | None:
     """Load `path` and apply it to every component and to `runtime`.
 
@@ -92,6 +122,6 @@ async def reload_config(
     metrics.RELOADS.labels("applied").inc()
     changes = config_changes(old, new)
     log.info("reloaded %s: %s", path, "; ".join(changes) if changes else "no changes")
-    for key in restart_needed(old, new):
+    for key in restart_needed(old, new, bound):
         log.warning("%s changed: it takes effect at the next restart", key)
     return None

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import httpx
 from starlette.routing import BaseRoute
@@ -26,6 +27,7 @@ from bridge.logs import plural
 from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
+from bridge.poll.now import poll_now
 from bridge.poll.scheduler import PollResult, Scheduler
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
@@ -86,6 +88,7 @@ class Poller:
         for name, poll in sources.items():
             self.scheduler.add(name, poll, spread_s)
         self.runtime.hub.subscribe(self._on_events)
+        self.runtime.poll_now = self.poll_on_request
         if poll_sources(self.config):
             log.info("polling %s", plural(len(poll_sources(self.config)), "source"))
 
@@ -112,6 +115,12 @@ class Poller:
                 self.scheduler.remove(name)
                 self.scheduler.add(name, poll)
                 log.info("%s: %s", name, "rescheduled" if name in old else "now polled")
+
+    async def poll_on_request(self, name: str) -> dict[str, Any]:
+        """Poll `name` now, as its next scheduled poll would; its outcome (KeyError: not a
+        polled source)."""
+        poll = poll_sources(self.config)[name]
+        return await poll_now(self.runtime.store, self.scheduler, name, poll.timeout_s)
 
     def _on_events(self, events: Sequence[Event]) -> None:
         pushed = {e.source for e in events if e.origin == "push"}

@@ -170,7 +170,10 @@ def target_health(state: TargetState, counts: Mapping[str, int]) -> str:
 
 
 async def _source(config: Config, store: Store, name: str, poll: PollState | None) -> SourceSummary:
-    kind = config.sources[name].kind
+    configured = config.sources.get(name)
+    # A source known only from the database (read without its config) is polled if it has
+    # a poll state.
+    kind = configured.kind if configured else ("poll" if poll else "webhook")
     events = await store.count_events(source=name)
     latest = await store.list_events(source=name, limit=1) if events else []
     return SourceSummary(
@@ -181,7 +184,7 @@ async def _source(config: Config, store: Store, name: str, poll: PollState | Non
         last_poll_ms=poll.last_poll_ms if poll else None,
         last_event_ms=latest[0].recorded_ms if latest else None,
         last_error=poll.last_error if poll and poll.consecutive_failures else None,
-        mode=source.poll.mode if (source := config.sources[name]).poll else None,
+        mode=configured.poll.mode if configured and configured.poll else None,
         gaps=poll.gaps if poll else 0,
     )
 
@@ -198,18 +201,26 @@ async def _last_error(store: Store, target: str) -> str | None:
 
 
 async def collect(
-    config: Config, store: Store, budgets: Sequence[BudgetUse] | None = None
+    config: Config,
+    store: Store,
+    budgets: Sequence[BudgetUse] | None = None,
+    *,
+    from_store: bool = False,
 ) -> Summary:
     """Read the summary of every configured source and target from `store`.
 
-    `budgets` is the budgets' use as the running daemon reports it (None: unknown).
+    `budgets` is the budgets' use as the running daemon reports it (None: unknown). With
+    `from_store` (no config could be read) the sources are those with a poll state and the
+    targets those with a state or deliveries in the store.
     """
     polls = {state.source: state for state in await store.list_poll_states()}
-    sources = [await _source(config, store, name, polls.get(name)) for name in config.sources]
     states = await store.target_states()
     counts = await store.delivery_counts(WAITING)
+    source_names = sorted(polls) if from_store else list(config.sources)
+    target_names = sorted(set(states) | set(counts)) if from_store else list(config.targets)
+    sources = [await _source(config, store, name, polls.get(name)) for name in source_names]
     targets = []
-    for name in config.targets:
+    for name in target_names:
         state = states.get(name) or TargetState(name)
         by_status = counts.get(name, {})
         targets.append(

@@ -54,6 +54,8 @@ class Snapshot:
     summary: Summary
     recent: Sequence[Event]
     report: LatencyReport
+    # Why the last reload was refused, until one is applied.
+    reload_error: str | None = None
 
 
 def _every_s(poll: PollConfig) -> float:
@@ -139,6 +141,7 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
         "pairs": [p.to_json() for p in snap.report.pairs],
         "budgets": [asdict(b) for b in snap.summary.budgets],
         "merges": [m.to_dict() for m in snap.report.merges],
+        "reload_error": snap.reload_error,
     }
 
 
@@ -151,6 +154,7 @@ async def collect(runtime: Runtime) -> Snapshot:
         summary=await collect_summary(runtime.config, store, runtime.budgets.uses()),
         recent=await store.list_events(limit=RECENT_EVENTS),
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
+        reload_error=runtime.reload_error,
     )
 
 

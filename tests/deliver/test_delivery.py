@@ -273,7 +273,7 @@ async def test_dead_after_the_schedule_then_redelivered(tmp_path: Path) -> None:
             await eventually(lambda: metrics.DEAD.labels("t1")._value.get() == 1)
             r.default = (204, {})
             result = await b.cli("redeliver", "--dead")
-            assert result.exit_code == 0 and "queued 1 dead deliveries" in result.output
+            assert result.exit_code == 0 and "queued 1 dead delivery again" in result.output
             row = await eventually(lambda: _status(b, event, "delivered"))
             assert row.attempts == 1  # the schedule starts over
             assert {h.headers["webhook-id"] for h in r.hits} == {event.id}
@@ -288,7 +288,7 @@ async def test_redelivery_of_a_delivered_event_keeps_its_webhook_id(tmp_path: Pa
             event = await b.emit()
             first = await eventually(lambda: _status(b, event, "delivered"))
             result = await b.cli("redeliver", event.id)
-            assert result.exit_code == 0 and "queued 1 deliveries" in result.output
+            assert result.exit_code == 0 and "queued 1 delivery again" in result.output
             await eventually(lambda: len(r.hits) == 2)
             assert [h.headers["webhook-id"] for h in r.hits] == [event.id, event.id]
             # The first successful delivery stays the one latency is measured by.
@@ -300,7 +300,7 @@ async def test_redelivery_of_a_delivered_event_keeps_its_webhook_id(tmp_path: Pa
             await eventually(lambda: r2.hits)
             assert r2.hits[0].headers["webhook-id"] == event.id
             unknown = await b.cli("redeliver", "evt_nope")
-            assert unknown.exit_code == 1 and "evt_nope" in unknown.output
+            assert unknown.exit_code == 2 and "evt_nope" in unknown.output
             usage = await b.cli("redeliver")
             assert usage.exit_code == 2
 
