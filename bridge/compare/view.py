@@ -151,9 +151,43 @@ def require_plot() -> None:
         raise MissingExtra("the latency picture", "matplotlib", "plot")
 
 
+# Latencies under this are drawn at it: a logarithmic axis has no zero.
+FLOOR_MS = 1.0
+
+
+def ecdf(samples_ms: tuple[int, ...] | list[int]) -> tuple[list[float], list[float]]:
+    """The empirical CDF of `samples_ms`: sorted values (floored at FLOOR_MS) and, for each,
+    the share of samples at most that value."""
+    xs = sorted(max(float(v), FLOOR_MS) for v in samples_ms)
+    n = len(xs)
+    return xs, [(i + 1) / n for i in range(n)]
+
+
+def interval_ms(source: SourceReport) -> float | None:
+    """A polled source's poll interval in milliseconds, when its poll state tells it."""
+    if source.polls is None or not source.polls.interval_s:
+        return None
+    return source.polls.interval_s * 1000
+
+
+def caption(report: LatencyReport) -> str:
+    """What the counts mean: per source, its events and how many of them are drawn."""
+    parts = []
+    for s in report.sources:
+        drawn = len(s.samples_ms)
+        part = f"{s.source} ({s.origin}): {drawn} of {s.events} events drawn"
+        parts.append(part)
+    return (
+        "Each curve: the share of a source's events recorded within x of the upstream change."
+        " Only events with an upstream time are drawn (deletions and events without a time"
+        " carry none): " + "; ".join(parts) + "."
+    )
+
+
 def write_plot(report: LatencyReport, path: str | Path) -> Path:
-    """Draw the detection latency distributions of the polled and the pushed sources side by
-    side, as PNG or SVG by the file's suffix; returns the path written."""
+    """Draw the detection latency of every polled and pushed source on one logarithmic time
+    axis (each an empirical CDF, p50 marked, each poll interval drawn), as PNG or SVG by the
+    file's suffix; returns the path written."""
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"{path.name}: the picture must end in .png or .svg")
@@ -163,42 +197,63 @@ def write_plot(report: LatencyReport, path: str | Path) -> Path:
     matplotlib.use("Agg")  # no display: draw into files only
     from matplotlib import pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    for ax, origin, title in (
-        (axes[0], "poll", "Polled: detection latency"),
-        (axes[1], "push", "Pushed: detection latency"),
-    ):
-        _draw_side(ax, [s for s in report.sources if s.origin == origin], title, _COLORS[origin])
-    fig.suptitle("bridge: when changes were seen, poll vs push")
-    fig.savefig(path, format=path.suffix.lower().lstrip("."), dpi=110)
-    plt.close(fig)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text in an SVG
+        fig, ax = plt.subplots(figsize=(11, 6))
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.92, bottom=0.2)
+        drawn = _draw_curves(ax, report)
+        if not drawn:
+            ax.text(0.5, 0.5, "no events with an upstream time", ha="center", va="center")
+            ax.set_axis_off()
+        fig.suptitle("bridge: how soon changes were seen, poll vs push")
+        fig.text(0.01, 0.01, _wrap(caption(report)), fontsize="small", va="bottom")
+        fig.savefig(path, format=path.suffix.lower().lstrip("."), dpi=110)
+        plt.close(fig)
     log.info("wrote the latency picture to %s", path)
     return path
 
 
-def _draw_side(
-    ax: object, sources: list[SourceReport], title: str, colors: tuple[str, str]
-) -> None:
+def _wrap(text: str, width: int = 150) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _draw_curves(ax: object, report: LatencyReport) -> bool:
+    """One step curve per source with samples; returns whether any was drawn."""
     from matplotlib.axes import Axes
-    from matplotlib.ticker import MaxNLocator
 
     assert isinstance(ax, Axes)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(title)
-    ax.set_xlabel("milliseconds from the upstream change to the bridge recording it")
-    ax.set_ylabel("events")
     drawn = False
-    for s in sources:
+    shade = {"poll": 0, "push": 0}
+    for s in report.sources:
         if not s.samples_ms:
             continue
+        colors = _COLORS.get(s.origin, _COLORS["push"])
+        color = colors[shade.get(s.origin, 0) % 2]
+        shade[s.origin] = shade.get(s.origin, 0) + 1
+        xs, ys = ecdf(s.samples_ms)
         p50 = s.detection.p50
-        label = f"{s.source} (n={len(s.samples_ms)}, p50 {format_ms(p50)})"
-        ax.hist(s.samples_ms, bins=30, alpha=0.75, label=label, color=colors[0])
+        label = f"{s.source} ({s.origin}, n={len(xs)}, p50 {format_ms(p50)})"
+        ax.step(xs, ys, where="post", color=color, linewidth=2, label=label)
         if p50 is not None:
-            ax.axvline(p50, linestyle="--", linewidth=1, color=colors[1])
+            x = max(p50, FLOOR_MS)
+            ax.plot([x], [0.5], marker="o", color=color)
+            ax.annotate(f"p50 {format_ms(p50)}", (x, 0.5), textcoords="offset points",
+                        xytext=(6, -12), color=color, fontsize="small")  # fmt: skip
+        every = interval_ms(s)
+        if every is not None:
+            ax.axvline(every, linestyle=":", linewidth=1.5, color=color)
+            ax.annotate(f"{s.source} polls every {format_ms(every)}", (every, 0.02),
+                        rotation=90, va="bottom", ha="right", color=color,
+                        fontsize="small")  # fmt: skip
         drawn = True
     if drawn:
-        ax.legend(loc="upper right", fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no events with a time", ha="center", va="center")
-        ax.set_axis_off()
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.axhline(0.5, linewidth=0.5, color="#999999")
+        ax.set_xlabel("time from the upstream change to the bridge recording it (log scale)")
+        ax.set_ylabel("share of events seen")
+        ax.xaxis.set_major_formatter(lambda value, _pos: format_ms(value))
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small")
+    return drawn

@@ -345,3 +345,32 @@ def test_polls_that_find_nothing_are_counted_as_empty(tmp_path: Path) -> None:
         store.close()
     assert (counters.polls, counters.requests, counters.not_modified) == (5, 5, 1)
     assert (counters.empty_polls, counters.events) == (2, 1)
+
+
+def test_the_picture_puts_poll_and_push_on_one_log_axis(stored: Path, tmp_path: Path) -> None:
+    svg = tmp_path / "one-axis.svg"
+    done = run_cli("latency", "-c", str(stored), "--plot", str(svg))
+    assert done.returncode == 0, done.stderr
+    text = svg.read_text()
+    # One axes (one plot area), both sources' curves, each p50 marked, the counts explained.
+    assert text.count('id="axes_') == 1
+    assert "items-poll (poll, n=2" in text and "items-push (push, n=3" in text
+    assert "p50 3.00 s" in text and "p50 8.0 ms" in text
+    assert "log scale" in text and "share of events seen" in text
+    assert "Only events with an upstream time are drawn" in text
+    assert "items-poll (poll): 2 of 2 events drawn" in text
+
+
+def test_ecdf_interval_and_caption() -> None:
+    from bridge.compare.report import LatencyReport, SourceReport, Spread
+    from bridge.compare.view import caption, ecdf, interval_ms
+    from bridge.store.base import PollState
+
+    assert ecdf([0, 30, 10]) == ([1.0, 10.0, 30.0], [1 / 3, 2 / 3, 1.0])
+    polled = SourceReport("p", "poll", 5, Spread(), Spread(), PollState("p", interval_s=5.0),
+                          (10, 20))  # fmt: skip
+    pushed = SourceReport("h", "push", 3, Spread(), Spread(), None, (1, 2, 3))
+    assert interval_ms(polled) == 5000 and interval_ms(pushed) is None
+    text = caption(LatencyReport(sources=[polled, pushed]))
+    assert "p (poll): 2 of 5 events drawn" in text and "h (push): 3 of 3 events drawn" in text
+    assert "deletions" in text
