@@ -236,12 +236,12 @@ def _print_event(shown: dict[str, Any]) -> None:
             status = str(a["status"]) if a["status"] is not None else "-"
             took = f"{a['duration_ms']} ms" if a["duration_ms"] is not None else ""
             rows.append(("", f"  {status}", "", a["time"], took, _excerpt(a["excerpt"]),
-                         _excerpt(a["error"])))  # fmt: skip
+                         _excerpt(a["error"], 70)))  # fmt: skip
     if not rows:
         click.echo("no deliveries (no target wanted this event)")
         return
     print_table(
-        ("target", "status", "attempts", "time", "delivered / took", "excerpt", "error"),
+        ("target", "status", "attempts", "time", "delivered or next / took", "excerpt", "error"),
         rows,
         title="deliveries and their attempts",
     )

@@ -543,10 +543,10 @@ def attempt_line(
 ) -> str:
     """One attempt in words: event id, source, target, status, duration, and why it failed."""
     at_ms, done_ms = span_ms
-    status = answer.status_code if answer.status_code is not None else "no answer"
+    status = f"status {answer.status_code}" if answer.status_code is not None else "no answer"
     line = (
         f"delivery of {claim.event.id} from {claim.event.source} to {target} {outcome}:"
-        f" status {status} in {done_ms - at_ms} ms, attempt {claim.attempts + 1}"
+        f" {status} in {done_ms - at_ms} ms, attempt {claim.attempts + 1}"
     )
     if outcome == "delivered":
         latency_ms = max(done_ms - claim.event.recorded_ms, 0)

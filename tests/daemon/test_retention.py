@@ -165,6 +165,8 @@ def test_the_daemon_prunes_old_delivered_events(
         assert asyncio.run(store.get_event(dead)) is not None
         assert asyncio.run(store.get_event(recent)) is not None
         assert asyncio.run(store.list_deliveries(event_id=old)) == []
-        assert wait_until(lambda: "bridge.retention: deleted 1 event older" in proc.log_path.read_text())
+        assert wait_until(
+            lambda: "bridge.retention: deleted 1 event older" in proc.log_path.read_text()
+        )
     finally:
         store.close()

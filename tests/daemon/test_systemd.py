@@ -178,3 +178,13 @@ def test_readme_install_steps_match_the_unit() -> None:
         assert command in section
     assert "systemctl reload bridge" in section
     assert (REPO / "systemd" / "config.yaml").exists() and UNIT.exists()
+
+
+def test_the_unit_documentation_is_the_installed_readme() -> None:
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "bridge.service").read_text()
+    docs = [
+        line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("Documentation=")
+    ]
+    assert docs == ["file:///opt/bridge/README.md"]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "install -m 0644 README.md /opt/bridge/README.md" in readme
