@@ -32,7 +32,9 @@ def parse_address(text: str | None) -> IPAddress | None:
         return None
     text = text.strip()
     if text.startswith("["):
-        text = text[1:].partition("]")[0]
+        text, closed, _port = text[1:].partition("]")
+        if not closed:
+            return None
     elif match := _IPV4_WITH_PORT.match(text):
         text = match.group(1)
     try:

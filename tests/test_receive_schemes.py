@@ -25,8 +25,8 @@ from bridge.receive import schemes
 from bridge.receive.app import Receiver
 from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
-from tests.inbound import CASES, SCHEMES, SECRETS, SOURCES, wrong_secret
 from tests.helpers import serve_app
+from tests.inbound import CASES, SCHEMES, SECRETS, SOURCES, wrong_secret
 
 GUARDED = """
   guarded:
@@ -177,7 +177,9 @@ def test_a_form_body_with_a_bad_signature_is_401_and_one_without_payload_is_400(
     assert r.status_code == 400 and r.json() == {"error": "the form has no payload field"}
     bad_json = b"payload=%7Bnot+json"
     r = served.post("github", bad_json, _github_headers(bad_json, "d-3", FORM))
-    assert r.status_code == 400 and r.json() == {"error": "the form's payload field is not valid JSON"}
+    assert r.status_code == 400 and r.json() == {
+        "error": "the form's payload field is not valid JSON"
+    }
     neither = b"\xff\xfe not a form"
     r = served.post("github", neither, _github_headers(neither, "d-4", FORM))
     assert r.status_code == 400
@@ -234,7 +236,9 @@ def test_a_client_outside_allow_from_is_403_before_any_other_work(
     # uvicorn gives the peer; X-Forwarded-For from an untrusted peer is ignored.
     spoofed = signed | {"x-forwarded-for": "10.1.2.3", "forwarded": "for=10.1.2.3"}
     r = served.post("guarded", body, spoofed)
-    assert r.status_code == 403 and r.json() == {"error": "this address may not send to this source"}
+    assert r.status_code == 403 and r.json() == {
+        "error": "this address may not send to this source"
+    }
     assert served.events() == []
     assert "source guarded: refused a webhook: 127.0.0.1 is outside allow_from (403 forbidden)" in (
         caplog.text
