@@ -34,6 +34,7 @@ GUARDED = """
       verify: github
       secrets: gh-secret-for-tests
       allow_from: [10.0.0.0/8, "2001:db8::/32"]
+      max_body: 1KiB
   commands:
     webhook:
       verify: slack
@@ -229,10 +230,10 @@ def test_a_client_outside_allow_from_is_403_before_any_other_work(
     caplog.set_level(logging.INFO, logger="bridge.receive")
     body = json.dumps(ISSUE).encode()
     signed = _github_headers(body, "d-1", "application/json")
-    # A valid request, a wrong method, an oversized unsigned body: all 403 first.
+    # A valid request, a wrong method, an unsigned body over max_body: all 403 first.
     assert served.post("guarded", body, signed).status_code == 403
     assert httpx.get(served.url + "/hooks/guarded").status_code == 403
-    assert served.post("guarded", b"x" * 2_000_000, {}).status_code == 403
+    assert served.post("guarded", b"x" * 4000, {}).status_code == 403
     # uvicorn gives the peer; X-Forwarded-For from an untrusted peer is ignored.
     spoofed = signed | {"x-forwarded-for": "10.1.2.3", "forwarded": "for=10.1.2.3"}
     r = served.post("guarded", body, spoofed)
