@@ -128,6 +128,27 @@ def upstream_app(big: int) -> Starlette:
         state["generation"] += 1
         return Response(body, media_type="application/json")
 
+    # /changing: `big` items of which 10 change on every request, each with `updated_at`
+    # (milliseconds); `?since=MS` answers only the items updated at or after it.
+    changing = {i: 0 for i in range(big)}
+    clock = {"ms": 0}
+
+    async def changing_list(request: Request) -> Response:
+        log.append(("changing", time.monotonic_ns()))
+        # Each request is at least a second after the last one, and never behind the clock.
+        clock["ms"] = max(clock["ms"] + 1000, int(time.time() * 1000))
+        for i in range(10):
+            changing[(clock["ms"] // 1000 * 10 + i) % big] = clock["ms"]
+        since = request.query_params.get("since")
+        floor = int(since) if since and since.isdigit() else None
+        rows = [
+            {"id": i, "name": f"item {i}", "status": "open", "amount": i % 997, "updated_at": at}
+            for i, at in changing.items()
+            if floor is None or at >= floor
+        ]
+        body = json.dumps({"items": rows}).encode()
+        return Response(body, media_type="application/json")
+
     async def requests(request: Request) -> Response:
         out = {"requests": log[:], "generation": state["generation"]}
         if request.query_params.get("clear"):
@@ -143,6 +164,7 @@ def upstream_app(big: int) -> Starlette:
             Route("/_log", requests),
             Route("/items/{name}", items),
             Route("/big", big_list),
+            Route("/changing", changing_list),
         ]
     )
 

@@ -22,6 +22,7 @@ class Settings:
     poll_items: int
     poll_diff_every_s: float
     poll_diff_polls: int
+    poll_incremental_polls: int
     scale_sources: int
     scale_every_s: float
     scale_window_s: float
@@ -41,6 +42,7 @@ class Settings:
             poll_items=100_000,
             poll_diff_every_s=3.0,
             poll_diff_polls=2,
+            poll_incremental_polls=10,
             # Half the sources at half the interval: the same 100 polls/s in a shorter window.
             scale_sources=500,
             scale_every_s=5.0,
@@ -62,6 +64,7 @@ class Settings:
             poll_items=100_000,
             poll_diff_every_s=4.0,
             poll_diff_polls=4,
+            poll_incremental_polls=20,
             scale_sources=1000,
             scale_every_s=10.0,
             scale_window_s=35.0,

@@ -7,7 +7,8 @@
      ├── FetchError             a poll's request failed or its answer was unusable
      ├── VerificationError      an inbound request's signature or timestamp is not valid
      ├── SendError              `bridge send` cannot sign or post a test webhook
-     └── StartupError           the daemon could not start (port taken, database not writable)
+     ├── StartupError           the daemon could not start (port taken, database not writable)
+     └── MissingExtra           a feature needs an optional dependency that is not installed
 
 Messages are for people and never carry a secret. The CLI and the HTTP layer are the only
 places that turn these into exit codes and responses.
@@ -59,6 +60,8 @@ class FetchError(BridgeError):
         self.retry_after_s = retry_after_s
         # A short word for metrics labels: timeout, connection, status, throttled, json, ...
         self.reason = reason
+        # Epoch seconds before which the upstream's rate-limit headers asked not to poll again.
+        self.not_before_s: float | None = None
 
 
 class VerificationError(BridgeError):
@@ -71,3 +74,13 @@ class SendError(BridgeError):
 
 class StartupError(BridgeError):
     """The daemon could not start."""
+
+
+class MissingExtra(BridgeError):
+    """A feature needs an optional dependency (an extra such as `bridge[plot]`) not installed."""
+
+    def __init__(self, feature: str, module: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs {module}, which is not installed: pip install 'bridge[{extra}]'"
+        )
+        self.extra = extra

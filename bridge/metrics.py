@@ -1,7 +1,7 @@
 """The bridge's Prometheus metrics, defined once; the engines update them, `/metrics` serves them.
 
-Every label value is bounded by the config or by the code: source and target names, and
-short words from fixed sets (outcome, origin, reason, result). None comes from request or
+Every label value is bounded by the config or by the code: source, target and budget
+names, and short words from fixed sets (outcome, origin, reason, result). None comes from request or
 upstream data: an event's type is chosen by whoever sends or serves it (20,000 types once
 made 20,034 series), so events are counted by source and origin only; `bridge events --type`
 and the status page break them down by type. Every metric is listed, with its labels, in the
@@ -22,6 +22,8 @@ POLL_ERRORS = Counter("bridge_poll_errors", "Failed polls, by source and reason.
                       ["source", "reason"])  # fmt: skip
 POLL_NOT_MODIFIED = Counter("bridge_poll_not_modified", "Polls answered 304 Not Modified.",
                             ["source"])  # fmt: skip
+POLL_GAPS = Counter("bridge_poll_gaps", "Feed polls that did not reach the last event seen.",
+                   ["source"])  # fmt: skip
 POLL_REQUESTS = Counter("bridge_poll_requests", "HTTP requests made by polls (pages included).",
                         ["source"])  # fmt: skip
 POLL_ITEMS_SKIPPED = Counter(
@@ -56,5 +58,8 @@ DELIVERY_LATENCY = Histogram(
     ["target"],
     buckets=_LATENCY_BUCKETS_S,
 )
+BUDGET_USED = Gauge("bridge_budget_used", "Requests counted in a budget's current window.",
+                    ["budget"])  # fmt: skip
+BUDGET_LIMIT = Gauge("bridge_budget_limit", "Requests a budget allows per window.", ["budget"])
 RELOADS = Counter("bridge_config_reloads", "Config reloads (SIGHUP) by outcome: applied, refused.",
                   ["outcome"])  # fmt: skip

@@ -1,4 +1,4 @@
-"""What the running daemon's parts share: the config in force, the store and the hub."""
+"""What the running daemon's parts share: the config in force, the store, the hub, the budgets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Protocol
 
 from starlette.routing import BaseRoute
 
+from bridge.budgets import Budgets
 from bridge.config import Config
 from bridge.events import now_ms
 from bridge.hub import Hub
@@ -24,8 +25,10 @@ class Runtime:
     # False while starting, reloading or stopping; /readyz answers 503 then.
     is_ready: bool = False
     # True when the server's socket is bound to a loopback address (decided from the address
-    # bound, see bridge/server.py): only then are admin routes served without a token.
+    # bound, see bridge/daemon/server.py): only then are admin routes served without a token.
     is_loopback: bool = False
+    # The request budgets polled sources share (the poller applies the config's).
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 class Component(Protocol):

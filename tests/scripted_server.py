@@ -57,6 +57,7 @@ class Seen:
 
     path: str  # with its query string, as sent
     headers: dict[str, str]
+    at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
 
     @property
     def query(self) -> str:

@@ -50,6 +50,14 @@ def check(path: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]
         ("sources:\n  gh:\n    webhook: {verify: gitlab2, secrets: [x]}\n", 3,
          'sources.gh.webhook.verify: "gitlab2" is not one of'),
         ("sources: [a, b]\n", 1, "sources: is not a mapping"),
+        (POLL.replace("id: id", "id: id\n      budget: gh"), 7,
+         'sources.orders.poll.budget: "gh" is not a budget'),
+        (POLL.replace("id: id", "id: id\n      budget: gh")
+         + "budgets:\n  gh: {requests: 5, per: 1h}\n  Big: {requests: 5, per: 1h}\n", 10,
+         'budgets.Big: "Big" is not a valid name'),
+        ("budgets:\n  gh: {requests: 0, per: 1h}\n", 2, "budgets.gh.requests:"),
+        ("budgets:\n  gh: {requests: 5, per: 0s}\n", 2, "budgets.gh.per:"),
+        ("budgets:\n  gh: {requests: 5}\n", 2, "budgets.gh.per: is required"),
         ("server: {listen: [\n", 2, "not valid YAML"),
     ],
 )  # fmt: skip

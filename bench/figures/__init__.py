@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.context import Context
-from bench.figures import delivery, e2e, idle, ingest, poll_diff, poll_scale, scale_out
+from bench.figures import (
+    delivery,
+    e2e,
+    idle,
+    ingest,
+    poll_diff,
+    poll_incremental,
+    poll_scale,
+    scale_out,
+)
 from bench.stats import Row
 
 Figure = Callable[[Context], list[Row]]
@@ -15,6 +24,7 @@ FIGURES: dict[str, Figure] = {
     "delivery": delivery.run,
     "e2e": e2e.run,
     "poll-diff": poll_diff.run,
+    "poll-incremental": poll_incremental.run,
     "poll-scale": poll_scale.run,
     "idle": idle.run,
     "scale-out": scale_out.run,
@@ -26,6 +36,7 @@ GOALS: dict[str, str] = {
     "delivery": ">= 0.5x events/s",
     "e2e": "p50 < 5 ms, p99 < 25 ms",
     "poll-diff": "< 1 s CPU per poll, < 300 MB peak RSS",
+    "poll-incremental": "<= 0.02x the snapshot's bytes (50x fewer), < 10 ms CPU per poll",
     "poll-scale": "lag p99 < 100 ms",
     "idle": "none set (report only)",
     "scale-out": "none set (the cost of sharing one PostgreSQL)",
@@ -37,6 +48,7 @@ TITLES: dict[str, str] = {
     "delivery": "delivery",
     "e2e": "end to end",
     "poll-diff": "poll diff",
+    "poll-incremental": "poll incremental",
     "poll-scale": "poll scale",
     "idle": "idle cost",
     "scale-out": "scale-out",

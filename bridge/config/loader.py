@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bridge.config.models import NAME_RE, SECRET_KEYS, Config
+from bridge.config.models import MODE_KEYS, NAME_RE, NOT_FEED_KEYS, SECRET_KEYS, Config, PollConfig
+from bridge.config.presets import PresetError, expand
 from bridge.errors import ConfigError
 from bridge.events import MAX_ATTRIBUTE_BYTES, long_attribute, render_type
 from bridge.masking import mask_url
@@ -232,7 +233,7 @@ def _is_branch_tag(part: str, before: list[str | int]) -> bool:
 
 
 def _check_names(config: Config, loaded: _Loaded) -> None:
-    for group in ("sources", "targets"):
+    for group in ("sources", "targets", "budgets"):
         for name in getattr(config, group):
             if not NAME_RE.match(name):
                 raise loaded.error(
@@ -259,6 +260,7 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
                 raise loaded.error(where, f"{_quote(name)} is not a source")
     _check_hooks(config, loaded)
     _check_types(config, loaded)
+    _check_modes(config, loaded)
 
 
 def _check_types(config: Config, loaded: _Loaded) -> None:
@@ -273,6 +275,22 @@ def _check_types(config: Config, loaded: _Loaded) -> None:
             raise loaded.error(where, f"makes types longer than {MAX_ATTRIBUTE_BYTES} bytes")
 
 
+def _check_modes(config: Config, loaded: _Loaded) -> None:
+    """Keys of one polling mode used in another: named on their own line."""
+    for sname, source in config.sources.items():
+        poll = source.poll
+        if poll is None:
+            continue
+        others = set().union(*(keys for mode, keys in MODE_KEYS.items() if mode != poll.mode))
+        if poll.mode == "feed":
+            others |= NOT_FEED_KEYS
+        for key in sorted((poll.model_fields_set - MODE_KEYS[poll.mode]) & others):
+            alias = PollConfig.model_fields[key].alias or key
+            raise loaded.error(
+                ("sources", sname, "poll", alias), f"is not a key of mode {poll.mode}"
+            )
+
+
 def _check_hooks(config: Config, loaded: _Loaded) -> None:
     sources = config.sources
     paths: dict[str, str] = {}
@@ -283,6 +301,11 @@ def _check_hooks(config: Config, loaded: _Loaded) -> None:
                 raise loaded.error(
                     ("sources", sname, "poll", "on_push"), f"{_quote(hint)} is not a webhook source"
                 )
+        if source.poll and source.poll.budget and source.poll.budget not in config.budgets:
+            raise loaded.error(
+                ("sources", sname, "poll", "budget"),
+                f"{_quote(source.poll.budget)} is not a budget (see the top-level budgets)",
+            )
         if source.webhook:
             path = config.webhook_path(sname)
             if path in paths:
@@ -291,6 +314,35 @@ def _check_hooks(config: Config, loaded: _Loaded) -> None:
                     f"{_quote(path)} is already the path of source {paths[path]}",
                 )
             paths[path] = sname
+
+
+def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:
+    """Each `poll` that names a preset, expanded into plain keys (see `presets.py`).
+
+    The keys the preset adds take the line of `preset:`, so that a mistake in one (a bad
+    override merged into it) still names a line; the user's own keys keep theirs.
+    """
+    sources = data.get("sources")
+    if not isinstance(sources, dict):
+        return data
+    out = dict(sources)
+    for name, source in sources.items():
+        poll = source.get("poll") if isinstance(source, dict) else None
+        if not isinstance(poll, dict) or "preset" not in poll:
+            continue
+        where: Path_ = ("sources", name, "poll")
+        line = loaded.line_of((*where, "preset"))
+        try:
+            expanded = expand(poll)
+        except PresetError as exc:
+            if line is not None:
+                loaded.lines.setdefault((*where, exc.key), line)
+            raise loaded.error((*where, exc.key), exc.message) from None
+        for key in expanded.keys() - poll.keys():
+            if line is not None:
+                loaded.lines[(*where, key)] = line
+        out[name] = {**source, "poll": expanded}
+    return {**data, "sources": out}
 
 
 def parse_config(text: str, file: str = "config.yaml", path: Path | None = None) -> Config:
@@ -313,6 +365,7 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
         raise ConfigError(file, 1, "", "the file must hold a mapping of keys")
     if "path" in data:
         raise loaded.error(("path",), "is not a known key")
+    data = _expand_presets(data, loaded)
     try:
         config = Config.model_validate({**data, "path": path})
     except ValidationError as exc:

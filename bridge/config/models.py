@@ -135,7 +135,7 @@ class ServerConfig(_Model):
 
     listen: str = "127.0.0.1:8080"
     admin_token: SecretStr | None = None
-    # Connections open at once (lowered to fit the open files limit, see bridge/server.py).
+    # Connections open at once (lowered to fit the open files limit, see bridge/daemon/server.py).
     max_connections: int = Field(1024, ge=1)
     # From the connection (or the next request's first byte) to the end of its headers.
     header_timeout_s: Duration = Field(10.0, alias="header_timeout", gt=0)
@@ -197,6 +197,46 @@ class CursorPages(_Model):
 
 
 Change = Literal["created", "updated", "deleted"]
+Mode = Literal["snapshot", "incremental", "feed"]
+
+
+class IncrementalCursor(_Model):
+    """Where an incremental poll starts: a watermark over an item field, sent as a parameter."""
+
+    field: JMESPath
+    param: str
+    format: Literal["rfc3339", "unix", "unix_ms"] = "rfc3339"
+    # Sent: the watermark minus this, for eventually consistent APIs and clock skew.
+    lookback_s: Duration = Field(60.0, alias="lookback")
+    # The first poll asks for what changed this long ago and since (0: from now).
+    start_s: Duration = Field(0.0, alias="start")
+
+
+class FeedAfter(_Model):
+    """Ask the feed for what follows the last event seen, by its id in a query parameter."""
+
+    param: str
+
+
+class FeedConfig(_Model):
+    """An append-only list of upstream events: each item is one event with its own id."""
+
+    type: JMESPath
+    order: Literal["newest_first", "oldest_first"] = "newest_first"
+    after: FeedAfter | None = None
+    # The id sent as `after` is the newest one at least this much older than the newest seen,
+    # for feeds where events become visible late (Stripe: about a minute).
+    lookback_s: Duration = Field(0.0, alias="lookback")
+
+
+# The keys of `poll` that only one mode takes.
+MODE_KEYS: dict[str, frozenset[str]] = {
+    "snapshot": frozenset(),
+    "incremental": frozenset({"cursor", "reconcile_s"}),
+    "feed": frozenset({"feed", "subject"}),
+}
+# The keys that a feed, whose items are events and not versions of an item, has no use for.
+NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type"})
 
 
 def _every_kind(value: Any) -> str:
@@ -249,6 +289,25 @@ class PollConfig(_Model):
     follow_redirects: bool = False
     baseline: Literal["silent", "emit"] = "silent"
     on_push: str | None = None
+    mode: Mode = "snapshot"
+    cursor: IncrementalCursor | None = None
+    reconcile_s: Duration | None = Field(None, alias="reconcile")
+    feed: FeedConfig | None = None
+    subject: JMESPath | None = None
+    # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
+    # true with `pages` is right only when any change alters page 1 (newest-changed first).
+    conditional: bool | None = None
+    # The provider preset this source was expanded from (config/presets.py), and its
+    # resource: shown by `bridge check`, no effect of their own.
+    preset: str | None = None
+    resource: str | None = None
+    # The name of a top-level `budgets` entry this source's requests count against.
+    budget: str | None = None
+
+    @property
+    def sends_validators(self) -> bool:
+        """Whether polls send the validators of the previous answer."""
+        return self.conditional if self.conditional is not None else self.pages is None
 
     @property
     def min_every_s(self) -> float:
@@ -267,6 +326,18 @@ class PollConfig(_Model):
         for expression in value:
             field_path(expression)  # only plain field paths can be left out of the hash
         return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> PollConfig:
+        if self.mode == "incremental" and self.cursor is None:
+            raise ValueError("mode: incremental needs cursor")
+        if self.mode == "feed" and self.feed is None:
+            raise ValueError("mode: feed needs feed")
+        if self.reconcile_s is not None and self.reconcile_s <= 0:
+            raise ValueError("reconcile must be more than 0")
+        if self.resource is not None and self.preset is None:
+            raise ValueError("resource needs preset")
+        return self
 
     @field_validator("every")
     @classmethod
@@ -462,6 +533,13 @@ class RetentionConfig(_Model):
     first_s: Duration = Field(60.0, alias="first")
 
 
+class BudgetConfig(_Model):
+    """A request budget shared by the sources that name it: at most `requests` per `per`."""
+
+    requests: int = Field(ge=1)
+    per_s: Duration = Field(alias="per", gt=0)
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -473,6 +551,7 @@ class Config(_Model):
     sources: dict[str, SourceConfig] = {}
     targets: dict[str, TargetConfig] = {}
     compare: list[ComparePair] = []
+    budgets: dict[str, BudgetConfig] = {}
     retention: RetentionConfig = RetentionConfig()
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)

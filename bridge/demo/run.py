@@ -26,13 +26,13 @@ from typing import Any
 
 import uvicorn
 
+from bridge.compare.report import LatencyReport, load_report
 from bridge.config import Config, load_config
 from bridge.daemon import Daemon
+from bridge.daemon.server import bind
 from bridge.demo.target import Received, Target
 from bridge.demo.upstream import Counts, Upstream
 from bridge.errors import StartupError
-from bridge.report import LatencyReport, load_report
-from bridge.server import bind
 from bridge.store import open_store
 
 log = logging.getLogger("bridge.demo")

@@ -101,7 +101,8 @@ def _without(value: Any, path: FieldPath) -> Any:
     return copy
 
 
-def _key_of(value: Any) -> str | None:
+def key_of(value: Any) -> str | None:
+    """An item key as text: a non-empty string or a number; None for anything else."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
@@ -141,7 +142,7 @@ def index_items(items: Iterable[Any], spec: ItemSpec) -> Indexed:
     by_key = out.items
     get_id = spec.id
     for item in items:
-        key = _key_of(get_id(item)) if isinstance(item, dict) else None
+        key = key_of(get_id(item)) if isinstance(item, dict) else None
         if key is None:
             out.skipped += 1
             continue

@@ -9,133 +9,36 @@ ids (see `diff.build_events`).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 import httpx
-import jmespath.exceptions
 from starlette.routing import BaseRoute
 
 from bridge import metrics
 from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.errors import FetchError, StoreError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, now_ms
-from bridge.poll.diff import (
-    EventSpec,
-    Indexed,
-    ItemChange,
-    ItemSpec,
-    build_events,
-    diff,
-    index_items,
-)
-from bridge.poll.fetch import NO_VALIDATORS, Fetched, Validators, fetch, new_client
+from bridge.poll.detect import Detection, detect
+from bridge.poll.diff import Indexed
+from bridge.poll.fetch import Fetched, Validators, new_client
 from bridge.poll.scheduler import PollResult, Scheduler
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
-from bridge.store import NewEvent, Store
-from bridge.store.base import PollCommit, PollOutcome, PollState
+from bridge.store import NewEvent
+from bridge.store.base import PollCommit, PollOutcome
 
 log = logging.getLogger("bridge.poll")
 
 # How many first polls start per second when the daemon starts many sources.
 FIRST_POLLS_PER_S = 100
 
-# Answers with more items than this are indexed and diffed in a worker thread, so that a
-# large source does not hold up the event loop (webhooks, other polls) for long.
-THREAD_THRESHOLD = 5_000
-
 
 def poll_sources(config: Config) -> dict[str, PollConfig]:
     """The polled sources of a config, by name."""
     return {name: s.poll for name, s in config.sources.items() if s.poll is not None}
-
-
-def _encode(item: Any) -> str:
-    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
-
-
-@dataclass(slots=True)
-class Detection:
-    """What one poll found: the answer, the changes and the events they make."""
-
-    fetched: Fetched
-    indexed: Indexed = field(default_factory=Indexed)
-    changes: list[ItemChange] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    is_first: bool = False  # no snapshot yet: this poll makes the baseline
-    upserts: list[tuple[str, str, str]] = field(default_factory=list)
-
-
-def _plan(
-    old: dict[str, str], items: list[Any], spec: ItemSpec
-) -> tuple[Indexed, list[ItemChange], list[tuple[str, str, str]]]:
-    indexed = index_items(items, spec)
-    changes = diff(old, indexed)
-    upserts = [(c.key, c.token, _encode(c.item)) for c in changes if c.change != "deleted"]
-    return indexed, changes, upserts
-
-
-async def detect(
-    client: httpx.AsyncClient,
-    source: str,
-    poll: PollConfig,
-    *,
-    store: Store | None,
-    state: PollState,
-    validators: Validators = NO_VALIDATORS,
-    out: Fetched | None = None,
-    emit_baseline: bool = False,
-) -> Detection:
-    """Fetch a source and diff the answer against its stored snapshot (none without a store).
-
-    Changes nothing. On a first poll with `baseline: silent` the changes make no events,
-    unless `emit_baseline` (for a dry run, which shows what the answer holds).
-    Raises FetchError when the answer is unusable.
-    """
-    try:
-        fetched = await fetch(client, poll, validators, out)
-        if fetched.not_modified:
-            return Detection(fetched)
-        old = await store.load_poll_versions(source) if store is not None else {}
-        spec = ItemSpec.from_config(poll)
-        if len(fetched.items) > THREAD_THRESHOLD:
-            indexed, changes, upserts = await asyncio.to_thread(_plan, old, fetched.items, spec)
-        else:
-            indexed, changes, upserts = _plan(old, fetched.items, spec)
-        if fetched.items and not indexed.items:
-            # Items, but not one with a key: the answer's shape changed (a renamed id field),
-            # not every item deleted. Believing it would emit a delete for each stored item.
-            raise FetchError(
-                f"{source}: none of the {len(fetched.items)} items has a key at {poll.id!r}",
-                status=fetched.status,
-                reason="items",
-            )
-    except jmespath.exceptions.JMESPathError as exc:
-        # A function in an expression met a value of the wrong type in the answer.
-        raise FetchError(
-            f"{source}: an expression failed on the answer: {exc}", reason="expression"
-        ) from exc
-    is_first = not state.baselined
-    detection = Detection(fetched, indexed, changes, [], is_first, upserts)
-    if is_first and poll.baseline == "silent" and not emit_baseline:
-        return detection
-    wanted = [c.key for c in changes if c.change != "created"]
-    stored = await store.load_poll_items(source, wanted) if store is not None and wanted else {}
-    detection.events = build_events(
-        changes,
-        stored,
-        spec,
-        EventSpec.from_config(source, poll),
-        generation=state.generation,
-        recorded_ms=now_ms(),
-    )
-    return detection
 
 
 class Poller:
@@ -166,11 +69,12 @@ class Poller:
     def scheduler(self) -> Scheduler:
         """The scheduler (made on first use)."""
         if self._scheduler is None:
-            self._scheduler = Scheduler(self.poll_source)
+            self._scheduler = Scheduler(self.poll_source, self.runtime.budgets)
         return self._scheduler
 
     async def start(self) -> None:
         """Schedule every polled source; the first polls start at most 100 a second."""
+        self.runtime.budgets.apply(self.config.budgets)
         self.scheduler.start()
         sources = poll_sources(self.config)
         # 1,000 sources starting within one second would queue in the HTTP pool and keep
@@ -196,6 +100,7 @@ class Poller:
         """Add, remove and reschedule the sources whose `poll` config changed."""
         old, new = poll_sources(self.config), poll_sources(config)
         self.config = config
+        self.runtime.budgets.apply(config.budgets)  # the windows of kept budgets stay
         for name in old.keys() - new.keys():
             self.scheduler.remove(name)
             log.info("%s: no longer polled", name)
@@ -221,9 +126,9 @@ class Poller:
         """The scheduler's job: poll once, counting the polls saved by a longer interval."""
         poll = poll_sources(self.config).get(name)
         if poll is None:
-            return PollResult()
+            return PollResult(requests=0)
         if not await self._take_lease(name, poll, interval_s):
-            return PollResult(polled=False)
+            return PollResult(polled=False, requests=0)
         saved = interval_s / poll.min_every_s - 1 if isinstance(poll.every, AdaptiveEvery) else 0
         return await self.poll_once(name, interval_s=interval_s, saved_requests=max(saved, 0.0))
 
@@ -295,15 +200,16 @@ class Poller:
             if fetched.not_modified:
                 await store.record_poll(name, outcome)
                 self._count(name, "not_modified", fetched)
-                return PollResult()
-            return await self._commit(name, detection, outcome)
+                return _limited(PollResult(), fetched)
+            return _limited(await self._commit(name, detection, outcome), fetched)
         except FetchError as exc:
-            return await self._failed(name, exc, fetched, at_ms, started, interval_s)
+            result = await self._failed(name, exc, fetched, at_ms, started, interval_s)
+            return _limited(result, fetched)
         except StoreError as exc:
             metrics.POLLS.labels(name, "error").inc()
             metrics.POLL_ERRORS.labels(name, "store").inc()
             log.warning("%s: poll not committed: %s", name, exc)
-            return PollResult()
+            return _limited(PollResult(), fetched)
 
     async def _commit(self, name: str, detection: Detection, outcome: PollOutcome) -> PollResult:
         targets = self.config.targets
@@ -317,11 +223,21 @@ class Poller:
                 outcome=outcome,
                 events=batch,
                 upserts=detection.upserts,
-                deletes=[c.key for c in detection.changes if c.change == "deleted"],
+                deletes=detection.deletes,
                 etag=fetched.validators.etag,
                 last_modified=fetched.validators.last_modified,
+                cursor=detection.cursor,
+                gap=detection.gap,
             )
         )
+        if detection.gap:
+            metrics.POLL_GAPS.labels(name).inc()
+            log.warning(
+                "%s: gap: the feed's last seen event was not reached within max_pages (%d);"
+                " events between may be missing",
+                name,
+                poll_sources(self.config)[name].max_pages,
+            )
         new_events = [e for e, fresh in zip(detection.events, is_new, strict=True) if fresh]
         self._count(name, "ok", fetched)
         metrics.POLL_ITEMS.labels(name).set(len(indexed.items))
@@ -398,6 +314,19 @@ def _count_skipped(name: str, indexed: Indexed) -> None:
             indexed.too_long,
             MAX_ATTRIBUTE_BYTES,
         )
+
+
+def _limited(result: PollResult, fetched: Fetched) -> PollResult:
+    """`result` with the requests the poll made and the wait its upstream's headers ask for."""
+    limits = fetched.limits
+    if limits.remaining is not None:
+        log.debug("rate limit: %s of %s requests remaining", limits.remaining, limits.limit)
+    return replace(
+        result,
+        wait_s=limits.wait_s(time.time()),
+        wait_why=limits.why,
+        requests=fetched.requests,
+    )
 
 
 def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOutcome:

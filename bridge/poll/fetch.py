@@ -6,7 +6,8 @@ answer incomplete or unusable raises `FetchError`, so that the caller never diff
 answer: a non-2xx status, a timeout, a connection error, an answer larger than `max_bytes`,
 invalid JSON, a problem document, an `items` expression that finds no list, a redirect not
 followed, a walk longer than `max_pages` or one that loops. A 429 or 503 carries its
-`Retry-After` in seconds.
+`Retry-After` in seconds. Every answer's rate-limit headers, on success and on failure, are
+read into `Fetched.limits` (see limits.py).
 
 Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
 without `pages`: a page's validators say nothing of the other pages, and servers that
@@ -25,6 +26,7 @@ import asyncio
 import email.utils
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +38,7 @@ import jmespath
 from bridge import __version__, jsontext
 from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
+from bridge.poll.limits import NO_LIMITS, Limits, read_limits
 from bridge.poll.links import next_link
 
 log = logging.getLogger("bridge.poll")
@@ -73,6 +76,24 @@ class Fetched:
     validators: Validators = NO_VALIDATORS
     requests: int = 0
     bytes: int = 0
+    # What the answers' rate-limit headers allow (see limits.py), over every page.
+    limits: Limits = NO_LIMITS
+    truncated: bool = False  # the walk stopped at max_pages (only with `WalkPlan.partial`)
+    stopped: bool = False  # the walk stopped because `WalkPlan.stop` said so
+
+
+@dataclass(frozen=True, slots=True)
+class WalkPlan:
+    """What one poll asks beyond the source's config (incremental and feed polls)."""
+
+    params: Mapping[str, Any] = field(default_factory=dict)  # merged into every request's query
+    max_pages: int | None = None  # fewer pages than the source's max_pages
+    # Awaited with each page's items: True ends the walk there (a feed reached a seen event).
+    stop: Callable[[list[Any]], Awaitable[bool]] | None = None
+    partial: bool = False  # reaching max_pages ends the walk, `truncated`, instead of a fault
+
+
+WHOLE = WalkPlan()
 
 
 def safe_url(url: str | httpx.URL) -> str:
@@ -140,12 +161,20 @@ class _Walk:
     """The state of one walk over the pages of an answer."""
 
     def __init__(
-        self, client: httpx.AsyncClient, poll: PollConfig, validators: Validators, out: Fetched
+        self,
+        client: httpx.AsyncClient,
+        poll: PollConfig,
+        validators: Validators,
+        out: Fetched,
+        plan: WalkPlan = WHOLE,
     ):
         self.client = client
         self.poll = poll
-        # A 304 can stand only for a whole answer, and only a source without pages has one.
-        self.validators = validators if poll.pages is None else NO_VALIDATORS
+        self.plan = plan
+        self.params = {**poll.params, **plan.params}
+        self.max_pages = min(poll.max_pages, plan.max_pages or poll.max_pages)
+        # A 304 can stand only for a whole answer: by default only a source without pages.
+        self.validators = validators if poll.sends_validators else NO_VALIDATORS
         self.items_expr = jmespath.compile(poll.items) if poll.items else None
         self.out = out
         self.seen: set[str] = set()
@@ -224,6 +253,9 @@ class _Walk:
             finally:
                 await response.aclose()
         self.out.status = response.status_code
+        self.out.limits = self.out.limits.then(
+            read_limits(response.headers, response.status_code, time.time())
+        )
         return _Page(response, body)
 
     async def _read(self, response: httpx.Response) -> bytes:
@@ -304,13 +336,16 @@ class _Walk:
             raise FetchError(
                 f"{safe_url(response.url)}: the cursor is not a value", reason="pagination"
             )
-        return request_url(self.poll.url, {**self.poll.params, pages.param: cursor})
+        return request_url(self.poll.url, {**self.params, pages.param: cursor})
 
     async def run(self) -> Fetched:
-        url: httpx.URL | None = request_url(self.poll.url, self.poll.params)
+        url: httpx.URL | None = request_url(self.poll.url, self.params)
         page = 0
         while url is not None:
-            if page == self.poll.max_pages:
+            if page == self.max_pages:
+                if self.plan.partial:
+                    self.out.truncated = True
+                    return self.out
                 raise FetchError(
                     f"{safe_url(url)}: the answer has more than max_pages ({page}) pages",
                     status=self.out.status,
@@ -330,12 +365,16 @@ class _Walk:
                 self.out.validators = self.validators
                 return self.out
             body = await self.check(answer)
-            if first and self.poll.pages is None:
+            if first and self.poll.sends_validators:
                 self.out.validators = Validators(
                     response.headers.get("etag"), response.headers.get("last-modified")
                 )
-            self.out.items.extend(self.items_of(body, safe_url(response.url)))
+            found = self.items_of(body, safe_url(response.url))
+            self.out.items.extend(found)
             page += 1
+            if self.plan.stop is not None and await self.plan.stop(found):
+                self.out.stopped = True
+                return self.out
             url = self.next_page(response, body)
         return self.out
 
@@ -345,12 +384,20 @@ async def fetch(
     poll: PollConfig,
     validators: Validators = NO_VALIDATORS,
     out: Fetched | None = None,
+    plan: WalkPlan = WHOLE,
 ) -> Fetched:
     """Fetch every page of a source's answer; raise FetchError if any part of it fails.
 
-    Pass `out` to see what a failed walk cost (its requests and bytes).
+    Pass `out` to see what a failed walk cost (its requests and bytes), and `plan` for what
+    an incremental or feed poll asks beyond the config. A FetchError carries the time before
+    which the upstream's headers asked not to be polled again.
     """
-    return await _Walk(client, poll, validators, out if out is not None else Fetched()).run()
+    walk = _Walk(client, poll, validators, out if out is not None else Fetched(), plan)
+    try:
+        return await walk.run()
+    except FetchError as exc:
+        exc.not_before_s = walk.out.limits.not_before_s
+        raise
 
 
 def new_client() -> httpx.AsyncClient:

@@ -10,10 +10,16 @@ the time a poll takes. After each poll, `next_delay_s` decides the delay until t
 - an adaptive `every: {min, max}`: `min` right after a change, then `FACTOR` times longer
   after each poll that saw nothing, up to `max`;
 - a 429 or 503: the `Retry-After` it asked for, else exponential backoff with jitter up to
-  10 times the interval; the first success returns to the normal interval.
+  10 times the interval; the first success returns to the normal interval;
+- never sooner than the upstream's rate-limit headers allow (`PollResult.wait_s`, see
+  limits.py): the next poll then comes that long after this one ended.
 
 The job is rescheduled only when that delay changes. A hint (`poll_now`) runs the job at
 once, or right after the poll in flight.
+
+A source with `poll.budget` asks its budget (bridge/budgets.py) before each poll; when the
+budget has no room, the poll is not sent but moved to the time the budget promises, and the
+requests the poll made are counted against the budget when it ends.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bridge.budgets import Budget, Budgets
 from bridge.config import AdaptiveEvery, PollConfig
 
 log = logging.getLogger("bridge.poll")
@@ -45,6 +52,9 @@ class PollResult:
     polled: bool = True  # False when another replica polls the source (it holds the lease)
     throttled: bool = False  # the upstream answered 429 or 503
     retry_after_s: float | None = None
+    wait_s: float = 0.0  # the upstream's rate-limit headers allow no poll sooner than this
+    wait_why: str | None = None  # the header that asked for `wait_s`
+    requests: int | None = None  # requests the poll made (None: unknown)
 
 
 def base_interval_s(every: float | AdaptiveEvery, current_s: float | None, changed: bool) -> float:
@@ -80,13 +90,17 @@ class _Slot:
     throttles: int = 0
     running: bool = False
     hinted: bool = False
+    stretched: bool = False  # the upstream's limits hold the next poll beyond its interval
 
 
 class Scheduler:
     """Runs `poll(name, interval_s)` for every source on its schedule."""
 
-    def __init__(self, poll: Callable[[str, float], Awaitable[PollResult]]) -> None:
+    def __init__(
+        self, poll: Callable[[str, float], Awaitable[PollResult]], budgets: Budgets | None = None
+    ) -> None:
         self._poll = poll
+        self._budgets = budgets if budgets is not None else Budgets()
         self._scheduler = AsyncIOScheduler(
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         )
@@ -126,8 +140,11 @@ class Scheduler:
 
     def remove(self, name: str) -> None:
         """Stop polling a source (a poll in flight finishes)."""
-        if self._slots.pop(name, None) is not None:
+        slot = self._slots.pop(name, None)
+        if slot is not None:
             self._scheduler.remove_job(name)
+            if (budget := self._budgets.get(slot.poll.budget)) is not None:
+                budget.forget(name)
 
     def poll_now(self, name: str) -> None:
         """Poll a source at once, or right after its poll in flight."""
@@ -141,9 +158,14 @@ class Scheduler:
 
     @staticmethod
     def _trigger(
-        poll: PollConfig, delay_s: float, after: datetime | None = None
+        poll: PollConfig,
+        delay_s: float,
+        after: datetime | None = None,
+        first_s: float | None = None,
     ) -> IntervalTrigger:
-        start = (after or datetime.now().astimezone()) + timedelta(seconds=delay_s)
+        """Every `delay_s`, the first run `first_s` (else `delay_s`) after `after` (else now)."""
+        first = delay_s if first_s is None else first_s
+        start = (after or datetime.now().astimezone()) + timedelta(seconds=first)
         return IntervalTrigger(seconds=delay_s, jitter=poll.jitter_s or None, start_date=start)
 
     def _spawn(self, name: str) -> asyncio.Task[None] | None:
@@ -167,8 +189,12 @@ class Scheduler:
         lock = self._locks.setdefault(name, asyncio.Lock())
         if slot is None or lock.locked():
             return  # a poll of this source is in flight already
+        budget = self._budgets.get(slot.poll.budget)
+        if budget is not None and not self._may_poll(name, slot, budget):
+            return
         async with lock:
             slot.running = True
+            result: PollResult | None = None
             try:
                 result = await self._poll(name, slot.delay_s)
             except Exception:
@@ -176,9 +202,34 @@ class Scheduler:
                 result = PollResult()
             finally:
                 slot.running = False
+                if budget is not None:
+                    made = result.requests if result is not None else None
+                    budget.settle(name, self._budgets.clock(), made)
         if self._slots.get(name) is not slot:
             return  # removed or replaced while polling
         self._after(name, slot, result)
+
+    def _may_poll(self, name: str, slot: _Slot, budget: Budget) -> bool:
+        """Ask the source's budget; when it has no room, move the poll to the promised time."""
+        now = self._budgets.clock()
+        wait_s = budget.reserve(name, now)
+        if wait_s <= 0:
+            if budget.note_pass(now):
+                log.info("budget %s: no longer delays polls", slot.poll.budget)
+            return True
+        if budget.note_delay():
+            log.info(
+                "budget %s: %d requests per %g s used up; delaying and spreading the polls "
+                "of its sources (%s: next poll in %.3g s)",
+                slot.poll.budget,
+                budget.limit,
+                budget.per_s,
+                name,
+                wait_s,
+            )
+        trigger = self._trigger(slot.poll, slot.delay_s, first_s=wait_s)
+        self._scheduler.reschedule_job(name, trigger=trigger)
+        return False
 
     def _after(self, name: str, slot: _Slot, result: PollResult) -> None:
         if not result.polled:
@@ -190,7 +241,21 @@ class Scheduler:
             slot.throttles = 0
             slot.base_s = base_interval_s(slot.poll.every, slot.base_s, result.changed)
             delay = slot.base_s
-        if delay != slot.delay_s:
+        stretched = result.wait_s > delay
+        if stretched and not slot.stretched:
+            log.info(
+                "%s: the upstream allows no poll for %.3g s (%s): polling later than every %.3g s",
+                name,
+                result.wait_s,
+                result.wait_why,
+                delay,
+            )
+        elif slot.stretched and not stretched:
+            log.debug("%s: the upstream's limits no longer hold its polls back", name)
+        slot.stretched = stretched
+        delay = max(delay, result.wait_s)
+        # Held back by the upstream: count the wait from now, when this poll ended.
+        if delay != slot.delay_s or stretched:
             self._scheduler.reschedule_job(name, trigger=self._trigger(slot.poll, delay))
         if slot.hinted:
             slot.hinted = False

@@ -2,16 +2,19 @@
 
 `collect` reads the store through the interfaces the engines use (poll states, event counts,
 target states, delivery counts); the judgements (`source_status`, `target_health`) are pure
-functions of what it read, so they are tested without a database. The same summary serves
-`bridge status` in the terminal and, as JSON, scripts and the status page.
+functions of what it read, so they are tested without a database. A budget's use lives in
+the running daemon, not in the store: the caller passes what the daemon reported, if any.
+The same summary serves `bridge status` in the terminal and, as JSON, scripts and the status
+page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bridge.budgets import BudgetUse
 from bridge.config import Config
 from bridge.events import now_ms
 from bridge.store import Store
@@ -19,6 +22,7 @@ from bridge.store.base import PollState, TargetState
 
 # The delivery statuses a target's summary counts; delivered rows pile up and are not read.
 WAITING = ("pending", "failed", "dead")
+LIVE_S = 10.0  # a replica silent for longer than this is taken as gone (see daemon/heartbeat.py)
 
 
 @dataclass(slots=True, frozen=True)
@@ -32,6 +36,8 @@ class SourceSummary:
     last_poll_ms: int | None
     last_event_ms: int | None
     last_error: str | None
+    mode: str | None = None  # a polled source's mode: snapshot, incremental or feed
+    gaps: int = 0  # feed polls that did not reach the last event seen
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,6 +64,19 @@ class ReplicaSummary:
 
 
 @dataclass(slots=True, frozen=True)
+class BudgetSummary:
+    """One request budget: its limit, its sources and, when the daemon told, its use."""
+
+    name: str
+    limit: int
+    per_s: float
+    sources: list[str]
+    used: int | None = None  # requests in the current window; None when unknown
+    waiting: int | None = None  # polls held back by it right now
+    delaying: bool | None = None  # it held polls back within the last window
+
+
+@dataclass(slots=True, frozen=True)
 class Summary:
     """The whole status: where the data is, every source and target, the live replicas."""
 
@@ -65,10 +84,50 @@ class Summary:
     sources: list[SourceSummary]
     targets: list[TargetSummary]
     replicas: list[ReplicaSummary] = field(default_factory=list)
+    budgets: list[BudgetSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: times in milliseconds since the epoch, null when unknown."""
         return asdict(self)
+
+
+def budget_summaries(config: Config, uses: Sequence[BudgetUse] | None) -> list[BudgetSummary]:
+    """Every configured budget, with its use where `uses` (the daemon's report) has it."""
+    by_name = {use.name: use for use in uses or ()}
+    out = []
+    for name, budget in config.budgets.items():
+        sources = [
+            sname
+            for sname, source in config.sources.items()
+            if source.poll is not None and source.poll.budget == name
+        ]
+        use = by_name.get(name)
+        out.append(
+            BudgetSummary(
+                name,
+                budget.requests,
+                budget.per_s,
+                sources,
+                used=use.used if use else None,
+                waiting=use.waiting if use else None,
+                delaying=use.delaying if use else None,
+            )
+        )
+    return out
+
+
+def per_text(seconds: float) -> str:
+    """A window as the config writes it: `5s`, `1h`, `250ms`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def budget_use_text(budget: BudgetSummary) -> str:
+    """`7 / 10 per 5s`, with `-` for a use no daemon reported."""
+    used = "-" if budget.used is None else str(budget.used)
+    return f"{used} / {budget.limit} per {per_text(budget.per_s)}"
 
 
 def backlog_of(counts: Mapping[str, int]) -> int:
@@ -77,12 +136,14 @@ def backlog_of(counts: Mapping[str, int]) -> int:
 
 
 def source_status(kind: str, poll: PollState | None, events: int) -> str:
-    """`ok`, `failing (N in a row)`, `never polled` or `no events yet`."""
+    """`ok`, `ok, N gaps`, `failing (N in a row)`, `never polled` or `no events yet`."""
     if kind == "poll":
         if poll is None or poll.last_poll_ms is None:
             return "never polled"
         if poll.consecutive_failures:
             return f"failing ({poll.consecutive_failures} in a row)"
+        if poll.gaps:
+            return f"ok, {poll.gaps} gap{'s' if poll.gaps > 1 else ''}"
         return "ok"
     return "ok" if events else "no events yet"
 
@@ -117,6 +178,8 @@ async def _source(config: Config, store: Store, name: str, poll: PollState | Non
         last_poll_ms=poll.last_poll_ms if poll else None,
         last_event_ms=latest[0].recorded_ms if latest else None,
         last_error=poll.last_error if poll and poll.consecutive_failures else None,
+        mode=source.poll.mode if (source := config.sources[name]).poll else None,
+        gaps=poll.gaps if poll else 0,
     )
 
 
@@ -131,8 +194,13 @@ async def _last_error(store: Store, target: str) -> str | None:
     return next((row.last_error for row in rows if row.last_error), None)
 
 
-async def collect(config: Config, store: Store) -> Summary:
-    """Read the summary of every configured source and target from `store`."""
+async def collect(
+    config: Config, store: Store, budgets: Sequence[BudgetUse] | None = None
+) -> Summary:
+    """Read the summary of every configured source and target from `store`.
+
+    `budgets` is the budgets' use as the running daemon reports it (None: unknown).
+    """
     polls = {state.source: state for state in await store.list_poll_states()}
     sources = [await _source(config, store, name, polls.get(name)) for name in config.sources]
     states = await store.target_states()
@@ -151,10 +219,8 @@ async def collect(config: Config, store: Store) -> Summary:
                 last_error=state.disabled_reason or await _last_error(store, name),
             )
         )
-    from bridge.replicas import LIVE_S
-
     replicas = [
         ReplicaSummary(r.id, r.started_ms, r.heartbeat_ms, list(r.poll_leases), r.claims)
         for r in await store.list_replicas(now_ms(), round(LIVE_S * 1000))
     ]
-    return Summary(store.location, sources, targets, replicas)
+    return Summary(store.location, sources, targets, replicas, budget_summaries(config, budgets))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from bridge.errors import StoreError
+from bridge.errors import MissingExtra, StoreError
 from bridge.masking import mask_url
 from bridge.store.base import NewEvent, Store
 
@@ -30,8 +30,12 @@ def open_store(location: str, replica_id: str | None = None) -> Store:
         scheme = location.split("://", 1)[0].lower()
         if scheme not in POSTGRES_SCHEMES:
             raise StoreError(f"database URLs of scheme {scheme!r} are not supported")
-        from bridge.store.postgres import PostgresStore
-
+        try:
+            from bridge.store.postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("psycopg"):
+                raise
+            raise MissingExtra("a postgresql:// database", "psycopg", "postgres") from None
         return PostgresStore(location, replica_id=replica_id)
     from bridge.store.sqlite import SQLiteStore
 

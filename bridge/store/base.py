@@ -114,6 +114,9 @@ class PollState:
     duplicate_keys: int = 0
     interval_s: float | None = None
     saved_requests: float = 0.0
+    # Where an incremental or feed poll resumes (JSON text, the poller's own shape).
+    cursor: str | None = None
+    gaps: int = 0  # feed polls that did not reach the last event seen within max_pages
 
 
 @dataclass(slots=True, frozen=True)
@@ -127,6 +130,8 @@ class PollCommit:
     deletes: Sequence[str] = ()  # keys
     etag: str | None = None
     last_modified: str | None = None
+    cursor: str | None = None  # the new resume point (None: unchanged)
+    gap: bool = False  # a feed poll that did not reach the last event seen
 
 
 class PollStore(ABC):
@@ -137,8 +142,13 @@ class PollStore(ABC):
         """The stored state and stats of a polled source (empty for one never polled)."""
 
     @abstractmethod
-    async def load_poll_versions(self, source: str) -> dict[str, str]:
-        """The snapshot of a polled source as key -> version token, without the items."""
+    async def load_poll_versions(
+        self, source: str, keys: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """The snapshot of a polled source as key -> version token, without the items.
+
+        With `keys`, only those keys (the ones not stored are left out).
+        """
 
     @abstractmethod
     async def load_poll_items(self, source: str, keys: Sequence[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ gathered by `collect` through the store interface and shaped by the pure `status
 Both routes are admin routes (see auth.py). The page's data goes into a JSON data block with
 `<`, `>` and `&` escaped, never into its code, and the page is served with a
 Content-Security-Policy that allows only its own inline script and style, by their hashes.
+`/api/status` also lists the request budgets' use, read from the running poller.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
@@ -26,9 +27,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge import __version__
+from bridge.compare.report import LatencyReport, load_report
 from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.events import Event, format_time, now_ms
-from bridge.report import LatencyReport, load_report
 from bridge.runtime import Runtime
 from bridge.status.summary import Summary
 from bridge.status.summary import collect as collect_summary
@@ -73,6 +74,8 @@ def _sources(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
             "last_ms": last_ms,
             "last": format_time(last_ms) if last_ms is not None else None,
             "last_error": s.last_error,
+            "mode": s.mode,
+            "gaps": s.gaps,
         }
         if source is not None and source.poll is not None:
             counters = polls.get(s.name)
@@ -134,6 +137,7 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
         "events": _recent(snap.recent),
         "chart": {"window_s": CHART_WINDOW_MS // 1000, "sources": chart},
         "pairs": [p.to_json() for p in snap.report.pairs],
+        "budgets": [asdict(b) for b in snap.summary.budgets],
     }
 
 
@@ -143,7 +147,7 @@ async def collect(runtime: Runtime) -> Snapshot:
     return Snapshot(
         now_ms=now,
         started_ms=runtime.started_ms,
-        summary=await collect_summary(runtime.config, store),
+        summary=await collect_summary(runtime.config, store, runtime.budgets.uses()),
         recent=await store.list_events(limit=RECENT_EVENTS),
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
     )

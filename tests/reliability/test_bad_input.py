@@ -1,7 +1,7 @@
 """Bad inbound requests against the real daemon: never a 5xx, never a traceback, and never a
 stored event that the reference library (`standardwebhooks`) would not accept as signed.
 
-tests/test_receive.py throws random headers and bodies at the receiver in-process. Here the
+tests/receive/test_receive.py throws random headers and bodies at the receiver in-process. Here the
 requests start validly signed, by the reference library, and hypothesis mutates them the
 way a broken or hostile sender would; raw malformed HTTP goes to the socket as well.
 """

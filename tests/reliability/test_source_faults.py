@@ -1,6 +1,6 @@
 """A polled source that answers badly, seen from the real daemon: no event, no state change.
 
-tests/test_poll.py covers 500s, timeouts, invalid JSON, an `items` expression that finds
+tests/poll/test_poll.py covers 500s, timeouts, invalid JSON, an `items` expression that finds
 nothing and a failing page 2 on the Poller. Here the daemon polls on its schedule through
 each fault in turn, including truncated bodies (cut short of their Content-Length, or JSON
 cut off), answers whose shape changed (`data` an object, items without their `id`, an HTML

@@ -1,0 +1,171 @@
+"""`bridge latency` and `bridge demo`: polling against push, measured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import click
+
+from bridge import jsontext
+from bridge.cli.edge import Failure, config_option, handle_errors, read_config
+from bridge.compare.view import PLOT_SUFFIXES
+from bridge.config import parse_duration
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} {exc}") from None
+
+
+def _plot_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise click.BadParameter(f"{value!r} must end in .png or .svg")
+    return path
+
+
+@click.command()
+@config_option
+@click.option(
+    "--since",
+    metavar="DURATION",
+    callback=_duration,
+    help="Only events recorded in this last while (e.g. 15m, 1h); poll counters are totals.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option(
+    "--plot",
+    metavar="FILE",
+    callback=_plot_path,
+    help="Also draw the poll and push latency distributions into FILE (.png or .svg).",
+)
+@handle_errors
+def latency(config_path: str, since: float | None, as_json: bool, plot: Path | None) -> None:
+    """Latency per source (detection, delivery), polling's cost, and poll vs push per pair."""
+    from bridge.compare.report import load_report
+    from bridge.compare.view import print_report, require_plot, write_plot
+    from bridge.store import open_store
+
+    config = read_config(config_path)
+    if plot is not None:
+        require_plot()
+    location = config.database_path
+    if "://" not in location and location != ":memory:" and not Path(location).exists():
+        raise Failure(f"no database at {location} (has the bridge run with this config?)")
+    since_ms = int((time.time() - since) * 1000) if since is not None else None
+    store = open_store(location)
+    store.open()
+    try:
+        report = asyncio.run(load_report(store, config, since_ms))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(jsontext.dumps(report.to_json(), indent=2))
+    else:
+        print_report(report)
+    if plot is not None:
+        try:
+            write_plot(report, plot)
+        except OSError as exc:
+            raise Failure(f"cannot write {plot}: {exc.strerror}") from None
+        if not as_json:
+            click.echo(f"latency picture: {plot}")
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from bridge.demo.run import parse_rate
+
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.option(
+    "--duration",
+    default="30s",
+    show_default=True,
+    callback=_duration,
+    help="How long the upstream keeps changing items.",
+)
+@click.option(
+    "--every", default="5s", show_default=True, callback=_duration, help="The poll interval."
+)
+@click.option(
+    "--rate",
+    default="2/s",
+    show_default=True,
+    callback=_rate,
+    help="Upstream changes per second, on average (2/s, 30/m).",
+)
+@click.option(
+    "--dir",
+    "folder",
+    default="demo-run",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to keep the generated config, the database and the logs.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as `bridge latency --json`."
+)
+@handle_errors
+def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool) -> None:
+    """Run a simulated upstream, the bridge and a target on 127.0.0.1; compare poll with push.
+
+    The upstream changes items at random times; the bridge polls it every --every and also
+    receives its pushed webhooks, then delivers everything, signed, to a local target that
+    verifies each signature. Prints the latency table and writes demo-latency.png.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from bridge.compare.view import print_report, require_plot, write_plot
+    from bridge.demo.run import DemoOptions, run_demo
+
+    if every <= 0 or duration <= 0:
+        raise click.BadParameter("--duration and --every must be more than 0")
+    require_plot()
+    err = Console(stderr=True)
+    options = DemoOptions(duration_s=duration, every_s=every, rate_per_s=rate, folder=folder)
+    click.echo(
+        f"demo: items change {rate:g} times a second for {duration:g} s, polled every {every:g} s"
+        f" and pushed; files in {folder}/",
+        err=True,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=as_json) as bar:
+        task = bar.add_task("starting", total=duration + every)
+
+        def on_progress(done: float, total: float, line: str) -> None:
+            bar.update(task, completed=done, total=total, description=line)
+
+        result = asyncio.run(run_demo(options, on_progress, bar.console.print))
+    plot = write_plot(result.report, Path("demo-latency.png"))
+    out = Console()
+    if as_json:
+        click.echo(jsontext.dumps(result.report.to_json(), indent=2))
+    else:
+        print_report(result.report, out)
+    target = result.target
+    say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    say(
+        f"target:   {target.valid} deliveries with a valid signature, {target.invalid} invalid"
+        f" (every request kept in {result.received_path})"
+    )
+    say(f"picture:  {plot.resolve()}")
+    say(f"config:   {result.config_path}")
+    say(f"database: {result.database_path}  (log: {result.log_path})")
+    say(f"look again with: bridge latency -c {result.config_path}")
+    say(f"            and: bridge events -c {result.config_path}")
+    if target.invalid:
+        raise Failure(f"{target.invalid} deliveries reached the target with an invalid signature")

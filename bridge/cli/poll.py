@@ -1,0 +1,114 @@
+"""`bridge poll SOURCE --dry-run`: fetch a source once and show what it would emit;
+`bridge presets`: the provider presets a polled source can name."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge import jsontext
+from bridge.cli.edge import config_option, handle_errors, read_config
+from bridge.config import Config
+from bridge.poll.engine import Detection, detect, poll_sources
+from bridge.poll.fetch import new_client
+from bridge.store import Store, open_store
+from bridge.store.base import PollState
+
+
+async def _dry_run(config: Config, name: str) -> tuple[Detection, bool]:
+    poll = poll_sources(config)[name]
+    store: Store | None = None
+    location = config.database_path
+    # Only an existing database is read: a dry run creates nothing.
+    if "://" in location or Path(location).exists():
+        store = open_store(location)
+        store.open()
+    try:
+        state = await store.load_poll_state(name) if store else PollState(source=name)
+        async with new_client() as client:
+            detection = await detect(
+                client, name, poll, store=store, state=state, emit_baseline=True
+            )
+    finally:
+        if store is not None:
+            store.close()
+    return detection, state.baselined
+
+
+def _summary(name: str, detection: Detection, baselined: bool) -> dict[str, Any]:
+    fetched = detection.fetched
+    return {
+        "source": name,
+        "status": fetched.status,
+        "requests": fetched.requests,
+        "bytes": fetched.bytes,
+        "items": len(detection.indexed.items),
+        "skipped": detection.indexed.skipped,
+        "too_long": detection.indexed.too_long,
+        "duplicate_keys": detection.indexed.duplicates,
+        "first_poll": not baselined,
+        "changes": len(detection.changes),
+        "events": [e.to_cloudevent() for e in detection.events],
+    }
+
+
+@click.command()
+@config_option
+@click.argument("source")
+@click.option(
+    "--dry-run", is_flag=True, help="Fetch once and show what would be emitted; change nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@handle_errors
+def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
+    """Fetch a polled SOURCE once and print the events it would emit (needs --dry-run).
+
+    The diff is against the snapshot in the database when there is one; a source never
+    polled shows every item as created, though with `baseline: silent` its first real poll
+    emits nothing. For writing a source's config against a real API.
+    """
+    config = read_config(config_path)
+    if source not in poll_sources(config):
+        known = ", ".join(sorted(poll_sources(config))) or "none"
+        raise click.UsageError(f"{source!r} is not a polled source (polled sources: {known})")
+    if not dry_run:
+        raise click.UsageError(
+            "only --dry-run is supported: the running daemon owns the snapshot and commits polls"
+        )
+    detection, baselined = asyncio.run(_dry_run(config, source))
+    summary = _summary(source, detection, baselined)
+    if as_json:
+        click.echo(jsontext.dumps(summary, indent=2))
+        return
+    click.echo(
+        f"{source}: HTTP {summary['status']}, {summary['requests']} requests, "
+        f"{summary['items']} items ({summary['skipped']} without a key, "
+        f"{summary['too_long']} with a key too long, "
+        f"{summary['duplicate_keys']} repeated keys), {len(summary['events'])} events"
+    )
+    if not baselined and config.sources[source].poll.baseline == "silent":  # type: ignore[union-attr]
+        click.echo("(first poll: with baseline: silent the daemon would record these silently)")
+    for event in detection.events:
+        click.echo(f"  {event.change or 'event':8} {event.type:30} {event.subject or ''}")
+
+
+@click.command()
+def presets() -> None:
+    """List the provider presets of polled sources: their resources and the keys they need.
+
+    A source names one with `poll: {preset: NAME, resource: RESOURCE, ...}`; every other
+    key of `poll` overrides what the preset sets. `bridge check` shows what it expanded to.
+    """
+    from bridge.config.presets import PRESETS
+
+    for preset in PRESETS.values():
+        click.echo(f"{preset.name}: {preset.summary}")
+        click.echo(f"  needs      resource, {', '.join(preset.required)}")
+        click.echo(f"  optional   {', '.join(preset.optional)}")
+        width = max(len(name) for name in preset.resources)
+        for i, (name, how) in enumerate(preset.resources.items()):
+            label = "resources" if i == 0 else ""
+            click.echo(f"  {label:10} {name:{width}}  {how}")

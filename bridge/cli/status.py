@@ -1,0 +1,141 @@
+"""`bridge status`: the summary of sources and targets in the terminal, or as JSON.
+
+A budget's use is known only to the running daemon: it is read from its `/api/status` (at
+`server.listen`, with `server.admin_token`), and shown as unknown when no daemon answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from bridge import jsontext
+from bridge.budgets import BudgetUse
+from bridge.cli.edge import config_option, handle_errors, read_config
+from bridge.config import Config
+from bridge.errors import StoreError
+from bridge.events import format_time
+from bridge.status.summary import BudgetSummary, Summary, budget_use_text, collect
+from bridge.store import open_store
+
+
+def _when(at_ms: int | None) -> str:
+    return format_time(at_ms) if at_ms is not None else "-"
+
+
+# How long `bridge status` waits for the running daemon's report of the budgets.
+DAEMON_TIMEOUT_S = 2.0
+
+
+def daemon_budgets(config: Config) -> list[BudgetUse] | None:
+    """The budgets' use as the daemon listening at `server.listen` reports it; None if none."""
+    if not config.budgets:
+        return None
+    host = config.server.host
+    if host in ("", "::") or host.strip("0.") == "":  # listening on every address
+        host = "::1" if ":" in host else "127.0.0.1"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.server.port}/api/status"
+    token = config.server.admin_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=DAEMON_TIMEOUT_S)
+        response.raise_for_status()
+        reported = response.json().get("budgets", [])
+        return [_budget_use(b) for b in reported if b.get("used") is not None]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _budget_use(b: dict[str, Any]) -> BudgetUse:
+    return BudgetUse(
+        str(b["name"]),
+        int(b["used"]),
+        int(b["limit"]),
+        float(b["per_s"]),
+        int(b["waiting"]),
+        bool(b["delaying"]),
+    )
+
+
+def render(summary: Summary) -> None:
+    """Print the summary as two tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    console.print(f"database  {summary.database}")
+    sources = Table(box=None, pad_edge=False, title="sources", title_justify="left")
+    for column in ("source", "kind", "status", "last poll", "last event", "events", "last error"):
+        sources.add_column(column, justify="right" if column == "events" else "left")
+    for s in summary.sources:
+        sources.add_row(
+            s.name,
+            s.kind,
+            s.status,
+            _when(s.last_poll_ms) if s.kind == "poll" else "-",
+            _when(s.last_event_ms),
+            str(s.events),
+            s.last_error or "",
+        )
+    targets = Table(box=None, pad_edge=False, title="targets", title_justify="left")
+    for column in ("target", "health", "circuit", "backlog", "dead", "last error"):
+        targets.add_column(column, justify="right" if column in ("backlog", "dead") else "left")
+    for t in summary.targets:
+        targets.add_row(
+            t.name, t.health, t.circuit, str(t.backlog), str(t.dead), t.last_error or ""
+        )
+    console.print(sources)
+    console.print(targets)
+    replicas = Table(box=None, pad_edge=False, title="replicas", title_justify="left")
+    for column in ("replica", "started", "last heartbeat", "claims", "polls"):
+        replicas.add_column(column, justify="right" if column == "claims" else "left")
+    for r in summary.replicas:
+        replicas.add_row(
+            r.id, _when(r.started_ms), _when(r.heartbeat_ms), str(r.claims), ", ".join(r.polls)
+        )
+    if not summary.replicas:
+        replicas.add_row("(none running)", "", "", "", "")
+    console.print(replicas)
+    if summary.budgets:
+        console.print(_budgets_table(summary.budgets))
+
+
+def _budgets_table(budgets: list[BudgetSummary]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title="budgets", title_justify="left")
+    for column in ("budget", "used", "waiting", "sources"):
+        table.add_column(column, justify="right" if column == "waiting" else "left")
+    for b in budgets:
+        waiting = "-" if b.waiting is None else str(b.waiting)
+        table.add_row(b.name, budget_use_text(b), waiting, ", ".join(b.sources))
+    if any(b.used is None for b in budgets):
+        table.caption = "use unknown: no running bridge answered at server.listen"
+        table.caption_justify = "left"
+    return table
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@handle_errors
+def status(config_path: str, as_json: bool) -> None:
+    """Show each source's last poll or receive and each target's health, backlog and dead."""
+    config = read_config(config_path)
+    location = config.database_path
+    if "://" not in location and location != ":memory:" and not Path(location).exists():
+        raise StoreError(f"no database at {location}: the bridge has not run with this config")
+    store = open_store(location)
+    store.open()
+    try:
+        summary = asyncio.run(collect(config, store, daemon_budgets(config)))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(jsontext.dumps(summary.to_dict(), indent=2))
+    else:
+        render(summary)

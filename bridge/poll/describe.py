@@ -1,0 +1,131 @@
+"""What a polled source sends and how it reads the answer, in words, for `bridge check`.
+
+Pure functions of a `PollConfig`. Secrets stay masked: a header's value is shown only for
+headers that never carry credentials (`Accept`, API versions), a query parameter's only
+when its name is one of the plain filters and page sizes of `PUBLIC_PARAMS`; everything
+else is `***`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from bridge.config import CursorPages, NextUrlPages, PollConfig
+from bridge.config.models import AdaptiveEvery
+from bridge.masking import mask_url
+
+PUBLIC_HEADERS = frozenset(
+    {"accept", "content-type", "x-github-api-version", "stripe-version", "user-agent"}
+)
+PUBLIC_PARAMS = frozenset(
+    {
+        "state", "sort", "direction", "per_page", "limit", "status", "order_by", "scope",
+        "labels", "type", "fields", "order", "page_size",
+    }
+)  # fmt: skip
+MASK = "***"
+
+
+def _param(name: str, value: object) -> str:
+    shown = value if name in PUBLIC_PARAMS else MASK
+    if isinstance(shown, bool):
+        shown = str(shown).lower()
+    return f"{quote(name, safe='[]')}={quote(str(shown), safe='*:,')}"
+
+
+def request_line(poll: PollConfig) -> str:
+    """The method and URL of a poll's first request, its query masked as the module says."""
+    base, _, query = poll.url.partition("?")
+    parts = [q for q in query.split("&") if q]
+    parts = [_param(*q.split("=", 1)) if "=" in q else q for q in parts]
+    parts = [p for p in parts if p.split("=")[0] not in poll.params]
+    parts += [_param(name, value) for name, value in poll.params.items()]
+    if poll.mode == "incremental" and poll.cursor is not None:
+        c = poll.cursor
+        lookback = f" - {c.lookback_s:g}s" if c.lookback_s else ""
+        parts.append(f"{quote(c.param, safe='[]')}=<{c.field} watermark{lookback}, {c.format}>")
+    if poll.mode == "feed" and poll.feed is not None and poll.feed.after is not None:
+        parts.append(f"{quote(poll.feed.after.param, safe='[]')}=<last event id seen>")
+    return f"{poll.method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
+
+
+def headers_line(poll: PollConfig) -> str:
+    """The configured headers, credentials masked."""
+    shown = [
+        f"{name}: {value.get_secret_value() if name.lower() in PUBLIC_HEADERS else MASK}"
+        for name, value in poll.headers.items()
+    ]
+    return "; ".join(shown) if shown else "(none)"
+
+
+def mode_line(poll: PollConfig) -> str:
+    """The mode and what it keeps between polls."""
+    if poll.mode == "incremental" and poll.cursor is not None:
+        c = poll.cursor
+        start = f"{c.start_s:g}s ago" if c.start_s else "now"
+        reconcile = f", reconcile every {poll.reconcile_s:g}s" if poll.reconcile_s else ""
+        return (
+            f"incremental: watermark over {c.field}, sent as {c.param} ({c.format}), "
+            f"lookback {c.lookback_s:g}s, first poll from {start}{reconcile}"
+        )
+    if poll.mode == "feed" and poll.feed is not None:
+        f = poll.feed
+        after = (
+            f", after: {f.after.param} (anchor held {f.lookback_s:g}s back)"
+            if f.after
+            else ", walked back to the last event seen"
+        )
+        return f"feed: {f.order}, type {f.type}{after}"
+    return "snapshot: the whole list, diffed against the stored snapshot"
+
+
+def pages_line(poll: PollConfig) -> str:
+    """The pagination and whether conditional requests are sent."""
+    pages = poll.pages
+    if pages is None:
+        text = "none"
+    elif pages == "link":
+        text = 'Link rel="next"'
+    elif isinstance(pages, NextUrlPages):
+        text = f"next URL at {pages.next_url}"
+    else:
+        assert isinstance(pages, CursorPages)
+        text = f"cursor {pages.cursor} sent as {pages.param}"
+    if pages is not None:
+        text += f", at most {poll.max_pages} pages"
+    validators = "no validators"
+    if poll.sends_validators:
+        validators = "conditional requests (If-None-Match)"
+    return f"{text}; {validators}"
+
+
+def items_line(poll: PollConfig) -> str:
+    """Where the items are and what is read from each."""
+    parts = [f"items {poll.items or '(the answer)'}", f"id {poll.id}"]
+    for name in ("version", "time", "subject"):
+        value = getattr(poll, name)
+        if value:
+            parts.append(f"{name} {value}")
+    return "; ".join(parts)
+
+
+def every_text(poll: PollConfig) -> str:
+    """The interval as written: `30s` or `2s..60s`."""
+    if isinstance(poll.every, AdaptiveEvery):
+        return f"{poll.every.min_s:g}s..{poll.every.max_s:g}s"
+    return f"{poll.every:g}s"
+
+
+def describe(poll: PollConfig) -> list[tuple[str, str]]:
+    """(label, text) lines: the full request, mode, pagination and items of a source."""
+    lines = []
+    if poll.preset:
+        lines.append(("preset", f"{poll.preset}, resource {poll.resource}"))
+    lines += [
+        ("request", request_line(poll)),
+        ("headers", headers_line(poll)),
+        ("mode", mode_line(poll)),
+        ("pages", pages_line(poll)),
+        ("items", items_line(poll)),
+    ]
+    return lines

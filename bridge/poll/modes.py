@@ -1,0 +1,119 @@
+"""Where incremental and feed polls resume: pure values kept as JSON in the poll state.
+
+- An incremental poll asks for what changed since a *watermark*, the largest value of the
+  cursor field seen, minus `lookback` (APIs that show a change a little late, clocks that
+  differ). Items seen again inside that window are compared with their stored version and
+  emit nothing, so items that share the boundary value are never skipped nor repeated. The
+  watermark never moves back.
+- A feed poll asks for what follows an *anchor*, the id of the newest event seen that is at
+  least `lookback` older than the newest one, when the feed takes such a parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.config import FeedConfig, IncrementalCursor, PollConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """An incremental source's resume point."""
+
+    value_ms: int | None = None  # the largest cursor value seen (or the first poll's start)
+    reconciled_ms: int | None = None  # when the last full walk (reconcile) was made
+
+    @classmethod
+    def load(cls, text: str | None) -> Watermark:
+        """The stored watermark (none yet: empty)."""
+        data = _load(text)
+        return cls(_int(data.get("value_ms")), _int(data.get("reconciled_ms")))
+
+    def dump(self) -> str:
+        """As stored."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class FeedMark:
+    """A feed source's resume point."""
+
+    after: str | None = None  # the id sent as `feed.after.param`
+
+    @classmethod
+    def load(cls, text: str | None) -> FeedMark:
+        """The stored anchor (none yet: empty)."""
+        after = _load(text).get("after")
+        return cls(after if isinstance(after, str) else None)
+
+    def dump(self) -> str:
+        """As stored."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def _load(text: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def format_cursor(at_ms: int, fmt: str) -> str:
+    """A time as the API takes it; RFC 3339 is cut to whole seconds (earlier is safe)."""
+    if fmt == "unix_ms":
+        return str(at_ms)
+    if fmt == "unix":
+        return str(at_ms // 1000)
+    return datetime.fromtimestamp(at_ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def start_ms(mark: Watermark, cursor: IncrementalCursor, now_ms: int) -> int:
+    """Where this poll's window starts, before the lookback: the watermark, or `start` ago."""
+    return mark.value_ms if mark.value_ms is not None else now_ms - round(cursor.start_s * 1000)
+
+
+def since_ms(mark: Watermark, cursor: IncrementalCursor, now_ms: int) -> int:
+    """The value sent as `cursor.param`: the window's start minus `lookback`."""
+    return start_ms(mark, cursor, now_ms) - round(cursor.lookback_s * 1000)
+
+
+def is_reconcile_due(poll: PollConfig, mark: Watermark, now_ms: int) -> bool:
+    """Whether this poll is a full walk that finds deletions (the first one always is)."""
+    if poll.reconcile_s is None:
+        return False
+    return mark.reconciled_ms is None or now_ms - mark.reconciled_ms >= poll.reconcile_s * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One event of a feed answer, as far as choosing the anchor needs it."""
+
+    id: str
+    time_ms: int | None
+
+
+def next_anchor(entries: list[FeedEntry], feed: FeedConfig, previous: str | None) -> str | None:
+    """The id to send as `after` next time.
+
+    With times on every entry: the newest entry at least `lookback` older than the newest
+    one (events can become visible late, behind it). Without: the newest by the feed's order.
+    No entry that old: the previous anchor stays.
+    """
+    if not entries:
+        return previous
+    if all(e.time_ms is not None for e in entries):
+        newest = max(e.time_ms for e in entries if e.time_ms is not None)
+        limit = newest - round(feed.lookback_s * 1000)
+        old_enough = [e for e in entries if e.time_ms is not None and e.time_ms <= limit]
+        if not old_enough:
+            return previous
+        return max(old_enough, key=lambda e: e.time_ms or 0).id
+    return entries[0].id if feed.order == "newest_first" else entries[-1].id

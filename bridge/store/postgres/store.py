@@ -1,0 +1,242 @@
+"""The PostgreSQL backend of the store: several bridges (replicas) sharing one database.
+
+The store owns an asyncio event loop in a thread of its own, and psycopg's
+`AsyncConnectionPool` lives on that loop. Every method submits its coroutine there and the
+caller awaits the result: the caller's loop never blocks on the database, and the store
+works from any loop (the daemon's, each `asyncio.run` of the CLI) much as the SQLite
+store's writer thread does. Each store call is one transaction on a pooled connection;
+a transaction that loses a deadlock or a serialization conflict to another replica is run
+again, and so is one whose pooled connection had been cut (once).
+
+What makes replicas safe (see the mixins):
+- events: `INSERT ... ON CONFLICT (id) DO NOTHING`, so two replicas that receive the same
+  upstream id at once make one event (the second waits for the first's commit, then skips);
+- deliveries: claimed with `SELECT ... FOR UPDATE SKIP LOCKED` and a lease, so a replica
+  never waits for another's rows and a dead replica's claims are taken over once they expire;
+- polls: one lease per source, taken by an atomic upsert before each poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.events import now_ms
+from bridge.store import mask_url
+from bridge.store.base import Store
+from bridge.store.postgres.events import PostgresEvents
+from bridge.store.postgres.migrations import MIGRATIONS
+from bridge.store.postgres.outbox import PostgresOutbox
+from bridge.store.postgres.poll import PostgresPollState
+from bridge.store.postgres.replicas import PostgresReplicas
+from bridge.store.postgres.report import PostgresReport
+from bridge.store.postgres.retention import PostgresRetention
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+log = logging.getLogger("bridge.store")
+
+# Any number fits: it only has to be the same for every replica of one database.
+_MIGRATION_LOCK = 0x627269646765
+_RETRIES = 5  # runs of one transaction at most (deadlocks, conflicts, a cut connection)
+_POOL_MAX = 8
+_CONNECT_TIMEOUT_S = 10.0
+
+
+def translate(exc: Exception, location: str, password: str | None) -> StoreError:
+    """Map a driver error to StoreUnavailable (the server is out of reach) or StoreError."""
+    text = str(exc).strip() or type(exc).__name__
+    if password:
+        text = text.replace(password, "***")
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return StoreUnavailable(f"the database {location} cannot be reached: {text}")
+    return StoreError(f"the database {location} failed: {text}")
+
+
+class _LoopThread:
+    """An event loop running in a thread of its own, owning the pool."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="bridge-store-postgres", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Run `coro` on this loop; the future resolves in any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        """Stop the loop and wait for its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class PostgresStore(
+    PostgresEvents,
+    PostgresPollState,
+    PostgresOutbox,
+    PostgresReport,
+    PostgresReplicas,
+    PostgresRetention,
+    Store,
+):
+    """The store in one PostgreSQL database, shared by any number of replicas."""
+
+    def __init__(self, url: str, replica_id: str | None = None) -> None:
+        from bridge.store import default_replica_id
+
+        self._url = url
+        try:
+            password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"the database URL {mask_url(url)} is not valid") from exc
+        self._password = str(password) if password else None
+        self.replica_id = replica_id or default_replica_id()
+        self._runner: _LoopThread | None = None
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self.commits = 0  # transactions committed by this store (for the benchmark)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        return mask_url(self._url)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        runner = _LoopThread()
+        try:
+            runner.submit(self._open()).result()
+        except BaseException:
+            runner.stop()
+            raise
+        self._runner = runner
+
+    async def _open(self) -> None:
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=_POOL_MAX,
+            open=False,
+            timeout=_CONNECT_TIMEOUT_S,
+            name="bridge",
+        )
+        try:
+            # One connection first: its error says why (refused, no such database), where
+            # the pool would only time out.
+            probe = await psycopg.AsyncConnection.connect(
+                self._url, connect_timeout=round(_CONNECT_TIMEOUT_S)
+            )
+            await probe.close()
+            await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+            self._pool = pool
+            applied = await self._transaction(_migrate)
+        except (psycopg.Error, PoolTimeout) as exc:
+            await pool.close()
+            self._pool = None
+            raise translate(exc, self.location, self._password) from None
+        except BaseException:
+            await pool.close()
+            self._pool = None
+            raise
+        for name in applied:
+            log.info("applied migration %s", name)
+
+    def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            runner.submit(pool.close()).result()
+        runner.stop()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn(conn)` in one transaction; run it again if it lost a deadlock to another
+        replica, or once if its pooled connection had been cut (a server restart, a proxy)."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError("the store is closed")
+        for attempt in range(1, _RETRIES + 1):
+            is_broken = False
+            try:
+                async with pool.connection() as conn:
+                    try:
+                        async with conn.transaction():
+                            result = await fn(conn)
+                    except psycopg.OperationalError:
+                        is_broken = conn.broken
+                        raise
+                self.commits += 1
+                return result
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == _RETRIES:
+                    raise
+                log.debug("transaction conflicted with another replica; running it again")
+                await asyncio.sleep(0.01 * attempt)
+            except psycopg.OperationalError:
+                # Every write is idempotent or lease-guarded, so running one again after a
+                # cut whose commit may have gone through writes nothing twice that matters.
+                if not is_broken or attempt > 1:
+                    raise
+                log.info("a database connection was cut; running the transaction again")
+        raise AssertionError("unreachable")
+
+    async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn(conn)` in one transaction on the store's loop; returns once committed."""
+        runner = self._runner
+        if runner is None:
+            raise StoreError("the store is closed")
+        try:
+            return await asyncio.wrap_future(runner.submit(self._transaction(fn)))
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate(exc, self.location, self._password) from None
+
+    async def check_writable(self) -> bool:
+        async def probe(conn: Conn) -> bool:
+            cur = await conn.execute("SELECT NOT pg_is_in_recovery()")
+            row = await cur.fetchone()
+            await conn.execute("UPDATE _migrations SET applied_ms = applied_ms WHERE false")
+            return bool(row and row[0])
+
+        try:
+            return await asyncio.wait_for(self.run(probe), timeout=5.0)
+        except (StoreError, TimeoutError):
+            return False
+
+
+async def _migrate(conn: Conn) -> list[str]:
+    """Apply the migrations not yet recorded, one replica at a time; return those applied."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_ms BIGINT)"
+    )
+    cur = await conn.execute("SELECT name FROM _migrations")
+    done = {row[0] for row in await cur.fetchall()}
+    applied = []
+    for name, statements in MIGRATIONS:
+        if name in done:
+            continue
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO _migrations (name, applied_ms) VALUES (%s, %s)", (name, now_ms())
+        )
+        applied.append(name)
+    return applied

@@ -1,0 +1,103 @@
+"""SQLite implementation of `EventStore`: events and their pending deliveries.
+
+`insert_events` is shared by `record_events` and a poll's commit (poll.py), so that an event
+and its deliveries always go in together, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from bridge import jsontext
+from bridge.events import Event
+from bridge.store.base import NewEvent
+from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
+
+T = TypeVar("T")
+
+
+def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[bool]:
+    """Insert events and their pending deliveries on `conn`, skipping known ids."""
+    out = []
+    for item in batch:
+        ev = item.event
+        cur = conn.execute(
+            f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                ev.id,
+                ev.source,
+                ev.type,
+                ev.origin,
+                ev.change,
+                ev.subject,
+                ev.upstream_id,
+                ev.time_ms,
+                ev.recorded_ms,
+                jsontext.dumps(ev.data),
+            ),
+        )
+        is_new = cur.rowcount == 1
+        if is_new and item.targets:
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms,"
+                " created_ms) VALUES (?, ?, 'pending', 0, ?, ?)",
+                [(ev.id, t, ev.recorded_ms, ev.recorded_ms) for t in item.targets],
+            )
+        out.append(is_new)
+    return out
+
+
+class SQLiteEvents:
+    """Mixed into SQLiteStore; uses its `read` and `write` helpers."""
+
+    if TYPE_CHECKING:
+
+        async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+        async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def record_events(self, batch: Sequence[NewEvent]) -> list[bool]:
+        return await self.write(lambda conn: insert_events(conn, batch))
+
+    async def get_event(self, event_id: str) -> Event | None:
+        def q(conn: sqlite3.Connection) -> Event | None:
+            row = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+            return row_to_event(row) if row else None
+
+        return await self.read(q)
+
+    async def list_events(
+        self,
+        *,
+        source: str | None = None,
+        type: str | None = None,
+        since_ms: int | None = None,
+        limit: int | None = 100,
+    ) -> list[Event]:
+        sql, args = select_filtered(
+            f"SELECT {EVENT_COLUMNS} FROM events",
+            [("source = ?", source), ("type = ?", type), ("recorded_ms >= ?", since_ms)],
+            order_by="seq DESC",
+            limit=limit,
+        )
+
+        def q(conn: sqlite3.Connection) -> list[Event]:
+            return [row_to_event(row) for row in conn.execute(sql, args)]
+
+        return await self.read(q)
+
+    async def count_events(self, *, source: str | None = None) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            if source is None:
+                return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(
+                conn.execute("SELECT count(*) FROM events WHERE source = ?", (source,)).fetchone()[
+                    0
+                ]
+            )
+
+        return await self.read(q)

@@ -1,0 +1,183 @@
+"""Named schema migrations for the SQLite store, applied in order and recorded in `_migrations`.
+
+A migration is a function of a `sqlite_utils.Database`; it runs once, inside one
+transaction with the row that records it. Never edit a released migration: add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def m0001_initial(db: sqlite_utils.Database) -> None:
+    """Events with their outbox, poll state, targets' state."""
+    db.table("events").create(
+        {
+            "seq": int,
+            "id": str,
+            "source": str,
+            "type": str,
+            "origin": str,
+            "change": str,
+            "subject": str,
+            "upstream_id": str,
+            "time_ms": int,
+            "recorded_ms": int,
+            "data": str,
+        },
+        pk="seq",
+        not_null={"id", "source", "type", "origin", "recorded_ms"},
+    )
+    db.table("events").create_index(["id"], unique=True)
+    db.table("events").create_index(["source", "seq"])
+    db.table("events").create_index(["type"])
+
+    db.table("deliveries").create(
+        {
+            "id": int,
+            "event_id": str,
+            "target": str,
+            "status": str,
+            "attempts": int,
+            "next_ms": int,
+            "lease_ms": int,
+            "created_ms": int,
+            "delivered_ms": int,
+            "last_code": int,
+            "last_error": str,
+        },
+        pk="id",
+        not_null={"event_id", "target", "status", "attempts", "next_ms", "created_ms"},
+        defaults={"status": "pending", "attempts": 0},
+    )
+    db.table("deliveries").create_index(["event_id", "target"], unique=True)
+    db.table("deliveries").create_index(["status", "next_ms"])
+    db.table("deliveries").create_index(["target", "status"])
+
+    db.table("attempts").create(
+        {
+            "id": int,
+            "delivery_id": int,
+            "event_id": str,
+            "target": str,
+            "at_ms": int,
+            "duration_ms": int,
+            "status_code": int,
+            "response": str,
+            "error": str,
+        },
+        pk="id",
+        not_null={"delivery_id", "event_id", "target", "at_ms"},
+    )
+    db.table("attempts").create_index(["delivery_id"])
+
+    db.table("targets").create(
+        {
+            "name": str,
+            "disabled_ms": int,
+            "disabled_reason": str,
+            "circuit": str,
+            "failures": int,
+            "open_until_ms": int,
+            "cooldown_s": float,
+        },
+        pk="name",
+        defaults={"circuit": "closed", "failures": 0},
+    )
+
+    db.table("poll_items").create(
+        {"source": str, "key": str, "version": str, "item": str},
+        pk=("source", "key"),
+        not_null={"source", "key", "version"},
+    )
+
+    db.table("poll_state").create(
+        {
+            "source": str,
+            "etag": str,
+            "last_modified": str,
+            "baselined": int,
+            "last_poll_ms": int,
+            "last_duration_ms": int,
+            "last_status": int,
+            "last_error": str,
+            "consecutive_failures": int,
+            "requests": int,
+            "not_modified": int,
+            "bytes": int,
+            "items": int,
+            "events": int,
+            "empty_polls": int,
+            "skipped": int,
+            "duplicate_keys": int,
+            "interval_s": float,
+        },
+        pk="source",
+        defaults={
+            "baselined": 0,
+            "consecutive_failures": 0,
+            "requests": 0,
+            "not_modified": 0,
+            "bytes": 0,
+            "items": 0,
+            "events": 0,
+            "empty_polls": 0,
+            "skipped": 0,
+            "duplicate_keys": 0,
+        },
+    )
+
+
+def m0002_poll_stats(db: sqlite_utils.Database) -> None:
+    """Poll state: the snapshot generation (part of event ids) and more stats."""
+    table = db.table("poll_state")
+    table.add_column("generation", int, not_null_default=0)
+    table.add_column("polls", int, not_null_default=0)
+    table.add_column("failures", int, not_null_default=0)
+    table.add_column("last_ok_ms", int)
+    table.add_column("last_error_ms", int)
+    table.add_column("saved_requests", float, not_null_default=0)
+
+
+def m0003_due_deliveries(db: sqlite_utils.Database) -> None:
+    """An index of waiting deliveries by target and due time, for claiming them in order."""
+    # Partial: delivered and dead rows, the bulk of the table over time, stay out of it.
+    db.execute(
+        "CREATE INDEX deliveries_due ON deliveries (target, next_ms)"
+        " WHERE status IN ('pending', 'failed')"
+    )
+
+
+def m0004_replicas(db: sqlite_utils.Database) -> None:
+    """Replicas' heartbeats, poll leases per source, and who holds a delivery's lease."""
+    db.table("replicas").create(
+        {"id": str, "started_ms": int, "heartbeat_ms": int},
+        pk="id",
+        not_null={"started_ms", "heartbeat_ms"},
+    )
+    db.table("poll_leases").create(
+        {"source": str, "owner": str, "until_ms": int, "handover_ms": int},
+        pk="source",
+        not_null={"owner", "until_ms"},
+    )
+    db.table("deliveries").add_column("lease_owner", str)
+
+
+def m0005_poll_cursor(db: sqlite_utils.Database) -> None:
+    """Poll state: where an incremental or feed poll resumes, and a feed's gaps."""
+    table = db.table("poll_state")
+    table.add_column("cursor", str)
+    table.add_column("gaps", int, not_null_default=0)
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("0001_initial", m0001_initial),
+    ("0002_poll_stats", m0002_poll_stats),
+    ("0003_due_deliveries", m0003_due_deliveries),
+    ("0004_replicas", m0004_replicas),
+    ("0005_poll_cursor", m0005_poll_cursor),
+]

@@ -1,0 +1,233 @@
+"""The SQLite backend of the store: WAL mode, FULL sync, one group-committing writer.
+
+Writes go through one `Writer` thread (see writer.py); reads run in worker threads, each
+with its own read connection, which WAL lets proceed while the writer commits.
+
+The file is watched: the (device, inode) the writer opened is compared with what the path
+holds after every commit and whenever the daemon asks (`lost_reason`, once a second). A file
+deleted or replaced under the running daemon fails every write and read from then on; no
+commit into the orphaned file is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import sqlite_utils
+
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.events import now_ms
+from bridge.store.base import Store
+from bridge.store.sqlite.events import SQLiteEvents
+from bridge.store.sqlite.migrations import MIGRATIONS
+from bridge.store.sqlite.outbox import SQLiteOutbox
+from bridge.store.sqlite.poll import SQLitePollState
+from bridge.store.sqlite.replicas import SQLiteReplicas
+from bridge.store.sqlite.report import SQLiteReport
+from bridge.store.sqlite.retention import SQLiteRetention
+from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, Writer, translate
+
+T = TypeVar("T")
+log = logging.getLogger("bridge.store")
+
+# The files SQLite keeps beside a database in WAL mode, found by the database's name.
+_COMPANIONS = ("-wal", "-shm")
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode with the bridge's pragmas."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`, or None when there is no file there."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def identity_problem(
+    path: str, opened: tuple[int, int] | None, now: tuple[int, int] | None
+) -> str | None:
+    """What is wrong when the database opened as `opened` is now `now` at `path`, or None."""
+    if opened is None or now == opened:
+        return None
+    if now is None:
+        return f"the database file {path} was deleted"
+    return f"the database file {path} was replaced by another file"
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied."""
+    db = sqlite_utils.Database(conn)
+    if "_migrations" not in db.table_names():
+        db.table("_migrations").create({"name": str, "applied_ms": int}, pk="name")
+    done = {row["name"] for row in db.table("_migrations").rows}
+    applied = []
+    for name, migration in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            migration(db)
+            db.table("_migrations").insert({"name": name, "applied_ms": now_ms()})
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+        log.info("applied migration %s", name)
+    return applied
+
+
+class SQLiteStore(
+    SQLiteEvents,
+    SQLitePollState,
+    SQLiteOutbox,
+    SQLiteReport,
+    SQLiteReplicas,
+    SQLiteRetention,
+    Store,
+):
+    """The store in one SQLite file."""
+
+    def __init__(self, path: str | Path, replica_id: str | None = None) -> None:
+        from bridge.store import default_replica_id
+
+        self.path = str(path)
+        self.replica_id = replica_id or default_replica_id()
+        self._recorded_leases: set[str] = set()
+        # The file the writer opened, (device, inode): a different one there means the
+        # database was deleted or replaced under us (None for `:memory:`, before open).
+        self._identity: tuple[int, int] | None = None
+        # The same for its WAL and shared-memory files, which SQLite finds by name.
+        self._companions: dict[str, tuple[int, int] | None] = {}
+        self.writer = Writer(self._open_writer, check=self.lost_reason)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._is_open = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    @property
+    def location(self) -> str:
+        return self.path
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        migrate(conn)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._identity = file_identity(self.path)
+            self._companions = {
+                self.path + suffix: file_identity(self.path + suffix) for suffix in _COMPANIONS
+            }
+        return conn
+
+    def _discard_orphaned_companions(self) -> None:
+        """Delete our WAL and shared-memory files once our database file is gone: SQLite
+        keeps them when the file was deleted or replaced, and the next open of the path would
+        apply the old database's pages to the new file."""
+        for name, identity in self._companions.items():
+            if identity is not None and file_identity(name) == identity:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+                    log.warning("removed %s, which belonged to the lost database file", name)
+
+    def lost_reason(self) -> str | None:
+        """Whether the database file is still the one the writer opened (see the base)."""
+        if self.writer.lost is None:
+            # Sticky: from now on every write and read fails (a plain store of a str, safe
+            # from any thread).
+            self.writer.lost = identity_problem(self.path, self._identity, file_identity(self.path))
+        return self.writer.lost
+
+    def open(self) -> None:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.writer.start()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc.strerror}") from exc
+        self._is_open = True
+
+    def close(self) -> None:
+        # Readers first: the writer's connection, closing last, is the one that checkpoints
+        # the WAL into the file it opened (the right one, even when the path now holds another).
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self.writer.stop()
+        if self.writer.lost is not None:
+            self._discard_orphaned_companions()
+        self._local = threading.local()
+        self._is_open = False
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read in this thread on its own read connection."""
+        if not self._is_open:
+            raise StoreError("the store is closed")
+        if self.writer.lost is not None:
+            # A new read connection would open whatever the path holds now, with our WAL.
+            raise StoreUnavailable(self.writer.lost)
+        try:
+            return fn(self._reader())
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read in a worker thread."""
+        return await asyncio.to_thread(self.read_sync, fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write in the next group commit; returns once it is durable."""
+        return await self.writer.run(fn)
+
+    async def check_writable(self) -> bool:
+        def probe(conn: sqlite3.Connection) -> bool:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")
+            conn.execute("INSERT INTO _probe VALUES (1)")
+            conn.execute("DELETE FROM _probe")
+            # A temp table lives outside the main file: also touch the real one.
+            conn.execute("UPDATE _migrations SET applied_ms = applied_ms WHERE 0")
+            return True
+
+        try:
+            return await asyncio.wait_for(self.write(probe), timeout=5.0)
+        except (StoreError, TimeoutError):
+            return False

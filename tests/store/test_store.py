@@ -1,0 +1,284 @@
+"""The store on both backends (SQLite and PostgreSQL), then what is SQLite's own.
+
+Tests taking `backend` run once per backend: `backend()` opens a store on that test's own
+database (a file in tmp_path, or a fresh PostgreSQL schema) and closes it after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.events import Event, event_id, now_ms
+from bridge.store import NewEvent, Store, open_store
+from bridge.store.sqlite import SQLiteStore
+from bridge.store.sqlite.migrations import MIGRATIONS
+from bridge.store.sqlite.store import identity_problem
+
+
+def make_event(source: str, upstream: str, type: str = "thing.happened") -> Event:
+    return Event(
+        id=event_id(source, upstream),
+        source=source,
+        type=type,
+        origin="push",
+        data={"upstream": upstream},
+        recorded_ms=now_ms(),
+        upstream_id=upstream,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SQLiteStore(tmp_path / "state" / "bridge.db")
+    s.open()
+    yield s
+    s.close()
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_migrates_from_empty_and_records_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "bridge.db"
+    s = SQLiteStore(path)
+    s.open()
+    s.close()
+    assert {"events", "deliveries", "attempts", "targets", "poll_items", "poll_state"} <= tables(
+        path
+    )
+    with sqlite3.connect(path) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert names == [name for name, _ in MIGRATIONS]
+
+
+def test_reopen_keeps_data_and_applies_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.db"
+    first = SQLiteStore(path)
+    first.open()
+    assert asyncio.run(first.record_event(make_event("a", "1"), ["t"])) is True
+    first.close()
+    again = SQLiteStore(path)
+    again.open()
+    try:
+        assert asyncio.run(again.count_events()) == 1
+        assert asyncio.run(again.record_event(make_event("a", "1"), ["t"])) is False
+    finally:
+        again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_writer_uses_full_sync_and_wal(store: SQLiteStore) -> None:
+    modes = store.writer.call(
+        lambda conn: (
+            conn.execute("PRAGMA synchronous").fetchone()[0],
+            conn.execute("PRAGMA journal_mode").fetchone()[0],
+        )
+    )
+    assert modes == (2, "wal")  # 2 is FULL
+
+
+def test_event_and_deliveries_are_written_together(any_store: Store) -> None:
+    store = any_store
+    ev = make_event("orders", "evt-1")
+    assert asyncio.run(store.record_event(ev, ["a", "b"])) is True
+    rows = asyncio.run(store.list_deliveries(event_id=ev.id))
+    assert sorted((r.target, r.status, r.attempts) for r in rows) == [
+        ("a", "pending", 0),
+        ("b", "pending", 0),
+    ]
+    got = asyncio.run(store.get_event(ev.id))
+    assert got == ev
+    # A duplicate writes nothing: no second event, no extra deliveries.
+    assert asyncio.run(store.record_event(ev, ["a", "b", "c"])) is False
+    assert len(asyncio.run(store.list_deliveries())) == 2
+    # In one batch too: the first of two equal ids is new, the second a duplicate.
+    again = make_event("orders", "evt-2")
+    batch = [NewEvent(again, ["a"]), NewEvent(again, ["a"])]
+    assert asyncio.run(store.record_events(batch)) == [True, False]
+
+
+def test_group_commit_batches_concurrent_writes(store: SQLiteStore) -> None:
+    events = [make_event("push", str(i)) for i in range(2000)]
+
+    async def main() -> list[bool]:
+        return await asyncio.gather(*(store.record_event(e, ["t"]) for e in events))
+
+    before = store.writer.commits
+    results = asyncio.run(main())
+    assert all(results) and len(results) == 2000
+    commits = store.writer.commits - before
+    # Many rows per commit: far fewer commits than writes.
+    assert 1 <= commits <= 200, commits
+    assert asyncio.run(store.count_events(source="push")) == 2000
+
+
+def test_concurrent_duplicates_make_one_event(any_store: Store) -> None:
+    store = any_store
+    ev = make_event("gh", "same-delivery")
+
+    async def main() -> list[bool]:
+        return await asyncio.gather(*(store.record_event(ev, ["t"]) for _ in range(50)))
+
+    assert sorted(asyncio.run(main())) == [False] * 49 + [True]
+
+
+def test_concurrent_writers_from_threads_and_a_second_store(
+    backend: Callable[..., Store],
+) -> None:
+    store, other = backend(), backend()
+    errors: list[BaseException] = []
+
+    def work(s: Store, prefix: str) -> None:
+        try:
+            for i in range(100):
+                asyncio.run(s.record_event(make_event("mix", f"{prefix}-{i}"), ["t"]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(s, f"{n}-{id(s)}"))
+        for n in range(3)
+        for s in (store, other)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert asyncio.run(store.count_events(source="mix")) == 600
+
+
+def test_a_failing_operation_rolls_back_alone(store: SQLiteStore) -> None:
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO targets (name) VALUES ('half-written')")
+        raise RuntimeError("boom")
+
+    async def main() -> tuple[object, ...]:
+        return tuple(
+            await asyncio.gather(
+                store.record_event(make_event("x", "1")),
+                store.write(bad),
+                store.record_event(make_event("x", "2")),
+                return_exceptions=True,
+            )
+        )
+
+    first, failed, last = asyncio.run(main())
+    assert first is True and last is True
+    assert isinstance(failed, RuntimeError)
+    names = store.read_sync(lambda c: c.execute("SELECT name FROM targets").fetchall())
+    assert names == []
+
+
+def test_a_failed_commit_stores_nothing_and_says_unavailable(store: SQLiteStore) -> None:
+    store.writer.fault = sqlite3.OperationalError("database or disk is full")
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(store.record_event(make_event("x", "lost?"), ["t"]))
+    assert asyncio.run(store.check_writable()) is False
+    store.writer.fault = None
+    assert asyncio.run(store.count_events()) == 0
+    assert asyncio.run(store.check_writable()) is True
+    assert asyncio.run(store.record_event(make_event("x", "lost?"), ["t"])) is True
+
+
+def test_list_events_filters_newest_first(any_store: Store) -> None:
+    store = any_store
+    batch = [
+        NewEvent(make_event("a", "1", "a.created")),
+        NewEvent(make_event("b", "2", "b.created")),
+        NewEvent(make_event("a", "3", "a.deleted")),
+    ]
+    assert asyncio.run(store.record_events(batch)) == [True, True, True]
+    newest = asyncio.run(store.list_events())
+    assert [e.upstream_id for e in newest] == ["3", "2", "1"]
+    assert [e.upstream_id for e in asyncio.run(store.list_events(source="a"))] == ["3", "1"]
+    assert [e.upstream_id for e in asyncio.run(store.list_events(type="b.created"))] == ["2"]
+    assert len(asyncio.run(store.list_events(limit=1))) == 1
+
+
+def test_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError):
+        SQLiteStore(blocker / "bridge.db").open()
+
+
+def test_closed_store_refuses_writes(backend: Callable[..., Store]) -> None:
+    s = backend()
+    s.close()
+    with pytest.raises(StoreError):
+        asyncio.run(s.record_event(make_event("a", "1")))
+
+
+def test_unsupported_url_scheme() -> None:
+    with pytest.raises(StoreError, match="not supported"):
+        open_store("mysql://localhost/db")
+
+
+def test_a_locked_database_fails_queued_writes_at_once_then_recovers(store: SQLiteStore) -> None:
+    from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, DEGRADED_BUSY_TIMEOUT_MS
+
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def many() -> list[object]:
+        return await asyncio.gather(
+            *(store.record_event(make_event("locked", str(i))) for i in range(20)),
+            return_exceptions=True,
+        )
+
+    try:
+        results = asyncio.run(many())
+        # All of them fail as unavailable (none waits its own busy timeout in turn) ...
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert store.writer.is_degraded
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # ... and once the lock is gone, writes succeed and the normal patience returns.
+    busy = store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert busy == DEGRADED_BUSY_TIMEOUT_MS  # read inside the first commit after the lock
+    assert asyncio.run(store.record_event(make_event("locked", "after"))) is True
+    assert not store.writer.is_degraded
+    busy = store.writer.call(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert busy == BUSY_TIMEOUT_MS
+    assert asyncio.run(store.count_events(source="locked")) == 1
+
+
+def test_identity_problem_names_a_deleted_or_replaced_file() -> None:
+    assert identity_problem("a.db", (1, 2), (1, 2)) is None
+    assert identity_problem("a.db", None, None) is None  # nothing was opened
+    assert identity_problem("a.db", (1, 2), None) == "the database file a.db was deleted"
+    assert "a.db was replaced" in (identity_problem("a.db", (1, 2), (1, 3)) or "")
+
+
+def test_a_deleted_file_fails_every_write_and_read_from_then_on(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    store = SQLiteStore(path)
+    store.open()
+    try:
+        assert asyncio.run(store.record_event(make_event("s", "1")))
+        assert store.lost_reason() is None
+        path.unlink()
+        # The commit succeeds into the orphaned file, but its caller hears it is not durable.
+        with pytest.raises(StoreUnavailable, match="was deleted"):
+            asyncio.run(store.record_event(make_event("s", "2")))
+        assert store.lost_reason() == f"the database file {path} was deleted"
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(store.count_events())
+        assert not asyncio.run(store.check_writable())
+    finally:
+        store.close()
+    # Its WAL is not left for the next database at that path.
+    assert not (tmp_path / "gone.db-wal").exists()
