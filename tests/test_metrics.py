@@ -6,8 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from bridge import metrics
 
-# Names from the config (source, target) and words from fixed sets in the code.
-BOUNDED_LABELS = {"source", "target", "origin", "outcome", "reason", "result"}
+# Names from the config (source, target, budget) and words from fixed sets in the code.
+BOUNDED_LABELS = {"source", "target", "budget", "origin", "outcome", "reason", "result"}
 
 
 def test_every_metric_has_only_bounded_labels() -> None:
