@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     Tag,
     field_validator,
@@ -113,6 +114,8 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 JMESPath = Annotated[str, AfterValidator(_check_jmespath)]
 HttpURL = Annotated[str, AfterValidator(_check_http_url)]
 Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
+# Networks in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is one host.
+Networks = Annotated[list[IPvAnyNetwork], BeforeValidator(_one_or_many)]
 
 
 class _Model(BaseModel):
@@ -140,6 +143,9 @@ class ServerConfig(_Model):
     body_timeout_s: Duration = Field(30.0, alias="body_timeout", gt=0)
     # Between the end of an answer and the next request on a kept-alive connection.
     idle_timeout_s: Duration = Field(5.0, alias="idle_timeout", gt=0)
+    # The reverse proxies whose X-Forwarded-For / Forwarded headers name the client; a
+    # request from any other address is its own client, whatever its headers say.
+    trusted_proxies: Networks = []
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -341,7 +347,21 @@ class PollConfig(_Model):
         return value
 
 
-Verify = Literal["standard-webhooks", "stripe", "github", "slack", "shopify", "hmac", "none"]
+Verify = Literal[
+    "standard-webhooks",
+    "stripe",
+    "github",
+    "slack",
+    "shopify",
+    "gitlab",
+    "hmac",
+    "token",
+    "bearer",
+    "basic",
+    "none",
+]
+# The header of `verify: token` when the source names none.
+DEFAULT_TOKEN_HEADER = "X-Webhook-Token"  # noqa: S105 (a header name)
 
 
 class WebhookConfig(_Model):
@@ -363,6 +383,8 @@ class WebhookConfig(_Model):
     max_body: Size = 1024 * 1024
     # The item's version in a `merge` with `match: version` (JMESPath over headers and body).
     version: JMESPath | None = None
+    # Only requests from these networks are heard (403 otherwise); empty: from anywhere.
+    allow_from: Networks = []
 
     @field_validator("path")
     @classmethod
@@ -383,8 +405,15 @@ class WebhookConfig(_Model):
         if self.verify == "hmac" and not self.header:
             raise ValueError("verify: hmac needs header")
         if self.verify == "standard-webhooks":
-            _check_whsec(self.secrets)
+            _check_standard_webhooks_keys(self.secrets)
+        if self.verify == "basic" and any(":" not in s.get_secret_value() for s in self.secrets):
+            raise ValueError("verify: basic needs secrets of the form user:password")
         return self
+
+    @property
+    def token_header(self) -> str:
+        """The header that carries the token of `verify: token`."""
+        return self.header or DEFAULT_TOKEN_HEADER
 
 
 class SourceConfig(_Model):
@@ -408,24 +437,42 @@ class SourceConfig(_Model):
 # -- targets -------------------------------------------------------------------------------
 
 
-def _check_whsec(values: list[SecretStr]) -> list[SecretStr]:
+def _decoded_key(raw: str, prefix: str) -> bytes:
     import base64
     import binascii
 
+    try:
+        return base64.b64decode(raw[len(prefix) :], validate=True)
+    except binascii.Error:
+        raise ValueError(f"is not a {prefix} secret: its key is not base64") from None
+
+
+def _check_whsec(values: list[SecretStr]) -> list[SecretStr]:
     if not values:
         raise ValueError("needs at least one whsec_ secret")
     for value in values:
         raw = value.get_secret_value()
         if not raw.startswith("whsec_"):
             raise ValueError("is not a whsec_ secret")
-        try:
-            key = base64.b64decode(raw[len("whsec_") :], validate=True)
-        except binascii.Error:
-            raise ValueError("is not a whsec_ secret: its key is not base64") from None
         # The spec asks for 24 to 64 random bytes; refuse keys too short to be secret.
-        if len(key) < 16:
+        if len(_decoded_key(raw, "whsec_")) < 16:
             raise ValueError("is not a whsec_ secret: its key is shorter than 16 bytes")
     return values
+
+
+def _check_standard_webhooks_keys(values: list[SecretStr]) -> None:
+    """A source's Standard Webhooks keys: `whsec_` secrets (v1) or `whpk_` public keys (v1a)."""
+    for value in values:
+        raw = value.get_secret_value()
+        if raw.startswith("whpk_"):
+            if len(_decoded_key(raw, "whpk_")) != 32:
+                raise ValueError("is not a whpk_ key: an Ed25519 public key is 32 bytes")
+        elif raw.startswith("whsk_"):
+            raise ValueError(
+                "holds a whsk_ signing key: give the bridge its public key (whpk_) instead"
+            )
+        else:
+            _check_whsec([value])
 
 
 class CircuitConfig(_Model):
