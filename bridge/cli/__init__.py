@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from bridge import __version__
-from bridge.cli import compare, deliver, events, init, poll, run, status
+from bridge.cli import compare, deliver, events, init, poll, run, send, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -23,6 +23,7 @@ cli.add_command(run.check)
 cli.add_command(run.run)
 cli.add_command(events.events)
 cli.add_command(events.event)
+cli.add_command(send.send)
 cli.add_command(poll.poll)
 cli.add_command(poll.presets)
 cli.add_command(compare.latency)

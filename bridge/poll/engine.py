@@ -126,6 +126,9 @@ class Poller:
         pushed = {e.source for e in events if e.origin == "push"}
         if not pushed or self._scheduler is None:
             return
+        for merge in self.config.merge:
+            if merge.name in pushed:  # a merged event pushed by its webhook member
+                pushed.update(merge.sources)
         for name, poll in poll_sources(self.config).items():
             if poll.on_push in pushed:
                 log.debug("%s: polling now on a hint from %s", name, poll.on_push)
