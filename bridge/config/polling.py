@@ -134,7 +134,7 @@ class PollConfig(_Model):
     version: JMESPath | None = None
     ignore: Annotated[list[JMESPath], BeforeValidator(_one_or_many)] = []
     time: JMESPath | None = None
-    emit: list[Change] = ["created", "updated", "deleted"]
+    emit: Annotated[list[Change], BeforeValidator(_one_or_many)] = ["created", "updated", "deleted"]
     type: str = "{source}.{change}"
     pages: Pages | None = None
     max_pages: int = Field(100, ge=1)

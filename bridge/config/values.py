@@ -53,7 +53,10 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
-        raise ValueError("is not a duration (use 250ms, 5s, 2m, 1h or a number of seconds)")
+        raise ValueError(
+            "is not a duration (a number and a unit: ms, s, m, h or d, as in 250ms, 5s, 2m,"
+            " 1h, 7d; or a number of seconds)"
+        )
     if seconds < 0:
         raise ValueError("is not a duration: it is negative")
     return seconds
@@ -107,6 +110,8 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 JMESPath = Annotated[str, AfterValidator(_check_jmespath)]
 HttpURL = Annotated[str, AfterValidator(_check_http_url)]
 Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
+# A list of names or globs, or a single one written alone (`events: "*"`).
+OneOrMany = Annotated[list[str], BeforeValidator(_one_or_many)]
 # Networks in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is one host.
 Networks = Annotated[list[IPvAnyNetwork], BeforeValidator(_one_or_many)]
 

@@ -125,7 +125,8 @@ def _recent(events: Sequence[Event]) -> list[dict[str, Any]]:
 def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
     """The JSON object behind the page (pure: from the config and one snapshot)."""
     chart = [
-        {"source": s.source, "origin": s.origin, "count": s.detection.count} | s.detection.to_json()
+        {"source": s.source, "origin": s.origin, "count": s.detection.count, "events": s.events}
+        | s.detection.to_json()
         for s in snap.report.sources
     ]
     return {

@@ -143,6 +143,11 @@ def test_page_renders_sources_targets_events_and_chart(daemon, tmp_path: Path) -
             "items-push": 20,
         }
         assert api["pairs"][0]["matched"] == 20
+        # Each source's received count too: a push source without upstream times shows by it.
+        assert {s["source"]: s["events"] for s in api["chart"]["sources"]} == {
+            "items-poll": 20,
+            "items-push": 20,
+        }
         assert api["targets"] == [
             {
                 "name": "sink",
