@@ -23,6 +23,7 @@ from bridge.cli.edge import (
     existing_database,
     handle_errors,
     is_config_less,
+    print_table,
     read_config,
     url_masker,
 )
@@ -71,18 +72,6 @@ def _delivery_json(row: DeliveryRow) -> dict[str, Any]:
     }
 
 
-def _print_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    Console(width=200).print(table)
-
-
 @click.command()
 @config_option
 @database_option
@@ -119,7 +108,7 @@ def deliveries(
     if as_json:
         click.echo(jsontext.dumps([_delivery_json(r) for r in rows], indent=2))
         return
-    _print_table(
+    print_table(
         ("event", "target", "status", "attempts", "next", "last"),
         [
             (
@@ -290,7 +279,7 @@ def targets(config_path: str, as_json: bool) -> None:
     if as_json:
         click.echo(jsontext.dumps(out, indent=2))
         return
-    _print_table(
+    print_table(
         ("target", "health", "circuit", "backlog", "dead", "delivered", "url"),
         [
             (t["name"], t["health"], t["circuit"], str(t["backlog"]), str(t["dead"]),

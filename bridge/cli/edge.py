@@ -6,6 +6,7 @@ config mistake.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
@@ -143,9 +144,16 @@ def existing_database(config: Config) -> str:
     return location
 
 
+def console() -> Any:
+    """The rich console tables print to: the terminal's width, or 200 columns when piped
+    (nothing to fit then, and ids are not cut)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> None:
     """Rows as a borderless table with padded columns, a header and an optional title."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, title=title or None, title_justify="left")
@@ -153,4 +161,4 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: st
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    Console(width=200).print(table)
+    console().print(table)

@@ -22,6 +22,9 @@ from bridge.cli.edge import (
     handle_errors,
     is_config_less,
 )
+from bridge.cli.edge import (
+    console as edge_console,
+)
 from bridge.config import Config
 from bridge.errors import StoreError
 from bridge.events import format_time
@@ -60,12 +63,11 @@ def _budget_use(b: dict[str, Any]) -> BudgetUse:
 
 def render(summary: Summary) -> None:
     """Print the summary as two tables."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=200)
+    console = edge_console()
     console.print(f"database  {summary.database}")
-    sources = Table(box=None, pad_edge=False, title="sources", title_justify="left")
+    sources = Table(box=None, title="sources", title_justify="left")
     for column in ("source", "kind", "status", "last poll", "last event", "events", "last error"):
         sources.add_column(column, justify="right" if column == "events" else "left")
     for s in summary.sources:
@@ -78,7 +80,7 @@ def render(summary: Summary) -> None:
             str(s.events),
             s.last_error or "",
         )
-    targets = Table(box=None, pad_edge=False, title="targets", title_justify="left")
+    targets = Table(box=None, title="targets", title_justify="left")
     for column in ("target", "health", "circuit", "backlog", "dead", "last error"):
         targets.add_column(column, justify="right" if column in ("backlog", "dead") else "left")
     for t in summary.targets:
@@ -87,7 +89,7 @@ def render(summary: Summary) -> None:
         )
     console.print(sources)
     console.print(targets)
-    replicas = Table(box=None, pad_edge=False, title="replicas", title_justify="left")
+    replicas = Table(box=None, title="replicas", title_justify="left")
     for column in ("replica", "started", "last heartbeat", "claims", "polls"):
         replicas.add_column(column, justify="right" if column == "claims" else "left")
     for r in summary.replicas:
@@ -106,7 +108,7 @@ def render(summary: Summary) -> None:
 def _merges_table(merges: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, title="merges", title_justify="left")
+    table = Table(box=None, title="merges", title_justify="left")
     columns = ("merge", "changes", "both", "only poll", "only push", "poll first")
     for column in columns:
         table.add_column(column, justify="left" if column == "merge" else "right")
@@ -119,7 +121,7 @@ def _merges_table(merges: list[dict[str, Any]]) -> Any:
 def _budgets_table(budgets: list[BudgetSummary]) -> Any:
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, title="budgets", title_justify="left")
+    table = Table(box=None, title="budgets", title_justify="left")
     for column in ("budget", "used", "waiting", "sources"):
         table.add_column(column, justify="right" if column == "waiting" else "left")
     for b in budgets:

@@ -52,7 +52,7 @@ def _poll_cells(source: SourceReport) -> list[str]:
 
 def sources_table(report: LatencyReport) -> Table:
     """Two rows per source and origin: detection and delivery latency percentiles."""
-    table = Table(title="Latency per source", title_justify="left", pad_edge=False)
+    table = Table(title="Latency per source", title_justify="left", box=None)
     table.add_column("source", no_wrap=True)
     for column in ("origin", "events", "latency"):
         table.add_column(column, justify="right" if column == "events" else "left")
@@ -66,7 +66,7 @@ def sources_table(report: LatencyReport) -> Table:
 
 def polling_table(report: LatencyReport) -> Table:
     """One row per polled source: what polling cost."""
-    table = Table(title="What polling cost", title_justify="left", pad_edge=False)
+    table = Table(title="What polling cost", title_justify="left", box=None)
     table.add_column("source", no_wrap=True)
     for column in ("requests", "304s", "empty polls", "bytes/event"):
         table.add_column(column, justify="right")
@@ -81,7 +81,7 @@ def pairs_table(report: LatencyReport) -> Table:
     table = Table(
         title="Poll vs push (lead: how much earlier push saw a change)",
         title_justify="left",
-        pad_edge=False,
+        box=None,
     )
     for column in ("poll", "push"):
         table.add_column(column, no_wrap=True)
@@ -106,7 +106,7 @@ def merges_table(report: LatencyReport) -> Table:
     table = Table(
         title="Merged push and poll (lead: how much earlier push recorded a change)",
         title_justify="left",
-        pad_edge=False,
+        box=None,
     )
     table.add_column("merge", no_wrap=True)
     for column in ("changes", "both", "only poll", "only push", "poll first"):

@@ -374,3 +374,25 @@ def test_ecdf_interval_and_caption() -> None:
     text = caption(LatencyReport(sources=[polled, pushed]))
     assert "p (poll): 2 of 5 events drawn" in text and "h (push): 3 of 3 events drawn" in text
     assert "deletions" in text
+
+
+def test_latency_tables_are_padded_without_boxes_and_fit_80_columns() -> None:
+    from rich.console import Console
+
+    from bridge.compare.report import LatencyReport, SourceReport, Spread
+    from bridge.compare.view import print_report
+    from bridge.store.base import PollState
+
+    spread = Spread(p50=3000.0, p90=4500.0, p99=4900.0, max=5000.0, count=9)
+    report = LatencyReport(
+        sources=[
+            SourceReport("items-poll", "poll", 9, spread, spread, PollState("items-poll"), (1,)),
+            SourceReport("items-push", "push", 9, spread, spread, None, (1,)),
+        ]
+    )
+    console = Console(width=80, record=True, force_terminal=True)
+    print_report(report, console)
+    text = console.export_text()
+    assert "│" not in text and "┃" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert " items-poll " in text and "detection" in text
