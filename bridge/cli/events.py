@@ -33,6 +33,8 @@ from bridge.store.base import AttemptRow, DeliveryRow
 
 # How often `--follow` looks for new events.
 FOLLOW_EVERY_S = 0.5
+# How far before the newest event printed each look goes (see `_follow`).
+FOLLOW_LOOKBACK_MS = 10_000
 COLUMNS = ("recorded", "source", "origin", "type", "subject", "id")
 
 
@@ -161,23 +163,34 @@ def newer(events: list[Event], seen: set[str]) -> list[Event]:
 def _follow(
     location: str, found: list[Event], source: str | None, type_: str | None, as_json: bool
 ) -> None:
-    """Print `found` oldest first, then each new event, until interrupted."""
+    """Print `found` oldest first, then each new event, until interrupted.
+
+    An event is stamped when it arrived and committed a little later, so one committed after
+    a newer one may carry an older time: each look goes back FOLLOW_LOOKBACK_MS before the
+    newest time printed, and the ids already printed in that window are left out.
+    """
     for e in reversed(found):
         _echo_event(e, as_json)
-    since_ms = max((e.recorded_ms for e in found), default=now_ms())
-    seen = {e.id for e in found if e.recorded_ms >= since_ms}
+    newest_ms = max((e.recorded_ms for e in found), default=now_ms())
     store = open_store(location)
     store.open()
     try:
+        # Those in the window but past --limit count as printed: only new ones follow.
+        window = asyncio.run(
+            select_events(
+                store, source=source, type_=type_, since_ms=newest_ms - FOLLOW_LOOKBACK_MS
+            )
+        )
+        seen = {e.id for e in found} | {e.id for e in window if e.recorded_ms <= newest_ms}
         while True:
+            since_ms = newest_ms - FOLLOW_LOOKBACK_MS
             batch = asyncio.run(select_events(store, source=source, type_=type_, since_ms=since_ms))
-            fresh = newer(batch, seen)
-            for e in fresh:
+            for e in newer(batch, seen):
                 _echo_event(e, as_json)
-            if fresh:
-                since_ms = max(e.recorded_ms for e in fresh)
-                # Only ids at the newest millisecond can come back: the set stays small.
-                seen = {e.id for e in batch if e.recorded_ms >= since_ms}
+                seen.add(e.id)
+                newest_ms = max(newest_ms, e.recorded_ms)
+            # Only ids inside the window can come back: the set stays small.
+            seen &= {e.id for e in batch}
             time.sleep(FOLLOW_EVERY_S)
     except KeyboardInterrupt:
         pass
