@@ -28,7 +28,7 @@ from bridge.daemon import Daemon
 from bridge.daemon import lifespan as daemon_module
 from bridge.daemon.app import build_app
 from bridge.daemon.reload import config_changes, restart_needed
-from bridge.events import Event, event_id, now_ms
+from bridge.events import Event, event_id, format_time, now_ms
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
 from bridge.status.summary import source_status, target_health
@@ -620,6 +620,9 @@ def test_status_prints_sources_and_targets_from_the_store(write_config) -> None:
         "last_error": "HTTP 500 from upstream",
         "mode": "snapshot",
         "gaps": 0,
+        # ISO 8601 beside the milliseconds.
+        "last_poll": format_time(polled_ms),
+        "last_event": format_time(sources["orders"]["last_event_ms"]),
     }
     assert sources["hook"]["kind"] == "webhook" and sources["hook"]["events"] == 3
     assert sources["hook"]["status"] == "ok" and sources["hook"]["last_poll_ms"] is None

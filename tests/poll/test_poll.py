@@ -526,7 +526,10 @@ def test_dry_run_prints_what_would_be_emitted(
     text = run_cli("poll", "-c", str(path), "s", "--dry-run", env=env)
     assert text.returncode == 0 and "5 items" in text.stdout and "created" in text.stdout
 
-    assert run_cli("poll", "-c", str(path), "s", env=env).returncode == 2
+    # Without --dry-run the running daemon is asked; none listens at server.listen here.
+    path.write_text(path.read_text() + "server:\n  listen: 127.0.0.1:9\n")
+    asked = run_cli("poll", "-c", str(path), "s", env=env)
+    assert asked.returncode == 1 and "no running bridge answered" in asked.stderr
     unknown = run_cli("poll", "-c", str(path), "nope", "--dry-run", env=env)
     assert unknown.returncode == 2 and "not a polled source" in unknown.stderr
     up.fault = "status"

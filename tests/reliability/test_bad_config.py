@@ -107,7 +107,8 @@ MISTAKES = [
     ("retry: [1s, 5s]", "retry: [1s, soon]", "targets.sink.retry.1"),
     ("circuit: {failures: 3, cooldown: 10s}", "circuit: {failures: 0}",
      "targets.sink.circuit.failures"),
-    ("events: [\"orders.*\", \"issues.*\"]", "events: orders", "targets.sink.events"),
+    # A single string is a list of one (`events: "*"`); a mapping is not.
+    ("events: [\"orders.*\", \"issues.*\"]", "events: {a: 1}", "targets.sink.events"),
     ("  gh:\n    webhook:", "  gh:\n    poll: {url: 'http://x/', every: 1s, id: id}\n    webhook:",
      "needs exactly one of poll or webhook"),
     ("  - {poll: orders, push: gh}", "  - {poll: gh, push: gh}", '"gh" is not a poll source'),
