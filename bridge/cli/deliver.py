@@ -1,4 +1,4 @@
-"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target enable`.
+"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target enable|disable`.
 
 They work on the database directly, with or without a running daemon: a running daemon sees
 requeued deliveries on its next scan and an enabled target within a second.
@@ -207,6 +207,19 @@ def enable(config_path: str, name: str) -> None:
     _check_target(config, name)
     was_disabled = with_store(config, lambda s: s.enable_target(name))
     click.echo(f"target {name} enabled" if was_disabled else f"target {name} was enabled already")
+
+
+@target.command()
+@config_option
+@click.argument("name")
+@handle_errors
+def disable(config_path: str, name: str) -> None:
+    """Disable a target: its deliveries wait (none is lost) until `bridge target enable`."""
+    config = read_config(config_path)
+    _check_target(config, name)
+    reason = "disabled by `bridge target disable`"
+    was_enabled = with_store(config, lambda s: s.disable_target(name, reason, now_ms()))
+    click.echo(f"target {name} disabled" if was_enabled else f"target {name} was disabled already")
 
 
 def register(cli: click.Group) -> None:

@@ -65,10 +65,7 @@ def test_filters_and_the_worst_delivery(any_store: Store) -> None:
     assert ids(EventFilter(type="user_created")) == []  # `_` is no wildcard
     assert len(ids(EventFilter(type="item.*"))) == 25
     assert len(ids(EventFilter(since_ms=1_010, until_ms=1_012))) == 4
-    assert ids(EventFilter(delivery="pending")) == [
-        other.id,
-        *ids(EventFilter(delivery="pending"))[1:],
-    ]
+    assert ids(EventFilter(delivery="pending"))[0] == other.id
     assert len(ids(EventFilter(delivery="pending"))) == 6
     assert len(ids(EventFilter(delivery="none"))) == 20
     # One target answered, the other died: the event is shown (and found) by its worst.
