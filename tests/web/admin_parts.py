@@ -51,7 +51,8 @@ sources:
   items:
     poll: {{url: "{peer}/items", every: 1h, items: items, id: id}}
 targets:
-  sink: {{url: "{peer}/hook", secret: "{TEST_SECRET}", retry: [0.1s, 0.1s]}}
+  sink: {{url: "{peer}/hook", secret: "{TEST_SECRET}", retry: [0.1s, 0.1s],
+         circuit: {{failures: 100}}}}
 """
 
 
