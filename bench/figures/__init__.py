@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from bench.context import Context
 from bench.figures import (
+    admin_pages,
     delivery,
     e2e,
     idle,
@@ -28,6 +29,7 @@ FIGURES: dict[str, Figure] = {
     "poll-scale": poll_scale.run,
     "idle": idle.run,
     "scale-out": scale_out.run,
+    "admin-pages": admin_pages.run,
 }
 
 # The goals in words, shown even when a figure cannot run.
@@ -40,6 +42,7 @@ GOALS: dict[str, str] = {
     "poll-scale": "lag p99 < 100 ms",
     "idle": "none set (report only)",
     "scale-out": "none set (the cost of sharing one PostgreSQL)",
+    "admin-pages": "< 100 ms for the first and the hundredth page of 1,000,000 events",
 }
 
 # The names in the table (the keys above are for --only).
@@ -52,4 +55,5 @@ TITLES: dict[str, str] = {
     "poll-scale": "poll scale",
     "idle": "idle cost",
     "scale-out": "scale-out",
+    "admin-pages": "admin pages",
 }

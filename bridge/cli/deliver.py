@@ -1,4 +1,4 @@
-"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target enable`.
+"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target enable|disable`.
 
 They work on the database directly, with or without a running daemon: a running daemon sees
 requeued deliveries on its next scan and an enabled target within a second.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import click
@@ -309,34 +308,22 @@ def enable(config_path: str, name: str, as_json: bool) -> None:
     click.echo(jsontext.dumps(out, indent=2) if as_json else text)
 
 
-async def _disable(store: Store, name: str, at_ms: int) -> bool:
-    """Disable a target (its deliveries wait in the outbox); False when it was disabled."""
-    state = (await store.target_states()).get(name) or TargetState(name)
-    if state.disabled_ms is not None:
-        return False
-    await store.save_target_state(
-        replace(
-            state, disabled_ms=at_ms, disabled_reason=f"disabled by bridge target disable {name}"
-        )
-    )
-    return True
-
-
 @target.command()
 @config_option
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @handle_errors
 def disable(config_path: str, name: str, as_json: bool) -> None:
-    """Stop delivering to a target until `bridge target enable`; its deliveries wait.
+    """Disable a target: its deliveries wait (none is lost) until `bridge target enable`.
 
     A running daemon sees it within a second; a request in flight finishes.
     """
     config = read_config(config_path)
     _check_target(config, name)
-    changed = with_store(config, lambda s: _disable(s, name, now_ms()))
-    text = f"target {name} disabled" if changed else f"target {name} was disabled already"
-    out = {"target": name, "enabled": False, "changed": changed}
+    reason = "disabled by `bridge target disable`"
+    was_enabled = with_store(config, lambda s: s.disable_target(name, reason, now_ms()))
+    text = f"target {name} disabled" if was_enabled else f"target {name} was disabled already"
+    out = {"target": name, "enabled": False, "changed": was_enabled}
     click.echo(jsontext.dumps(out, indent=2) if as_json else text)
 
 

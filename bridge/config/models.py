@@ -43,6 +43,8 @@ class ServerConfig(_Model):
 
     listen: str = "127.0.0.1:8080"
     admin_token: SecretStr | None = None
+    # How long an admin pages' session lasts after the login (the cookie's expiry).
+    admin_session_s: Duration = Field(12 * 3600.0, alias="admin_session", gt=0)
     # Connections open at once (lowered to fit the open files limit, see bridge/daemon/server.py).
     max_connections: int = Field(1024, ge=1)
     # From the connection (or the next request's first byte) to the end of its headers.

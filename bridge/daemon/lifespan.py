@@ -60,15 +60,21 @@ def build_components(runtime: Runtime) -> list[Component]:
     from bridge.poll.engine import Poller
     from bridge.receive.app import Receiver
     from bridge.web.admin import Admin
+    from bridge.web.auth import Guard
+    from bridge.web.poll_now import PollNow
     from bridge.web.status import Status
 
+    # The status page and the admin pages share one guard, and so their sessions.
+    guard = Guard(runtime)
+    poller = Poller(runtime)
     components: list[Component] = []
     components.append(Heartbeat(runtime))
     components.append(Deliverer(runtime))
     components.append(Receiver(runtime))
-    components.append(Poller(runtime))
-    components.append(Status(runtime))
-    components.append(Admin(runtime))
+    components.append(poller)
+    components.append(Status(runtime, guard))
+    components.append(Admin(runtime, guard, poller))
+    components.append(PollNow(runtime, guard))
     components.append(Janitor(runtime))
     return components
 

@@ -122,7 +122,11 @@ class Target:
 
     def state(self) -> TargetState:
         """The state to persist."""
-        reason = "answered 410 Gone" if self.disabled_ms is not None else None
+        reason = None
+        if self.disabled_ms is not None:
+            # Disabled by an operator (`bridge target disable`, the admin pages) or by a 410.
+            kept = self.persisted.disabled_reason if self.persisted else None
+            reason = kept if self.persisted and self.persisted.disabled_ms else "answered 410 Gone"
         c = self.circuit
         return TargetState(
             self.name, self.disabled_ms, reason, c.state, c.failures, c.open_until_ms, c.cooldown_s

@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge import jsontext
 from bridge.events import Event
-from bridge.store.base import NewEvent
-from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
+from bridge.store.base import EventCursor, EventFilter, EventListing, NewEvent
+from bridge.store.rows import (
+    EVENT_COLUMNS,
+    glob_to_like,
+    page_events_sql,
+    row_to_event,
+    row_to_listing,
+    select_filtered,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -130,5 +137,18 @@ class PostgresEvents:
                 cur = await conn.execute("SELECT count(*) FROM events WHERE source = %s", (source,))
             row = await cur.fetchone()
             return int(row[0]) if row else 0
+
+        return await self.run(q)
+
+    async def page_events(
+        self, where: EventFilter, after: EventCursor | None, limit: int
+    ) -> list[EventListing]:
+        like = glob_to_like(where.type) if where.type is not None else None
+        condition = ("type LIKE ? ESCAPE '\\'", like) if like is not None else None
+        sql, args = page_events_sql(where, after, limit, type_condition=condition, mark="%s")
+
+        async def q(conn: Conn) -> list[EventListing]:
+            cur = await conn.execute(sql, args)
+            return [row_to_listing(row) for row in await cur.fetchall()]
 
         return await self.run(q)

@@ -150,4 +150,12 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "CREATE INDEX sightings_merge ON sightings (merge, recorded_ms)",
         ),
     ),
+    (
+        "0007_admin_pages",
+        (
+            "CREATE INDEX events_recorded ON events (recorded_ms, id)",
+            "CREATE INDEX attempts_event ON attempts (event_id, id)",
+            "CREATE INDEX attempts_target ON attempts (target, id)",
+        ),
+    ),
 ]

@@ -9,6 +9,7 @@ its leases to expire and another claims the rows (at least once delivery).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.store.base import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow, TargetState
@@ -194,6 +195,32 @@ class PostgresOutbox:
             return bool(row and row[0] is not None)
 
         return await self.run(enable)
+
+    async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
+        async def disable(conn: Conn) -> bool:
+            cur = await conn.execute(
+                f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = %s FOR UPDATE", (name,)
+            )
+            row = await cur.fetchone()
+            state = TargetState(*row) if row else TargetState(name)
+            if state.disabled_ms is not None:
+                return False
+            disabled = replace(state, disabled_ms=now_ms, disabled_reason=reason)
+            await conn.execute(_UPSERT_TARGET, _target_values(disabled))
+            return True
+
+        return await self.run(disable)
+
+    async def list_target_attempts(self, target: str, limit: int) -> list[AttemptRow]:
+        async def q(conn: Conn) -> list[AttemptRow]:
+            cur = await conn.execute(
+                "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
+                " error FROM attempts WHERE target = %s ORDER BY id DESC LIMIT %s",
+                (target, limit),
+            )
+            return [AttemptRow(*r) for r in await cur.fetchall()]
+
+        return await self.run(q)
 
     async def list_deliveries(
         self,

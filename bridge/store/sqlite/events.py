@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bridge import jsontext
 from bridge.events import Event
-from bridge.store.base import NewEvent
-from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
+from bridge.store.base import EventCursor, EventFilter, EventListing, NewEvent
+from bridge.store.rows import (
+    EVENT_COLUMNS,
+    glob_to_sqlite,
+    page_events_sql,
+    row_to_event,
+    row_to_listing,
+    select_filtered,
+)
 
 T = TypeVar("T")
 
@@ -106,5 +113,18 @@ class SQLiteEvents:
                     0
                 ]
             )
+
+        return await self.read(q)
+
+    async def page_events(
+        self, where: EventFilter, after: EventCursor | None, limit: int
+    ) -> list[EventListing]:
+        glob = glob_to_sqlite(where.type) if where.type is not None else None
+        sql, args = page_events_sql(
+            where, after, limit, type_condition=("type GLOB ?", glob) if glob else None
+        )
+
+        def q(conn: sqlite3.Connection) -> list[EventListing]:
+            return [row_to_listing(row) for row in conn.execute(sql, args)]
 
         return await self.read(q)

@@ -184,6 +184,14 @@ def m0006_sightings(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX sightings_merge ON sightings (merge, recorded_ms)")
 
 
+def m0007_admin_pages(db: sqlite_utils.Database) -> None:
+    """Indexes for the admin pages: events by (recorded_ms, id) for keyset paging, attempts
+    by event (an event's page) and by target (a target's last attempts)."""
+    db.execute("CREATE INDEX events_recorded ON events (recorded_ms, id)")
+    db.execute("CREATE INDEX attempts_event ON attempts (event_id, id)")
+    db.execute("CREATE INDEX attempts_target ON attempts (target, id)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -191,4 +199,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0004_replicas", m0004_replicas),
     ("0005_poll_cursor", m0005_poll_cursor),
     ("0006_sightings", m0006_sightings),
+    ("0007_admin_pages", m0007_admin_pages),
 ]

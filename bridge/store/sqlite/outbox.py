@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.store.base import (
@@ -186,6 +187,30 @@ class SQLiteOutbox:
             return bool(row and row[0] is not None)
 
         return await self.write(enable)
+
+    async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
+        def disable(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = ?", (name,)
+            ).fetchone()
+            state = TargetState(*row) if row else TargetState(name)
+            if state.disabled_ms is not None:
+                return False
+            _upsert_target(conn, replace(state, disabled_ms=now_ms, disabled_reason=reason))
+            return True
+
+        return await self.write(disable)
+
+    async def list_target_attempts(self, target: str, limit: int) -> list[AttemptRow]:
+        def q(conn: sqlite3.Connection) -> list[AttemptRow]:
+            rows = conn.execute(
+                "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
+                " error FROM attempts WHERE target = ? ORDER BY id DESC LIMIT ?",
+                (target, limit),
+            )
+            return [AttemptRow(*r) for r in rows]
+
+        return await self.read(q)
 
     async def list_deliveries(
         self,
