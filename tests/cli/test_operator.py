@@ -114,6 +114,10 @@ def test_a_day_with_the_starter_config(tmp_path: Path, daemon) -> None:
         assert "tickets: polled at 20" in first.stdout and "HTTP 200" in first.stdout
         with up.lock:
             up.tickets.append({"id": 2, "title": "second"})
+        # A browser's request (it carries an Origin) may not poll: pages have their button.
+        browser = httpx.post(proc.url + "/api/poll/tickets", headers={"origin": proc.url})
+        assert browser.status_code == 403
+        assert httpx.post(proc.url + "/api/poll/nope").status_code == 404
         polled = cli_json("poll", "tickets", *c, "--json")
         assert polled["ok"] is True and polled["events"] == 1 and polled["status"] == 200
 
