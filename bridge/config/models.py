@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.masking import mask_url
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
@@ -40,7 +41,7 @@ _SIZE_UNITS = {
 }  # fmt: skip
 # Keys whose values are secret: masked in every message.
 SECRET_KEYS = frozenset(
-    {"secret", "secrets", "admin_token", "token", "password", "headers", "params"}
+    {"secret", "secrets", "admin_token", "token", "password", "headers", "params", "key"}
 )
 
 
@@ -438,9 +439,16 @@ class TargetConfig(_Model):
     """Where events are delivered, signed as Standard Webhooks."""
 
     url: HttpURL
-    secret: Annotated[Secrets, AfterValidator(_check_whsec)]
+    secret: Annotated[Secrets, AfterValidator(check_target_secrets)]
     events: list[str] = ["*"]
     sources: list[str] | None = None
+    # JMESPath over the whole CloudEvent: the event goes to the target only when truthy.
+    filter: JMESPath | None = None
+    # JMESPath over the whole CloudEvent: its result is the `data` this target receives.
+    transform: JMESPath | None = None
+    # `subject`: deliveries of one subject go one at a time, in the order recorded.
+    ordering: Literal["none", "subject"] = "none"
+    tls: TLSConfig | None = None
     headers: dict[str, SecretStr] = {}
     format: Literal["structured", "binary"] = "structured"
     timeout_s: Duration = Field(15.0, alias="timeout")
@@ -506,6 +514,7 @@ class Config(_Model):
     compare: list[ComparePair] = []
     budgets: dict[str, BudgetConfig] = {}
     retention: RetentionConfig = RetentionConfig()
+    tracing: TracingConfig | None = None
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)
 
@@ -536,3 +545,7 @@ def iter_secrets(config: Config) -> Iterator[str]:
     for target in config.targets.values():
         yield from (s.get_secret_value() for s in target.secret)
         yield from (v.get_secret_value() for v in target.headers.values())
+        if target.tls is not None and target.tls.key is not None:
+            key = target.tls.key.get_secret_value()
+            if is_pem(key):
+                yield key

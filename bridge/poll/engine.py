@@ -25,7 +25,7 @@ from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed
 from bridge.poll.fetch import Fetched, Validators, new_client
 from bridge.poll.scheduler import PollResult, Scheduler
-from bridge.routing import targets_for
+from bridge.routing import route
 from bridge.runtime import Runtime
 from bridge.store import NewEvent
 from bridge.store.base import PollCommit, PollOutcome
@@ -213,7 +213,7 @@ class Poller:
 
     async def _commit(self, name: str, detection: Detection, outcome: PollOutcome) -> PollResult:
         targets = self.config.targets
-        batch = [NewEvent(e, targets_for(targets, name, e.type)) for e in detection.events]
+        batch = [NewEvent(e, route(targets, e)) for e in detection.events]
         indexed = detection.indexed
         outcome = _with_counts(outcome, indexed, len(detection.events))
         fetched = detection.fetched

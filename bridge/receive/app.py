@@ -22,21 +22,21 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import Counter
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from bridge import jsontext, metrics
+from bridge import jsontext, metrics, tracing
 from bridge.config import Config, TargetConfig, WebhookConfig
 from bridge.errors import StoreError, VerificationError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, now_ms
 from bridge.receive.batch import Batcher
 from bridge.receive.presets import Extractor, fields_for
 from bridge.receive.schemes import Verifier, build_verifier
-from bridge.routing import targets_for
+from bridge.routing import passing, targets_for
 from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.receive")
@@ -196,6 +196,7 @@ class Receiver:
         if source.hook.verify == "slack" and _is_slack_challenge(data):
             # Slack checks a new Events API URL by asking it to echo this value; it is no event.
             return 200, json.dumps({"challenge": data["challenge"]}).encode()
+        inbound = tracing.from_headers(headers)
         found = source.extractor.extract(headers, data)
         if found.id is None:
             raise _Refusal(422, "missing_id", f"no event id at {source.extractor.fields.id}")
@@ -213,9 +214,51 @@ class Receiver:
             subject=found.subject,
             time_ms=found.time_ms,
             upstream_id=found.id,
+            traceparent=inbound.traceparent if inbound else None,
+            tracestate=inbound.state if inbound else None,
         )
+        if self.runtime.tracer.is_exporting:
+            is_new = await self._record_traced(source, event, inbound, arrived_ms)
+        else:
+            is_new = await self._record(source, event)
+        if not is_new:
+            source.duplicate.inc()
+            return 200, json.dumps({"id": event.id, "duplicate": True}).encode()
+        source.new.inc()
+        _count_event(event)
+        self.runtime.hub.recorded([event])
+        return 202, json.dumps({"id": event.id}).encode()
+
+    async def _record_traced(
+        self,
+        source: WebhookSource,
+        event: Event,
+        inbound: tracing.TraceContext | None,
+        arrived_ms: int,
+    ) -> bool:
+        """`_record` inside a receive span and a store span; an event that came without a
+        trace context keeps the receive span's, so its deliveries join that trace."""
+        tracer = self.runtime.tracer
+        attributes = {"bridge.source": source.name, "cloudevents.event_id": event.id}
+        receive = tracer.begin("receive", inbound, "server", attributes, start_ms=arrived_ms)
+        if inbound is None:
+            event = replace(event, traceparent=receive.context.traceparent)
+        store = tracer.begin("store", receive.context)
         try:
-            is_new = await self.batcher.record(event, source.targets_for(event.type))
+            is_new = await self._record(source, event)
+        except _Refusal as refusal:
+            store.end(refusal.message)
+            receive.end(refusal.message, {"http.response.status_code": refusal.status})
+            raise
+        store.end(None, {"bridge.duplicate": not is_new})
+        receive.end(None, {"http.response.status_code": 202 if is_new else 200})
+        return is_new
+
+    async def _record(self, source: WebhookSource, event: Event) -> bool:
+        """Store the event and its deliveries; True when new. A store fault is a 503."""
+        try:
+            targets = passing(source.targets, source.targets_for(event.type), event)
+            return await self.batcher.record(event, targets)
         except StoreError as exc:
             log.warning("source %s: cannot store a webhook (answered 503): %s", source.name, exc)
             raise _Refusal(
@@ -224,13 +267,6 @@ class Receiver:
                 "the event cannot be stored right now; try again later",
                 [(b"retry-after", str(RETRY_AFTER_S).encode())],
             ) from None
-        if not is_new:
-            source.duplicate.inc()
-            return 200, json.dumps({"id": event.id, "duplicate": True}).encode()
-        source.new.inc()
-        _count_event(event)
-        self.runtime.hub.recorded([event])
-        return 202, json.dumps({"id": event.id}).encode()
 
 
 def _is_slack_challenge(data: Any) -> bool:

@@ -136,4 +136,17 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "ALTER TABLE poll_state ADD COLUMN gaps BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    (
+        "0006_outbound",
+        (
+            "ALTER TABLE events ADD COLUMN traceparent TEXT",
+            "ALTER TABLE events ADD COLUMN tracestate TEXT",
+            "ALTER TABLE deliveries ADD COLUMN subject TEXT",
+            "ALTER TABLE deliveries ADD COLUMN transformed BOOLEAN NOT NULL DEFAULT false",
+            "UPDATE deliveries d SET subject = e.subject FROM events e"
+            " WHERE e.id = d.event_id AND d.status IN ('pending', 'failed')",
+            "CREATE INDEX deliveries_subject ON deliveries (target, subject, id)"
+            " WHERE status IN ('pending', 'failed') AND subject IS NOT NULL",
+        ),
+    ),
 ]

@@ -174,10 +174,32 @@ def m0005_poll_cursor(db: sqlite_utils.Database) -> None:
     table.add_column("gaps", int, not_null_default=0)
 
 
+def m0006_outbound(db: sqlite_utils.Database) -> None:
+    """Events keep their trace context; deliveries their event's subject (for `ordering:
+    subject`) and whether a transform shaped what was sent."""
+    db.table("events").add_column("traceparent", str)
+    db.table("events").add_column("tracestate", str)
+    deliveries = db.table("deliveries")
+    deliveries.add_column("subject", str)
+    deliveries.add_column("transformed", int, not_null_default=0)
+    # Deliveries waiting at the upgrade take their event's subject, so their order holds too.
+    db.execute(
+        "UPDATE deliveries SET subject = (SELECT subject FROM events WHERE events.id ="
+        " deliveries.event_id) WHERE status IN ('pending', 'failed')"
+    )
+    # The claim of an ordered target asks, per candidate, for an earlier waiting delivery of
+    # the same subject: this index answers it with one seek.
+    db.execute(
+        "CREATE INDEX deliveries_subject ON deliveries (target, subject, id)"
+        " WHERE status IN ('pending', 'failed') AND subject IS NOT NULL"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
     ("0003_due_deliveries", m0003_due_deliveries),
     ("0004_replicas", m0004_replicas),
     ("0005_poll_cursor", m0005_poll_cursor),
+    ("0006_outbound", m0006_outbound),
 ]
