@@ -104,14 +104,16 @@ targets:
     transform: "to_number('1e400')"
 """
         )
-        post_event(proc, {"id": "o1", "type": "order.paid", "subject": "cus_1", "amount": 5000,
-                          "extra": "x"}, {"traceparent": TRACEPARENT, "tracestate": "k=v"})  # fmt: skip
+        big = {"id": "o1", "type": "order.paid", "subject": "cus_1", "amount": 5000, "extra": "x"}
+        post_event(proc, big, {"traceparent": TRACEPARENT, "tracestate": "k=v"})
         post_event(proc, {"id": "o2", "type": "order.paid", "amount": 10})
         wait_until(lambda: len(receiver.at("/binary")) == 2, timeout_s=20)
         wait_until(lambda: len(receiver.at("/big")) == 1, timeout_s=20)
         wait_until(
-            lambda: [d["status"] for d in deliveries(proc.config_path) if d["target"] == "broken"]
-            == ["dead", "dead"],
+            lambda: (
+                [d["status"] for d in deliveries(proc.config_path) if d["target"] == "broken"]
+                == ["dead", "dead"]
+            ),
             timeout_s=20,
         )
         assert proc.terminate() == 0
@@ -264,8 +266,14 @@ targets:
         post_event(proc, {"id": "o1", "type": "order.paid"})
         wait_until(lambda: len(receiver.at("/mtls")) == 1, timeout_s=20)
         wait_until(
-            lambda: [d["status"] for d in deliveries(proc.config_path, proc.extra_env)
-                     if d["target"] == "no-cert"] == ["dead"],
+            lambda: (
+                [
+                    d["status"]
+                    for d in deliveries(proc.config_path, proc.extra_env)
+                    if d["target"] == "no-cert"
+                ]
+                == ["dead"]
+            ),
             timeout_s=20,
         )
         assert proc.terminate() == 0
