@@ -24,6 +24,16 @@ POLL_NOT_MODIFIED = Counter("bridge_poll_not_modified", "Polls answered 304 Not 
                             ["source"])  # fmt: skip
 POLL_GAPS = Counter("bridge_poll_gaps", "Feed polls that did not reach the last event seen.",
                    ["source"])  # fmt: skip
+MERGE_SIGHTINGS = Counter(
+    "bridge_merge_sightings",
+    "Sightings of merged events, by merge, path (push, poll) and whether it came first.",
+    ["merge", "path", "first"],
+)
+MERGE_MISSED_BY_PUSH = Counter(
+    "bridge_merge_missed_by_push",
+    "Merged events that polling recorded before any webhook of them arrived.",
+    ["merge"],
+)
 POLL_REQUESTS = Counter("bridge_poll_requests", "HTTP requests made by polls (pages included).",
                         ["source"])  # fmt: skip
 POLL_ITEMS_SKIPPED = Counter(

@@ -6,8 +6,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from bridge import metrics
 
-# Names from the config (source, target) and words from fixed sets in the code.
-BOUNDED_LABELS = {"source", "target", "origin", "outcome", "reason", "result"}
+# Names from the config (source, target, budget, merge) and words from fixed sets in the code.
+BOUNDED_LABELS = {
+    "source", "target", "budget", "merge",
+    "origin", "outcome", "reason", "result", "path", "first",
+}  # fmt: skip
 
 
 def test_every_metric_has_only_bounded_labels() -> None:

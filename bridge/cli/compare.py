@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +14,10 @@ from bridge import jsontext
 from bridge.cli.edge import Failure, config_option, handle_errors, read_config
 from bridge.compare.view import PLOT_SUFFIXES
 from bridge.config import parse_duration
+
+if TYPE_CHECKING:
+    from bridge.demo.run import DemoResult
+    from bridge.demo.target import Received
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -80,6 +86,32 @@ def latency(config_path: str, since: float | None, as_json: bool, plot: Path | N
             click.echo(f"latency picture: {plot}")
 
 
+def _share(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    text = value.strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a share (10%, or 0.1)") from None
+    if not 0 <= share < 1:
+        raise click.BadParameter("must be at least 0% and less than 100%")
+    return share
+
+
+def _say_merge(say: Callable[[str], None], result: DemoResult, target: Received) -> None:
+    """The merge's figures in words: what was dropped, what polling caught, what arrived."""
+    up = result.upstream
+    (merged,) = result.report.merges
+    duplicates = target.valid - len(target.ids)
+    say(
+        f"merge:    {up.dropped} pushes dropped and {up.delayed} sent late; polling recorded"
+        f" {merged.first_poll} changes first ({merged.only_poll} that push never brought)"
+    )
+    say(
+        f"          {merged.changes} distinct changes either path saw, {target.valid} delivered,"
+        f" {duplicates} duplicate webhook-ids"
+    )
+
+
 def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
     from bridge.demo.run import parse_rate
 
@@ -108,6 +140,14 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
     help="Upstream changes per second, on average (2/s, 30/m).",
 )
 @click.option(
+    "--drop",
+    default="0%",
+    show_default=True,
+    callback=_share,
+    help="Drop this share of the upstream's pushes (10%), delay a few more, and merge both"
+    " paths into one source: every change is delivered once, polling catches what push missed.",
+)
+@click.option(
     "--dir",
     "folder",
     default="demo-run",
@@ -119,7 +159,9 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
     "--json", "as_json", is_flag=True, help="Print the report as `bridge latency --json`."
 )
 @handle_errors
-def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool) -> None:
+def demo(
+    duration: float, every: float, rate: float, drop: float, folder: Path, as_json: bool
+) -> None:
     """Run a simulated upstream, the bridge and a target on 127.0.0.1; compare poll with push.
 
     The upstream changes items at random times; the bridge polls it every --every and also
@@ -136,7 +178,9 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
         raise click.BadParameter("--duration and --every must be more than 0")
     require_plot()
     err = Console(stderr=True)
-    options = DemoOptions(duration_s=duration, every_s=every, rate_per_s=rate, folder=folder)
+    options = DemoOptions(
+        duration_s=duration, every_s=every, rate_per_s=rate, folder=folder, drop=drop
+    )
     click.echo(
         f"demo: items change {rate:g} times a second for {duration:g} s, polled every {every:g} s"
         f" and pushed; files in {folder}/",
@@ -162,6 +206,8 @@ def demo(duration: float, every: float, rate: float, folder: Path, as_json: bool
         f"target:   {target.valid} deliveries with a valid signature, {target.invalid} invalid"
         f" (every request kept in {result.received_path})"
     )
+    if drop:
+        _say_merge(say, result, target)
     say(f"picture:  {plot.resolve()}")
     say(f"config:   {result.config_path}")
     say(f"database: {result.database_path}  (log: {result.log_path})")

@@ -40,6 +40,12 @@ def check(config_path: str) -> None:
         click.echo(f"  target    {name}: {shown(target.url)} events [{events}], secret ***")
     for pair in config.compare:
         click.echo(f"  compare   {pair.poll} (poll) with {pair.push} (push)")
+    for merge in config.merge:
+        members = " and ".join(
+            f"{name} ({'poll' if config.sources[name].kind == 'poll' else 'push'})"
+            for name in merge.sources
+        )
+        click.echo(f"  merge     {merge.name}: {members}, match {merge.match}")
 
 
 @click.command()

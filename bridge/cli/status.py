@@ -102,6 +102,21 @@ def render(summary: Summary) -> None:
     console.print(replicas)
     if summary.budgets:
         console.print(_budgets_table(summary.budgets))
+    if summary.merges:
+        console.print(_merges_table(summary.merges))
+
+
+def _merges_table(merges: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title="merges", title_justify="left")
+    columns = ("merge", "changes", "both", "only poll", "only push", "poll first")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "merge" else "right")
+    for m in merges:
+        keys = ("merge", "changes", "both", "only_poll", "only_push", "first_poll")
+        table.add_row(*(str(m[k]) for k in keys))
+    return table
 
 
 def _budgets_table(budgets: list[BudgetSummary]) -> Any:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.compare.merge import MergeFigures, figures
 from bridge.config import AdaptiveEvery, ComparePair, Config
 from bridge.store.base import DeliveryTiming, EventTiming, PollState, Store
 
@@ -134,12 +135,14 @@ class LatencyReport:
 
     sources: list[SourceReport] = field(default_factory=list)
     pairs: list[PairReport] = field(default_factory=list)
+    merges: list[MergeFigures] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Exactly the shape `bridge latency --json` prints."""
         return {
             "sources": [s.to_json() for s in self.sources],
             "pairs": [p.to_json() for p in self.pairs],
+            "merges": [m.to_dict() for m in self.merges],
         }
 
 
@@ -304,4 +307,8 @@ async def load_report(
     events = await store.event_timings(since_ms=since_ms, limit=limit)
     deliveries = await store.delivery_timings(since_ms=since_ms, limit=limit)
     counters = await store.list_poll_states()
-    return build_report(config, events, deliveries, counters)
+    report = build_report(config, events, deliveries, counters)
+    for merge in config.merge:
+        rows = await store.list_sightings(merge.name, since_ms=since_ms)
+        report.merges.append(figures(merge.name, rows))
+    return report

@@ -101,6 +101,34 @@ def pairs_table(report: LatencyReport) -> Table:
     return table
 
 
+def merges_table(report: LatencyReport) -> Table:
+    """One row per merge: the changes each path saw and how much earlier push was, exactly."""
+    table = Table(
+        title="Merged push and poll (lead: how much earlier push recorded a change)",
+        title_justify="left",
+        pad_edge=False,
+    )
+    table.add_column("merge", no_wrap=True)
+    for column in ("changes", "both", "only poll", "only push", "poll first"):
+        table.add_column(column, justify="right")
+    keys = ("p50", "p95", "max")
+    for key in keys:
+        table.add_column(f"lead {key}", justify="right")
+    for m in report.merges:
+        lead = m.to_dict()["push_lead_ms"]
+        leads = [f"{lead[k] / 1000:.3g} s" if lead[k] is not None else "-" for k in keys]
+        table.add_row(
+            m.merge,
+            str(m.changes),
+            str(m.both),
+            str(m.only_poll),
+            str(m.only_push),
+            str(m.first_poll),
+            *leads,
+        )
+    return table
+
+
 def print_report(report: LatencyReport, console: Console | None = None) -> None:
     """Print the tables (the pairs one only when the config compares sources)."""
     console = console or Console()
@@ -112,6 +140,8 @@ def print_report(report: LatencyReport, console: Console | None = None) -> None:
         parts.append(polling_table(report))
     if report.pairs:
         parts.append(pairs_table(report))
+    if report.merges:
+        parts.append(merges_table(report))
     console.print(Group(*parts))
 
 

@@ -254,11 +254,13 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
                 raise loaded.error(("compare", i, side), f"{_quote(name)} is not a source")
             if sources[name].kind != kind:
                 raise loaded.error(("compare", i, side), f"{_quote(name)} is not a {kind} source")
+    _check_merges(config, loaded)
+    merges = {m.name for m in config.merge}
     for tname, target in config.targets.items():
         for i, name in enumerate(target.sources or []):
-            if name not in sources:
+            if name not in sources and name not in merges:
                 where = ("targets", tname, "sources", i)
-                raise loaded.error(where, f"{_quote(name)} is not a source")
+                raise loaded.error(where, f"{_quote(name)} is not a source or a merge")
     _check_hooks(config, loaded)
     _check_types(config, loaded)
     _check_modes(config, loaded)
@@ -303,6 +305,48 @@ def _check_modes(config: Config, loaded: _Loaded) -> None:
             alias = PollConfig.model_fields[key].alias or key
             raise loaded.error(
                 ("sources", sname, "poll", alias), f"is not a key of mode {poll.mode}"
+            )
+
+
+def _check_merges(config: Config, loaded: _Loaded) -> None:
+    """Each merge: a free valid name, one webhook and one polled source, each in one merge."""
+    sources = config.sources
+    used: dict[str, str] = {}
+    for i, merge in enumerate(config.merge):
+        if not NAME_RE.match(merge.name):
+            raise loaded.error(("merge", i, "name"), f"{_quote(merge.name)} is not a valid name")
+        if merge.name in sources or [m.name for m in config.merge].count(merge.name) > 1:
+            raise loaded.error(("merge", i, "name"), f"{_quote(merge.name)} is already a name")
+        for j, name in enumerate(merge.sources):
+            where = ("merge", i, "sources", j)
+            if name not in sources:
+                raise loaded.error(where, f"{_quote(name)} is not a source")
+            if name in used:
+                raise loaded.error(where, f"{_quote(name)} is already in merge {used[name]}")
+            used[name] = merge.name
+        kinds = sorted(sources[name].kind for name in merge.sources)
+        if kinds != ["poll", "webhook"]:
+            raise loaded.error(("merge", i, "sources"), "needs one webhook and one poll source")
+        _check_match(config, loaded, i)
+
+
+def _check_match(config: Config, loaded: _Loaded, i: int) -> None:
+    merge = config.merge[i]
+    by_kind = {config.sources[name].kind: config.sources[name] for name in merge.sources}
+    poll, hook = by_kind["poll"].poll, by_kind["webhook"].webhook
+    assert poll is not None and hook is not None
+    if merge.match == "id" and poll.mode != "feed":
+        raise loaded.error(
+            ("merge", i, "match"), "match: id needs a poll source with mode: feed (upstream events)"
+        )
+    if merge.match == "version":
+        if poll.mode == "feed" or poll.version is None:
+            raise loaded.error(
+                ("merge", i, "match"), "match: version needs a poll source with a version"
+            )
+        if hook.version is None:
+            raise loaded.error(
+                ("merge", i, "match"), "match: version needs a webhook source with a version"
             )
 
 

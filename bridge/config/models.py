@@ -362,6 +362,8 @@ class WebhookConfig(_Model):
     subject: JMESPath | None = None
     time: JMESPath | None = None
     max_body: Size = 1024 * 1024
+    # The item's version in a `merge` with `match: version` (JMESPath over headers and body).
+    version: JMESPath | None = None
 
     @field_validator("path")
     @classmethod
@@ -482,6 +484,14 @@ class ComparePair(_Model):
     push: str
 
 
+class MergeConfig(_Model):
+    """A provider's webhooks and its polled API as one source: one event per upstream change."""
+
+    name: str
+    sources: list[str] = Field(min_length=2, max_length=2)  # a webhook and a polled source
+    match: Literal["id", "version"]
+
+
 class RetentionConfig(_Model):
     """How long finished events are kept, and how often old ones are deleted.
 
@@ -512,6 +522,7 @@ class Config(_Model):
     sources: dict[str, SourceConfig] = {}
     targets: dict[str, TargetConfig] = {}
     compare: list[ComparePair] = []
+    merge: list[MergeConfig] = []
     budgets: dict[str, BudgetConfig] = {}
     retention: RetentionConfig = RetentionConfig()
     tracing: TracingConfig | None = None
@@ -525,6 +536,10 @@ class Config(_Model):
             return self.database
         base = self.path.parent if self.path else Path.cwd()
         return str((base / self.database).resolve())
+
+    def merge_of(self, source: str) -> MergeConfig | None:
+        """The merge a source belongs to, if any."""
+        return next((m for m in self.merge if source in m.sources), None)
 
     def webhook_path(self, name: str) -> str:
         """The URL path where the webhook source `name` listens."""

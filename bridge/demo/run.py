@@ -39,6 +39,7 @@ log = logging.getLogger("bridge.demo")
 
 POLL_SOURCE = "items-poll"
 PUSH_SOURCE = "items-push"
+MERGE = "items"
 TARGET = "local-target"
 HOOK_PATH = "/hooks/items"
 # The first line of every config the demo writes: its folder may be cleared for a new run.
@@ -74,6 +75,9 @@ class DemoOptions:
     every_s: float = 5.0
     rate_per_s: float = 2.0
     folder: Path = Path("demo-run")
+    # The share of pushes the upstream drops (then a few more come late, and the two paths
+    # are merged into one source, MERGE): polling catches what push missed.
+    drop: float = 0.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -91,10 +95,33 @@ class DemoResult:
 
 
 def write_config(
-    path: Path, *, bridge_port: int, upstream_port: int, target_port: int, every_s: float
+    path: Path,
+    *,
+    bridge_port: int,
+    upstream_port: int,
+    target_port: int,
+    every_s: float,
+    merged: bool = False,
 ) -> tuple[str, str]:
-    """Write the demo's config to `path`; returns (push secret, target secret)."""
+    """Write the demo's config to `path`; returns (push secret, target secret).
+
+    `merged`: the two sources are one merge, whose events alone go to the target.
+    """
     push_secret, target_secret = new_secret(), new_secret()
+    if merged:
+        tail = f"""merge:
+  # One event per change, from whichever path saw it first.
+  - {{name: {MERGE}, sources: [{PUSH_SOURCE}, {POLL_SOURCE}], match: version}}
+"""
+        poll_extra = '      type: "item.{change}"\n'
+        push_extra = "      version: body.data.updated_at\n"
+        target_extra = f"    sources: [{MERGE}]\n"
+    else:
+        tail = f"""compare:
+  - poll: {POLL_SOURCE}
+    push: {PUSH_SOURCE}
+"""
+        poll_extra = push_extra = target_extra = ""
     path.write_text(
         f"""\
 {_MARK} Run `bridge latency -c {path.name}` or `bridge events -c {path.name}`
@@ -112,7 +139,7 @@ sources:
       id: id
       version: updated_at
       time: updated_at
-  # The same upstream's changes, pushed to the bridge as they happen.
+{poll_extra}  # The same upstream's changes, pushed to the bridge as they happen.
   {PUSH_SOURCE}:
     webhook:
       path: {HOOK_PATH}
@@ -121,14 +148,11 @@ sources:
       # Where the change's item and time are in each request (the type is body.type).
       subject: body.data.id
       time: body.data.updated_at
-targets:
+{push_extra}targets:
   {TARGET}:
     url: http://127.0.0.1:{target_port}/hook
     secret: "{target_secret}"
-compare:
-  - poll: {POLL_SOURCE}
-    push: {PUSH_SOURCE}
-""",
+{target_extra}{tail}""",
         encoding="utf-8",
     )
     path.chmod(0o600)
@@ -213,12 +237,15 @@ async def run_demo(
         upstream_port=upstream_port,
         target_port=target_port,
         every_s=options.every_s,
+        merged=options.drop > 0,
     )
     config = load_config(config_path)
     upstream = Upstream(
         rate_per_s=options.rate_per_s,
         push_url=f"http://127.0.0.1:{bridge_port}{HOOK_PATH}",
         push_secret=push_secret,
+        drop=options.drop,
+        delay_s=options.every_s * 1.5,
     )
     target = Target(target_secret, received_path)
     interrupts = _Interrupts()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -33,6 +33,7 @@ class Received:
     requests: int = 0
     valid: int = 0
     invalid: int = 0
+    ids: set[str] = field(default_factory=set)  # the distinct webhook-ids of valid ones
 
 
 class Target:
@@ -41,7 +42,7 @@ class Target:
     def __init__(self, secret: str, record_path: Path | None = None) -> None:
         self._verifier = Webhook(secret)
         self.received = Received()
-        self.ids: set[str] = set()
+        self.ids = self.received.ids
         self._record: IO[str] | None = (
             record_path.open("a", encoding="utf-8", buffering=1) if record_path else None
         )

@@ -42,15 +42,29 @@ class Counts:
     not_modified: int = 0
     pushes: int = 0
     push_failures: int = 0
+    dropped: int = 0  # pushes never sent (`drop`)
+    delayed: int = 0  # pushes sent more than a poll interval late
 
 
 class Upstream:
     """The simulated service. Not thread-safe: run it on one event loop."""
 
     def __init__(
-        self, *, rate_per_s: float, push_url: str, push_secret: str, seed: int | None = None
+        self,
+        *,
+        rate_per_s: float,
+        push_url: str,
+        push_secret: str,
+        seed: int | None = None,
+        drop: float = 0.0,
+        delay_s: float = 0.0,
     ):
+        """`drop`: the share of pushes never sent; as many as half that share again are sent
+        `delay_s` late. With `drop`, items are created and updated, never deleted (a delete
+        carries no version for a merge to match)."""
         self.rate_per_s = rate_per_s
+        self.drop = drop
+        self.delay_s = delay_s
         self.push_url = push_url
         self._signer = Webhook(push_secret)
         self._rng = random.Random(seed)  # not for security: a simulation
@@ -123,6 +137,8 @@ class Upstream:
         roll = self._rng.random()
         if roll < create:
             return "created"
+        if self.drop:
+            return "updated"
         return "deleted" if roll < create + delete else "updated"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,11 +155,19 @@ class Upstream:
                     self._pushes.add(task)
                     task.add_done_callback(self._pushes.discard)
             if self._pushes:
-                await asyncio.wait(set(self._pushes), timeout=10.0)
+                await asyncio.wait(set(self._pushes), timeout=10.0 + self.delay_s)
             self._client = None
 
     async def _push(self, payload: dict[str, Any]) -> None:
         assert self._client is not None
+        if self.drop:
+            roll = self._rng.random()
+            if roll < self.drop:
+                self.counts.dropped += 1
+                return
+            if roll < self.drop * 1.5:
+                self.counts.delayed += 1
+                await asyncio.sleep(self.delay_s)
         body = json.dumps(payload, separators=(",", ":"))
         msg_id = f"msg_demo_{self.counts.changes:06d}_{self._rng.getrandbits(32):08x}"
         sent_at = datetime.now(tz=UTC)

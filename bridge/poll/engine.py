@@ -18,14 +18,15 @@ import httpx
 from starlette.routing import BaseRoute
 
 from bridge import metrics
+from bridge.compare.merge import count_sighting, member_targets, merged_event, unmatched
 from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.errors import FetchError, StoreError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, now_ms
 from bridge.poll.detect import Detection, detect
-from bridge.poll.diff import Indexed
+from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
 from bridge.poll.scheduler import PollResult, Scheduler
-from bridge.routing import route
+from bridge.routing import passing, route, targets_for
 from bridge.runtime import Runtime
 from bridge.store import NewEvent
 from bridge.store.base import PollCommit, PollOutcome
@@ -115,6 +116,9 @@ class Poller:
         pushed = {e.source for e in events if e.origin == "push"}
         if not pushed or self._scheduler is None:
             return
+        for merge in self.config.merge:
+            if merge.name in pushed:  # a merged event pushed by its webhook member
+                pushed.update(merge.sources)
         for name, poll in poll_sources(self.config).items():
             if poll.on_push in pushed:
                 log.debug("%s: polling now on a hint from %s", name, poll.on_push)
@@ -211,9 +215,29 @@ class Poller:
             log.warning("%s: poll not committed: %s", name, exc)
             return _limited(PollResult(), fetched)
 
-    async def _commit(self, name: str, detection: Detection, outcome: PollOutcome) -> PollResult:
+    def _batch(self, name: str, events: Sequence[Event]) -> list[NewEvent]:
+        """The events to record with their targets; in a merge, each event's merged one."""
         targets = self.config.targets
-        batch = [NewEvent(e, route(targets, e)) for e in detection.events]
+        merge = self.config.merge_of(name)
+        if merge is None:
+            return [NewEvent(e, route(targets, e)) for e in events]
+        own = member_targets(self.config, name)
+        poll = poll_sources(self.config)[name]
+        version_of = getter(poll.version) if poll.version else None
+        batch = []
+        for e in events:
+            item = e.data.get("object") if isinstance(e.data, dict) else None
+            version = version_of(item) if version_of is not None else None
+            merged, sighting = merged_event(merge, e, "poll", version) or unmatched(merge, e)
+            wanted = passing(targets, targets_for(targets, merge.name, e.type), merged)
+            batch.append(NewEvent(merged, wanted, sighting))
+            mine = [t for t in route(targets, e) if t in own]
+            if mine:
+                batch.append(NewEvent(e, mine))
+        return batch
+
+    async def _commit(self, name: str, detection: Detection, outcome: PollOutcome) -> PollResult:
+        batch = self._batch(name, detection.events)
         indexed = detection.indexed
         outcome = _with_counts(outcome, indexed, len(detection.events))
         fetched = detection.fetched
@@ -238,7 +262,10 @@ class Poller:
                 name,
                 poll_sources(self.config)[name].max_pages,
             )
-        new_events = [e for e, fresh in zip(detection.events, is_new, strict=True) if fresh]
+        new_events = [item.event for item, fresh in zip(batch, is_new, strict=True) if fresh]
+        for item, fresh in zip(batch, is_new, strict=True):
+            if item.sighting is not None:
+                count_sighting(item.sighting, first=fresh)
         self._count(name, "ok", fetched)
         metrics.POLL_ITEMS.labels(name).set(len(indexed.items))
         for event in new_events:

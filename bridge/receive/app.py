@@ -30,11 +30,12 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from bridge import jsontext, metrics, tracing
-from bridge.config import Config, TargetConfig, WebhookConfig
+from bridge.compare.merge import count_sighting, member_targets, merged_event
+from bridge.config import Config, MergeConfig, TargetConfig, WebhookConfig
 from bridge.errors import StoreError, VerificationError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, now_ms
 from bridge.receive.batch import Batcher
-from bridge.receive.presets import Extractor, fields_for
+from bridge.receive.presets import Extractor, Search, compile_search, fields_for
 from bridge.receive.schemes import Verifier, build_verifier
 from bridge.routing import passing, targets_for
 from bridge.runtime import Runtime
@@ -83,6 +84,11 @@ class WebhookSource:
     # The metric children of this source, looked up once rather than per request.
     new: Counter
     duplicate: Counter
+    # In a merge: the merge, the version expression (match: version), and the targets that
+    # name this source itself (only they get its own events; the rest get the merged ones).
+    merge: MergeConfig | None = None
+    version: Search | None = None
+    own_targets: frozenset[str] = frozenset()
     _targets_by_type: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
@@ -96,6 +102,9 @@ class WebhookSource:
             targets=config.targets,
             new=metrics.INBOUND_ACCEPTED.labels(name, "new"),
             duplicate=metrics.INBOUND_ACCEPTED.labels(name, "duplicate"),
+            merge=config.merge_of(name),
+            version=compile_search(hook.version) if hook.version else None,
+            own_targets=frozenset(member_targets(config, name)),
         )
 
     def targets_for(self, type: str) -> list[str]:
@@ -104,8 +113,16 @@ class WebhookSource:
         if found is None:
             if len(self._targets_by_type) >= _TARGET_CACHE_SIZE:
                 self._targets_by_type.clear()
-            found = self._targets_by_type[type] = targets_for(self.targets, self.name, type)
+            found = targets_for(self.targets, self.name, type)
+            if self.merge is not None:
+                found = [t for t in found if t in self.own_targets]
+            self._targets_by_type[type] = found
         return found
+
+    def merged_targets(self, type: str) -> list[str]:
+        """The targets of this source's merged event of this type."""
+        assert self.merge is not None
+        return targets_for(self.targets, self.merge.name, type)
 
 
 def build_sources(config: Config) -> dict[str, WebhookSource]:
@@ -218,25 +235,19 @@ class Receiver:
             tracestate=inbound.state if inbound else None,
         )
         if self.runtime.tracer.is_exporting:
-            is_new = await self._record_traced(source, event, inbound, arrived_ms)
-        else:
-            is_new = await self._record(source, event)
-        if not is_new:
-            source.duplicate.inc()
-            return 200, json.dumps({"id": event.id, "duplicate": True}).encode()
-        source.new.inc()
-        _count_event(event)
-        self.runtime.hub.recorded([event])
-        return 202, json.dumps({"id": event.id}).encode()
+            return await self._store_traced(source, event, headers, data, inbound, arrived_ms)
+        return await self._store(source, event, headers, data)
 
-    async def _record_traced(
+    async def _store_traced(
         self,
         source: WebhookSource,
         event: Event,
+        headers: dict[str, str],
+        data: Any,
         inbound: tracing.TraceContext | None,
         arrived_ms: int,
-    ) -> bool:
-        """`_record` inside a receive span and a store span; an event that came without a
+    ) -> tuple[int, bytes]:
+        """`_store` inside a receive span and a store span; an event that came without a
         trace context keeps the receive span's, so its deliveries join that trace."""
         tracer = self.runtime.tracer
         attributes = {"bridge.source": source.name, "cloudevents.event_id": event.id}
@@ -245,20 +256,24 @@ class Receiver:
             event = replace(event, traceparent=receive.context.traceparent)
         store = tracer.begin("store", receive.context)
         try:
-            is_new = await self._record(source, event)
+            status, body = await self._store(source, event, headers, data)
         except _Refusal as refusal:
             store.end(refusal.message)
             receive.end(refusal.message, {"http.response.status_code": refusal.status})
             raise
-        store.end(None, {"bridge.duplicate": not is_new})
-        receive.end(None, {"http.response.status_code": 202 if is_new else 200})
-        return is_new
+        store.end(None, {"bridge.duplicate": status == 200})
+        receive.end(None, {"http.response.status_code": status})
+        return status, body
 
-    async def _record(self, source: WebhookSource, event: Event) -> bool:
-        """Store the event and its deliveries; True when new. A store fault is a 503."""
+    async def _store(
+        self, source: WebhookSource, event: Event, headers: dict[str, str], data: Any
+    ) -> tuple[int, bytes]:
+        """Record the event and its deliveries (filters applied); a store fault is a 503."""
         try:
+            if source.merge is not None:
+                return await self._record_merged(source, event, headers, data)
             targets = passing(source.targets, source.targets_for(event.type), event)
-            return await self.batcher.record(event, targets)
+            is_new = await self.batcher.record(event, targets)
         except StoreError as exc:
             log.warning("source %s: cannot store a webhook (answered 503): %s", source.name, exc)
             raise _Refusal(
@@ -267,6 +282,40 @@ class Receiver:
                 "the event cannot be stored right now; try again later",
                 [(b"retry-after", str(RETRY_AFTER_S).encode())],
             ) from None
+        if not is_new:
+            source.duplicate.inc()
+            return 200, json.dumps({"id": event.id, "duplicate": True}).encode()
+        source.new.inc()
+        _count_event(event)
+        self.runtime.hub.recorded([event])
+        return 202, json.dumps({"id": event.id}).encode()
+
+    async def _record_merged(
+        self, source: WebhookSource, event: Event, headers: dict[str, str], data: Any
+    ) -> tuple[int, bytes]:
+        """Record the merged event of a member's webhook (and its own event, for the targets
+        that name the source itself); answer by whether the merged event was new."""
+        assert source.merge is not None
+        version = source.version({"headers": headers, "body": data}) if source.version else None
+        found = merged_event(source.merge, event, "push", version)
+        if found is None:
+            raise _Refusal(422, "missing_version", f"no version at {source.hook.version}")
+        merged, sighting = found
+        if merged.traceparent is None and event.traceparent is not None:
+            merged = replace(merged, traceparent=event.traceparent, tracestate=event.tracestate)
+        wanted = passing(source.targets, source.merged_targets(merged.type), merged)
+        is_new = await self.batcher.record(merged, wanted, sighting=sighting)
+        own = passing(source.targets, source.targets_for(event.type), event)
+        if own:
+            await self.batcher.record(event, own)
+        count_sighting(sighting, first=is_new)
+        if not is_new:
+            source.duplicate.inc()
+            return 200, jsontext.dumps({"id": merged.id, "duplicate": True}).encode()
+        source.new.inc()
+        _count_event(merged)
+        self.runtime.hub.recorded([merged])
+        return 202, jsontext.dumps({"id": merged.id}).encode()
 
 
 def _is_slack_challenge(data: Any) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from bridge.errors import StoreError
 from bridge.events import Event
 from bridge.store import NewEvent, Store
+from bridge.store.base import Sighting
 
 log = logging.getLogger("bridge.receive")
 
@@ -33,10 +34,15 @@ class Batcher:
         self._is_scheduled = False
         self._writing: asyncio.Task[None] | None = None
 
-    async def record(self, event: Event, targets: Sequence[str]) -> bool:
-        """Store `event` and its deliveries durably; True when new, False for a duplicate."""
+    async def record(
+        self, event: Event, targets: Sequence[str], *, sighting: Sighting | None = None
+    ) -> bool:
+        """Store `event` and its deliveries durably; True when new, False for a duplicate.
+
+        A merged event also stores its `sighting`, new or not.
+        """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((NewEvent(event, targets), future))
+        self._pending.append((NewEvent(event, targets, sighting), future))
         if self._writing is None and not self._is_scheduled:
             # After the callbacks already due in this turn, so their events join the batch.
             self._is_scheduled = True

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bridge.budgets import BudgetUse
+from bridge.compare.merge import figures
 from bridge.config import Config
 from bridge.events import now_ms
 from bridge.store import Store
@@ -85,6 +86,8 @@ class Summary:
     targets: list[TargetSummary]
     replicas: list[ReplicaSummary] = field(default_factory=list)
     budgets: list[BudgetSummary] = field(default_factory=list)
+    # Per merge: the changes each path saw (compare/merge.py `MergeFigures.to_dict`).
+    merges: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: times in milliseconds since the epoch, null when unknown."""
@@ -223,4 +226,7 @@ async def collect(
         ReplicaSummary(r.id, r.started_ms, r.heartbeat_ms, list(r.poll_leases), r.claims)
         for r in await store.list_replicas(now_ms(), round(LIVE_S * 1000))
     ]
-    return Summary(store.location, sources, targets, replicas, budget_summaries(config, budgets))
+    merges = [figures(m.name, await store.list_sightings(m.name)).to_dict() for m in config.merge]
+    return Summary(
+        store.location, sources, targets, replicas, budget_summaries(config, budgets), merges
+    )

@@ -26,6 +26,26 @@ class NewEvent:
 
     event: Event
     targets: Sequence[str] = ()
+    # A merged event (see compare/merge.py): which path saw it, stored whether new or not.
+    sighting: Sighting | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Sighting:
+    """One path's sighting of a merged event."""
+
+    merge: str
+    path: str  # push or poll
+    source: str  # the member source that saw it
+
+
+@dataclass(slots=True, frozen=True)
+class SightingRecord:
+    """A stored sighting, for the merge figures."""
+
+    event_id: str
+    path: str
+    recorded_ms: int
 
 
 class EventStore(ABC):
@@ -372,6 +392,12 @@ class ReportStore(ABC):
     ) -> list[EventTiming]:
         """The times of the events recorded at or after `since_ms` (all when None), of only the
         newest `limit` events when a limit is given, oldest first."""
+
+    @abstractmethod
+    async def list_sightings(
+        self, merge: str, *, since_ms: int | None = None
+    ) -> list[SightingRecord]:
+        """The sightings of a merge's events recorded at or after `since_ms` (all when None)."""
 
     @abstractmethod
     async def delivery_timings(

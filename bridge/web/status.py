@@ -138,6 +138,7 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
         "chart": {"window_s": CHART_WINDOW_MS // 1000, "sources": chart},
         "pairs": [p.to_json() for p in snap.report.pairs],
         "budgets": [asdict(b) for b in snap.summary.budgets],
+        "merges": [m.to_dict() for m in snap.report.merges],
     }
 
 

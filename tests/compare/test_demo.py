@@ -107,7 +107,8 @@ def test_demo_measures_poll_against_push(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert set(report) == {"sources", "pairs"}
+    assert set(report) == {"sources", "pairs", "merges"}
+    assert report["merges"] == []  # the default demo compares; it does not merge
     by_origin = {s["origin"]: s for s in report["sources"]}
     poll, push = by_origin["poll"], by_origin["push"]
     assert poll["events"] > 0 and push["events"] > 0
@@ -136,3 +137,30 @@ def test_demo_measures_poll_against_push(tmp_path: Path) -> None:
     assert str(folder / "config.yaml") in result.stderr
     again = run_cli("latency", "-c", str(folder / "config.yaml"), "--json")
     assert json.loads(again.stdout)["pairs"] == report["pairs"]
+
+
+def test_demo_with_dropped_pushes_delivers_every_change_once(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    result = run_cli(
+        "demo", "--duration", "6s", "--every", "1s", "--rate", "8/s", "--drop", "20%",
+        "--json", "--dir", str(folder),
+        cwd=tmp_path,
+        timeout_s=100,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (merged,) = json.loads(result.stdout)["merges"]
+    delivered = [
+        json.loads(line)["headers"]["webhook-id"]
+        for line in (folder / "received.jsonl").read_text().splitlines()
+    ]
+    # One delivery per distinct change either path saw, none twice.
+    assert len(delivered) == len(set(delivered)) == merged["changes"] > 0
+    assert merged["only_poll"] <= merged["first_poll"]
+    line = next(x for x in result.stderr.splitlines() if x.startswith("merge:"))
+    dropped = int(line.split()[1])
+    assert dropped > 0  # 20% of about 50 pushes
+    # Polling caught dropped pushes: each is an only-poll change, unless the item changed
+    # again before the next poll (then neither path saw that version).
+    assert 0 < merged["only_poll"] <= dropped
+    assert f"{merged['changes']} distinct changes either path saw" in result.stderr
+    assert "0 duplicate webhook-ids" in result.stderr

@@ -164,7 +164,7 @@ def test_report_figures_from_hand_made_timestamps() -> None:
 
 def test_json_has_exactly_the_documented_shape() -> None:
     data = hand_made_report().to_json()
-    assert set(data) == {"sources", "pairs"}
+    assert set(data) == {"sources", "pairs", "merges"} and data["merges"] == []
     spread_keys = {"p50", "p90", "p99", "max"}
     for entry in data["sources"]:
         assert set(entry) == {

@@ -60,6 +60,18 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
             deliveries[1].append(target)
             deliveries[2].append(ev.recorded_ms)
             deliveries[3].append(ev.subject)
+    sightings = [
+        (item.event.id, item.sighting.merge, item.sighting.path, item.sighting.source,
+         item.event.recorded_ms)
+        for item in batch
+        if item.sighting is not None
+    ]  # fmt: skip
+    if sightings:
+        await conn.cursor().executemany(
+            "INSERT INTO sightings (event_id, merge, path, source, recorded_ms)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id, path) DO NOTHING",
+            sightings,
+        )
     if deliveries[0]:
         await conn.execute(
             "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"

@@ -137,7 +137,21 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     (
-        "0006_outbound",
+        "0006_sightings",
+        (
+            """CREATE TABLE sightings (
+                event_id TEXT NOT NULL,
+                merge TEXT NOT NULL,
+                path TEXT NOT NULL,
+                source TEXT NOT NULL,
+                recorded_ms BIGINT NOT NULL,
+                PRIMARY KEY (event_id, path)
+            )""",
+            "CREATE INDEX sightings_merge ON sightings (merge, recorded_ms)",
+        ),
+    ),
+    (
+        "0007_outbound",
         (
             "ALTER TABLE events ADD COLUMN traceparent TEXT",
             "ALTER TABLE events ADD COLUMN tracestate TEXT",

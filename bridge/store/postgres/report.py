@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.store.base import DeliveryTiming, EventTiming
+from bridge.store.base import DeliveryTiming, EventTiming, SightingRecord
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,6 +55,21 @@ class PostgresReport:
         async def q(conn: Conn) -> list[EventTiming]:
             cur = await conn.execute(sql, args)
             return [EventTiming(*row[:5]) for row in await cur.fetchall()]
+
+        return await self.run(q)
+
+    async def list_sightings(
+        self, merge: str, *, since_ms: int | None = None
+    ) -> list[SightingRecord]:
+        sql = "SELECT event_id, path, recorded_ms FROM sightings WHERE merge = %s"
+        args: list[Any] = [merge]
+        if since_ms is not None:
+            sql += " AND recorded_ms >= %s"
+            args.append(since_ms)
+
+        async def q(conn: Conn) -> list[SightingRecord]:
+            cur = await conn.execute(sql, args)
+            return [SightingRecord(*row) for row in await cur.fetchall()]
 
         return await self.run(q)
 

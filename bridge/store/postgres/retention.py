@@ -44,6 +44,7 @@ async def _prune(conn: Conn, before_ms: int, limit: int) -> int:
         (ids,),
     )
     await conn.execute("DELETE FROM deliveries WHERE event_id = ANY(%s)", (ids,))
+    await conn.execute("DELETE FROM sightings WHERE event_id = ANY(%s)", (ids,))
     await conn.execute("DELETE FROM events WHERE id = ANY(%s)", (ids,))
     return len(ids)
 

@@ -47,6 +47,13 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
                 " created_ms, subject) VALUES (?, ?, 'pending', 0, ?, ?, ?)",
                 [(ev.id, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets],
             )
+        if item.sighting is not None:
+            s = item.sighting
+            conn.execute(
+                "INSERT OR IGNORE INTO sightings (event_id, merge, path, source, recorded_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (ev.id, s.merge, s.path, s.source, ev.recorded_ms),
+            )
         out.append(is_new)
     return out
 

@@ -174,7 +174,17 @@ def m0005_poll_cursor(db: sqlite_utils.Database) -> None:
     table.add_column("gaps", int, not_null_default=0)
 
 
-def m0006_outbound(db: sqlite_utils.Database) -> None:
+def m0006_sightings(db: sqlite_utils.Database) -> None:
+    """Each path's sighting of a merged event (merge of a webhook and a polled source)."""
+    db.table("sightings").create(
+        {"event_id": str, "merge": str, "path": str, "source": str, "recorded_ms": int},
+        pk=("event_id", "path"),
+        not_null={"merge", "source", "recorded_ms"},
+    )
+    db.execute("CREATE INDEX sightings_merge ON sightings (merge, recorded_ms)")
+
+
+def m0007_outbound(db: sqlite_utils.Database) -> None:
     """Events keep their trace context; deliveries their event's subject (for `ordering:
     subject`) and whether a transform shaped what was sent."""
     db.table("events").add_column("traceparent", str)
@@ -201,5 +211,6 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0003_due_deliveries", m0003_due_deliveries),
     ("0004_replicas", m0004_replicas),
     ("0005_poll_cursor", m0005_poll_cursor),
-    ("0006_outbound", m0006_outbound),
+    ("0006_sightings", m0006_sightings),
+    ("0007_outbound", m0007_outbound),
 ]

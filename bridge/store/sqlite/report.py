@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.store.base import DeliveryTiming, EventTiming
+from bridge.store.base import DeliveryTiming, EventTiming, SightingRecord
 
 T = TypeVar("T")
 
@@ -55,6 +55,20 @@ class SQLiteReport:
 
         def q(conn: sqlite3.Connection) -> list[EventTiming]:
             return [EventTiming(*row[:5]) for row in conn.execute(sql, args)]
+
+        return await self.read(q)
+
+    async def list_sightings(
+        self, merge: str, *, since_ms: int | None = None
+    ) -> list[SightingRecord]:
+        sql = "SELECT event_id, path, recorded_ms FROM sightings WHERE merge = ?"
+        args: list[Any] = [merge]
+        if since_ms is not None:
+            sql += " AND recorded_ms >= ?"
+            args.append(since_ms)
+
+        def q(conn: sqlite3.Connection) -> list[SightingRecord]:
+            return [SightingRecord(*row) for row in conn.execute(sql, args)]
 
         return await self.read(q)
 

@@ -31,6 +31,7 @@ def _prune(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
         ids,
     )
     conn.executemany("DELETE FROM deliveries WHERE event_id = ?", ids)
+    conn.executemany("DELETE FROM sightings WHERE event_id = ?", ids)
     conn.executemany("DELETE FROM events WHERE id = ?", ids)
     return len(ids)
 
