@@ -6,6 +6,7 @@
      │    └── StoreUnavailable  busy, locked or out of space: try again later (HTTP 503)
      ├── FetchError             a poll's request failed or its answer was unusable
      ├── VerificationError      an inbound request's signature or timestamp is not valid
+     ├── SendError              `bridge send` cannot sign or post a test webhook
      ├── StartupError           the daemon could not start (port taken, database not writable)
      └── MissingExtra           a feature needs an optional dependency that is not installed
 
@@ -65,6 +66,10 @@ class FetchError(BridgeError):
 
 class VerificationError(BridgeError):
     """An inbound request's signature or timestamp is not valid."""
+
+
+class SendError(BridgeError):
+    """`bridge send` cannot sign its request (no usable secret) or post it."""
 
 
 class StartupError(BridgeError):

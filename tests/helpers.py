@@ -66,7 +66,9 @@ class _ThreadServer(uvicorn.Server):
 def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
     """Serve an ASGI app on 127.0.0.1 in a background thread; yields its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="off", proxy_headers=False
+    )
     server = _ThreadServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -47,8 +47,8 @@ def check(path: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]
          + "\n    concurrency: lots\n", 5, 'targets.t.concurrency: "lots" is not a whole number'),
         ("targets:\n  t:\n    url: http://127.0.0.1:9/\n    secret: " + TEST_SECRET
          + "\n    sources: [nope]\n", 5, 'targets.t.sources.0: "nope" is not a source'),
-        ("sources:\n  gh:\n    webhook: {verify: gitlab, secrets: [x]}\n", 3,
-         'sources.gh.webhook.verify: "gitlab" is not one of'),
+        ("sources:\n  gh:\n    webhook: {verify: gitlab2, secrets: [x]}\n", 3,
+         'sources.gh.webhook.verify: "gitlab2" is not one of'),
         ("sources: [a, b]\n", 1, "sources: is not a mapping"),
         (POLL.replace("id: id", "id: id\n      budget: gh"), 7,
          'sources.orders.poll.budget: "gh" is not a budget'),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from bridge import __version__
-from bridge.cli import compare, deliver, events, poll, run, secret, status
+from bridge.cli import compare, deliver, events, poll, run, secret, send, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,6 +21,7 @@ def cli() -> None:
 cli.add_command(run.check)
 cli.add_command(run.run)
 cli.add_command(events.events)
+cli.add_command(send.send)
 cli.add_command(poll.poll)
 cli.add_command(poll.presets)
 cli.add_command(compare.latency)

@@ -229,6 +229,9 @@ class Daemon:
                     lifespan="off",
                     timeout_graceful_shutdown=int(GRACE_S),
                     server_header=False,
+                    # The client address is the peer's; only `server.trusted_proxies` may
+                    # name another (bridge/client_address.py), never uvicorn's default.
+                    proxy_headers=False,
                     **Limits.of(self.config.server, fd_limit()).uvicorn_options(),
                 )
             )

@@ -4,13 +4,16 @@ One route serves every webhook source. It looks the request's path up in the sou
 config in force, so a reload (SIGHUP) adds and removes sources without touching the router.
 For each request, in order:
 
-    path known? (404)  POST? (405)  content-length and body within max_body? (413)
-    signature and timestamp valid? (401, reason only in the log)  JSON? (400)
+    path known? (404)  client within allow_from? (403)  POST? (405)
+    content-length and body within max_body? (413)
+    signature and timestamp valid? (401, reason only in the log)
+    JSON, or a form (bodies.py)? (400)
     upstream id found, and id, type and subject within 1 KiB? (422)
     event + deliveries committed? (503 + Retry-After)
     -> 202 {"id"} for a new event, 200 {"id", "duplicate": true} for a known one
 
-The handler is plain ASGI on purpose: it is the hot path. Its only thread hop is the store
+Every 4xx is one `info` line: the source, the status and the reason (never the body or a
+secret). The handler is plain ASGI on purpose: it is the hot path. Its only thread hop is the store
 write, shared with the concurrent requests' (see batch.py); the 2xx is sent only once the
 commit holding the event is durable.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,11 +32,13 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from bridge import jsontext, metrics, tracing
+from bridge.client_address import Network, client_address, is_in
 from bridge.compare.merge import count_sighting, member_targets, merged_event
 from bridge.config import Config, MergeConfig, TargetConfig, WebhookConfig
 from bridge.errors import StoreError, VerificationError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, now_ms
 from bridge.receive.batch import Batcher
+from bridge.receive.bodies import BodyError, parse_body
 from bridge.receive.presets import Extractor, Search, compile_search, fields_for
 from bridge.receive.schemes import Verifier, build_verifier
 from bridge.routing import passing, targets_for
@@ -45,14 +49,13 @@ log = logging.getLogger("bridge.receive")
 RETRY_AFTER_S = 5
 # Each source remembers the targets of this many event types (a cache, not a limit).
 _TARGET_CACHE_SIZE = 1024
-# A JSON escape of a UTF-16 surrogate: the body may hold a lone one, which cannot be stored.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 _JSON = [(b"content-type", b"application/json")]
 
 
 class _Refusal(Exception):
-    """A request refused with `status`; `reason` labels the metric, `message` the body."""
+    """A request refused with `status`; `reason` labels the metric, `message` the body and
+    `detail` (default: the message) the log line."""
 
     def __init__(
         self,
@@ -60,12 +63,14 @@ class _Refusal(Exception):
         reason: str,
         message: str = "",
         headers: Sequence[tuple[bytes, bytes]] = (),
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.headers = list(headers)
+        self.detail = detail or message or reason
 
 
 class _Disconnected(Exception):
@@ -79,6 +84,7 @@ class WebhookSource:
     name: str
     hook: WebhookConfig
     verify: Verifier
+    allow_from: list[Network]
     extractor: Extractor
     targets: Mapping[str, TargetConfig]
     # The metric children of this source, looked up once rather than per request.
@@ -98,6 +104,7 @@ class WebhookSource:
             name=name,
             hook=hook,
             verify=build_verifier(hook),
+            allow_from=list(hook.allow_from),
             extractor=Extractor(fields_for(hook)),
             targets=config.targets,
             new=metrics.INBOUND_ACCEPTED.labels(name, "new"),
@@ -140,6 +147,7 @@ class Receiver:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.sources = build_sources(runtime.config)
+        self.trusted_proxies: list[Network] = list(runtime.config.server.trusted_proxies)
         self.batcher = Batcher(runtime.store)
 
     def routes(self) -> list[BaseRoute]:
@@ -159,6 +167,7 @@ class Receiver:
     async def reload(self, config: Config) -> None:
         """Serve the webhook sources of `config` from the next request on."""
         self.sources = build_sources(config)
+        self.trusted_proxies = list(config.server.trusted_proxies)
         self._warn_unsigned()
 
     def _warn_unsigned(self) -> None:
@@ -178,12 +187,21 @@ class Receiver:
         arrived_ms = now_ms()
         source = self.sources.get(scope["path"])
         if source is None:  # removed by a reload since the route matched
+            log.info("refused a webhook (404): no source has this path any more")
             await _respond(send, 404, b'{"error":"no webhook source has this path"}', _JSON)
             return
         try:
             status, body = await self._accept(source, scope, receive, arrived_ms)
         except _Refusal as refusal:
             metrics.INBOUND_REJECTED.labels(source.name, refusal.reason).inc()
+            if refusal.status < 500:
+                log.info(
+                    "source %s: refused a webhook: %s (%d %s)",
+                    source.name,
+                    refusal.detail,
+                    refusal.status,
+                    refusal.reason,
+                )
             if refusal.message:
                 payload = json.dumps({"error": refusal.message}).encode()
                 await _respond(send, refusal.status, payload, [*_JSON, *refusal.headers])
@@ -197,6 +215,8 @@ class Receiver:
     async def _accept(
         self, source: WebhookSource, scope: Scope, receive: Receive, arrived_ms: int
     ) -> tuple[int, bytes]:
+        if source.allow_from:
+            self._check_client(source, scope)
         if scope["method"] != "POST":
             raise _Refusal(405, "method", "use POST", [(b"allow", b"POST")])
         headers: dict[str, str] = {}
@@ -207,9 +227,11 @@ class Receiver:
         try:
             source.verify(headers, body, time.time())
         except VerificationError as exc:
-            log.warning("source %s: refused a webhook: %s", source.name, exc)
-            raise _Refusal(401, "signature") from None
-        data = _parse_json(body)
+            raise _Refusal(401, "signature", detail=str(exc)) from None
+        try:
+            data = parse_body(body, headers.get("content-type"), source.hook.verify)
+        except BodyError as exc:
+            raise _Refusal(400, exc.reason, str(exc)) from None
         if source.hook.verify == "slack" and _is_slack_challenge(data):
             # Slack checks a new Events API URL by asking it to echo this value; it is no event.
             return 200, json.dumps({"challenge": data["challenge"]}).encode()
@@ -290,6 +312,19 @@ class Receiver:
         self.runtime.hub.recorded([event])
         return 202, json.dumps({"id": event.id}).encode()
 
+    def _check_client(self, source: WebhookSource, scope: Scope) -> None:
+        """A 403 refusal unless the request's client is inside the source's `allow_from`."""
+        peer = scope.get("client")
+        address = client_address(peer[0] if peer else None, scope["headers"], self.trusted_proxies)
+        if not is_in(address, source.allow_from):
+            shown = "an unknown address" if address is None else str(address)
+            raise _Refusal(
+                403,
+                "forbidden",
+                "this address may not send to this source",
+                detail=f"{shown} is outside allow_from",
+            )
+
     async def _record_merged(
         self, source: WebhookSource, event: Event, headers: dict[str, str], data: Any
     ) -> tuple[int, bytes]:
@@ -357,18 +392,6 @@ async def _read_body(receive: Receive, content_length: str | None, max_body: int
 
 def _too_large(max_body: int) -> _Refusal:
     return _Refusal(413, "too_large", f"the body is larger than {max_body} bytes")
-
-
-def _parse_json(body: bytes) -> Any:
-    """The JSON body, or a 400 refusal; strict: no NaN, Infinity or `1e400`, no lone surrogates."""
-    try:
-        data = jsontext.loads(body)
-        # A lone surrogate parses, but cannot be stored as UTF-8: check only when escaped.
-        if _SURROGATE_ESCAPE.search(body):
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError):
-        raise _Refusal(400, "invalid_json", "the body is not valid JSON") from None
-    return data
 
 
 async def _respond(

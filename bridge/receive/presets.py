@@ -4,16 +4,22 @@ The expressions are JMESPath over `{"headers": {lower-cased name: value}, "body"
 Each `verify` preset fills the defaults below; a source's own `id`, `type`, `subject` or
 `time` replaces the preset's. `Extractor` compiles a source's four expressions once, into
 plain Python where that gives the same result (see `compile_search`).
+
+Besides JMESPath's own functions, expressions may call `alertmanager_id(body)`: the SHA-256
+(hex) of an Alertmanager notification's `groupKey`, `status` and sorted alert fingerprints,
+so the same notification sent again is a duplicate (null for any other body).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import jmespath.functions
 
 from bridge.config import WebhookConfig, field_path
 from bridge.events import parse_time
@@ -36,6 +42,20 @@ _GITHUB_TYPE = "join('.', [headers.\"x-github-event\", body.action][?type(@) == 
 # Standard Webhooks' id header, or Svix's (Clerk, Resend) when it is absent.
 _STANDARD_ID = 'headers."webhook-id" || headers."svix-id"'
 
+# GitLab's event id (one per event), else its hook id; its type is the body's object_kind
+# (`push`, `issue`, `merge_request`), else the event header (`Push Hook`).
+_GITLAB_ID = 'headers."x-gitlab-event-uuid" || headers."x-gitlab-webhook-uuid"'
+_GITLAB_TYPE = 'body.object_kind || headers."x-gitlab-event"'
+
+# Alertmanager (and Grafana, which sends the same shape) through Bearer or Basic: a
+# notification's identity, else the common `id`; its type is `alert.firing` or
+# `alert.resolved`, else the common `type`.
+_ALERT_ID = "alertmanager_id(body) || body.id"
+_ALERT_TYPE = (
+    "body.status && alertmanager_id(body) && join('.', ['alert', body.status]) || body.type"
+)
+_ALERT_FIELDS = Fields(id=_ALERT_ID, type=_ALERT_TYPE, subject="body.groupLabels.alertname")
+
 PRESETS: dict[str, Fields] = {
     "standard-webhooks": Fields(id=_STANDARD_ID, type="body.type"),
     "stripe": Fields(
@@ -48,8 +68,12 @@ PRESETS: dict[str, Fields] = {
         type='headers."x-shopify-topic"',
         time='headers."x-shopify-triggered-at"',
     ),
+    "gitlab": Fields(id=_GITLAB_ID, type=_GITLAB_TYPE),
+    "bearer": _ALERT_FIELDS,
+    "basic": _ALERT_FIELDS,
     # No provider behind these: the common shape of an event object.
     "hmac": Fields(id="body.id", type="body.type"),
+    "token": Fields(id="body.id", type="body.type"),
     "none": Fields(id="body.id", type="body.type"),
 }
 
@@ -127,8 +151,54 @@ def _standard_id(doc: dict[str, Any]) -> Any:
     return headers.get("webhook-id") or headers.get("svix-id")
 
 
+def alertmanager_id(body: Any) -> str | None:
+    """The identity of an Alertmanager notification: SHA-256 (hex) of its `groupKey`, `status`
+    and the sorted fingerprints of its alerts; None when `body` is not one."""
+    if not isinstance(body, dict):
+        return None
+    group, status, alerts = body.get("groupKey"), body.get("status"), body.get("alerts")
+    if not (isinstance(group, str) and isinstance(status, str) and isinstance(alerts, list)):
+        return None
+    prints = sorted(
+        a["fingerprint"]
+        for a in alerts
+        if isinstance(a, dict) and isinstance(a.get("fingerprint"), str)
+    )
+    # Newlines cannot occur in the fingerprints (hex) and separate the parts unambiguously
+    # enough for an identity; the group key is hashed as it is.
+    text = "\n".join([group, status, *prints])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class _Functions(jmespath.functions.Functions):
+    """The bridge's own JMESPath functions."""
+
+    @jmespath.functions.signature(
+        {"types": ["object", "array", "string", "number", "boolean", "null"]}
+    )
+    def _func_alertmanager_id(self, body: Any) -> str | None:
+        return alertmanager_id(body)
+
+
+# How the bridge runs JMESPath: with its own functions. Use it in every search.
+JMESPATH_OPTIONS = jmespath.Options(custom_functions=_Functions())
+
+
+def _alert_id(doc: dict[str, Any]) -> Any:
+    """What `_ALERT_ID` finds, without the interpreter."""
+    found = alertmanager_id(doc["body"])
+    if found is not None:
+        return found
+    body = doc["body"]
+    return body.get("id") if isinstance(body, dict) else None
+
+
 # Expressions of the presets answered by plain Python with the same result.
-_NATIVE: dict[str, Search] = {_GITHUB_TYPE: _github_type, _STANDARD_ID: _standard_id}
+_NATIVE: dict[str, Search] = {
+    _GITHUB_TYPE: _github_type,
+    _STANDARD_ID: _standard_id,
+    _ALERT_ID: _alert_id,
+}
 
 
 def _lookup(keys: tuple[str, ...]) -> Search:
@@ -161,7 +231,7 @@ def compile_search(expression: str | None) -> Search:
 
     def search(doc: dict[str, Any]) -> Any:
         try:
-            return compiled.search(doc)
+            return compiled.search(doc, options=JMESPATH_OPTIONS)
         except jmespath.exceptions.JMESPathError:
             # A type error on this request's data (e.g. join over a number): nothing found.
             return None

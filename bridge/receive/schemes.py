@@ -8,7 +8,9 @@ never contain a secret or an expected signature.
 
 Signatures are always computed over the raw body bytes and compared with
 `hmac.compare_digest`. `build_verifier(webhook_config)` binds a source's config once, so
-the hot path only hashes and compares.
+the hot path only hashes and compares. The schemes that send a shared secret as it is
+(tokens, Bearer, Basic, GitLab) are in `credentials.py`; the signing side of every scheme,
+for `bridge send`, is in `signers.py`.
 """
 
 from __future__ import annotations
@@ -18,15 +20,22 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bridge.config import WebhookConfig
 from bridge.errors import VerificationError
+from bridge.receive import credentials
 
 Headers = Mapping[str, str]
 # (headers, body, now_s) -> None, or raises VerificationError.
 Verifier = Callable[[Headers, bytes, float], None]
 
 _WHSEC_PREFIX = "whsec_"
+_WHPK_PREFIX = "whpk_"
+_ED25519_SIGNATURE_BYTES = 64
 # Unix timestamps are at most this many digits (year 33658); more is not a timestamp.
 _MAX_TIMESTAMP_DIGITS = 12
 
@@ -34,18 +43,8 @@ _MAX_TIMESTAMP_DIGITS = 12
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _same(given: str, expected: str) -> bool:
-    """Constant-time equality of a received signature and the expected one."""
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    )
-
-
-def _require(headers: Headers, name: str) -> str:
-    value = headers.get(name)
-    if not value:
-        raise VerificationError(f"the {name} header is missing")
-    return value
+_same = credentials.same
+_require = credentials.require
 
 
 def _timestamp(value: str, name: str, now_s: float, tolerance_s: float) -> int:
@@ -79,20 +78,53 @@ def _utf8(secret: str) -> bytes:
 # -- Standard Webhooks (and Svix) ----------------------------------------------------------
 
 
+def _b64decode(text: str) -> bytes:
+    """Strict base64, with the padding some providers drop restored; ValueError otherwise."""
+    text = text.rstrip("=")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("the secret's key is not base64") from None
+
+
 def standard_webhooks_key(secret: str) -> bytes:
     """The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`, decoded.
 
     Raises ValueError when the secret holds no base64 key.
     """
-    text = secret.removeprefix(_WHSEC_PREFIX).rstrip("=")
-    try:
-        # Some providers drop the padding: restore it before a strict decode.
-        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error:
-        raise ValueError("the secret's key is not base64") from None
+    key = _b64decode(secret.removeprefix(_WHSEC_PREFIX))
     if not key:
         raise ValueError("the secret's key is empty")
     return key
+
+
+def standard_webhooks_public_key(secret: str) -> Ed25519PublicKey:
+    """The Ed25519 public key of a `whpk_` key; ValueError when it is not 32 bytes of base64."""
+    raw = _b64decode(secret.removeprefix(_WHPK_PREFIX))
+    if len(raw) != 32:
+        raise ValueError("the public key is not 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class StandardKeys:
+    """What a Standard Webhooks source verifies with: HMAC keys (`v1`), public keys (`v1a`)."""
+
+    hmac: Sequence[bytes] = ()
+    public: Sequence[Ed25519PublicKey] = field(default=())
+
+    @classmethod
+    def parse(cls, secrets: Sequence[str]) -> StandardKeys:
+        """Sort a source's secrets: `whpk_` ones are public keys, the others `whsec_` secrets."""
+        return cls(
+            hmac=[standard_webhooks_key(s) for s in secrets if not s.startswith(_WHPK_PREFIX)],
+            public=[standard_webhooks_public_key(s) for s in secrets if s.startswith(_WHPK_PREFIX)],
+        )
+
+
+def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    """What a Standard Webhooks signature covers: `{id}.{timestamp}.{body}`."""
+    return f"{msg_id}.{timestamp}.".encode() + body
 
 
 def sign_standard_webhooks(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -101,26 +133,55 @@ def sign_standard_webhooks(key: bytes, msg_id: str, timestamp: int, body: bytes)
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
+def _ed25519_valid(keys: Sequence[Ed25519PublicKey], entry: str, content: bytes) -> bool:
+    """True when the base64 signature of a `v1a,` entry is valid under one of `keys`."""
+    try:
+        signature = _b64decode(entry[len("v1a,") :])
+    except ValueError:
+        return False
+    if len(signature) != _ED25519_SIGNATURE_BYTES:
+        return False
+    for key in keys:
+        try:
+            key.verify(signature, content)
+        except InvalidSignature:
+            continue
+        return True
+    return False
+
+
 def verify_standard_webhooks(
-    keys: Sequence[bytes], headers: Headers, body: bytes, now_s: float, tolerance_s: float
+    keys: Sequence[bytes] | StandardKeys,
+    headers: Headers,
+    body: bytes,
+    now_s: float,
+    tolerance_s: float,
 ) -> None:
     """Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
 
     The `svix-` prefixed headers (Svix, Clerk, Resend) are accepted when the `webhook-`
-    ones are absent. The signature header holds space-separated `v1,<base64>` entries.
+    ones are absent. The signature header holds space-separated `v1,<base64>` (HMAC) and
+    `v1a,<base64>` (Ed25519) entries; any one valid entry proves the request.
     """
+    found = keys if isinstance(keys, StandardKeys) else StandardKeys(hmac=keys)
     prefix = "svix-" if "svix-id" in headers and "webhook-id" not in headers else "webhook-"
     msg_id = _require(headers, prefix + "id")
     stamp = _require(headers, prefix + "timestamp")
     given = _require(headers, prefix + "signature").split()
     timestamp = _timestamp(stamp, prefix + "timestamp", now_s, tolerance_s)
-    signed = [sig for sig in given if sig.startswith("v1,")]
-    if not signed:
-        raise VerificationError(f"the {prefix}signature header has no v1 signature")
-    for key in keys:
+    symmetric = [sig for sig in given if sig.startswith("v1,")] if found.hmac else []
+    asymmetric = [sig for sig in given if sig.startswith("v1a,")] if found.public else []
+    if not symmetric and not asymmetric:
+        wanted = " or ".join(n for n, k in (("v1", found.hmac), ("v1a", found.public)) if k)
+        raise VerificationError(f"the {prefix}signature header has no {wanted} signature")
+    for key in found.hmac:
         expected = sign_standard_webhooks(key, msg_id, timestamp, body)
         # No early exit on a match inside one key: every entry is compared the same way.
-        if any([_same(sig, expected) for sig in signed]):
+        if any([_same(sig, expected) for sig in symmetric]):
+            return
+    if asymmetric:
+        content = signed_content(msg_id, timestamp, body)
+        if any(_ed25519_valid(found.public, sig, content) for sig in asymmetric):
             return
     raise VerificationError(f"no {prefix}signature matches any secret")
 
@@ -266,11 +327,11 @@ def build_verifier(hook: WebhookConfig) -> Verifier:
 
     Raises ValueError when a Standard Webhooks secret holds no base64 key.
     """
-    secrets = [s.get_secret_value() for s in hook.secrets]
+    secrets: list[str] = [s.get_secret_value() for s in hook.secrets]
     tolerance_s = hook.tolerance_s
     match hook.verify:
         case "standard-webhooks":
-            keys = [standard_webhooks_key(s) for s in secrets]
+            keys = StandardKeys.parse(secrets)
             return lambda h, b, now: verify_standard_webhooks(keys, h, b, now, tolerance_s)
         case "stripe":
             return lambda h, b, now: verify_stripe(secrets, h, b, now, tolerance_s)
@@ -291,5 +352,7 @@ def build_verifier(hook: WebhookConfig) -> Verifier:
             return lambda h, b, now: verify_hmac(
                 secrets, h, b, header=header, algorithm=algorithm, encoding=encoding, prefix=prefix
             )
-        case _:
+        case "none":
             return _accept_unsigned
+        case _:
+            return credentials.build_verifier(hook, secrets)
