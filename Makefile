@@ -15,7 +15,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,plot,postgres]'
+	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -51,7 +51,7 @@ test-reliability: $(STAMP)
 
 # wrk (Debian's package) is optional: without it the aiohttp generator does the closed loop.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,plot,postgres,bench]'
+	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,bench]'
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk) >/dev/null 2>&1; } \
 		|| echo "wrk not installed: the aiohttp generator will do the closed loop"

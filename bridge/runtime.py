@@ -13,6 +13,7 @@ from bridge.config import Config
 from bridge.events import now_ms
 from bridge.hub import Hub
 from bridge.store import Store
+from bridge.tracing import Tracer
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Runtime:
     reload_error: str | None = None
     # Poll a source now and return the outcome (set by the poller; the admin route calls it).
     poll_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+    # Spans of receiving, storing and delivering: inert unless `tracing.otlp` is set.
+    tracer: Tracer = field(default_factory=Tracer)
 
 
 class Component(Protocol):

@@ -11,6 +11,7 @@ from bench.figures import (
     e2e,
     idle,
     ingest,
+    ordering,
     poll_diff,
     poll_incremental,
     poll_scale,
@@ -23,6 +24,7 @@ Figure = Callable[[Context], list[Row]]
 FIGURES: dict[str, Figure] = {
     "ingest": ingest.run,
     "delivery": delivery.run,
+    "ordering": ordering.run,
     "e2e": e2e.run,
     "poll-diff": poll_diff.run,
     "poll-incremental": poll_incremental.run,
@@ -36,6 +38,7 @@ FIGURES: dict[str, Figure] = {
 GOALS: dict[str, str] = {
     "ingest": ">= 0.5x accepted/s; p99 < 20 ms at 1,000 req/s",
     "delivery": ">= 0.5x events/s",
+    "ordering": ">= 0.8x events/s of the same target unordered",
     "e2e": "p50 < 5 ms, p99 < 25 ms",
     "poll-diff": "< 1 s CPU per poll, < 300 MB peak RSS",
     "poll-incremental": "<= 0.02x the snapshot's bytes (50x fewer), < 10 ms CPU per poll",
@@ -49,6 +52,7 @@ GOALS: dict[str, str] = {
 TITLES: dict[str, str] = {
     "ingest": "ingest",
     "delivery": "delivery",
+    "ordering": "ordering by subject",
     "e2e": "end to end",
     "poll-diff": "poll diff",
     "poll-incremental": "poll incremental",

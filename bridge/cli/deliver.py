@@ -68,6 +68,7 @@ def _delivery_json(row: DeliveryRow) -> dict[str, Any]:
         "delivered": _time(row.delivered_ms) or None,
         "last_code": row.last_code,
         "last_error": row.last_error,
+        "transformed": row.transformed,
     }
 
 
@@ -108,13 +109,14 @@ def deliveries(
         click.echo(jsontext.dumps([_delivery_json(r) for r in rows], indent=2))
         return
     print_table(
-        ("event", "target", "status", "attempts", "next", "last"),
+        ("event", "target", "status", "attempts", "transform", "next", "last"),
         [
             (
                 r.event_id,
                 r.target,
                 r.status,
                 str(r.attempts),
+                "applied" if r.transformed else "",
                 _time(r.next_ms) if r.status in ("pending", "failed") else "",
                 str(r.last_code or r.last_error or ""),
             )

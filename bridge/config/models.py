@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
     DEFAULT_RETRY_S,
@@ -223,9 +224,16 @@ class TargetConfig(_Model):
 
     url: HttpURL
     # Written `secrets`, like a webhook source's (the old spelling `secret` still works).
-    secret: Annotated[Secrets, AfterValidator(_check_whsec)] = Field(alias="secrets")
+    secret: Annotated[Secrets, AfterValidator(check_target_secrets)] = Field(alias="secrets")
     events: OneOrMany = ["*"]
     sources: OneOrMany | None = None
+    # JMESPath over the whole CloudEvent: the event goes to the target only when truthy.
+    filter: JMESPath | None = None
+    # JMESPath over the whole CloudEvent: its result is the `data` this target receives.
+    transform: JMESPath | None = None
+    # `subject`: deliveries of one subject go one at a time, in the order recorded.
+    ordering: Literal["none", "subject"] = "none"
+    tls: TLSConfig | None = None
     headers: dict[str, SecretStr] = {}
     format: Literal["structured", "binary"] = "structured"
     timeout_s: Duration = Field(15.0, alias="timeout")
@@ -302,6 +310,7 @@ class Config(_Model):
     merge: list[MergeConfig] = []
     budgets: dict[str, BudgetConfig] = {}
     retention: RetentionConfig = RetentionConfig()
+    tracing: TracingConfig | None = None
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)
     # Set by load_config: what `bridge check` notes about how the file is written (an old
@@ -339,3 +348,7 @@ def iter_secrets(config: Config) -> Iterator[str]:
     for target in config.targets.values():
         yield from (s.get_secret_value() for s in target.secret)
         yield from (v.get_secret_value() for v in target.headers.values())
+        if target.tls is not None and target.tls.key is not None:
+            key = target.tls.key.get_secret_value()
+            if is_pem(key):
+                yield key

@@ -30,6 +30,7 @@ from bridge.errors import StartupError, StoreError
 from bridge.runtime import Component, Runtime
 from bridge.status.summary import WAITING, backlog_of
 from bridge.store import open_store
+from bridge.tracing import Tracer
 
 log = logging.getLogger("bridge.daemon")
 
@@ -218,8 +219,14 @@ class Daemon:
             loop = asyncio.get_running_loop()
             stack.callback(loop.set_exception_handler, loop.get_exception_handler())
             loop.set_exception_handler(quiet_accept_errors(loop))
+            # Stopped after the engines (the exit stack runs backwards): their last spans go out.
+            tracer = Tracer.start(self.config.tracing)
+            stack.callback(tracer.shutdown)
             runtime = self.runtime = Runtime(
-                config=self.config, store=store, is_loopback=listens_on_loopback(sock)
+                config=self.config,
+                store=store,
+                is_loopback=listens_on_loopback(sock),
+                tracer=tracer,
             )
             components = self.components = build_components(runtime)
             for component in components:

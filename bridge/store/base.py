@@ -13,7 +13,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,6 +255,7 @@ class AttemptRecord:
     status: str  # the delivery's status after the attempt
     next_ms: int
     target_state: TargetState | None = None
+    transformed: bool = False  # the target's `transform` shaped what was sent
 
 
 @dataclass(slots=True, frozen=True)
@@ -272,6 +273,7 @@ class DeliveryRow:
     delivered_ms: int | None
     last_code: int | None
     last_error: str | None
+    transformed: bool = False  # the last attempt sent `data` as the target's transform shaped it
 
 
 @dataclass(slots=True, frozen=True)
@@ -292,8 +294,20 @@ class OutboxStore(ABC):
     """Deliveries: claiming due ones, recording attempts, targets' state, redelivery."""
 
     @abstractmethod
-    async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
-        """Lease up to `limits[target]` due, unleased deliveries per target until `lease_ms`."""
+    async def claim_due(
+        self,
+        limits: Mapping[str, int],
+        now_ms: int,
+        lease_ms: int,
+        ordered: Collection[str] = (),
+    ) -> Claimed:
+        """Lease up to `limits[target]` due, unleased deliveries per target until `lease_ms`.
+
+        For the targets in `ordered` (`ordering: subject`), a delivery whose event has a
+        subject is claimed only when no earlier delivery of that target and subject is still
+        waiting (pending or failed, leased or not): one at a time per subject, in the order
+        the deliveries were recorded; a dead or delivered one no longer holds the next back.
+        """
 
     @abstractmethod
     async def release(self, delivery_ids: Sequence[int]) -> None:

@@ -11,9 +11,12 @@ from typing import Any
 
 from bridge import jsontext
 from bridge.events import Event
-from bridge.store.base import WORST_FIRST, EventCursor, EventFilter, EventListing
+from bridge.store.base import WORST_FIRST, DeliveryRow, EventCursor, EventFilter, EventListing
 
-EVENT_COLUMNS = "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data"
+EVENT_COLUMNS = (
+    "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data,"
+    " traceparent, tracestate"
+)
 _COLUMN_NAMES = EVENT_COLUMNS.split(", ")
 
 
@@ -30,6 +33,26 @@ def row_to_event(row: Sequence[Any]) -> Event:
         time_ms=row[7],
         recorded_ms=row[8],
         data=jsontext.loads_stored(row[9]) if row[9] is not None else None,
+        traceparent=row[10],
+        tracestate=row[11],
+    )
+
+
+def row_to_delivery(row: Sequence[Any]) -> DeliveryRow:
+    """A DeliveryRow from the outbox's delivery columns, in order (`transformed` last)."""
+    return DeliveryRow(
+        id=row[0],
+        event_id=row[1],
+        target=row[2],
+        status=row[3],
+        attempts=row[4],
+        next_ms=row[5],
+        lease_ms=row[6],
+        created_ms=row[7],
+        delivered_ms=row[8],
+        last_code=row[9],
+        last_error=row[10],
+        transformed=bool(row[11]),
     )
 
 

@@ -38,23 +38,24 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
     """
     if not batch:
         return []
-    columns: list[list[Any]] = [[] for _ in range(10)]
+    columns: list[list[Any]] = [[] for _ in range(12)]
     for item in batch:
         ev = item.event
         data = jsontext.dumps(ev.data)
         values = (ev.id, ev.source, ev.type, ev.origin, ev.change, ev.subject, ev.upstream_id,
-                  ev.time_ms, ev.recorded_ms, data)  # fmt: skip
+                  ev.time_ms, ev.recorded_ms, data, ev.traceparent, ev.tracestate)  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     cur = await conn.execute(
         f"INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM unnest("
         "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-        " %s::bigint[], %s::bigint[], %s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+        " %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
         columns,
     )
     inserted = {row[0] for row in await cur.fetchall()}
     out = [False] * len(batch)
-    deliveries: tuple[list[str], list[str], list[int]] = ([], [], [])
+    deliveries: tuple[list[str], list[str], list[int], list[str | None]] = ([], [], [], [])
     for i, item in enumerate(batch):
         ev = item.event
         if ev.id not in inserted:
@@ -65,6 +66,7 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
             deliveries[0].append(ev.id)
             deliveries[1].append(target)
             deliveries[2].append(ev.recorded_ms)
+            deliveries[3].append(ev.subject)
     sightings = [
         (item.event.id, item.sighting.merge, item.sighting.path, item.sighting.source,
          item.event.recorded_ms)
@@ -79,9 +81,10 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
         )
     if deliveries[0]:
         await conn.execute(
-            "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
-            " SELECT e, t, 'pending', 0, ms, ms FROM unnest(%s::text[], %s::text[], %s::bigint[])"
-            " AS u(e, t, ms) ON CONFLICT (event_id, target) DO NOTHING",
+            "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
+            " subject) SELECT e, t, 'pending', 0, ms, ms, s FROM unnest(%s::text[], %s::text[],"
+            " %s::bigint[], %s::text[]) AS u(e, t, ms, s)"
+            " ON CONFLICT (event_id, target) DO NOTHING",
             deliveries,
         )
     return out

@@ -158,4 +158,17 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "CREATE INDEX attempts_target ON attempts (target, id)",
         ),
     ),
+    (
+        "0008_outbound",
+        (
+            "ALTER TABLE events ADD COLUMN traceparent TEXT",
+            "ALTER TABLE events ADD COLUMN tracestate TEXT",
+            "ALTER TABLE deliveries ADD COLUMN subject TEXT",
+            "ALTER TABLE deliveries ADD COLUMN transformed BOOLEAN NOT NULL DEFAULT false",
+            "UPDATE deliveries d SET subject = e.subject FROM events e"
+            " WHERE e.id = d.event_id AND d.status IN ('pending', 'failed')",
+            "CREATE INDEX deliveries_subject ON deliveries (target, subject, id)"
+            " WHERE status IN ('pending', 'failed') AND subject IS NOT NULL",
+        ),
+    ),
 ]

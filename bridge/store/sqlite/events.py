@@ -31,7 +31,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     for item in batch:
         ev = item.event
         cur = conn.execute(
-            f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 ev.id,
                 ev.source,
@@ -43,14 +43,16 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
                 ev.time_ms,
                 ev.recorded_ms,
                 jsontext.dumps(ev.data),
+                ev.traceparent,
+                ev.tracestate,
             ),
         )
         is_new = cur.rowcount == 1
         if is_new and item.targets:
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms,"
-                " created_ms) VALUES (?, ?, 'pending', 0, ?, ?)",
-                [(ev.id, t, ev.recorded_ms, ev.recorded_ms) for t in item.targets],
+                " created_ms, subject) VALUES (?, ?, 'pending', 0, ?, ?, ?)",
+                [(ev.id, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets],
             )
         if item.sighting is not None:
             s = item.sighting
