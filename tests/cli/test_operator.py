@@ -201,7 +201,11 @@ def test_events_follow_prints_new_events_as_they_are_recorded(tmp_path: Path, da
             reader.start()
             try:
                 wait_until(lambda: len(lines) >= 1, timeout_s=20)
-                second = push_github(proc.url, "closed")
+                # The quickstart's way: `bridge send` signs with the starter config's secret.
+                sent = run_cli("send", "github", "--type", "issues.closed",
+                               "-c", str(proc.config_path), env=env)  # fmt: skip
+                assert sent.returncode == 0 and "202 new event" in sent.stdout, sent.stderr
+                second = sent.stdout.split()[-1]
                 wait_until(lambda: len(lines) >= 2, timeout_s=20)
             finally:
                 follow.send_signal(signal.SIGINT)
