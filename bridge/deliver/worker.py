@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute
 from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
+from bridge.deliver.lines import attempt_line
 from bridge.deliver.policy import CIRCUIT_GAUGE, Circuit, CircuitState, Decision, decide
 from bridge.deliver.request import Request, TransformError, build_request
 from bridge.deliver.signing import SigningKey, decode_key
@@ -577,7 +578,7 @@ class Deliverer:
             metrics.DELIVERIES.labels(target.name, "delivered").inc()
             latency_s = max(done_ms - claim.event.recorded_ms, 0) / 1000
             metrics.DELIVERY_LATENCY.labels(target.name).observe(latency_s)
-            log.debug("%s", attempt_line(claim, target.name, answer, span_ms, "delivered"))
+            log.debug("%s", _line(claim, target.name, answer, span_ms, "delivered"))
         elif decision.status == "dead":
             metrics.DELIVERIES.labels(target.name, "dead").inc()
             log.warning(
@@ -589,20 +590,11 @@ class Deliverer:
                 answer.error or answer.status_code,
             )
         else:
-            log.info("%s", attempt_line(claim, target.name, answer, span_ms, "failed"))
+            log.info("%s", _line(claim, target.name, answer, span_ms, "failed"))
 
 
-def attempt_line(
-    claim: Claim, target: str, answer: Answer, span_ms: tuple[int, int], outcome: str
-) -> str:
-    """One attempt in words: event id, source, target, status, duration, and why it failed."""
-    at_ms, done_ms = span_ms
-    status = f"status {answer.status_code}" if answer.status_code is not None else "no answer"
-    line = (
-        f"delivery of {claim.event.id} from {claim.event.source} to {target} {outcome}:"
-        f" {status} in {done_ms - at_ms} ms, attempt {claim.attempts + 1}"
-    )
-    if outcome == "delivered":
-        latency_ms = max(done_ms - claim.event.recorded_ms, 0)
-        return f"{line}, {latency_ms} ms after it was recorded"
-    return f"{line}: {answer.error}" if answer.error else line
+def _line(claim: Claim, target: str, answer: Answer, span_ms: tuple[int, int], outcome: str) -> str:
+    return attempt_line(
+        claim.event, claim.attempts + 1, target, (answer.status_code, answer.error), span_ms,
+        outcome,
+    )  # fmt: skip
