@@ -106,7 +106,8 @@ def markdown(doc: dict[str, Any]) -> str:
     runs = max((r.get("runs", 1) for r in doc["figures"]), default=1)
     lines = [
         f"Measured {doc['date'][:16].replace('T', ' ')} UTC ({'quick' if doc['quick'] else 'full'}"
-        f" run, each figure the median of {runs} runs) on {m['cores']} cores ({m['cpu']}),"
+        f" run, each figure the median of {runs} run{'s' if runs > 1 else ''})"
+        f" on {m['cores']} cores ({m['cpu']}),"
         f" Python {m['python']}, SQLite {m['sqlite']};"
         f" load average {m.get('load_1m', '?')} as it began.",
         "",
