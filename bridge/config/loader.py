@@ -18,8 +18,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bridge.config.models import MODE_KEYS, NAME_RE, NOT_FEED_KEYS, SECRET_KEYS, Config, PollConfig
+from bridge.config.models import Config
+from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 from bridge.config.presets import PresetError, expand
+from bridge.config.values import NAME_RE, SECRET_KEYS
 from bridge.errors import ConfigError
 from bridge.events import MAX_ATTRIBUTE_BYTES, long_attribute, render_type
 from bridge.masking import mask_url

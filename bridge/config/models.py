@@ -7,125 +7,30 @@ Reading the file (lines, `${...}`, one-line errors) is in `loader.py`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-import jmespath
-import jmespath.exceptions
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
     Field,
-    IPvAnyNetwork,
     SecretStr,
-    Tag,
     field_validator,
     model_validator,
 )
 
-from bridge.masking import mask_url
-
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
-_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE_RE = re.compile(r"\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*\Z", re.IGNORECASE)
-_SIZE_UNITS = {
-    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
-    "gb": 1000**3, "gib": 1024**3,
-}  # fmt: skip
-# Keys whose values are secret: masked in every message.
-SECRET_KEYS = frozenset(
-    {"secret", "secrets", "admin_token", "token", "password", "headers", "params"}
+from bridge.config.polling import PollConfig
+from bridge.config.values import (
+    DEFAULT_RETRY_S,
+    Duration,
+    HttpURL,
+    JMESPath,
+    Networks,
+    Secrets,
+    Size,
+    _Model,
 )
-
-
-DEFAULT_RETRY_S = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
-
-
-# -- value types ---------------------------------------------------------------------------
-
-
-def parse_duration(value: Any) -> float:
-    """Turn `250ms`, `5s`, `2m`, `1h`, `1d` or a number of seconds into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("is not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError("is not a duration (use 250ms, 5s, 2m, 1h or a number of seconds)")
-    if seconds < 0:
-        raise ValueError("is not a duration: it is negative")
-    return seconds
-
-
-def parse_size(value: Any) -> int:
-    """Turn `1MiB`, `512KiB`, `1000` (bytes) into a number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
-        unit = m.group(2).lower() if m.group(2) else None
-        return int(m.group(1)) * _SIZE_UNITS[unit]
-    raise ValueError("is not a size (use a number of bytes, or 64KiB, 1MiB)")
-
-
-def _check_jmespath(value: str) -> str:
-    try:
-        jmespath.compile(value)
-    except jmespath.exceptions.JMESPathError as exc:
-        raise ValueError(f"is not a valid JMESPath expression ({exc.__class__.__name__})") from None
-    return value
-
-
-def field_path(expression: str) -> tuple[str, ...]:
-    """The field names of a plain JMESPath field path (`a`, `a.b`, `"x-y"`); else ValueError."""
-    out: list[str] = []
-    todo: list[Any] = [jmespath.compile(expression).parsed]
-    while todo:
-        node = todo.pop(0)
-        if node["type"] == "field":
-            out.append(node["value"])
-        elif node["type"] == "subexpression":
-            todo[:0] = node["children"]
-        else:
-            raise ValueError(f'{expression!r} is not a field path (use a, a.b or "a-b")')
-    return tuple(out)
-
-
-def _check_http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("is not an http(s) URL")
-    return value
-
-
-def _one_or_many(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-JMESPath = Annotated[str, AfterValidator(_check_jmespath)]
-HttpURL = Annotated[str, AfterValidator(_check_http_url)]
-Secrets = Annotated[list[SecretStr], BeforeValidator(_one_or_many)]
-# Networks in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is one host.
-Networks = Annotated[list[IPvAnyNetwork], BeforeValidator(_one_or_many)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        # A URL may carry a password or a token: reprs show it masked, like every output.
-        for name, value in super().__repr_args__():
-            yield name, mask_url(value) if isinstance(value, str) and "://" in value else value
-
 
 # -- the server ----------------------------------------------------------------------------
 
@@ -167,184 +72,7 @@ class ServerConfig(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
-# -- sources -------------------------------------------------------------------------------
-
-
-class AdaptiveEvery(_Model):
-    """An adaptive poll interval: fast right after a change, slower while nothing changes."""
-
-    min_s: Duration = Field(alias="min")
-    max_s: Duration = Field(alias="max")
-
-    @model_validator(mode="after")
-    def _check_order(self) -> AdaptiveEvery:
-        if self.min_s <= 0 or self.max_s < self.min_s:
-            raise ValueError("needs 0 < min <= max")
-        return self
-
-
-class NextUrlPages(_Model):
-    """Pagination by a next-page URL found in the answer."""
-
-    next_url: JMESPath
-
-
-class CursorPages(_Model):
-    """Pagination by a cursor found in the answer, sent back as a query parameter."""
-
-    cursor: JMESPath
-    param: str
-
-
-Change = Literal["created", "updated", "deleted"]
-Mode = Literal["snapshot", "incremental", "feed"]
-
-
-class IncrementalCursor(_Model):
-    """Where an incremental poll starts: a watermark over an item field, sent as a parameter."""
-
-    field: JMESPath
-    param: str
-    format: Literal["rfc3339", "unix", "unix_ms"] = "rfc3339"
-    # Sent: the watermark minus this, for eventually consistent APIs and clock skew.
-    lookback_s: Duration = Field(60.0, alias="lookback")
-    # The first poll asks for what changed this long ago and since (0: from now).
-    start_s: Duration = Field(0.0, alias="start")
-
-
-class FeedAfter(_Model):
-    """Ask the feed for what follows the last event seen, by its id in a query parameter."""
-
-    param: str
-
-
-class FeedConfig(_Model):
-    """An append-only list of upstream events: each item is one event with its own id."""
-
-    type: JMESPath
-    order: Literal["newest_first", "oldest_first"] = "newest_first"
-    after: FeedAfter | None = None
-    # The id sent as `after` is the newest one at least this much older than the newest seen,
-    # for feeds where events become visible late (Stripe: about a minute).
-    lookback_s: Duration = Field(0.0, alias="lookback")
-
-
-# The keys of `poll` that only one mode takes.
-MODE_KEYS: dict[str, frozenset[str]] = {
-    "snapshot": frozenset(),
-    "incremental": frozenset({"cursor", "reconcile_s"}),
-    "feed": frozenset({"feed", "subject"}),
-}
-# The keys that a feed, whose items are events and not versions of an item, has no use for.
-NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type"})
-
-
-def _every_kind(value: Any) -> str:
-    return "adaptive" if isinstance(value, dict | AdaptiveEvery) else "fixed"
-
-
-def _pages_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "next_url" if "next_url" in value else "cursor"
-    if isinstance(value, NextUrlPages):
-        return "next_url"
-    return "cursor" if isinstance(value, CursorPages) else "link"
-
-
-Every = Annotated[
-    Annotated[Duration, Tag("fixed")] | Annotated[AdaptiveEvery, Tag("adaptive")],
-    Discriminator(_every_kind),
-]
-Pages = Annotated[
-    Annotated[Literal["link"], Tag("link")]
-    | Annotated[NextUrlPages, Tag("next_url")]
-    | Annotated[CursorPages, Tag("cursor")],
-    Discriminator(_pages_kind),
-]
-
-
-class PollConfig(_Model):
-    """How to poll an HTTP API that has no webhooks, and how to diff its answers."""
-
-    url: HttpURL
-    method: str = "GET"
-    headers: dict[str, SecretStr] = {}
-    # Query parameters often carry API keys: kept out of reprs and error messages.
-    params: dict[str, str | int | float | bool] = Field({}, repr=False)
-    timeout_s: Duration = Field(10.0, alias="timeout")
-    every: Every
-    jitter_s: Duration = Field(0.0, alias="jitter")
-    items: JMESPath | None = None
-    id: JMESPath
-    version: JMESPath | None = None
-    ignore: Annotated[list[JMESPath], BeforeValidator(_one_or_many)] = []
-    time: JMESPath | None = None
-    emit: list[Change] = ["created", "updated", "deleted"]
-    type: str = "{source}.{change}"
-    pages: Pages | None = None
-    max_pages: int = Field(100, ge=1)
-    # What one poll may read, over all its pages, before it is a fault (`too_large`).
-    max_bytes: Size = 64 * 1024 * 1024
-    # Same-origin redirects only; a redirect to another origin is never followed.
-    follow_redirects: bool = False
-    baseline: Literal["silent", "emit"] = "silent"
-    on_push: str | None = None
-    mode: Mode = "snapshot"
-    cursor: IncrementalCursor | None = None
-    reconcile_s: Duration | None = Field(None, alias="reconcile")
-    feed: FeedConfig | None = None
-    subject: JMESPath | None = None
-    # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
-    # true with `pages` is right only when any change alters page 1 (newest-changed first).
-    conditional: bool | None = None
-    # The provider preset this source was expanded from (config/presets.py), and its
-    # resource: shown by `bridge check`, no effect of their own.
-    preset: str | None = None
-    resource: str | None = None
-    # The name of a top-level `budgets` entry this source's requests count against.
-    budget: str | None = None
-
-    @property
-    def sends_validators(self) -> bool:
-        """Whether polls send the validators of the previous answer."""
-        return self.conditional if self.conditional is not None else self.pages is None
-
-    @property
-    def min_every_s(self) -> float:
-        """The shortest interval between polls, in seconds."""
-        return self.every.min_s if isinstance(self.every, AdaptiveEvery) else self.every
-
-    @property
-    def overridden_params(self) -> list[str]:
-        """The keys of `params` that replace a key of the query string of `url`."""
-        query = {key for key, _ in parse_qsl(urlsplit(self.url).query, keep_blank_values=True)}
-        return sorted(query & self.params.keys())
-
-    @field_validator("ignore")
-    @classmethod
-    def _check_ignore(cls, value: list[str]) -> list[str]:
-        for expression in value:
-            field_path(expression)  # only plain field paths can be left out of the hash
-        return value
-
-    @model_validator(mode="after")
-    def _check_mode(self) -> PollConfig:
-        if self.mode == "incremental" and self.cursor is None:
-            raise ValueError("mode: incremental needs cursor")
-        if self.mode == "feed" and self.feed is None:
-            raise ValueError("mode: feed needs feed")
-        if self.reconcile_s is not None and self.reconcile_s <= 0:
-            raise ValueError("reconcile must be more than 0")
-        if self.resource is not None and self.preset is None:
-            raise ValueError("resource needs preset")
-        return self
-
-    @field_validator("every")
-    @classmethod
-    def _check_every(cls, value: float | AdaptiveEvery) -> float | AdaptiveEvery:
-        if isinstance(value, float) and value <= 0:
-            raise ValueError("must be more than 0")
-        return value
+# -- sources ---------------------------------------------------------------------------
 
 
 Verify = Literal[

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bridge.config.models import MODE_KEYS, NOT_FEED_KEYS, PollConfig
+from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 
 # The keys a preset reads; they are not keys of `poll` itself (except `preset`, `resource`).
 INPUT_KEYS = frozenset({"repo", "shop", "project", "token", "api_url", "api_version"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from bridge.config import CursorPages, NextUrlPages, PollConfig
-from bridge.config.models import AdaptiveEvery
+from bridge.config.polling import AdaptiveEvery
 from bridge.masking import mask_url
 
 PUBLIC_HEADERS = frozenset(

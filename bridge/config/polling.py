@@ -1,0 +1,202 @@
+"""The models of a polled source (`sources.NAME.poll`): the request, its pages, its mode.
+
+Three modes: `snapshot` diffs the whole list, `incremental` asks for what changed since a
+watermark (`cursor`), `feed` reads an append-only list of upstream events (`feed`). Which
+keys belong to which mode is in `MODE_KEYS`; the loader names a key used in another mode.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from bridge.config.values import Duration, HttpURL, JMESPath, Size, _Model, _one_or_many, field_path
+
+# -- sources -------------------------------------------------------------------------------
+
+
+class AdaptiveEvery(_Model):
+    """An adaptive poll interval: fast right after a change, slower while nothing changes."""
+
+    min_s: Duration = Field(alias="min")
+    max_s: Duration = Field(alias="max")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> AdaptiveEvery:
+        if self.min_s <= 0 or self.max_s < self.min_s:
+            raise ValueError("needs 0 < min <= max")
+        return self
+
+
+class NextUrlPages(_Model):
+    """Pagination by a next-page URL found in the answer."""
+
+    next_url: JMESPath
+
+
+class CursorPages(_Model):
+    """Pagination by a cursor found in the answer, sent back as a query parameter."""
+
+    cursor: JMESPath
+    param: str
+
+
+Change = Literal["created", "updated", "deleted"]
+Mode = Literal["snapshot", "incremental", "feed"]
+
+
+class IncrementalCursor(_Model):
+    """Where an incremental poll starts: a watermark over an item field, sent as a parameter."""
+
+    field: JMESPath
+    param: str
+    format: Literal["rfc3339", "unix", "unix_ms"] = "rfc3339"
+    # Sent: the watermark minus this, for eventually consistent APIs and clock skew.
+    lookback_s: Duration = Field(60.0, alias="lookback")
+    # The first poll asks for what changed this long ago and since (0: from now).
+    start_s: Duration = Field(0.0, alias="start")
+
+
+class FeedAfter(_Model):
+    """Ask the feed for what follows the last event seen, by its id in a query parameter."""
+
+    param: str
+
+
+class FeedConfig(_Model):
+    """An append-only list of upstream events: each item is one event with its own id."""
+
+    type: JMESPath
+    order: Literal["newest_first", "oldest_first"] = "newest_first"
+    after: FeedAfter | None = None
+    # The id sent as `after` is the newest one at least this much older than the newest seen,
+    # for feeds where events become visible late (Stripe: about a minute).
+    lookback_s: Duration = Field(0.0, alias="lookback")
+
+
+# The keys of `poll` that only one mode takes.
+MODE_KEYS: dict[str, frozenset[str]] = {
+    "snapshot": frozenset(),
+    "incremental": frozenset({"cursor", "reconcile_s"}),
+    "feed": frozenset({"feed", "subject"}),
+}
+# The keys that a feed, whose items are events and not versions of an item, has no use for.
+NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type"})
+
+
+def _every_kind(value: Any) -> str:
+    return "adaptive" if isinstance(value, dict | AdaptiveEvery) else "fixed"
+
+
+def _pages_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "next_url" if "next_url" in value else "cursor"
+    if isinstance(value, NextUrlPages):
+        return "next_url"
+    return "cursor" if isinstance(value, CursorPages) else "link"
+
+
+Every = Annotated[
+    Annotated[Duration, Tag("fixed")] | Annotated[AdaptiveEvery, Tag("adaptive")],
+    Discriminator(_every_kind),
+]
+Pages = Annotated[
+    Annotated[Literal["link"], Tag("link")]
+    | Annotated[NextUrlPages, Tag("next_url")]
+    | Annotated[CursorPages, Tag("cursor")],
+    Discriminator(_pages_kind),
+]
+
+
+class PollConfig(_Model):
+    """How to poll an HTTP API that has no webhooks, and how to diff its answers."""
+
+    url: HttpURL
+    method: str = "GET"
+    headers: dict[str, SecretStr] = {}
+    # Query parameters often carry API keys: kept out of reprs and error messages.
+    params: dict[str, str | int | float | bool] = Field({}, repr=False)
+    timeout_s: Duration = Field(10.0, alias="timeout")
+    every: Every
+    jitter_s: Duration = Field(0.0, alias="jitter")
+    items: JMESPath | None = None
+    id: JMESPath
+    version: JMESPath | None = None
+    ignore: Annotated[list[JMESPath], BeforeValidator(_one_or_many)] = []
+    time: JMESPath | None = None
+    emit: list[Change] = ["created", "updated", "deleted"]
+    type: str = "{source}.{change}"
+    pages: Pages | None = None
+    max_pages: int = Field(100, ge=1)
+    # What one poll may read, over all its pages, before it is a fault (`too_large`).
+    max_bytes: Size = 64 * 1024 * 1024
+    # Same-origin redirects only; a redirect to another origin is never followed.
+    follow_redirects: bool = False
+    baseline: Literal["silent", "emit"] = "silent"
+    on_push: str | None = None
+    mode: Mode = "snapshot"
+    cursor: IncrementalCursor | None = None
+    reconcile_s: Duration | None = Field(None, alias="reconcile")
+    feed: FeedConfig | None = None
+    subject: JMESPath | None = None
+    # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
+    # true with `pages` is right only when any change alters page 1 (newest-changed first).
+    conditional: bool | None = None
+    # The provider preset this source was expanded from (config/presets.py), and its
+    # resource: shown by `bridge check`, no effect of their own.
+    preset: str | None = None
+    resource: str | None = None
+    # The name of a top-level `budgets` entry this source's requests count against.
+    budget: str | None = None
+
+    @property
+    def sends_validators(self) -> bool:
+        """Whether polls send the validators of the previous answer."""
+        return self.conditional if self.conditional is not None else self.pages is None
+
+    @property
+    def min_every_s(self) -> float:
+        """The shortest interval between polls, in seconds."""
+        return self.every.min_s if isinstance(self.every, AdaptiveEvery) else self.every
+
+    @property
+    def overridden_params(self) -> list[str]:
+        """The keys of `params` that replace a key of the query string of `url`."""
+        query = {key for key, _ in parse_qsl(urlsplit(self.url).query, keep_blank_values=True)}
+        return sorted(query & self.params.keys())
+
+    @field_validator("ignore")
+    @classmethod
+    def _check_ignore(cls, value: list[str]) -> list[str]:
+        for expression in value:
+            field_path(expression)  # only plain field paths can be left out of the hash
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> PollConfig:
+        if self.mode == "incremental" and self.cursor is None:
+            raise ValueError("mode: incremental needs cursor")
+        if self.mode == "feed" and self.feed is None:
+            raise ValueError("mode: feed needs feed")
+        if self.reconcile_s is not None and self.reconcile_s <= 0:
+            raise ValueError("reconcile must be more than 0")
+        if self.resource is not None and self.preset is None:
+            raise ValueError("resource needs preset")
+        return self
+
+    @field_validator("every")
+    @classmethod
+    def _check_every(cls, value: float | AdaptiveEvery) -> float | AdaptiveEvery:
+        if isinstance(value, float) and value <= 0:
+            raise ValueError("must be more than 0")
+        return value
