@@ -15,7 +15,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,plot,postgres]'
+	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,13 +33,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The status page's browser test needs Debian's chromium: install it when it is missing and we
-# are root; never fail the build over it (the test then skips and says why).
+# The browser tests (the status page, the admin pages) need Debian's chromium and
+# chromium-driver: install them when missing and we are root; never fail the build over it
+# (the tests then skip and say which tool is absent).
 chromium:
-	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
-		echo "installing chromium for the status page's browser test"; \
-		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) >/dev/null 2>&1 \
-			|| echo "could not install chromium: the browser test will skip"; \
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver for the browser tests"; \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver) >/dev/null 2>&1 \
+			|| echo "could not install chromium and chromium-driver: the browser tests will skip"; \
 	fi; true
 
 test: lint typecheck chromium pytest
@@ -51,7 +52,7 @@ test-reliability: $(STAMP)
 # wrk (Debian's package) is optional: without it the aiohttp generator does the closed loop.
 # Debian's webhook (adnanh/webhook) is the peer of the `ingest vs peer` figure, optional too.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,plot,postgres,bench]'
+	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,bench]'
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk) >/dev/null 2>&1; } \
 		|| echo "wrk not installed: the aiohttp generator will do the closed loop"

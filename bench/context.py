@@ -29,6 +29,7 @@ class Settings:
     idle_sources: int
     idle_every_s: float
     idle_window_s: float
+    admin_events: int  # events stored for the admin pages' figure
 
     @classmethod
     def quick_run(cls) -> Settings:
@@ -50,6 +51,7 @@ class Settings:
             idle_sources=100,
             idle_every_s=5.0,
             idle_window_s=10.0,
+            admin_events=100_000,
         )
 
     @classmethod
@@ -71,6 +73,7 @@ class Settings:
             idle_sources=100,
             idle_every_s=5.0,
             idle_window_s=30.0,
+            admin_events=1_000_000,
         )
 
 

@@ -119,6 +119,10 @@ class Event:
     change: Change | None = None
     # The identity upstream (delivery id or item key) the id was derived from.
     upstream_id: str | None = field(default=None, compare=False)
+    # The W3C trace context of the request that pushed the event (None: polled, or none sent);
+    # not part of the CloudEvent: deliveries send it as their own `traceparent` header.
+    traceparent: str | None = field(default=None, compare=False)
+    tracestate: str | None = field(default=None, compare=False)
 
     def to_cloudevent(self) -> dict[str, Any]:
         """The event as a CloudEvents 1.0 JSON object (structured mode)."""

@@ -52,6 +52,8 @@ DELIVERIES = Counter("bridge_deliveries", "Deliveries finished, by target and ou
                      ["target", "outcome"])  # fmt: skip
 ATTEMPTS = Counter("bridge_delivery_attempts", "Delivery attempts, by target and result.",
                    ["target", "result"])  # fmt: skip
+FILTER_ERRORS = Counter("bridge_filter_errors", "Target filters that failed on an event (false).",
+                        ["target"])  # fmt: skip
 BACKLOG = Gauge("bridge_delivery_backlog", "Deliveries waiting (pending or failed).", ["target"])
 DEAD = Gauge("bridge_deliveries_dead", "Deliveries dead after their last retry.", ["target"])
 CIRCUIT = Gauge("bridge_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",

@@ -12,6 +12,7 @@ from bridge.config import Config
 from bridge.events import now_ms
 from bridge.hub import Hub
 from bridge.store import Store
+from bridge.tracing import Tracer
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Runtime:
     is_loopback: bool = False
     # The request budgets polled sources share (the poller applies the config's).
     budgets: Budgets = field(default_factory=Budgets)
+    # Spans of receiving, storing and delivering: inert unless `tracing.otlp` is set.
+    tracer: Tracer = field(default_factory=Tracer)
 
 
 class Component(Protocol):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from bridge import __version__
-from bridge.cli import compare, deliver, events, poll, run, send, status
+from bridge.cli import compare, deliver, events, poll, run, secret, send, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,6 +28,7 @@ cli.add_command(compare.latency)
 cli.add_command(compare.demo)
 deliver.register(cli)
 cli.add_command(status.status)
+cli.add_command(secret.secret)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target enable`.
+"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target enable|disable`.
 
 They work on the database directly, with or without a running daemon: a running daemon sees
 requeued deliveries on its next scan and an enabled target within a second.
@@ -55,6 +55,7 @@ def _delivery_json(row: DeliveryRow) -> dict[str, Any]:
         "delivered": _time(row.delivered_ms) or None,
         "last_code": row.last_code,
         "last_error": row.last_error,
+        "transformed": row.transformed,
     }
 
 
@@ -95,13 +96,14 @@ def deliveries(
         click.echo(jsontext.dumps([_delivery_json(r) for r in rows], indent=2))
         return
     _print_table(
-        ("event", "target", "status", "attempts", "next", "last"),
+        ("event", "target", "status", "attempts", "transform", "next", "last"),
         [
             (
                 r.event_id,
                 r.target,
                 r.status,
                 str(r.attempts),
+                "applied" if r.transformed else "",
                 _time(r.next_ms) if r.status in ("pending", "failed") else "",
                 str(r.last_code or r.last_error or ""),
             )
@@ -207,6 +209,19 @@ def enable(config_path: str, name: str) -> None:
     _check_target(config, name)
     was_disabled = with_store(config, lambda s: s.enable_target(name))
     click.echo(f"target {name} enabled" if was_disabled else f"target {name} was enabled already")
+
+
+@target.command()
+@config_option
+@click.argument("name")
+@handle_errors
+def disable(config_path: str, name: str) -> None:
+    """Disable a target: its deliveries wait (none is lost) until `bridge target enable`."""
+    config = read_config(config_path)
+    _check_target(config, name)
+    reason = "disabled by `bridge target disable`"
+    was_enabled = with_store(config, lambda s: s.disable_target(name, reason, now_ms()))
+    click.echo(f"target {name} disabled" if was_enabled else f"target {name} was disabled already")
 
 
 def register(cli: click.Group) -> None:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from bridge.config.models import Config
+from bridge.config.outbound import tls_context
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 from bridge.config.presets import PresetError, expand
 from bridge.config.values import NAME_RE, SECRET_KEYS
@@ -265,6 +266,20 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
     _check_hooks(config, loaded)
     _check_types(config, loaded)
     _check_modes(config, loaded)
+    _check_tls(config, loaded)
+
+
+def _check_tls(config: Config, loaded: _Loaded) -> None:
+    """Every target's certificate, key and CA load (a mistake shows at `bridge check`)."""
+    base = config.path.parent if config.path else Path.cwd()
+    for tname, target in config.targets.items():
+        if target.tls is None:
+            continue
+        try:
+            tls_context(target.tls, base)
+        except ValueError as exc:
+            key, _, message = str(exc).partition(": ")
+            raise loaded.error(("targets", tname, "tls", key), message) from None
 
 
 def _check_types(config: Config, loaded: _Loaded) -> None:

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
     DEFAULT_RETRY_S,
@@ -40,6 +41,8 @@ class ServerConfig(_Model):
 
     listen: str = "127.0.0.1:8080"
     admin_token: SecretStr | None = None
+    # How long an admin pages' session lasts after the login (the cookie's expiry).
+    admin_session_s: Duration = Field(12 * 3600.0, alias="admin_session", gt=0)
     # Connections open at once (lowered to fit the open files limit, see bridge/daemon/server.py).
     max_connections: int = Field(1024, ge=1)
     # From the connection (or the next request's first byte) to the end of its headers.
@@ -215,9 +218,16 @@ class TargetConfig(_Model):
     """Where events are delivered, signed as Standard Webhooks."""
 
     url: HttpURL
-    secret: Annotated[Secrets, AfterValidator(_check_whsec)]
+    secret: Annotated[Secrets, AfterValidator(check_target_secrets)]
     events: list[str] = ["*"]
     sources: list[str] | None = None
+    # JMESPath over the whole CloudEvent: the event goes to the target only when truthy.
+    filter: JMESPath | None = None
+    # JMESPath over the whole CloudEvent: its result is the `data` this target receives.
+    transform: JMESPath | None = None
+    # `subject`: deliveries of one subject go one at a time, in the order recorded.
+    ordering: Literal["none", "subject"] = "none"
+    tls: TLSConfig | None = None
     headers: dict[str, SecretStr] = {}
     format: Literal["structured", "binary"] = "structured"
     timeout_s: Duration = Field(15.0, alias="timeout")
@@ -292,6 +302,7 @@ class Config(_Model):
     merge: list[MergeConfig] = []
     budgets: dict[str, BudgetConfig] = {}
     retention: RetentionConfig = RetentionConfig()
+    tracing: TracingConfig | None = None
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)
 
@@ -326,3 +337,7 @@ def iter_secrets(config: Config) -> Iterator[str]:
     for target in config.targets.values():
         yield from (s.get_secret_value() for s in target.secret)
         yield from (v.get_secret_value() for v in target.headers.values())
+        if target.tls is not None and target.tls.key is not None:
+            key = target.tls.key.get_secret_value()
+            if is_pem(key):
+                yield key

@@ -34,7 +34,7 @@ _SIZE_UNITS = {
 }  # fmt: skip
 # Keys whose values are secret: masked in every message.
 SECRET_KEYS = frozenset(
-    {"secret", "secrets", "admin_token", "token", "password", "headers", "params"}
+    {"secret", "secrets", "admin_token", "token", "password", "headers", "params", "key"}
 )
 
 

@@ -28,6 +28,7 @@ from bridge.errors import StartupError, StoreError
 from bridge.runtime import Component, Runtime
 from bridge.status.summary import WAITING, backlog_of
 from bridge.store import open_store
+from bridge.tracing import Tracer
 
 log = logging.getLogger("bridge.daemon")
 
@@ -57,14 +58,20 @@ def build_components(runtime: Runtime) -> list[Component]:
     from bridge.deliver.worker import Deliverer
     from bridge.poll.engine import Poller
     from bridge.receive.app import Receiver
+    from bridge.web.admin import Admin
+    from bridge.web.auth import Guard
     from bridge.web.status import Status
 
+    # The status page and the admin pages share one guard, and so their sessions.
+    guard = Guard(runtime)
+    poller = Poller(runtime)
     components: list[Component] = []
     components.append(Heartbeat(runtime))
     components.append(Deliverer(runtime))
     components.append(Receiver(runtime))
-    components.append(Poller(runtime))
-    components.append(Status(runtime))
+    components.append(poller)
+    components.append(Status(runtime, guard))
+    components.append(Admin(runtime, guard, poller))
     components.append(Janitor(runtime))
     return components
 
@@ -207,8 +214,14 @@ class Daemon:
             loop = asyncio.get_running_loop()
             stack.callback(loop.set_exception_handler, loop.get_exception_handler())
             loop.set_exception_handler(quiet_accept_errors(loop))
+            # Stopped after the engines (the exit stack runs backwards): their last spans go out.
+            tracer = Tracer.start(self.config.tracing)
+            stack.callback(tracer.shutdown)
             runtime = self.runtime = Runtime(
-                config=self.config, store=store, is_loopback=listens_on_loopback(sock)
+                config=self.config,
+                store=store,
+                is_loopback=listens_on_loopback(sock),
+                tracer=tracer,
             )
             components = self.components = build_components(runtime)
             for component in components:

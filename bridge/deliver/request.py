@@ -4,7 +4,8 @@ Structured mode (the default) sends the whole CloudEvent as JSON with `content-t
 application/cloudevents+json`. Binary mode sends `data` as the body with its
 `datacontenttype`, and every other attribute in a `ce-<name>` header, percent-encoded as the
 CloudEvents HTTP binding requires. Both are signed as Standard Webhooks; the body signed is
-exactly the body sent. Pure: no I/O, the send time is an argument.
+exactly the body sent. A target's `transform` replaces `data` in either mode (the stored
+event is unchanged). Pure: no I/O, the send time is an argument.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
+from jmespath.parser import ParsedResult
+
 from bridge import __version__, jsontext
-from bridge.deliver.signing import signed_headers
+from bridge.deliver.signing import SigningKey, signed_headers
 from bridge.events import Event
+from bridge.tracing import TraceContext
 
 USER_AGENT = f"bridge/{__version__}"
 STRUCTURED_TYPE = "application/cloudevents+json"
@@ -41,8 +45,26 @@ def ce_header_value(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
-def _binary(event: Event) -> tuple[bytes, dict[str, str]]:
-    ce = event.to_cloudevent()
+class TransformError(ValueError):
+    """A target's `transform` failed on an event, or gave what JSON cannot hold."""
+
+
+def transformed(event: Event, transform: ParsedResult) -> dict[str, Any]:
+    """The CloudEvent with `data` replaced by `transform`'s result over the whole event."""
+    cloudevent = event.to_cloudevent()
+    try:
+        data = transform.search(cloudevent)
+    except Exception as exc:
+        raise TransformError(f"transform failed: {type(exc).__name__}: {exc}") from None
+    try:
+        jsontext.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise TransformError(f"transform gave a value that is not JSON: {exc}") from None
+    cloudevent["data"] = data
+    return cloudevent
+
+
+def _binary(ce: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     data = ce.pop("data", None)
     content_type = ce.pop("datacontenttype", "application/json")
     headers = {f"ce-{name}": ce_header_value(str(value)) for name, value in ce.items()}
@@ -56,17 +78,26 @@ def build_request(
     event: Event,
     *,
     format: Format,
-    keys: Sequence[bytes],
+    keys: Sequence[SigningKey],
     extra_headers: Mapping[str, str],
     now_s: int,
+    transform: ParsedResult | None = None,
+    trace: TraceContext | None = None,
 ) -> Request:
-    """The signed request that delivers `event` at Unix time `now_s`."""
+    """The signed request that delivers `event` at Unix time `now_s`.
+
+    With `transform`, its result is the `data` sent (TransformError when it fails); with
+    `trace`, the attempt's span goes as `traceparent` (and `tracestate`).
+    """
+    ce = transformed(event, transform) if transform is not None else event.to_cloudevent()
     if format == "binary":
-        body, headers = _binary(event)
+        body, headers = _binary(ce)
     else:
-        body = event.to_json().encode()
+        body = jsontext.dumps(ce).encode()
         headers = {"content-type": STRUCTURED_TYPE}
     out = {"user-agent": USER_AGENT, **extra_headers, **headers}
+    if trace is not None:
+        out.update(trace.headers())
     # The signature headers come last so no extra header can replace them.
     out.update(signed_headers(keys, event.id, now_s, body))
     return Request(body, out)

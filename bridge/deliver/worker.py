@@ -23,22 +23,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import aiohttp
+from jmespath.parser import ParsedResult
 from starlette.routing import BaseRoute
 
-from bridge import metrics
+from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
+from bridge.config.outbound import tls_context
 from bridge.deliver.policy import CIRCUIT_GAUGE, Circuit, CircuitState, Decision, decide
-from bridge.deliver.request import Request, build_request
-from bridge.deliver.signing import decode_secret
+from bridge.deliver.request import Request, TransformError, build_request
+from bridge.deliver.signing import SigningKey, decode_key
 from bridge.errors import StoreError
 from bridge.events import Event, now_ms
 from bridge.masking import mask_text, url_secrets
+from bridge.routing import compiled
 from bridge.runtime import Runtime
 from bridge.store.base import AttemptRecord, Claim, OutboxStore, TargetState
 
@@ -61,6 +66,8 @@ class Answer:
     excerpt: str | None = None
     retry_after: str | None = None
     error: str | None = None
+    # The delivery is dead at once (its transform failed): no retry, no mark on the circuit.
+    is_final: bool = False
 
 
 class Pacer:
@@ -91,16 +98,28 @@ class Target:
     probing: bool = False
     pending_writes: int = 0  # writes of this target's state not yet committed
     persisted: TargetState | None = None  # the state as last written or read
-    keys: list[bytes] = field(default_factory=list)
+    keys: list[SigningKey] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()  # kept out of attempts' errors
     pacer: Pacer | None = None
+    transform: ParsedResult | None = None
+    ssl: ssl.SSLContext | None = None
+    tls_error: str | None = None  # why the `tls` files cannot be used (every attempt fails)
 
-    def configure(self, config: TargetConfig) -> None:
-        """Apply (new) settings; the state and the work in flight stay."""
+    def configure(self, config: TargetConfig, base: Path | None = None) -> None:
+        """Apply (new) settings; the state and the work in flight stay. `base` is the folder
+        relative `tls` paths start from (the config file's)."""
         self.config = config
-        # Decoded once: signing then costs one HMAC per secret.
-        self.keys = [decode_secret(s.get_secret_value()) for s in config.secret]
+        # Decoded once: signing then costs one HMAC (or Ed25519 signature) per key.
+        self.keys = [decode_key(s.get_secret_value()) for s in config.secret]
+        self.transform = compiled(config.transform) if config.transform else None
+        self.ssl, self.tls_error = None, None
+        if config.tls is not None:
+            try:
+                self.ssl = tls_context(config.tls, base or Path.cwd())
+            except ValueError as exc:
+                self.tls_error = f"tls: {exc}"
+                log.error("target %s: %s", self.name, self.tls_error)
         self.headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         values = [*self.headers.values(), *url_secrets(config.url)]
         values += [s.get_secret_value() for s in config.secret]
@@ -121,7 +140,11 @@ class Target:
 
     def state(self) -> TargetState:
         """The state to persist."""
-        reason = "answered 410 Gone" if self.disabled_ms is not None else None
+        reason = None
+        if self.disabled_ms is not None:
+            # Disabled by an operator (`bridge target disable`, the admin pages) or by a 410.
+            kept = self.persisted.disabled_reason if self.persisted else None
+            reason = kept if self.persisted and self.persisted.disabled_ms else "answered 410 Gone"
         c = self.circuit
         return TargetState(
             self.name, self.disabled_ms, reason, c.state, c.failures, c.open_until_ms, c.cooldown_s
@@ -147,6 +170,11 @@ class Target:
         if self.in_flight and free < max(self.config.concurrency // 4, 1):
             return 0
         return free
+
+
+def _base(config: Config) -> Path:
+    """The folder relative paths of the config start from."""
+    return config.path.parent if config.path is not None else Path.cwd()
 
 
 def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
@@ -277,7 +305,7 @@ class Deliverer:
                 log.info("target %s removed: its deliveries wait in the outbox", name)
         for name, target_config in config.targets.items():
             if name in self.targets:
-                self.targets[name].configure(target_config)
+                self.targets[name].configure(target_config, _base(config))
             else:
                 self._add(name, target_config, states.get(name))
                 log.info("target %s added", name)
@@ -287,7 +315,7 @@ class Deliverer:
 
     def _add(self, name: str, config: TargetConfig, state: TargetState | None) -> None:
         target = Target(name, config)
-        target.configure(config)
+        target.configure(config, _base(self.runtime.config))
         target.adopt(state)
         self.targets[name] = target
 
@@ -329,7 +357,10 @@ class Deliverer:
         if not limits:
             return SCAN_S
         lease_s = max(self.targets[n].lease_s for n in limits)
-        claimed = await self.store.claim_due(limits, at_ms, at_ms + round(lease_s * 1000))
+        ordered = [n for n in limits if self.targets[n].config.ordering == "subject"]
+        claimed = await self.store.claim_due(
+            limits, at_ms, at_ms + round(lease_s * 1000), ordered=ordered
+        )
         if self._stopping:
             await self.store.release([c.delivery_id for c in claimed.claims])
             return 0.0
@@ -384,19 +415,13 @@ class Deliverer:
                 await target.pacer.wait()
             at_ms = now_ms()
             started = time.perf_counter()
-            try:
-                request = build_request(
-                    claim.event,
-                    format=target.config.format,
-                    keys=target.keys,
-                    extra_headers=target.headers,
-                    now_s=at_ms // 1000,
-                )
-            except ValueError as exc:
-                # Counted as a failed attempt (retried, then dead), never a silent loop.
-                answer = Answer(None, error="cannot build the request: " + describe(exc))
-            else:
-                answer = await self._post(target, request)
+            span = self.runtime.tracer.begin(
+                "deliver", tracing.of_event(claim.event), "client",
+                {"bridge.target": target.name, "cloudevents.event_id": claim.event.id,
+                 "bridge.attempt": claim.attempts + 1},
+            )  # fmt: skip
+            answer = await self._attempt(target, claim, at_ms, span.context)
+            span.end(answer.error, {"http.response.status_code": answer.status_code})
             duration_ms = round((time.perf_counter() - started) * 1000)
             await self._finish(target, claim, answer, at_ms, duration_ms)
         except Exception:
@@ -409,6 +434,29 @@ class Deliverer:
             if self._stopping or target.free_slots(now_ms()) > 0:
                 self._wake.set()
 
+    async def _attempt(
+        self, target: Target, claim: Claim, at_ms: int, trace: tracing.TraceContext
+    ) -> Answer:
+        """Build the request and POST it; a request that cannot be built is an answer too."""
+        try:
+            request = build_request(
+                claim.event,
+                format=target.config.format,
+                keys=target.keys,
+                extra_headers=target.headers,
+                now_s=at_ms // 1000,
+                transform=target.transform,
+                trace=trace,
+            )
+        except TransformError as exc:
+            return Answer(None, error=mask_text(str(exc), target.secrets), is_final=True)
+        except ValueError as exc:
+            # Counted as a failed attempt (retried, then dead), never a silent loop.
+            return Answer(None, error="cannot build the request: " + describe(exc))
+        if target.tls_error is not None:
+            return Answer(None, error=target.tls_error)
+        return await self._post(target, request)
+
     async def _post(self, target: Target, request: Request) -> Answer:
         assert self._session is not None
         config = target.config
@@ -420,6 +468,7 @@ class Deliverer:
                 headers=request.headers,
                 allow_redirects=False,  # a 3xx is a failure, never followed
                 timeout=timeout,
+                ssl=target.ssl if target.ssl is not None else True,
             ) as resp:
                 excerpt = await resp.content.read(EXCERPT_BYTES)
                 return Answer(
@@ -436,15 +485,19 @@ class Deliverer:
         self, target: Target, claim: Claim, answer: Answer, at_ms: int, duration_ms: int
     ) -> None:
         done_ms = at_ms + duration_ms
-        decision = decide(
-            answer.status_code,
-            attempts=claim.attempts + 1,
-            retry_s=target.config.retry_s,
-            now_ms=done_ms,
-            retry_after=answer.retry_after,
-        )
+        if answer.is_final:
+            decision = Decision("dead", done_ms)
+        else:
+            decision = decide(
+                answer.status_code,
+                attempts=claim.attempts + 1,
+                retry_s=target.config.retry_s,
+                now_ms=done_ms,
+                retry_after=answer.retry_after,
+            )
         before = target.state()
-        self._update_target(target, decision, done_ms)
+        if not answer.is_final:
+            self._update_target(target, decision, done_ms)
         after = target.state()
         error = answer.error
         if error is None and decision.is_failure and answer.status_code is not None:
@@ -461,6 +514,7 @@ class Deliverer:
             decision.status,
             decision.next_ms,
             after if after != before else None,
+            transformed=target.transform is not None,
         )
         if record.target_state is not None:
             target.pending_writes += 1

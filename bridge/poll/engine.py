@@ -26,7 +26,7 @@ from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
 from bridge.poll.scheduler import PollResult, Scheduler
-from bridge.routing import targets_for
+from bridge.routing import passing, route, targets_for
 from bridge.runtime import Runtime
 from bridge.store import NewEvent
 from bridge.store.base import PollCommit, PollOutcome
@@ -220,7 +220,7 @@ class Poller:
         targets = self.config.targets
         merge = self.config.merge_of(name)
         if merge is None:
-            return [NewEvent(e, targets_for(targets, name, e.type)) for e in events]
+            return [NewEvent(e, route(targets, e)) for e in events]
         own = member_targets(self.config, name)
         poll = poll_sources(self.config)[name]
         version_of = getter(poll.version) if poll.version else None
@@ -229,8 +229,9 @@ class Poller:
             item = e.data.get("object") if isinstance(e.data, dict) else None
             version = version_of(item) if version_of is not None else None
             merged, sighting = merged_event(merge, e, "poll", version) or unmatched(merge, e)
-            batch.append(NewEvent(merged, targets_for(targets, merge.name, e.type), sighting))
-            mine = [t for t in targets_for(targets, name, e.type) if t in own]
+            wanted = passing(targets, targets_for(targets, merge.name, e.type), merged)
+            batch.append(NewEvent(merged, wanted, sighting))
+            mine = [t for t in route(targets, e) if t in own]
             if mine:
                 batch.append(NewEvent(e, mine))
         return batch

@@ -24,14 +24,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import Counter
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from bridge import jsontext, metrics
+from bridge import jsontext, metrics, tracing
 from bridge.client_address import Network, client_address, is_in
 from bridge.compare.merge import count_sighting, member_targets, merged_event
 from bridge.config import Config, MergeConfig, TargetConfig, WebhookConfig
@@ -41,7 +41,7 @@ from bridge.receive.batch import Batcher
 from bridge.receive.bodies import BodyError, parse_body
 from bridge.receive.presets import Extractor, Search, compile_search, fields_for
 from bridge.receive.schemes import Verifier, build_verifier
-from bridge.routing import targets_for
+from bridge.routing import passing, targets_for
 from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.receive")
@@ -235,6 +235,7 @@ class Receiver:
         if source.hook.verify == "slack" and _is_slack_challenge(data):
             # Slack checks a new Events API URL by asking it to echo this value; it is no event.
             return 200, json.dumps({"challenge": data["challenge"]}).encode()
+        inbound = tracing.from_headers(headers)
         found = source.extractor.extract(headers, data)
         if found.id is None:
             raise _Refusal(422, "missing_id", f"no event id at {source.extractor.fields.id}")
@@ -252,11 +253,49 @@ class Receiver:
             subject=found.subject,
             time_ms=found.time_ms,
             upstream_id=found.id,
+            traceparent=inbound.traceparent if inbound else None,
+            tracestate=inbound.state if inbound else None,
         )
+        if self.runtime.tracer.is_exporting:
+            return await self._store_traced(source, event, headers, data, inbound, arrived_ms)
+        return await self._store(source, event, headers, data)
+
+    async def _store_traced(
+        self,
+        source: WebhookSource,
+        event: Event,
+        headers: dict[str, str],
+        data: Any,
+        inbound: tracing.TraceContext | None,
+        arrived_ms: int,
+    ) -> tuple[int, bytes]:
+        """`_store` inside a receive span and a store span; an event that came without a
+        trace context keeps the receive span's, so its deliveries join that trace."""
+        tracer = self.runtime.tracer
+        attributes = {"bridge.source": source.name, "cloudevents.event_id": event.id}
+        receive = tracer.begin("receive", inbound, "server", attributes, start_ms=arrived_ms)
+        if inbound is None:
+            event = replace(event, traceparent=receive.context.traceparent)
+        store = tracer.begin("store", receive.context)
+        try:
+            status, body = await self._store(source, event, headers, data)
+        except _Refusal as refusal:
+            store.end(refusal.message)
+            receive.end(refusal.message, {"http.response.status_code": refusal.status})
+            raise
+        store.end(None, {"bridge.duplicate": status == 200})
+        receive.end(None, {"http.response.status_code": status})
+        return status, body
+
+    async def _store(
+        self, source: WebhookSource, event: Event, headers: dict[str, str], data: Any
+    ) -> tuple[int, bytes]:
+        """Record the event and its deliveries (filters applied); a store fault is a 503."""
         try:
             if source.merge is not None:
                 return await self._record_merged(source, event, headers, data)
-            is_new = await self.batcher.record(event, source.targets_for(event.type))
+            targets = passing(source.targets, source.targets_for(event.type), event)
+            is_new = await self.batcher.record(event, targets)
         except StoreError as exc:
             log.warning("source %s: cannot store a webhook (answered 503): %s", source.name, exc)
             raise _Refusal(
@@ -297,10 +336,11 @@ class Receiver:
         if found is None:
             raise _Refusal(422, "missing_version", f"no version at {source.hook.version}")
         merged, sighting = found
-        is_new = await self.batcher.record(
-            merged, source.merged_targets(merged.type), sighting=sighting
-        )
-        own = source.targets_for(event.type)
+        if merged.traceparent is None and event.traceparent is not None:
+            merged = replace(merged, traceparent=event.traceparent, tracestate=event.tracestate)
+        wanted = passing(source.targets, source.merged_targets(merged.type), merged)
+        is_new = await self.batcher.record(merged, wanted, sighting=sighting)
+        own = passing(source.targets, source.targets_for(event.type), event)
         if own:
             await self.batcher.record(event, own)
         count_sighting(sighting, first=is_new)

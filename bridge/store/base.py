@@ -13,7 +13,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,6 +255,7 @@ class AttemptRecord:
     status: str  # the delivery's status after the attempt
     next_ms: int
     target_state: TargetState | None = None
+    transformed: bool = False  # the target's `transform` shaped what was sent
 
 
 @dataclass(slots=True, frozen=True)
@@ -272,6 +273,7 @@ class DeliveryRow:
     delivered_ms: int | None
     last_code: int | None
     last_error: str | None
+    transformed: bool = False  # the last attempt sent `data` as the target's transform shaped it
 
 
 @dataclass(slots=True, frozen=True)
@@ -292,8 +294,20 @@ class OutboxStore(ABC):
     """Deliveries: claiming due ones, recording attempts, targets' state, redelivery."""
 
     @abstractmethod
-    async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
-        """Lease up to `limits[target]` due, unleased deliveries per target until `lease_ms`."""
+    async def claim_due(
+        self,
+        limits: Mapping[str, int],
+        now_ms: int,
+        lease_ms: int,
+        ordered: Collection[str] = (),
+    ) -> Claimed:
+        """Lease up to `limits[target]` due, unleased deliveries per target until `lease_ms`.
+
+        For the targets in `ordered` (`ordering: subject`), a delivery whose event has a
+        subject is claimed only when no earlier delivery of that target and subject is still
+        waiting (pending or failed, leased or not): one at a time per subject, in the order
+        the deliveries were recorded; a dead or delivered one no longer holds the next back.
+        """
 
     @abstractmethod
     async def release(self, delivery_ids: Sequence[int]) -> None:
@@ -433,7 +447,69 @@ class RetentionStore(ABC):
         """
 
 
-class Store(EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore, RetentionStore):
+# The delivery statuses from worst to best: an event's worst delivery is the one the admin
+# pages show (and filter) it by; "none" is an event that went to no target.
+WORST_FIRST = ("dead", "failed", "pending", "delivered")
+
+
+@dataclass(slots=True, frozen=True)
+class EventFilter:
+    """Which events an admin page lists; every field left None lets all through.
+
+    `type` is a glob (`*` any run of characters, `?` one character, nothing else special);
+    `since_ms` is inclusive, `until_ms` exclusive (recorded times); `delivery` is a status
+    of WORST_FIRST or "none", matched against the event's worst delivery.
+    """
+
+    source: str | None = None
+    type: str | None = None
+    origin: str | None = None
+    subject: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    delivery: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class EventCursor:
+    """Where a page of events ends: the (recorded_ms, id) of its last, oldest, row."""
+
+    recorded_ms: int
+    id: str
+
+
+@dataclass(slots=True, frozen=True)
+class EventListing:
+    """One row of the events page: the event and the status of its worst delivery."""
+
+    event: Event
+    worst: str | None  # a status of WORST_FIRST, None when the event went to no target
+
+
+class AdminStore(ABC):
+    """What the admin pages read and change beyond the engines' interfaces."""
+
+    @abstractmethod
+    async def page_events(
+        self, where: EventFilter, after: EventCursor | None, limit: int
+    ) -> list[EventListing]:
+        """Up to `limit` events matching `where`, newest first by (recorded_ms, id), strictly
+        older than `after` when given: keyset paging on an index, as fast on the
+        hundredth page as on the first (never an OFFSET)."""
+
+    @abstractmethod
+    async def list_target_attempts(self, target: str, limit: int) -> list[AttemptRow]:
+        """The newest `limit` attempts of one target, newest first."""
+
+    @abstractmethod
+    async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
+        """Disable a target (its deliveries wait, as after a 410) until `enable_target`;
+        True when it was enabled."""
+
+
+class Store(
+    EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore, RetentionStore, AdminStore
+):
     """The whole store: open it, use it, close it.
 
     `replica_id` names this process among the bridges sharing the database: its claims of

@@ -1,4 +1,5 @@
-"""SQL pieces both backends share: the event columns, rows to events, filtered selects.
+"""SQL pieces both backends share: the event columns, rows to events, filtered selects, and
+the keyset-paged select of the admin pages' events.
 
 Only the placeholder differs between SQLite (`?`) and psycopg (`%s`).
 """
@@ -10,8 +11,13 @@ from typing import Any
 
 from bridge import jsontext
 from bridge.events import Event
+from bridge.store.base import WORST_FIRST, DeliveryRow, EventCursor, EventFilter, EventListing
 
-EVENT_COLUMNS = "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data"
+EVENT_COLUMNS = (
+    "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data,"
+    " traceparent, tracestate"
+)
+_COLUMN_NAMES = EVENT_COLUMNS.split(", ")
 
 
 def row_to_event(row: Sequence[Any]) -> Event:
@@ -27,6 +33,26 @@ def row_to_event(row: Sequence[Any]) -> Event:
         time_ms=row[7],
         recorded_ms=row[8],
         data=jsontext.loads_stored(row[9]) if row[9] is not None else None,
+        traceparent=row[10],
+        tracestate=row[11],
+    )
+
+
+def row_to_delivery(row: Sequence[Any]) -> DeliveryRow:
+    """A DeliveryRow from the outbox's delivery columns, in order (`transformed` last)."""
+    return DeliveryRow(
+        id=row[0],
+        event_id=row[1],
+        target=row[2],
+        status=row[3],
+        attempts=row[4],
+        next_ms=row[5],
+        lease_ms=row[6],
+        created_ms=row[7],
+        delivered_ms=row[8],
+        last_code=row[9],
+        last_error=row[10],
+        transformed=bool(row[11]),
     )
 
 
@@ -50,3 +76,72 @@ def select_filtered(
         sql += f" LIMIT {mark}"
         args.append(limit)
     return sql, args
+
+
+# The worst status among an event's deliveries, as a rank (NULL: no deliveries); read through
+# the unique (event_id, target) index, a few rows per event.
+_RANK = {status: len(WORST_FIRST) - i for i, status in enumerate(WORST_FIRST)}
+_WORST_RANK = (
+    "(SELECT max(CASE d.status "
+    + " ".join(f"WHEN '{status}' THEN {rank}" for status, rank in _RANK.items())
+    + " ELSE 0 END) FROM deliveries d WHERE d.event_id = events.id)"
+)
+
+
+def glob_to_like(glob: str) -> str:
+    """A type glob (`*`, `?`) as a LIKE pattern with `\\` as its escape character."""
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def glob_to_sqlite(glob: str) -> str:
+    """A type glob (`*`, `?`) as an SQLite GLOB pattern: `[` is taken literally."""
+    return glob.replace("[", "[[]")
+
+
+def page_events_sql(
+    where: EventFilter,
+    after: EventCursor | None,
+    limit: int,
+    *,
+    type_condition: tuple[str, str] | None,
+    mark: str = "?",
+) -> tuple[str, list[Any]]:
+    """The keyset-paged select of `AdminStore.page_events`: the event columns, then the worst
+    delivery's rank. `type_condition` is the backend's glob match (condition, pattern).
+
+    The order (recorded_ms DESC, id DESC) and the row comparison with the cursor both follow
+    the (recorded_ms, id) index, so any page costs one index seek and `limit` rows read.
+    """
+    filters: list[tuple[str, Any]] = [
+        ("source = ?", where.source),
+        ("origin = ?", where.origin),
+        ("subject = ?", where.subject),
+        ("recorded_ms >= ?", where.since_ms),
+        ("recorded_ms < ?", where.until_ms),
+    ]
+    if type_condition is not None:
+        filters.append(type_condition)
+    conds = [cond.replace("?", mark) for cond, value in filters if value is not None]
+    args: list[Any] = [value for _, value in filters if value is not None]
+    if where.delivery == "none":
+        conds.append(f"{_WORST_RANK} IS NULL")
+    elif where.delivery is not None:
+        conds.append(f"{_WORST_RANK} = {mark}")
+        args.append(_RANK.get(where.delivery, -1))
+    if after is not None:
+        conds.append(f"(recorded_ms, id) < ({mark}, {mark})")
+        args += [after.recorded_ms, after.id]
+    sql = f"SELECT {EVENT_COLUMNS}, {_WORST_RANK} FROM events"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    sql += f" ORDER BY recorded_ms DESC, id DESC LIMIT {mark}"
+    args.append(limit)
+    return sql, args
+
+
+def row_to_listing(row: Sequence[Any]) -> EventListing:
+    """An EventListing from a row of `page_events_sql`."""
+    rank = row[len(_COLUMN_NAMES)]
+    worst = WORST_FIRST[len(WORST_FIRST) - rank] if rank else None
+    return EventListing(row_to_event(row), worst)

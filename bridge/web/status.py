@@ -33,7 +33,7 @@ from bridge.events import Event, format_time, now_ms
 from bridge.runtime import Runtime
 from bridge.status.summary import Summary
 from bridge.status.summary import collect as collect_summary
-from bridge.web.auth import admin_only
+from bridge.web.auth import Guard, admin_only
 
 log = logging.getLogger("bridge.web")
 
@@ -43,6 +43,9 @@ CHART_WINDOW_MS = 3_600_000
 CHART_MAX_ROWS = 20_000
 RECENT_EVENTS = 15
 _NO_CACHE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+# No page of the bridge sends a Referer anywhere (the admin pages' forms then carry
+# `Origin: null`, see auth.py).
+PAGE_HEADERS = {**_NO_CACHE, "referrer-policy": "no-referrer"}
 
 
 @dataclass(slots=True, frozen=True)
@@ -171,9 +174,10 @@ def embed_json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=True).translate(_HTML_SIGNIFICANT)
 
 
-def content_security_policy(page: str) -> str:
+def content_security_policy(page: str, form_action: str = "'none'") -> str:
     """The page's Content-Security-Policy: only its own inline script and style (by hash),
-    requests only to its own origin, and no framing, `<base>` or form anywhere."""
+    requests only to its own origin, and no framing or `<base>`; forms may go only where
+    `form_action` says (nowhere for the status page, `'self'` for the admin pages)."""
     hashes: dict[str, list[str]] = {"script": [], "style": []}
     for kind, body in _INLINE_CODE.findall(page):
         digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
@@ -182,7 +186,7 @@ def content_security_policy(page: str) -> str:
     style = " ".join(hashes["style"]) or "'none'"
     return (
         f"default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; "
-        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        f"img-src 'self'; base-uri 'none'; form-action {form_action}; frame-ancestors 'none'"
     )
 
 
@@ -198,18 +202,19 @@ def render_page(data: dict[str, Any], page: str | None = None) -> str:
 class Status:
     """The status page component."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, guard: Guard | None = None) -> None:
         self.runtime = runtime
+        self.guard = guard or Guard(runtime)
         self._template = template()
         policy = content_security_policy(self._template)
-        self._page_headers = {**_NO_CACHE, "content-security-policy": policy}
+        self._page_headers = {**PAGE_HEADERS, "content-security-policy": policy}
 
     def routes(self) -> list[BaseRoute]:
         """`/` and `/api/status`, both guarded as admin routes."""
 
         return [
-            Route("/", admin_only(self.runtime, self._page), methods=["GET", "HEAD"]),
-            Route("/api/status", admin_only(self.runtime, self._api), methods=["GET"]),
+            Route("/", admin_only(self.runtime, self._page, self.guard), methods=["GET", "HEAD"]),
+            Route("/api/status", admin_only(self.runtime, self._api, self.guard), methods=["GET"]),
         ]
 
     async def start(self) -> None:

@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge import jsontext
 from bridge.events import Event
-from bridge.store.base import NewEvent
-from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
+from bridge.store.base import EventCursor, EventFilter, EventListing, NewEvent
+from bridge.store.rows import (
+    EVENT_COLUMNS,
+    glob_to_like,
+    page_events_sql,
+    row_to_event,
+    row_to_listing,
+    select_filtered,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -31,23 +38,24 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
     """
     if not batch:
         return []
-    columns: list[list[Any]] = [[] for _ in range(10)]
+    columns: list[list[Any]] = [[] for _ in range(12)]
     for item in batch:
         ev = item.event
         data = jsontext.dumps(ev.data)
         values = (ev.id, ev.source, ev.type, ev.origin, ev.change, ev.subject, ev.upstream_id,
-                  ev.time_ms, ev.recorded_ms, data)  # fmt: skip
+                  ev.time_ms, ev.recorded_ms, data, ev.traceparent, ev.tracestate)  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     cur = await conn.execute(
         f"INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM unnest("
         "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-        " %s::bigint[], %s::bigint[], %s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+        " %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
         columns,
     )
     inserted = {row[0] for row in await cur.fetchall()}
     out = [False] * len(batch)
-    deliveries: tuple[list[str], list[str], list[int]] = ([], [], [])
+    deliveries: tuple[list[str], list[str], list[int], list[str | None]] = ([], [], [], [])
     for i, item in enumerate(batch):
         ev = item.event
         if ev.id not in inserted:
@@ -58,6 +66,7 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
             deliveries[0].append(ev.id)
             deliveries[1].append(target)
             deliveries[2].append(ev.recorded_ms)
+            deliveries[3].append(ev.subject)
     sightings = [
         (item.event.id, item.sighting.merge, item.sighting.path, item.sighting.source,
          item.event.recorded_ms)
@@ -72,9 +81,10 @@ async def insert_events(conn: Conn, batch: Sequence[NewEvent]) -> list[bool]:
         )
     if deliveries[0]:
         await conn.execute(
-            "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
-            " SELECT e, t, 'pending', 0, ms, ms FROM unnest(%s::text[], %s::text[], %s::bigint[])"
-            " AS u(e, t, ms) ON CONFLICT (event_id, target) DO NOTHING",
+            "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
+            " subject) SELECT e, t, 'pending', 0, ms, ms, s FROM unnest(%s::text[], %s::text[],"
+            " %s::bigint[], %s::text[]) AS u(e, t, ms, s)"
+            " ON CONFLICT (event_id, target) DO NOTHING",
             deliveries,
         )
     return out
@@ -130,5 +140,18 @@ class PostgresEvents:
                 cur = await conn.execute("SELECT count(*) FROM events WHERE source = %s", (source,))
             row = await cur.fetchone()
             return int(row[0]) if row else 0
+
+        return await self.run(q)
+
+    async def page_events(
+        self, where: EventFilter, after: EventCursor | None, limit: int
+    ) -> list[EventListing]:
+        like = glob_to_like(where.type) if where.type is not None else None
+        condition = ("type LIKE ? ESCAPE '\\'", like) if like is not None else None
+        sql, args = page_events_sql(where, after, limit, type_condition=condition, mark="%s")
+
+        async def q(conn: Conn) -> list[EventListing]:
+            cur = await conn.execute(sql, args)
+            return [row_to_listing(row) for row in await cur.fetchall()]
 
         return await self.run(q)

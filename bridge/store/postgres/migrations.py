@@ -150,4 +150,25 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "CREATE INDEX sightings_merge ON sightings (merge, recorded_ms)",
         ),
     ),
+    (
+        "0007_admin_pages",
+        (
+            "CREATE INDEX events_recorded ON events (recorded_ms, id)",
+            "CREATE INDEX attempts_event ON attempts (event_id, id)",
+            "CREATE INDEX attempts_target ON attempts (target, id)",
+        ),
+    ),
+    (
+        "0008_outbound",
+        (
+            "ALTER TABLE events ADD COLUMN traceparent TEXT",
+            "ALTER TABLE events ADD COLUMN tracestate TEXT",
+            "ALTER TABLE deliveries ADD COLUMN subject TEXT",
+            "ALTER TABLE deliveries ADD COLUMN transformed BOOLEAN NOT NULL DEFAULT false",
+            "UPDATE deliveries d SET subject = e.subject FROM events e"
+            " WHERE e.id = d.event_id AND d.status IN ('pending', 'failed')",
+            "CREATE INDEX deliveries_subject ON deliveries (target, subject, id)"
+            " WHERE status IN ('pending', 'failed') AND subject IS NOT NULL",
+        ),
+    ),
 ]

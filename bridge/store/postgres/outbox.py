@@ -13,11 +13,12 @@ deliveries are sent again, never lost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.store.base import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow, TargetState
-from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
+from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
 
 if TYPE_CHECKING:
     import psycopg
@@ -29,20 +30,31 @@ T = TypeVar("T")
 _WAITING = "status IN ('pending', 'failed')"
 _DELIVERY_COLUMNS = (
     "id, event_id, target, status, attempts, next_ms, lease_ms, created_ms, delivered_ms,"
-    " last_code, last_error"
+    " last_code, last_error, transformed"
 )
 _TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
 _REQUEUE = "status = 'pending', attempts = 0, next_ms = %s, lease_ms = NULL"
+# `ordering: subject`: only the earliest waiting delivery of a subject may be claimed. A
+# replica claiming at the same time sees that earliest one waiting too (leased or locked),
+# so it cannot take the next one before the first is recorded delivered or dead.
+_FIRST_OF_SUBJECT = """
+    AND (w.subject IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p
+         WHERE p.target = w.target AND p.subject = w.subject AND p.status IN ('pending', 'failed')
+         AND p.subject IS NOT NULL AND p.id < w.id))
+"""
 _CLAIM = f"""
     WITH due AS (
-        SELECT id FROM deliveries
+        SELECT id FROM deliveries w
         WHERE target = %s AND {_WAITING} AND next_ms <= %s AND (lease_ms IS NULL OR lease_ms <= %s)
+        {{order}}
         ORDER BY next_ms, id LIMIT %s
         FOR UPDATE SKIP LOCKED
     )
     UPDATE deliveries d SET lease_ms = %s, lease_owner = %s FROM due WHERE d.id = due.id
     RETURNING d.id, d.attempts, d.event_id, d.next_ms
 """
+_CLAIM_ANY = _CLAIM.format(order="")
+_CLAIM_ORDERED = _CLAIM.format(order=_FIRST_OF_SUBJECT)
 _UPSERT_TARGET = (
     f"INSERT INTO targets ({_TARGET_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (name) DO UPDATE SET disabled_ms = excluded.disabled_ms,"
@@ -58,14 +70,20 @@ def _target_values(s: TargetState) -> tuple[Any, ...]:
 
 
 async def _claim(
-    conn: Conn, limits: Mapping[str, int], now_ms: int, lease_ms: int, owner: str
+    conn: Conn,
+    limits: Mapping[str, int],
+    now_ms: int,
+    lease_ms: int,
+    owner: str,
+    ordered: Collection[str] = (),
 ) -> Claimed:
     leased: list[tuple[Any, ...]] = []
     short: list[str] = []  # targets with fewer due deliveries than they could take
     for target, limit in limits.items():
         if limit <= 0:
             continue
-        cur = await conn.execute(_CLAIM, (target, now_ms, now_ms, limit, lease_ms, owner))
+        sql = _CLAIM_ORDERED if target in ordered else _CLAIM_ANY
+        cur = await conn.execute(sql, (target, now_ms, now_ms, limit, lease_ms, owner))
         rows = sorted(await cur.fetchall(), key=lambda r: (r[3], r[0]))
         leased.extend((target, *r) for r in rows)
         if len(rows) < limit:
@@ -107,11 +125,12 @@ async def _record(conn: Conn, records: Sequence[AttemptRecord]) -> None:
         await cur.executemany(
             "UPDATE deliveries SET status = %s, attempts = attempts + 1, next_ms = %s,"
             " lease_ms = NULL, lease_owner = NULL, last_code = %s, last_error = %s,"
+            " transformed = %s,"
             " delivered_ms = CASE WHEN %s = 'delivered' THEN %s ELSE delivered_ms END"
             " WHERE id = %s",
             [
-                (r.status, r.next_ms, r.status_code, r.error, r.status, r.at_ms + r.duration_ms,
-                 r.delivery_id)
+                (r.status, r.next_ms, r.status_code, r.error, r.transformed, r.status,
+                 r.at_ms + r.duration_ms, r.delivery_id)
                 for r in records
             ],
         )  # fmt: skip
@@ -140,8 +159,8 @@ async def _redeliver(
         if cur.rowcount == 0:
             # A target the event never went to (added later): queue a first delivery.
             cur = await conn.execute(
-                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
-                " SELECT id, %s, 'pending', 0, %s, %s FROM events WHERE id = %s"
+                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
+                " subject) SELECT id, %s, 'pending', 0, %s, %s, subject FROM events WHERE id = %s"
                 " ON CONFLICT (event_id, target) DO NOTHING",
                 (target, now_ms, now_ms, event_id),
             )
@@ -171,10 +190,16 @@ class PostgresOutbox:
 
         async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
 
-    async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
+    async def claim_due(
+        self,
+        limits: Mapping[str, int],
+        now_ms: int,
+        lease_ms: int,
+        ordered: Collection[str] = (),
+    ) -> Claimed:
         owner = self.replica_id
         return await self.run(
-            _without_flush_wait(lambda conn: _claim(conn, limits, now_ms, lease_ms, owner))
+            _without_flush_wait(lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered))
         )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
@@ -215,6 +240,32 @@ class PostgresOutbox:
 
         return await self.run(enable)
 
+    async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
+        async def disable(conn: Conn) -> bool:
+            cur = await conn.execute(
+                f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = %s FOR UPDATE", (name,)
+            )
+            row = await cur.fetchone()
+            state = TargetState(*row) if row else TargetState(name)
+            if state.disabled_ms is not None:
+                return False
+            disabled = replace(state, disabled_ms=now_ms, disabled_reason=reason)
+            await conn.execute(_UPSERT_TARGET, _target_values(disabled))
+            return True
+
+        return await self.run(disable)
+
+    async def list_target_attempts(self, target: str, limit: int) -> list[AttemptRow]:
+        async def q(conn: Conn) -> list[AttemptRow]:
+            cur = await conn.execute(
+                "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
+                " error FROM attempts WHERE target = %s ORDER BY id DESC LIMIT %s",
+                (target, limit),
+            )
+            return [AttemptRow(*r) for r in await cur.fetchall()]
+
+        return await self.run(q)
+
     async def list_deliveries(
         self,
         *,
@@ -233,7 +284,7 @@ class PostgresOutbox:
 
         async def q(conn: Conn) -> list[DeliveryRow]:
             cur = await conn.execute(sql, args)
-            return [DeliveryRow(*r) for r in await cur.fetchall()]
+            return [row_to_delivery(r) for r in await cur.fetchall()]
 
         return await self.run(q)
 

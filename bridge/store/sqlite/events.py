@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bridge import jsontext
 from bridge.events import Event
-from bridge.store.base import NewEvent
-from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
+from bridge.store.base import EventCursor, EventFilter, EventListing, NewEvent
+from bridge.store.rows import (
+    EVENT_COLUMNS,
+    glob_to_sqlite,
+    page_events_sql,
+    row_to_event,
+    row_to_listing,
+    select_filtered,
+)
 
 T = TypeVar("T")
 
@@ -24,7 +31,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     for item in batch:
         ev = item.event
         cur = conn.execute(
-            f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 ev.id,
                 ev.source,
@@ -36,14 +43,16 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
                 ev.time_ms,
                 ev.recorded_ms,
                 jsontext.dumps(ev.data),
+                ev.traceparent,
+                ev.tracestate,
             ),
         )
         is_new = cur.rowcount == 1
         if is_new and item.targets:
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms,"
-                " created_ms) VALUES (?, ?, 'pending', 0, ?, ?)",
-                [(ev.id, t, ev.recorded_ms, ev.recorded_ms) for t in item.targets],
+                " created_ms, subject) VALUES (?, ?, 'pending', 0, ?, ?, ?)",
+                [(ev.id, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets],
             )
         if item.sighting is not None:
             s = item.sighting
@@ -106,5 +115,18 @@ class SQLiteEvents:
                     0
                 ]
             )
+
+        return await self.read(q)
+
+    async def page_events(
+        self, where: EventFilter, after: EventCursor | None, limit: int
+    ) -> list[EventListing]:
+        glob = glob_to_sqlite(where.type) if where.type is not None else None
+        sql, args = page_events_sql(
+            where, after, limit, type_condition=("type GLOB ?", glob) if glob else None
+        )
+
+        def q(conn: sqlite3.Connection) -> list[EventListing]:
+            return [row_to_listing(row) for row in conn.execute(sql, args)]
 
         return await self.read(q)

@@ -12,7 +12,8 @@ cut that takes them only means a delivery is sent again.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.store.base import (
@@ -23,28 +24,40 @@ from bridge.store.base import (
     DeliveryRow,
     TargetState,
 )
-from bridge.store.rows import EVENT_COLUMNS, row_to_event, select_filtered
+from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
 
 T = TypeVar("T")
 
 _WAITING = "status IN ('pending', 'failed')"
 _DELIVERY_COLUMNS = (
     "id, event_id, target, status, attempts, next_ms, lease_ms, created_ms, delivered_ms,"
-    " last_code, last_error"
+    " last_code, last_error, transformed"
 )
 _TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
 _REQUEUE = "status = 'pending', attempts = 0, next_ms = ?, lease_ms = NULL"
+# `ordering: subject`: only the earliest waiting delivery of a subject may be claimed.
+_FIRST_OF_SUBJECT = (
+    " AND (d.subject IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p"
+    " WHERE p.target = d.target AND p.subject = d.subject AND p.status IN ('pending', 'failed')"
+    " AND p.subject IS NOT NULL AND p.id < d.id))"
+)
 
 
 def _claim_target(
-    conn: sqlite3.Connection, target: str, limit: int, now_ms: int, lease_ms: int, owner: str
+    conn: sqlite3.Connection,
+    target: str,
+    limit: int,
+    now_ms: int,
+    lease_ms: int,
+    owner: str,
+    ordered: bool = False,
 ) -> list[Claim]:
-
     columns = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+    order = _FIRST_OF_SUBJECT if ordered else ""
     rows = conn.execute(
         f"SELECT d.id, d.attempts, {columns} FROM deliveries d JOIN events e ON e.id = d.event_id"
         f" WHERE d.target = ? AND d.{_WAITING} AND d.next_ms <= ?"
-        " AND (d.lease_ms IS NULL OR d.lease_ms <= ?) ORDER BY d.next_ms, d.id LIMIT ?",
+        f" AND (d.lease_ms IS NULL OR d.lease_ms <= ?){order} ORDER BY d.next_ms, d.id LIMIT ?",
         (target, now_ms, now_ms, limit),
     ).fetchall()
     if rows:
@@ -94,12 +107,12 @@ def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
     )  # fmt: skip
     conn.executemany(
         "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_ms = ?,"
-        " lease_ms = NULL, last_code = ?, last_error = ?,"
+        " lease_ms = NULL, last_code = ?, last_error = ?, transformed = ?,"
         " delivered_ms = CASE WHEN ? = 'delivered' THEN COALESCE(delivered_ms, ?)"
         " ELSE delivered_ms END WHERE id = ?",
         [
-            (r.status, r.next_ms, r.status_code, r.error, r.status, r.at_ms + r.duration_ms,
-             r.delivery_id)
+            (r.status, r.next_ms, r.status_code, r.error, int(r.transformed), r.status,
+             r.at_ms + r.duration_ms, r.delivery_id)
             for r in records
         ],
     )  # fmt: skip
@@ -125,8 +138,8 @@ def _redeliver(
         if cur.rowcount == 0:
             # A target the event never went to (added later): queue a first delivery.
             cur = conn.execute(
-                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
-                " SELECT id, ?, 'pending', 0, ?, ? FROM events WHERE id = ?",
+                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
+                " subject) SELECT id, ?, 'pending', 0, ?, ?, subject FROM events WHERE id = ?",
                 (target, now_ms, now_ms, event_id),
             )
         out[event_id] = cur.rowcount
@@ -146,7 +159,13 @@ class SQLiteOutbox:
             self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
         ) -> T: ...
 
-    async def claim_due(self, limits: Mapping[str, int], now_ms: int, lease_ms: int) -> Claimed:
+    async def claim_due(
+        self,
+        limits: Mapping[str, int],
+        now_ms: int,
+        lease_ms: int,
+        ordered: Collection[str] = (),
+    ) -> Claimed:
         owner = self.replica_id
 
         def claim(conn: sqlite3.Connection) -> Claimed:
@@ -154,7 +173,8 @@ class SQLiteOutbox:
             short: list[str] = []  # targets with fewer due deliveries than they could take
             for target, limit in limits.items():
                 if limit > 0:
-                    got = _claim_target(conn, target, limit, now_ms, lease_ms, owner)
+                    is_ordered = target in ordered
+                    got = _claim_target(conn, target, limit, now_ms, lease_ms, owner, is_ordered)
                     claims.extend(got)
                     if len(got) < limit:
                         short.append(target)
@@ -195,6 +215,30 @@ class SQLiteOutbox:
 
         return await self.write(enable)
 
+    async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
+        def disable(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = ?", (name,)
+            ).fetchone()
+            state = TargetState(*row) if row else TargetState(name)
+            if state.disabled_ms is not None:
+                return False
+            _upsert_target(conn, replace(state, disabled_ms=now_ms, disabled_reason=reason))
+            return True
+
+        return await self.write(disable)
+
+    async def list_target_attempts(self, target: str, limit: int) -> list[AttemptRow]:
+        def q(conn: sqlite3.Connection) -> list[AttemptRow]:
+            rows = conn.execute(
+                "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
+                " error FROM attempts WHERE target = ? ORDER BY id DESC LIMIT ?",
+                (target, limit),
+            )
+            return [AttemptRow(*r) for r in rows]
+
+        return await self.read(q)
+
     async def list_deliveries(
         self,
         *,
@@ -211,7 +255,7 @@ class SQLiteOutbox:
         )
 
         def q(conn: sqlite3.Connection) -> list[DeliveryRow]:
-            return [DeliveryRow(*r) for r in conn.execute(sql, args)]
+            return [row_to_delivery(r) for r in conn.execute(sql, args)]
 
         return await self.read(q)
 
