@@ -188,7 +188,8 @@ class SQLiteStore(
             Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StoreError(f"cannot open the lock file {lock_path}: {exc.strerror}") from exc
+            # The same words as `open`'s: the database's folder is what is wrong.
+            raise StoreError(f"cannot open the database {self.path}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
