@@ -50,11 +50,15 @@ test-reliability: $(STAMP)
 	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
 
 # wrk (Debian's package) is optional: without it the aiohttp generator does the closed loop.
+# Debian's webhook (adnanh/webhook) is the peer of the `ingest vs peer` figure, optional too.
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,bench]'
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk) >/dev/null 2>&1; } \
 		|| echo "wrk not installed: the aiohttp generator will do the closed loop"
+	@command -v webhook >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y webhook) >/dev/null 2>&1; } \
+		|| echo "webhook not installed: the figure against the peer will say not available"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

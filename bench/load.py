@@ -17,6 +17,7 @@ import hmac
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -61,6 +62,28 @@ def signed_requests(count: int, *, secret: str = WEBHOOK_SECRET, pad: int = 200)
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(secret, msg_id, timestamp, body),
+        }
+        out.append(Prepared(seq, body, headers))
+    return out
+
+
+GITHUB_SECRET = hashlib.sha256(b"bridge-bench-github").hexdigest()[:40]
+
+
+def github_requests(count: int, *, secret: str = GITHUB_SECRET, pad: int = 200) -> list[Prepared]:
+    """`count` distinct GitHub-signed `push` deliveries (`X-Hub-Signature-256`), one GUID each."""
+    out = []
+    for seq in range(count):
+        body = json.dumps(
+            {"ref": "refs/heads/main", "seq": seq, "head_commit": {"message": "x" * pad}},
+            separators=(",", ":"),
+        ).encode()
+        mac = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "content-type": "application/json",
+            "x-github-event": "push",
+            "x-github-delivery": str(uuid.uuid4()),
+            "x-hub-signature-256": f"sha256={mac}",
         }
         out.append(Prepared(seq, body, headers))
     return out

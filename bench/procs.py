@@ -135,7 +135,13 @@ class Proc:
 
 @contextlib.contextmanager
 def start(
-    name: str, argv: list[str], workdir: Path, *, port: int, health: str | None = "/healthz"
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    *,
+    port: int,
+    health: str | None = "/healthz",
+    health_timeout_s: float = 30.0,
 ) -> Iterator[Proc]:
     """Start `argv` with its output in `workdir/NAME.log`; wait for `health`; stop at the end."""
     log_path = workdir / f"{name}.log"
@@ -146,7 +152,7 @@ def start(
     proc = Proc(name, popen, port, log_path)
     try:
         if health:
-            proc.wait_http(health)
+            proc.wait_http(health, timeout_s=health_timeout_s)
         yield proc
     finally:
         proc.stop()
@@ -170,6 +176,7 @@ def start_daemon(
     log_level: str = "info",
     database: str | None = None,
     args: tuple[str, ...] = (),
+    health_timeout_s: float = 30.0,
 ) -> Iterator[Proc]:
     """Write a config (its server listening on a free port) and start `bridge run` on it.
 
@@ -188,7 +195,9 @@ def start_daemon(
     argv = [sys.executable, "-m", "bridge", "run", "-c", str(path), "--log-level", log_level,
             *args]  # fmt: skip
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
-    with start(name, argv, workdir, port=port, health="/healthz") as proc:
+    with start(
+        name, argv, workdir, port=port, health="/healthz", health_timeout_s=health_timeout_s
+    ) as proc:
         if not profile_dir:
             yield proc
             return

@@ -28,7 +28,7 @@ from bench import machine
 from bench.context import Context, Settings
 from bench.figures import FIGURES, GOALS, TITLES
 from bench.procs import NotAvailable
-from bench.stats import Row, format_number, results_document, unavailable
+from bench.stats import Row, combine, format_number, format_spread, results_document, unavailable
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("bench")
@@ -71,33 +71,49 @@ def _met(value: bool | None) -> str:
 def table(rows: list[dict[str, Any]], title: str) -> Table:
     """The rich table of a results document's rows."""
     out = Table(title=title, title_justify="left")
-    for column in ("figure", "metric", "value", "baseline", "ratio", "goal", "met?"):
-        out.add_column(
-            column, justify="right" if column in ("value", "baseline", "ratio") else "left"
-        )
+    columns = ("figure", "metric", "value", "spread", "baseline", "ratio", "ratio spread")
+    for column in (*columns, "goal", "met?"):
+        left = column in ("figure", "metric", "goal")
+        out.add_column(column, justify="left" if left else "right")
     for r in rows:
         out.add_row(
             r["figure"],
             r["metric"] if r["metric"] != "-" else f"[yellow]{r['note']}[/yellow]",
             format_number(r["value"], r["unit"]),
+            spread(r, "value"),
             format_number(r["baseline"], r["unit"]),
             format_ratio(r["ratio"]),
+            spread(r, "ratio"),
             r["goal"] or "none set",
             _met(r["met"]),
         )
     return out
 
 
+def spread(r: dict[str, Any], of: str) -> str:
+    """The min-max of a results row's value or ratio over its runs, '-' for one run."""
+    low, high = r.get(f"{of}_min"), r.get(f"{of}_max")
+    if r.get("runs", 1) < 2 or low is None or high is None:
+        return "-"
+    if of == "ratio":
+        return f"{format_ratio(low)}-{format_ratio(high)}"
+    return format_spread([low, high])
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """A results document as a Markdown table with its machine line."""
     m = doc["machine"]
+    runs = max((r.get("runs", 1) for r in doc["figures"]), default=1)
     lines = [
         f"Measured {doc['date'][:16].replace('T', ' ')} UTC ({'quick' if doc['quick'] else 'full'}"
-        f" run) on {m['cores']} cores ({m['cpu']}), Python {m['python']}, SQLite {m['sqlite']};"
+        f" run, each figure the median of {runs} run{'s' if runs > 1 else ''})"
+        f" on {m['cores']} cores ({m['cpu']}),"
+        f" Python {m['python']}, SQLite {m['sqlite']};"
         f" load average {m.get('load_1m', '?')} as it began.",
         "",
-        "| figure | metric | value | baseline (same run) | ratio | goal | met? |",
-        "| --- | --- | ---: | ---: | ---: | --- | --- |",
+        "| figure | metric | value (median) | spread (min-max) | baseline (same run) | ratio "
+        "| ratio spread | goal | met? |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in doc["figures"]:
         ratio = format_ratio(r["ratio"])
@@ -107,8 +123,9 @@ def markdown(doc: dict[str, Any]) -> str:
         if r["baseline_name"]:
             base += f" ({r['baseline_name']})"
         lines.append(
-            f"| {r['figure']} | {metric} | {format_number(r['value'], r['unit'])} | {base} "
-            f"| {ratio} | {r['goal'] or 'none set'} | {met} |"
+            f"| {r['figure']} | {metric} | {format_number(r['value'], r['unit'])} "
+            f"| {spread(r, 'value')} | {base} | {ratio} | {spread(r, 'ratio')} "
+            f"| {r['goal'] or 'none set'} | {met} |"
         )
     notes = [
         f"- {r['figure']}: {r['note']}" for r in doc["figures"] if r["note"] and r["metric"] != "-"
@@ -134,6 +151,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Shorter runs (under 2 minutes).")
     parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="Run only these.")
+    parser.add_argument(
+        "--runs", type=int, help="Run every figure this many times (default 3; quick 1)."
+    )
     parser.add_argument("--out", type=Path, help="Where to write the results JSON.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (logs).")
     parser.add_argument(
@@ -175,20 +195,28 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["BENCH_PROFILE_DIR"] = str(args.profile.resolve())
     started = datetime.now(UTC)
     root = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    ctx = Context(settings, root)
-    rows: list[Row] = []
+    runs = args.runs or (1 if args.quick else 3)
+    names = args.only or list(FIGURES)
+    # Per figure, the rows of each run; the runs take turns, so that a noisy minute on the
+    # machine falls on one run of several figures rather than on every run of one.
+    by_figure: dict[str, list[list[Row]]] = {name: [] for name in names}
     all_ran = True
     clock = time.monotonic()
     try:
-        for name in args.only or FIGURES:
-            got, ran = run_figure(name, ctx, console)
-            rows += got
-            all_ran = all_ran and ran
+        for i in range(runs):
+            ctx = Context(settings, root / f"run{i + 1}")
+            for name in names:
+                if runs > 1:
+                    console.print(f"[dim]run {i + 1}/{runs}[/dim]", end=" ")
+                got, ran = run_figure(name, ctx, console)
+                by_figure[name].append(got)
+                all_ran = all_ran and ran
     finally:
         if args.keep or not all_ran:
             console.print(f"scratch folder with the logs: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+    rows = [row for name in names for row in combine(by_figure[name])]
     doc = results_document(
         rows,
         machine.describe(),

@@ -76,11 +76,21 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
     # The goal in words, for a row that could not be measured (it has no Goal to check).
     goal_text: str = ""
+    # Of a row combined from several runs (`combine`): each run's value and ratio.
+    values: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
-        """The value over the baseline."""
+        """The value over the baseline; of several runs, the median of each run's ratio."""
+        if self.ratios:
+            return median(self.ratios)
         return ratio(self.value, self.baseline)
+
+    @property
+    def runs(self) -> int:
+        """How many runs this row's value is the median of (1 for a single run)."""
+        return max(1, len(self.values))
 
     @property
     def met(self) -> bool | None:
@@ -100,9 +110,64 @@ class Row:
             "goal": self.goal.describe() if self.goal else (self.goal_text or None),
             "goal_spec": asdict(self.goal) if self.goal else None,
             "met": self.met,
+            "runs": self.runs,
+            "value_min": _rounded(min(self.values)) if self.values else _rounded(self.value),
+            "value_max": _rounded(max(self.values)) if self.values else _rounded(self.value),
+            "ratio_min": _rounded(min(self.ratios)) if self.ratios else _rounded(self.ratio),
+            "ratio_max": _rounded(max(self.ratios)) if self.ratios else _rounded(self.ratio),
             "note": self.note,
             "extra": self.extra,
         }
+
+
+def median(values: Iterable[float]) -> float:
+    """The middle value (the mean of the two middle ones for an even count)."""
+    return percentile(values, 50)
+
+
+def combine(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """One row per figure and metric from several runs of the same figures.
+
+    The value and the baseline are the medians over the runs that measured them, the ratio
+    the median of each run's own ratio (a run's value and baseline were measured seconds
+    apart, so their ratio is steadier than either); each run's value and ratio are kept for
+    the spread. Notes that differ between runs are all kept, once each.
+    """
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for rows in runs:
+        for row in rows:
+            groups.setdefault((row.figure, row.metric), []).append(row)
+    out = []
+    for same in groups.values():
+        first = same[0]
+        values = [r.value for r in same if r.value is not None]
+        baselines = [r.baseline for r in same if r.baseline is not None]
+        ratios = [x for r in same if (x := r.ratio) is not None]
+        notes = list(dict.fromkeys(r.note for r in same if r.note))
+        out.append(
+            Row(
+                first.figure,
+                first.metric,
+                first.unit,
+                median(values) if values else None,
+                median(baselines) if baselines else None,
+                first.baseline_name,
+                first.goal,
+                note=" | ".join(notes),
+                extra={"runs": [r.extra for r in same]} if len(same) > 1 else first.extra,
+                goal_text=first.goal_text,
+                values=values,
+                ratios=ratios,
+            )
+        )
+    return out
+
+
+def format_spread(values: Sequence[float] | None, suffix: str = "") -> str:
+    """The range of several runs' values, `4,900-5,400`; '-' for fewer than two."""
+    if not values or len(values) < 2:
+        return "-"
+    return f"{format_number(min(values))}-{format_number(max(values))}{suffix}"
 
 
 def unavailable(figure: str, reason: str, goal_text: str = "") -> Row:

@@ -3,7 +3,8 @@
 wrk spends far less CPU per request than any Python client, so on a 2-core machine it
 leaves the server the core it needs; a Python generator would be the bottleneck of the bare
 baseline and flatter the ratio. Requests are signed beforehand in Python, written one per
-line, and replayed by a small Lua script; its `done` hook prints the figures as JSON.
+line (the header names on the first line, then each request's header values and body, tab
+separated), and replayed by a small Lua script; its `done` hook prints the figures as JSON.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ local n = 0
 local i = 0
 
 init = function(args)
+  local names = nil
   for line in io.lines(args[1]) do
-    local id, ts, sig, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
-    n = n + 1
-    requests[n] = wrk.format("POST", nil, {
-      ["Content-Type"] = "application/json",
-      ["webhook-id"] = id,
-      ["webhook-timestamp"] = ts,
-      ["webhook-signature"] = sig,
-    }, body)
+    local fields = {}
+    for field in (line .. "\t"):gmatch("([^\t]*)\t") do fields[#fields + 1] = field end
+    if names == nil then
+      names = fields
+    else
+      local headers = {}
+      for k = 1, #names do headers[names[k]] = fields[k] end
+      n = n + 1
+      requests[n] = wrk.format("POST", nil, headers, fields[#names + 1])
+    end
   end
 end
 
@@ -80,13 +84,12 @@ def closed_loop(
 ) -> WrkResult:
     """Replay `requests` (cycling if wrk outruns them) with `connections` open, one thread."""
     lines = workdir / "wrk-requests.tsv"
+    names = list(requests[0].headers)
     with lines.open("w") as f:
+        f.write("\t".join(names) + "\n")
         for r in requests:
-            h = r.headers
-            f.write(
-                f"{h['webhook-id']}\t{h['webhook-timestamp']}\t{h['webhook-signature']}\t"
-                f"{r.body.decode()}\n"
-            )
+            values = [r.headers[name] for name in names]
+            f.write("\t".join([*values, r.body.decode()]) + "\n")
     script = workdir / "bench.lua"
     script.write_text(SCRIPT)
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "-s",

@@ -17,7 +17,9 @@ from bench.run import markdown, replace_marked, table
 from bench.stats import (
     Goal,
     Row,
+    combine,
     format_number,
+    format_spread,
     latency_summary_ms,
     missed_lags_s,
     pair_latencies_s,
@@ -137,8 +139,8 @@ def test_results_document_shape() -> None:
     assert json.loads(json.dumps(doc)) == doc
     text = markdown(doc)
     assert (
-        "| ingest | accepted/s | 3,000 req/s | 8,000 req/s (bare) | 0.38x | >= 0.5x | **no** |"
-        in text
+        "| ingest | accepted/s | 3,000 req/s | - | 8,000 req/s (bare) | 0.38x | - "
+        "| >= 0.5x | **no** |" in text
     )
     assert "not available: the polling engine is not here" in text
     assert table(doc["figures"], "t").row_count == 3
@@ -189,3 +191,25 @@ def test_the_readme_table_is_replaced_between_its_markers() -> None:
     )
     with pytest.raises(SystemExit):
         replace_marked("no markers", "| new |")
+
+
+def test_runs_combine_into_medians_with_their_spread() -> None:
+    goal = Goal("ratio", ">=", 0.7)
+    runs = [
+        [Row("ingest", "accepted/s", "req/s", v, b, "bare", goal)]
+        for v, b in ((100.0, 200.0), (300.0, 400.0), (150.0, 200.0))
+    ]
+    (row,) = combine(runs)
+    assert row.value == 150.0 and row.baseline == 200.0
+    assert row.ratio == 0.75  # the median of 0.5, 0.75 and 0.75
+    assert row.met is True
+    doc = row.to_json()
+    assert doc["runs"] == 3
+    assert (doc["value_min"], doc["value_max"]) == (100.0, 300.0)
+    assert (doc["ratio_min"], doc["ratio_max"]) == (0.5, 0.75)
+
+
+def test_one_run_has_no_spread() -> None:
+    (row,) = combine([[Row("e2e", "p99", "ms", 5.0, 1.0)]])
+    assert row.runs == 1 and row.ratio == 5.0
+    assert format_spread(row.values) == "-"

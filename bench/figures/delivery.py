@@ -108,7 +108,7 @@ def run(ctx: Context) -> list[Row]:
         note = (note + "; " if note else "") + f"{requests - count} repeated deliveries"
     return [
         Row("delivery", f"events/s ({count:,} events)", "ev/s", count / bridge_s, count / bare_s,
-            f"bare aiohttp loop, {CONCURRENCY} in flight", Goal("ratio", ">=", 0.5), note=note,
+            f"bare aiohttp loop, {CONCURRENCY} in flight", Goal("ratio", ">=", 0.7), note=note,
             extra={"bridge_s": bridge_s, "bare_s": bare_s, "outbox_fill_s": recorded_s}),
     ]  # fmt: skip
 

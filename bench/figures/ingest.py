@@ -89,7 +89,7 @@ def run(ctx: Context) -> list[Row]:
     conc = s.ingest_concurrency
     return [
         Row("ingest", f"accepted/s ({conc} in flight)", "req/s", got.rate, base.rate, bare,
-            Goal("ratio", ">=", 0.5), note=note),
+            Goal("ratio", ">=", 0.7), note=note),
         Row("ingest", f"p50 to 2xx ({conc} in flight)", "ms", got.latency.get("p50_ms"),
             base.latency.get("p50_ms"), bare),
         Row("ingest", f"p99 to 2xx ({conc} in flight)", "ms", got.latency.get("p99_ms"),

@@ -205,8 +205,10 @@ class Daemon:
         """Run until asked to stop; raise StartupError if the daemon cannot start."""
         store = open_store(self.config.database_path, self.replica_id)
         try:
+            store.take_ownership()
             store.open()
         except StoreError as exc:
+            store.close()
             raise StartupError(str(exc)) from exc
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(store.close)

@@ -530,6 +530,12 @@ class Store(
     async def check_writable(self) -> bool:
         """True when a write can be committed right now (for `/readyz`)."""
 
+    def take_ownership(self) -> None:
+        """Make this process the only bridge daemon on this database, until `close`; raise
+        StoreError when another process already is. A database server is shared by
+        replicas on purpose: nothing to take there."""
+        return None
+
     def lost_reason(self) -> str | None:
         """Why this store can no longer keep what it is given, for good (its database file
         was deleted or replaced under the running process), or None. Cheap: the daemon asks

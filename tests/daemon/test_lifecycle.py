@@ -66,3 +66,20 @@ def test_bad_config_exits_2_without_starting(tmp_path: Path) -> None:
     proc = start_daemon(path, port)
     assert proc.proc.wait(timeout=20) == 2
     assert proc.log().strip() == f"{path}:3: server.colour: is not a known key"
+
+
+def test_a_second_daemon_on_the_same_database_refuses_to_start(daemon) -> None:
+    first = daemon("database: owned.db\n")
+    second = daemon("database: owned.db\n", wait=False)
+    assert second.proc.wait(timeout=20) == 1
+    db = first.config_path.parent / "owned.db"
+    assert second.log().strip() == (
+        f"bridge: another bridge is already running on the database {db} (it holds {db}.lock);"
+        " one bridge process owns a SQLite database"
+    )
+    # The first is untouched; once it is gone (even killed), the database can be owned again.
+    assert httpx.get(first.url + "/healthz").status_code == 200
+    first.kill()
+    third = daemon("database: owned.db\n")
+    assert httpx.get(third.url + "/healthz").status_code == 200
+    assert third.terminate() == 0

@@ -123,6 +123,35 @@ def test_group_commit_batches_concurrent_writes(store: SQLiteStore) -> None:
     assert asyncio.run(store.count_events(source="push")) == 2000
 
 
+def test_only_a_batch_that_acknowledges_nothing_skips_the_fsync(store: SQLiteStore) -> None:
+    # PRAGMA synchronous reads 2 for FULL, 1 for NORMAL, inside the batch's transaction.
+    def sync(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert store.writer.call(sync) == 2
+    assert store.writer.submit(sync, durable=False).result() == 1
+    # A durable write in the same batch makes the whole batch FULL.
+    gate = threading.Event()
+    blocker = store.writer.submit(lambda conn: gate.wait(5))
+    relaxed = store.writer.submit(sync, durable=False)
+    durable = store.writer.submit(sync)
+    gate.set()
+    blocker.result()
+    assert relaxed.result() == durable.result() == 2
+    assert store.writer.call(sync) == 2
+
+
+def test_claims_and_outcomes_commit_without_waiting_for_the_disk(store: SQLiteStore) -> None:
+    asyncio.run(store.record_event(make_event("push", "one"), ["t"]))
+    before = store.writer.relaxed_commits
+    claimed = asyncio.run(store.claim_due({"t": 10}, now_ms(), now_ms() + 60_000))
+    assert len(claimed.claims) == 1
+    asyncio.run(store.release([claimed.claims[0].delivery_id]))
+    assert store.writer.relaxed_commits - before == 2
+    # The event itself went in durably.
+    assert asyncio.run(store.count_events(source="push")) == 1
+
+
 def test_concurrent_duplicates_make_one_event(any_store: Store) -> None:
     store = any_store
     ev = make_event("gh", "same-delivery")

@@ -4,6 +4,11 @@ A claim is a lease on the row, taken with `SELECT ... FOR UPDATE SKIP LOCKED`: r
 claiming at once each get other rows and never wait for one another. The lease is the row's
 `lease_ms` (and `lease_owner`, the replica), not a lock held open: a replica that dies leaves
 its leases to expire and another claims the rows (at least once delivery).
+
+Claims, releases and attempts commit with `synchronous_commit = off` (for their own
+transaction only): they acknowledge nothing to the outside world, so the commit need not
+wait for the server's WAL flush; a server crash may take the last ones, and those
+deliveries are sent again, never lost.
 """
 
 from __future__ import annotations
@@ -163,6 +168,19 @@ async def _redeliver(
     return out
 
 
+_NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off"
+
+
+def _without_flush_wait(fn: Callable[[Conn], Awaitable[T]]) -> Callable[[Conn], Awaitable[T]]:
+    """`fn`'s transaction, committed without waiting for the WAL flush."""
+
+    async def run(conn: Conn) -> T:
+        await conn.execute(_NO_FLUSH_WAIT)
+        return await fn(conn)
+
+    return run
+
+
 class PostgresOutbox:
     """Mixed into PostgresStore; uses its `run` helper and its `replica_id`."""
 
@@ -180,7 +198,9 @@ class PostgresOutbox:
         ordered: Collection[str] = (),
     ) -> Claimed:
         owner = self.replica_id
-        return await self.run(lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered))
+        return await self.run(
+            _without_flush_wait(lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered))
+        )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         async def release(conn: Conn) -> None:
@@ -190,11 +210,11 @@ class PostgresOutbox:
             )
 
         if delivery_ids:
-            await self.run(release)
+            await self.run(_without_flush_wait(release))
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         if records:
-            await self.run(lambda conn: _record(conn, records))
+            await self.run(_without_flush_wait(lambda conn: _record(conn, records)))
 
     async def target_states(self) -> dict[str, TargetState]:
         async def q(conn: Conn) -> dict[str, TargetState]:

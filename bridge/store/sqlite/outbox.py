@@ -3,6 +3,10 @@
 A claim is a lease on the row (`lease_ms`), not a status: a worker that dies leaves its
 leases to expire, and the rows become claimable again (at least once delivery). Recording
 an attempt writes the attempt, the delivery's next state and the target's state together.
+
+Claims, releases and attempts are committed without waiting for the disk (`durable=False`,
+see writer.py): they guard against sending twice, not against losing anything, so a power
+cut that takes them only means a delivery is sent again.
 """
 
 from __future__ import annotations
@@ -151,7 +155,9 @@ class SQLiteOutbox:
 
         async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
-        async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def write(
+            self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
+        ) -> T: ...
 
     async def claim_due(
         self,
@@ -174,7 +180,8 @@ class SQLiteOutbox:
                         short.append(target)
             return Claimed(claims, _next_due(conn, short, now_ms))
 
-        return await self.write(claim)
+        # A lease acknowledges nothing: lost to a power cut, the row is claimed again.
+        return await self.write(claim, durable=False)
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         def release(conn: sqlite3.Connection) -> None:
@@ -183,11 +190,12 @@ class SQLiteOutbox:
             )
 
         if delivery_ids:
-            await self.write(release)
+            await self.write(release, durable=False)
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         if records:
-            await self.write(lambda conn: _record(conn, records))
+            # An outcome lost to a power cut means one more send (at least once), no loss.
+            await self.write(lambda conn: _record(conn, records), durable=False)
 
     async def target_states(self) -> dict[str, TargetState]:
         def q(conn: sqlite3.Connection) -> dict[str, TargetState]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -125,6 +126,8 @@ class SQLiteStore(
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._is_open = False
+        # The open lock file beside the database while this process owns it (a daemon).
+        self._owner_fd: int | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -163,6 +166,45 @@ class SQLiteStore(
             self.writer.lost = identity_problem(self.path, self._identity, file_identity(self.path))
         return self.writer.lost
 
+    @property
+    def lock_path(self) -> str | None:
+        """The lock file beside the database a daemon holds (None for an in-memory one)."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return None
+        return self.path + ".lock"
+
+    def take_ownership(self) -> None:
+        """Hold an exclusive `flock` on `DATABASE.lock` until `close`.
+
+        One daemon owns a SQLite database, so that what it keeps in memory about it (its
+        leases, its batches) can be trusted; a second `bridge run` on the same file stops
+        here. The kernel drops the lock when the process ends, however it ends, so a crash
+        leaves no stale lock. `bridge events` and the other commands do not take it.
+        """
+        lock_path = self.lock_path
+        if lock_path is None or self._owner_fd is not None:
+            return
+        try:
+            Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            # The same words as `open`'s: the database's folder is what is wrong.
+            raise StoreError(f"cannot open the database {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"another bridge is already running on the database {self.path} (it holds"
+                f" {lock_path}); one bridge process owns a SQLite database"
+            ) from exc
+        self._owner_fd = fd
+
+    def _release_ownership(self) -> None:
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
     def open(self) -> None:
         try:
             if self.path != ":memory:":
@@ -186,6 +228,7 @@ class SQLiteStore(
             self._discard_orphaned_companions()
         self._local = threading.local()
         self._is_open = False
+        self._release_ownership()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -214,9 +257,10 @@ class SQLiteStore(
         """Run a read in a worker thread."""
         return await asyncio.to_thread(self.read_sync, fn)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a write in the next group commit; returns once it is durable."""
-        return await self.writer.run(fn)
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run a write in the next group commit; returns once it is durable (once it is
+        committed, not yet synced to the disk, when `durable` is False: see writer.py)."""
+        return await self.writer.run(fn, durable=durable)
 
     async def check_writable(self) -> bool:
         def probe(conn: sqlite3.Connection) -> bool:

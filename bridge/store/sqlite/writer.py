@@ -6,6 +6,13 @@ one `BEGIN IMMEDIATE` transaction and commits once, with `synchronous=FULL`, bef
 future is resolved: a caller that sees its result knows it is durable. One operation that
 raises rolls back alone; a commit that fails fails every operation of the batch.
 
+An operation submitted with `durable=False` (a delivery's claim or outcome, which acknowledge
+nothing to the outside world) does not need the fsync: a batch made only of such operations
+commits with `synchronous=NORMAL`, which in WAL mode writes the WAL without syncing it. Such
+a commit survives a crash of the process, and may be lost to a power cut, but never out of
+order: the WAL is appended in commit order, so the next FULL commit's fsync makes everything
+before it durable too. A batch with one durable operation commits FULL as a whole.
+
 After each commit, before any future is resolved, the writer asks `check` whether the database
 is still the one it writes to (see sqlite.py: the file may have been deleted or replaced under
 the daemon). When it is not, the batch fails, and so does every write after it: nothing is
@@ -53,6 +60,7 @@ def translate(exc: sqlite3.Error) -> StoreError:
 class _Op:
     fn: Callable[[sqlite3.Connection], Any]
     future: Future[Any]
+    durable: bool = True
 
 
 class Writer:
@@ -80,6 +88,10 @@ class Writer:
         self.commits = 0
         # True after a write lock could not be had, until the next successful commit.
         self.is_degraded = False
+        # The connection's `synchronous` setting now: FULL, or NORMAL for a batch that
+        # acknowledges nothing (the connection is opened with FULL).
+        self._is_full_sync = True
+        self.relaxed_commits = 0
 
     def start(self) -> None:
         """Open the write connection in the writer thread; raise if it cannot be opened."""
@@ -96,18 +108,19 @@ class Writer:
             self._thread.join()
             self._thread = None
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
-        """Queue `fn(conn)` for the next commit; the future resolves once it is durable."""
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> Future[T]:
+        """Queue `fn(conn)` for the next commit; the future resolves once it is committed,
+        durably (synced to the disk) unless `durable` is False."""
         future: Future[T] = Future()
         if self._thread is None:
             future.set_exception(StoreError("the store is closed"))
             return future
-        self._queue.put(_Op(fn, future))
+        self._queue.put(_Op(fn, future, durable))
         return future
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Await `fn(conn)` committed durably."""
-        return await asyncio.wrap_future(self.submit(fn))
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Await `fn(conn)` committed (durably unless `durable` is False)."""
+        return await asyncio.wrap_future(self.submit(fn, durable=durable))
 
     def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Block until `fn(conn)` is committed durably (for threads that are not the loop)."""
@@ -147,6 +160,7 @@ class Writer:
             self._fail(batch, StoreUnavailable(self.lost))
             return
         try:
+            self._set_sync(conn, any(op.durable for op in batch))
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             error = translate(exc)
@@ -172,6 +186,8 @@ class Writer:
                 op.future.set_exception(error)
             return
         self.commits += 1
+        if not self._is_full_sync:
+            self.relaxed_commits += 1
         self._resolve(conn, done)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > 250:
@@ -222,6 +238,16 @@ class Writer:
                 self._queue.put(None)
                 return ops
             ops.append(op)
+
+    def _set_sync(self, conn: sqlite3.Connection, is_full: bool) -> None:
+        """FULL for a batch that acknowledges something, NORMAL for one that does not.
+
+        SQLite's `synchronous` belongs to the connection and takes effect from the next
+        transaction, so it is switched between batches, only when it changes.
+        """
+        if is_full != self._is_full_sync:
+            conn.execute(f"PRAGMA synchronous = {'FULL' if is_full else 'NORMAL'}")
+            self._is_full_sync = is_full
 
     def _set_degraded(self, conn: sqlite3.Connection, is_degraded: bool) -> None:
         busy_ms = DEGRADED_BUSY_TIMEOUT_MS if is_degraded else BUSY_TIMEOUT_MS
