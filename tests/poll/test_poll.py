@@ -44,14 +44,6 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
     up.release.set()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "bridge.db")
-    s.open()
-    yield s
-    s.close()
-
-
 class Env:
     """A poller over a store and the upstream, with helpers to read what it stored."""
 

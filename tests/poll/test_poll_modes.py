@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import run_cli
-from tests.scripted_server import Reply, Script, Seen, scripted_server
+from tests.scripted_server import Reply, Script, Seen
 
 pytestmark = pytest.mark.anyio
 
@@ -49,20 +49,6 @@ def config(base: str, **poll: Any) -> Any:
             }
         )
     )
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[Script, str]]:
-    with scripted_server() as served:
-        yield served
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "bridge.db")
-    s.open()
-    yield s
-    s.close()
 
 
 class Env:

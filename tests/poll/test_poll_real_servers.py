@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,6 @@ from tests.helpers import run_cli
 from tests.scripted_server import Reply, Script, Seen, scripted_server
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[Script, str]]:
-    with scripted_server() as served:
-        yield served
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "bridge.db")
-    s.open()
-    yield s
-    s.close()
 
 
 class Env:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -165,14 +164,6 @@ def test_preset_mistakes_are_one_line_errors_naming_the_line(
 def served() -> Iterator[tuple[Script, str]]:
     with scripted_server() as pair:
         yield pair
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "bridge.db")
-    s.open()
-    yield s
-    s.close()
 
 
 class Env:
