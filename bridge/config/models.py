@@ -7,8 +7,10 @@ Reading the file (lines, `${...}`, one-line errors) is in `loader.py`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -324,6 +326,11 @@ class Config(_Model):
             return self.database
         base = self.path.parent if self.path else Path.cwd()
         return str((base / self.database).resolve())
+
+    @cached_property
+    def polled(self) -> Mapping[str, PollConfig]:
+        """The polled sources, by name (read at every poll: made once per config)."""
+        return MappingProxyType({n: s.poll for n, s in self.sources.items() if s.poll})
 
     def merge_of(self, source: str) -> MergeConfig | None:
         """The merge a source belongs to, if any."""

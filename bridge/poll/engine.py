@@ -9,9 +9,10 @@ ids (see `diff.build_events`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -38,11 +39,15 @@ log = logging.getLogger("bridge.poll")
 
 # How many first polls start per second when the daemon starts many sources.
 FIRST_POLLS_PER_S = 100
+# At most this many polls in flight at once; the rest wait their turn here, in order, and
+# the HTTP pool has as many connections. (10,000 polls queued inside httpcore's pool, which
+# scans its queue against its connections at every request, took a whole core.)
+POLLS_IN_FLIGHT = 100
 
 
-def poll_sources(config: Config) -> dict[str, PollConfig]:
+def poll_sources(config: Config) -> Mapping[str, PollConfig]:
     """The polled sources of a config, by name."""
-    return {name: s.poll for name, s in config.sources.items() if s.poll is not None}
+    return config.polled
 
 
 class Poller:
@@ -55,6 +60,7 @@ class Poller:
         self._owns_client = client is None
         self._scheduler: Scheduler | None = None
         self._leased: set[str] = set()  # sources whose poll lease this replica holds
+        self._in_flight = asyncio.Semaphore(POLLS_IN_FLIGHT)
 
     # -- the component ---------------------------------------------------------------------
 
@@ -66,7 +72,7 @@ class Poller:
     def client(self) -> httpx.AsyncClient:
         """The HTTP client of the polls (made on first use)."""
         if self._client is None:
-            self._client = new_client()
+            self._client = new_client(POLLS_IN_FLIGHT)
         return self._client
 
     @property
@@ -184,6 +190,12 @@ class Poller:
         self, name: str, *, interval_s: float | None = None, saved_requests: float = 0.0
     ) -> PollResult:
         """Poll a source once and commit what changed; never raises for a failed fetch."""
+        async with self._in_flight:
+            return await self._poll_once(name, interval_s, saved_requests)
+
+    async def _poll_once(
+        self, name: str, interval_s: float | None, saved_requests: float
+    ) -> PollResult:
         poll = poll_sources(self.config)[name]
         store = self.runtime.store
         started = time.perf_counter()

@@ -40,6 +40,7 @@ from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
 from bridge.poll.limits import NO_LIMITS, Limits, read_limits
 from bridge.poll.links import next_link
+from bridge.poll.transport import AiohttpTransport
 
 log = logging.getLogger("bridge.poll")
 
@@ -400,10 +401,11 @@ async def fetch(
         raise
 
 
-def new_client() -> httpx.AsyncClient:
-    """The HTTP client polls share: no redirect followed by itself, the bridge's User-Agent."""
+def new_client(connections: int = 100) -> httpx.AsyncClient:
+    """The HTTP client polls share: no redirect followed by itself, the bridge's User-Agent,
+    at most `connections` open, over aiohttp's pool (transport.py)."""
     return httpx.AsyncClient(
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        transport=AiohttpTransport(connections=connections),
     )

@@ -153,6 +153,14 @@ class PollCommit:
     cursor: str | None = None  # the new resume point (None: unchanged)
     gap: bool = False  # a feed poll that did not reach the last event seen
 
+    @property
+    def advances(self) -> bool:
+        """Whether the commit moves what the source has seen (items, events, the cursor, a
+        gap): then it is durable before the poll counts as done. A poll that changed none
+        of that (its outcome, counts and validators only) acknowledges nothing and need not
+        wait for the disk: lost to a power cut, the next poll asks again and finds the same."""
+        return bool(self.events or self.upserts or self.deletes or self.cursor or self.gap)
+
 
 class PollStore(ABC):
     """The state of polled sources: snapshots, conditional-request validators and stats."""

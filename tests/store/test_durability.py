@@ -11,7 +11,6 @@ from typing import Any
 
 from bridge.events import Event, event_id, now_ms
 from bridge.store import open_store
-from bridge.store.postgres.outbox import _without_flush_wait
 
 
 async def _show(conn: Any) -> str:
@@ -24,7 +23,7 @@ def test_postgres_delivery_writes_do_not_wait_for_the_flush(postgres_url: str) -
     store: Any = open_store(postgres_url)
     store.open()
     try:
-        assert asyncio.run(store.run(_without_flush_wait(_show))) == "off"
+        assert asyncio.run(store.run(_show, durable=False)) == "off"
         # SET LOCAL ends with its transaction: the next one on the pool is durable again.
         assert all(asyncio.run(store.run(_show)) == "on" for _ in range(10))
         ev = Event(id=event_id("s", "1"), source="s", type="t", origin="push", data={},

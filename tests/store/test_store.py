@@ -17,6 +17,7 @@ import pytest
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, open_store
+from bridge.store.base import PollCommit, PollOutcome
 from bridge.store.sqlite import SQLiteStore
 from bridge.store.sqlite.migrations import MIGRATIONS
 from bridge.store.sqlite.store import identity_problem
@@ -150,6 +151,34 @@ def test_claims_and_outcomes_commit_without_waiting_for_the_disk(store: SQLiteSt
     assert store.writer.relaxed_commits - before == 2
     # The event itself went in durably.
     assert asyncio.run(store.count_events(source="push")) == 1
+
+
+def test_a_poll_that_changed_nothing_commits_without_waiting_for_the_disk(
+    store: SQLiteStore,
+) -> None:
+    outcome = PollOutcome(at_ms=now_ms(), duration_ms=3, status=200, requests=1)
+    item = ("k1", "v1", '{"id":"k1"}')
+    event = make_event("tickets", "k1")
+
+    def relaxed_by(commit: Callable[[], object]) -> int:
+        before = store.writer.relaxed_commits
+        commit()
+        return store.writer.relaxed_commits - before
+
+    # A poll that saw something new (a baseline's items, events, a cursor) is durable.
+    assert relaxed_by(lambda: asyncio.run(store.commit_poll(
+        PollCommit("tickets", outcome, upserts=[item], etag='"a"')))) == 0  # fmt: skip
+    assert relaxed_by(lambda: asyncio.run(store.commit_poll(
+        PollCommit("tickets", outcome, events=[NewEvent(event, ["t"])])))) == 0  # fmt: skip
+    assert relaxed_by(lambda: asyncio.run(store.commit_poll(
+        PollCommit("tickets", outcome, cursor="c2")))) == 0  # fmt: skip
+    # One that only moves counts and validators (a 200 with the same items, a 304, a
+    # failure) acknowledges nothing: no fsync.
+    assert relaxed_by(lambda: asyncio.run(store.commit_poll(
+        PollCommit("tickets", outcome, etag='"b"')))) == 1  # fmt: skip
+    assert relaxed_by(lambda: asyncio.run(store.record_poll("tickets", outcome))) == 1
+    state = asyncio.run(store.load_poll_state("tickets"))
+    assert (state.polls, state.etag, state.cursor) == (5, '"b"', "c2")
 
 
 def test_concurrent_duplicates_make_one_event(any_store: Store) -> None:

@@ -168,19 +168,6 @@ async def _redeliver(
     return out
 
 
-_NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off"
-
-
-def _without_flush_wait(fn: Callable[[Conn], Awaitable[T]]) -> Callable[[Conn], Awaitable[T]]:
-    """`fn`'s transaction, committed without waiting for the WAL flush."""
-
-    async def run(conn: Conn) -> T:
-        await conn.execute(_NO_FLUSH_WAIT)
-        return await fn(conn)
-
-    return run
-
-
 class PostgresOutbox:
     """Mixed into PostgresStore; uses its `run` helper and its `replica_id`."""
 
@@ -188,7 +175,7 @@ class PostgresOutbox:
 
     if TYPE_CHECKING:
 
-        async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
+        async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T: ...
 
     async def claim_due(
         self,
@@ -199,7 +186,7 @@ class PostgresOutbox:
     ) -> Claimed:
         owner = self.replica_id
         return await self.run(
-            _without_flush_wait(lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered))
+            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered), durable=False
         )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
@@ -210,11 +197,11 @@ class PostgresOutbox:
             )
 
         if delivery_ids:
-            await self.run(_without_flush_wait(release))
+            await self.run(release, durable=False)
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         if records:
-            await self.run(_without_flush_wait(lambda conn: _record(conn, records)))
+            await self.run(lambda conn: _record(conn, records), durable=False)
 
     async def target_states(self) -> dict[str, TargetState]:
         async def q(conn: Conn) -> dict[str, TargetState]:

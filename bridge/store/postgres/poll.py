@@ -92,7 +92,7 @@ class PostgresPollState:
 
     if TYPE_CHECKING:
 
-        async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
+        async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T: ...
 
     async def load_poll_state(self, source: str) -> PollState:
         async def q(conn: Conn) -> PollState:
@@ -174,7 +174,9 @@ class PostgresPollState:
             )
             return is_new
 
-        return await self.run(write)
+        return await self.run(write, durable=commit.advances)
 
     async def record_poll(self, source: str, outcome: PollOutcome) -> None:
-        await self.run(lambda conn: _record_outcome(conn, source, outcome, committed=False))
+        await self.run(
+            lambda conn: _record_outcome(conn, source, outcome, committed=False), durable=False
+        )

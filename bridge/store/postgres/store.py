@@ -198,11 +198,18 @@ class PostgresStore(
                 log.info("a database connection was cut; running the transaction again")
         raise AssertionError("unreachable")
 
-    async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn(conn)` in one transaction on the store's loop; returns once committed."""
+    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T:
+        """Run `fn(conn)` in one transaction on the store's loop; returns once committed.
+
+        With `durable=False` (a write that acknowledges nothing to the outside world) the
+        commit does not wait for the server's WAL flush (`synchronous_commit = off` for that
+        transaction only): a server crash may lose it, never reorder it.
+        """
         runner = self._runner
         if runner is None:
             raise StoreError("the store is closed")
+        if not durable:
+            fn = _without_flush_wait(fn)
         try:
             return await asyncio.wrap_future(runner.submit(self._transaction(fn)))
         except (psycopg.Error, PoolTimeout) as exc:
@@ -219,6 +226,16 @@ class PostgresStore(
             return await asyncio.wait_for(self.run(probe), timeout=5.0)
         except (StoreError, TimeoutError):
             return False
+
+
+def _without_flush_wait(fn: Callable[[Conn], Awaitable[T]]) -> Callable[[Conn], Awaitable[T]]:
+    """`fn`'s transaction, committed without waiting for the WAL flush."""
+
+    async def run(conn: Conn) -> T:
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        return await fn(conn)
+
+    return run
 
 
 async def _migrate(conn: Conn) -> list[str]:

@@ -173,8 +173,10 @@ class SQLitePollState:
             )
             return is_new
 
-        result: list[bool] = await self.write(write)
+        result: list[bool] = await self.write(write, durable=commit.advances)
         return result
 
     async def record_poll(self, source: str, outcome: PollOutcome) -> None:
-        await self.write(lambda conn: _record_outcome(conn, source, outcome, committed=False))
+        await self.write(
+            lambda conn: _record_outcome(conn, source, outcome, committed=False), durable=False
+        )
