@@ -1,9 +1,16 @@
 """The README against the code: every metric name it lists is served by `/metrics`, every
-`bridge` command it shows exists, every config key it names is a key of the config."""
+`bridge` command it shows exists, every config key it names is a key of the config, and the
+quickstart's commands, taken from the README, run as written against a real `bridge run`."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -14,6 +21,7 @@ from bridge import metrics
 from bridge.cli import cli
 from bridge.config import Config
 from bridge.config.keys import known_keys
+from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -136,3 +144,144 @@ def test_every_key_of_the_readme_s_whole_config_examples_exists() -> None:
             if not _is_key_path(path):
                 bad.append(".".join(path))
     assert sorted(set(bad)) == []
+
+
+# -- the quickstart, run as written -----------------------------------------------------------
+
+# Variables a reader's shell would not have; the quickstart sets what it needs itself.
+UNSET = ("GITHUB_WEBHOOK_SECRET", "TARGET_SECRET", "TICKETS_URL", "TARGET_URL",
+         "BRIDGE_CONFIG", "VIRTUAL_ENV", "NOTIFY_SOCKET")  # fmt: skip
+
+
+def section(title: str) -> str:
+    """The README's text under the heading `## title`, up to the next one."""
+    start = README.index(f"\n## {title}")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
+
+
+def sh_blocks(text: str) -> list[str]:
+    """The ```sh blocks of `text`, dedented, in order."""
+    return [textwrap.dedent(b) for b in re.findall(r"```sh\n(.*?)```", text, re.S)]
+
+
+class Terminal:
+    """One shell a reader types into: each block runs in bash, and what it exported and
+    where it went (`cd`) carry over to the next, as they would in one terminal."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.cwd, self.env = cwd, env
+        self.state = cwd / f".terminal-{id(self)}"
+        self.state.write_text("")
+        self.where = cwd / f".terminal-{id(self)}.pwd"
+        self.where.write_text(str(cwd))
+
+    def type(self, block: str) -> subprocess.CompletedProcess[str]:
+        script = (
+            f'. "{self.state}"\ncd "$(cat "{self.where}")"\n{block}\nstatus=$?\n'
+            f'export -p > "{self.state}"\npwd > "{self.where}"\nexit $status\n'
+        )
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                              env=self.env, cwd=self.cwd, timeout=60)  # fmt: skip
+
+
+def link_virtualenv(folder: Path) -> None:
+    """`folder/.venv`: the virtualenv these tests run in, as `make install` would make it."""
+    venv = folder / ".venv"
+    if (Path(sys.prefix) / "bin" / "activate").exists():
+        venv.symlink_to(Path(sys.prefix))
+        return
+    (venv / "bin").mkdir(parents=True)  # no virtualenv: an activate that does its one job
+    (venv / "bin" / "activate").write_text(f'PATH="{Path(sys.executable).parent}:$PATH"\n')
+
+
+def closed_port() -> socket.socket:
+    """A socket bound on 127.0.0.1 that does not listen: a connection to it is refused, as
+    the quickstart's target and placeholder API refuse, and nothing else can take the port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def stop(shell: subprocess.Popen[bytes]) -> None:
+    """Stop the second terminal's `bridge run` as Ctrl-C would stop it there: its whole
+    process group, SIGKILL when it takes more than 15 s."""
+    if shell.poll() is None:
+        os.killpg(shell.pid, signal.SIGINT)
+        try:
+            shell.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait(timeout=10)
+
+
+def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
+    setup = [line for line in sh_blocks(section("Set up"))[0].splitlines()
+             if not line.startswith("make install")]  # fmt: skip
+    quick = section("Quickstart: five minutes")
+    init, check, run, send, curl, show = sh_blocks(quick)
+    assert "`bridge poll tickets`" in quick
+    port = free_port()
+    with closed_port() as api, closed_port() as target:
+        # Step 2 lets the reader set these instead of editing: here both refuse connections.
+        env = {k: v for k, v in os.environ.items() if k not in UNSET} | {
+            "TICKETS_URL": f"http://127.0.0.1:{api.getsockname()[1]}/v1/tickets",
+            "TARGET_URL": f"http://127.0.0.1:{target.getsockname()[1]}/events",
+        }
+        link_virtualenv(tmp_path)
+        one = Terminal(tmp_path, env)
+        assert one.type("\n".join(setup)).returncode == 0
+        done = one.type(init)
+        assert done.returncode == 0 and "wrote mybridge/config.yaml" in done.stdout, done.stderr
+        assert "next: `cd mybridge`, edit config.yaml, then `bridge check`" in done.stdout
+        site = tmp_path / "mybridge"
+        config = site / "config.yaml"
+        config.write_text(config.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+        done = one.type(check)
+        assert done.returncode == 0 and done.stdout.startswith("config.yaml: ok"), done.stderr
+        assert "webhook /hooks/github verify github, 1 secret ***" in done.stdout
+
+        log_path = tmp_path / "bridge-run.log"
+        with open(log_path, "wb") as log:
+            daemon = subprocess.Popen(["bash", "-c", run], cwd=site, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+
+            def banner() -> bool:
+                assert daemon.poll() is None, log_path.read_text()
+                return f"metrics      {base}/metrics" in log_path.read_text()
+
+            wait_until(banner, timeout_s=30, interval_s=0.05)
+            logged = log_path.read_text()
+            assert re.search(rf"bridge \d+\.\d+\.\d+\S* listening on 127.0.0.1:{port}", logged)
+            assert f"status page  {base}/" in logged and f"{base}/hooks/github" in logged
+
+            sent = one.type(send)
+            assert sent.returncode == 0, sent.stderr
+            found = re.fullmatch(r"202 new event (evt_\w+)\n", sent.stdout)
+            assert found, sent.stdout
+            event = found.group(1)
+            posted = one.type(curl.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+            assert re.fullmatch(r'\{"id": "evt_\w+"\}', posted.stdout), posted.stdout
+            polled = one.type("bridge poll tickets")
+            assert polled.returncode == 1, polled.stderr
+            assert re.match(r"tickets: polled at \S+: no answer, .*; failed: ", polled.stdout)
+
+            # The first attempt follows the event within milliseconds: step 6, typed right
+            # after, shows it; typed again (bounded) while the daemon has not recorded it.
+            shown = show.replace("evt_...", event)
+
+            def step_six() -> str | None:
+                done = one.type(shown)
+                assert done.returncode == 0, done.stderr
+                return done.stdout if "cannot connect" in done.stdout else None
+
+            out = wait_until(step_six, timeout_s=30, interval_s=0.2)
+        finally:
+            stop(daemon)
+    assert event in out and "evt_" in out.replace(event, "")  # both webhooks are stored
+    assert "deliveries and their attempts" in out
+    assert re.search(r"^ app +failed +\d+ ", out, re.M), out  # the delivery...
+    attempt = r"^ +- +\d{4}-\d\d-\d\dT[\d:.]+Z +\d+ ms +cannot connect"
+    assert re.search(attempt, out, re.M), out  # ...and its attempt

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import shlex
 from pathlib import Path
 
 import click
@@ -93,4 +94,7 @@ def init(directory: str, name: str, force: bool, as_json: bool) -> None:
         click.echo(jsontext.dumps({"config": str(path), "written": True}, indent=2))
         return
     click.echo(f"wrote {path}")
-    click.echo(f"next: edit it, then `bridge check -c {path}` and `bridge run -c {path}`")
+    # The hint the README's quickstart follows: cd into DIR, where the commands find the file.
+    where = "" if folder == Path(".") else f"`cd {shlex.quote(directory)}`, "
+    flag = "" if name == "config.yaml" else f" -c {shlex.quote(name)}"
+    click.echo(f"next: {where}edit {name}, then `bridge check{flag}` and `bridge run{flag}`")

@@ -96,8 +96,9 @@ def _print_outcome(answer: dict[str, Any]) -> None:
     if not answer["polled"]:
         click.echo(f"{name}: not polled: {answer['error']}")
         return
+    status = "no answer" if answer["status"] is None else f"HTTP {answer['status']}"
     line = (
-        f"{name}: polled at {answer['at']}: HTTP {answer['status']}, {answer['duration_ms']} ms,"
+        f"{name}: polled at {answer['at']}: {status}, {answer['duration_ms']} ms,"
         f" {plural(answer['requests'], 'request')}, {plural(answer['items'], 'item')},"
         f" {plural(answer['events'], 'new event')}"
     )

@@ -11,6 +11,7 @@ from bridge.cli.edge import ConfigFailure, config_option, handle_errors, read_co
 from bridge.config import Config, load_config
 from bridge.config.advice import warnings
 from bridge.errors import ConfigError
+from bridge.logs import plural
 from bridge.poll.describe import describe, every_text
 
 
@@ -83,7 +84,7 @@ def _print_check(summary: dict[str, Any], config: Config) -> None:
             for label, text in s["request"].items():
                 click.echo(f"            {label:8} {text}")
         else:
-            secrets = f", {s['secrets']} secret(s) ***" if s["secrets"] else ""
+            secrets = f", {plural(s['secrets'], 'secret')} ***" if s["secrets"] else ""
             click.echo(
                 f"  source    {s['name']}: webhook {s['path']} verify {s['verify']}{secrets}"
             )
