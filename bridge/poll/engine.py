@@ -189,29 +189,31 @@ class Poller:
     async def poll_once(
         self, name: str, *, interval_s: float | None = None, saved_requests: float = 0.0
     ) -> PollResult:
-        """Poll a source once and commit what changed; never raises for a failed fetch."""
-        async with self._in_flight:
-            return await self._poll_once(name, interval_s, saved_requests)
+        """Poll a source once and commit what changed; never raises for a failed fetch.
 
-    async def _poll_once(
-        self, name: str, interval_s: float | None, saved_requests: float
-    ) -> PollResult:
+        The poll holds one of the `POLLS_IN_FLIGHT` places while it fetches and diffs, not
+        while its commit waits for the disk: other polls go on meanwhile and their commits
+        join the same group commit.
+        """
         poll = poll_sources(self.config)[name]
         store = self.runtime.store
         started = time.perf_counter()
         at_ms = now_ms()
         fetched = Fetched()
         try:
-            state = await store.load_poll_state(name)
-            detection = await detect(
-                self.client,
-                name,
-                poll,
-                store=store,
-                state=state,
-                validators=Validators(state.etag, state.last_modified),
-                out=fetched,
-            )
+            async with self._in_flight:
+                started = time.perf_counter()
+                at_ms = now_ms()
+                state = await store.load_poll_state(name)
+                detection = await detect(
+                    self.client,
+                    name,
+                    poll,
+                    store=store,
+                    state=state,
+                    validators=Validators(state.etag, state.last_modified),
+                    out=fetched,
+                )
             duration_ms = round((time.perf_counter() - started) * 1000)
             outcome = PollOutcome(
                 at_ms=at_ms,

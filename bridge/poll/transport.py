@@ -13,7 +13,9 @@ What this keeps of httpx's own transport:
 - the URL is sent exactly as httpx built it (yarl would re-quote its query otherwise);
 - no redirect is followed and nothing decoded here: httpx follows nothing (fetch.py decides)
   and decodes gzip, deflate and brotli itself;
-- proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`) are used, as httpx does;
+- proxies from the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`) are used, as httpx
+  does; read once, when the transport is made (aiohttp's own `trust_env` would also read
+  `~/.netrc` at every request);
 - errors become httpx's, by what happened: a connection the server closed is a
   `RemoteProtocolError` (fetch.py retries a stale keep-alive one once), a reset is a
   `ReadError`, no connection a `ConnectError`, a timeout a `ConnectTimeout` or
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -84,6 +87,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._connections = connections
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
+        self._proxies = {
+            scheme: url
+            for scheme, url in urllib.request.getproxies_environment().items()
+            if scheme in ("http", "https", "all", "no")
+        }
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        """The proxy of `url` from the environment, unless `NO_PROXY` exempts its host."""
+        proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+        # proxy_bypass_environment: the stdlib's NO_PROXY rules (not in typeshed).
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if proxy is None or bypass(url.host, self._proxies):
+            return None
+        return proxy
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -94,7 +111,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                trust_env=True,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
@@ -118,6 +134,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 compress=None,
+                proxy=self._proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),

@@ -74,6 +74,19 @@ async def test_a_proxy_from_the_environment_is_used(
     assert script.paths() == ["http://upstream.invalid/items"]
 
 
+async def test_no_proxy_exempts_its_hosts(
+    server: tuple[Script, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, base = server
+    script.route("/items", Reply(body=[{"id": 4}]))
+    with socket.create_server(("127.0.0.1", 0)) as dead:  # a proxy that never answers
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead.getsockname()[1]}")
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        async with new_client() as client:
+            got = await fetch(client, poll_of(base + "/items", timeout="2s"))
+    assert got.items == [{"id": 4}] and script.paths() == ["/items"]
+
+
 @contextlib.contextmanager
 def raw_server(answer: bytes) -> Iterator[str]:
     """A socket on 127.0.0.1 that reads a request, writes `answer` and hangs up (at most 5)."""
