@@ -5,8 +5,10 @@ The benchmarks themselves run only with `make bench`; these keep their arithmeti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -213,3 +215,17 @@ def test_one_run_has_no_spread() -> None:
     (row,) = combine([[Row("e2e", "p99", "ms", 5.0, 1.0)]])
     assert row.runs == 1 and row.ratio == 5.0
     assert format_spread(row.values) == "-"
+
+
+def test_the_admin_pages_database_is_built_at_the_daemons_schema(tmp_path: Path) -> None:
+    # The figure writes its million events straight into SQLite: it must follow migrations.
+    from bench.figures.admin_pages import build
+    from bridge.store.sqlite import SQLiteStore
+
+    build(tmp_path / "bridge.db", 50)
+    store = SQLiteStore(tmp_path / "bridge.db")
+    store.open()
+    try:
+        assert asyncio.run(store.count_events()) == 50
+    finally:
+        store.close()

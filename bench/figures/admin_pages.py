@@ -42,7 +42,6 @@ def _rows(count: int, start_ms: int) -> Iterator[tuple[Any, ...]]:
 
 def build(path: Path, count: int) -> float:
     """A database of `count` events at the daemon's schema; returns the seconds it took."""
-    from bridge.store.rows import EVENT_COLUMNS
     from bridge.store.sqlite import SQLiteStore
 
     began = time.perf_counter()
@@ -55,7 +54,8 @@ def build(path: Path, count: int) -> float:
         conn.execute("PRAGMA synchronous = OFF")
         with conn:
             conn.executemany(
-                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO events (id, source, type, origin, change, subject, upstream_id,"
+                " time_ms, recorded_ms, data) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 _rows(count, start_ms),
             )
             conn.executemany(
