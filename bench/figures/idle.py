@@ -14,7 +14,7 @@ import time
 from bench.context import Context, require_engine
 from bench.figures.poll_scale import bare_poller, sources_yaml
 from bench.procs import child_env, cpu_seconds, start_app, start_daemon
-from bench.stats import Row
+from bench.stats import Goal, Row
 
 
 def run(ctx: Context) -> list[Row]:
@@ -44,6 +44,6 @@ def run(ctx: Context) -> list[Row]:
     bare_pct = (p1 - p0) / (t1 - t0) * 100
     return [
         Row("idle cost", f"CPU, {count} sources every {every_s:g} s, nothing changing",
-            "% core", bridge_pct, bare_pct, "bare aiohttp loops",
+            "% core", bridge_pct, bare_pct, "bare aiohttp loops", Goal("ratio", "<=", 2.0),
             extra={"window_s": t1 - t0}),
     ]  # fmt: skip

@@ -72,7 +72,7 @@ def run(ctx: Context) -> list[Row]:
     items = f"{s.poll_items:,} items, 1% changed"
     return [
         Row("poll diff", f"CPU per poll ({items})", "s", per_poll_s, bare["cpu_s_per_poll"],
-            "bare fetch+parse+compare", Goal("value", "<", 1, "s"),
+            "bare fetch+parse+compare", Goal("value", "<", 0.5, "s"),
             extra={"bare": bare, "polls": polls}),
         Row("poll diff", "peak RSS", "MB", rss_mb, bare["peak_rss_mb"],
             "bare fetch+parse+compare", Goal("value", "<", 300, "MB")),
