@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from types import MappingProxyType
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -329,8 +328,9 @@ class Config(_Model):
 
     @cached_property
     def polled(self) -> Mapping[str, PollConfig]:
-        """The polled sources, by name (read at every poll: made once per config)."""
-        return MappingProxyType({n: s.poll for n, s in self.sources.items() if s.poll})
+        """The polled sources, by name (read at every poll: made once per config; a config
+        is frozen, and a copy with other sources must not be made with `model_copy`)."""
+        return {n: s.poll for n, s in self.sources.items() if s.poll}
 
     def merge_of(self, source: str) -> MergeConfig | None:
         """The merge a source belongs to, if any."""

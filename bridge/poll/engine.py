@@ -45,6 +45,27 @@ FIRST_POLLS_PER_S = 100
 POLLS_IN_FLIGHT = 100
 
 
+class _Place:
+    """One of the `POLLS_IN_FLIGHT` places, given back once: after the fetch, or at the end."""
+
+    def __init__(self, places: asyncio.Semaphore) -> None:
+        self._places = places
+        self._held = False
+
+    async def __aenter__(self) -> _Place:
+        await self._places.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._places.release()
+
+
 def poll_sources(config: Config) -> Mapping[str, PollConfig]:
     """The polled sources of a config, by name."""
     return config.polled
@@ -61,6 +82,7 @@ class Poller:
         self._scheduler: Scheduler | None = None
         self._leased: set[str] = set()  # sources whose poll lease this replica holds
         self._in_flight = asyncio.Semaphore(POLLS_IN_FLIGHT)
+        self._stopping = False
 
     # -- the component ---------------------------------------------------------------------
 
@@ -100,6 +122,7 @@ class Poller:
 
     async def stop(self, grace_s: float) -> None:
         """Start no new polls; let those in flight commit within `grace_s`, then cancel."""
+        self._stopping = True  # polls still waiting for a place do not start
         self.runtime.hub.unsubscribe(self._on_events)
         if self._scheduler is not None:
             await self._scheduler.stop(grace_s)
@@ -147,10 +170,18 @@ class Poller:
         poll = poll_sources(self.config).get(name)
         if poll is None:
             return PollResult(requests=0)
-        if not await self._take_lease(name, poll, interval_s):
-            return PollResult(polled=False, requests=0)
-        saved = interval_s / poll.min_every_s - 1 if isinstance(poll.every, AdaptiveEvery) else 0
-        return await self.poll_once(name, interval_s=interval_s, saved_requests=max(saved, 0.0))
+        async with _Place(self._in_flight) as place:
+            if self._stopping:
+                return PollResult(polled=False, requests=0)
+            # The lease is taken once the poll has its place: waiting for one cannot outlast it.
+            if not await self._take_lease(name, poll, interval_s):
+                return PollResult(polled=False, requests=0)
+            saved = (
+                interval_s / poll.min_every_s - 1 if isinstance(poll.every, AdaptiveEvery) else 0
+            )
+            return await self.poll_once(
+                name, interval_s=interval_s, saved_requests=max(saved, 0.0), place=place
+            )
 
     async def _take_lease(self, name: str, poll: PollConfig, interval_s: float) -> bool:
         """Take or renew this replica's lease on polling `name`; False if another holds it.
@@ -187,13 +218,18 @@ class Poller:
                 log.warning("%s: the poll lease was not released (it expires): %s", name, exc)
 
     async def poll_once(
-        self, name: str, *, interval_s: float | None = None, saved_requests: float = 0.0
+        self,
+        name: str,
+        *,
+        interval_s: float | None = None,
+        saved_requests: float = 0.0,
+        place: _Place | None = None,
     ) -> PollResult:
         """Poll a source once and commit what changed; never raises for a failed fetch.
 
-        The poll holds one of the `POLLS_IN_FLIGHT` places while it fetches and diffs, not
-        while its commit waits for the disk: other polls go on meanwhile and their commits
-        join the same group commit.
+        The poll gives back its `place` (one of the `POLLS_IN_FLIGHT`) once it has fetched
+        and diffed, before its commit waits for the disk: other polls go on meanwhile and
+        their commits join the same group commit.
         """
         poll = poll_sources(self.config)[name]
         store = self.runtime.store
@@ -201,9 +237,7 @@ class Poller:
         at_ms = now_ms()
         fetched = Fetched()
         try:
-            async with self._in_flight:
-                started = time.perf_counter()
-                at_ms = now_ms()
+            try:
                 state = await store.load_poll_state(name)
                 detection = await detect(
                     self.client,
@@ -214,6 +248,9 @@ class Poller:
                     validators=Validators(state.etag, state.last_modified),
                     out=fetched,
                 )
+            finally:
+                if place is not None:
+                    place.release()
             duration_ms = round((time.perf_counter() - started) * 1000)
             outcome = PollOutcome(
                 at_ms=at_ms,
@@ -279,6 +316,7 @@ class Poller:
                 last_modified=fetched.validators.last_modified,
                 cursor=detection.cursor,
                 gap=detection.gap,
+                first=detection.is_first,
             )
         )
         if detection.gap:

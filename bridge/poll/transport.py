@@ -10,7 +10,10 @@ the loop busy throughout, its polls up to 12 s late (lag p99) at 60% of a core; 
 kept them on time (lag p99 57 ms) at 47% (see README, "Benchmarks").
 
 What this keeps of httpx's own transport:
-- the URL is sent exactly as httpx built it (yarl would re-quote its query otherwise);
+- the URL is sent exactly as httpx built it (yarl would re-quote its query otherwise), less
+  any `user:password`, which httpx has sent as `Authorization: Basic`;
+- no header of aiohttp's own (it would add a `Content-Type` to a bodiless POST); header
+  lines up to 64 KiB, as httpcore reads them (aiohttp's default is 8 KiB);
 - no redirect is followed and nothing decoded here: httpx follows nothing (fetch.py decides)
   and decodes gzip, deflate and brotli itself;
 - proxies from the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`) are used, as httpx
@@ -18,9 +21,9 @@ What this keeps of httpx's own transport:
   `~/.netrc` at every request);
 - errors become httpx's, by what happened: a connection the server closed is a
   `RemoteProtocolError` (fetch.py retries a stale keep-alive one once), a reset is a
-  `ReadError`, no connection a `ConnectError`, a timeout a `ConnectTimeout` or
-  `ReadTimeout`. (The `httpx-aiohttp` package maps a closed connection to `ConnectTimeout`
-  and re-quotes the URL, which is why this is ours.)
+  `ReadError`, writing to a closing one a `WriteError`, no connection a `ConnectError`, a
+  timeout a `ConnectTimeout` or `ReadTimeout`. (The `httpx-aiohttp` package maps a closed
+  connection to `ConnectTimeout` and re-quotes the URL, which is why this is ours.)
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # a malformed answer
     (aiohttp.ClientOSError, httpx.ReadError),
+    (aiohttp.ClientConnectionResetError, httpx.WriteError),  # writing to a closing socket
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
     (asyncio.TimeoutError, httpx.TimeoutException),
     (aiohttp.ClientError, httpx.TransportError),
@@ -113,7 +117,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                # httpx sets what it means to send; aiohttp would add an octet-stream
+                # Content-Type to a POST without a body, which some APIs answer with a 415.
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                # httpcore reads header lines of up to 100 KiB; aiohttp stops at 8 KiB, and
+                # APIs send long `Link` headers.
+                max_line_size=65536,
+                max_field_size=65536,
             )
         return self._session
 
@@ -129,7 +139,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             response = await session.request(
                 request.method,
-                yarl.URL(str(request.url), encoded=True),
+                # httpx has made any user:password of the URL its Authorization header;
+                # aiohttp refuses a request with both.
+                yarl.URL(str(request.url.copy_with(userinfo=b"")), encoded=True),
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,

@@ -152,14 +152,19 @@ class PollCommit:
     last_modified: str | None = None
     cursor: str | None = None  # the new resume point (None: unchanged)
     gap: bool = False  # a feed poll that did not reach the last event seen
+    first: bool = False  # the source's first poll: it makes the baseline
 
     @property
     def advances(self) -> bool:
-        """Whether the commit moves what the source has seen (items, events, the cursor, a
-        gap): then it is durable before the poll counts as done. A poll that changed none
-        of that (its outcome, counts and validators only) acknowledges nothing and need not
-        wait for the disk: lost to a power cut, the next poll asks again and finds the same."""
-        return bool(self.events or self.upserts or self.deletes or self.cursor or self.gap)
+        """Whether the commit moves what the source has seen: items, events, the cursor, a
+        gap, or the baseline itself, even of no items (lost, a later poll would take real
+        changes for a silent baseline). Then it is durable before the poll counts as done.
+        A poll that changed none of that (its outcome, counts and validators only)
+        acknowledges nothing and need not wait for the disk: lost to a power cut, the next
+        poll asks again and finds the same."""
+        return bool(
+            self.events or self.upserts or self.deletes or self.cursor or self.gap or self.first
+        )
 
 
 class PollStore(ABC):

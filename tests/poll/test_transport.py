@@ -51,6 +51,37 @@ async def test_the_request_carries_the_bridge_headers_once(server: tuple[Script,
     assert "gzip" in headers["accept-encoding"] and "aiohttp" not in headers["user-agent"]
 
 
+async def test_credentials_in_the_url_go_as_basic_auth(server: tuple[Script, str]) -> None:
+    script, base = server
+    script.route("/items", Reply(body=[{"id": 1}]))
+    with_user = base.replace("http://", "http://reader:s3cret@") + "/items?x=1"
+    async with new_client() as client:
+        got = await fetch(client, poll_of(with_user))
+    assert got.items == [{"id": 1}]
+    assert script.paths() == ["/items?x=1"]
+    assert script.seen[0].headers["authorization"] == "Basic cmVhZGVyOnMzY3JldA=="
+
+
+async def test_a_bodiless_post_carries_no_content_type(server: tuple[Script, str]) -> None:
+    script, base = server
+    script.route("/search", Reply(body=[{"id": 2}]))
+    async with new_client() as client:
+        got = await fetch(client, poll_of(base + "/search", method="POST"))
+    assert got.items == [{"id": 2}]
+    assert "content-type" not in script.seen[0].headers
+
+
+async def test_a_long_link_header_is_read(server: tuple[Script, str]) -> None:
+    # httpcore reads header lines of up to 100 KiB; aiohttp's default stops at 8 KiB.
+    script, base = server
+    long_next = base + "/items?page=2&" + "f=" + "x" * 9000
+    script.route("/items", lambda seen: Reply(body=[{"id": 1}], headers=[
+        ("Link", f'<{long_next}>; rel="next"')] if "page=2" not in seen.path else []))  # fmt: skip
+    async with new_client() as client:
+        got = await fetch(client, poll_of(base + "/items", pages="link"))
+    assert got.items == [{"id": 1}, {"id": 1}] and got.requests == 2
+
+
 async def test_a_gzip_answer_is_decoded_once(server: tuple[Script, str]) -> None:
     script, base = server
     script.route("/items", Reply(body=[{"id": 7}], encoding="gzip"))
@@ -157,6 +188,7 @@ async def test_no_listener_is_a_connection_fault_and_a_silent_one_a_timeout() ->
         (aiohttp.ConnectionTimeoutError("connect"), httpx.ConnectTimeout),
         (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout),
         (aiohttp.ClientPayloadError("cut"), httpx.RemoteProtocolError),
+        (aiohttp.ClientConnectionResetError("closing transport"), httpx.WriteError),
         (TimeoutError(), httpx.TimeoutException),
     ],
 )

@@ -165,7 +165,10 @@ def test_a_poll_that_changed_nothing_commits_without_waiting_for_the_disk(
         commit()
         return store.writer.relaxed_commits - before
 
-    # A poll that saw something new (a baseline's items, events, a cursor) is durable.
+    # A poll that saw something new (a baseline, even of no items; items, events, a
+    # cursor) is durable.
+    assert relaxed_by(lambda: asyncio.run(store.commit_poll(
+        PollCommit("empty", outcome, first=True)))) == 0  # fmt: skip
     assert relaxed_by(lambda: asyncio.run(store.commit_poll(
         PollCommit("tickets", outcome, upserts=[item], etag='"a"')))) == 0  # fmt: skip
     assert relaxed_by(lambda: asyncio.run(store.commit_poll(
@@ -179,6 +182,7 @@ def test_a_poll_that_changed_nothing_commits_without_waiting_for_the_disk(
     assert relaxed_by(lambda: asyncio.run(store.record_poll("tickets", outcome))) == 1
     state = asyncio.run(store.load_poll_state("tickets"))
     assert (state.polls, state.etag, state.cursor) == (5, '"b"', "c2")
+    assert asyncio.run(store.load_poll_state("empty")).baselined
 
 
 def test_concurrent_duplicates_make_one_event(any_store: Store) -> None:
