@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
 import resource
 import signal
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,17 @@ import httpx
 import uvicorn
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def github_headers(secret: str, body: bytes, event: str = "issues") -> dict[str, str]:
+    """The headers GitHub sends with `body`: its signature, event and a new delivery id."""
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "x-hub-signature-256": f"sha256={signature}",
+        "x-github-event": event,
+        "x-github-delivery": str(uuid.uuid4()),
+        "content-type": "application/json",
+    }
 
 
 def free_port() -> int:

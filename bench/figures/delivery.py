@@ -21,8 +21,9 @@ CONCURRENCY = 16  # targets.NAME.concurrency's default
 BATCH = 500
 
 
-def make_events(count: int) -> list:  # list[Event], imported lazily with the bridge
-    """`count` events of a source `bench`, each with its `seq` in the data."""
+def make_events(count: int, subjects: int = 0) -> list:  # list[Event], imported lazily
+    """`count` events of a source `bench`, each with its `seq` in the data; with `subjects`,
+    over that many subjects taken in turn."""
     from bridge.events import Event, event_id, now_ms
 
     recorded = now_ms()
@@ -34,6 +35,7 @@ def make_events(count: int) -> list:  # list[Event], imported lazily with the br
             origin="push",
             data={"seq": seq, "note": "x" * 200},
             recorded_ms=recorded,
+            subject=f"s{seq % subjects}" if subjects else None,
         )
         for seq in range(count)
     ]

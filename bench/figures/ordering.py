@@ -15,30 +15,11 @@ from pathlib import Path
 
 from bench.context import Context, require_engine
 from bench.figures.common import target_yaml
-from bench.figures.delivery import http_get_reset, record_all, wait_for_all
+from bench.figures.delivery import http_get_reset, make_events, record_all, wait_for_all
 from bench.procs import Proc, get_json, start_app, start_daemon
 from bench.stats import Goal, Row
 
 SUBJECTS = 1000
-
-
-def make_events(count: int) -> list:  # list[Event], imported lazily with the bridge
-    """`count` events over SUBJECTS subjects, taken in turn, each with its `seq`."""
-    from bridge.events import Event, event_id, now_ms
-
-    recorded = now_ms()
-    return [
-        Event(
-            id=event_id("bench", str(seq)),
-            source="bench",
-            type="bench.ping",
-            origin="push",
-            data={"seq": seq, "note": "x" * 200},
-            recorded_ms=recorded,
-            subject=f"s{seq % SUBJECTS}",
-        )
-        for seq in range(count)
-    ]
 
 
 def _timed(work: Path, sink: Proc, events: list, ordered: bool) -> float:
@@ -58,7 +39,7 @@ def run(ctx: Context) -> list[Row]:
     """Unordered first, then ordered, into the same receiver."""
     require_engine("deliver", "the delivery workers")
     count = ctx.settings.delivery_events
-    events = make_events(count)
+    events = make_events(count, SUBJECTS)
     with start_app(ctx.workdir("ordering"), "sink", "--record") as sink:
         plain_s = _timed(ctx.workdir("ordering-plain"), sink, events, ordered=False)
         ordered_s = _timed(ctx.workdir("ordering-subject"), sink, events, ordered=True)

@@ -4,15 +4,12 @@ event show`, `bridge poll` through the daemon, `events --since/--type/--follow`,
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import httpx
@@ -23,7 +20,7 @@ from starlette.routing import Route
 
 from bridge.config import ServerConfig
 from bridge.daemon.reload import same_address
-from tests.helpers import run_cli, serve_app, wait_until
+from tests.helpers import github_headers, run_cli, serve_app, wait_until
 
 GITHUB_SECRET = "a-secret-for-the-tests"
 
@@ -55,14 +52,9 @@ class Upstream:
 def push_github(base: str, action: str = "opened") -> str:
     """A signed GitHub `issues` webhook, as GitHub sends it; returns the event id."""
     body = json.dumps({"action": action, "issue": {"number": 7}}).encode()
-    signature = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    headers = {
-        "x-hub-signature-256": f"sha256={signature}",
-        "x-github-event": "issues",
-        "x-github-delivery": str(uuid.uuid4()),
-        "content-type": "application/json",
-    }
-    answer = httpx.post(base + "/hooks/github", content=body, headers=headers)
+    answer = httpx.post(
+        base + "/hooks/github", content=body, headers=github_headers(GITHUB_SECRET, body)
+    )
     assert answer.status_code == 202, answer.text
     return str(answer.json()["id"])
 

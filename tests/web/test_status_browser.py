@@ -4,11 +4,8 @@ count, and a refused reload shows on the page until a good one applies."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import signal
-import uuid
 from pathlib import Path
 
 import httpx
@@ -16,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import TEST_SECRET
-from tests.helpers import serve_app, wait_until
+from tests.helpers import github_headers, serve_app, wait_until
 from tests.web.browser import chromium, console_errors, screenshot
 from tests.web.test_status_page import upstream_app
 
@@ -41,14 +38,12 @@ targets:
 def push_github(base: str, number: int) -> None:
     """One signed GitHub `issues` webhook, as GitHub sends it."""
     body = json.dumps({"action": "opened", "issue": {"number": number}}).encode()
-    signature = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    headers = {
-        "x-hub-signature-256": f"sha256={signature}",
-        "x-github-event": "issues",
-        "x-github-delivery": str(uuid.uuid4()),
-        "content-type": "application/json",
-    }
-    answer = httpx.post(base + "/hooks/github", content=body, headers=headers, timeout=10)
+    answer = httpx.post(
+        base + "/hooks/github",
+        content=body,
+        headers=github_headers(GITHUB_SECRET, body),
+        timeout=10,
+    )
     assert answer.status_code == 202, answer.text
 
 
