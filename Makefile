@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: help install demo test test-reliability lint typecheck pytest chromium bench bench-quick clean
+.PHONY: help install demo test test-reliability lint typecheck pytest chromium tools bench bench-quick clean
 
 help:
 	@echo "make demo   polling vs push, measured: a simulated upstream through the bridge (all local)"
@@ -43,7 +43,25 @@ chromium:
 			|| echo "could not install chromium and chromium-driver: the browser tests will skip"; \
 	fi; true
 
-test: lint typecheck chromium pytest
+# Real servers nobody here wrote, polled by tests/poll/test_third_party.py: localstripe and
+# Datasette in a virtualenv of their own (their pins must not move ours), json-server 0.17
+# and 1.0 from npm. A tool that cannot be installed is skipped by name, never the build.
+TOOLS := .tools
+TOOLS_STAMP := $(TOOLS)/.installed
+$(TOOLS_STAMP):
+	@mkdir -p $(TOOLS)
+	@{ $(PYTHON) -m venv $(TOOLS)/venv && $(TOOLS)/venv/bin/pip install --quiet \
+		'localstripe==1.15.10' 'datasette==0.65.5'; } >/dev/null 2>&1 \
+		|| echo "could not install localstripe and datasette: their tests will skip"
+	@command -v npm >/dev/null && (cd $(TOOLS) && npm install --silent --no-audit --no-fund \
+		--prefix node 'json-server-017@npm:json-server@0.17.4' \
+		'json-server-1@npm:json-server@1.0.0-beta.15') >/dev/null 2>&1 \
+		|| echo "could not install json-server: its tests will skip"
+	@touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
+test: lint typecheck chromium tools pytest
 
 # The crash, fault and bad-input suite alone (make test runs it too).
 test-reliability: $(STAMP)
@@ -68,4 +86,4 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
