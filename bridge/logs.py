@@ -1,5 +1,9 @@
 """Logging set-up: one line per event of note to stderr, as text or JSON, secrets masked.
 
+Under systemd (`$JOURNAL_STREAM` names our stderr) each text line starts with its syslog
+priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), which journald reads as the
+line's priority (`journalctl -p warning` then works), and leaves the time to journald.
+
 Secrets are kept out of messages by the code that logs; as a safety net every line is also
 scrubbed of every secret value in the config (`redact`), in its plain and JSON-escaped forms,
 tracebacks included.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -123,6 +128,41 @@ def scrub(text: str) -> str:
     return text
 
 
+# syslog(3) priorities of the logging levels (a level between two takes the more severe).
+_PRIORITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority journald files a record of this level under."""
+    for level, priority in _PRIORITIES:
+        if levelno >= level:
+            return priority
+    return 7
+
+
+def is_journal(stream: Any = None) -> bool:
+    """Whether `stream` (stderr) is the journal's: `$JOURNAL_STREAM` is its device and inode."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    try:
+        stat = os.fstat((stream or sys.stderr).fileno())
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+class JournalFormatter(logging.Formatter):
+    """Text lines for journald: each line of a record prefixed with its priority, no time."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        # A traceback's lines reach journald as lines of their own: each carries the priority.
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats with `inner`, then masks every URL (`mask_url`) and known secret in the line."""
 
@@ -138,11 +178,13 @@ def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = (
     """Send the bridge's logs to stderr at `level`, as `text` or `json`, masking `secrets`."""
     redact(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    inner = (
-        JSONFormatter()
-        if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    )
+    inner: logging.Formatter
+    if fmt == "json":
+        inner = JSONFormatter()
+    elif is_journal(sys.stderr):
+        inner = JournalFormatter()
+    else:
+        inner = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     handler.setFormatter(RedactingFormatter(inner))
     handler.addFilter(_Rename())
     root = logging.getLogger()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -289,6 +291,9 @@ class Daemon:
 
 def run(config: Config, replica_id: str | None = None) -> None:
     """Run the daemon in this process until SIGTERM or SIGINT; raise StartupError on failure."""
+    # A watchdog abort (systemd sends SIGABRT) or a crash in C code leaves every thread's
+    # stack on stderr, so the journal shows where the daemon was stuck.
+    faulthandler.enable(sys.stderr, all_threads=True)
 
     async def main() -> None:
         notifier = Notifier.from_env()

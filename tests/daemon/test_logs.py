@@ -3,8 +3,15 @@ says, the start-up banner, the access log, and words in the right number."""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -16,9 +23,9 @@ from bridge import __version__
 from bridge.config import parse_config
 from bridge.daemon.access import combined_line
 from bridge.daemon.banner import banner_lines, base_url
-from bridge.logs import plural, shown_name
+from bridge.logs import JournalFormatter, plural, shown_name, syslog_priority
 from tests.conftest import TEST_SECRET
-from tests.helpers import serve_app, wait_until
+from tests.helpers import free_port, serve_app, wait_until
 
 
 class Upstream:
@@ -167,3 +174,113 @@ def test_banner_and_combined_line() -> None:
         line
         == '127.0.0.1 - - [01/Jan/1970:00:00:00 +0000] "GET /a\\"b HTTP/1.1" 200 - "-" "curl/8"'
     )
+
+
+def _journal_daemon(
+    tmp_path: Path, config: str, log_path: Path, journal: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The daemon with stderr on `log_path` and `$JOURNAL_STREAM` naming `journal` (by
+    default that same file, as systemd names the journal's socket to a service)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(config))
+    with open(log_path, "wb") as log_file:
+        stat = os.stat(journal) if journal else os.fstat(log_file.fileno())
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}",
+        }
+        env.pop("NOTIFY_SOCKET", None)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run", "-c", str(path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _failing_poll_config(port: int) -> str:
+    return f"""
+        database: journal.db
+        server: {{listen: 127.0.0.1:{port}}}
+        sources:
+          api:
+            poll: {{url: "http://127.0.0.1:9/items", every: 100ms, id: id}}
+    """
+
+
+def test_under_journald_each_line_carries_its_priority_and_no_time(tmp_path: Path) -> None:
+    log_path = tmp_path / "stderr"
+    proc = _journal_daemon(tmp_path, _failing_poll_config(free_port()), log_path)
+    try:
+        # The poll of a closed port fails: a warning, beside the start-up lines at info.
+        wait_until(lambda: "<4>" in log_path.read_text(), timeout_s=20)
+    finally:
+        assert _stop(proc) == 0
+    lines = log_path.read_text().splitlines()
+    assert lines
+    assert all(re.match(r"<[3467]>", line) for line in lines), lines
+    warning = next(line for line in lines if line.startswith("<4>"))
+    assert re.match(r"<4>WARNING +bridge\.poll: api: ", warning), warning
+    assert any(re.match(r"<6>INFO +bridge\.daemon: stopped", line) for line in lines), lines
+    # journald keeps the time: no line carries a date of its own.
+    assert not any(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", line) for line in lines), lines
+
+
+def test_with_journal_stream_naming_another_file_lines_stay_plain(tmp_path: Path) -> None:
+    # A shell started from a service inherits $JOURNAL_STREAM while its stderr is elsewhere.
+    log_path, other = tmp_path / "stderr", tmp_path / "other"
+    other.write_text("")
+    proc = _journal_daemon(tmp_path, _failing_poll_config(free_port()), log_path, other)
+    try:
+        wait_until(lambda: "WARNING" in log_path.read_text(), timeout_s=20)
+    finally:
+        _stop(proc)
+    lines = log_path.read_text().splitlines()
+    assert not any(line.startswith("<") for line in lines), lines
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line) for line in lines), lines
+
+
+def test_syslog_priorities_of_the_levels() -> None:
+    assert syslog_priority(logging.CRITICAL) == 3 and syslog_priority(logging.ERROR) == 3
+    assert syslog_priority(logging.WARNING) == 4 and syslog_priority(logging.INFO) == 6
+    assert syslog_priority(logging.DEBUG) == 7
+
+
+def test_a_traceback_keeps_its_priority_on_every_line() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "bridge.x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+    lines = JournalFormatter().format(record).splitlines()
+    assert len(lines) > 3 and all(line.startswith("<3>") for line in lines), lines
+
+
+def test_a_watchdog_abort_leaves_every_threads_stack(daemon) -> None:
+    proc = daemon(
+        """
+        database: abort.db
+        server: {listen: 127.0.0.1:{port}}
+        sources:
+          hook: {webhook: {verify: none, allow_unsigned: true}}
+        """
+    )
+    proc.proc.send_signal(signal.SIGABRT)  # what systemd sends when the watchdog runs out
+    proc.proc.wait(timeout=15)
+    log = proc.log()
+    assert "Fatal Python error: Aborted" in log, log
+    assert "Current thread" in log, log
