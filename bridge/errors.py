@@ -2,6 +2,7 @@
 
     BridgeError
      ├── ConfigError            the config file is invalid; the CLI exits with status 2
+     │    └── ConfigErrors      several mistakes at once, one ConfigError each
      ├── StoreError             the store failed to do what was asked
      │    └── StoreUnavailable  busy, locked or out of space: try again later (HTTP 503)
      ├── FetchError             a poll's request failed or its answer was unusable
@@ -34,6 +35,23 @@ class ConfigError(BridgeError):
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigErrors(ConfigError):
+    """Several mistakes in one config file: `errors`, one line each, in the file's order."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.file, first.line, first.path, first.message)
+
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self.errors)
+
+
+def config_mistakes(error: ConfigError) -> list[ConfigError]:
+    """Each mistake `error` stands for: itself, or the ones of a `ConfigErrors`."""
+    return list(error.errors) if isinstance(error, ConfigErrors) else [error]
 
 
 class StoreError(BridgeError):

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from bridge.config import Config, load_config
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, config_mistakes
 from bridge.masking import mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,7 +122,12 @@ def config_for_reading(config_path: str, database: str | None) -> Config:
         config = load_config(config_path)
     except ConfigError as exc:
         if not _is_missing(exc):
-            click.echo(f"bridge: config not used ({exc}); reading {database} alone", err=True)
+            mistakes = config_mistakes(exc)
+            more = f" and {len(mistakes) - 1} more" if len(mistakes) > 1 else ""
+            click.echo(
+                f"bridge: config not used ({mistakes[0]}{more}); reading {database} alone",
+                err=True,
+            )
         config = Config()
     return config.model_copy(update={"database": database, "path": None})
 

@@ -10,7 +10,7 @@ from bridge import jsontext
 from bridge.cli.edge import ConfigFailure, config_option, handle_errors, read_config, url_masker
 from bridge.config import Config, load_config
 from bridge.config.advice import warnings
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, config_mistakes
 from bridge.logs import plural
 from bridge.poll.describe import describe, every_text
 
@@ -118,7 +118,9 @@ def check(config_path: str, as_json: bool) -> None:
         config = load_config(config_path)
     except ConfigError as exc:
         if as_json:
-            click.echo(jsontext.dumps({"config": config_path, "ok": False, "error": str(exc)}))
+            errors = [str(mistake) for mistake in config_mistakes(exc)]
+            answer = {"config": config_path, "ok": False, "error": errors[0], "errors": errors}
+            click.echo(jsontext.dumps(answer))
         raise ConfigFailure(str(exc)) from None
     summary = check_summary(config_path, config)
     if as_json:

@@ -2,10 +2,15 @@
 
 `load_config(path)` reads the file, rejects duplicate keys, interpolates `${...}` in string
 values, validates the result with the models in `models.py` and checks that every name
-refers to something. Any mistake raises one `ConfigError` naming the file, the line and the
+refers to something. Every mistake is one `ConfigError` naming the file, the line and the
 key path, e.g.
 
     config.yaml:14: sources.orders.poll.every: "5x" is not a duration
+
+and all the mistakes of a file are found in one run (`ConfigErrors`, in the file's order),
+but for broken YAML, which stops the reading at its line. A mistake inside a source, target
+or budget leaves that entry out of the checks of names that follow, so that one mistake is
+not reported again as every reference to it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from bridge.config.outbound import tls_context
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 from bridge.config.presets import PresetError, expand
 from bridge.config.values import NAME_RE, SECRET_KEYS
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, ConfigErrors
 from bridge.events import MAX_ATTRIBUTE_BYTES, long_attribute, render_type
 from bridge.masking import mask_url
 
@@ -51,9 +56,27 @@ class _Loaded:
         self._constructor = yaml.constructor.SafeConstructor()
         self._values = 0  # values built so far, aliases counted each time they are used
         self._open: set[int] = set()  # the nodes being built (an alias to one is a cycle)
+        self.mistakes: list[ConfigError] = []
+        # Paths already blamed (a missing variable, a broken preset): the validation's own
+        # complaints under them follow from the first one and are not shown.
+        self.blamed: set[Path_] = set()
+        # Sources, targets and budgets left out of the name checks (they had a mistake).
+        self.left_out: set[str] = set()
 
     def error(self, path: Path_, message: str) -> ConfigError:
         return ConfigError(self.file, self.line_of(path), dotted(path), message)
+
+    def report(self, path: Path_, message: str) -> None:
+        """Record a mistake at `path`; the checks go on to find the others."""
+        self.mistakes.append(self.error(path, message))
+        self.blamed.add(path)
+
+    def is_blamed(self, path: Path_) -> bool:
+        """Whether `path` is under a blamed path, or is the source, target or part of one
+        holding it (a check of the whole entry failing because of the blamed value)."""
+        return any(
+            path[: len(p)] == p or (len(path) >= 3 and p[: len(path)] == path) for p in self.blamed
+        )
 
     def line_of(self, path: Path_) -> int | None:
         for end in range(len(path), -1, -1):
@@ -87,12 +110,15 @@ class _Loaded:
                     )
                 key = str(key)
                 if key in out:
-                    raise ConfigError(
-                        self.file,
-                        key_node.start_mark.line + 1,
-                        dotted((*path, key)),
-                        "duplicate key (an earlier line sets it already)",
+                    self.mistakes.append(
+                        ConfigError(
+                            self.file,
+                            key_node.start_mark.line + 1,
+                            dotted((*path, key)),
+                            "duplicate key (an earlier line sets it already)",
+                        )
                     )
+                    continue
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
                 out[key] = self.build(value_node, (*path, key))
             return out
@@ -110,7 +136,12 @@ class _Loaded:
 
     def interpolate(self, text: str, path: Path_) -> str:
         def replace(match: re.Match[str]) -> str:
-            return _resolve(match.group(1), lambda msg: self.error(path, msg))
+            try:
+                return _resolve(match.group(1), lambda msg: self.error(path, msg))
+            except ConfigError as exc:
+                self.mistakes.append(exc)
+                self.blamed.add(path)
+                return ""
 
         return _INTERP_RE.sub(replace, text)
 
@@ -201,7 +232,10 @@ def _message(error: Any, loaded: _Loaded, path: Path_) -> str:
         return "is required"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        return f"{_show(loaded, path, error['input'])} is not one of {expected}"
+        shown = f"{_show(loaded, path, error['input'])} is not one of {expected}"
+        choices = re.findall(r"'([^']*)'", expected)
+        meant = suggestion(str(error["input"]), choices) if choices else None
+        return f'{shown}; did you mean "{meant}"?' if meant else shown
     msg = _PYDANTIC_MESSAGES.get(kind)
     if msg is None:
         msg = str(error["msg"]).removeprefix("Value error, ")
@@ -215,21 +249,32 @@ def _message(error: Any, loaded: _Loaded, path: Path_) -> str:
     return f"{_show(loaded, path, error['input'])} {msg}"
 
 
-def _first_error(exc: ValidationError, loaded: _Loaded) -> ConfigError:
-    errors = exc.errors()
-    # Unions report one error per branch; the most specific (longest path) explains best.
-    error = max(errors, key=lambda e: len(_clean_loc(e["loc"])))
-    path = _clean_loc(error["loc"])
-    if error["type"] == "missing":
-        # A required key missing beside an unknown one was most likely misspelt as it.
-        for other in errors:
-            other_path = _clean_loc(other["loc"])
-            if other["type"] == "extra_forbidden" and other_path[:-1] == path[:-1]:
-                error, path = other, other_path
-                break
-    if "[key]" in error["loc"]:
-        return loaded.error(path, "is not a valid name")
-    return loaded.error(path, _message(error, loaded, path))
+def _validation_mistakes(exc: ValidationError, loaded: _Loaded) -> list[ConfigError]:
+    """One mistake per key path the validation blames, the most specific of each."""
+    errors = [(e, _clean_loc(e["loc"])) for e in exc.errors()]
+    # Unions report one error per branch: where one branch blames a key deeper than another
+    # branch blames its parent, the deeper one explains best.
+    paths = {path for _, path in errors}
+    chosen: dict[Path_, Any] = {}
+    for error, path in errors:
+        deeper = any(len(other) > len(path) and other[: len(path)] == path for other in paths)
+        if deeper or path in chosen or loaded.is_blamed(path):
+            continue
+        if error["type"] == "missing" and any(
+            e["type"] == "extra_forbidden"
+            and p[:-1] == path[:-1]
+            and suggestion(str(p[-1]), known_keys(Config, p[:-1])) == path[-1]
+            for e, p in errors
+        ):
+            continue  # a required key missing beside an unknown one was misspelt as it
+        chosen[path] = error
+    mistakes = []
+    for path, error in chosen.items():
+        if "[key]" in error["loc"]:
+            mistakes.append(loaded.error(path, "is not a valid name"))
+        else:
+            mistakes.append(loaded.error(path, _message(error, loaded, path)))
+    return mistakes
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Path_:
@@ -255,7 +300,7 @@ def _check_names(config: Config, loaded: _Loaded) -> None:
     for group in ("sources", "targets", "budgets"):
         for name in getattr(config, group):
             if not NAME_RE.match(name):
-                raise loaded.error(
+                loaded.report(
                     (group, name),
                     f"{_quote(name)} is not a valid name (use a-z, 0-9, _ and -, "
                     "starting with a letter or digit)",
@@ -263,22 +308,31 @@ def _check_names(config: Config, loaded: _Loaded) -> None:
     _check_references(config, loaded)
 
 
+def _not_a(name: str, what: str, known: Any) -> str:
+    """`"nmae" is not a source`, with the name it is closest to."""
+    meant = suggestion(name, sorted(known))
+    hint = f'; did you mean "{meant}"?' if meant else ""
+    return f"{_quote(name)} is not {what}{hint}"
+
+
 def _check_references(config: Config, loaded: _Loaded) -> None:
     sources = config.sources
     for i, pair in enumerate(config.compare):
         for side, kind in (("poll", "poll"), ("push", "webhook")):
             name = getattr(pair, side)
+            if name in loaded.left_out:
+                continue
             if name not in sources:
-                raise loaded.error(("compare", i, side), f"{_quote(name)} is not a source")
-            if sources[name].kind != kind:
-                raise loaded.error(("compare", i, side), f"{_quote(name)} is not a {kind} source")
+                loaded.report(("compare", i, side), _not_a(name, "a source", sources))
+            elif sources[name].kind != kind:
+                loaded.report(("compare", i, side), f"{_quote(name)} is not a {kind} source")
     _check_merges(config, loaded)
     merges = {m.name for m in config.merge}
     for tname, target in config.targets.items():
         for i, name in enumerate(target.sources or []):
-            if name not in sources and name not in merges:
+            if name not in sources and name not in merges and name not in loaded.left_out:
                 where = ("targets", tname, "sources", i)
-                raise loaded.error(where, f"{_quote(name)} is not a source or a merge")
+                loaded.report(where, _not_a(name, "a source or a merge", [*sources, *merges]))
     _check_hooks(config, loaded)
     _check_types(config, loaded)
     _check_modes(config, loaded)
@@ -295,7 +349,7 @@ def _check_tls(config: Config, loaded: _Loaded) -> None:
             tls_context(target.tls, base)
         except ValueError as exc:
             key, _, message = str(exc).partition(": ")
-            raise loaded.error(("targets", tname, "tls", key), message) from None
+            loaded.report(("targets", tname, "tls", key), message)
 
 
 def _check_types(config: Config, loaded: _Loaded) -> None:
@@ -307,7 +361,7 @@ def _check_types(config: Config, loaded: _Loaded) -> None:
         longest = max(types, key=lambda t: len(t.encode("utf-8", "surrogatepass")))
         if long_attribute(type=longest) is not None:
             where = ("sources", sname, "poll", "type")
-            raise loaded.error(where, f"makes types longer than {MAX_ATTRIBUTE_BYTES} bytes")
+            loaded.report(where, f"makes types longer than {MAX_ATTRIBUTE_BYTES} bytes")
 
 
 def _check_modes(config: Config, loaded: _Loaded) -> None:
@@ -321,9 +375,7 @@ def _check_modes(config: Config, loaded: _Loaded) -> None:
             others |= NOT_FEED_KEYS
         for key in sorted((poll.model_fields_set - MODE_KEYS[poll.mode]) & others):
             alias = PollConfig.model_fields[key].alias or key
-            raise loaded.error(
-                ("sources", sname, "poll", alias), f"is not a key of mode {poll.mode}"
-            )
+            loaded.report(("sources", sname, "poll", alias), f"is not a key of mode {poll.mode}")
 
 
 def _check_merges(config: Config, loaded: _Loaded) -> None:
@@ -332,19 +384,27 @@ def _check_merges(config: Config, loaded: _Loaded) -> None:
     used: dict[str, str] = {}
     for i, merge in enumerate(config.merge):
         if not NAME_RE.match(merge.name):
-            raise loaded.error(("merge", i, "name"), f"{_quote(merge.name)} is not a valid name")
+            loaded.report(("merge", i, "name"), f"{_quote(merge.name)} is not a valid name")
         if merge.name in sources or [m.name for m in config.merge].count(merge.name) > 1:
-            raise loaded.error(("merge", i, "name"), f"{_quote(merge.name)} is already a name")
+            loaded.report(("merge", i, "name"), f"{_quote(merge.name)} is already a name")
+        complete = True
         for j, name in enumerate(merge.sources):
             where = ("merge", i, "sources", j)
-            if name not in sources:
-                raise loaded.error(where, f"{_quote(name)} is not a source")
-            if name in used:
-                raise loaded.error(where, f"{_quote(name)} is already in merge {used[name]}")
-            used[name] = merge.name
+            if name in loaded.left_out:
+                complete = False
+            elif name not in sources:
+                loaded.report(where, _not_a(name, "a source", sources))
+                complete = False
+            elif name in used:
+                loaded.report(where, f"{_quote(name)} is already in merge {used[name]}")
+            else:
+                used[name] = merge.name
+        if not complete:
+            continue
         kinds = sorted(sources[name].kind for name in merge.sources)
         if kinds != ["poll", "webhook"]:
-            raise loaded.error(("merge", i, "sources"), "needs one webhook and one poll source")
+            loaded.report(("merge", i, "sources"), "needs one webhook and one poll source")
+            continue
         _check_match(config, loaded, i)
 
 
@@ -354,16 +414,16 @@ def _check_match(config: Config, loaded: _Loaded, i: int) -> None:
     poll, hook = by_kind["poll"].poll, by_kind["webhook"].webhook
     assert poll is not None and hook is not None
     if merge.match == "id" and poll.mode != "feed":
-        raise loaded.error(
+        loaded.report(
             ("merge", i, "match"), "match: id needs a poll source with mode: feed (upstream events)"
         )
     if merge.match == "version":
         if poll.mode == "feed" or poll.version is None:
-            raise loaded.error(
+            loaded.report(
                 ("merge", i, "match"), "match: version needs a poll source with a version"
             )
-        if hook.version is None:
-            raise loaded.error(
+        elif hook.version is None:
+            loaded.report(
                 ("merge", i, "match"), "match: version needs a webhook source with a version"
             )
 
@@ -374,19 +434,25 @@ def _check_hooks(config: Config, loaded: _Loaded) -> None:
     for sname, source in sources.items():
         if source.poll and source.poll.on_push:
             hint = source.poll.on_push
-            if hint not in sources or sources[hint].kind != "webhook":
-                raise loaded.error(
-                    ("sources", sname, "poll", "on_push"), f"{_quote(hint)} is not a webhook source"
-                )
-        if source.poll and source.poll.budget and source.poll.budget not in config.budgets:
-            raise loaded.error(
+            if hint in loaded.left_out:
+                pass
+            elif hint not in sources:
+                where = ("sources", sname, "poll", "on_push")
+                webhooks = [n for n, s in sources.items() if s.kind == "webhook"]
+                loaded.report(where, _not_a(hint, "a webhook source", webhooks))
+            elif sources[hint].kind != "webhook":
+                where = ("sources", sname, "poll", "on_push")
+                loaded.report(where, f"{_quote(hint)} is not a webhook source")
+        budget = source.poll.budget if source.poll else None
+        if budget and budget not in config.budgets and budget not in loaded.left_out:
+            loaded.report(
                 ("sources", sname, "poll", "budget"),
-                f"{_quote(source.poll.budget)} is not a budget (see the top-level budgets)",
+                _not_a(budget, "a budget (see the top-level budgets)", config.budgets),
             )
         if source.webhook:
             path = config.webhook_path(sname)
             if path in paths:
-                raise loaded.error(
+                loaded.report(
                     ("sources", sname, "webhook", "path"),
                     f"{_quote(path)} is already the path of source {paths[path]}",
                 )
@@ -414,7 +480,11 @@ def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:
         except PresetError as exc:
             if line is not None:
                 loaded.lines.setdefault((*where, exc.key), line)
-            raise loaded.error((*where, exc.key), exc.message) from None
+            loaded.report((*where, exc.key), exc.message)
+            # Unexpanded, the source would only add mistakes that follow from this one.
+            del out[name]
+            loaded.left_out.add(name)
+            continue
         for key in expanded.keys() - poll.keys():
             if line is not None:
                 loaded.lines[(*where, key)] = line
@@ -433,10 +503,16 @@ def _respell(data: dict[str, Any], loaded: _Loaded) -> tuple[dict[str, Any], lis
         if isinstance(target, dict) and "secret" in target:
             where = ("targets", name)
             if "secrets" in target:
-                raise loaded.error((*where, "secret"), "give secrets or secret, not both")
+                loaded.report((*where, "secret"), "give secrets or secret, not both")
+                out[name] = {k: v for k, v in target.items() if k != "secret"}
+                continue
             line = loaded.line_of((*where, "secret"))
             if line is not None:
                 loaded.lines[(*where, "secrets")] = line
+            n = len(where) + 1
+            loaded.blamed |= {
+                (*where, "secrets", *p[n:]) for p in loaded.blamed if p[:n] == (*where, "secret")
+            }
             target = {("secrets" if k == "secret" else k): v for k, v in target.items()}
             notes.append(
                 f"{loaded.file}:{line}: targets.{name}.secret: the old spelling of secrets"
@@ -447,7 +523,10 @@ def _respell(data: dict[str, Any], loaded: _Loaded) -> tuple[dict[str, Any], lis
 
 
 def parse_config(text: str, file: str = "config.yaml", path: Path | None = None) -> Config:
-    """Validate the YAML `text` of a config file named `file`; raise `ConfigError` on a mistake."""
+    """Validate the YAML `text` of a config file named `file`.
+
+    Raises `ConfigError` for one mistake, `ConfigErrors` for several (all that were found).
+    """
     loaded = _Loaded(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -462,21 +541,99 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
         raise ConfigError(file, None, "", f"not valid YAML: {reason}") from None
     except RecursionError:
         raise ConfigError(file, None, "", "not valid YAML: nested too deeply") from None
+    except ConfigError:
+        raise  # an alias bomb or cycle: the rest of the file cannot be read
     if not isinstance(data, dict):
         raise ConfigError(file, 1, "", "the file must hold a mapping of keys")
     for key in ("path", "notes"):
         if key in data:
-            raise loaded.error((key,), "is not a known key")
+            loaded.report((key,), "is not a known key")
+            del data[key]
     data, notes = _respell(data, loaded)
-    if not data:
+    if not data and not loaded.mistakes:
         notes.append(f"{file}: the file is empty: nothing is polled, received or delivered")
     data = _expand_presets(data, loaded)
-    try:
-        config = Config.model_validate({**data, "path": path, "notes": tuple(notes)})
-    except ValidationError as exc:
-        raise _first_error(exc, loaded) from None
-    _check_names(config, loaded)
+    config = _validate({**data, "notes": tuple(notes)}, path, loaded)
+    if config is not None:
+        _check_names(config, loaded)
+    if loaded.mistakes:
+        raise _all_of(loaded.mistakes)
+    assert config is not None  # a config that did not validate has a mistake
     return config
+
+
+# Each round of validation leaves out what the one before blamed: a few rounds find all.
+_ROUNDS = 4
+
+
+def _validate(data: dict[str, Any], path: Path | None, loaded: _Loaded) -> Config | None:
+    """The config, or None when it does not validate; every mistake found is recorded."""
+    for _ in range(_ROUNDS):
+        try:
+            return Config.model_validate({**data, "path": path})
+        except ValidationError as exc:
+            failed = [_clean_loc(e["loc"]) for e in exc.errors()]
+            loaded.mistakes.extend(_validation_mistakes(exc, loaded))
+            loaded.blamed.update(failed)
+            left = _leave_out(data, failed, loaded)
+            if left is None:
+                return None
+            data = left
+    return None
+
+
+def _leave_out(data: dict[str, Any], failed: list[Path_], loaded: _Loaded) -> dict[str, Any] | None:
+    """`data` without what failed, so that the rest can be checked: the key itself where it
+    is there to remove (its default then applies, or its absence is blamed already), else
+    the source, target or budget holding it, else its top-level key. None when nothing can
+    be left out."""
+    out = dict(data)
+    for where in failed:
+        if not where or where[0] == "notes" or where[0] not in out:
+            return None
+        # A list's items cannot go without moving the paths of the ones after them.
+        # A mapping is a part with checks of its own: without it, the part holding it fails.
+        fewer = None if any(isinstance(s, int) for s in where) else _without(out, where)
+        if fewer is not None and len(where) >= 2 and not isinstance(_at(out, where), dict):
+            out = fewer
+        else:
+            _remove_entry(out, where, loaded)
+    return out
+
+
+def _at(node: Any, where: Path_) -> Any:
+    for step in where:
+        node = node[step]
+    return node
+
+
+def _without(node: Any, where: Path_) -> dict[str, Any] | None:
+    """The mapping `node` without the key at `where` (copied, not changed); None if absent."""
+    if not isinstance(node, dict) or where[0] not in node:
+        return None
+    if len(where) == 1:
+        return {k: v for k, v in node.items() if k != where[0]}
+    inner = _without(node[where[0]], where[1:])
+    return None if inner is None else {**node, str(where[0]): inner}
+
+
+def _remove_entry(data: dict[str, Any], where: Path_, loaded: _Loaded) -> None:
+    group = where[0]
+    entries = data.get(str(group))
+    is_entry = group in ("sources", "targets", "budgets") and len(where) >= 2
+    if is_entry and isinstance(entries, dict):
+        if where[1] in entries:  # (else it is left out already)
+            data[str(group)] = {k: v for k, v in entries.items() if k != where[1]}
+            loaded.left_out.add(str(where[1]))
+        return
+    data.pop(str(group), None)
+
+
+def _all_of(mistakes: list[ConfigError]) -> ConfigError:
+    """The mistakes in the file's order, each once: one ConfigError, or ConfigErrors."""
+    unique = list({str(m): m for m in mistakes}.values())
+    unique.sort(key=lambda m: m.line if m.line is not None else 0)
+    return unique[0] if len(unique) == 1 else ConfigErrors(unique)
 
 
 def load_config(file: str | os.PathLike[str] | None = None) -> Config:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from bridge.config.keys import suggestion
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 
 # The keys a preset reads; they are not keys of `poll` itself (except `preset`, `resource`).
@@ -329,7 +330,7 @@ def _check_inputs(preset: Preset, poll: Mapping[str, Any]) -> Inputs:
         raise PresetError(
             "resource",
             f'"{resource}" is not a resource of preset {preset.name} '
-            f"(one of {_choices(preset.resources)})",
+            f"(one of {_choices(preset.resources)}){_meant(resource, preset.resources)}",
         )
     for key in sorted(INPUT_KEYS & poll.keys()):
         if key not in preset.inputs:
@@ -401,12 +402,20 @@ def merge(preset: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _meant(value: Any, known: Mapping[str, Any]) -> str:
+    """`; did you mean "x"?` for a misspelt name, else nothing."""
+    meant = suggestion(value, list(known)) if isinstance(value, str) else None
+    return f'; did you mean "{meant}"?' if meant else ""
+
+
 def expand(poll: Mapping[str, Any]) -> dict[str, Any]:
     """The plain poll keys of a `poll` mapping that names a preset; raises PresetError."""
     name = poll.get("preset")
     preset = PRESETS.get(name) if isinstance(name, str) else None
     if preset is None:
-        raise PresetError("preset", f'"{name}" is not one of {_choices(PRESETS)}')
+        raise PresetError(
+            "preset", f'"{name}" is not one of {_choices(PRESETS)}{_meant(name, PRESETS)}'
+        )
     inputs = _check_inputs(preset, poll)
     user = {k: v for k, v in poll.items() if k not in INPUT_KEYS}
     return merge(preset.build(inputs), user)

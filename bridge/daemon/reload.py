@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bridge import logs, metrics
 from bridge.config import Config, ServerConfig, load_config
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, config_mistakes
 from bridge.runtime import Component, Runtime
 
 log = logging.getLogger("bridge.reload")
@@ -105,11 +105,14 @@ async def reload_config(
     try:
         new = await asyncio.to_thread(load_config, path)
     except ConfigError as exc:
-        # ConfigError messages mask secret values; safe to log whole.
-        log.error("reload refused, the config in force is unchanged: %s", exc)
+        # ConfigError messages mask secret values; safe to log whole, one line per mistake.
+        mistakes = config_mistakes(exc)
+        for mistake in mistakes:
+            log.error("reload refused, the config in force is unchanged: %s", mistake)
         metrics.RELOADS.labels("refused").inc()
+        more = f" (and {len(mistakes) - 1} more: bridge check)" if len(mistakes) > 1 else ""
         # The reason goes to systemd's status too, which no log formatter scrubs.
-        return logs.scrub(str(exc))
+        return logs.scrub(f"{mistakes[0]}{more}")
     old = runtime.config
     # Secrets that are new in this file must be masked before any engine can log them.
     logs.redact(logs.config_secrets(new))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -133,3 +135,109 @@ def test_secret_and_secrets_together_is_a_mistake(tmp_path: Path) -> None:
         f"    secrets: {TEST_SECRET}\n",
     )
     assert done.returncode == 2 and "give secrets or secret, not both" in done.stderr
+
+
+FIVE_MISTAKES = f"""
+    database: five.db
+    sources:
+      gh:
+        webhook: {{verify: githib, secrets: [abc]}}
+      api:
+        poll: {{url: "http://127.0.0.1:9/x", evry: 1m, id: id}}
+      charges:
+        poll: {{preset: stripe, resource: chargez, api_key: sk_test_1}}
+      orders:
+        poll: {{url: "http://127.0.0.1:9/x", every: 5x, id: id}}
+      hook:
+        webhook: {{verify: none, allow_unsigned: true}}
+    targets:
+      t:
+        url: http://127.0.0.1:9/in
+        secrets: [{TEST_SECRET}]
+        sources: [hook, hoko]
+"""
+
+
+def test_every_mistake_of_a_file_in_one_run(tmp_path: Path) -> None:
+    done = check(tmp_path, FIVE_MISTAKES)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    path = tmp_path / "config.yaml"
+    assert lines == [
+        f"{path}:4: sources.gh.webhook.verify: "
+        "\"githib\" is not one of 'standard-webhooks', 'stripe', 'github', 'slack', 'shopify',"
+        " 'gitlab', 'hmac', 'token', 'bearer', 'basic' or 'none'; did you mean \"github\"?",
+        f'{path}:6: sources.api.poll.evry: is not a known key; did you mean "every"?',
+        f'{path}:8: sources.charges.poll.resource: "chargez" is not a resource of preset'
+        " stripe (one of events, customers, charges, invoices, payment_intents, subscriptions,"
+        ' products, prices, refunds, payouts, disputes); did you mean "charges"?',
+        f'{path}:10: sources.orders.poll.every: "5x" is not a duration (a number and a unit:'
+        " ms, s, m, h or d, as in 250ms, 5s, 2m, 1h, 7d; or a number of seconds)",
+        f'{path}:17: targets.t.sources.1: "hoko" is not a source or a merge; did you mean "hook"?',
+    ]
+    as_json = json.loads(check(tmp_path, FIVE_MISTAKES, "--json").stdout)
+    assert as_json["ok"] is False and as_json["errors"] == lines
+    assert as_json["error"] == lines[0]
+
+
+def test_every_unset_variable_of_the_example_config_in_one_run() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    text = example.read_text()
+    live = "\n".join(line.split("#")[0] for line in text.splitlines())
+    names = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", live))
+    assert len(names) >= 5
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    done = run_cli("check", "-c", str(example), env=env, cwd=example.parent)
+    # run_cli adds os.environ: make sure none of the names is set there either.
+    assert not names & os.environ.keys()
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    unset = {re.search(r"the environment variable (\w+) is not set", line) for line in lines}
+    assert {m.group(1) for m in unset if m} == names, lines
+    assert len(lines) == len(names), lines  # and nothing that only follows from them
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        (
+            """
+            sources:
+              gh: {poll: {preset: githob, resource: issues, repo: a/b}}
+            """,
+            'sources.gh.poll.preset: "githob" is not one of',
+        ),
+        (
+            """
+            sources:
+              hook: {webhook: {verify: none, allow_unsigned: true}}
+              api: {poll: {url: "http://127.0.0.1:9/x", every: 1m, id: id, on_push: hoook}}
+            """,
+            'sources.api.poll.on_push: "hoook" is not a webhook source; did you mean "hook"?',
+        ),
+        (
+            """
+            budgets: {github: {requests: 10, per: 1m}}
+            sources:
+              api: {poll: {url: "http://127.0.0.1:9/x", every: 1m, id: id, budget: githbu}}
+            """,
+            'is not a budget (see the top-level budgets); did you mean "github"?',
+        ),
+        (
+            """
+            sources:
+              hook: {webhook: {verify: none, allow_unsigned: true}}
+              api: {poll: {url: "http://127.0.0.1:9/x", every: 1m, id: id, version: v}}
+            merge:
+              - {name: both, sources: [hook, apii], match: version}
+            """,
+            'merge.0.sources.1: "apii" is not a source; did you mean "api"?',
+        ),
+    ],
+    ids=["preset", "on_push", "budget", "merge"],
+)
+def test_a_misspelt_name_gets_did_you_mean(tmp_path: Path, text: str, wanted: str) -> None:
+    done = check(tmp_path, text)
+    assert done.returncode == 2, done.stdout
+    assert wanted in done.stderr, done.stderr
+    assert "did you mean" in done.stderr

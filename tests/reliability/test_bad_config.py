@@ -67,7 +67,7 @@ def check(path: Path) -> tuple[int, str, str, BaseException | None]:
 
 
 def assert_clean_answer(path: Path) -> int:
-    """`bridge check` exits 0 with a summary, or 2 with one line naming the file."""
+    """`bridge check` exits 0 with a summary, or 2 with one line per mistake naming the file."""
     code, out, err, exc = check(path)
     assert exc is None, f"{type(exc).__name__}: {exc}"
     assert code in (0, 2), (code, out, err)
@@ -76,8 +76,9 @@ def assert_clean_answer(path: Path) -> int:
         assert secret not in out + err, "a secret in the answer"
     if code == 2:
         lines = err.strip("\n").splitlines()
-        assert len(lines) == 1, err
-        assert lines[0].startswith(f"{path}:"), lines[0]
+        assert lines, err
+        for line in lines:
+            assert line.startswith(f"{path}:"), line
         assert out == ""
     else:
         assert out.startswith(f"{path}: ok"), out
