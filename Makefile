@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+	@echo "bridge and bridgectl are in $(CURDIR)/$(BIN); to run them from any folder:"
+	@echo '  export PATH="$(CURDIR)/$(BIN):$$PATH"'
 
 demo: $(STAMP)
 	$(BIN)/bridge demo

@@ -6,10 +6,13 @@ imports them. The error edge (exit status 0, 1 or 2) and the shared options are 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from bridge import __version__
-from bridge.cli import compare, deliver, events, init, poll, run, secret, send, status
+from bridge.cli import compare, deliver, events, init, listen, poll, run, secret, send, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,8 +34,10 @@ cli.add_command(compare.demo)
 deliver.register(cli)
 cli.add_command(status.status)
 cli.add_command(secret.secret)
+cli.add_command(listen.listen)
 
 
 def main() -> None:
-    """The console script's entry point."""
-    cli(prog_name="bridge")
+    """The console scripts' entry point: `bridge`, and `bridgectl` (the same commands under a
+    name no other program has: iproute2's `bridge` is on every Debian and Ubuntu server)."""
+    cli(prog_name=Path(sys.argv[0]).name if sys.argv[0].endswith("bridgectl") else "bridge")
