@@ -33,6 +33,8 @@ class Runtime:
     budgets: Budgets = field(default_factory=Budgets)
     # Why the last reload was refused, until one is applied (status, /api/status, the page).
     reload_error: str | None = None
+    # Reloads finished, applied or refused: `bridge reload` waits for this to move.
+    reloads: int = 0
     # Poll a source now and return the outcome (set by the poller; the admin route calls it).
     poll_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
     # Spans of receiving, storing and delivering: inert unless `tracing.otlp` is set.

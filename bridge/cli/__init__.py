@@ -24,6 +24,7 @@ def cli() -> None:
 cli.add_command(init.init)
 cli.add_command(run.check)
 cli.add_command(run.run)
+cli.add_command(run.reload)
 cli.add_command(events.events)
 cli.add_command(events.event)
 cli.add_command(send.send)

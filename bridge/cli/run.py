@@ -161,3 +161,33 @@ def run(config_path: str, log_level: str, log_format: str, replica_id: str | Non
     config = read_config(config_path)
     logs.configure(log_level, log_format, logs.config_secrets(config))
     daemon.run(config, replica_id)
+
+
+@click.command()
+@config_option
+@click.option(
+    "--pid",
+    type=click.IntRange(min=1),
+    metavar="PID",
+    help="The daemon's process id, as systemd's $MAINPID (default: the daemon answering at"
+    " server.listen says its own).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="How long to wait for the daemon's verdict, in seconds.",
+)
+@handle_errors
+def reload(config_path: str, pid: int | None, timeout_s: float) -> None:
+    """Reload the running daemon's config (SIGHUP) and wait for its verdict.
+
+    Exits 0 when the daemon applied the file; when it refused it (the config in force stays),
+    prints the reason and exits 2 for a mistake in the file, 1 otherwise. The unit's
+    ExecReload= runs it, so that `systemctl reload bridge` fails when the reload did.
+    """
+    from bridge.cli.reloading import reload_daemon
+
+    reload_daemon(config_path, pid, timeout_s)

@@ -146,6 +146,7 @@ class Daemon:
                 )
                 runtime.reload_error = self.reload_error
                 self.config = runtime.config
+                runtime.reloads += 1
             finally:
                 if not self._stop.is_set() and self.failure is None:
                     self.notifier.ready(await self.status_line())

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -59,6 +60,7 @@ class Snapshot:
     report: LatencyReport
     # Why the last reload was refused, until one is applied.
     reload_error: str | None = None
+    reloads: int = 0  # reloads finished, applied or refused
 
 
 def _every_s(poll: PollConfig) -> float:
@@ -137,6 +139,8 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
             "version": __version__,
             "now": format_time(snap.now_ms),
             "uptime_s": max(0, snap.now_ms - snap.started_ms) // 1000,
+            "pid": os.getpid(),
+            "reloads": snap.reloads,
         },
         "sources": _sources(config, snap),
         "targets": _targets(snap),
@@ -159,6 +163,7 @@ async def collect(runtime: Runtime) -> Snapshot:
         recent=await store.list_events(limit=RECENT_EVENTS),
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
         reload_error=runtime.reload_error,
+        reloads=runtime.reloads,
     )
 
 
