@@ -55,6 +55,8 @@ class ServerConfig(_Model):
     body_timeout_s: Duration = Field(30.0, alias="body_timeout", gt=0)
     # Between the end of an answer and the next request on a kept-alive connection.
     idle_timeout_s: Duration = Field(5.0, alias="idle_timeout", gt=0)
+    # A request's line and headers, in bytes: more is answered 431 and the connection closed.
+    max_header_bytes: Size = Field(64 * 1024, ge=1024)
     # One line per request in the combined log format, under `bridge.http.access`.
     access_log: bool = False
     # The reverse proxies whose X-Forwarded-For / Forwarded headers name the client; a

@@ -51,6 +51,7 @@ _SERVER_AT_START = {
     "header_timeout": "header_timeout_s",
     "body_timeout": "body_timeout_s",
     "idle_timeout": "idle_timeout_s",
+    "max_header_bytes": "max_header_bytes",
 }
 
 
