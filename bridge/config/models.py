@@ -321,6 +321,13 @@ class Config(_Model):
     notes: tuple[str, ...] = Field((), exclude=True)
 
     @property
+    def is_empty(self) -> bool:
+        """True when the config has no source and no target: nothing to run. Usually a
+        mistake (a truncated or emptied file), refused at start and on reload unless the
+        daemon runs with `--allow-empty`."""
+        return not self.sources and not self.targets
+
+    @property
     def database_path(self) -> str:
         """The database location: a URL as written, or a path resolved against the file."""
         if "://" in self.database or self.database == ":memory:":
@@ -361,3 +368,5 @@ def iter_secrets(config: Config) -> Iterator[str]:
             key = target.tls.key.get_secret_value()
             if is_pem(key):
                 yield key
+        if target.tls is not None and target.tls.key_password is not None:
+            yield target.tls.key_password.get_secret_value()

@@ -1,7 +1,9 @@
 """Reloading the config (SIGHUP): re-read and validate the file, then apply it or keep the old.
 
 A new config is applied only whole: it must load and validate first, so a mistake in the
-file is logged as one line and the config in force stays as it was. Every engine then gets
+file is logged as one line and the config in force stays as it was. So is a config with no
+source and no target (an emptied or truncated file would remove every source, and every
+webhook would get 404), unless the daemon was started with `--allow-empty`. Every engine then gets
 `reload(new_config)`, which adds, removes and changes its sources and targets without
 dropping queued work (deliveries live in the store, not in memory). Two things cannot change
 without a restart, because they are resources opened at start: the listening address and
@@ -96,15 +98,30 @@ def restart_needed(old: Config, new: Config, bound: str | None = None) -> list[s
     return out
 
 
+# Why a config with no source and no target is not run (at start or on reload).
+EMPTY_CONFIG = (
+    "no sources and no targets: refusing to run an empty config "
+    "(start with --allow-empty to allow it)"
+)
+
+
 async def reload_config(
-    runtime: Runtime, components: Sequence[Component], path: Path, bound: str | None = None
+    runtime: Runtime,
+    components: Sequence[Component],
+    path: Path,
+    bound: str | None = None,
+    *,
+    allow_empty: bool = False,
 ) -> str | None:
     """Load `path` and apply it to every component and to `runtime`.
 
     Returns None when applied, else the one-line reason it was refused (secrets masked).
+    An empty config (`Config.is_empty`) is refused unless `allow_empty`.
     """
     try:
         new = await asyncio.to_thread(load_config, path)
+        if new.is_empty and not allow_empty:
+            raise ConfigError(str(path), None, "", EMPTY_CONFIG)
     except ConfigError as exc:
         # ConfigError messages mask secret values; safe to log whole.
         log.error("reload refused, the config in force is unchanged: %s", exc)

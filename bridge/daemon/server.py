@@ -50,6 +50,9 @@ log = logging.getLogger("bridge.server")
 CONNECTION_SHARE_OF_FDS = 0.75
 # How often at most a failing accept() is logged.
 ACCEPT_ERROR_EVERY_S = 1.0
+# After a 431, how long the rest of the request is read and dropped before the connection is
+# closed: closing with unread bytes would send a reset, which can destroy the 431 unread.
+LINGER_S = 1.0
 _ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -191,6 +194,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # Bytes fed to the parser since the current request began, while its headers are due.
         self._in_headers = True
         self._header_bytes = 0
+        self._is_refused = False
         if self._make_room():
             self._enter(HEADERS)
 
@@ -199,6 +203,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._is_refused:
+            return  # the rest of a refused request, dropped until the connection closes
         limit = self.limits.max_header_bytes
         while data and not self.transport.is_closing():
             if not self._in_headers:
@@ -229,9 +235,12 @@ class GuardedProtocol(HttpToolsProtocol):
             self.client[0] if self.client else "an unknown address",
             self.limits.max_header_bytes,
         )
-        self.transport.write(header_refusal(self.limits.max_header_bytes))
-        self.transport.close()
+        self._is_refused = True
         self._enter("")
+        self.transport.write(header_refusal(self.limits.max_header_bytes))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
