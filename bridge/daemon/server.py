@@ -200,6 +200,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._enter("")
+        if self._deadline is not None:  # a refused request's lingering close
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -237,6 +240,10 @@ class GuardedProtocol(HttpToolsProtocol):
         )
         self._is_refused = True
         self._enter("")
+        if self.cycle is not None and not self.cycle.response_complete:
+            # Pipelined behind an answer still being written: a 431 would land inside it.
+            self.transport.close()
+            return
         self.transport.write(header_refusal(self.limits.max_header_bytes))
         if self.transport.can_write_eof():
             self.transport.write_eof()

@@ -177,3 +177,20 @@ def test_eight_connections_of_48_mib_headers_leave_the_memory_where_it_was(
     # The 8 requests could hold 384 MiB; the cap holds each to 64 KiB (and one read buffer).
     assert after - before < 32 << 20, (before, after)
     assert httpx.get(f"{proc.url}/healthz").status_code == 200
+
+
+def test_the_cap_counts_each_request_of_a_kept_alive_connection_on_its_own(
+    daemon: Callable[..., DaemonProcess],
+) -> None:
+    proc = daemon(
+        "database: bridge.db\nsources:\n  s:\n    webhook: {verify: none, allow_unsigned: true}\n"
+    )
+    filler = b"x-filler: " + b"a" * (40 * 1024) + b"\r\n"
+    request = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n" + filler + b"\r\n"
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+        for _ in range(3):  # 120 KiB of headers in all, 40 KiB a request
+            sock.sendall(request)
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:40]
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n" + filler * 2 + b"\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 431")
