@@ -140,6 +140,7 @@ def tls_context(tls: TLSConfig, base: Path) -> ssl.SSLContext:
 # An encrypted PEM key: PKCS#8 (`BEGIN ENCRYPTED PRIVATE KEY`) or OpenSSL's legacy
 # `Proc-Type: 4,ENCRYPTED` header.
 _ENCRYPTED_MARKS = ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "Proc-Type: 4,ENCRYPTED")
+_KEY_READ_BYTES = 64 * 1024
 
 
 def _is_encrypted(key: str, base: Path) -> bool:
@@ -149,7 +150,9 @@ def _is_encrypted(key: str, base: Path) -> bool:
         text = key
     else:
         try:
-            text = _path(key, base).read_text(errors="replace")
+            with _path(key, base).open("rb") as file:
+                # A key is a few KiB; the marks are in its first lines.
+                text = file.read(_KEY_READ_BYTES).decode("latin-1")
         except OSError:
             return False
     return any(mark in text for mark in _ENCRYPTED_MARKS)

@@ -236,3 +236,20 @@ def test_sigterm_after_a_refused_reload_stops_the_daemon(
     wait_until(lambda: proc.log().count("reloading") > seen)
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(timeout=15) == 0
+
+
+def test_an_encrypted_key_given_as_pem_text_is_refused_the_same_way(tmp_path: Path) -> None:
+    client_pair(tmp_path)
+    path = tmp_path / "config.yaml"
+    pem = f'key: "${{file:{tmp_path}/client.key}}"'
+    text = with_tls_target(HOOK).replace("key: client.key", pem)
+    path.write_text(text)
+    check = run_cli("check", "-c", str(path), timeout_s=20)
+    assert check.returncode == 2
+    assert check.stderr.strip().endswith(
+        "targets.mtls.tls.key: the key is encrypted: set tls.key_password"
+    )
+    assert "ENCRYPTED" not in check.stdout + check.stderr
+    path.write_text(text.replace(pem, f"{pem}\n      key_password: {PASSPHRASE}"))
+    check = run_cli("check", "-c", str(path), timeout_s=20)
+    assert check.returncode == 0, check.stderr
