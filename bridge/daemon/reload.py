@@ -3,11 +3,11 @@
 A new config is applied only whole: it must load and validate first, so a mistake in the
 file is logged as one line and the config in force stays as it was. So is a config with no
 source and no target (an emptied or truncated file would remove every source, and every
-webhook would get 404), unless the daemon was started with `--allow-empty`. Every engine then gets
-`reload(new_config)`, which adds, removes and changes its sources and targets without
-dropping queued work (deliveries live in the store, not in memory). Two things cannot change
-without a restart, because they are resources opened at start: the listening address and
-the database; a change to them is logged and waits for the next start.
+webhook would get 404), unless the daemon was started with `--allow-empty`. Every engine
+then gets `reload(new_config)`, which adds, removes and changes its sources and targets
+without dropping queued work (deliveries live in the store, not in memory). Two things
+cannot change without a restart, because they are resources opened at start: the listening
+address and the database; a change to them is logged and waits for the next start.
 """
 
 from __future__ import annotations

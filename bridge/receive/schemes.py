@@ -12,10 +12,10 @@ Signatures are always computed over the raw body bytes and compared with
 stops at the first valid one: an unauthenticated sender cannot buy seconds of CPU with a
 long list (an Ed25519 check costs about 200 µs, plus hashing the body).
 
-`build_verifier(webhook_config)` binds a source's config once, so
-the hot path only hashes and compares. The schemes that send a shared secret as it is
-(tokens, Bearer, Basic, GitLab) are in `credentials.py`; the signing side of every scheme,
-for `bridge send`, is in `signers.py`.
+`build_verifier(webhook_config)` binds a source's config once, so the hot path only hashes
+and compares; `is_costly` says which checks belong off the event loop. The schemes that send
+a shared secret as it is (tokens, Bearer, Basic, GitLab) are in `credentials.py`; the
+signing side of every scheme, for `bridge send`, is in `signers.py`.
 """
 
 from __future__ import annotations
