@@ -7,6 +7,7 @@
      │    └── StoreUnavailable  busy, locked or out of space: try again later (HTTP 503)
      ├── FetchError             a poll's request failed or its answer was unusable
      ├── VerificationError      an inbound request's signature or timestamp is not valid
+     │    └── MalformedSignature  its signature header is not worth verifying (HTTP 400)
      ├── SendError              `bridge send` cannot sign or post a test webhook
      ├── StartupError           the daemon could not start (port taken, database not writable)
      └── MissingExtra           a feature needs an optional dependency that is not installed
@@ -84,6 +85,11 @@ class FetchError(BridgeError):
 
 class VerificationError(BridgeError):
     """An inbound request's signature or timestamp is not valid."""
+
+
+class MalformedSignature(VerificationError):
+    """An inbound request's signature header is refused before any verification (too many
+    entries): a 400, not a 401, since no secret was tried."""
 
 
 class SendError(BridgeError):

@@ -153,14 +153,28 @@ def check(config_path: str, as_json: bool) -> None:
     metavar="ID",
     help="This bridge's name among those sharing one database (default: host name and pid).",
 )
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Start, and apply reloads, with a config that has no sources and no targets.",
+)
 @handle_errors
-def run(config_path: str, log_level: str, log_format: str, replica_id: str | None) -> None:
-    """Run the bridge: poll sources, receive webhooks and deliver events, until stopped."""
+def run(
+    config_path: str, log_level: str, log_format: str, replica_id: str | None, allow_empty: bool
+) -> None:
+    """Run the bridge: poll sources, receive webhooks and deliver events, until stopped.
+
+    A config with no sources and no targets is refused (exit status 2), at start and on
+    reload, unless --allow-empty: an emptied file is more often a mistake than a wish.
+    """
     from bridge import daemon, logs
+    from bridge.daemon.reload import EMPTY_CONFIG
 
     config = read_config(config_path)
+    if config.is_empty and not allow_empty:
+        raise ConfigFailure(f"{config_path}: {EMPTY_CONFIG}")
     logs.configure(log_level, log_format, logs.config_secrets(config))
-    daemon.run(config, replica_id)
+    daemon.run(config, replica_id, allow_empty=allow_empty)
 
 
 @click.command()

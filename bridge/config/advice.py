@@ -62,10 +62,17 @@ def _server_warnings(config: Config) -> list[str]:
     return []
 
 
+def _empty_warnings(config: Config) -> list[str]:
+    if config.is_empty:
+        return ["no sources and no targets: bridge run refuses this config without --allow-empty"]
+    return []
+
+
 def warnings(config: Config) -> list[str]:
     """Every warning about `config`, and the loader's notes on how it is written."""
     return [
         *config.notes,
+        *_empty_warnings(config),
         *_server_warnings(config),
         *_poll_warnings(config),
         *_webhook_warnings(config),

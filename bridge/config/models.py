@@ -55,6 +55,8 @@ class ServerConfig(_Model):
     body_timeout_s: Duration = Field(30.0, alias="body_timeout", gt=0)
     # Between the end of an answer and the next request on a kept-alive connection.
     idle_timeout_s: Duration = Field(5.0, alias="idle_timeout", gt=0)
+    # A request's line and headers, in bytes: more is answered 431 and the connection closed.
+    max_header_bytes: Size = Field(64 * 1024, ge=1024)
     # One line per request in the combined log format, under `bridge.http.access`.
     access_log: bool = False
     # The reverse proxies whose X-Forwarded-For / Forwarded headers name the client; a
@@ -319,6 +321,13 @@ class Config(_Model):
     notes: tuple[str, ...] = Field((), exclude=True)
 
     @property
+    def is_empty(self) -> bool:
+        """True when the config has no source and no target: nothing to run. Usually a
+        mistake (a truncated or emptied file), refused at start and on reload unless the
+        daemon runs with `--allow-empty`."""
+        return not self.sources and not self.targets
+
+    @property
     def database_path(self) -> str:
         """The database location: a URL as written, or a path resolved against the file."""
         if "://" in self.database or self.database == ":memory:":
@@ -359,3 +368,5 @@ def iter_secrets(config: Config) -> Iterator[str]:
             key = target.tls.key.get_secret_value()
             if is_pem(key):
                 yield key
+        if target.tls is not None and target.tls.key_password is not None:
+            yield target.tls.key_password.get_secret_value()

@@ -4,7 +4,9 @@
   `whsk_` keys with Ed25519 (`v1a,`); during a migration both kinds sign every request.
 - `tls` gives a target a client certificate (mutual TLS) and a private CA to trust. Each
   value is a path (relative to the config file) or the PEM text itself, which is what
-  `${credential:NAME}` or `${file:PATH}` put there.
+  `${credential:NAME}` or `${file:PATH}` put there. An encrypted key needs `key_password`:
+  OpenSSL is never let to ask for one (it would prompt on the daemon's terminal and block
+  every later reload and the stop), so without it the key is refused with one line.
 - `tracing.otlp` exports spans to an OTLP/HTTP collector (the `tracing` extra).
 """
 
@@ -62,6 +64,8 @@ class TLSConfig(BaseModel):
 
     cert: str | None = None
     key: SecretStr | None = None
+    # The passphrase of an encrypted `key`.
+    key_password: SecretStr | None = None
     ca: str | None = None
 
     @model_validator(mode="after")
@@ -117,13 +121,41 @@ def tls_context(tls: TLSConfig, base: Path) -> ssl.SSLContext:
             raise ValueError(f"ca: cannot load the CA ({_reason(exc)})") from None
     if tls.cert is not None and tls.key is not None:
         key = tls.key.get_secret_value()
+        password = tls.key_password.get_secret_value() if tls.key_password else None
+        is_encrypted = _is_encrypted(key, base)
+        if is_encrypted and password is None:
+            raise ValueError("key: the key is encrypted: set tls.key_password")
         try:
             with _as_file(tls.cert, base) as cert_file, _as_file(key, base) as key_file:
-                context.load_cert_chain(cert_file, key_file)
+                # Always a password (empty when none is set): never OpenSSL's prompt.
+                context.load_cert_chain(cert_file, key_file, password=password or "")
         except (OSError, ssl.SSLError) as exc:
+            if is_encrypted:
+                raise ValueError("key_password: cannot decrypt the key with it") from None
             reason = _reason(exc)
             raise ValueError(f"cert: cannot load the certificate and key ({reason})") from None
     return context
+
+
+# An encrypted PEM key: PKCS#8 (`BEGIN ENCRYPTED PRIVATE KEY`) or OpenSSL's legacy
+# `Proc-Type: 4,ENCRYPTED` header.
+_ENCRYPTED_MARKS = ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "Proc-Type: 4,ENCRYPTED")
+_KEY_READ_BYTES = 64 * 1024
+
+
+def _is_encrypted(key: str, base: Path) -> bool:
+    """True when the `key` value (PEM text or a path) holds an encrypted private key; an
+    unreadable file is left for load_cert_chain to name."""
+    if is_pem(key):
+        text = key
+    else:
+        try:
+            with _path(key, base).open("rb") as file:
+                # A key is a few KiB; the marks are in its first lines.
+                text = file.read(_KEY_READ_BYTES).decode("latin-1")
+        except OSError:
+            return False
+    return any(mark in text for mark in _ENCRYPTED_MARKS)
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:

@@ -1,11 +1,12 @@
 """The daemon's HTTP app: health, readiness, metrics, and the routes the engines bring.
 
 `/healthz` answers while the event loop runs; `/readyz` only while the config is loaded (not
-starting, reloading or stopping) and the store can commit; `/metrics` is the Prometheus
-text of every metric in bridge/metrics.py, with the backlog and dead gauges counted in the
-store at each scrape (right from the first scrape after a start, and for every configured
-target). The engines own every other metric; the circuit gauge is the delivery engine's, as
-only it knows a half-open probe in flight.
+starting, reloading or stopping) and the store can commit a write that needs new space (a
+full disk fails it, as it fails events), with the store's reason in `store_error` when not;
+`/metrics` is the Prometheus text of every metric in bridge/metrics.py, with the backlog and
+dead gauges counted in the store at each scrape (right from the first scrape after a start,
+and for every configured target). The engines own every other metric; the circuit gauge is
+the delivery engine's, as only it knows a half-open probe in flight.
 
 Every answer carries `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, a
 `Referrer-Policy` and, unless the route set a stricter one of its own (the status page does),
@@ -112,13 +113,16 @@ def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> Starlette:
         if not runtime.is_ready:
             problems.append("not ready (starting, reloading or stopping)")
         try:
-            writable = await asyncio.wait_for(runtime.store.check_writable(), READY_TIMEOUT_S)
+            store_error = await asyncio.wait_for(runtime.store.write_problem(), READY_TIMEOUT_S)
         except TimeoutError:
-            writable = False
-        if not writable:
+            store_error = f"no commit within {READY_TIMEOUT_S:g} s"
+        if store_error is not None:
             problems.append("the store cannot be written")
         if problems:
-            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+            body: dict[str, object] = {"status": "unavailable", "problems": problems}
+            if store_error is not None:
+                body["store_error"] = store_error
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready"})
 
     async def metrics_text(request: Request) -> Response:

@@ -93,8 +93,11 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         replica_id: str | None = None,
+        allow_empty: bool = False,
     ) -> None:
         self.config = config
+        # Whether a reload may apply a config with no source and no target.
+        self.allow_empty = allow_empty
         # This process's name among the bridges sharing the database (default host-pid).
         self.replica_id = replica_id
         # The file SIGHUP re-reads: the one the config came from.
@@ -142,7 +145,11 @@ class Daemon:
             self.notifier.reloading()
             try:
                 self.reload_error = await reload_config(
-                    runtime, self.components, self.config_path, self.listening
+                    runtime,
+                    self.components,
+                    self.config_path,
+                    self.listening,
+                    allow_empty=self.allow_empty,
                 )
                 runtime.reload_error = self.reload_error
                 self.config = runtime.config
@@ -290,15 +297,17 @@ class Daemon:
             raise self.failure
 
 
-def run(config: Config, replica_id: str | None = None) -> None:
-    """Run the daemon in this process until SIGTERM or SIGINT; raise StartupError on failure."""
+def run(config: Config, replica_id: str | None = None, *, allow_empty: bool = False) -> None:
+    """Run the daemon in this process until SIGTERM or SIGINT; raise StartupError on failure.
+
+    `allow_empty` lets reloads apply a config with no source and no target."""
     # A watchdog abort (systemd sends SIGABRT) or a crash in C code leaves every thread's
     # stack on stderr, so the journal shows where the daemon was stuck.
     faulthandler.enable(sys.stderr, all_threads=True)
 
     async def main() -> None:
         notifier = Notifier.from_env()
-        daemon = Daemon(config, notifier=notifier, replica_id=replica_id)
+        daemon = Daemon(config, notifier=notifier, replica_id=replica_id, allow_empty=allow_empty)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)

@@ -1,11 +1,13 @@
 """Reloading the config (SIGHUP): re-read and validate the file, then apply it or keep the old.
 
 A new config is applied only whole: it must load and validate first, so a mistake in the
-file is logged as one line and the config in force stays as it was. Every engine then gets
-`reload(new_config)`, which adds, removes and changes its sources and targets without
-dropping queued work (deliveries live in the store, not in memory). Two things cannot change
-without a restart, because they are resources opened at start: the listening address and
-the database; a change to them is logged and waits for the next start.
+file is logged as one line and the config in force stays as it was. So is a config with no
+source and no target (an emptied or truncated file would remove every source, and every
+webhook would get 404), unless the daemon was started with `--allow-empty`. Every engine
+then gets `reload(new_config)`, which adds, removes and changes its sources and targets
+without dropping queued work (deliveries live in the store, not in memory). Two things
+cannot change without a restart, because they are resources opened at start: the listening
+address and the database; a change to them is logged and waits for the next start.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ _SERVER_AT_START = {
     "header_timeout": "header_timeout_s",
     "body_timeout": "body_timeout_s",
     "idle_timeout": "idle_timeout_s",
+    "max_header_bytes": "max_header_bytes",
 }
 
 
@@ -95,15 +98,30 @@ def restart_needed(old: Config, new: Config, bound: str | None = None) -> list[s
     return out
 
 
+# Why a config with no source and no target is not run (at start or on reload).
+EMPTY_CONFIG = (
+    "no sources and no targets: refusing to run an empty config "
+    "(start with --allow-empty to allow it)"
+)
+
+
 async def reload_config(
-    runtime: Runtime, components: Sequence[Component], path: Path, bound: str | None = None
+    runtime: Runtime,
+    components: Sequence[Component],
+    path: Path,
+    bound: str | None = None,
+    *,
+    allow_empty: bool = False,
 ) -> str | None:
     """Load `path` and apply it to every component and to `runtime`.
 
     Returns None when applied, else the one-line reason it was refused (secrets masked).
+    An empty config (`Config.is_empty`) is refused unless `allow_empty`.
     """
     try:
         new = await asyncio.to_thread(load_config, path)
+        if new.is_empty and not allow_empty:
+            raise ConfigError(str(path), None, "", EMPTY_CONFIG)
     except ConfigError as exc:
         # ConfigError messages mask secret values; safe to log whole, one line per mistake.
         mistakes = config_mistakes(exc)

@@ -15,7 +15,11 @@ uvicorn's own HTTP protocol:
   is answered 503 and closed.
 
 - an idle deadline between requests (`server.idle_timeout`; uvicorn's own keep-alive timeout,
-  which counts whole seconds, is set to it rounded up).
+  which counts whole seconds, is set to it rounded up);
+- a cap on a request's line and headers (`server.max_header_bytes`): the parser is fed at
+  most that many bytes before the end of the headers, then the request is answered 431 and
+  the connection closed. httptools alone buffers a header of any size (a 48 MiB one took
+  48 MiB), so a connection's memory is bounded by the cap, not by what a client sends.
 
 When accept() fails anyway (EMFILE, ENFILE, ENOBUFS, ENOMEM) asyncio retries a second later;
 `quiet_accept_errors` turns its traceback per failed accept into one line a second at most.
@@ -35,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import ServerConfig
 from bridge.errors import StartupError
@@ -46,12 +50,26 @@ log = logging.getLogger("bridge.server")
 CONNECTION_SHARE_OF_FDS = 0.75
 # How often at most a failing accept() is logged.
 ACCEPT_ERROR_EVERY_S = 1.0
+# After a 431, how long the rest of the request is read and dropped before the connection is
+# closed: closing with unread bytes would send a reset, which can destroy the 431 unread.
+LINGER_S = 1.0
 _ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"retry-after: 1\r\nconnection: close\r\ncontent-length: 24\r\n\r\n"
     b"too many connections now"
 )
+
+
+def header_refusal(max_header_bytes: int) -> bytes:
+    """The 431 answer to a request whose headers run past `max_header_bytes`."""
+    text = f"the request's headers are larger than {max_header_bytes} bytes".encode()
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+        + f"content-length: {len(text)}\r\n\r\n".encode()
+        + text
+    )
 
 
 # -- the listening socket ------------------------------------------------------------------------
@@ -122,6 +140,7 @@ class Limits:
     header_timeout_s: float
     body_timeout_s: float
     idle_timeout_s: float
+    max_header_bytes: int
 
     @classmethod
     def of(cls, server: ServerConfig, fds: int | None) -> Limits:
@@ -134,7 +153,13 @@ class Limits:
                 server.max_connections,
                 fds,
             )
-        return cls(cap, server.header_timeout_s, server.body_timeout_s, server.idle_timeout_s)
+        return cls(
+            cap,
+            server.header_timeout_s,
+            server.body_timeout_s,
+            server.idle_timeout_s,
+            server.max_header_bytes,
+        )
 
     def uvicorn_options(self) -> dict[str, Any]:
         """The part of the limits uvicorn applies itself."""
@@ -151,7 +176,8 @@ class Limits:
 HEADERS, BODY, APP, KEEP_ALIVE = "headers", "body", "app", "keep-alive"
 
 
-class GuardedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+# httptools, not uvicorn's pick: the header cap follows httptools' callbacks (a dependency).
+class GuardedProtocol(HttpToolsProtocol):
     """One connection, with deadlines and the cap; see the module docstring.
 
     `guarded_protocol` makes the subclass for one server, with its limits."""
@@ -161,20 +187,67 @@ class GuardedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     # first: the ones to close when a new connection comes over the cap.
     waiting: dict[GuardedProtocol, None]
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._phase = ""
         self._deadline: asyncio.TimerHandle | None = None
+        # Bytes fed to the parser since the current request began, while its headers are due.
+        self._in_headers = True
+        self._header_bytes = 0
+        self._is_refused = False
         if self._make_room():
             self._enter(HEADERS)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._enter("")
+        if self._deadline is not None:  # a refused request's lingering close
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self._is_refused:
+            return  # the rest of a refused request, dropped until the connection closes
+        limit = self.limits.max_header_bytes
+        while data and not self.transport.is_closing():
+            if not self._in_headers:
+                super().data_received(data)
+                break
+            room = limit - self._header_bytes
+            if room <= 0:
+                self._refuse_headers()
+                return
+            # Fed in pieces that fit the cap: the headers may end inside one, the body follow.
+            piece, data = data[:room], data[room:]
+            self._header_bytes += len(piece)
+            super().data_received(piece)
         self._follow()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # What follows belongs to the next request, whose headers are due.
+        self._in_headers, self._header_bytes = True, 0
+        super().on_message_complete()
+
+    def _refuse_headers(self) -> None:
+        log.info(
+            "refused a request from %s whose headers run past %d bytes (431)",
+            self.client[0] if self.client else "an unknown address",
+            self.limits.max_header_bytes,
+        )
+        self._is_refused = True
+        self._enter("")
+        if self.cycle is not None and not self.cycle.response_complete:
+            # Pipelined behind an answer still being written: a 431 would land inside it.
+            self.transport.close()
+            return
+        self.transport.write(header_refusal(self.limits.max_header_bytes))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

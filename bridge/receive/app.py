@@ -6,6 +6,7 @@ For each request, in order:
 
     path known? (404)  client within allow_from? (403)  POST? (405)
     content-length and body within max_body? (413)
+    at most 16 signatures in the header? (400)
     signature and timestamp valid? (401, reason only in the log)
     JSON, or a form (bodies.py)? (400)
     upstream id found, and id, type and subject within 1 KiB? (422)
@@ -15,15 +16,19 @@ For each request, in order:
 Every 4xx is one `info` line: the source, the status and the reason (never the body or a
 secret). The handler is plain ASGI on purpose: it is the hot path. Its only thread hop is the store
 write, shared with the concurrent requests' (see batch.py); the 2xx is sent only once the
-commit holding the event is durable.
+commit holding the event is durable. A check that may cost more than a millisecond (a large
+body, Ed25519 keys) runs in the receiver's own two verifying threads instead, so no request,
+signed or not, holds the event loop (and `/healthz`, and the watchdog) while it is checked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,18 +40,20 @@ from bridge import jsontext, metrics, tracing
 from bridge.client_address import Network, client_address, is_in
 from bridge.compare.merge import count_sighting, member_targets, merged_event
 from bridge.config import Config, MergeConfig, TargetConfig, WebhookConfig
-from bridge.errors import StoreError, VerificationError
+from bridge.errors import MalformedSignature, StoreError, VerificationError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, now_ms
 from bridge.receive.batch import Batcher
 from bridge.receive.bodies import BodyError, parse_body
 from bridge.receive.presets import Extractor, Search, compile_search, fields_for
-from bridge.receive.schemes import Verifier, build_verifier
+from bridge.receive.schemes import Verifier, build_verifier, is_costly
 from bridge.routing import passing, targets_for
 from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.receive")
 
 RETRY_AFTER_S = 5
+# Threads that check costly signatures: they bound the CPU unsigned requests can take.
+VERIFY_THREADS = 2
 # Each source remembers the targets of this many event types (a cache, not a limit).
 _TARGET_CACHE_SIZE = 1024
 
@@ -149,6 +156,7 @@ class Receiver:
         self.sources = build_sources(runtime.config)
         self.trusted_proxies: list[Network] = list(runtime.config.server.trusted_proxies)
         self.batcher = Batcher(runtime.store)
+        self._verifying = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="bridge-verify")
 
     def routes(self) -> list[BaseRoute]:
         """One route that serves every webhook path of the config in force."""
@@ -163,6 +171,7 @@ class Receiver:
     async def stop(self, grace_s: float) -> None:
         """Let the store calls of requests in flight finish, within `grace_s`."""
         await self.batcher.drain(grace_s)
+        self._verifying.shutdown(wait=False, cancel_futures=True)
 
     async def reload(self, config: Config) -> None:
         """Serve the webhook sources of `config` from the next request on."""
@@ -225,7 +234,14 @@ class Receiver:
             headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         body = await _read_body(receive, headers.get("content-length"), source.hook.max_body)
         try:
-            source.verify(headers, body, time.time())
+            if is_costly(source.hook, len(body)):
+                loop = asyncio.get_running_loop()
+                now_s = time.time()
+                await loop.run_in_executor(self._verifying, source.verify, headers, body, now_s)
+            else:
+                source.verify(headers, body, time.time())
+        except MalformedSignature as exc:
+            raise _Refusal(400, "signature_header", str(exc)) from None
         except VerificationError as exc:
             raise _Refusal(401, "signature", detail=str(exc)) from None
         try:

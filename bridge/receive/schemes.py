@@ -7,10 +7,15 @@ the request, and raises `VerificationError` with a reason for the log otherwise.
 never contain a secret or an expected signature.
 
 Signatures are always computed over the raw body bytes and compared with
-`hmac.compare_digest`. `build_verifier(webhook_config)` binds a source's config once, so
-the hot path only hashes and compares. The schemes that send a shared secret as it is
-(tokens, Bearer, Basic, GitLab) are in `credentials.py`; the signing side of every scheme,
-for `bridge send`, is in `signers.py`.
+`hmac.compare_digest`. A header may list several signatures (key rotation); more than
+`MAX_SIGNATURES` is refused with `MalformedSignature` before any is checked, and checking
+stops at the first valid one: an unauthenticated sender cannot buy seconds of CPU with a
+long list (an Ed25519 check costs about 200 µs, plus hashing the body).
+
+`build_verifier(webhook_config)` binds a source's config once, so the hot path only hashes
+and compares; `is_costly` says which checks belong off the event loop. The schemes that send
+a shared secret as it is (tokens, Bearer, Basic, GitLab) are in `credentials.py`; the
+signing side of every scheme, for `bridge send`, is in `signers.py`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bridge.config import WebhookConfig
-from bridge.errors import VerificationError
+from bridge.errors import MalformedSignature, VerificationError
 from bridge.receive import credentials
 
 Headers = Mapping[str, str]
@@ -38,6 +43,11 @@ _WHPK_PREFIX = "whpk_"
 _ED25519_SIGNATURE_BYTES = 64
 # Unix timestamps are at most this many digits (year 33658); more is not a timestamp.
 _MAX_TIMESTAMP_DIGITS = 12
+# Signatures one header may list. Senders list one per key in rotation (two or three); the
+# cap bounds the work an unsigned request can cause: 16 Ed25519 checks are about 3 ms.
+MAX_SIGNATURES = 16
+# The base64 of a 64-byte Ed25519 signature, with and without its padding.
+_ED25519_BASE64_CHARS = (86, 88)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -62,6 +72,16 @@ def _timestamp(value: str, name: str, now_s: float, tolerance_s: float) -> int:
             f"the {name} is {timestamp - now_s:.0f} s in the future (tolerance {tolerance_s:.0f} s)"
         )
     return timestamp
+
+
+def _entries(value: str, name: str, sep: str | None = None, *, extra: int = 0) -> list[str]:
+    """The entries of a signature header split at `sep` (whitespace when None), or
+    MalformedSignature when it has more than MAX_SIGNATURES (plus `extra` that are no
+    signature), found without splitting the rest."""
+    entries = value.split(sep, MAX_SIGNATURES + extra)
+    if len(entries) > MAX_SIGNATURES + extra:
+        raise MalformedSignature(f"the {name} header has more than {MAX_SIGNATURES} entries")
+    return entries
 
 
 def _hmac_sha256(key: bytes, *parts: bytes) -> bytes:
@@ -135,8 +155,11 @@ def sign_standard_webhooks(key: bytes, msg_id: str, timestamp: int, body: bytes)
 
 def _ed25519_valid(keys: Sequence[Ed25519PublicKey], entry: str, content: bytes) -> bool:
     """True when the base64 signature of a `v1a,` entry is valid under one of `keys`."""
+    text = entry[len("v1a,") :]
+    if len(text) not in _ED25519_BASE64_CHARS:
+        return False
     try:
-        signature = _b64decode(entry[len("v1a,") :])
+        signature = _b64decode(text)
     except ValueError:
         return False
     if len(signature) != _ED25519_SIGNATURE_BYTES:
@@ -161,27 +184,28 @@ def verify_standard_webhooks(
 
     The `svix-` prefixed headers (Svix, Clerk, Resend) are accepted when the `webhook-`
     ones are absent. The signature header holds space-separated `v1,<base64>` (HMAC) and
-    `v1a,<base64>` (Ed25519) entries; any one valid entry proves the request.
+    `v1a,<base64>` (Ed25519) entries, at most MAX_SIGNATURES of them; the first valid entry
+    proves the request.
     """
     found = keys if isinstance(keys, StandardKeys) else StandardKeys(hmac=keys)
     prefix = "svix-" if "svix-id" in headers and "webhook-id" not in headers else "webhook-"
     msg_id = _require(headers, prefix + "id")
     stamp = _require(headers, prefix + "timestamp")
-    given = _require(headers, prefix + "signature").split()
+    given = _entries(_require(headers, prefix + "signature"), prefix + "signature")
     timestamp = _timestamp(stamp, prefix + "timestamp", now_s, tolerance_s)
     symmetric = [sig for sig in given if sig.startswith("v1,")] if found.hmac else []
     asymmetric = [sig for sig in given if sig.startswith("v1a,")] if found.public else []
     if not symmetric and not asymmetric:
         wanted = " or ".join(n for n, k in (("v1", found.hmac), ("v1a", found.public)) if k)
         raise VerificationError(f"the {prefix}signature header has no {wanted} signature")
-    for key in found.hmac:
+    for key in found.hmac if symmetric else ():
         expected = sign_standard_webhooks(key, msg_id, timestamp, body)
-        # No early exit on a match inside one key: every entry is compared the same way.
-        if any([_same(sig, expected) for sig in symmetric]):
+        if any(_same(sig, expected) for sig in symmetric):
             return
     if asymmetric:
         content = signed_content(msg_id, timestamp, body)
-        if any(_ed25519_valid(found.public, sig, content) for sig in asymmetric):
+        # A repeated entry would be checked again for nothing.
+        if any(_ed25519_valid(found.public, sig, content) for sig in dict.fromkeys(asymmetric)):
             return
     raise VerificationError(f"no {prefix}signature matches any secret")
 
@@ -197,11 +221,15 @@ def sign_stripe(secret: str, timestamp: int, body: bytes) -> str:
 def verify_stripe(
     secrets: Sequence[str], headers: Headers, body: bytes, now_s: float, tolerance_s: float
 ) -> None:
-    """Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]` over `{t}.{body}`."""
+    """Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]` over `{t}.{body}`.
+
+    At most MAX_SIGNATURES signatures (and `t=`); the first matching `v1` proves the request.
+    """
     header = _require(headers, "stripe-signature")
     stamp: str | None = None
     given: list[str] = []
-    for item in header.split(","):
+    # The `t=` item comes on top of the signatures.
+    for item in _entries(header, "stripe-signature", ",", extra=1):
         name, _, value = item.strip().partition("=")
         if name == "t":
             stamp = value
@@ -214,7 +242,7 @@ def verify_stripe(
     timestamp = _timestamp(stamp, "stripe-signature timestamp", now_s, tolerance_s)
     for secret in secrets:
         expected = sign_stripe(secret, timestamp, body)
-        if any([_same(sig, expected) for sig in given]):
+        if any(_same(sig, expected) for sig in given):
             return
     raise VerificationError("no stripe-signature v1 matches any secret")
 
@@ -316,6 +344,22 @@ def verify_hmac(
 
 
 # -- binding a source's config -------------------------------------------------------------
+
+
+# Up to this body size a check costs microseconds (HMAC) and runs on the event loop; above
+# it hashing the body takes milliseconds per key (about 3 ms a MiB), so it runs in a thread.
+INLINE_BODY_BYTES = 64 * 1024
+
+
+def is_costly(hook: WebhookConfig, body_bytes: int) -> bool:
+    """True when checking a request of `body_bytes` may take more than a millisecond, so it
+    belongs off the event loop: a large body, or Ed25519 (`whpk_`) keys, whose checks cost
+    about 200 µs an entry."""
+    if body_bytes > INLINE_BODY_BYTES:
+        return True
+    return hook.verify == "standard-webhooks" and any(
+        s.get_secret_value().startswith(_WHPK_PREFIX) for s in hook.secrets
+    )
 
 
 def _accept_unsigned(headers: Headers, body: bytes, now_s: float) -> None:

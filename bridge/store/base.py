@@ -19,6 +19,9 @@ from typing import Any
 
 from bridge.events import Event
 
+# How long a readiness probe may wait for its commit before the store counts as not writable.
+PROBE_TIMEOUT_S = 5.0
+
 
 @dataclass(slots=True, frozen=True)
 class NewEvent:
@@ -540,8 +543,14 @@ class Store(
         """Finish pending writes and close every connection."""
 
     @abstractmethod
+    async def write_problem(self) -> str | None:
+        """Why a write cannot be committed right now, in one line, or None when one can (for
+        `/readyz`). Probes with a write that needs new space, as an event does: on a full
+        disk a write that only rewrites a page can still succeed while every event fails."""
+
     async def check_writable(self) -> bool:
-        """True when a write can be committed right now (for `/readyz`)."""
+        """True when a write can be committed right now."""
+        return await self.write_problem() is None
 
     def take_ownership(self) -> None:
         """Make this process the only bridge daemon on this database, until `close`; raise

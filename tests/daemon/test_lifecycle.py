@@ -13,7 +13,7 @@ from tests.helpers import free_port, start_daemon
 
 
 def test_starts_answers_and_exits_0_on_sigterm(daemon) -> None:
-    proc = daemon("database: life.db\n")
+    proc = daemon("database: life.db\n", "--allow-empty")
     assert httpx.get(proc.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(proc.url + "/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
@@ -27,7 +27,7 @@ def test_starts_answers_and_exits_0_on_sigterm(daemon) -> None:
 
 
 def test_sigint_stops_gracefully_too(daemon) -> None:
-    proc = daemon("database: int.db\n")
+    proc = daemon("database: int.db\n", "--allow-empty")
     proc.proc.send_signal(signal.SIGINT)
     assert proc.proc.wait(timeout=10) == 0
 
@@ -39,7 +39,7 @@ def test_port_taken_is_one_line_and_nonzero(tmp_path: Path) -> None:
         port = holder.getsockname()[1]
         path = tmp_path / "c.yaml"
         path.write_text(f"server:\n  listen: 127.0.0.1:{port}\n")
-        proc = start_daemon(path, port)
+        proc = start_daemon(path, port, "--allow-empty")
         code = proc.proc.wait(timeout=20)
     assert code == 1
     log = proc.log()
@@ -52,7 +52,7 @@ def test_unwritable_database_is_one_line_and_nonzero(tmp_path: Path) -> None:
     port = free_port()
     path = tmp_path / "c.yaml"
     path.write_text(f"database: blocker/bridge.db\nserver:\n  listen: 127.0.0.1:{port}\n")
-    proc = start_daemon(path, port)
+    proc = start_daemon(path, port, "--allow-empty")
     assert proc.proc.wait(timeout=20) == 1
     log = proc.log()
     assert "bridge: cannot open the database" in log
@@ -69,8 +69,8 @@ def test_bad_config_exits_2_without_starting(tmp_path: Path) -> None:
 
 
 def test_a_second_daemon_on_the_same_database_refuses_to_start(daemon) -> None:
-    first = daemon("database: owned.db\n")
-    second = daemon("database: owned.db\n", wait=False)
+    first = daemon("database: owned.db\n", "--allow-empty")
+    second = daemon("database: owned.db\n", "--allow-empty", wait=False)
     assert second.proc.wait(timeout=20) == 1
     db = first.config_path.parent / "owned.db"
     assert second.log().strip() == (
@@ -80,6 +80,6 @@ def test_a_second_daemon_on_the_same_database_refuses_to_start(daemon) -> None:
     # The first is untouched; once it is gone (even killed), the database can be owned again.
     assert httpx.get(first.url + "/healthz").status_code == 200
     first.kill()
-    third = daemon("database: owned.db\n")
+    third = daemon("database: owned.db\n", "--allow-empty")
     assert httpx.get(third.url + "/healthz").status_code == 200
     assert third.terminate() == 0

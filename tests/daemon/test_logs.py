@@ -137,7 +137,7 @@ def test_the_log_tells_what_happened_to_each_request_event_delivery_and_poll(dae
 
 
 def test_without_access_log_no_request_lines(daemon) -> None:
-    proc = daemon("database: quiet.db\n")
+    proc = daemon("database: quiet.db\n", "--allow-empty")
     assert httpx.get(proc.url + "/healthz").status_code == 200
     assert proc.terminate() == 0
     assert "bridge.http.access" not in proc.log()

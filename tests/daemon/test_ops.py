@@ -443,7 +443,7 @@ def test_readyz_is_503_while_the_store_cannot_commit(served_store) -> None:
 
 
 def test_readyz_is_503_while_another_process_holds_the_database_lock(daemon) -> None:
-    proc = daemon("database: locked.db\n")
+    proc = daemon("database: locked.db\n", "--allow-empty")
     assert httpx.get(proc.url + "/readyz").status_code == 200
     conn = sqlite3.connect(proc.config_path.parent / "locked.db", isolation_level=None)
     try:

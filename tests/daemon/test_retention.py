@@ -157,7 +157,9 @@ def test_the_daemon_prunes_old_delivered_events(
         recent = add(store, "recent", now_ms(), {"t": "delivered"})
     finally:
         store.close()
-    proc = daemon(f"database: {db}\nretention:\n  events: 1d\n  every: 1h\n  first: 200ms\n")
+    proc = daemon(
+        f"database: {db}\nretention:\n  events: 1d\n  every: 1h\n  first: 200ms\n", "--allow-empty"
+    )
     store = open_store(str(db))
     store.open()
     try:

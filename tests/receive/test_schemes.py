@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.config import WebhookConfig
-from bridge.errors import VerificationError
+from bridge.errors import MalformedSignature, VerificationError
 from bridge.receive import schemes
 from bridge.receive.presets import (
     JMESPATH_OPTIONS,
@@ -160,6 +160,32 @@ def test_the_reference_library_rejects_what_the_bridge_rejects() -> None:
         schemes.verify_standard_webhooks([SW_KEY], sw_headers(ours, ts=now), tampered, now, TOL)
 
 
+def test_standard_webhooks_refuses_a_list_past_the_cap_before_checking_any_entry() -> None:
+    valid = schemes.sign_standard_webhooks(SW_KEY, SW_ID, SW_TS, SW_BODY)
+    junk = [f"v1,{'A' * 43}=" for _ in range(schemes.MAX_SIGNATURES)]
+    # The cap counts entries, not valid ones: a valid one past the cap does not help.
+    headers = sw_headers(" ".join([*junk, valid]))
+    with pytest.raises(MalformedSignature, match="more than 16 entries"):
+        schemes.verify_standard_webhooks([SW_KEY], headers, SW_BODY, SW_TS, TOL)
+    at_the_cap = sw_headers(" ".join([*junk[1:], valid]))
+    schemes.verify_standard_webhooks([SW_KEY], at_the_cap, SW_BODY, SW_TS, TOL)
+
+
+def test_checking_stops_at_the_first_valid_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[str] = []
+    same = schemes._same
+
+    def counting(given: str, expected: str) -> bool:
+        checked.append(given)
+        return same(given, expected)
+
+    valid = schemes.sign_standard_webhooks(SW_KEY, SW_ID, SW_TS, SW_BODY)
+    headers = sw_headers(" ".join([valid, *[f"v1,{'A' * 43}="] * 5]))
+    monkeypatch.setattr(schemes, "_same", counting)
+    schemes.verify_standard_webhooks([SW_KEY], headers, SW_BODY, SW_TS, TOL)
+    assert checked == [valid]
+
+
 # -- Stripe --------------------------------------------------------------------------------
 
 STRIPE_SECRET = "whsec_stripe_test_secret"
@@ -176,6 +202,21 @@ def test_stripe_valid_signature_uses_the_secret_as_text() -> None:
     headers = stripe_header(STRIPE_SECRET, t, STRIPE_BODY)
     schemes.verify_stripe([STRIPE_SECRET], headers, STRIPE_BODY, NOW, TOL)
     assert headers["stripe-signature"].endswith(schemes.sign_stripe(STRIPE_SECRET, t, STRIPE_BODY))
+
+
+def test_stripe_refuses_more_than_16_signatures_before_checking_any() -> None:
+    t = int(NOW)
+    junk = [f"v1={'0' * 64}"] * schemes.MAX_SIGNATURES
+    with pytest.raises(MalformedSignature, match="stripe-signature header has more than 16"):
+        schemes.verify_stripe(
+            [STRIPE_SECRET],
+            stripe_header(STRIPE_SECRET, t, STRIPE_BODY, *junk),
+            STRIPE_BODY,
+            NOW,
+            TOL,
+        )
+    fits = stripe_header(STRIPE_SECRET, t, STRIPE_BODY, *junk[1:])
+    schemes.verify_stripe([STRIPE_SECRET], fits, STRIPE_BODY, NOW, TOL)
 
 
 def test_stripe_any_v1_may_match_and_v0_is_ignored() -> None:

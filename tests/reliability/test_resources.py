@@ -320,6 +320,76 @@ def disk_full_by_the_store_fault(tmp_path: Path, receivers: Targets, target_url:
     assert integrity(db) == "ok"
 
 
+def test_readyz_is_503_with_the_reason_while_the_disk_is_full_and_200_once_it_is_not(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    receivers = Targets()
+    with small_file_system(tmp_path / "fs") as mounted, serve_app(receivers.app()) as target_url:
+        if mounted:
+            readyz_on_a_full_tmpfs(tmp_path, daemon, target_url)
+        else:
+            readyz_on_the_store_fault(tmp_path, target_url)
+
+
+def readyz_on_a_full_tmpfs(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess], target_url: str
+) -> None:
+    """The real thing: every webhook gets 503 for want of space, and so does `/readyz` (it
+    said 200 before: its probe rewrote a page in place, which a full disk still allows)."""
+    proc = daemon(config_text(target_url, database="fs/bridge.db"))
+    client = httpx.Client(base_url=proc.url, timeout=30)
+    try:
+        assert push(client, 0).status_code == 202
+        assert client.get("/readyz").status_code == 200
+        filler = fill(tmp_path / "fs")
+        answers = [push(client, n, size=3000).status_code for n in range(1, 41)]
+        assert 503 in answers
+        samples = [client.get("/readyz") for _ in range(5)]
+        # Each sample is taken with the disk full: every one is 503, with the reason.
+        assert [r.status_code for r in samples] == [503] * 5
+        for ready in samples:
+            assert ready.json()["problems"] == ["the store cannot be written"]
+            assert "disk is full" in ready.json()["store_error"]
+        assert push(client, 41, size=3000).status_code == 503
+        filler.unlink()
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout_s=20, interval_s=0.1)
+        assert push(client, 41, size=3000).status_code == 202
+    finally:
+        client.close()
+        proc.kill()
+    assert "Traceback" not in proc.log()
+
+
+def readyz_on_the_store_fault(tmp_path: Path, target_url: str) -> None:
+    """Where mounting is not allowed: the store's commits fail as SQLite's do on ENOSPC."""
+    port = free_port()
+    config = parse_config(
+        f"server:\n  listen: 127.0.0.1:{port}\n" + config_text(target_url),
+        path=tmp_path / "config.yaml",
+    )
+    bridge = Daemon(config)
+    ready = threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(bridge.run(on_ready=lambda _: ready.set())), daemon=True
+    )
+    thread.start()
+    assert ready.wait(20)
+    assert bridge.runtime is not None
+    writer = bridge.runtime.store.writer  # type: ignore[attr-defined]
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        writer.fault = sqlite3.OperationalError("database or disk is full")
+        ready_now = client.get("/readyz")
+        assert ready_now.status_code == 503
+        assert "disk is full" in ready_now.json()["store_error"]
+        writer.fault = None
+        assert client.get("/readyz").status_code == 200
+    finally:
+        client.close()
+        bridge.request_stop()
+        thread.join(timeout=20)
+
+
 # -- a database file deleted or replaced under the daemon --------------------------------------
 
 

@@ -239,7 +239,7 @@ def test_the_database_password_is_masked_by_the_cli_and_the_logs(write_config) -
     )
     check = run_cli("check", "-c", str(path))
     assert check.returncode == 0 and "postgresql://bridge:***@127.0.0.1:1/db" in check.stdout
-    run = run_cli("run", "-c", str(path), timeout_s=30)
+    run = run_cli("run", "-c", str(path), "--allow-empty", timeout_s=30)
     assert run.returncode == 1 and "cannot be reached" in run.stderr
     for result in (check, run):
         assert "hunter" not in result.stdout + result.stderr
@@ -268,7 +268,7 @@ def test_report_timings(any_store: Store) -> None:
 
 
 def test_status_lists_a_running_replica_and_drops_it_on_a_clean_stop(daemon) -> None:
-    proc = daemon("database: bridge.db\n", "--replica-id", "solo")
+    proc = daemon("database: bridge.db\n", "--allow-empty", "--replica-id", "solo")
     config = str(proc.config_path)
 
     def listed() -> str | None:

@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import now_ms
 from bridge.store import mask_url
-from bridge.store.base import Store
+from bridge.store.base import PROBE_TIMEOUT_S, Store
 from bridge.store.postgres.events import PostgresEvents
 from bridge.store.postgres.migrations import MIGRATIONS
 from bridge.store.postgres.outbox import PostgresOutbox
@@ -215,7 +215,7 @@ class PostgresStore(
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate(exc, self.location, self._password) from None
 
-    async def check_writable(self) -> bool:
+    async def write_problem(self) -> str | None:
         async def probe(conn: Conn) -> bool:
             cur = await conn.execute("SELECT NOT pg_is_in_recovery()")
             row = await cur.fetchone()
@@ -223,9 +223,13 @@ class PostgresStore(
             return bool(row and row[0])
 
         try:
-            return await asyncio.wait_for(self.run(probe), timeout=5.0)
-        except (StoreError, TimeoutError):
-            return False
+            if not await asyncio.wait_for(self.run(probe), timeout=PROBE_TIMEOUT_S):
+                return "the server is a read-only standby"
+        except StoreError as exc:
+            return str(exc)
+        except TimeoutError:
+            return f"no commit within {PROBE_TIMEOUT_S:g} s"
+        return None
 
 
 def _without_flush_wait(fn: Callable[[Conn], Awaitable[T]]) -> Callable[[Conn], Awaitable[T]]:

@@ -26,7 +26,7 @@ import sqlite_utils
 
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import now_ms
-from bridge.store.base import Store
+from bridge.store.base import PROBE_TIMEOUT_S, Store
 from bridge.store.sqlite.events import SQLiteEvents
 from bridge.store.sqlite.migrations import MIGRATIONS
 from bridge.store.sqlite.outbox import SQLiteOutbox
@@ -41,6 +41,8 @@ log = logging.getLogger("bridge.store")
 
 # The files SQLite keeps beside a database in WAL mode, found by the database's name.
 _COMPANIONS = ("-wal", "-shm")
+# The size of the readiness probe's row: a typical event's (two pages of the default 4 KiB).
+PROBE_BYTES = 8192
 
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -262,16 +264,21 @@ class SQLiteStore(
         committed, not yet synced to the disk, when `durable` is False: see writer.py)."""
         return await self.writer.run(fn, durable=durable)
 
-    async def check_writable(self) -> bool:
-        def probe(conn: sqlite3.Connection) -> bool:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")
-            conn.execute("INSERT INTO _probe VALUES (1)")
-            conn.execute("DELETE FROM _probe")
-            # A temp table lives outside the main file: also touch the real one.
-            conn.execute("UPDATE _migrations SET applied_ms = applied_ms WHERE 0")
-            return True
+    async def write_problem(self) -> str | None:
+        def probe(conn: sqlite3.Connection) -> None:
+            # A row as large as a typical event, in the main file, gone in the same commit:
+            # it needs new pages where an update in place (an earlier probe's) would reuse
+            # space the WAL already holds, and so pass on a full disk.
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_ms) VALUES (zeroblob(?), 0)",
+                (PROBE_BYTES,),
+            )
+            conn.execute("DELETE FROM _migrations WHERE typeof(name) = 'blob'")
 
         try:
-            return await asyncio.wait_for(self.write(probe), timeout=5.0)
-        except (StoreError, TimeoutError):
-            return False
+            await asyncio.wait_for(self.write(probe), timeout=PROBE_TIMEOUT_S)
+        except StoreError as exc:
+            return str(exc)
+        except TimeoutError:
+            return f"no commit within {PROBE_TIMEOUT_S:g} s"
+        return None
