@@ -34,6 +34,7 @@ from bridge.store.sqlite.poll import SQLitePollState
 from bridge.store.sqlite.replicas import SQLiteReplicas
 from bridge.store.sqlite.report import SQLiteReport
 from bridge.store.sqlite.retention import SQLiteRetention
+from bridge.store.sqlite.sessions import SQLiteSessions
 from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, Writer, translate
 
 T = TypeVar("T")
@@ -106,6 +107,7 @@ class SQLiteStore(
     SQLiteReport,
     SQLiteReplicas,
     SQLiteRetention,
+    SQLiteSessions,
     Store,
 ):
     """The store in one SQLite file."""
