@@ -11,10 +11,11 @@ for another client, or that any other proxy forwards, needs the token. A browser
 machine gets a session without logging in (its CSRF token still guards every change).
 
 The `Host` of a request must then name loopback (`127.0.0.1`, `[::1]`, `localhost`, any
-port) or an entry of `server.allowed_hosts` (421 otherwise): a page of another site whose
-name an attacker re-points to 127.0.0.1 (DNS rebinding) is the same origin to the browser,
-but its requests carry its own name. With a token the Host is checked only when
-`allowed_hosts` is given (the token already keeps such a page out).
+port), the host `server.listen` names, or an entry of `server.allowed_hosts` (421
+otherwise): a page of another site whose name an attacker re-points to 127.0.0.1 (DNS
+rebinding) is the same origin to the browser, but its requests carry its own name. With a
+token the Host is checked only when `allowed_hosts` is given (the token already keeps such
+a page out).
 
 A state-changing request is a POST and, unless it carries the bearer token, must carry its
 session's CSRF token. Its `Origin`, when it is a real origin, must be the page's own: a
@@ -228,8 +229,11 @@ class Guard:
         server = self.runtime.config.server
         if server.admin_token is None and not self.runtime.is_loopback:
             return _needs_token()
+        # The name `listen` gives is the server's own (`bridge status` asks by it).
+        own = server.host.lower()
+        allowed = [*server.allowed_hosts, f"[{own}]" if ":" in own else own]
         if (server.admin_token is None or server.allowed_hosts) and not is_allowed_host(
-            request.headers.get("host"), server.allowed_hosts
+            request.headers.get("host"), allowed
         ):
             return _misdirected()
         if server.admin_token is None:
