@@ -88,8 +88,8 @@ def _kept_segments(host: str) -> int | None:
 
 
 def url_secrets(url: str) -> Iterator[str]:
-    """The secret values written in `url`: its password (or a user without one) and its
-    credential parameters."""
+    """The secret values written in `url`: its password (or a user without one, as long as
+    a token) and its credential parameters."""
     try:
         parts = urlsplit(url)
         password, user = parts.password, parts.username
@@ -97,7 +97,8 @@ def url_secrets(url: str) -> Iterator[str]:
         return
     if password:
         yield from {password, unquote(password)}
-    elif user:
+    elif user and len(user) >= MIN_RANDOM:
+        # Only a user as long as a token is scrubbed from every text: `postgres` is a name.
         yield from {user, unquote(user)}
     for name, _, value in _params(parts.query):
         if value and is_secret_name(unquote_plus(name)):

@@ -116,3 +116,9 @@ def test_looks_random_tells_generated_keys_from_words_and_short_ids() -> None:
         assert looks_random(segment), segment
     for segment in ("customer-subscriptions", "evt_123", "abcdefghijklmnopqrstuvwxyz", "v1"):
         assert not looks_random(segment), segment
+
+
+def test_a_user_without_a_password_is_a_secret_when_it_is_as_long_as_a_token() -> None:
+    token = "ghp_abcdefghijklmnopqrstuvwx0123456789"
+    assert set(url_secrets(f"https://{token}@api.github.com/")) == {token}
+    assert list(url_secrets("postgresql://postgres@127.0.0.1:5432/test")) == []
