@@ -76,7 +76,7 @@ def poll_via_daemon(config: Config, source: str) -> dict[str, Any]:
             f"no running bridge answered at {url} ({type(exc).__name__}): start it with"
             " `bridge run`, or use --dry-run to fetch once without it"
         ) from None
-    if response.status_code in (401, 403):
+    if response.status_code in (401, 403, 421, 429):
         raise Failure(
             f"the daemon refused the request ({response.status_code}): {response.text.strip()}"
         )
