@@ -36,6 +36,12 @@ def printable(text: object) -> str:
     return _CONTROL.sub(_escape, str(text))
 
 
+def printable_lines(text: object) -> str:
+    """`text` whose line breaks are the caller's own (a message of several lines, one
+    mistake each): each line printable, the breaks kept."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
 def cell(text: object) -> Any:
     """`text` as a rich table cell: printable, and never read as rich markup."""
     from rich.text import Text

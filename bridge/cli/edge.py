@@ -17,7 +17,7 @@ import click
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.masking import mask_url
-from bridge.terminal import cell, printable
+from bridge.terminal import cell, printable, printable_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,7 +28,7 @@ class Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"bridge: {printable(self.format_message())}", err=True)
+        click.echo(f"bridge: {printable_lines(self.format_message())}", err=True)
 
 
 class ConfigFailure(Failure):
@@ -37,7 +37,7 @@ class ConfigFailure(Failure):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(printable(self.format_message()), err=True)
+        click.echo(printable_lines(self.format_message()), err=True)
 
 
 def config_option(fn: F) -> F:
