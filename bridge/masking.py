@@ -3,9 +3,14 @@
 One function decides how every URL is shown (`bridge check`, `bridge targets`, logs,
 `bridge status`, the status page, reprs, error messages): `mask_url`. It masks
 
-- the password of the user-info (`https://user:***@host/`),
+- the password of the user-info (`https://user:***@host/`), and a user-info without a
+  password whole (`https://***@host/`: a token written as the user, as GitHub's are),
 - the value of every query parameter whose name looks like a credential (`api_key=***`,
-  `access_token=***`, `X-Amz-Signature=***`: see `is_secret_name`),
+  `access_token=***`, `X-Amz-Signature=***`, OAuth's `code=***`: see `is_secret_name`),
+- the path segments that carry the secret of a known webhook host (Slack's
+  `hooks.slack.com/services/T.../B.../***`, Discord's, Teams', Telegram's bot token, ...:
+  `SECRET_PATHS`), and every path segment that looks random enough to be a key (see
+  `looks_random`),
 - every part (user, path segment, parameter value) equal to a configured secret, and any
   longer secret found inside the URL.
 
@@ -24,8 +29,28 @@ MASK = "***"
 # A query parameter whose lower-cased name contains one of these carries a credential.
 SECRET_PARAM_WORDS = (
     "token", "key", "secret", "pass", "pwd", "sig", "auth", "credential", "session", "jwt",
-    "bearer",
+    "bearer", "code",
 )  # fmt: skip
+
+# Hosts whose incoming-webhook URLs carry their secret in the path: the host (or, written
+# `.name`, any host under it) and how many leading path segments are not secret (`services`
+# of Slack's `/services/T000/B000/XXXX`). Every segment after those is masked.
+SECRET_PATHS = {
+    "hooks.slack.com": 1,  # /services/T/B/secret, /workflows/..., /triggers/...
+    "discord.com": 2,  # /api/webhooks/ID/token
+    "discordapp.com": 2,
+    ".webhook.office.com": 1,  # /webhookb2/GUID@GUID/IncomingWebhook/HEX/GUID
+    "outlook.office.com": 1,
+    "api.telegram.org": 0,  # /bot<token>/sendMessage
+    "hooks.zapier.com": 2,  # /hooks/catch/ID/secret/
+    "maker.ifttt.com": 0,  # /trigger/EVENT/with/key/KEY
+    ".logic.azure.com": 0,  # workflow triggers, their `sig` parameter masked too
+}
+
+# A path segment at least this long, of letters and digits mixed like a generated key, is
+# masked wherever it appears (ids of that shape are masked too: over-masking is cheap).
+MIN_RANDOM = 20
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-.~+=%]+")
 
 # A configured secret this long is masked wherever it appears in a URL or text, not only as a
 # whole part (shorter ones only as a whole part, so `x` does not mangle every URL).
@@ -41,15 +66,40 @@ def is_secret_name(name: str) -> bool:
     return any(word in lowered for word in SECRET_PARAM_WORDS)
 
 
+def looks_random(segment: str) -> bool:
+    """True when a path segment looks like a generated key: at least `MIN_RANDOM` characters
+    of a token's alphabet, with digits among letters, and both cases or 32 characters or more
+    (`abcdefGHIJKLmnop1234QRST`, a 40-character hex digest; not `customer-subscriptions`)."""
+    if len(segment) < MIN_RANDOM or not _TOKEN_CHARS.fullmatch(segment):
+        return False
+    has_digit = any(c.isdigit() for c in segment)
+    has_letter = any(c.isalpha() for c in segment)
+    mixed_case = any(c.islower() for c in segment) and any(c.isupper() for c in segment)
+    return has_digit and has_letter and (mixed_case or len(segment) >= 32)
+
+
+def _kept_segments(host: str) -> int | None:
+    """How many leading path segments of a known secret-bearing `host` are shown, or None."""
+    host = host.lower().rstrip(".")
+    for name, kept in SECRET_PATHS.items():
+        if host == name or (name.startswith(".") and host.endswith(name)):
+            return kept
+    return None
+
+
 def url_secrets(url: str) -> Iterator[str]:
-    """The secret values written in `url`: its password and its credential parameters."""
+    """The secret values written in `url`: its password (or a user without one, as long as
+    a token) and its credential parameters."""
     try:
         parts = urlsplit(url)
-        password = parts.password
+        password, user = parts.password, parts.username
     except ValueError:
         return
     if password:
         yield from {password, unquote(password)}
+    elif user and len(user) >= MIN_RANDOM:
+        # Only a user as long as a token is scrubbed from every text: `postgres` is a name.
+        yield from {user, unquote(user)}
     for name, _, value in _params(parts.query):
         if value and is_secret_name(unquote_plus(name)):
             yield from {value, unquote_plus(value)}
@@ -71,9 +121,12 @@ def _mask_netloc(netloc: str, secrets: Collection[str]) -> str:
         return netloc
     userinfo, host = netloc.rsplit("@", 1)
     user, has_password, _password = userinfo.partition(":")
+    if not has_password:
+        # A user alone is a credential more often than a name (`https://ghp_...@github.com`).
+        return f"{MASK}@{host}"
     if _is_known(user, secrets):
         user = MASK
-    return f"{user}:{MASK}@{host}" if has_password else f"{user}@{host}"
+    return f"{user}:{MASK}@{host}"
 
 
 def _mask_query(query: str, secrets: Collection[str]) -> str:
@@ -85,10 +138,15 @@ def _mask_query(query: str, secrets: Collection[str]) -> str:
     )
 
 
-def _mask_path(path: str, secrets: Collection[str]) -> str:
-    if not secrets:
-        return path
-    return "/".join(MASK if _is_known(seg, secrets) else seg for seg in path.split("/"))
+def _mask_path(path: str, host: str, secrets: Collection[str]) -> str:
+    kept = _kept_segments(host)
+    segments = path.split("/")  # the first is the "" before the leading `/`
+    return "/".join(
+        MASK
+        if seg and ((kept is not None and i > kept) or looks_random(seg) or _is_known(seg, secrets))
+        else seg
+        for i, seg in enumerate(segments)
+    )
 
 
 def mask_url(url: str, secrets: Iterable[str] = ()) -> str:
@@ -109,7 +167,7 @@ def mask_url(url: str, secrets: Iterable[str] = ()) -> str:
         (
             parts.scheme,
             _mask_netloc(parts.netloc, known),
-            _mask_path(parts.path, known),
+            _mask_path(parts.path, parts.hostname or "", known),
             _mask_query(parts.query, known),
             _mask_query(parts.fragment, known),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.config import parse_config
-from bridge.masking import is_secret_name, mask_text, mask_url, url_secrets
+from bridge.masking import is_secret_name, looks_random, mask_text, mask_url, url_secrets
 from bridge.store import mask_url as store_mask_url
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -25,11 +25,20 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         ("https://h/p?flag&token=", "https://h/p?flag&token=***"),
         ("https://h/p#access_token=abc", "https://h/p#access_token=***"),
         ("postgresql://bridge:s3cret@127.0.0.1:1/db", "postgresql://bridge:***@127.0.0.1:1/db"),
-        ("https://user@h/p", "https://user@h/p"),
+        ("https://user@h/p", "https://***@h/p"),
         ("https://h:8080/p?q=1", "https://h:8080/p?q=1"),
         ("/var/lib/bridge/bridge.db", "/var/lib/bridge/bridge.db"),
         ("http://u:pw@h:99999/p?token=x", "http://u:***@h:99999/p?token=***"),
         ("http://[::1/p?token=x", "http://***"),
+        ("https://ghp_abc123@api.github.com/repos", "https://***@api.github.com/repos"),
+        ("https://h/cb?code=abc&state=1", "https://h/cb?code=***&state=1"),
+        ("https://hooks.slack.com/services/T0A/B0C/abcdefGHIJKLmnop1234",
+         "https://hooks.slack.com/services/***/***/***"),
+        ("https://discord.com/api/webhooks/123/tok-en", "https://discord.com/api/webhooks/***/***"),
+        ("https://x.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d",
+         "https://x.webhook.office.com/webhookb2/***/***/***/***"),
+        ("https://h/in/Zx81KqP0mB3nV7cR2tY9wL4s/", "https://h/in/***/"),
+        ("https://h/v1/customer-subscriptions/page-2", "https://h/v1/customer-subscriptions/page-2"),
     ],
 )  # fmt: skip
 def test_mask_url(url: str, shown: str) -> None:
@@ -100,3 +109,16 @@ def test_an_attempts_error_names_the_exception_and_its_message_without_secrets()
     shown = describe(leaky, {"abcdefghijkl"})
     assert shown.startswith("RuntimeError: sent Bearer *** to http://u:***@h/x?api_key=*** xx")
     assert shown.endswith("...") and len(shown) < 330
+
+
+def test_looks_random_tells_generated_keys_from_words_and_short_ids() -> None:
+    for segment in ("abcdefGHIJKLmnop1234", "0123456789abcdef0123456789abcdef01234567"):
+        assert looks_random(segment), segment
+    for segment in ("customer-subscriptions", "evt_123", "abcdefghijklmnopqrstuvwxyz", "v1"):
+        assert not looks_random(segment), segment
+
+
+def test_a_user_without_a_password_is_a_secret_when_it_is_as_long_as_a_token() -> None:
+    token = "ghp_abcdefghijklmnopqrstuvwx0123456789"
+    assert set(url_secrets(f"https://{token}@api.github.com/")) == {token}
+    assert list(url_secrets("postgresql://postgres@127.0.0.1:5432/test")) == []

@@ -17,6 +17,7 @@ import click
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError, config_mistakes
 from bridge.masking import mask_url
+from bridge.terminal import cell, printable, printable_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,7 +28,7 @@ class Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"bridge: {self.format_message()}", err=True)
+        click.echo(f"bridge: {printable_lines(self.format_message())}", err=True)
 
 
 class ConfigFailure(Failure):
@@ -36,7 +37,7 @@ class ConfigFailure(Failure):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(self.format_message(), err=True)
+        click.echo(printable_lines(self.format_message()), err=True)
 
 
 def config_option(fn: F) -> F:
@@ -157,13 +158,20 @@ def console() -> Any:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def say(text: object, err: bool = False) -> None:
+    """Print one line of human-readable output, every control character in it escaped
+    (`terminal.printable`): what it holds may have come from outside."""
+    click.echo(printable(text), err=err)
+
+
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> None:
-    """Rows as a borderless table with padded columns, a header and an optional title."""
+    """Rows as a borderless table with padded columns, a header and an optional title; each
+    cell printable and never read as markup (`terminal.cell`)."""
     from rich.table import Table
 
     table = Table(box=None, title=title or None, title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(cell(text) for text in row))
     console().print(table)

@@ -25,6 +25,7 @@ from bridge.cli.edge import (
     handle_errors,
     is_config_less,
     print_table,
+    say,
 )
 from bridge.config import Config
 from bridge.events import Event, format_time, now_ms
@@ -152,7 +153,7 @@ def _echo_event(e: Event, as_json: bool) -> None:
     if as_json:
         click.echo(jsontext.dumps(e.to_cloudevent()))
     else:
-        click.echo("  ".join(_row(e)))
+        say("  ".join(_row(e)))
 
 
 def newer(events: list[Event], seen: set[str]) -> list[Event]:
@@ -238,8 +239,8 @@ def _print_event(shown: dict[str, Any]) -> None:
     ce = shown["event"]
     for key in ("id", "source", "origin", "type", "subject", "change", "time", "recordedtime"):
         if ce.get(key) is not None:
-            click.echo(f"{key:12} {ce[key]}")
-    click.echo(f"{'data':12} {_excerpt(jsontext.dumps(ce['data']), 200)}")
+            say(f"{key:12} {ce[key]}")
+    say(f"{'data':12} {_excerpt(jsontext.dumps(ce['data']), 200)}")
     click.echo("")
     rows = []
     for d in shown["deliveries"]:

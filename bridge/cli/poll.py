@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from bridge import jsontext
-from bridge.cli.edge import Failure, config_option, handle_errors, read_config
+from bridge.cli.edge import Failure, config_option, handle_errors, read_config, say
 from bridge.config import Config
 from bridge.logs import plural
 from bridge.poll.engine import Detection, detect, poll_sources
@@ -76,7 +76,7 @@ def poll_via_daemon(config: Config, source: str) -> dict[str, Any]:
             f"no running bridge answered at {url} ({type(exc).__name__}): start it with"
             " `bridge run`, or use --dry-run to fetch once without it"
         ) from None
-    if response.status_code in (401, 403):
+    if response.status_code in (401, 403, 421, 429):
         raise Failure(
             f"the daemon refused the request ({response.status_code}): {response.text.strip()}"
         )
@@ -94,7 +94,7 @@ def poll_via_daemon(config: Config, source: str) -> dict[str, Any]:
 def _print_outcome(answer: dict[str, Any]) -> None:
     name = answer["source"]
     if not answer["polled"]:
-        click.echo(f"{name}: not polled: {answer['error']}")
+        say(f"{name}: not polled: {answer['error']}")
         return
     status = "no answer" if answer["status"] is None else f"HTTP {answer['status']}"
     line = (
@@ -102,7 +102,7 @@ def _print_outcome(answer: dict[str, Any]) -> None:
         f" {plural(answer['requests'], 'request')}, {plural(answer['items'], 'item')},"
         f" {plural(answer['events'], 'new event')}"
     )
-    click.echo(line if answer["ok"] else f"{line}; failed: {answer['error']}")
+    say(line if answer["ok"] else f"{line}; failed: {answer['error']}")
 
 
 @click.command()
@@ -154,7 +154,7 @@ def poll(config_path: str, source: str, dry_run: bool, as_json: bool) -> None:
     if not baselined and config.sources[source].poll.baseline == "silent":  # type: ignore[union-attr]
         click.echo("(first poll: with baseline: silent the daemon would record these silently)")
     for event in detection.events:
-        click.echo(f"  {event.change or 'event':8} {event.type:30} {event.subject or ''}")
+        say(f"  {event.change or 'event':8} {event.type:30} {event.subject or ''}")
 
 
 @click.command()

@@ -7,7 +7,14 @@ from typing import Any
 import click
 
 from bridge import jsontext
-from bridge.cli.edge import ConfigFailure, config_option, handle_errors, read_config, url_masker
+from bridge.cli.edge import (
+    ConfigFailure,
+    config_option,
+    handle_errors,
+    read_config,
+    say,
+    url_masker,
+)
 from bridge.config import Config, load_config
 from bridge.config.advice import warnings
 from bridge.errors import ConfigError, config_mistakes
@@ -73,35 +80,31 @@ def _warnings(config: Config) -> list[str]:
 
 
 def _print_check(summary: dict[str, Any], config: Config) -> None:
-    click.echo(f"{summary['config']}: ok")
-    click.echo(f"  database  {summary['database']}")
-    click.echo(f"  listen    {summary['listen']}")
+    say(f"{summary['config']}: ok")
+    say(f"  database  {summary['database']}")
+    say(f"  listen    {summary['listen']}")
     if summary["admin_token"]:
-        click.echo("  admin     token set (***)")
+        say("  admin     token set (***)")
     for s in summary["sources"]:
         if s["kind"] == "poll":
-            click.echo(f"  source    {s['name']}: poll {s['method']} {s['url']} every {s['every']}")
+            say(f"  source    {s['name']}: poll {s['method']} {s['url']} every {s['every']}")
             for label, text in s["request"].items():
-                click.echo(f"            {label:8} {text}")
+                say(f"            {label:8} {text}")
         else:
             secrets = f", {plural(s['secrets'], 'secret')} ***" if s["secrets"] else ""
-            click.echo(
-                f"  source    {s['name']}: webhook {s['path']} verify {s['verify']}{secrets}"
-            )
+            say(f"  source    {s['name']}: webhook {s['path']} verify {s['verify']}{secrets}")
     for t in summary["targets"]:
-        click.echo(
-            f"  target    {t['name']}: {t['url']} events [{', '.join(t['events'])}], secret ***"
-        )
+        say(f"  target    {t['name']}: {t['url']} events [{', '.join(t['events'])}], secret ***")
     for pair in summary["compare"]:
-        click.echo(f"  compare   {pair['poll']} (poll) with {pair['push']} (push)")
+        say(f"  compare   {pair['poll']} (poll) with {pair['push']} (push)")
     for merge in config.merge:
         members = " and ".join(
             f"{name} ({'poll' if config.sources[name].kind == 'poll' else 'push'})"
             for name in merge.sources
         )
-        click.echo(f"  merge     {merge.name}: {members}, match {merge.match}")
+        say(f"  merge     {merge.name}: {members}, match {merge.match}")
     for warning in summary["warnings"]:
-        click.echo(f"  warning   {warning}", err=True)
+        say(f"  warning   {warning}", err=True)
 
 
 @click.command()
@@ -126,7 +129,7 @@ def check(config_path: str, as_json: bool) -> None:
     if as_json:
         click.echo(jsontext.dumps(summary, indent=2))
         for warning in summary["warnings"]:
-            click.echo(f"  warning   {warning}", err=True)
+            say(f"  warning   {warning}", err=True)
         return
     _print_check(summary, config)
 

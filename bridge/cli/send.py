@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.edge import config_option, handle_errors, read_config
+from bridge.cli.edge import config_option, handle_errors, read_config, say
 
 
 @click.command()
@@ -39,6 +39,6 @@ def send(
         signing_key=signing_key,
     )  # fmt: skip
     answer = sender.post(prepared)
-    click.echo(answer.describe())
+    say(answer.describe())
     if not answer.is_accepted:
         raise click.exceptions.Exit(1)

@@ -21,6 +21,7 @@ from bridge.cli.edge import (
     database_option,
     handle_errors,
     is_config_less,
+    say,
 )
 from bridge.cli.edge import (
     console as edge_console,
@@ -30,6 +31,7 @@ from bridge.errors import StoreError
 from bridge.events import format_time
 from bridge.status.summary import BudgetSummary, Summary, budget_use_text, collect
 from bridge.store import open_store
+from bridge.terminal import cell
 
 
 def _when(at_ms: int | None) -> str:
@@ -66,26 +68,31 @@ def render(summary: Summary) -> None:
     from rich.table import Table
 
     console = edge_console()
-    console.print(f"database  {summary.database}")
+    console.print(cell(f"database  {summary.database}"))
     sources = Table(box=None, title="sources", title_justify="left")
     for column in ("source", "kind", "status", "last poll", "last event", "events", "last error"):
         sources.add_column(column, justify="right" if column == "events" else "left")
     for s in summary.sources:
         sources.add_row(
-            s.name,
+            cell(s.name),
             s.kind,
-            s.status,
+            cell(s.status),
             _when(s.last_poll_ms) if s.kind == "poll" else "-",
             _when(s.last_event_ms),
             str(s.events),
-            s.last_error or "",
+            cell(s.last_error or ""),
         )
     targets = Table(box=None, title="targets", title_justify="left")
     for column in ("target", "health", "circuit", "backlog", "dead", "last error"):
         targets.add_column(column, justify="right" if column in ("backlog", "dead") else "left")
     for t in summary.targets:
         targets.add_row(
-            t.name, t.health, t.circuit, str(t.backlog), str(t.dead), t.last_error or ""
+            cell(t.name),
+            cell(t.health),
+            cell(t.circuit),
+            str(t.backlog),
+            str(t.dead),
+            cell(t.last_error or ""),
         )
     console.print(sources)
     console.print(targets)
@@ -94,7 +101,11 @@ def render(summary: Summary) -> None:
         replicas.add_column(column, justify="right" if column == "claims" else "left")
     for r in summary.replicas:
         replicas.add_row(
-            r.id, _when(r.started_ms), _when(r.heartbeat_ms), str(r.claims), ", ".join(r.polls)
+            cell(r.id),
+            _when(r.started_ms),
+            _when(r.heartbeat_ms),
+            str(r.claims),
+            cell(", ".join(r.polls)),
         )
     if not summary.replicas:
         replicas.add_row("(none running)", "", "", "", "")
@@ -114,7 +125,7 @@ def _merges_table(merges: list[dict[str, Any]]) -> Any:
         table.add_column(column, justify="left" if column == "merge" else "right")
     for m in merges:
         keys = ("merge", "changes", "both", "only_poll", "only_push", "first_poll")
-        table.add_row(*(str(m[k]) for k in keys))
+        table.add_row(*(cell(m[k]) for k in keys))
     return table
 
 
@@ -126,7 +137,7 @@ def _budgets_table(budgets: list[BudgetSummary]) -> Any:
         table.add_column(column, justify="right" if column == "waiting" else "left")
     for b in budgets:
         waiting = "-" if b.waiting is None else str(b.waiting)
-        table.add_row(b.name, budget_use_text(b), waiting, ", ".join(b.sources))
+        table.add_row(cell(b.name), budget_use_text(b), waiting, cell(", ".join(b.sources)))
     if any(b.used is None for b in budgets):
         table.caption = "use unknown: no running bridge answered at server.listen"
         table.caption_justify = "left"
@@ -183,5 +194,5 @@ def status(config_path: str, database: str | None, as_json: bool) -> None:
         click.echo(jsontext.dumps(out, indent=2))
         return
     if reload_error:
-        click.echo(f"last reload refused (the config in force is the one before): {reload_error}")
+        say(f"last reload refused (the config in force is the one before): {reload_error}")
     render(summary)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from bridge.compare.report import LatencyReport, SourceReport, Spread
 from bridge.errors import MissingExtra
+from bridge.terminal import cell
 
 log = logging.getLogger("bridge.report")
 
@@ -59,7 +60,9 @@ def sources_table(report: LatencyReport) -> Table:
     for key in ("p50", "p90", "p99", "max"):
         table.add_column(key, justify="right")
     for s in report.sources:
-        table.add_row(s.source, s.origin, str(s.events), "detection", *_spread_cells(s.detection))
+        table.add_row(
+            cell(s.source), cell(s.origin), str(s.events), "detection", *_spread_cells(s.detection)
+        )
         table.add_row("", "", "", "delivery", *_spread_cells(s.delivery), end_section=True)
     return table
 
@@ -72,7 +75,7 @@ def polling_table(report: LatencyReport) -> Table:
         table.add_column(column, justify="right")
     for s in report.sources:
         if s.polls is not None:
-            table.add_row(s.source, *_poll_cells(s))
+            table.add_row(cell(s.source), *_poll_cells(s))
     return table
 
 
@@ -91,8 +94,8 @@ def pairs_table(report: LatencyReport) -> Table:
         table.add_column(f"lead {key}", justify="right")
     for p in report.pairs:
         table.add_row(
-            p.poll,
-            p.push,
+            cell(p.poll),
+            cell(p.push),
             str(p.matched),
             str(p.only_poll),
             str(p.only_push),
@@ -118,7 +121,7 @@ def merges_table(report: LatencyReport) -> Table:
         lead = m.to_dict()["push_lead_ms"]
         leads = [f"{lead[k] / 1000:.3g} s" if lead[k] is not None else "-" for k in keys]
         table.add_row(
-            m.merge,
+            cell(m.merge),
             str(m.changes),
             str(m.both),
             str(m.only_poll),

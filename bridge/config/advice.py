@@ -59,6 +59,12 @@ def _server_warnings(config: Config) -> list[str]:
             f"server.listen ({server.listen}) is not a loopback address and server.admin_token"
             " is not set: the status page and admin routes answer 403 to everyone"
         ]
+    if server.admin_token is None and server.trusted_proxies:
+        return [
+            "server.trusted_proxies is set and server.admin_token is not: the status page and"
+            " admin routes answer 403 to every client a proxy forwards (set admin_token to"
+            " reach them through the proxy)"
+        ]
     return []
 
 

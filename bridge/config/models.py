@@ -7,6 +7,7 @@ Reading the file (lines, `${...}`, one-line errors) is in `loader.py`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,10 @@ from bridge.config.values import (
 
 # -- the server ----------------------------------------------------------------------------
 
+# A `Host` value: a name or an IPv4 address, or an IPv6 address in brackets; then a port.
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+                   r"|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")  # fmt: skip
+
 
 class ServerConfig(_Model):
     """Where the HTTP server listens, and the token that guards the admin routes."""
@@ -62,6 +67,22 @@ class ServerConfig(_Model):
     # The reverse proxies whose X-Forwarded-For / Forwarded headers name the client; a
     # request from any other address is its own client, whatever its headers say.
     trusted_proxies: Networks = []
+    # Host names (`HOST` or `HOST:PORT`) the status page, the admin pages and the API answer
+    # to besides loopback's (`127.0.0.1`, `[::1]`, `localhost`): any other `Host` is a 421,
+    # so a page of another site cannot reach them by DNS rebinding. Checked without an
+    # admin_token always, with one only when the list is given.
+    allowed_hosts: Annotated[list[str], BeforeValidator(_one_or_many)] = []
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
+        for i, host in enumerate(value):
+            if not _HOST.fullmatch(host.strip().lower()):
+                raise ValueError(
+                    f"entry {i} ({host!r}) is not a host name or address, with an optional"
+                    " :PORT (no scheme, no path)"
+                )
+        return [host.strip().lower() for host in value]
 
     @field_validator("listen", mode="before")
     @classmethod

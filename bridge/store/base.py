@@ -522,6 +522,16 @@ class AdminStore(ABC):
         """Disable a target (its deliveries wait, as after a 410) until `enable_target`;
         True when it was enabled."""
 
+    @abstractmethod
+    async def revoke_session(self, session_id: str, expires_ms: int, now_ms: int) -> None:
+        """Record that the admin session `session_id` logged out: its cookie, valid until
+        `expires_ms`, is refused from now on, after a restart and by every process on this
+        database. Revocations whose session has expired by `now_ms` are deleted on the way."""
+
+    @abstractmethod
+    async def is_session_revoked(self, session_id: str) -> bool:
+        """True when the admin session `session_id` logged out (`revoke_session`)."""
+
 
 class Store(
     EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore, RetentionStore, AdminStore

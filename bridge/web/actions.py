@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.errors import StoreError
 from bridge.events import now_ms
 from bridge.runtime import Runtime
 from bridge.web import views
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge.web")
 
 MAX_FORM_BYTES = 65_536
-# A wrong token waits this long before its answer: guessing stays slow even when scripted.
+# A wrong token waits this long before its answer: one client guessing in sequence stays slow
+# (parallel guesses are held by the throttle, throttle.py).
 WRONG_TOKEN_DELAY_S = 0.5
 
 
@@ -123,8 +125,13 @@ class Actions:
             return _refused("the form is too big", 413)
         given = form.get("token", "").encode("utf-8", "replace")
         next_path = safe_next(form.get("next"))
+        if (throttled := self.guard.throttled(request)) is not None:
+            return throttled
         if not hmac.compare_digest(given, server.admin_token.get_secret_value().encode()):
-            log.warning("admin: a login with a wrong token from %s", _client(request))
+            self.guard.wrong_token(request)
+            log.warning(
+                "admin: a login with a wrong token from %s", self.guard.client_of(request) or "?"
+            )
             await asyncio.sleep(WRONG_TOKEN_DELAY_S)
             return render(
                 request,
@@ -136,7 +143,9 @@ class Actions:
                 error="That is not the admin token.",
             )
         session, cookie = self.guard.sessions.issue(now_ms(), server.admin_session_s)
-        log.info("admin: session %s logged in from %s", session.id, _client(request))
+        log.info(
+            "admin: session %s logged in from %s", session.id, self.guard.client_of(request) or "?"
+        )
         response = RedirectResponse(next_path, status_code=303)
         set_session_cookie(response, request, cookie, round(server.admin_session_s))
         return response
@@ -148,7 +157,7 @@ class Actions:
         the origin and CSRF checks."""
 
         async def change(request: Request) -> Response:
-            visitor = self.guard.visitor(request)
+            visitor = await self.guard.visitor(request)
             if isinstance(visitor, Response):
                 return visitor
             form = await read_form(request)
@@ -166,6 +175,18 @@ class Actions:
     async def _logout(self, request: Request, visitor: Visitor, form: dict[str, str]) -> Response:
         if visitor.session is not None:
             self.guard.sessions.revoke(visitor.session, now_ms())
+            try:
+                # Kept in the store: refused after a restart, and by every replica.
+                await self.runtime.store.revoke_session(
+                    visitor.session.id, visitor.session.expires_ms, now_ms()
+                )
+            except StoreError as exc:
+                log.warning("admin: %s: the logout cannot be stored: %s", visitor.who, exc)
+                return _refused(
+                    "the logout could not be recorded (the database is unavailable): this"
+                    " process refuses the session, another may not; try again",
+                    503,
+                )
             log.info("admin: %s logged out", visitor.who)
         response = RedirectResponse("/admin/login", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
@@ -251,7 +272,3 @@ class Actions:
         self.poller.scheduler.poll_now(name)
         log.info("admin: %s asked for a poll of %s now: queued 1 poll", visitor.who, name)
         return _done(request, "/admin/sources", f"polling {name} now", {"queued": 1})
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "?"

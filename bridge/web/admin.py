@@ -73,7 +73,7 @@ class Admin:
 
     def _page(self, fn: Any) -> Any:
         async def page(request: Request) -> Response:
-            visitor = self.guard.visitor(request)
+            visitor = await self.guard.visitor(request)
             if isinstance(visitor, Response):
                 return visitor
             return await fn(request, visitor)

@@ -2,8 +2,9 @@
 
 A session is a random id and an expiry, signed with HMAC-SHA256 into the cookie
 `bridge_session` (`<id>.<expires_ms>.<signature>`); nothing is kept on the server but the
-ids of sessions logged out before their expiry (in this process: a logout on one replica
-does not reach another before the cookie expires). The signing key is derived from
+ids of sessions logged out before their expiry: here, and in the store (`revoke_session`,
+asked by auth.py on every request), so that a logout holds after a restart and on every
+replica sharing the database. The signing key is derived from
 `server.admin_token`, so changing the token ends every session; without a token (a
 loopback-only server) it is random per process. A session's CSRF token is an HMAC of its
 id under the same key: a form carries it, and a page of another origin can neither read

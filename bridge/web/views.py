@@ -52,6 +52,9 @@ def event_href(event_id: str) -> str:
     return "/admin/events/" + quote(event_id, safe="")
 
 
+_MIN_MS, _MAX_MS = -(2**63), 2**63 - 1
+
+
 def cursor_text(cursor: EventCursor) -> str:
     """The cursor as it goes into a link."""
     raw = jsontext.dumps([cursor.recorded_ms, cursor.id]).encode("utf-8")
@@ -68,6 +71,9 @@ def cursor_of(text: str) -> EventCursor:
     ok = isinstance(value, list) and len(value) == 2
     if not ok or not isinstance(value[0], int) or not isinstance(value[1], str):
         raise BadQuery("the page's cursor cannot be read: start from the newest")
+    if isinstance(value[0], bool) or not _MIN_MS <= value[0] <= _MAX_MS:
+        # Both databases keep times as 64-bit integers: a larger one is no cursor of ours.
+        raise BadQuery("the page's cursor is out of range: start from the newest")
     return EventCursor(value[0], value[1])
 
 

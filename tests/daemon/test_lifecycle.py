@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import free_port, start_daemon
+from tests.helpers import free_port, start_daemon, wait_until
 
 
 def test_starts_answers_and_exits_0_on_sigterm(daemon) -> None:
@@ -83,3 +84,27 @@ def test_a_second_daemon_on_the_same_database_refuses_to_start(daemon) -> None:
     third = daemon("database: owned.db\n", "--allow-empty")
     assert httpx.get(third.url + "/healthz").status_code == 200
     assert third.terminate() == 0
+
+
+def test_a_deleted_lock_file_lets_no_second_daemon_in_and_is_taken_again(daemon) -> None:
+    first = daemon("database: owned.db\n")
+    db = first.config_path.parent / "owned.db"
+    lock = Path(f"{db}.lock")
+    lock.unlink()
+    # At once, before the first has noticed: the database file's own lock refuses it.
+    second = daemon("database: owned.db\n", wait=False)
+    assert second.proc.wait(timeout=20) == 1
+    assert "another bridge is already running on the database" in second.log()
+    # The first takes a new lock file (by inode, as it watches the database file), so a
+    # third is refused by that too, and the first keeps serving.
+    wait_until(lambda: "was deleted or replaced under the running bridge" in first.log(), 10)
+    assert lock.exists()
+    other = lock.with_name("other.lock")
+    other.write_text("")
+    os.replace(other, lock)  # replaced by another file this time
+    wait_until(lambda: first.log().count("taken again") == 2, 10)
+    third = daemon("database: owned.db\n", wait=False)
+    assert third.proc.wait(timeout=20) == 1
+    assert httpx.get(first.url + "/healthz").status_code == 200
+    assert httpx.get(first.url + "/readyz").status_code == 200
+    assert first.terminate() == 0

@@ -308,4 +308,7 @@ def test_a_listen_name_that_binds_a_loopback_address_serves_the_page(
     )
     for path in ADMIN_ROUTES:
         assert httpx.get(proc.url + path, timeout=10).status_code == 200, path
+        # Asked by the name it listens on (as `bridge status` does): its own name.
+        own = {"Host": f"status.internal.example:{proc.port}"}
+        assert httpx.get(proc.url + path, headers=own, timeout=10).status_code == 200, path
     assert proc.terminate() == 0

@@ -103,3 +103,15 @@ def test_sqlite_pages_seek_the_recorded_index(tmp_path: Path) -> None:
     plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
     conn.close()
     assert "events_recorded" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_a_revoked_session_is_refused_by_every_store_on_the_database(backend) -> None:
+    first, second = backend(), backend()
+    asyncio.run(first.revoke_session("s1", expires_ms=2_000, now_ms=1_000))
+    asyncio.run(first.revoke_session("s1", expires_ms=2_000, now_ms=1_000))  # twice is once
+    assert asyncio.run(second.is_session_revoked("s1"))
+    assert not asyncio.run(second.is_session_revoked("s2"))
+    # A later logout deletes the revocations whose cookie has expired since.
+    asyncio.run(second.revoke_session("s2", expires_ms=9_000, now_ms=2_000))
+    assert not asyncio.run(first.is_session_revoked("s1"))
+    assert asyncio.run(first.is_session_revoked("s2"))

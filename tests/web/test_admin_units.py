@@ -18,8 +18,9 @@ from bridge.store.sqlite import SQLiteStore
 from bridge.web import views
 from bridge.web.actions import safe_next
 from bridge.web.admin import Admin
-from bridge.web.auth import Guard
+from bridge.web.auth import Guard, is_allowed_host
 from bridge.web.session import Session, Sessions
+from bridge.web.throttle import Throttle
 from tests.conftest import TEST_SECRET
 from tests.helpers import run_cli
 
@@ -130,3 +131,27 @@ def test_the_cli_disables_and_enables_a_target(write_config) -> None:
         "target sink enabled"
     )
     assert run_cli("target", "disable", "-c", str(path), "nope").returncode == 2
+
+
+def test_the_throttle_checks_a_window_of_wrong_tokens_per_client_and_overall() -> None:
+    throttle = Throttle(per_client=2, overall=3, window_s=60)
+    for at_s in (0, 1):
+        assert throttle.wait_s("a", at_s) is None
+        throttle.failed("a", at_s)
+    assert throttle.wait_s("a", 2) == 58  # until the first failure leaves the window
+    assert throttle.wait_s("b", 2) is None  # another client still may
+    throttle.failed("b", 2)
+    assert throttle.wait_s("c", 3) == 57  # overall: three in the window
+    assert throttle.wait_s("a", 60) is None and throttle.wait_s("c", 60) is None
+    assert throttle.counted == 2  # the first left the window: memory stays bounded
+
+
+def test_a_host_is_allowed_when_it_names_loopback_or_a_listed_name() -> None:
+    listed = ["bridge.lan", "other.lan:8443"]
+    for host in ("127.0.0.1:8080", "127.0.0.1", "[::1]:8080", "localhost:1", "LocalHost",
+                 "127.0.0.5", "bridge.lan:9", "bridge.lan", "other.lan:8443"):  # fmt: skip
+        assert is_allowed_host(host, listed), host
+    for host in (None, "", "rebind.attacker.example:8080", "127.0.0.1.evil.example",
+                 "localhost.evil.example", "other.lan:8080", "other.lan", "[::2]:80",
+                 "10.0.0.1"):  # fmt: skip
+        assert not is_allowed_host(host, listed), host

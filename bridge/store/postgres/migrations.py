@@ -171,4 +171,8 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             " WHERE status IN ('pending', 'failed') AND subject IS NOT NULL",
         ),
     ),
+    (
+        "0009_revoked_sessions",
+        ("CREATE TABLE revoked_sessions (id TEXT PRIMARY KEY, expires_ms BIGINT NOT NULL)",),
+    ),
 ]

@@ -40,6 +40,7 @@ from bridge.store.postgres.poll import PostgresPollState
 from bridge.store.postgres.replicas import PostgresReplicas
 from bridge.store.postgres.report import PostgresReport
 from bridge.store.postgres.retention import PostgresRetention
+from bridge.store.postgres.sessions import PostgresSessions
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -90,6 +91,7 @@ class PostgresStore(
     PostgresReport,
     PostgresReplicas,
     PostgresRetention,
+    PostgresSessions,
     Store,
 ):
     """The store in one PostgreSQL database, shared by any number of replicas."""

@@ -213,6 +213,13 @@ def m0008_outbound(db: sqlite_utils.Database) -> None:
     )
 
 
+def m0009_revoked_sessions(db: sqlite_utils.Database) -> None:
+    """The admin sessions logged out before their cookie expires (refused after a restart)."""
+    db.table("revoked_sessions").create(
+        {"id": str, "expires_ms": int}, pk="id", not_null={"expires_ms"}
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -222,4 +229,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0006_sightings", m0006_sightings),
     ("0007_admin_pages", m0007_admin_pages),
     ("0008_outbound", m0008_outbound),
+    ("0009_revoked_sessions", m0009_revoked_sessions),
 ]

@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -34,11 +35,14 @@ from bridge.store.sqlite.poll import SQLitePollState
 from bridge.store.sqlite.replicas import SQLiteReplicas
 from bridge.store.sqlite.report import SQLiteReport
 from bridge.store.sqlite.retention import SQLiteRetention
+from bridge.store.sqlite.sessions import SQLiteSessions
 from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, Writer, translate
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
 
+# How often the lock file is compared with the one locked (see `_recheck_lock`).
+LOCK_CHECK_EVERY_S = 1.0
 # The files SQLite keeps beside a database in WAL mode, found by the database's name.
 _COMPANIONS = ("-wal", "-shm")
 # The size of the readiness probe's row: a typical event's (two pages of the default 4 KiB).
@@ -108,6 +112,7 @@ class SQLiteStore(
     SQLiteReport,
     SQLiteReplicas,
     SQLiteRetention,
+    SQLiteSessions,
     Store,
 ):
     """The store in one SQLite file."""
@@ -128,8 +133,13 @@ class SQLiteStore(
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._is_open = False
-        # The open lock file beside the database while this process owns it (a daemon).
+        # The open lock file beside the database while this process owns it (a daemon), its
+        # (device, inode), and the database file held under the same lock.
         self._owner_fd: int | None = None
+        self._database_fd: int | None = None
+        self._lock_identity: tuple[int, int] | None = None
+        self._lock_checked_s = 0.0
+        self._lock_guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -161,7 +171,9 @@ class SQLiteStore(
                     log.warning("removed %s, which belonged to the lost database file", name)
 
     def lost_reason(self) -> str | None:
-        """Whether the database file is still the one the writer opened (see the base)."""
+        """Whether the database file is still the one the writer opened (see the base); the
+        lock file is re-checked on the way."""
+        self._recheck_lock()
         if self.writer.lost is None:
             # Sticky: from now on every write and read fails (a plain store of a str, safe
             # from any thread).
@@ -176,19 +188,38 @@ class SQLiteStore(
         return self.path + ".lock"
 
     def take_ownership(self) -> None:
-        """Hold an exclusive `flock` on `DATABASE.lock` until `close`.
+        """Hold an exclusive `flock` on `DATABASE.lock`, and on the database file itself,
+        until `close`.
 
         One daemon owns a SQLite database, so that what it keeps in memory about it (its
         leases, its batches) can be trusted; a second `bridge run` on the same file stops
-        here. The kernel drops the lock when the process ends, however it ends, so a crash
-        leaves no stale lock. `bridge events` and the other commands do not take it.
+        here. The lock on the database file holds even when the lock file is deleted under
+        the running daemon (a new file at that path would be free to lock); the lock file,
+        which tools and people look for, is re-checked by inode like the database file
+        (`lost_reason`) and taken again when it was deleted or replaced. flock and SQLite's
+        own (POSIX) locks do not interact on Linux. The kernel drops the locks when the
+        process ends, however it ends, so a crash leaves no stale lock. `bridge events` and
+        the other commands do not take them.
         """
         lock_path = self.lock_path
         if lock_path is None or self._owner_fd is not None:
             return
+        fd = self._lock(lock_path, os.O_RDWR, 0o600)
         try:
-            Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Created if missing: SQLite takes an empty file for a new database.
+            self._database_fd = self._lock(self.path, os.O_RDONLY, 0o644)
+        except StoreError:
+            os.close(fd)
+            raise
+        self._owner_fd = fd
+        self._lock_identity = os.fstat(fd).st_dev, os.fstat(fd).st_ino
+
+    def _lock(self, path: str, mode: int, permissions: int) -> int:
+        """An open descriptor of `path` (created if missing) under an exclusive flock."""
+        lock_path = self.lock_path
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, mode | os.O_CREAT | os.O_CLOEXEC, permissions)
         except OSError as exc:
             # The same words as `open`'s: the database's folder is what is wrong.
             raise StoreError(f"cannot open the database {self.path}: {exc.strerror}") from exc
@@ -200,12 +231,41 @@ class SQLiteStore(
                 f"another bridge is already running on the database {self.path} (it holds"
                 f" {lock_path}); one bridge process owns a SQLite database"
             ) from exc
-        self._owner_fd = fd
+        return fd
+
+    def _recheck_lock(self) -> None:
+        """Take the lock file again when it was deleted or replaced under us (at most once
+        every LOCK_CHECK_EVERY_S: `lost_reason` runs after every commit too)."""
+        lock_path, now_s = self.lock_path, time.monotonic()
+        if lock_path is None or self._owner_fd is None or now_s < self._lock_checked_s:
+            return
+        with self._lock_guard:
+            self._lock_checked_s = now_s + LOCK_CHECK_EVERY_S
+            if file_identity(lock_path) == self._lock_identity:
+                return
+            try:
+                fd = self._lock(lock_path, os.O_RDWR, 0o600)
+            except StoreError as exc:
+                log.error(
+                    "the lock file %s was replaced and cannot be taken again: %s", lock_path, exc
+                )
+                return
+            os.close(self._owner_fd)
+            self._owner_fd = fd
+            self._lock_identity = os.fstat(fd).st_dev, os.fstat(fd).st_ino
+            log.warning(
+                "the lock file %s was deleted or replaced under the running bridge: taken again"
+                " (the database file's own lock kept any other bridge out meanwhile)",
+                lock_path,
+            )
 
     def _release_ownership(self) -> None:
-        if self._owner_fd is not None:
-            os.close(self._owner_fd)
-            self._owner_fd = None
+        # Only once every connection is closed: closing a descriptor of the database file
+        # drops the process's POSIX locks on it, SQLite's included.
+        for fd in (self._owner_fd, self._database_fd):
+            if fd is not None:
+                os.close(fd)
+        self._owner_fd = self._database_fd = None
 
     def open(self) -> None:
         try:
