@@ -26,6 +26,7 @@ from bridge.deliver.signing import public_key
 from bridge.errors import VerificationError
 from bridge.jsontext import dumps
 from bridge.receive.schemes import StandardKeys, verify_standard_webhooks
+from bridge.terminal import printable
 
 # A delivery larger than this is refused (413): a test receiver, not a store.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -127,7 +128,8 @@ class Delivery:
         ]
         if event.get("subject"):
             head.append(f"subject {event['subject']}")
-        return ["  ".join(head), *_indented(self.body)]
+        # Every word here comes from outside: shown with its control characters escaped.
+        return [printable("  ".join(head)), *(printable(line) for line in _indented(self.body))]
 
 
 def _time(at_s: float, full: bool = False) -> str:
