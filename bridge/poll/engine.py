@@ -117,6 +117,7 @@ class Poller:
             self.scheduler.add(name, poll, spread_s)
         self.runtime.hub.subscribe(self._on_events)
         self.runtime.poll_now = self.poll_on_request
+        self.runtime.poll_holds = self.scheduler.holds
         if poll_sources(self.config):
             log.info("polling %s", plural(len(poll_sources(self.config)), "source"))
 

@@ -159,6 +159,10 @@ class Scheduler:
             return None
         return slot.held_until_s, slot.held_why or "Retry-After"
 
+    def holds(self) -> dict[str, tuple[float, str]]:
+        """Every source whose next poll the upstream holds back now: (until, why)."""
+        return {name: held for name in self._slots if (held := self.held(name)) is not None}
+
     def poll_now(self, name: str) -> None:
         """Poll a source at once, or right after its poll in flight; not while `held`."""
         slot = self._slots.get(name)

@@ -16,9 +16,10 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -59,6 +60,8 @@ class Snapshot:
     report: LatencyReport
     # Why the last reload was refused, until one is applied.
     reload_error: str | None = None
+    # The sources whose polls the upstream holds back now: source -> (until_s, why).
+    holds: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _every_s(poll: PollConfig) -> float:
@@ -146,6 +149,10 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
         "budgets": [asdict(b) for b in snap.summary.budgets],
         "merges": [m.to_dict() for m in snap.report.merges],
         "reload_error": snap.reload_error,
+        "holds": [
+            {"source": name, "until": format_time(math.ceil(until_s * 1000)), "why": why}
+            for name, (until_s, why) in sorted(snap.holds.items())
+        ],
     }
 
 
@@ -159,6 +166,7 @@ async def collect(runtime: Runtime) -> Snapshot:
         recent=await store.list_events(limit=RECENT_EVENTS),
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
         reload_error=runtime.reload_error,
+        holds=runtime.poll_holds() if runtime.poll_holds is not None else {},
     )
 
 
