@@ -37,6 +37,8 @@ class Runtime:
     reloads: int = 0
     # Poll a source now and return the outcome (set by the poller; the admin route calls it).
     poll_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+    # The polls the upstreams hold back now: source -> (until, epoch seconds; the header why).
+    poll_holds: Callable[[], dict[str, tuple[float, str]]] | None = None
     # Spans of receiving, storing and delivering: inert unless `tracing.otlp` is set.
     tracer: Tracer = field(default_factory=Tracer)
 

@@ -236,3 +236,31 @@ def test_credentials_in_a_target_url_and_an_authorization_header_are_refused(
     # Either one alone is fine.
     parse_config(text.replace(userinfo, ""), "c.yaml")
     parse_config(text.split("    headers")[0], "c.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("limits: {max_wait: 2d}", "limits.max_wait:"),
+        ("limits: {max_wait: 0}", "limits.max_wait:"),
+        (
+            "sources:\n  s: {poll: {url: 'http://a/x', every: 1s, id: id,"
+            " pages: {link: true, allow_origins: ['https://cdn.example.com/path']}}}",
+            'sources.s.poll.pages.allow_origins.0: "https://cdn.example.com/path" is not an origin',
+        ),
+    ],
+)
+def test_limits_and_allowed_origins_are_checked(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_max_wait_defaults_to_an_hour_and_origins_are_normalized() -> None:
+    config = parse_config(
+        "limits: {max_wait: 10m}\nsources:\n  s: {poll: {url: 'http://a/x', every: 1s, id: id,"
+        " pages: {next_url: next, allow_origins: ['HTTPS://CDN.example.com']}}}"
+    )
+    assert config.limits.max_wait_s == 600
+    assert config.sources["s"].poll.allow_origins == ["https://cdn.example.com:443"]  # type: ignore[union-attr]
+    assert parse_config("").limits.max_wait_s == 3600

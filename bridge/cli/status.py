@@ -191,8 +191,12 @@ def status(config_path: str, database: str | None, as_json: bool) -> None:
     if as_json:
         out = with_iso_times(summary.to_dict())
         out["reload_error"] = reload_error
+        out["holds"] = reported.get("holds", []) if reported else []
         click.echo(jsontext.dumps(out, indent=2))
         return
     if reload_error:
         say(f"last reload refused (the config in force is the one before): {reload_error}")
     render(summary)
+    for hold in reported.get("holds", []) if reported else []:
+        until, why = hold["until"], hold["why"]
+        click.echo(f"{hold['source']}: held back by the upstream until {until} ({why})")

@@ -292,7 +292,7 @@ def _is_branch_tag(part: str, before: list[str | int]) -> bool:
         return True
     if part in ("float", "int", "str", "bool", "list"):
         return True
-    tags = ("fixed", "adaptive", "link", "next_url", "cursor")
+    tags = ("fixed", "adaptive", "link", "links", "next_url", "cursor")
     return part in tags and bool(before) and before[-1] in ("every", "pages")
 
 

@@ -320,6 +320,14 @@ class BudgetConfig(_Model):
     per_s: Duration = Field(alias="per", gt=0)
 
 
+class LimitsConfig(_Model):
+    """How far the bridge honours an upstream's or a target's request to wait."""
+
+    # A `Retry-After`, or a rate-limit reset, further away than this waits this long (and
+    # says so): a day is the most the bridge ever waits.
+    max_wait_s: Duration = Field(3600.0, alias="max_wait", gt=0, le=86400)
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -333,6 +341,7 @@ class Config(_Model):
     compare: list[ComparePair] = []
     merge: list[MergeConfig] = []
     budgets: dict[str, BudgetConfig] = {}
+    limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
     tracing: TracingConfig | None = None
     # Set by load_config: where the file was, so relative paths resolve against it.

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Discriminator,
     Field,
@@ -38,10 +39,49 @@ class AdaptiveEvery(_Model):
         return self
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _check_origin(value: str) -> str:
+    """An origin as written (`https://cdn.example.com`), made `scheme://host:port`."""
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or port == -1
+    ):
+        raise ValueError(
+            "is not an origin: a scheme, a host and an optional port, as in"
+            " https://cdn.example.com or http://10.0.0.5:8080"
+        )
+    return f"{parts.scheme}://{parts.hostname}:{port or _DEFAULT_PORTS[parts.scheme]}"
+
+
+Origin = Annotated[str, AfterValidator(_check_origin)]
+
+
+class LinkPages(_Model):
+    """Pagination by `Link: <...>; rel="next"`, as a mapping: `{link: true, allow_origins}`."""
+
+    link: Literal[True]
+    # Other origins whose pages are followed, with none of the source's headers, user-info
+    # or configured parameters; any other origin is a fault.
+    allow_origins: list[Origin] = []
+
+
 class NextUrlPages(_Model):
     """Pagination by a next-page URL found in the answer."""
 
     next_url: JMESPath
+    allow_origins: list[Origin] = []  # as in LinkPages
 
 
 class CursorPages(_Model):
@@ -100,7 +140,11 @@ def _every_kind(value: Any) -> str:
 
 def _pages_kind(value: Any) -> str:
     if isinstance(value, dict):
+        if "link" in value:
+            return "links"
         return "next_url" if "next_url" in value else "cursor"
+    if isinstance(value, LinkPages):
+        return "links"
     if isinstance(value, NextUrlPages):
         return "next_url"
     return "cursor" if isinstance(value, CursorPages) else "link"
@@ -112,6 +156,7 @@ Every = Annotated[
 ]
 Pages = Annotated[
     Annotated[Literal["link"], Tag("link")]
+    | Annotated[LinkPages, Tag("links")]
     | Annotated[NextUrlPages, Tag("next_url")]
     | Annotated[CursorPages, Tag("cursor")],
     Discriminator(_pages_kind),
@@ -163,6 +208,17 @@ class PollConfig(_Model):
     def sends_validators(self) -> bool:
         """Whether polls send the validators of the previous answer."""
         return self.conditional if self.conditional is not None else self.pages is None
+
+    @property
+    def is_link_paged(self) -> bool:
+        """Whether pages follow the `Link` header (`pages: link` or `{link: true, ...}`)."""
+        return self.pages == "link" or isinstance(self.pages, LinkPages)
+
+    @property
+    def allow_origins(self) -> list[str]:
+        """The other origins whose pages may be read (`scheme://host:port`), without
+        credentials."""
+        return self.pages.allow_origins if isinstance(self.pages, LinkPages | NextUrlPages) else []
 
     @property
     def min_every_s(self) -> float:

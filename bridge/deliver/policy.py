@@ -17,7 +17,9 @@ success closes it, a failed probe opens it again for twice the cool-down (up to 
 
 from __future__ import annotations
 
+import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
@@ -29,6 +31,8 @@ JITTER = 0.2
 # A Retry-After further away than this is taken as this: a day is already a long pause.
 MAX_RETRY_AFTER_S = 86400.0
 SLOW_DOWN = frozenset({429, 502, 503, 504})
+# Seconds in ASCII digits: `str.isdigit` would take `²`, which float() refuses.
+_SECONDS_RE = re.compile(r"[0-9]+")
 
 Status = Literal["pending", "delivered", "failed", "dead"]
 CircuitState = Literal["closed", "half_open", "open"]
@@ -52,21 +56,26 @@ def retry_delay_s(attempts: int, retry_s: Sequence[float], rand: float) -> float
     return jittered(retry_s[attempts - 1], rand)
 
 
-def parse_retry_after(value: str | None, now_ms: int) -> float | None:
-    """Seconds to wait from a Retry-After value (seconds or an HTTP date); None if unusable."""
+def parse_retry_after(
+    value: str | None, now_ms: int, max_wait_s: float = MAX_RETRY_AFTER_S
+) -> float | None:
+    """Seconds to wait from a Retry-After value (seconds or an HTTP date), at most
+    `max_wait_s`; None if unusable (`soon`, `²`, a date out of range): never an exception."""
     if not value:
         return None
-    text = value.strip()
-    if text.isdigit():
-        return min(float(text), MAX_RETRY_AFTER_S)
+    text = value.strip(" \t")
+    cap_s = max_wait_s
+    if _SECONDS_RE.fullmatch(text):
+        # float() of 400 digits is `inf`, never an error; `²` never gets here (ASCII only).
+        return min(float(text), cap_s)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now_ms / 1000
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    seconds = when.timestamp() - now_ms / 1000
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    return min(max(seconds, 0.0), cap_s)
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,6 +85,8 @@ class Decision:
     status: Status
     next_ms: int
     disables_target: bool = False
+    # What the attempt's error should add about the answer's Retry-After (unreadable, clamped).
+    note: str | None = None
 
     @property
     def is_failure(self) -> bool:
@@ -90,9 +101,14 @@ def decide(
     retry_s: Sequence[float],
     now_ms: int,
     retry_after: str | None = None,
+    max_wait_s: float = MAX_RETRY_AFTER_S,
     rand: Callable[[], float] = random.random,
 ) -> Decision:
-    """Where a delivery goes after its `attempts`-th attempt got `status_code` (None: no answer)."""
+    """Where a delivery goes after its `attempts`-th attempt got `status_code` (None: no answer).
+
+    A `Retry-After` on a slow-down answer delays the retry, at most `max_wait_s`; one that
+    cannot be read is ignored (the schedule's delay stands). Either is said in `note`.
+    """
     if is_success(status_code):
         return Decision("delivered", now_ms)
     if status_code == 410:
@@ -101,11 +117,17 @@ def decide(
     delay_s = retry_delay_s(attempts, retry_s, rand())
     if delay_s is None:
         return Decision("dead", now_ms)
-    if status_code in SLOW_DOWN:
-        asked_s = parse_retry_after(retry_after, now_ms)
-        if asked_s is not None:
+    note = None
+    if status_code in SLOW_DOWN and retry_after and retry_after.strip():
+        asked_s = parse_retry_after(retry_after, now_ms, math.inf)
+        if asked_s is None:
+            note = "its Retry-After cannot be read: ignored"
+        elif asked_s > max_wait_s:
+            note = f"its Retry-After asks for more than limits.max_wait: waiting {max_wait_s:g} s"
+            delay_s = max(delay_s, max_wait_s)
+        else:
             delay_s = max(delay_s, asked_s)
-    return Decision("failed", now_ms + round(delay_s * 1000))
+    return Decision("failed", now_ms + round(delay_s * 1000), note=note)
 
 
 @dataclass(slots=True, frozen=True)

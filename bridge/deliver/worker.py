@@ -12,10 +12,9 @@ One loop claims work and one task per claimed delivery sends it:
 - New events wake the loop at once through the hub; other writers of the database (the CLI's
   `redeliver`, another process) are found by a scan every `SCAN_S`.
 
-The HTTP client is aiohttp's: measured on this machine against the same loopback receiver
-(bench/delivery_client.py, 64 in flight), aiohttp's client sent about 9,900 POSTs/s and
-httpx's AsyncClient about 370 (REFERENCE.md has 4,500 against 190-450). Delivery throughput
-is bounded by the client, so the 25x decides it; aiohttp is a dependency already.
+The HTTP client is aiohttp's: against the same loopback receiver (bench/delivery_client.py,
+64 in flight) it sent about 9,900 POSTs/s, httpx's AsyncClient 370 (REFERENCE.md: 4,500 and
+190-450). Throughput is bounded by the client, so the 25x decides; aiohttp is a dependency.
 """
 
 from __future__ import annotations
@@ -496,6 +495,7 @@ class Deliverer:
                 retry_s=target.config.retry_s,
                 now_ms=done_ms,
                 retry_after=answer.retry_after,
+                max_wait_s=self.runtime.config.limits.max_wait_s,
             )
         before = target.state()
         if not answer.is_final:
@@ -503,7 +503,7 @@ class Deliverer:
         after = target.state()
         error = answer.error
         if error is None and decision.is_failure and answer.status_code is not None:
-            error = f"answered {answer.status_code}"
+            error = "; ".join(filter(None, (f"answered {answer.status_code}", decision.note)))
         record = AttemptRecord(
             claim.delivery_id,
             claim.event.id,

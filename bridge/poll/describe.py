@@ -84,7 +84,7 @@ def pages_line(poll: PollConfig) -> str:
     pages = poll.pages
     if pages is None:
         text = "none"
-    elif pages == "link":
+    elif poll.is_link_paged:
         text = 'Link rel="next"'
     elif isinstance(pages, NextUrlPages):
         text = f"next URL at {pages.next_url}"
@@ -93,6 +93,8 @@ def pages_line(poll: PollConfig) -> str:
         text = f"cursor {pages.cursor} sent as {pages.param}"
     if pages is not None:
         text += f", at most {poll.max_pages} pages"
+    if poll.allow_origins:
+        text += f" (also on {', '.join(poll.allow_origins)}, without credentials)"
     validators = "no validators"
     if poll.sends_validators:
         validators = "conditional requests (If-None-Match)"

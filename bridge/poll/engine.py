@@ -117,6 +117,7 @@ class Poller:
             self.scheduler.add(name, poll, spread_s)
         self.runtime.hub.subscribe(self._on_events)
         self.runtime.poll_now = self.poll_on_request
+        self.runtime.poll_holds = self.scheduler.holds
         if poll_sources(self.config):
             log.info("polling %s", plural(len(poll_sources(self.config)), "source"))
 
@@ -266,18 +267,18 @@ class Poller:
                 await store.record_poll(name, outcome)
                 self._count(name, "not_modified", fetched)
                 _log_recovery(name, state.consecutive_failures)
-                return _limited(PollResult(), fetched)
+                return self._limited(name, PollResult(), fetched)
             result = await self._commit(name, detection, outcome)
             _log_recovery(name, state.consecutive_failures)
-            return _limited(result, fetched)
+            return self._limited(name, result, fetched)
         except FetchError as exc:
             result = await self._failed(name, exc, fetched, at_ms, started, interval_s)
-            return _limited(result, fetched)
+            return self._limited(name, result, fetched)
         except StoreError as exc:
             metrics.POLLS.labels(name, "error").inc()
             metrics.POLL_ERRORS.labels(name, "store").inc()
             log.warning("%s: poll not committed: %s", name, exc)
-            return _limited(PollResult(), fetched)
+            return self._limited(name, PollResult(), fetched)
 
     def _batch(self, name: str, events: Sequence[Event]) -> list[NewEvent]:
         """The events to record with their targets; in a merge, each event's merged one."""
@@ -368,11 +369,14 @@ class Poller:
         started: float,
         interval_s: float | None,
     ) -> PollResult:
+        error, max_wait_s = str(exc), self.config.limits.max_wait_s
+        if fetched.limits.is_clamped(time.time(), max_wait_s):
+            error += f" (it asks to wait more than limits.max_wait: waiting {max_wait_s:g} s)"
         outcome = PollOutcome(
             at_ms=at_ms,
             duration_ms=round((time.perf_counter() - started) * 1000),
             status=exc.status,
-            error=str(exc),
+            error=error,
             requests=fetched.requests,
             bytes=fetched.bytes,
             interval_s=interval_s,
@@ -385,6 +389,25 @@ class Poller:
         except StoreError as store_exc:
             log.warning("%s: cannot record the poll's stats: %s", name, store_exc)
         return PollResult(throttled=exc.reason == "throttled", retry_after_s=exc.retry_after_s)
+
+    def _limited(self, name: str, result: PollResult, fetched: Fetched) -> PollResult:
+        """`result` with the requests the poll made and the wait its upstream's headers ask
+        for, at most `limits.max_wait` (a longer one is logged and named in `wait_why`)."""
+        limits, now_s = fetched.limits, time.time()
+        if limits.remaining is not None:
+            log.debug("rate limit: %s of %s requests remaining", limits.remaining, limits.limit)
+        max_wait_s = self.config.limits.max_wait_s
+        why = limits.why
+        if limits.is_clamped(now_s, max_wait_s):
+            why = f"{why}; it asked for more than limits.max_wait, {max_wait_s:g} s"
+            log.warning("%s: the upstream asks for a longer wait than limits.max_wait", name)
+        return replace(
+            result,
+            wait_s=limits.wait_s(now_s, max_wait_s),
+            wait_why=why,
+            max_wait_s=max_wait_s,
+            requests=fetched.requests,
+        )
 
     @staticmethod
     def _count(name: str, outcome: str, fetched: Fetched) -> None:
@@ -406,19 +429,6 @@ def _count_skipped(name: str, indexed: Indexed) -> None:
             indexed.too_long,
             MAX_ATTRIBUTE_BYTES,
         )
-
-
-def _limited(result: PollResult, fetched: Fetched) -> PollResult:
-    """`result` with the requests the poll made and the wait its upstream's headers ask for."""
-    limits = fetched.limits
-    if limits.remaining is not None:
-        log.debug("rate limit: %s of %s requests remaining", limits.remaining, limits.limit)
-    return replace(
-        result,
-        wait_s=limits.wait_s(time.time()),
-        wait_why=limits.why,
-        requests=fetched.requests,
-    )
 
 
 def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOutcome:

@@ -16,19 +16,22 @@ new page appeared after a page that answers 304. A 304 never stands for a pagina
 
 The request is the configured `url` with its query string kept, `params` merged into it (a
 key in both: `params` wins). Relative next URLs resolve against the page that gave them.
-Redirects are followed only with `follow_redirects` and only within the source's origin, so
-headers and parameters that carry credentials never reach another host.
+Redirects are followed only with `follow_redirects` and only within the origin of the page
+redirected. Every URL the upstream names (a `Link`, a `next_url`, a redirect) is judged by
+its origin (scheme, host, port): the source's own is requested with the source's headers (and
+its user-info, as Basic auth); one listed in `pages.allow_origins` with none of them, without
+user-info and without any query parameter the config names (`params` or the `url`'s query,
+which often carry keys); any other is the fault `origin`, never requested. So headers and
+parameters that carry credentials never reach another host.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,7 +41,7 @@ import jmespath
 from bridge import __version__, jsontext
 from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
-from bridge.poll.limits import NO_LIMITS, Limits, read_limits
+from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_at
 from bridge.poll.links import next_link
 from bridge.poll.transport import AiohttpTransport
 
@@ -118,19 +121,9 @@ def origin(url: httpx.URL) -> tuple[str, str, int | None]:
 
 def retry_after_s(value: str | None, now_s: float | None = None) -> float | None:
     """The delay a `Retry-After` header asks for: seconds or an HTTP date; None if unusable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = datetime.fromtimestamp(now_s if now_s is not None else time.time(), tz=UTC)
-    return max(0.0, (when - now).total_seconds())
+    now = now_s if now_s is not None else time.time()
+    at = retry_after_at(value, now)
+    return None if at is None else max(0.0, at - now)
 
 
 def parse_json(body: bytes, charset: str | None = None) -> Any:
@@ -179,10 +172,38 @@ class _Walk:
         self.items_expr = jmespath.compile(poll.items) if poll.items else None
         self.out = out
         self.seen: set[str] = set()
-        self.origin = origin(httpx.URL(poll.url))
+        configured = httpx.URL(poll.url)
+        self.origin = origin(configured)
+        self.userinfo = configured.userinfo
+        self.allowed = {origin(httpx.URL(other)) for other in poll.allow_origins}
+        # The query parameters the config names: never sent to another origin.
+        self.configured_params = set(poll.params) | set(configured.params.keys())
 
-    def headers(self, first: bool) -> dict[str, str]:
-        headers = {name: value.get_secret_value() for name, value in self.poll.headers.items()}
+    def named(self, url: httpx.URL, where: httpx.URL) -> httpx.URL:
+        """A next page's URL that the answer at `where` names, as it may be requested; the
+        fault `origin` when it is on an origin neither the source's nor allowed."""
+        if origin(url) == self.origin:
+            # An absolute URL to the same origin keeps the user-info of the configured one.
+            keep = self.userinfo and not url.userinfo
+            return url.copy_with(userinfo=self.userinfo) if keep else url
+        if origin(url) not in self.allowed:
+            raise FetchError(
+                f"{safe_url(where)}: the next page is on another origin ({safe_url(url)}), never"
+                " requested: list it in pages.allow_origins to read it without credentials",
+                status=self.out.status,
+                reason="origin",
+            )
+        kept: list[tuple[str, str | int | float | bool | None]] = [
+            (k, v) for k, v in url.params.multi_items() if k not in self.configured_params
+        ]
+        if len(kept) != len(url.params.multi_items()):
+            url = url.copy_with(params=httpx.QueryParams(kept))
+        return url.copy_with(userinfo=b"") if url.userinfo else url
+
+    def headers(self, first: bool, own_origin: bool = True) -> dict[str, str]:
+        """The request's headers; to another origin, none of the configured ones."""
+        configured = self.poll.headers.items() if own_origin else ()
+        headers = {name: value.get_secret_value() for name, value in configured}
         if not any(name.lower() == "accept" for name in headers):
             headers["Accept"] = "application/json"
         if first and self.validators.etag:
@@ -204,7 +225,7 @@ class _Walk:
     def _redirect(self, response: httpx.Response, location: str) -> httpx.URL:
         where, status = safe_url(response.url), response.status_code
         target = response.url.join(location)
-        if origin(target) != self.origin:
+        if origin(target) != origin(response.url):
             raise FetchError(
                 f"{where}: HTTP {status} to another origin ({safe_url(target)}), never followed",
                 status=status,
@@ -243,8 +264,10 @@ class _Walk:
 
     async def _send(self, url: httpx.URL, first: bool) -> _Page:
         """Send and read the whole answer within `timeout`, reading at most `max_bytes`."""
+        own = origin(url) == self.origin
+        headers = self.headers(first and own, own_origin=own)
         request = self.client.build_request(
-            self.poll.method, url, headers=self.headers(first), timeout=self.poll.timeout_s
+            self.poll.method, url, headers=headers, timeout=self.poll.timeout_s
         )
         # httpx's timeout bounds each read; this bounds the request from connect to last byte.
         async with asyncio.timeout(self.poll.timeout_s):
@@ -317,9 +340,9 @@ class _Walk:
         pages = self.poll.pages
         if pages is None:
             return None
-        if pages == "link":
+        if self.poll.is_link_paged:
             link = next_link(response.headers.get_list("link"))
-            return response.url.join(link) if link else None
+            return self.named(response.url.join(link), response.url) if link else None
         if isinstance(pages, NextUrlPages):
             nxt = jmespath.search(pages.next_url, body)
             if not nxt:
@@ -328,7 +351,7 @@ class _Walk:
                 raise FetchError(
                     f"{safe_url(response.url)}: the next_url is not text", reason="pagination"
                 )
-            return response.url.join(nxt)
+            return self.named(response.url.join(nxt), response.url)
         assert isinstance(pages, CursorPages)
         cursor = jmespath.search(pages.cursor, body)
         if cursor is None or cursor == "" or cursor is False:

@@ -15,21 +15,30 @@ with the remaining and limit it saw and the header that asked for the wait (for 
 - `Retry-After` (seconds or an HTTP date) on an error answer;
 - `X-Poll-Interval` (GitHub's events): the least number of seconds before the next poll.
 
-Values that cannot be read are ignored, never a fault: the headers only ever delay a poll.
-A wait is at most `MAX_WAIT_S`.
+Values that cannot be read are ignored, never a fault and never an exception: numbers are
+ASCII digits only (`²` or `٣` is not a number), a number too large to mean anything is taken
+as `LARGEST` (a wait then clamped, a count then huge), an HTTP date out of range is ignored.
+`Limits.wait_s` is at most `max_wait_s` (the config's `limits.max_wait`, never more than
+`MAX_WAIT_S`); `Limits.is_clamped` says when the upstream asked for longer.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 
 EPOCH_THRESHOLD_S = 1_000_000_000.0  # 2001-09-09: a reset beyond this is a Unix time
-MAX_WAIT_S = 86400.0  # an upstream asking for more than a day gets a day
+MAX_WAIT_S = 86400.0  # an upstream asking for more than a day gets a day, whatever the config
+DEFAULT_MAX_WAIT_S = 3600.0  # `limits.max_wait`
+# A number beyond this (about 31 million years in seconds) means nothing more: taken as this.
+LARGEST = 1e15
 
-_NUMBER_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*\Z")
+# ASCII digits only: `\d` would take `²` and other Unicode digits that float() refuses.
+_NUMBER_RE = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]+)?)[ \t]*\Z")
 # One member of a structured-field list: quoted strings may hold commas and semicolons.
 _SPLIT_RE = re.compile(r'((?:[^,"]|"(?:[^"\\]|\\.)*")+)')
 
@@ -43,11 +52,16 @@ class Limits:
     remaining: int | None = None
     limit: int | None = None
 
-    def wait_s(self, now_s: float) -> float:
-        """Seconds from `now_s` until the next request may be sent (0 when it may now)."""
+    def wait_s(self, now_s: float, max_wait_s: float = MAX_WAIT_S) -> float:
+        """Seconds from `now_s` until the next request may be sent (0 when it may now), at
+        most `max_wait_s`."""
         if self.not_before_s is None:
             return 0.0
-        return min(max(0.0, self.not_before_s - now_s), MAX_WAIT_S)
+        return min(max(0.0, self.not_before_s - now_s), max_wait_s, MAX_WAIT_S)
+
+    def is_clamped(self, now_s: float, max_wait_s: float) -> bool:
+        """True when the upstream asked to wait longer than `max_wait_s` from `now_s`."""
+        return self.not_before_s is not None and self.not_before_s - now_s > max_wait_s
 
     def then(self, later: Limits) -> Limits:
         """These limits followed by those of a later answer of the same walk.
@@ -72,10 +86,14 @@ NO_LIMITS = Limits()
 
 
 def _number(value: str | None) -> float | None:
+    """A non-negative decimal number written in ASCII digits, at most `LARGEST`; else None."""
     if value is None:
         return None
     match = _NUMBER_RE.match(value)
-    return float(match.group(1)) if match else None
+    if not match:
+        return None
+    number = float(match.group(1))  # 400 digits make `inf`, never an exception
+    return min(number, LARGEST) if math.isfinite(number) else LARGEST
 
 
 def _reset_at(value: str | None, now_s: float) -> float | None:
@@ -86,16 +104,21 @@ def _reset_at(value: str | None, now_s: float) -> float | None:
     return reset if reset >= EPOCH_THRESHOLD_S else now_s + reset
 
 
-def _retry_after_at(value: str | None, now_s: float) -> float | None:
+def retry_after_at(value: str | None, now_s: float) -> float | None:
+    """When a `Retry-After` value (seconds or an HTTP date) allows the next request, as an
+    epoch time; None when it cannot be read (`²`, `soon`, a date out of range). An HTTP date
+    is in GMT: one written with `-0000` is read as GMT too."""
     if value is None:
         return None
     if (seconds := _number(value)) is not None:
         return now_s + seconds
     try:
         when = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return when.timestamp() if when.tzinfo is not None else None
 
 
 def _members(value: str) -> Iterator[tuple[str, dict[str, str]]]:
@@ -111,7 +134,7 @@ def _members(value: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 def _int(value: str | None) -> int | None:
     number = _number(value)
-    return int(number) if number is not None else None
+    return int(number) if number is not None else None  # finite: `_number` caps it
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +206,7 @@ def read_limits(headers: Mapping[str, str], status: int, now_s: float) -> Limits
     if interval is not None:
         waits.append((now_s + interval, f"X-Poll-Interval: {interval:g}"))
     if status >= 400:
-        retry = _retry_after_at(headers.get("retry-after"), now_s)
+        retry = retry_after_at(headers.get("retry-after"), now_s)
         if retry is not None:
             waits.append((retry, "Retry-After"))
     if not waits:

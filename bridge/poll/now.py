@@ -3,13 +3,17 @@ at once (or right after the one in flight) and tell how it went.
 
 The poll is the scheduler's like any other, so it never runs beside another poll of the same
 source, takes the source's lease and counts against its budget; its outcome is read from the
-poll state the store records, which the scheduled polls update too.
+poll state the store records, which the scheduled polls update too. While the upstream has
+asked for no request before a time (a `Retry-After`, a rate-limit reset), no poll is sent:
+the answer says until when (`held_back`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import format_time, now_ms
@@ -55,6 +59,24 @@ def not_polled(name: str, waited_s: float) -> dict[str, Any]:
     }
 
 
+def clock_time(at_s: float, now_s: float) -> str:
+    """`12:00:00` (UTC, as every time the bridge shows), with the date when not today's."""
+    at, now = datetime.fromtimestamp(at_s, UTC), datetime.fromtimestamp(now_s, UTC)
+    return at.strftime("%H:%M:%S" if at.date() == now.date() else "%Y-%m-%d %H:%M:%S")
+
+
+def held_back(name: str, until_s: float, why: str, now_s: float) -> dict[str, Any]:
+    """The answer when the upstream asked for no poll before `until_s`: none was sent."""
+    return {
+        "source": name,
+        "polled": False,
+        "ok": False,
+        "held_until": format_time(math.ceil(until_s * 1000)),
+        "retry_after_s": max(1, math.ceil(until_s - now_s)),
+        "error": f"held back by the upstream until {clock_time(until_s, now_s)} ({why})",
+    }
+
+
 async def wait_for_poll(store: Store, name: str, at_ms: int, timeout_s: float) -> PollState | None:
     """The source's state once a poll started at or after `at_ms` is recorded; None on time-out."""
     deadline = time.monotonic() + timeout_s
@@ -70,6 +92,9 @@ async def poll_now(
     store: Store, scheduler: Any, name: str, poll_timeout_s: float
 ) -> dict[str, Any]:
     """Ask `scheduler` to poll `name` now; its outcome, or why none came."""
+    if (held := scheduler.held(name)) is not None:
+        until_s, why = held
+        return held_back(name, until_s, why, time.time())
     before = await store.load_poll_state(name)
     at_ms = now_ms()
     scheduler.poll_now(name)

@@ -15,7 +15,8 @@ the time a poll takes. After each poll, `next_delay_s` decides the delay until t
   limits.py): the next poll then comes that long after this one ended.
 
 The job is rescheduled only when that delay changes. A hint (`poll_now`) runs the job at
-once, or right after the poll in flight.
+once, or right after the poll in flight, unless the upstream asked for a wait that has not
+ended (`held`: a `Retry-After` or a rate-limit reset): then nothing is sent before it.
 
 A source with `poll.budget` asks its budget (bridge/budgets.py) before each poll; when the
 budget has no room, the poll is not sent but moved to the time the budget promises, and the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,7 +53,8 @@ class PollResult:
     changed: bool = False  # the snapshot changed
     polled: bool = True  # False when another replica polls the source (it holds the lease)
     throttled: bool = False  # the upstream answered 429 or 503
-    retry_after_s: float | None = None
+    retry_after_s: float | None = None  # as the upstream asked: waited at most `max_wait_s`
+    max_wait_s: float = MAX_RETRY_AFTER_S  # the config's `limits.max_wait`
     wait_s: float = 0.0  # the upstream's rate-limit headers allow no poll sooner than this
     wait_why: str | None = None  # the header that asked for `wait_s`
     requests: int | None = None  # requests the poll made (None: unknown)
@@ -91,6 +94,8 @@ class _Slot:
     running: bool = False
     hinted: bool = False
     stretched: bool = False  # the upstream's limits hold the next poll beyond its interval
+    held_until_s: float | None = None  # epoch seconds: the upstream asked for no poll before
+    held_why: str | None = None  # the header that asked for it
 
 
 class Scheduler:
@@ -146,10 +151,22 @@ class Scheduler:
             if (budget := self._budgets.get(slot.poll.budget)) is not None:
                 budget.forget(name)
 
-    def poll_now(self, name: str) -> None:
-        """Poll a source at once, or right after its poll in flight."""
+    def held(self, name: str) -> tuple[float, str] | None:
+        """Until when (epoch seconds) and by which header the upstream holds the source's
+        next poll back; None when a poll may be sent now."""
         slot = self._slots.get(name)
-        if slot is None:
+        if slot is None or slot.held_until_s is None or slot.held_until_s <= time.time():
+            return None
+        return slot.held_until_s, slot.held_why or "Retry-After"
+
+    def holds(self) -> dict[str, tuple[float, str]]:
+        """Every source whose next poll the upstream holds back now: (until, why)."""
+        return {name: held for name in self._slots if (held := self.held(name)) is not None}
+
+    def poll_now(self, name: str) -> None:
+        """Poll a source at once, or right after its poll in flight; not while `held`."""
+        slot = self._slots.get(name)
+        if slot is None or self.held(name) is not None:
             return
         if slot.running:
             slot.hinted = True
@@ -234,9 +251,15 @@ class Scheduler:
     def _after(self, name: str, slot: _Slot, result: PollResult) -> None:
         if not result.polled:
             return  # another replica polls it: keep asking at this pace, to take over in time
+        retry_after_s = result.retry_after_s
+        if retry_after_s is not None:
+            retry_after_s = min(retry_after_s, result.max_wait_s)
+        held_s = max(result.wait_s, retry_after_s or 0.0)
+        slot.held_until_s = time.time() + held_s if held_s > 0 else None
+        slot.held_why = result.wait_why if result.wait_s >= held_s else "Retry-After"
         if result.throttled:
             slot.throttles += 1
-            delay = backoff_s(slot.base_s, slot.throttles, result.retry_after_s)
+            delay = backoff_s(slot.base_s, slot.throttles, retry_after_s)
         else:
             slot.throttles = 0
             slot.base_s = base_interval_s(slot.poll.every, slot.base_s, result.changed)
@@ -259,7 +282,8 @@ class Scheduler:
             self._scheduler.reschedule_job(name, trigger=self._trigger(slot.poll, delay))
         if slot.hinted:
             slot.hinted = False
-            self._spawn(name)
+            if self.held(name) is None:
+                self._spawn(name)
         if delay != slot.delay_s:
             log.debug("%s: next poll in %.3g s", name, delay)
         slot.delay_s = delay

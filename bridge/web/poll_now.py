@@ -2,7 +2,9 @@
 
 `POST /api/poll/SOURCE` polls a polled source now (`bridge poll SOURCE`) and answers with the
 poll's outcome: 200 when it ran (its `ok` says whether it succeeded), 404 for a name that is
-not a polled source, 504 when no poll finished in time (another replica holds the lease or a
+not a polled source, 429 with `Retry-After` when the upstream asked for no request before a
+time not yet come (nothing is sent; `held_until` and `error` say until when), 504 when no
+poll finished in time (another replica holds the lease or a
 budget delays it), 503 when this bridge runs no poller. A request a browser sends (with an
 `Origin`) is refused with 403: pages use the sources page's button, which has a CSRF token.
 """
@@ -77,4 +79,7 @@ class PollNow:
             result = await self.runtime.poll_now(name)
         except KeyError:  # removed by a reload in the meantime
             return JSONResponse({"error": f"{name!r} is not a polled source"}, status_code=404)
+        if "held_until" in result:
+            retry = {"Retry-After": str(result["retry_after_s"])}
+            return JSONResponse(result, status_code=429, headers=retry)
         return JSONResponse(result, status_code=200 if result["polled"] else 504)

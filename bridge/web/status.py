@@ -16,10 +16,11 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -61,6 +62,8 @@ class Snapshot:
     # Why the last reload was refused, until one is applied.
     reload_error: str | None = None
     reloads: int = 0  # reloads finished, applied or refused
+    # The sources whose polls the upstream holds back now: source -> (until_s, why).
+    holds: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _every_s(poll: PollConfig) -> float:
@@ -150,6 +153,10 @@ def status_json(config: Config, snap: Snapshot) -> dict[str, Any]:
         "budgets": [asdict(b) for b in snap.summary.budgets],
         "merges": [m.to_dict() for m in snap.report.merges],
         "reload_error": snap.reload_error,
+        "holds": [
+            {"source": name, "until": format_time(math.ceil(until_s * 1000)), "why": why}
+            for name, (until_s, why) in sorted(snap.holds.items())
+        ],
     }
 
 
@@ -164,6 +171,7 @@ async def collect(runtime: Runtime) -> Snapshot:
         report=await load_report(store, runtime.config, now - CHART_WINDOW_MS, CHART_MAX_ROWS),
         reload_error=runtime.reload_error,
         reloads=runtime.reloads,
+        holds=runtime.poll_holds() if runtime.poll_holds is not None else {},
     )
 
 

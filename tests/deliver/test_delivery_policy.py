@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.config import DEFAULT_RETRY_S, CircuitConfig
 from bridge.deliver.policy import (
@@ -136,3 +138,31 @@ def test_late_failures_while_open_do_not_extend_the_cooldown() -> None:
     c = fail(Circuit(), 3)
     later = c.on_failure(NOW_MS + 5_000, CFG)
     assert later.open_until_ms == c.open_until_ms and later.failures == 4
+
+
+# -- a Retry-After that cannot be read, or asks for too long --------------------------------
+
+
+@pytest.mark.parametrize("value", ["²", "\u00c2\u00b2", "٣", "1e3", "-1", "soon", "Fri, 99 Foo"])
+def test_an_unreadable_retry_after_is_ignored_and_said(value: str) -> None:
+    assert parse_retry_after(value, NOW_MS) is None
+    d = decide(429, attempts=1, retry_s=SCHEDULE, now_ms=NOW_MS, retry_after=value, rand=mid)
+    assert d.status == "failed" and d.next_ms == NOW_MS + 5000  # the schedule's delay
+    assert d.note == "its Retry-After cannot be read: ignored"
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_beyond_max_wait_waits_max_wait(value: str) -> None:
+    d = decide(
+        503, attempts=1, retry_s=SCHEDULE, now_ms=NOW_MS, retry_after=value, max_wait_s=3600,
+        rand=mid,
+    )  # fmt: skip
+    assert d.next_ms == NOW_MS + 3_600_000
+    assert d.note == "its Retry-After asks for more than limits.max_wait: waiting 3600 s"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.integers(0, 10**450).map(str)), st.sampled_from([429, 503, 500]))
+def test_no_retry_after_value_raises(value: str, code: int) -> None:
+    d = decide(code, attempts=1, retry_s=SCHEDULE, now_ms=NOW_MS, retry_after=value, rand=mid)
+    assert NOW_MS <= d.next_ms <= NOW_MS + 86_400_000

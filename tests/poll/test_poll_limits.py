@@ -6,8 +6,11 @@ import email.utils
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from bridge.poll.limits import MAX_WAIT_S, NO_LIMITS, Limits, read_limits
+from bridge.poll.fetch import retry_after_s
+from bridge.poll.limits import DEFAULT_MAX_WAIT_S, MAX_WAIT_S, NO_LIMITS, Limits, read_limits
 
 NOW = 1_700_000_000.0
 
@@ -149,3 +152,46 @@ async def test_fetch_reads_the_limits_of_every_answer_and_a_failure_carries_them
             await fetch(client, denied, out=out)
     assert caught.value.not_before_s == out.limits.not_before_s
     assert out.limits.remaining == 0 and out.limits.why == "X-RateLimit-Remaining: 0"
+
+
+# -- no value of any rate-limit header raises (hypothesis) ----------------------------------
+
+_NAMES = (
+    "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-limit", "ratelimit-remaining",
+    "ratelimit-reset", "ratelimit-limit", "ratelimit", "ratelimit-policy", "retry-after",
+    "x-poll-interval",
+)  # fmt: skip
+_DIGITS = st.integers(min_value=0, max_value=10**450).map(str)
+_VALUES = st.one_of(
+    st.text(),
+    st.text(alphabet='0123456789.;,="rtqw -²٣\t'),
+    _DIGITS,
+    st.builds(lambda n, r, t: f'"{n}";r={r};t={t}', st.text(max_size=4), _DIGITS, _DIGITS),
+    st.builds(lambda a, b: f"limit={a}, remaining={b}, reset={a}", _DIGITS, _DIGITS),
+    st.sampled_from(["\u00c2\u00b2", "²", "Fri, 31 Dec 9999 23:59:59 GMT", "1e400", "nan"]),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.dictionaries(st.sampled_from(_NAMES), _VALUES),
+    st.integers(min_value=100, max_value=599),
+)
+def test_no_value_of_any_rate_limit_header_raises(headers: dict[str, str], status: int) -> None:
+    seen = read_limits(headers, status, NOW)
+    assert 0.0 <= seen.wait_s(NOW, DEFAULT_MAX_WAIT_S) <= DEFAULT_MAX_WAIT_S
+    assert seen.is_clamped(NOW, DEFAULT_MAX_WAIT_S) in (True, False)
+    delay = retry_after_s(headers.get("retry-after"), NOW)
+    assert delay is None or delay >= 0.0
+
+
+@pytest.mark.parametrize("value", ["²", "\u00c2\u00b2", "٣", "1e400", "-5", "soon", ""])
+def test_a_retry_after_that_is_not_ascii_digits_or_a_date_is_unreadable(value: str) -> None:
+    assert retry_after_s(value, NOW) is None
+    assert read_limits({"retry-after": value}, 429, NOW).not_before_s is None
+
+
+def test_a_number_of_400_digits_is_the_largest_wait_not_an_error() -> None:
+    seen = limits(429, Retry_After="9" * 400)
+    assert seen.wait_s(NOW, 3600.0) == 3600.0 and seen.is_clamped(NOW, 3600.0)
+    assert limits(X_RateLimit_Remaining="9" * 400).remaining is not None
