@@ -261,10 +261,11 @@ def _missed(
     )
 
 
-async def _learn_layout(p: _Poll, limit_ms: int) -> Layout:
-    """The layout of the upstream's own values, from the first page of the unfiltered list
-    (a source whose `format` is not given and that has seen no value yet); rfc3339 when
-    that page has no usable value or the request fails."""
+async def _learn_layout(p: _Poll, limit_ms: int) -> tuple[Layout, Any]:
+    """The layout of the upstream's own values, and the value it is read from, from the
+    first page of the unfiltered list (a source whose `format` is not given and that has
+    seen no value yet); rfc3339 (and None) when that page has no usable value or the
+    request fails."""
     assert p.poll.cursor is not None
     try:
         page = await fetch(
@@ -272,15 +273,16 @@ async def _learn_layout(p: _Poll, limit_ms: int) -> Layout:
         )
     except FetchError as exc:
         log.info("%s: the cursor's layout was not learned (%s): rfc3339 for now", p.source, exc)
-        return RFC3339
+        return RFC3339, None
     if p.out is not None:
         p.out.requests += page.requests
         p.out.bytes += page.bytes
     get = getter(p.poll.cursor.field)
     values = [(parse_time(raw), raw) for raw in map(get, page.items) if raw is not None]
     usable = [(at_ms, raw) for at_ms, raw in values if at_ms is not None and at_ms <= limit_ms]
-    layout = infer(max(usable, key=lambda v: v[0])[1]) if usable else None
-    return layout or RFC3339
+    sample = max(usable, key=lambda v: v[0])[1] if usable else None
+    layout = infer(sample) if sample is not None else None
+    return (layout, sample) if layout is not None else (RFC3339, None)
 
 
 async def _detect_incremental(p: _Poll) -> Detection:
@@ -313,7 +315,10 @@ async def _detect_incremental(p: _Poll) -> Detection:
             detection.cursor_missed, detection.cursor_skewed = missed, scan.skewed
             detection.cursor = _advanced(mark, scan, reconciled_ms=at_ms, missed=missed).dump()
         return await _with_events(p, detection)
-    layout = layout_in_force(cursor, mark) or await _learn_layout(p, limit_ms)
+    layout = layout_in_force(cursor, mark)
+    if layout is None:
+        layout, sample = await _learn_layout(p, limit_ms)
+        mark = replace(mark, raw=sample)  # kept until an item moves the watermark: learnt once
     since = since_ms(mark, cursor, at_ms)
     try:
         text = layout.render(since)

@@ -28,7 +28,9 @@ class Watermark:
 
     value_ms: int | None = None  # the largest cursor value seen (or the first poll's start)
     reconciled_ms: int | None = None  # when the last full walk (reconcile) was made
-    raw: str | int | float | None = None  # the value of `value_ms` as the upstream wrote it
+    # The value of `value_ms` as the upstream wrote it (before an item moved the watermark:
+    # one of its values), whose layout the cursor is written in when `format` is not given.
+    raw: str | int | float | None = None
     # Changes the last full walk found that the filtered polls before it should have
     # returned; kept until a full walk finds none.
     missed: int = 0

@@ -157,6 +157,21 @@ async def test_a_cursor_compared_as_text_goes_back_in_the_upstreams_layout(env: 
     assert datetime.strptime(sent, SQLITE)  # 2026-12-06 11:07:12: SQLite's own text
 
 
+async def test_the_layout_is_learnt_once_from_an_unfiltered_page(env: Env) -> None:
+    table = Table()
+    table.put("a", now() - timedelta(hours=1))  # older than the first poll's window
+    env.script.route("/items", table.route)
+    env.make()
+    await env.poll()
+    # One unfiltered page to learn how the upstream writes its times, then the filtered one.
+    assert [parse_qs(s.query).get("since") is None for s in env.script.seen] == [True, False]
+    await env.poll()
+    assert len(env.script.seen) == 3  # learnt: one request
+    sent = env.sent()
+    assert sent is not None and datetime.strptime(sent, SQLITE)
+    assert (await env.mark()).raw == table.rows["a"]["updated_at"]
+
+
 @pytest.mark.parametrize(
     ("raw", "at_ms", "sent"),
     [
