@@ -24,6 +24,16 @@ POLL_NOT_MODIFIED = Counter("bridge_poll_not_modified", "Polls answered 304 Not 
                             ["source"])  # fmt: skip
 POLL_GAPS = Counter("bridge_poll_gaps", "Feed polls that did not reach the last event seen.",
                    ["source"])  # fmt: skip
+POLL_CURSOR_SKEWED = Counter(
+    "bridge_poll_cursor_skewed",
+    "Cursor values further in the future than cursor.max_skew: they did not move the watermark.",
+    ["source"],
+)
+POLL_CURSOR_MISSED = Counter(
+    "bridge_poll_cursor_missed",
+    "Changes a full walk found that the incremental cursor filter had not returned.",
+    ["source"],
+)
 MERGE_SIGHTINGS = Counter(
     "bridge_merge_sightings",
     "Sightings of merged events, by merge, path (push, poll) and whether it came first.",

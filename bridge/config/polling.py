@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from bridge.config.values import Duration, HttpURL, JMESPath, Size, _Model, _one_or_many, field_path
+from bridge.timelayout import NAMED_PATTERNS, check_pattern
 
 # -- sources -------------------------------------------------------------------------------
 
@@ -100,11 +101,31 @@ class IncrementalCursor(_Model):
 
     field: JMESPath
     param: str
-    format: Literal["rfc3339", "unix", "unix_ms"] = "rfc3339"
+    # How the watermark is written back (bridge/timelayout.py): rfc3339, iso8601, sqlite,
+    # unix, unix_ms or a strftime-style pattern. Not given: the layout of the upstream's own
+    # values, so an API that compares the cursor as text finds what it should.
+    format: str | None = None
     # Sent: the watermark minus this, for eventually consistent APIs and clock skew.
     lookback_s: Duration = Field(60.0, alias="lookback")
     # The first poll asks for what changed this long ago and since (0: from now).
     start_s: Duration = Field(0.0, alias="start")
+    # A value further in the future than this (past now) does not move the watermark: one
+    # bad upstream value would otherwise hide every later change.
+    max_skew_s: Duration = Field(86400.0, alias="max_skew")
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("unix", "unix_ms", *NAMED_PATTERNS):
+            check_pattern(value)
+        return value
+
+    @field_validator("max_skew_s")
+    @classmethod
+    def _check_max_skew(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0")
+        return value
 
 
 class FeedAfter(_Model):

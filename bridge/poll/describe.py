@@ -13,6 +13,7 @@ from urllib.parse import quote
 from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.config.polling import AdaptiveEvery
 from bridge.masking import mask_url
+from bridge.poll.modes import format_line
 
 PUBLIC_HEADERS = frozenset(
     {"accept", "content-type", "x-github-api-version", "stripe-version", "user-agent"}
@@ -43,7 +44,8 @@ def request_line(poll: PollConfig) -> str:
     if poll.mode == "incremental" and poll.cursor is not None:
         c = poll.cursor
         lookback = f" - {c.lookback_s:g}s" if c.lookback_s else ""
-        parts.append(f"{quote(c.param, safe='[]')}=<{c.field} watermark{lookback}, {c.format}>")
+        shown = c.format or "as the upstream writes it"
+        parts.append(f"{quote(c.param, safe='[]')}=<{c.field} watermark{lookback}, {shown}>")
     if poll.mode == "feed" and poll.feed is not None and poll.feed.after is not None:
         parts.append(f"{quote(poll.feed.after.param, safe='[]')}=<last event id seen>")
     return f"{poll.method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
@@ -65,8 +67,9 @@ def mode_line(poll: PollConfig) -> str:
         start = f"{c.start_s:g}s ago" if c.start_s else "now"
         reconcile = f", reconcile every {poll.reconcile_s:g}s" if poll.reconcile_s else ""
         return (
-            f"incremental: watermark over {c.field}, sent as {c.param} ({c.format}), "
-            f"lookback {c.lookback_s:g}s, first poll from {start}{reconcile}"
+            f"incremental: watermark over {c.field}, sent as {c.param}, "
+            f"lookback {c.lookback_s:g}s, max skew {c.max_skew_s:g}s, first poll from {start}"
+            f"{reconcile}; cursor format: {format_line(c)}"
         )
     if poll.mode == "feed" and poll.feed is not None:
         f = poll.feed

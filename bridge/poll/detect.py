@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -39,14 +40,18 @@ from bridge.poll.modes import (
     FeedEntry,
     FeedMark,
     Watermark,
-    format_cursor,
     is_reconcile_due,
+    layout_in_force,
+    max_value_ms,
     next_anchor,
     since_ms,
     start_ms,
 )
 from bridge.store import Store
 from bridge.store.base import PollState
+from bridge.timelayout import RFC3339, Layout, infer
+
+log = logging.getLogger("bridge.poll")
 
 # Answers with more items than this are indexed and diffed in a worker thread, so that a
 # large source does not hold up the event loop (webhooks, other polls) for long.
@@ -68,6 +73,8 @@ class Detection:
     is_first: bool = False  # no snapshot yet: this poll makes the baseline
     upserts: list[tuple[str, str, str]] = field(default_factory=list)
     cursor: str | None = None  # the new resume point of an incremental or feed source
+    cursor_skewed: int = 0  # cursor values past `max_skew`: they did not move the watermark
+    cursor_missed: int = 0  # changes a full walk found that the filtered polls did not return
     gap: bool = False  # a feed poll that did not reach the last event seen
 
     @property
@@ -192,16 +199,29 @@ async def _with_events(p: _Poll, detection: Detection) -> Detection:
 # -- incremental -----------------------------------------------------------------------------
 
 
-def _cursor_values(
-    source: str, indexed: Indexed, poll: PollConfig, floor_ms: int
-) -> tuple[int, int]:
-    """Drop the items without a cursor value (counted as skipped); the largest value seen.
+@dataclass(slots=True)
+class _Scan:
+    """The cursor values of an answer: the largest that may move the watermark, and faults."""
 
-    A value that is not a time is a fault of the poll: the watermark cannot be trusted.
+    top_ms: int
+    raw: Any = None  # the upstream's text (or number) of `top_ms`; None: `top_ms` is the floor
+    values_ms: dict[str, int] = field(default_factory=dict)  # by item key
+    skewed: int = 0  # values further in the future than `max_skew`
+    skewed_raw: str | None = None  # the first of them, as given
+
+
+def _scan_cursor(
+    source: str, indexed: Indexed, poll: PollConfig, floor_ms: int, limit_ms: int
+) -> _Scan:
+    """Drop the items without a cursor value (counted as skipped); read the others' values.
+
+    A value that is not a time is a fault of the poll: the watermark cannot be trusted. A
+    value past `limit_ms` is counted and does not move the watermark; its item stays, and is
+    compared by its version like any other.
     """
     assert poll.cursor is not None
     get = getter(poll.cursor.field)
-    top, dropped = floor_ms, 0
+    scan, dropped = _Scan(floor_ms), 0
     for key, (_token, item) in list(indexed.items.items()):
         raw = get(item)
         if raw is None:
@@ -215,9 +235,54 @@ def _cursor_values(
                 f" a time ({str(raw)[:40]!r})",
                 reason="cursor",
             )
-        top = max(top, at_ms)
+        scan.values_ms[key] = at_ms
+        if at_ms > limit_ms:
+            scan.skewed += 1
+            scan.skewed_raw = scan.skewed_raw or str(raw)[:40]
+        elif at_ms > scan.top_ms:
+            scan.top_ms, scan.raw = at_ms, raw
     indexed.skipped += dropped
-    return top, dropped
+    return scan
+
+
+def _missed(
+    changes: list[ItemChange], scan: _Scan, mark: Watermark, state: PollState, lookback_s: float
+) -> int:
+    """The changes a full walk found that the filtered polls since the last walk should have
+    returned: stamped more than `lookback` before the last one that succeeded."""
+    polled_ms = state.last_ok_ms
+    if polled_ms is None or (mark.reconciled_ms is not None and polled_ms <= mark.reconciled_ms):
+        return 0  # no filtered poll succeeded since the last full walk
+    horizon_ms = polled_ms - round(lookback_s * 1000)
+    return sum(
+        1
+        for c in changes
+        if c.change != "deleted" and c.key in scan.values_ms and scan.values_ms[c.key] < horizon_ms
+    )
+
+
+async def _learn_layout(p: _Poll, limit_ms: int) -> tuple[Layout, Any]:
+    """The layout of the upstream's own values, and the value it is read from, from the
+    first page of the unfiltered list (a source whose `format` is not given and that has
+    seen no value yet); rfc3339 (and None) when that page has no usable value or the
+    request fails."""
+    assert p.poll.cursor is not None
+    try:
+        page = await fetch(
+            p.client, p.poll, NO_VALIDATORS, None, WalkPlan(max_pages=1, partial=True)
+        )
+    except FetchError as exc:
+        log.info("%s: the cursor's layout was not learned (%s): rfc3339 for now", p.source, exc)
+        return RFC3339, None
+    if p.out is not None:
+        p.out.requests += page.requests
+        p.out.bytes += page.bytes
+    get = getter(p.poll.cursor.field)
+    values = [(parse_time(raw), raw) for raw in map(get, page.items) if raw is not None]
+    usable = [(at_ms, raw) for at_ms, raw in values if at_ms is not None and at_ms <= limit_ms]
+    sample = max(usable, key=lambda v: v[0])[1] if usable else None
+    layout = infer(sample) if sample is not None else None
+    return (layout, sample) if layout is not None else (RFC3339, None)
 
 
 async def _detect_incremental(p: _Poll) -> Detection:
@@ -225,20 +290,48 @@ async def _detect_incremental(p: _Poll) -> Detection:
     assert cursor is not None
     mark = Watermark.load(p.state.cursor)
     at_ms = now_ms()
-    if is_reconcile_due(p.poll, mark, at_ms):
+    limit_ms = max_value_ms(cursor, at_ms)
+    # A watermark stored past the limit (by a version without `max_skew`) would ask for
+    # nothing ever again: a full walk rebuilds it and finds what it hid.
+    poisoned = mark.value_ms is not None and mark.value_ms > limit_ms
+    if poisoned:
+        log.warning(
+            "%s: the stored watermark %r is further in the future than cursor.max_skew:"
+            " a full walk rebuilds it",
+            p.source,
+            mark.raw,
+        )
+        mark = replace(mark, value_ms=None, raw=None)
+    if poisoned or is_reconcile_due(p.poll, mark, at_ms):
         detection = await _detect_snapshot(p)
         if not detection.fetched.not_modified:
-            floor = mark.value_ms if mark.value_ms is not None else start_ms(mark, cursor, at_ms)
-            top, _ = _cursor_values(p.source, detection.indexed, p.poll, floor)
-            detection.cursor = Watermark(top, at_ms).dump()
+            floor = start_ms(mark, cursor, at_ms)
+            scan = _scan_cursor(p.source, detection.indexed, p.poll, floor, limit_ms)
+            missed = (
+                0
+                if detection.is_first
+                else _missed(detection.changes, scan, mark, p.state, cursor.lookback_s)
+            )
+            detection.cursor_missed, detection.cursor_skewed = missed, scan.skewed
+            detection.cursor = _advanced(mark, scan, reconciled_ms=at_ms, missed=missed).dump()
         return await _with_events(p, detection)
-    param = {cursor.param: format_cursor(since_ms(mark, cursor, at_ms), cursor.format)}
-    fetched = await p.fetch(WalkPlan(params=param))
+    layout = layout_in_force(cursor, mark)
+    if layout is None:
+        layout, sample = await _learn_layout(p, limit_ms)
+        mark = replace(mark, raw=sample)  # kept until an item moves the watermark: learnt once
+    since = since_ms(mark, cursor, at_ms)
+    try:
+        text = layout.render(since)
+    except ValueError as exc:
+        raise FetchError(
+            f"{p.source}: the cursor cannot be written as {layout.name}: {exc}", reason="cursor"
+        ) from exc
+    fetched = await p.fetch(WalkPlan(params={cursor.param: text}))
     if fetched.not_modified:
         return Detection(fetched)
     spec = ItemSpec.from_config(p.poll)
     indexed = index_items(fetched.items, spec)
-    top, _ = _cursor_values(p.source, indexed, p.poll, start_ms(mark, cursor, at_ms))
+    scan = _scan_cursor(p.source, indexed, p.poll, start_ms(mark, cursor, at_ms), limit_ms)
     if fetched.items and not indexed.items and indexed.skipped == len(fetched.items):
         raise FetchError(
             f"{p.source}: none of the {len(fetched.items)} items has a key at {p.poll.id!r}"
@@ -250,8 +343,27 @@ async def _detect_incremental(p: _Poll) -> Detection:
     old = await p.versions(list(indexed.items))
     changes = diff(old, indexed)
     detection = Detection(fetched, indexed, changes, [], not p.state.baselined, _upserts(changes))
-    detection.cursor = Watermark(top, mark.reconciled_ms).dump()
+    detection.cursor_skewed = scan.skewed
+    detection.cursor = _advanced(mark, scan).dump()
     return await _with_events(p, detection)
+
+
+def _advanced(
+    mark: Watermark,
+    scan: _Scan,
+    *,
+    reconciled_ms: int | None = None,
+    missed: int | None = None,
+) -> Watermark:
+    """The watermark after a poll: a full walk (`reconciled_ms`) or a filtered one."""
+    return Watermark(
+        value_ms=scan.top_ms,
+        reconciled_ms=reconciled_ms if reconciled_ms is not None else mark.reconciled_ms,
+        raw=scan.raw if scan.raw is not None else mark.raw,
+        missed=missed if missed is not None else mark.missed,
+        skewed=scan.skewed,
+        skewed_raw=scan.skewed_raw,
+    )
 
 
 # -- feed ------------------------------------------------------------------------------------

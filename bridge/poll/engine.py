@@ -28,6 +28,7 @@ from bridge.logs import plural
 from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
+from bridge.poll.modes import MISSED
 from bridge.poll.now import poll_now
 from bridge.poll.scheduler import PollResult, Scheduler
 from bridge.routing import passing, route, targets_for
@@ -83,6 +84,7 @@ class Poller:
         self._leased: set[str] = set()  # sources whose poll lease this replica holds
         self._in_flight = asyncio.Semaphore(POLLS_IN_FLIGHT)
         self._stopping = False
+        self._said: set[tuple[str, str]] = set()  # (source, fault) already logged once
 
     # -- the component ---------------------------------------------------------------------
 
@@ -320,6 +322,7 @@ class Poller:
                 first=detection.is_first,
             )
         )
+        self._count_cursor_faults(name, detection)
         if detection.gap:
             metrics.POLL_GAPS.labels(name).inc()
             log.warning(
@@ -408,6 +411,21 @@ class Poller:
             max_wait_s=max_wait_s,
             requests=fetched.requests,
         )
+    def _count_cursor_faults(self, name: str, detection: Detection) -> None:
+        """Count an incremental poll's cursor faults; say each kind once per source."""
+        if detection.cursor_skewed:
+            metrics.POLL_CURSOR_SKEWED.labels(name).inc(detection.cursor_skewed)
+            if (name, "skewed") not in self._said:
+                self._said.add((name, "skewed"))
+                log.warning(
+                    "%s: %d cursor values further in the future than cursor.max_skew did not"
+                    " move the watermark (their items are still compared by version; said once)",
+                    name,
+                    detection.cursor_skewed,
+                )
+        if detection.cursor_missed:
+            metrics.POLL_CURSOR_MISSED.labels(name).inc(detection.cursor_missed)
+            log.warning("%s: %s", name, MISSED.format(n=detection.cursor_missed))
 
     @staticmethod
     def _count(name: str, outcome: str, fetched: Fetched) -> None:

@@ -4,7 +4,10 @@
   cursor field seen, minus `lookback` (APIs that show a change a little late, clocks that
   differ). Items seen again inside that window are compared with their stored version and
   emit nothing, so items that share the boundary value are never skipped nor repeated. The
-  watermark never moves back.
+  watermark never moves back, nor further than `max_skew` past now (one bad value would hide
+  every later change). It keeps the value as the upstream wrote it (`raw`), whose layout is
+  how the cursor is written back when `format` is not given (bridge/timelayout.py), and the
+  faults a status shows: changes the cursor filter missed, values too far in the future.
 - A feed poll asks for what follows an *anchor*, the id of the newest event seen that is at
   least `lookback` older than the newest one, when the feed takes such a parameter.
 """
@@ -13,28 +16,71 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bridge.config import FeedConfig, IncrementalCursor, PollConfig
+from bridge.timelayout import Layout, infer, named
 
 
 @dataclass(frozen=True, slots=True)
 class Watermark:
-    """An incremental source's resume point."""
+    """An incremental source's resume point, and what its last polls found wrong."""
 
     value_ms: int | None = None  # the largest cursor value seen (or the first poll's start)
     reconciled_ms: int | None = None  # when the last full walk (reconcile) was made
+    # The value of `value_ms` as the upstream wrote it (before an item moved the watermark:
+    # one of its values), whose layout the cursor is written in when `format` is not given.
+    raw: str | int | float | None = None
+    # Changes the last full walk found that the filtered polls before it should have
+    # returned; kept until a full walk finds none.
+    missed: int = 0
+    # Values of the last poll further in the future than `max_skew`, and one of them.
+    skewed: int = 0
+    skewed_raw: str | None = None
 
     @classmethod
     def load(cls, text: str | None) -> Watermark:
         """The stored watermark (none yet: empty)."""
         data = _load(text)
-        return cls(_int(data.get("value_ms")), _int(data.get("reconciled_ms")))
+        raw = data.get("raw")
+        skewed_raw = data.get("skewed_raw")
+        return cls(
+            _int(data.get("value_ms")),
+            _int(data.get("reconciled_ms")),
+            raw if isinstance(raw, str | int | float) and not isinstance(raw, bool) else None,
+            _int(data.get("missed")) or 0,
+            _int(data.get("skewed")) or 0,
+            skewed_raw if isinstance(skewed_raw, str) else None,
+        )
 
     def dump(self) -> str:
         """As stored."""
         return json.dumps(asdict(self), separators=(",", ":"))
+
+    def faults(self, cursor: IncrementalCursor | None = None) -> list[str]:
+        """What `bridge status` shows: the cursor's faults in words (none: empty)."""
+        out = []
+        if self.missed:
+            out.append(MISSED.format(n=self.missed))
+        if self.skewed:
+            limit = f" ({_duration(cursor.max_skew_s)})" if cursor is not None else ""
+            out.append(
+                f"{self.skewed} cursor value{'s' * (self.skewed != 1)} further in the future"
+                f" than cursor.max_skew{limit} (such as {self.skewed_raw!r}): the watermark"
+                " did not move"
+            )
+        return out
+
+
+# The fault of a source whose full walk found changes its filtered polls did not return.
+MISSED = "the cursor filter missed {n} changes: check cursor.format"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +114,27 @@ def _int(value: Any) -> int | None:
 
 def format_cursor(at_ms: int, fmt: str) -> str:
     """A time as the API takes it; RFC 3339 is cut to whole seconds (earlier is safe)."""
-    if fmt == "unix_ms":
-        return str(at_ms)
-    if fmt == "unix":
-        return str(at_ms // 1000)
-    return datetime.fromtimestamp(at_ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return named(fmt).render(at_ms)
+
+
+def layout_in_force(cursor: IncrementalCursor, mark: Watermark) -> Layout | None:
+    """How this poll writes the cursor: `format`, else the layout of the watermark's raw
+    value; None when neither is known yet (no value seen)."""
+    if cursor.format is not None:
+        return named(cursor.format)
+    return infer(mark.raw) if mark.raw is not None else None
+
+
+def format_line(cursor: IncrementalCursor) -> str:
+    """Which format is in force, in words (`bridge check`)."""
+    if cursor.format is not None:
+        return cursor.format
+    return "as the upstream writes it (inferred from its values; rfc3339 until one is seen)"
+
+
+def max_value_ms(cursor: IncrementalCursor, now_ms: int) -> int:
+    """The largest cursor value that may move the watermark."""
+    return now_ms + round(cursor.max_skew_s * 1000)
 
 
 def start_ms(mark: Watermark, cursor: IncrementalCursor, now_ms: int) -> int:

@@ -16,8 +16,9 @@ from typing import Any
 
 from bridge.budgets import BudgetUse
 from bridge.compare.merge import figures
-from bridge.config import Config
+from bridge.config import Config, PollConfig
 from bridge.events import now_ms
+from bridge.poll.modes import Watermark
 from bridge.store import Store
 from bridge.store.base import PollState, TargetState
 
@@ -39,6 +40,8 @@ class SourceSummary:
     last_error: str | None
     mode: str | None = None  # a polled source's mode: snapshot, incremental or feed
     gaps: int = 0  # feed polls that did not reach the last event seen
+    # What an incremental source's cursor got wrong (missed changes, values too far ahead).
+    faults: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)
@@ -138,13 +141,18 @@ def backlog_of(counts: Mapping[str, int]) -> int:
     return counts.get("pending", 0) + counts.get("failed", 0)
 
 
-def source_status(kind: str, poll: PollState | None, events: int) -> str:
-    """`ok`, `ok, N gaps`, `failing (N in a row)`, `never polled` or `no events yet`."""
+def source_status(
+    kind: str, poll: PollState | None, events: int, faults: Sequence[str] = ()
+) -> str:
+    """`ok`, `ok, N gaps`, `cursor fault`, `failing (N in a row)`, `never polled` or
+    `no events yet`."""
     if kind == "poll":
         if poll is None or poll.last_poll_ms is None:
             return "never polled"
         if poll.consecutive_failures:
             return f"failing ({poll.consecutive_failures} in a row)"
+        if faults:
+            return "cursor fault"
         if poll.gaps:
             return f"ok, {poll.gaps} gap{'s' if poll.gaps > 1 else ''}"
         return "ok"
@@ -176,17 +184,27 @@ async def _source(config: Config, store: Store, name: str, poll: PollState | Non
     kind = configured.kind if configured else ("poll" if poll else "webhook")
     events = await store.count_events(source=name)
     latest = await store.list_events(source=name, limit=1) if events else []
+    faults = cursor_faults(configured.poll if configured else None, poll)
+    failing = poll is not None and poll.consecutive_failures
     return SourceSummary(
         name=name,
         kind=kind,
-        status=source_status(kind, poll, events),
+        status=source_status(kind, poll, events, faults),
         events=events,
         last_poll_ms=poll.last_poll_ms if poll else None,
         last_event_ms=latest[0].recorded_ms if latest else None,
-        last_error=poll.last_error if poll and poll.consecutive_failures else None,
+        last_error=poll.last_error if poll and failing else "; ".join(faults) or None,
         mode=configured.poll.mode if configured and configured.poll else None,
         gaps=poll.gaps if poll else 0,
+        faults=faults,
     )
+
+
+def cursor_faults(config: PollConfig | None, poll: PollState | None) -> list[str]:
+    """An incremental source's cursor faults, from its stored watermark."""
+    if config is None or config.mode != "incremental" or poll is None:
+        return []
+    return Watermark.load(poll.cursor).faults(config.cursor)
 
 
 async def _last_error(store: Store, target: str) -> str | None:

@@ -86,6 +86,7 @@ def _sources(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
             "last_error": s.last_error,
             "mode": s.mode,
             "gaps": s.gaps,
+            "faults": s.faults,
         }
         if source is not None and source.poll is not None:
             counters = polls.get(s.name)

@@ -109,7 +109,14 @@ class Versions:
 
 
 def incremental(**extra: Any) -> dict[str, Any]:
-    cursor = {"field": "updated_at", "param": "since", "format": "unix", "lookback": "60s"}
+    # The upstream's clock is years ahead of the bridge's: a max_skew that lets it be.
+    cursor = {
+        "field": "updated_at",
+        "param": "since",
+        "format": "unix",
+        "lookback": "60s",
+        "max_skew": "3650d",
+    }
     return {"mode": "incremental", "cursor": {**cursor, **extra.pop("cursor", {})}, **extra}
 
 
