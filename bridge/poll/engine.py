@@ -321,12 +321,7 @@ class Poller:
         )
         if detection.gap:
             metrics.POLL_GAPS.labels(name).inc()
-            log.warning(
-                "%s: gap: the feed's last seen event was not reached within max_pages (%d);"
-                " events between may be missing",
-                name,
-                poll_sources(self.config)[name].max_pages,
-            )
+            log.warning("%s: gap: %s; events between may be missing", name, detection.gap_why)
         new_events = [item.event for item, fresh in zip(batch, is_new, strict=True) if fresh]
         for item, fresh in zip(batch, is_new, strict=True):
             if item.sighting is not None:
