@@ -16,10 +16,10 @@ from typing import Any
 
 from bridge.budgets import BudgetUse
 from bridge.compare.merge import figures
-from bridge.config import Config
+from bridge.config import Config, MergeConfig
 from bridge.events import now_ms
 from bridge.store import Store
-from bridge.store.base import PollState, TargetState
+from bridge.store.base import PollState, SightingRecord, TargetState
 
 # The delivery statuses a target's summary counts; delivered rows pile up and are not read.
 WAITING = ("pending", "failed", "dead")
@@ -39,6 +39,11 @@ class SourceSummary:
     last_error: str | None
     mode: str | None = None  # a polled source's mode: snapshot, incremental or feed
     gaps: int = 0  # feed polls that did not reach the last event seen
+    # A member of a merge: the merge, and the changes it saw there (recorded under the
+    # merge's name, not its own: its own events are those for targets that name it).
+    merge: str | None = None
+    sightings: int = 0
+    members: list[str] = field(default_factory=list)  # a merge: its webhook and polled source
 
 
 @dataclass(slots=True, frozen=True)
@@ -139,7 +144,9 @@ def backlog_of(counts: Mapping[str, int]) -> int:
 
 
 def source_status(kind: str, poll: PollState | None, events: int) -> str:
-    """`ok`, `ok, N gaps`, `failing (N in a row)`, `never polled` or `no events yet`."""
+    """`ok`, `ok, N gaps`, `failing (N in a row)`, `never polled` or `no events yet`.
+
+    `events` counts what the source took: for a merge's member, its sightings too."""
     if kind == "poll":
         if poll is None or poll.last_poll_ms is None:
             return "never polled"
@@ -169,23 +176,78 @@ def target_health(state: TargetState, counts: Mapping[str, int]) -> str:
     return "ok"
 
 
-async def _source(config: Config, store: Store, name: str, poll: PollState | None) -> SourceSummary:
+@dataclass(slots=True)
+class _Seen:
+    """A merge member's sightings: how many, and the newest one's time."""
+
+    merge: str
+    count: int = 0
+    last_ms: int | None = None
+
+
+def _path_of(config: Config, source: str) -> str:
+    """The path of a merge member's sightings: `poll` for the polled source, else `push`."""
+    return "poll" if config.sources[source].kind == "poll" else "push"
+
+
+def _sightings(
+    config: Config, merge: MergeConfig, rows: Sequence[SightingRecord]
+) -> dict[str, _Seen]:
+    """Each member source of `merge` and its sightings."""
+    out = {name: _Seen(merge.name) for name in merge.sources}
+    by_path = {_path_of(config, name): out[name] for name in merge.sources}
+    for row in rows:
+        seen = by_path.get(row.path)
+        if seen is not None:
+            seen.count += 1
+            seen.last_ms = max(row.recorded_ms, seen.last_ms or row.recorded_ms)
+    return out
+
+
+def _latest(*times: int | None) -> int | None:
+    return max((t for t in times if t is not None), default=None)
+
+
+async def _source(
+    config: Config, store: Store, name: str, poll: PollState | None, seen: _Seen | None
+) -> SourceSummary:
     configured = config.sources.get(name)
     # A source known only from the database (read without its config) is polled if it has
     # a poll state.
     kind = configured.kind if configured else ("poll" if poll else "webhook")
     events = await store.count_events(source=name)
     latest = await store.list_events(source=name, limit=1) if events else []
+    sightings = seen.count if seen else 0
     return SourceSummary(
         name=name,
         kind=kind,
-        status=source_status(kind, poll, events),
+        status=source_status(kind, poll, events + sightings),
         events=events,
         last_poll_ms=poll.last_poll_ms if poll else None,
-        last_event_ms=latest[0].recorded_ms if latest else None,
+        last_event_ms=_latest(
+            latest[0].recorded_ms if latest else None, seen.last_ms if seen else None
+        ),
         last_error=poll.last_error if poll and poll.consecutive_failures else None,
         mode=configured.poll.mode if configured and configured.poll else None,
         gaps=poll.gaps if poll else 0,
+        merge=seen.merge if seen else None,
+        sightings=sightings,
+    )
+
+
+async def _merged(store: Store, name: str, members: list[str]) -> SourceSummary:
+    """A merge as a source of its own: the events recorded under its name."""
+    events = await store.count_events(source=name)
+    latest = await store.list_events(source=name, limit=1) if events else []
+    return SourceSummary(
+        name=name,
+        kind="merge",
+        status=source_status("merge", None, events),
+        events=events,
+        last_poll_ms=None,
+        last_event_ms=latest[0].recorded_ms if latest else None,
+        last_error=None,
+        members=members,
     )
 
 
@@ -218,7 +280,15 @@ async def collect(
     counts = await store.delivery_counts(WAITING)
     source_names = sorted(polls) if from_store else list(config.sources)
     target_names = sorted(set(states) | set(counts)) if from_store else list(config.targets)
-    sources = [await _source(config, store, name, polls.get(name)) for name in source_names]
+    sightings = {m.name: await store.list_sightings(m.name) for m in config.merge}
+    seen: dict[str, _Seen] = {}
+    for m in config.merge:
+        seen |= _sightings(config, m, sightings[m.name])
+    sources = [
+        await _source(config, store, name, polls.get(name), seen.get(name)) for name in source_names
+    ]
+    if not from_store:
+        sources += [await _merged(store, m.name, list(m.sources)) for m in config.merge]
     targets = []
     for name in target_names:
         state = states.get(name) or TargetState(name)
@@ -237,7 +307,17 @@ async def collect(
         ReplicaSummary(r.id, r.started_ms, r.heartbeat_ms, list(r.poll_leases), r.claims)
         for r in await store.list_replicas(now_ms(), round(LIVE_S * 1000))
     ]
-    merges = [figures(m.name, await store.list_sightings(m.name)).to_dict() for m in config.merge]
+    merges = [
+        {
+            **figures(m.name, sightings[m.name]).to_dict(),
+            "members": [
+                {"source": name, "path": _path_of(config, name),
+                 "sightings": seen[name].count, "last_ms": seen[name].last_ms}
+                for name in m.sources
+            ],
+        }
+        for m in config.merge
+    ]  # fmt: skip
     return Summary(
         store.location, sources, targets, replicas, budget_summaries(config, budgets), merges
     )

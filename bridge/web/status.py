@@ -81,6 +81,9 @@ def _sources(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
             "last_error": s.last_error,
             "mode": s.mode,
             "gaps": s.gaps,
+            "merge": s.merge,
+            "sightings": s.sightings,
+            "members": s.members,
         }
         if source is not None and source.poll is not None:
             counters = polls.get(s.name)
