@@ -348,10 +348,18 @@ async def _detect_feed(p: _Poll) -> Detection:
     detection = Detection(fetched, indexed, is_first=first)
     detection.indexed.items = {e.id: ("f", e.item) for e in entries}
     detection.upserts = [(e.id, "f", "null") for e in new]
-    anchor = next_anchor([FeedEntry(e.id, e.time_ms) for e in entries], feed, mark.after)
+    # A walk cut at max_pages goes on from its newest event, lookback aside: held back, the
+    # next walk would read the same pages again and never reach the events after them.
+    cut = fetched.truncated and feed.after is not None and not (first and newest_first)
+    anchor = next_anchor(
+        [FeedEntry(e.id, e.time_ms) for e in entries],
+        feed.model_copy(update={"lookback_s": 0.0}) if cut else feed,
+        mark.after,
+    )
     baselining = (first or continuing) and quiet and not newest_first and fetched.truncated
     detection.cursor = FeedMark(anchor, mark.seen or bool(entries), baselining).dump()
-    detection.gap_why = _feed_gap(p.poll, mark, fetched, walks_to_seen and bool(new), baselining)
+    missed_seen = walks_to_seen and not fetched.stopped and bool(new)
+    detection.gap_why = _feed_gap(p.poll, mark, fetched, missed_seen, baselining)
     detection.gap = bool(detection.gap_why)
     detection.changes = [ItemChange("created", e.id, "f", e.item) for e in new]
     if not (p.silent or continuing):
@@ -363,7 +371,7 @@ def _feed_gap(
     poll: PollConfig, mark: FeedMark, fetched: Fetched, missed_seen: bool, baselining: bool
 ) -> str:
     """Why events of this feed poll may be missing (empty: none may be)."""
-    if missed_seen and not fetched.stopped and mark.seen:
+    if missed_seen and mark.seen:
         if fetched.truncated:
             return f"the feed's last seen event was not reached within max_pages ({poll.max_pages})"
         return "the feed no longer holds the last event seen (it keeps only its newest events)"
@@ -382,7 +390,8 @@ def _feed_event(p: _Poll, entry: _FeedItem) -> Event:
     if long_attribute(subject=subject) is not None:
         subject = None  # an event is still an event without a subject
     return Event(
-        # The same id a webhook of the same upstream event gets (see receive/app.py).
+        # From the source's name: a webhook source gives the same upstream event another id
+        # (see receive/app.py); one id for both only inside a merge (compare/merge.py).
         id=event_id(p.source, entry.id),
         source=p.source,
         type=entry.type,

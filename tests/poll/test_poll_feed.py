@@ -151,14 +151,18 @@ async def test_an_oldest_first_feed_takes_all_its_history_as_the_baseline(
     assert (state.gaps, state.last_error) == (0, None)
 
 
+@pytest.mark.parametrize("lookback", ["0s", "1h"])
 async def test_an_oldest_first_baseline_cut_by_max_pages_is_a_gap_and_goes_on_silently(
-    env: Env, server: tuple[Script, str], tmp_path: Path
+    env: Env, server: tuple[Script, str], tmp_path: Path, lookback: str
 ) -> None:
     script, base = server
     feed = Feed()
     feed.add(30)  # 6 pages of 5; 2 pages a poll
     script.route("/feed", feed.oldest_first)
-    env.make(base + "/feed", **OLDEST_FIRST, max_pages=2)
+    # A lookback longer than the whole history: the anchor stays at evt_20 after the baseline,
+    # so the next walk reads evt_21..30 again; cut at max_pages, it must go on past them.
+    held = {**OLDEST_FIRST, "feed": {**OLDEST_FIRST["feed"], "lookback": lookback}}
+    env.make(base + "/feed", **held, max_pages=2)
     await env.poll()
     state = await env.state()
     assert state.gaps == 1 and FeedMark.load(state.cursor).baselining
@@ -168,7 +172,10 @@ async def test_an_oldest_first_baseline_cut_by_max_pages_is_a_gap_and_goes_on_si
     assert await env.ids() == []
     feed.add(2)
     await env.poll()
+    await env.poll()
     assert await env.ids() == ["evt_31", "evt_32"]
+    await env.poll()
+    assert len(await env.ids()) == 2
     assert (await env.state()).gaps == 1  # one gap, counted once
     # bridge status shows it, from the same database.
     path = tmp_path / "config.yaml"
