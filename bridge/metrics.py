@@ -22,8 +22,11 @@ POLL_ERRORS = Counter("bridge_poll_errors", "Failed polls, by source and reason.
                       ["source", "reason"])  # fmt: skip
 POLL_NOT_MODIFIED = Counter("bridge_poll_not_modified", "Polls answered 304 Not Modified.",
                             ["source"])  # fmt: skip
-POLL_GAPS = Counter("bridge_poll_gaps", "Feed polls that did not reach the last event seen.",
-                   ["source"])  # fmt: skip
+POLL_GAPS = Counter(
+    "bridge_poll_gaps",
+    "Feed polls that may have missed events (the last one seen not reached, a cut baseline).",
+    ["source"],
+)
 POLL_CURSOR_SKEWED = Counter(
     "bridge_poll_cursor_skewed",
     "Cursor values further in the future than cursor.max_skew: they did not move the watermark.",
@@ -39,9 +42,11 @@ MERGE_SIGHTINGS = Counter(
     "Sightings of merged events, by merge, path (push, poll) and whether it came first.",
     ["merge", "path", "first"],
 )
-MERGE_MISSED_BY_PUSH = Counter(
-    "bridge_merge_missed_by_push",
-    "Merged events that polling recorded before any webhook of them arrived.",
+# Not "missed by push": a webhook may still bring the change after the poll (the exact count
+# of changes push never brought is `only_poll` in `bridge latency` and `bridge status`).
+MERGE_POLLED_FIRST = Counter(
+    "bridge_merge_polled_first",
+    "Merged events that polling recorded before any webhook of them (one may come later).",
     ["merge"],
 )
 POLL_REQUESTS = Counter("bridge_poll_requests", "HTTP requests made by polls (pages included).",

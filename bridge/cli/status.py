@@ -29,7 +29,13 @@ from bridge.cli.edge import (
 from bridge.config import Config
 from bridge.errors import StoreError
 from bridge.events import format_time
-from bridge.status.summary import BudgetSummary, Summary, budget_use_text, collect
+from bridge.status.summary import (
+    BudgetSummary,
+    SourceSummary,
+    Summary,
+    budget_use_text,
+    collect,
+)
 from bridge.store import open_store
 from bridge.terminal import cell
 
@@ -75,11 +81,11 @@ def render(summary: Summary) -> None:
     for s in summary.sources:
         sources.add_row(
             cell(s.name),
-            s.kind,
+            _kind_text(s),
             cell(s.status),
             _when(s.last_poll_ms) if s.kind == "poll" else "-",
             _when(s.last_event_ms),
-            str(s.events),
+            f"{s.events} (+{s.sightings} in {s.merge})" if s.merge else str(s.events),
             cell(s.last_error or ""),
         )
     targets = Table(box=None, title="targets", title_justify="left")
@@ -116,16 +122,24 @@ def render(summary: Summary) -> None:
         console.print(_merges_table(summary.merges))
 
 
+def _kind_text(s: SourceSummary) -> str:
+    """`poll`, `webhook`, `webhook, in merge X` or `merge of A + B`."""
+    if s.kind == "merge":
+        return "merge of " + " + ".join(s.members)
+    return f"{s.kind}, in merge {s.merge}" if s.merge else s.kind
+
+
 def _merges_table(merges: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(box=None, title="merges", title_justify="left")
-    columns = ("merge", "changes", "both", "only poll", "only push", "poll first")
+    columns = ("merge", "sightings", "changes", "both", "only poll", "only push", "poll first")
     for column in columns:
-        table.add_column(column, justify="left" if column == "merge" else "right")
+        table.add_column(column, justify="right" if column not in columns[:2] else "left")
     for m in merges:
-        keys = ("merge", "changes", "both", "only_poll", "only_push", "first_poll")
-        table.add_row(*(cell(m[k]) for k in keys))
+        seen = ", ".join(f"{s['source']} {s['sightings']} ({s['path']})" for s in m["members"])
+        keys = ("changes", "both", "only_poll", "only_push", "first_poll")
+        table.add_row(cell(m["merge"]), cell(seen), *(cell(m[k]) for k in keys))
     return table
 
 

@@ -85,7 +85,7 @@ def count_sighting(sighting: Sighting, *, first: bool) -> None:
     """Count a stored sighting in the merge metrics."""
     metrics.MERGE_SIGHTINGS.labels(sighting.merge, sighting.path, str(first).lower()).inc()
     if first and sighting.path == "poll":
-        metrics.MERGE_MISSED_BY_PUSH.labels(sighting.merge).inc()
+        metrics.MERGE_POLLED_FIRST.labels(sighting.merge).inc()
 
 
 def unmatched(merge: MergeConfig, event: Event) -> tuple[Event, Sighting]:

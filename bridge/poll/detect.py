@@ -76,6 +76,7 @@ class Detection:
     cursor_skewed: int = 0  # cursor values past `max_skew`: they did not move the watermark
     cursor_missed: int = 0  # changes a full walk found that the filtered polls did not return
     gap: bool = False  # a feed poll that did not reach the last event seen
+    gap_why: str = ""  # what the gap is, for the log
 
     @property
     def deletes(self) -> list[str]:
@@ -405,8 +406,13 @@ async def _detect_feed(p: _Poll) -> Detection:
     assert feed is not None
     mark = FeedMark.load(p.state.cursor)
     first = not p.state.baselined
+    newest_first = feed.order == "newest_first"
+    quiet = p.poll.baseline == "silent" and not p.emit_baseline
+    # An oldest-first baseline that max_pages cut short goes on, silently, from where it stopped.
+    continuing = mark.baselining and quiet and not newest_first
     params = {feed.after.param: mark.after} if feed.after and mark.after else {}
-    walks_to_seen = feed.after is None and not first and p.store is not None
+    # Read from its newest end, a newest-first feed is walked back to the first seen event.
+    walks_to_seen = newest_first and not params and not first and p.store is not None
     get_id = getter(p.poll.id)
 
     async def reached_seen(page: list[Any]) -> bool:
@@ -415,14 +421,25 @@ async def _detect_feed(p: _Poll) -> Detection:
 
     plan = WalkPlan(
         params=params,
-        # The first poll is a baseline: what the feed shows now; older events are history.
-        max_pages=1 if first else None,
+        # The baseline is everything the feed holds now. Newest first, that is its first page:
+        # later walks stop at the first page with a seen event, before the older ones. Oldest
+        # first, the newest events come last: the baseline walks to the end.
+        max_pages=1 if first and newest_first else None,
         stop=reached_seen if walks_to_seen else None,
         partial=True,
     )
     fetched = await p.fetch(plan)
     if fetched.not_modified:
         return Detection(fetched)
+    if fetched.truncated and not newest_first and feed.after is None:
+        # Every poll starts again from the oldest page: the newest events stay out of reach.
+        raise FetchError(
+            f"{p.source}: the feed is oldest first and has more than max_pages"
+            f" ({p.poll.max_pages}) pages: its newest events are out of reach (set feed.after"
+            " to ask for what follows the last event seen, or raise max_pages)",
+            status=fetched.status,
+            reason="pagination",
+        )
     indexed = Indexed()
     entries = _feed_items(p.poll, fetched.items, indexed)
     if fetched.items and not entries:
@@ -434,7 +451,7 @@ async def _detect_feed(p: _Poll) -> Detection:
         )
     seen = await p.versions([e.id for e in entries])
     new = [e for e in entries if e.id not in seen]
-    if feed.order == "newest_first":
+    if newest_first:
         new.reverse()  # emitted oldest first
     if all(e.time_ms is not None for e in new):
         # Pages walked towards newer events (Stripe's ending_before) each come newest first:
@@ -443,14 +460,40 @@ async def _detect_feed(p: _Poll) -> Detection:
     detection = Detection(fetched, indexed, is_first=first)
     detection.indexed.items = {e.id: ("f", e.item) for e in entries}
     detection.upserts = [(e.id, "f", "null") for e in new]
-    anchor = next_anchor([FeedEntry(e.id, e.time_ms) for e in entries], feed, mark.after)
-    detection.cursor = FeedMark(anchor).dump()
-    # Walking back to a seen event and not reaching it: events between may be lost.
-    detection.gap = walks_to_seen and not fetched.stopped and bool(new)
+    # A walk cut at max_pages goes on from its newest event, lookback aside: held back, the
+    # next walk would read the same pages again and never reach the events after them.
+    cut = fetched.truncated and feed.after is not None and not (first and newest_first)
+    anchor = next_anchor(
+        [FeedEntry(e.id, e.time_ms) for e in entries],
+        feed.model_copy(update={"lookback_s": 0.0}) if cut else feed,
+        mark.after,
+    )
+    baselining = (first or continuing) and quiet and not newest_first and fetched.truncated
+    detection.cursor = FeedMark(anchor, mark.seen or bool(entries), baselining).dump()
+    missed_seen = walks_to_seen and not fetched.stopped and bool(new)
+    detection.gap_why = _feed_gap(p.poll, mark, fetched, missed_seen, baselining)
+    detection.gap = bool(detection.gap_why)
     detection.changes = [ItemChange("created", e.id, "f", e.item) for e in new]
-    if not p.silent:
+    if not (p.silent or continuing):
         detection.events = [_feed_event(p, e) for e in new]
     return detection
+
+
+def _feed_gap(
+    poll: PollConfig, mark: FeedMark, fetched: Fetched, missed_seen: bool, baselining: bool
+) -> str:
+    """Why events of this feed poll may be missing (empty: none may be)."""
+    if missed_seen and mark.seen:
+        if fetched.truncated:
+            return f"the feed's last seen event was not reached within max_pages ({poll.max_pages})"
+        return "the feed no longer holds the last event seen (it keeps only its newest events)"
+    if baselining and not mark.baselining:
+        return (
+            f"the baseline walk reached max_pages ({poll.max_pages}) before the feed's newest"
+            " event: the next polls go on from there, and what appears meanwhile is taken as"
+            " history, not emitted"
+        )
+    return ""
 
 
 def _feed_event(p: _Poll, entry: _FeedItem) -> Event:
@@ -459,7 +502,8 @@ def _feed_event(p: _Poll, entry: _FeedItem) -> Event:
     if long_attribute(subject=subject) is not None:
         subject = None  # an event is still an event without a subject
     return Event(
-        # The same id a webhook of the same upstream event gets (see receive/app.py).
+        # From the source's name: a webhook source gives the same upstream event another id
+        # (see receive/app.py); one id for both only inside a merge (compare/merge.py).
         id=event_id(p.source, entry.id),
         source=p.source,
         type=entry.type,

@@ -325,12 +325,7 @@ class Poller:
         self._count_cursor_faults(name, detection)
         if detection.gap:
             metrics.POLL_GAPS.labels(name).inc()
-            log.warning(
-                "%s: gap: the feed's last seen event was not reached within max_pages (%d);"
-                " events between may be missing",
-                name,
-                poll_sources(self.config)[name].max_pages,
-            )
+            log.warning("%s: gap: %s; events between may be missing", name, detection.gap_why)
         new_events = [item.event for item, fresh in zip(batch, is_new, strict=True) if fresh]
         for item, fresh in zip(batch, is_new, strict=True):
             if item.sighting is not None:
@@ -411,6 +406,7 @@ class Poller:
             max_wait_s=max_wait_s,
             requests=fetched.requests,
         )
+
     def _count_cursor_faults(self, name: str, detection: Detection) -> None:
         """Count an incremental poll's cursor faults; say each kind once per source."""
         if detection.cursor_skewed:

@@ -9,7 +9,9 @@
   how the cursor is written back when `format` is not given (bridge/timelayout.py), and the
   faults a status shows: changes the cursor filter missed, values too far in the future.
 - A feed poll asks for what follows an *anchor*, the id of the newest event seen that is at
-  least `lookback` older than the newest one, when the feed takes such a parameter.
+  least `lookback` older than the newest one, when the feed takes such a parameter. Its first
+  poll is a baseline of everything the feed holds: one page of a newest-first feed (later
+  polls stop at the first page that holds a seen event), every page of an oldest-first one.
 """
 
 from __future__ import annotations
@@ -88,12 +90,25 @@ class FeedMark:
     """A feed source's resume point."""
 
     after: str | None = None  # the id sent as `feed.after.param`
+    # Whether any event has been seen: a walk back to seen events that finds none is then a
+    # gap (the feed dropped them, or more arrived than max_pages holds), not a first sight.
+    seen: bool = False
+    # An oldest-first baseline cut at max_pages: the next polls go on walking from `after`,
+    # silently, until they reach the feed's newest end.
+    baselining: bool = False
 
     @classmethod
     def load(cls, text: str | None) -> FeedMark:
         """The stored anchor (none yet: empty)."""
-        after = _load(text).get("after")
-        return cls(after if isinstance(after, str) else None)
+        data = _load(text)
+        after = data.get("after")
+        seen = data.get("seen")
+        return cls(
+            after if isinstance(after, str) else None,
+            # A mark stored before `seen` was kept: take it that something was seen.
+            seen if isinstance(seen, bool) else bool(data),
+            data.get("baselining") is True,
+        )
 
     def dump(self) -> str:
         """As stored."""
@@ -177,5 +192,7 @@ def next_anchor(entries: list[FeedEntry], feed: FeedConfig, previous: str | None
         old_enough = [e for e in entries if e.time_ms is not None and e.time_ms <= limit]
         if not old_enough:
             return previous
+        if feed.order == "oldest_first":
+            old_enough.reverse()  # of events with the same time, the last in the feed is newest
         return max(old_enough, key=lambda e: e.time_ms or 0).id
     return entries[0].id if feed.order == "newest_first" else entries[-1].id

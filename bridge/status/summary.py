@@ -16,11 +16,11 @@ from typing import Any
 
 from bridge.budgets import BudgetUse
 from bridge.compare.merge import figures
-from bridge.config import Config, PollConfig
+from bridge.config import Config, MergeConfig, PollConfig
 from bridge.events import now_ms
 from bridge.poll.modes import Watermark
 from bridge.store import Store
-from bridge.store.base import PollState, TargetState
+from bridge.store.base import PollState, SightingRecord, TargetState
 
 # The delivery statuses a target's summary counts; delivered rows pile up and are not read.
 WAITING = ("pending", "failed", "dead")
@@ -42,6 +42,11 @@ class SourceSummary:
     gaps: int = 0  # feed polls that did not reach the last event seen
     # What an incremental source's cursor got wrong (missed changes, values too far ahead).
     faults: list[str] = field(default_factory=list)
+    # A member of a merge: the merge, and the changes it saw there (recorded under the
+    # merge's name, not its own: its own events are those for targets that name it).
+    merge: str | None = None
+    sightings: int = 0
+    members: list[str] = field(default_factory=list)  # a merge: its webhook and polled source
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,7 +150,9 @@ def source_status(
     kind: str, poll: PollState | None, events: int, faults: Sequence[str] = ()
 ) -> str:
     """`ok`, `ok, N gaps`, `cursor fault`, `failing (N in a row)`, `never polled` or
-    `no events yet`."""
+    `no events yet`.
+
+    `events` counts what the source took: for a merge's member, its sightings too."""
     if kind == "poll":
         if poll is None or poll.last_poll_ms is None:
             return "never polled"
@@ -177,7 +184,41 @@ def target_health(state: TargetState, counts: Mapping[str, int]) -> str:
     return "ok"
 
 
-async def _source(config: Config, store: Store, name: str, poll: PollState | None) -> SourceSummary:
+@dataclass(slots=True)
+class _Seen:
+    """A merge member's sightings: how many, and the newest one's time."""
+
+    merge: str
+    count: int = 0
+    last_ms: int | None = None
+
+
+def _path_of(config: Config, source: str) -> str:
+    """The path of a merge member's sightings: `poll` for the polled source, else `push`."""
+    return "poll" if config.sources[source].kind == "poll" else "push"
+
+
+def _sightings(
+    config: Config, merge: MergeConfig, rows: Sequence[SightingRecord]
+) -> dict[str, _Seen]:
+    """Each member source of `merge` and its sightings."""
+    out = {name: _Seen(merge.name) for name in merge.sources}
+    by_path = {_path_of(config, name): out[name] for name in merge.sources}
+    for row in rows:
+        seen = by_path.get(row.path)
+        if seen is not None:
+            seen.count += 1
+            seen.last_ms = max(row.recorded_ms, seen.last_ms or row.recorded_ms)
+    return out
+
+
+def _latest(*times: int | None) -> int | None:
+    return max((t for t in times if t is not None), default=None)
+
+
+async def _source(
+    config: Config, store: Store, name: str, poll: PollState | None, seen: _Seen | None
+) -> SourceSummary:
     configured = config.sources.get(name)
     # A source known only from the database (read without its config) is polled if it has
     # a poll state.
@@ -186,17 +227,38 @@ async def _source(config: Config, store: Store, name: str, poll: PollState | Non
     latest = await store.list_events(source=name, limit=1) if events else []
     faults = cursor_faults(configured.poll if configured else None, poll)
     failing = poll is not None and poll.consecutive_failures
+    sightings = seen.count if seen else 0
     return SourceSummary(
         name=name,
         kind=kind,
-        status=source_status(kind, poll, events, faults),
+        status=source_status(kind, poll, events + sightings, faults),
         events=events,
         last_poll_ms=poll.last_poll_ms if poll else None,
-        last_event_ms=latest[0].recorded_ms if latest else None,
+        last_event_ms=_latest(
+            latest[0].recorded_ms if latest else None, seen.last_ms if seen else None
+        ),
         last_error=poll.last_error if poll and failing else "; ".join(faults) or None,
         mode=configured.poll.mode if configured and configured.poll else None,
         gaps=poll.gaps if poll else 0,
         faults=faults,
+        merge=seen.merge if seen else None,
+        sightings=sightings,
+    )
+
+
+async def _merged(store: Store, name: str, members: list[str]) -> SourceSummary:
+    """A merge as a source of its own: the events recorded under its name."""
+    events = await store.count_events(source=name)
+    latest = await store.list_events(source=name, limit=1) if events else []
+    return SourceSummary(
+        name=name,
+        kind="merge",
+        status=source_status("merge", None, events),
+        events=events,
+        last_poll_ms=None,
+        last_event_ms=latest[0].recorded_ms if latest else None,
+        last_error=None,
+        members=members,
     )
 
 
@@ -236,7 +298,15 @@ async def collect(
     counts = await store.delivery_counts(WAITING)
     source_names = sorted(polls) if from_store else list(config.sources)
     target_names = sorted(set(states) | set(counts)) if from_store else list(config.targets)
-    sources = [await _source(config, store, name, polls.get(name)) for name in source_names]
+    sightings = {m.name: await store.list_sightings(m.name) for m in config.merge}
+    seen: dict[str, _Seen] = {}
+    for m in config.merge:
+        seen |= _sightings(config, m, sightings[m.name])
+    sources = [
+        await _source(config, store, name, polls.get(name), seen.get(name)) for name in source_names
+    ]
+    if not from_store:
+        sources += [await _merged(store, m.name, list(m.sources)) for m in config.merge]
     targets = []
     for name in target_names:
         state = states.get(name) or TargetState(name)
@@ -255,7 +325,17 @@ async def collect(
         ReplicaSummary(r.id, r.started_ms, r.heartbeat_ms, list(r.poll_leases), r.claims)
         for r in await store.list_replicas(now_ms(), round(LIVE_S * 1000))
     ]
-    merges = [figures(m.name, await store.list_sightings(m.name)).to_dict() for m in config.merge]
+    merges = [
+        {
+            **figures(m.name, sightings[m.name]).to_dict(),
+            "members": [
+                {"source": name, "path": _path_of(config, name),
+                 "sightings": seen[name].count, "last_ms": seen[name].last_ms}
+                for name in m.sources
+            ],
+        }
+        for m in config.merge
+    ]  # fmt: skip
     return Summary(
         store.location, sources, targets, replicas, budget_summaries(config, budgets), merges
     )

@@ -87,6 +87,9 @@ def _sources(config: Config, snap: Snapshot) -> list[dict[str, Any]]:
             "mode": s.mode,
             "gaps": s.gaps,
             "faults": s.faults,
+            "merge": s.merge,
+            "sightings": s.sightings,
+            "members": s.members,
         }
         if source is not None and source.poll is not None:
             counters = polls.get(s.name)

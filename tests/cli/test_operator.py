@@ -100,7 +100,17 @@ def test_a_day_with_the_starter_config(tmp_path: Path, daemon) -> None:
     with serve_app(up.app()) as url:
         proc, env = start_from_init(tmp_path, daemon, url)
         c = ("-c", str(proc.config_path))
-        # The daemon's first poll is the silent baseline; `bridge poll` polls now.
+
+        # The daemon's first poll is the silent baseline (waited for, so that the next
+        # `bridge poll` is not a hint queued behind it); `bridge poll` polls now.
+        def baseline_done() -> bool:
+            summary = cli_json("status", *c, "--json")
+            return any(
+                src["name"] == "tickets" and src.get("last_poll_ms")
+                for src in summary["sources"]  # type: ignore[index]
+            )
+
+        wait_until(baseline_done, timeout_s=20)
         first = run_cli("poll", "tickets", *c, env=env)
         assert first.returncode == 0, first.stderr
         assert "tickets: polled at 20" in first.stdout and "HTTP 200" in first.stdout

@@ -70,7 +70,8 @@ def upstream() -> Iterator[tuple[Script, str]]:
         yield served
 
 
-def config(upstream: str, sink: str, every: str = "300ms") -> str:
+def config(upstream: str, sink: str, every: str = "300ms", raw: bool = True) -> str:
+    """A merge of `hook` and `api`; with `raw`, a target that names `hook` itself."""
     return f"""
 database: bridge.db
 sources:
@@ -97,9 +98,12 @@ targets:
     url: {sink}/merged
     secret: {TEST_SECRET}
     events: ["item.*"]
-  raw:
+""" + (RAW.format(sink=sink, secret=TEST_SECRET) if raw else "")
+
+
+RAW = """  raw:
     url: {sink}/raw
-    secret: {TEST_SECRET}
+    secret: {secret}
     sources: [hook]
 """
 
@@ -193,11 +197,60 @@ def test_one_event_per_change_delivered_once_and_polling_catches_dropped_pushes(
     assert figures["push_lead_ms"]["max"] > 0 and figures["push_lead_ms"]["min"] < 0
     status = run_cli("status", "-c", str(proc.config_path), "--json")
     assert json.loads(status.stdout)["merges"][0]["only_poll"] == 10
-    assert metric(proc.url, "bridge_merge_missed_by_push_total", merge="items") == 15
+    assert metric(proc.url, "bridge_merge_polled_first_total", merge="items") == 15
     assert metric(proc.url, "bridge_merge_sightings_total", merge="items", path="push",
                   first="true") == 85  # fmt: skip
     assert metric(proc.url, "bridge_merge_sightings_total", merge="items", path="push",
                   first="false") == 5  # fmt: skip
+
+
+def test_status_shows_each_merge_and_its_members_sightings_and_the_metric_counts_polled_first(
+    daemon: Callable[..., DaemonProcess],
+    sink: tuple[Sink, str],
+    upstream: tuple[Script, str],
+    tmp_path: Path,
+) -> None:
+    targets, sink_url = sink
+    script, base = upstream
+    proc = daemon(config(base, sink_url, raw=False))  # no target names the webhook source
+    provider = Provider(script, proc.url)
+    db = tmp_path / "bridge.db"
+    wait_until(lambda: baselined(db), timeout_s=20)
+    for i in (1, 2, 3):  # pushed before polling can see them
+        item = {"id": i, "updated_at": iso(T0 + 60), "n": 1}
+        assert provider.push(item, 1) == 202
+        provider.change(i, 1)
+    provider.change(4, 1)  # polled first, pushed late
+    provider.change(5, 1)  # polled first, never pushed
+    wait_until(lambda: sightings(db, "poll") == 5, timeout_s=20)
+    assert provider.push({"id": 4, "updated_at": iso(T0 + 60), "n": 1}, 1) == 200
+    wait_until(lambda: len(targets.ids("merged")) >= 5, timeout_s=20)
+
+    done = run_cli("status", "-c", str(proc.config_path), "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    sources = {s["name"]: s for s in shown["sources"]}
+    hook, api, items = sources["hook"], sources["api"], sources["items"]
+    assert (hook["status"], hook["events"]) == ("ok", 0)  # its changes are under `items`
+    assert (hook["merge"], hook["sightings"]) == ("items", 4)
+    assert hook["last_event_ms"] is not None
+    assert (api["merge"], api["sightings"]) == ("items", 5)
+    assert (items["kind"], items["status"], items["events"]) == ("merge", "ok", 5)
+    assert items["members"] == ["hook", "api"]
+    (merge,) = shown["merges"]
+    assert [(m["source"], m["path"], m["sightings"]) for m in merge["members"]] == [
+        ("hook", "push", 4),
+        ("api", "poll", 5),
+    ]
+    table = run_cli("status", "-c", str(proc.config_path))
+    assert "merge of hook + api" in table.stdout and "webhook, in merge items" in table.stdout
+    assert "no events yet" not in table.stdout
+
+    # Polling recorded 2 changes first; push brought one of them later: only 1 never came.
+    assert metric(proc.url, "bridge_merge_polled_first_total", merge="items") == 2
+    assert merge["only_poll"] == 1
+    latency = run_cli("latency", "-c", str(proc.config_path), "--json")
+    assert json.loads(latency.stdout)["merges"][0]["only_poll"] == 1
 
 
 def test_a_kill_between_the_two_sightings_still_gives_one_event(

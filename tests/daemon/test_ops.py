@@ -621,6 +621,10 @@ def test_status_prints_sources_and_targets_from_the_store(write_config) -> None:
         "mode": "snapshot",
         "gaps": 0,
         "faults": [],
+        # In no merge.
+        "merge": None,
+        "sightings": 0,
+        "members": [],
         # ISO 8601 beside the milliseconds.
         "last_poll": format_time(polled_ms),
         "last_event": format_time(sources["orders"]["last_event_ms"]),
