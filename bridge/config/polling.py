@@ -84,6 +84,26 @@ class FeedConfig(_Model):
     lookback_s: Duration = Field(0.0, alias="lookback")
 
 
+class DeletesConfig(_Model):
+    """When a key missing from a snapshot walk (or a `reconcile` walk) becomes `deleted`.
+
+    A list read page by page can shift between two page requests (an item removed or added
+    before the page being read moves every later item by one place), so a key can be missing
+    from one walk while it is still there. It is then *pending*: kept in the snapshot, and
+    deleted only once `confirm` walks in a row have lacked it.
+    """
+
+    # Walks in a row that must lack a key before its `deleted` is emitted. `auto`: 2 when the
+    # walk read more than one page, 1 when it read one (one answer is the list at one moment).
+    confirm: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = "auto"
+
+    def walks_needed(self, pages: int) -> int:
+        """How many walks in a row must lack a key, for a walk that read `pages` pages."""
+        if self.confirm == "auto":
+            return 2 if pages > 1 else 1
+        return self.confirm
+
+
 # The keys of `poll` that only one mode takes.
 MODE_KEYS: dict[str, frozenset[str]] = {
     "snapshot": frozenset(),
@@ -91,7 +111,7 @@ MODE_KEYS: dict[str, frozenset[str]] = {
     "feed": frozenset({"feed", "subject"}),
 }
 # The keys that a feed, whose items are events and not versions of an item, has no use for.
-NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type"})
+NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type", "deletes"})
 
 
 def _every_kind(value: Any) -> str:
@@ -152,6 +172,8 @@ class PollConfig(_Model):
     # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
     # true with `pages` is right only when any change alters page 1 (newest-changed first).
     conditional: bool | None = None
+    # When a key missing from a walk is deleted (see DeletesConfig).
+    deletes: DeletesConfig = DeletesConfig()
     # The provider preset this source was expanded from (config/presets.py), and its
     # resource: shown by `bridge check`, no effect of their own.
     preset: str | None = None

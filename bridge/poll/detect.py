@@ -45,8 +45,9 @@ from bridge.poll.modes import (
     since_ms,
     start_ms,
 )
+from bridge.poll.pending import Confirmation, confirm_deletes, seen_again
 from bridge.store import Store
-from bridge.store.base import PollState
+from bridge.store.base import PendingDelete, PollState
 
 # Answers with more items than this are indexed and diffed in a worker thread, so that a
 # large source does not hold up the event loop (webhooks, other polls) for long.
@@ -69,6 +70,9 @@ class Detection:
     upserts: list[tuple[str, str, str]] = field(default_factory=list)
     cursor: str | None = None  # the new resume point of an incremental or feed source
     gap: bool = False  # a feed poll that did not reach the last event seen
+    # The source's pending deletes after this poll, when it changed them (see pending.py).
+    pending: dict[str, PendingDelete] | None = None
+    newly_pending: int = 0  # keys this walk lacked that wait for the next walk to confirm
 
     @property
     def deletes(self) -> list[str]:
@@ -166,7 +170,31 @@ async def _detect_snapshot(p: _Poll, plan: WalkPlan | None = None) -> Detection:
             status=fetched.status,
             reason="items",
         )
-    return Detection(fetched, indexed, changes, [], not p.state.baselined, upserts)
+    detection = Detection(fetched, indexed, changes, [], not p.state.baselined, upserts)
+    await _confirm_deletes(p, detection)
+    return detection
+
+
+async def _confirm_deletes(p: _Poll, detection: Detection) -> None:
+    """Keep the deletes this walk confirms; hold the others as pending (see pending.py)."""
+    missing = detection.deletes
+    if p.store is None or (not missing and not p.state.pending_deletes):
+        return
+    pending = await p.store.load_poll_pending(p.source)
+    needed = p.poll.deletes.walks_needed(detection.fetched.pages)
+    decided = confirm_deletes(missing, pending, needed, now_ms())
+    if len(decided.deleted) != len(missing):
+        confirmed = set(decided.deleted)
+        detection.changes = [
+            c for c in detection.changes if c.change != "deleted" or c.key in confirmed
+        ]
+    _hold(detection, decided)
+
+
+def _hold(detection: Detection, decided: Confirmation) -> None:
+    if decided.changed:
+        detection.pending = decided.pending
+    detection.newly_pending = decided.new
 
 
 async def _with_events(p: _Poll, detection: Detection) -> Detection:
@@ -251,6 +279,9 @@ async def _detect_incremental(p: _Poll) -> Detection:
     changes = diff(old, indexed)
     detection = Detection(fetched, indexed, changes, [], not p.state.baselined, _upserts(changes))
     detection.cursor = Watermark(top, mark.reconciled_ms).dump()
+    if p.store is not None and p.state.pending_deletes and indexed.items:
+        # A pending key in a changes answer is there after all (see pending.py).
+        _hold(detection, seen_again(await p.store.load_poll_pending(p.source), indexed.items))
     return await _with_events(p, detection)
 
 

@@ -317,8 +317,19 @@ class Poller:
                 cursor=detection.cursor,
                 gap=detection.gap,
                 first=detection.is_first,
+                pending=detection.pending,
             )
         )
+        if detection.pending is not None:
+            metrics.POLL_PENDING_DELETES.labels(name).set(len(detection.pending))
+        if detection.newly_pending:
+            log.info(
+                "%s: %s missing from this walk of %s, deleted only if the next walks lack"
+                " them too (deletes.confirm)",
+                name,
+                plural(detection.newly_pending, "key"),
+                plural(fetched.pages, "page"),
+            )
         if detection.gap:
             metrics.POLL_GAPS.labels(name).inc()
             log.warning(

@@ -171,4 +171,17 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             " WHERE status IN ('pending', 'failed') AND subject IS NOT NULL",
         ),
     ),
+    (
+        "0009_poll_pending",
+        (
+            """CREATE TABLE poll_pending (
+                source TEXT NOT NULL,
+                key TEXT NOT NULL,
+                walks BIGINT NOT NULL,
+                since_ms BIGINT NOT NULL,
+                PRIMARY KEY (source, key)
+            )""",
+            "ALTER TABLE poll_state ADD COLUMN pending_deletes BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
 ]

@@ -213,6 +213,16 @@ def m0008_outbound(db: sqlite_utils.Database) -> None:
     )
 
 
+def m0009_poll_pending(db: sqlite_utils.Database) -> None:
+    """The keys of a snapshot that the last walks lacked, not deleted until confirmed."""
+    db.table("poll_pending").create(
+        {"source": str, "key": str, "walks": int, "since_ms": int},
+        pk=("source", "key"),
+        not_null={"walks", "since_ms"},
+    )
+    db.table("poll_state").add_column("pending_deletes", int, not_null_default=0)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -222,4 +232,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0006_sightings", m0006_sightings),
     ("0007_admin_pages", m0007_admin_pages),
     ("0008_outbound", m0008_outbound),
+    ("0009_poll_pending", m0009_poll_pending),
 ]
