@@ -8,7 +8,7 @@ keys belong to which mode is in `MODE_KEYS`; the loader names a key used in anot
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -96,6 +96,18 @@ class DeletesConfig(_Model):
     # Walks in a row that must lack a key before its `deleted` is emitted. `auto`: 2 when the
     # walk read more than one page, 1 when it read one (one answer is the list at one moment).
     confirm: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = "auto"
+    # An item's own URL, `{key}` standing for the key (absolute or relative to `url`, on its
+    # origin): a missing key is asked there at once, a 404 or 410 deletes it, a 2xx keeps it.
+    check: str | None = None
+    # Keys asked at `check` per poll, at most; the others stay pending for the next poll.
+    max_checks: int = Field(100, ge=1)
+
+    @field_validator("check")
+    @classmethod
+    def _check_has_key(cls, value: str | None) -> str | None:
+        if value is not None and "{key}" not in value:
+            raise ValueError("needs {key} where the item's key goes")
+        return value
 
     def walks_needed(self, pages: int) -> int:
         """How many walks in a row must lack a key, for a walk that read `pages` pages."""
@@ -112,6 +124,17 @@ MODE_KEYS: dict[str, frozenset[str]] = {
 }
 # The keys that a feed, whose items are events and not versions of an item, has no use for.
 NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type", "deletes"})
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def check_url(poll: PollConfig, key: str) -> str:
+    """The URL of `deletes.check` for one key (the key percent-encoded as a path segment)."""
+    assert poll.deletes.check is not None
+    return urljoin(poll.url, poll.deletes.check.replace("{key}", quote(key, safe="")))
 
 
 def _every_kind(value: Any) -> str:
@@ -214,6 +237,10 @@ class PollConfig(_Model):
             raise ValueError("reconcile must be more than 0")
         if self.resource is not None and self.preset is None:
             raise ValueError("resource needs preset")
+        check = self.deletes.check
+        if check is not None and _origin(urljoin(self.url, check)) != _origin(self.url):
+            # The check carries the source's headers: never to another host.
+            raise ValueError("deletes.check must be on the origin of url")
         return self
 
     @field_validator("every")

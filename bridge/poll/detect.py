@@ -45,7 +45,8 @@ from bridge.poll.modes import (
     since_ms,
     start_ms,
 )
-from bridge.poll.pending import Confirmation, confirm_deletes, seen_again
+from bridge.poll.pending import Confirmation, confirm_checked, confirm_deletes, seen_again
+from bridge.poll.recheck import recheck
 from bridge.store import Store
 from bridge.store.base import PendingDelete, PollState
 
@@ -73,6 +74,7 @@ class Detection:
     # The source's pending deletes after this poll, when it changed them (see pending.py).
     pending: dict[str, PendingDelete] | None = None
     newly_pending: int = 0  # keys this walk lacked that wait for the next walk to confirm
+    still_there: int = 0  # keys this walk lacked that their item URL found (deletes.check)
 
     @property
     def deletes(self) -> list[str]:
@@ -181,8 +183,14 @@ async def _confirm_deletes(p: _Poll, detection: Detection) -> None:
     if p.store is None or (not missing and not p.state.pending_deletes):
         return
     pending = await p.store.load_poll_pending(p.source)
-    needed = p.poll.deletes.walks_needed(detection.fetched.pages)
-    decided = confirm_deletes(missing, pending, needed, now_ms())
+    if p.poll.deletes.check is not None and missing:
+        checked = await recheck(p.client, p.poll, missing)
+        detection.fetched.requests += checked.requests
+        detection.still_there = len(checked.present)
+        decided = confirm_checked(missing, pending, checked.gone, checked.present, now_ms())
+    else:
+        needed = p.poll.deletes.walks_needed(detection.fetched.pages)
+        decided = confirm_deletes(missing, pending, needed, now_ms())
     if len(decided.deleted) != len(missing):
         confirmed = set(decided.deleted)
         detection.changes = [

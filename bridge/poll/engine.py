@@ -322,6 +322,14 @@ class Poller:
         )
         if detection.pending is not None:
             metrics.POLL_PENDING_DELETES.labels(name).set(len(detection.pending))
+        if detection.still_there:
+            log.info(
+                "%s: %s missing from this walk of %s are still there (deletes.check): the"
+                " list shifted under the walk",
+                name,
+                plural(detection.still_there, "key"),
+                plural(fetched.pages, "page"),
+            )
         if detection.newly_pending:
             log.info(
                 "%s: %s missing from this walk of %s, deleted only if the next walks lack"

@@ -56,6 +56,29 @@ def confirm_deletes(
     return out
 
 
+def confirm_checked(
+    missing: Iterable[str],
+    pending: Mapping[str, PendingDelete],
+    gone: Collection[str],
+    present: Collection[str],
+    at_ms: int,
+) -> Confirmation:
+    """Decide by what the item URLs said (`deletes.check`, see recheck.py): a key they
+    answered gone is deleted, one they answered present is not pending, and one they did not
+    settle stays pending, to be asked again by the next poll."""
+    out = Confirmation()
+    for key in missing:
+        if key in gone:
+            out.deleted.append(key)
+        elif key not in present:
+            before = pending.get(key)
+            walks = before.walks + 1 if before is not None else 1
+            out.pending[key] = PendingDelete(walks, before.since_ms if before else at_ms)
+            out.new += before is None
+    out.changed = out.pending != dict(pending)
+    return out
+
+
 def seen_again(pending: Mapping[str, PendingDelete], seen: Collection[str]) -> Confirmation:
     """The pending keys after a poll that saw only some items (an incremental answer): any
     key it saw is there after all; the others stay pending as they were."""
