@@ -84,6 +84,11 @@ class FeedConfig(_Model):
     lookback_s: Duration = Field(0.0, alias="lookback")
 
 
+# With `deletes.confirm: auto`, a key missing from this many walks of several pages in a row is
+# deleted even if none of them was settled (a list that changes during every walk).
+AUTO_MOST_WALKS = 5
+
+
 class DeletesConfig(_Model):
     """When a key missing from a snapshot walk (or a `reconcile` walk) becomes `deleted`.
 
@@ -93,8 +98,10 @@ class DeletesConfig(_Model):
     deleted only once `confirm` walks in a row have lacked it.
     """
 
-    # Walks in a row that must lack a key before its `deleted` is emitted. `auto`: 2 when the
-    # walk read more than one page, 1 when it read one (one answer is the list at one moment).
+    # Walks in a row that must lack a key before its `deleted` is emitted. `auto`: for a walk
+    # of one page, 1 (one answer is the list at one moment); for a walk of several pages, 2
+    # when the second is settled (it lacked no other key and saw none twice: the list did
+    # not move under it), else AUTO_MOST_WALKS.
     confirm: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = "auto"
     # An item's own URL, `{key}` standing for the key (absolute or relative to `url`, on its
     # origin): a missing key is asked there at once, a 404 or 410 deletes it, a 2xx keeps it.
@@ -109,11 +116,12 @@ class DeletesConfig(_Model):
             raise ValueError("needs {key} where the item's key goes")
         return value
 
-    def walks_needed(self, pages: int) -> int:
-        """How many walks in a row must lack a key, for a walk that read `pages` pages."""
-        if self.confirm == "auto":
-            return 2 if pages > 1 else 1
-        return self.confirm
+    def walks_needed(self, pages: int) -> tuple[int, int]:
+        """How many walks in a row must lack a key, for a walk that read `pages` pages: when
+        the walk is settled, and when it is not (see `confirm`)."""
+        if self.confirm != "auto":
+            return self.confirm, self.confirm
+        return (2, AUTO_MOST_WALKS) if pages > 1 else (1, 1)
 
 
 # The keys of `poll` that only one mode takes.

@@ -190,7 +190,8 @@ async def _confirm_deletes(p: _Poll, detection: Detection) -> None:
         decided = confirm_checked(missing, pending, checked.gone, checked.present, now_ms())
     else:
         needed = p.poll.deletes.walks_needed(detection.fetched.pages)
-        decided = confirm_deletes(missing, pending, needed, now_ms())
+        twice = detection.indexed.duplicates > 0
+        decided = confirm_deletes(missing, pending, needed, now_ms(), seen_twice=twice)
     if len(decided.deleted) != len(missing):
         confirmed = set(decided.deleted)
         detection.changes = [

@@ -34,20 +34,29 @@ class Confirmation:
 def confirm_deletes(
     missing: Iterable[str],
     pending: Mapping[str, PendingDelete],
-    walks_needed: int,
+    walks_needed: tuple[int, int],
     at_ms: int,
+    *,
+    seen_twice: bool = False,
 ) -> Confirmation:
     """Decide which keys this walk lacked (`missing`, in the snapshot's order) are deleted.
 
-    A key is deleted when this walk makes `walks_needed` walks in a row that lacked it;
-    until then it is pending, counted from the stored `pending`. A pending key this walk
-    has seen again (not in `missing`) is no longer pending: it was never deleted.
+    `walks_needed` is (when settled, when not): a key is deleted when this walk makes that
+    many walks in a row that lacked it. The walk is *settled* when it lacked no key that was
+    not pending already and saw no key twice (`seen_twice`): nothing moved under it, so what
+    it lacks is not a shift. (A shift during it would have made it miss or repeat another
+    item, unless the one it missed is pending already: rarer still.) Until then a key is
+    pending, counted from the stored `pending`. A pending key this walk has seen again (not
+    in `missing`) is no longer pending: it was never deleted.
     """
+    missing = list(missing)
+    settled = not seen_twice and all(key in pending for key in missing)
+    needed = walks_needed[0] if settled else walks_needed[1]
     out = Confirmation()
     for key in missing:
         before = pending.get(key)
         walks = before.walks + 1 if before is not None else 1
-        if walks >= walks_needed:
+        if walks >= needed:
             out.deleted.append(key)
         else:
             out.pending[key] = PendingDelete(walks, before.since_ms if before else at_ms)

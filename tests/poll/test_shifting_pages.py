@@ -27,6 +27,7 @@ import yaml
 
 from bridge.config import DeletesConfig, parse_config
 from bridge.config.advice import warnings
+from bridge.config.polling import AUTO_MOST_WALKS
 from bridge.errors import ConfigError
 from bridge.poll.engine import Poller
 from bridge.poll.pending import confirm_deletes, seen_again
@@ -62,25 +63,45 @@ async def changes(store: Store) -> list[tuple[str | None, str | None]]:
 # -- the decision, pure ----------------------------------------------------------------------
 
 
+AUTO = (2, AUTO_MOST_WALKS)  # `confirm: auto` for a walk of several pages
+
+
 def test_a_key_missing_from_one_walk_is_pending_and_deleted_when_the_next_lacks_it_too() -> None:
-    first = confirm_deletes(["a", "b"], {}, walks_needed=2, at_ms=1000)
+    first = confirm_deletes(["a", "b"], {}, AUTO, at_ms=1000)
     assert first.deleted == [] and first.changed and first.new == 2
     assert first.pending == {"a": PendingDelete(1, 1000), "b": PendingDelete(1, 1000)}
-    # b is back (never deleted); a is missing again: confirmed.
-    second = confirm_deletes(["a"], first.pending, walks_needed=2, at_ms=2000)
+    # b is back (never deleted); a is missing again and nothing else is: confirmed.
+    second = confirm_deletes(["a"], first.pending, AUTO, at_ms=2000)
     assert second.deleted == ["a"] and second.pending == {} and second.changed
     assert second.new == 0
 
 
+def test_a_walk_that_lacks_another_key_or_sees_one_twice_confirms_nothing_before_the_most() -> None:
+    pending = confirm_deletes(["a"], {}, AUTO, at_ms=1000).pending
+    # The list moved under this walk (b newly missing): a stays pending.
+    walk = confirm_deletes(["a", "b"], pending, AUTO, at_ms=2000)
+    assert walk.deleted == [] and walk.pending["a"] == PendingDelete(2, 1000)
+    walk = confirm_deletes(["a", "b"], walk.pending, AUTO, at_ms=3000, seen_twice=True)
+    assert walk.deleted == [] and walk.pending["a"].walks == 3
+    # Settled now (nothing new missing, nothing twice): both go.
+    assert confirm_deletes(["a", "b"], walk.pending, AUTO, at_ms=4000).deleted == ["a", "b"]
+    # A list that moves under every walk: deleted after the most walks all the same.
+    pending = {}
+    for walk_no in range(1, AUTO_MOST_WALKS + 1):
+        walk = confirm_deletes(["a", f"new{walk_no}"], pending, AUTO, at_ms=walk_no)
+        pending = walk.pending
+    assert "a" in walk.deleted and walk_no == AUTO_MOST_WALKS
+
+
 def test_more_walks_keep_counting_from_the_first_miss() -> None:
-    pending = confirm_deletes(["a"], {}, 3, at_ms=1000).pending
-    pending = confirm_deletes(["a"], pending, 3, at_ms=2000).pending
+    pending = confirm_deletes(["a"], {}, (3, 3), at_ms=1000).pending
+    pending = confirm_deletes(["a"], pending, (3, 3), at_ms=2000).pending
     assert pending == {"a": PendingDelete(2, 1000)}
-    assert confirm_deletes(["a"], pending, 3, at_ms=3000).deleted == ["a"]
+    assert confirm_deletes(["a"], pending, (3, 3), at_ms=3000).deleted == ["a"]
 
 
 def test_one_walk_needed_deletes_at_once_and_changes_nothing_pending() -> None:
-    decided = confirm_deletes(["a", "b"], {}, walks_needed=1, at_ms=1)
+    decided = confirm_deletes(["a", "b"], {}, (1, 1), at_ms=1)
     assert decided.deleted == ["a", "b"] and decided.pending == {} and not decided.changed
 
 
@@ -92,9 +113,9 @@ def test_keys_seen_in_a_changes_answer_are_no_longer_pending() -> None:
 
 
 def test_auto_needs_two_walks_of_several_pages_and_one_of_a_single_page() -> None:
-    assert DeletesConfig().walks_needed(pages=1) == 1
-    assert DeletesConfig().walks_needed(pages=2) == 2
-    assert DeletesConfig.model_validate({"confirm": 3}).walks_needed(pages=1) == 3
+    assert DeletesConfig().walks_needed(pages=1) == (1, 1)
+    assert DeletesConfig().walks_needed(pages=2) == (2, AUTO_MOST_WALKS)
+    assert DeletesConfig.model_validate({"confirm": 3}).walks_needed(pages=1) == (3, 3)
 
 
 def test_confirm_takes_auto_or_a_count_from_1() -> None:
@@ -168,7 +189,16 @@ class ShiftingList:
         self.items: list[dict[str, Any]] = [{"id": str(k), "n": 0} for k in keys]
         self.link = link
         self.before_page: dict[int, Callable[[], None]] = {}
+        self.checked: list[Seen] = []  # requests to the items' own URLs
         script.route("/items", self.answer)
+        for key in keys:
+            script.route(f"/items/{key}", self.item)
+
+    def item(self, seen: Seen) -> Reply:
+        self.checked.append(seen)
+        key = seen.path.rsplit("/", 1)[1]
+        found = [i for i in self.items if i["id"] == key]
+        return Reply(body=found[0]) if found else Reply(404, {"error": "not found"})
 
     def answer(self, seen: Seen) -> Reply:
         page = int(parse_qs(urlsplit(seen.path).query).get("page", ["1"])[0])
@@ -299,15 +329,54 @@ async def test_confirm_3_waits_for_three_walks(
     assert await changes(store) == [("deleted", "1")]
 
 
+async def test_check_asks_the_item_url_and_deletes_at_once_on_404_keeps_on_200(
+    store: SQLiteStore, server: tuple[Script, str], pollers: Callable[..., Poller]
+) -> None:
+    script, base = server
+    shifting = ShiftingList(script, range(1, 21), link=False)
+    check = {"check": "/items/{key}"}
+    headers = {"Authorization": "Bearer s3cret"}
+    poller = pollers(**shifting.poll_config(base), deletes=check, headers=headers)
+    await poller.poll_once("s")
+
+    def delete_front() -> None:
+        del shifting.items[0:2]
+
+    shifting.before_page[2] = delete_front
+    await poller.poll_once("s")  # misses 6 and 7, which their URLs find
+    assert sorted(s.path for s in shifting.checked) == ["/items/6", "/items/7"]
+    assert all(s.headers.get("authorization") == "Bearer s3cret" for s in shifting.checked)
+    assert await changes(store) == [] and await store.load_poll_pending("s") == {}
+
+    # 1 and 2 are gone: deleted in the walk that first lacks them, no second walk needed.
+    # 3's URL fails: it stays pending, and is asked again by the next poll.
+    script.route("/items/3", Reply(500, {"error": "busy"}))
+    del shifting.items[0]  # 3
+    await poller.poll_once("s")
+    assert await changes(store) == [("deleted", "1"), ("deleted", "2")]
+    assert set(await store.load_poll_pending("s")) == {"3"}
+    script.route("/items/3", shifting.item)
+    await poller.poll_once("s")
+    assert await changes(store) == [("deleted", "1"), ("deleted", "2"), ("deleted", "3")]
+    assert await store.load_poll_pending("s") == {}
+
+
+def test_check_must_name_the_key_and_stay_on_the_origin_of_url() -> None:
+    with pytest.raises(ConfigError, match=r"deletes\.check must be on the origin of url"):
+        config("http://127.0.0.1:9/items", deletes={"check": "http://127.0.0.2:9/i/{key}"})
+    with pytest.raises(ConfigError, match=r"deletes\.check: .* needs \{key\}"):
+        config("http://127.0.0.1:9/items", deletes={"check": "/items/"})
+
+
 # -- json-server, deleting through its own API while the poller walks ----------------------------
 
 ITEMS = 300
 DELETED = 150
 
 
-def json_server_poll(version: str, base: str) -> dict[str, Any]:
-    # Each item has its own URL: a key missing from a walk is asked there at once.
-    deletes = {"check": "/items/{key}"}
+def json_server_poll(version: str, base: str, by: str) -> dict[str, Any]:
+    # By walks alone (the default), or asking each item's own URL at once.
+    deletes = {"check": "/items/{key}"} if by == "check" else {}
     if version == "0.17":  # `_page`/`_limit`, Link headers
         return {"url": base + "/items?_page=1&_limit=5", "pages": "link", "deletes": deletes}
     return {  # 1.0: `_page`/`_per_page`, the next page's number in the body
@@ -318,8 +387,10 @@ def json_server_poll(version: str, base: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("by", ["walks", "check"])
 @pytest.mark.parametrize("version", ["0.17", "1.0"])
 async def test_json_server_deleting_half_from_the_front_while_polled_gives_exact_deletes(
+    by: str,
     tmp_path: Path,
     store: SQLiteStore,
     pollers: Callable[..., Poller],
@@ -339,7 +410,7 @@ async def test_json_server_deleting_half_from_the_front_while_polled_gives_exact
     serve = [*command, "--port", str(port), "--host", "127.0.0.1", str(db)]
     log_path = tmp_path / "json-server.log"
     with run_server(serve, port, log_path, ready_path="/items/1", cwd=tmp_path) as server:
-        poller = pollers(**json_server_poll(version, server.url))
+        poller = pollers(**json_server_poll(version, server.url, by))
         await poller.poll_once("s")  # the baseline: 60 pages
         assert len(await store.load_poll_versions("s")) == ITEMS
 
@@ -351,11 +422,14 @@ async def test_json_server_deleting_half_from_the_front_while_polled_gives_exact
 
         deleting = asyncio.create_task(delete_front())
         deadline = time.monotonic() + 120
+        missed_present: set[str] = set()  # pending keys that were never deleted
         for _ in range(300):  # polled back to back until every delete is seen and settled
             await poller.poll_once("s")
             assert (await store.load_poll_state("s")).last_error is None
+            pending = await store.load_poll_pending("s")
+            missed_present |= {k for k in pending if int(k) > DELETED}
             settled = len(await store.load_poll_versions("s")) == ITEMS - DELETED
-            if deleting.done() and settled and not await store.load_poll_pending("s"):
+            if deleting.done() and settled and not pending:
                 break
             assert time.monotonic() < deadline, "the deletes did not settle within 120 s"
         else:
@@ -370,7 +444,10 @@ async def test_json_server_deleting_half_from_the_front_while_polled_gives_exact
     assert sorted(int(s) for _, s in seen if s) == list(range(1, DELETED + 1))
     assert len(await store.load_poll_versions("s")) == ITEMS - DELETED
     # The scenario really shifted pages under the walks (else it proves nothing).
-    assert "the list shifted under the walk" in caplog.text
+    if by == "check":
+        assert "the list shifted under the walk" in caplog.text
+    else:
+        assert missed_present, "no walk missed an item that was still there"
 
 
 async def test_pending_keys_are_counted_in_a_metric(
