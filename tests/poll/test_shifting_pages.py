@@ -30,13 +30,14 @@ from bridge.config.advice import warnings
 from bridge.config.polling import AUTO_MOST_WALKS
 from bridge.errors import ConfigError
 from bridge.poll.engine import Poller
+from bridge.poll.modes import Watermark
 from bridge.poll.pending import confirm_deletes, seen_again
 from bridge.runtime import Runtime
 from bridge.store import Store
 from bridge.store.base import PendingDelete, PollCommit, PollOutcome
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
-from tests.helpers import free_port
+from tests.helpers import free_port, run_cli
 from tests.scripted_server import Reply, Script, Seen
 from tests.third_party import json_server_entry, run_server
 
@@ -149,6 +150,29 @@ def test_check_warns_for_page_numbers_without_a_sort(url: str, poll: Any, warned
         assert "without a sort parameter" in said[0]
     else:
         assert said == []
+
+
+def test_bridge_check_prints_the_warning_and_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {
+                    "todos": {
+                        "poll": {
+                            "url": "http://127.0.0.1:9/todos?_page=1&_limit=5",
+                            "every": "5s",
+                            "id": "id",
+                            "pages": "link",
+                        }
+                    }
+                }
+            }
+        )
+    )
+    done = run_cli("check", "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "sources.todos.poll.pages walks numbered pages (_page) without a sort" in done.stderr
 
 
 # -- the store, both backends ------------------------------------------------------------------
@@ -366,6 +390,54 @@ def test_check_must_name_the_key_and_stay_on_the_origin_of_url() -> None:
         config("http://127.0.0.1:9/items", deletes={"check": "http://127.0.0.2:9/i/{key}"})
     with pytest.raises(ConfigError, match=r"deletes\.check: .* needs \{key\}"):
         config("http://127.0.0.1:9/items", deletes={"check": "/items/"})
+
+
+async def test_a_key_a_shifted_reconcile_missed_is_cleared_when_a_changes_answer_has_it(
+    store: SQLiteStore, server: tuple[Script, str], pollers: Callable[..., Poller]
+) -> None:
+    script, base = server
+    now_s = int(time.time())
+    items = [{"id": k, "updated_at": now_s - 100 + i} for i, k in enumerate("abcd")]
+    shift: list[bool] = []
+
+    def answer(seen: Seen) -> Reply:
+        query = parse_qs(seen.query)
+        if "since" in query:  # an incremental poll: what changed since, on one page
+            since = int(query["since"][0])
+            return Reply(body={"data": [i for i in items if i["updated_at"] >= since]})
+        page = int(query.get("page", ["1"])[0])
+        if page == 2 and shift:
+            del items[0]  # a is deleted between pages 1 and 2: c moves onto page 1
+            shift.clear()
+        more = page * 2 < len(items)
+        return Reply(
+            body={"data": items[(page - 1) * 2 : page * 2], "next": page + 1 if more else None}
+        )
+
+    script.route("/items", answer)
+    cursor = {"field": "updated_at", "param": "since", "format": "unix"}
+    poller = pollers(
+        url=base + "/items",
+        mode="incremental",
+        cursor=cursor,
+        reconcile="1h",
+        items="data",
+        pages={"cursor": "next", "param": "page"},
+    )
+    await poller.poll_once("s")  # a full walk: the baseline
+    # Make the reconcile due, as if the last full walk was two hours ago.
+    mark = Watermark.load((await store.load_poll_state("s")).cursor)
+    assert mark.reconciled_ms is not None
+    due = Watermark(mark.value_ms, mark.reconciled_ms - 7_200_000).dump()
+    await store.write(lambda c: c.execute("UPDATE poll_state SET cursor = ?", (due,)))
+    shift.append(True)
+    await poller.poll_once("s")  # the reconcile walk misses c
+    assert set(await store.load_poll_pending("s")) == {"c"} and await changes(store) == []
+    items[1]["updated_at"] = now_s  # c changes: the next changes answer has it
+    await poller.poll_once("s")
+    assert await changes(store) == [("updated", "c")]
+    assert await store.load_poll_pending("s") == {}
+    assert (await store.load_poll_state("s")).pending_deletes == 0
 
 
 # -- json-server, deleting through its own API while the poller walks ----------------------------
