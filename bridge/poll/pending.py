@@ -6,8 +6,10 @@ onto the page already read is missing from this walk although it was never delet
 added there instead makes one item appear on two pages). The next walk finds it again, with
 different page boundaries. So a key missing from a walk of several pages is *pending*: kept
 in the snapshot (no `created` when it is seen again: it was never deleted), and deleted only
-once `deletes.confirm` walks in a row have lacked it. A walk of one page is one answer, the
-whole list at one moment: with `confirm: auto`, what it lacks is deleted at once.
+once `deletes.confirm` walks in a row have lacked it; with `auto`, two when the second is
+settled (the list did not move under it), else five, since a list that keeps shifting can
+move the same item past a page boundary in two walks running. A walk of one page is one
+answer, the whole list at one moment: with `auto`, what it lacks is deleted at once.
 
 The pending keys are stored with the snapshot, in the poll's own transaction (see
 `PollCommit.pending`), so a restart neither forgets nor repeats a confirmation.
