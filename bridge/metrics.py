@@ -57,6 +57,11 @@ POLL_ITEMS_SKIPPED = Counter(
     ["source", "reason"],
 )
 POLL_ITEMS = Gauge("bridge_poll_items", "Items in the last successful poll.", ["source"])
+POLL_PENDING_DELETES = Gauge(
+    "bridge_poll_pending_deletes",
+    "Keys the last walks lacked, not deleted until a later walk confirms it.",
+    ["source"],
+)
 EVENTS = Counter("bridge_events", "Events stored, by source and origin (poll, push).",
                  ["source", "origin"])  # fmt: skip
 INBOUND_ACCEPTED = Counter("bridge_inbound_accepted", "Webhooks accepted (new or duplicate).",

@@ -5,8 +5,18 @@ meant. Pure judgements over a `Config`, one line each; none stops the bridge fro
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import parse_qsl, urlsplit
 
 from bridge.config.models import Config
+from bridge.config.polling import CursorPages, PollConfig
+
+# Query parameters that number pages or count items to skip (json-server's `_page` and
+# `_start`, Django REST's `page` and `offset`, `skip` of MongoDB-style APIs), and those that
+# set an order; compared without `_`, `-` and case.
+_PAGE_NUMBER_PARAMS = frozenset({"page", "pagenumber", "pageno", "offset", "start", "skip"})
+_SORT_PARAMS = frozenset(
+    {"sort", "sortby", "order", "orderby", "ordering", "$orderby", "sortorder", "sortfield"}
+)
 
 
 def _seconds(value: float) -> str:
@@ -21,6 +31,27 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _bare(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def page_number_param(poll: PollConfig) -> str | None:
+    """The query parameter that numbers a paged source's pages (or skips items), if any:
+    the `pages.param` of cursor pages, or one in the first request's query string."""
+    if poll.pages is None:
+        return None
+    if isinstance(poll.pages, CursorPages) and _bare(poll.pages.param) in _PAGE_NUMBER_PARAMS:
+        return poll.pages.param
+    query = [key for key, _ in parse_qsl(urlsplit(poll.url).query)] + list(poll.params)
+    return next((key for key in query if _bare(key) in _PAGE_NUMBER_PARAMS), None)
+
+
+def is_sorted(poll: PollConfig) -> bool:
+    """Whether the source's request asks for an order (a sort parameter in url or params)."""
+    query = [key for key, _ in parse_qsl(urlsplit(poll.url).query)] + list(poll.params)
+    return any(_bare(key.split("[")[0]) in _SORT_PARAMS for key in query)
 
 
 def _poll_warnings(config: Config) -> list[str]:
@@ -39,6 +70,13 @@ def _poll_warnings(config: Config) -> list[str]:
             out.append(
                 f"{where}.ignore has no effect together with version: an item changes only"
                 " when its version does"
+            )
+        param = page_number_param(poll)
+        if param is not None and not is_sorted(poll):
+            out.append(
+                f"{where}.pages walks numbered pages ({param}) without a sort parameter: in"
+                " no stable order, items can move between pages during a walk (missed or seen"
+                " twice); sort by a field that never changes (e.g. _sort=id or order_by=id)"
             )
     return out
 

@@ -8,7 +8,7 @@ keys belong to which mode is in `MODE_KEYS`; the loader names a key used in anot
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -145,6 +145,46 @@ class FeedConfig(_Model):
     lookback_s: Duration = Field(0.0, alias="lookback")
 
 
+# With `deletes.confirm: auto`, a key missing from this many walks of several pages in a row is
+# deleted even if none of them was settled (a list that changes during every walk).
+AUTO_MOST_WALKS = 5
+
+
+class DeletesConfig(_Model):
+    """When a key missing from a snapshot walk (or a `reconcile` walk) becomes `deleted`.
+
+    A list read page by page can shift between two page requests (an item removed or added
+    before the page being read moves every later item by one place), so a key can be missing
+    from one walk while it is still there. It is then *pending*: kept in the snapshot, and
+    deleted only once `confirm` walks in a row have lacked it.
+    """
+
+    # Walks in a row that must lack a key before its `deleted` is emitted. `auto`: for a walk
+    # of one page, 1 (one answer is the list at one moment); for a walk of several pages, 2
+    # when the second is settled (it lacked no other key and saw none twice: the list did
+    # not move under it), else AUTO_MOST_WALKS.
+    confirm: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = "auto"
+    # An item's own URL, `{key}` standing for the key (absolute or relative to `url`, on its
+    # origin): a missing key is asked there at once, a 404 or 410 deletes it, a 2xx keeps it.
+    check: str | None = None
+    # Keys asked at `check` per poll, at most; the others stay pending for the next poll.
+    max_checks: int = Field(100, ge=1)
+
+    @field_validator("check")
+    @classmethod
+    def _check_has_key(cls, value: str | None) -> str | None:
+        if value is not None and "{key}" not in value:
+            raise ValueError("needs {key} where the item's key goes")
+        return value
+
+    def walks_needed(self, pages: int) -> tuple[int, int]:
+        """How many walks in a row must lack a key, for a walk that read `pages` pages: when
+        the walk is settled, and when it is not (see `confirm`)."""
+        if self.confirm != "auto":
+            return self.confirm, self.confirm
+        return (2, AUTO_MOST_WALKS) if pages > 1 else (1, 1)
+
+
 # The keys of `poll` that only one mode takes.
 MODE_KEYS: dict[str, frozenset[str]] = {
     "snapshot": frozenset(),
@@ -152,7 +192,18 @@ MODE_KEYS: dict[str, frozenset[str]] = {
     "feed": frozenset({"feed", "subject"}),
 }
 # The keys that a feed, whose items are events and not versions of an item, has no use for.
-NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type"})
+NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type", "deletes"})
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def check_url(poll: PollConfig, key: str) -> str:
+    """The URL of `deletes.check` for one key (the key percent-encoded as a path segment)."""
+    assert poll.deletes.check is not None
+    return urljoin(poll.url, poll.deletes.check.replace("{key}", quote(key, safe="")))
 
 
 def _every_kind(value: Any) -> str:
@@ -218,6 +269,8 @@ class PollConfig(_Model):
     # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
     # true with `pages` is right only when any change alters page 1 (newest-changed first).
     conditional: bool | None = None
+    # When a key missing from a walk is deleted (see DeletesConfig).
+    deletes: DeletesConfig = DeletesConfig()
     # The provider preset this source was expanded from (config/presets.py), and its
     # resource: shown by `bridge check`, no effect of their own.
     preset: str | None = None
@@ -269,6 +322,10 @@ class PollConfig(_Model):
             raise ValueError("reconcile must be more than 0")
         if self.resource is not None and self.preset is None:
             raise ValueError("resource needs preset")
+        check = self.deletes.check
+        if check is not None and _origin(urljoin(self.url, check)) != _origin(self.url):
+            # The check carries the source's headers: never to another host.
+            raise ValueError("deletes.check must be on the origin of url")
         return self
 
     @field_validator("every")

@@ -47,8 +47,10 @@ from bridge.poll.modes import (
     since_ms,
     start_ms,
 )
+from bridge.poll.pending import Confirmation, confirm_checked, confirm_deletes, seen_again
+from bridge.poll.recheck import recheck
 from bridge.store import Store
-from bridge.store.base import PollState
+from bridge.store.base import PendingDelete, PollState
 from bridge.timelayout import RFC3339, Layout, infer
 
 log = logging.getLogger("bridge.poll")
@@ -77,6 +79,10 @@ class Detection:
     cursor_missed: int = 0  # changes a full walk found that the filtered polls did not return
     gap: bool = False  # a feed poll that did not reach the last event seen
     gap_why: str = ""  # what the gap is, for the log
+    # The source's pending deletes after this poll, when it changed them (see pending.py).
+    pending: dict[str, PendingDelete] | None = None
+    newly_pending: int = 0  # keys this walk lacked that wait for the next walk to confirm
+    still_there: int = 0  # keys this walk lacked that their item URL found (deletes.check)
 
     @property
     def deletes(self) -> list[str]:
@@ -174,7 +180,38 @@ async def _detect_snapshot(p: _Poll, plan: WalkPlan | None = None) -> Detection:
             status=fetched.status,
             reason="items",
         )
-    return Detection(fetched, indexed, changes, [], not p.state.baselined, upserts)
+    detection = Detection(fetched, indexed, changes, [], not p.state.baselined, upserts)
+    await _confirm_deletes(p, detection)
+    return detection
+
+
+async def _confirm_deletes(p: _Poll, detection: Detection) -> None:
+    """Keep the deletes this walk confirms; hold the others as pending (see pending.py)."""
+    missing = detection.deletes
+    if p.store is None or (not missing and not p.state.pending_deletes):
+        return
+    pending = await p.store.load_poll_pending(p.source)
+    if p.poll.deletes.check is not None and missing:
+        checked = await recheck(p.client, p.poll, missing)
+        detection.fetched.requests += checked.requests
+        detection.still_there = len(checked.present)
+        decided = confirm_checked(missing, pending, checked.gone, checked.present, now_ms())
+    else:
+        needed = p.poll.deletes.walks_needed(detection.fetched.pages)
+        twice = detection.indexed.duplicates > 0
+        decided = confirm_deletes(missing, pending, needed, now_ms(), seen_twice=twice)
+    if len(decided.deleted) != len(missing):
+        confirmed = set(decided.deleted)
+        detection.changes = [
+            c for c in detection.changes if c.change != "deleted" or c.key in confirmed
+        ]
+    _hold(detection, decided)
+
+
+def _hold(detection: Detection, decided: Confirmation) -> None:
+    if decided.changed:
+        detection.pending = decided.pending
+    detection.newly_pending = decided.new
 
 
 async def _with_events(p: _Poll, detection: Detection) -> Detection:
@@ -346,6 +383,9 @@ async def _detect_incremental(p: _Poll) -> Detection:
     detection = Detection(fetched, indexed, changes, [], not p.state.baselined, _upserts(changes))
     detection.cursor_skewed = scan.skewed
     detection.cursor = _advanced(mark, scan).dump()
+    if p.store is not None and p.state.pending_deletes and indexed.items:
+        # A pending key in a changes answer is there after all (see pending.py).
+        _hold(detection, seen_again(await p.store.load_poll_pending(p.source), indexed.items))
     return await _with_events(p, detection)
 
 

@@ -320,9 +320,28 @@ class Poller:
                 cursor=detection.cursor,
                 gap=detection.gap,
                 first=detection.is_first,
+                pending=detection.pending,
             )
         )
         self._count_cursor_faults(name, detection)
+        if detection.pending is not None:
+            metrics.POLL_PENDING_DELETES.labels(name).set(len(detection.pending))
+        if detection.still_there:
+            log.info(
+                "%s: %s missing from this walk of %s are still there (deletes.check): the"
+                " list shifted under the walk",
+                name,
+                plural(detection.still_there, "key"),
+                plural(fetched.pages, "page"),
+            )
+        if detection.newly_pending:
+            log.info(
+                "%s: %s missing from this walk of %s, deleted only if the next walks lack"
+                " them too (deletes.confirm)",
+                name,
+                plural(detection.newly_pending, "key"),
+                plural(fetched.pages, "page"),
+            )
         if detection.gap:
             metrics.POLL_GAPS.labels(name).inc()
             log.warning("%s: gap: %s; events between may be missing", name, detection.gap_why)

@@ -79,6 +79,7 @@ class Fetched:
     status: int | None = None
     validators: Validators = NO_VALIDATORS
     requests: int = 0
+    pages: int = 0  # pages read (a 304 is none)
     bytes: int = 0
     # What the answers' rate-limit headers allow (see limits.py), over every page.
     limits: Limits = NO_LIMITS
@@ -396,6 +397,7 @@ class _Walk:
             found = self.items_of(body, safe_url(response.url))
             self.out.items.extend(found)
             page += 1
+            self.out.pages = page
             if self.plan.stop is not None and await self.plan.stop(found):
                 self.out.stopped = True
                 return self.out

@@ -140,6 +140,16 @@ class PollState:
     # Where an incremental or feed poll resumes (JSON text, the poller's own shape).
     cursor: str | None = None
     gaps: int = 0  # feed polls that did not reach the last event seen within max_pages
+    pending_deletes: int = 0  # keys the last walks lacked, not deleted yet (PendingDelete)
+
+
+@dataclass(slots=True, frozen=True)
+class PendingDelete:
+    """A key of a snapshot that the last walks lacked, not yet deleted: how many walks in a
+    row lacked it, and when the first of them was made."""
+
+    walks: int
+    since_ms: int
 
 
 @dataclass(slots=True, frozen=True)
@@ -156,17 +166,26 @@ class PollCommit:
     cursor: str | None = None  # the new resume point (None: unchanged)
     gap: bool = False  # a feed poll that did not reach the last event seen
     first: bool = False  # the source's first poll: it makes the baseline
+    # Every pending delete of the source after this poll, replacing the stored ones (None:
+    # unchanged).
+    pending: Mapping[str, PendingDelete] | None = None
 
     @property
     def advances(self) -> bool:
         """Whether the commit moves what the source has seen: items, events, the cursor, a
-        gap, or the baseline itself, even of no items (lost, a later poll would take real
-        changes for a silent baseline). Then it is durable before the poll counts as done.
-        A poll that changed none of that (its outcome, counts and validators only)
-        acknowledges nothing and need not wait for the disk: lost to a power cut, the next
-        poll asks again and finds the same."""
+        gap, its pending deletes, or the baseline itself, even of no items (lost, a later
+        poll would take real changes for a silent baseline). Then it is durable before the
+        poll counts as done. A poll that changed none of that (its outcome, counts and
+        validators only) acknowledges nothing and need not wait for the disk: lost to a
+        power cut, the next poll asks again and finds the same."""
         return bool(
-            self.events or self.upserts or self.deletes or self.cursor or self.gap or self.first
+            self.events
+            or self.upserts
+            or self.deletes
+            or self.cursor
+            or self.gap
+            or self.first
+            or self.pending is not None
         )
 
 
@@ -191,11 +210,17 @@ class PollStore(ABC):
         """The stored items (decoded JSON) of these keys; keys not stored are left out."""
 
     @abstractmethod
+    async def load_poll_pending(self, source: str) -> dict[str, PendingDelete]:
+        """The keys of a source's snapshot that the last walks lacked and that are not deleted
+        yet (see `PollCommit.pending`), by key."""
+
+    @abstractmethod
     async def commit_poll(self, commit: PollCommit) -> list[bool]:
         """Store a poll's events, deliveries, snapshot changes, validators and stats at once.
 
         One transaction: either all of it is durable or none of it is. Marks the source
-        baselined and counts one more generation. Returns is_new per event, as
+        baselined and counts one more generation; with `pending`, replaces the source's
+        pending deletes. Returns is_new per event, as
         `record_events` does.
         """
 

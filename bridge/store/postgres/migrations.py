@@ -175,4 +175,17 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "0009_revoked_sessions",
         ("CREATE TABLE revoked_sessions (id TEXT PRIMARY KEY, expires_ms BIGINT NOT NULL)",),
     ),
+    (
+        "0010_poll_pending",
+        (
+            """CREATE TABLE poll_pending (
+                source TEXT NOT NULL,
+                key TEXT NOT NULL,
+                walks BIGINT NOT NULL,
+                since_ms BIGINT NOT NULL,
+                PRIMARY KEY (source, key)
+            )""",
+            "ALTER TABLE poll_state ADD COLUMN pending_deletes BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
 ]

@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge import jsontext
-from bridge.store.base import PollCommit, PollOutcome, PollState
+from bridge.store.base import PendingDelete, PollCommit, PollOutcome, PollState
 from bridge.store.postgres.events import insert_events
 
 if TYPE_CHECKING:
@@ -144,6 +144,16 @@ class PostgresPollState:
             return {}
         return await self.run(q)
 
+    async def load_poll_pending(self, source: str) -> dict[str, PendingDelete]:
+        async def q(conn: Conn) -> dict[str, PendingDelete]:
+            cur = await conn.execute(
+                "SELECT key, walks, since_ms FROM poll_pending WHERE source = %s", (source,)
+            )
+            rows = await cur.fetchall()
+            return {key: PendingDelete(walks, since_ms) for key, walks, since_ms in rows}
+
+        return await self.run(q)
+
     async def commit_poll(self, commit: PollCommit) -> list[bool]:
         source = commit.source
 
@@ -167,6 +177,25 @@ class PostgresPollState:
                     (source, list(keys), list(versions), list(items)),
                 )
             await _record_outcome(conn, source, commit.outcome, committed=True)
+            if commit.pending is not None:
+                await conn.execute("DELETE FROM poll_pending WHERE source = %s", (source,))
+                if commit.pending:
+                    pending = list(commit.pending)
+                    await conn.execute(
+                        "INSERT INTO poll_pending (source, key, walks, since_ms)"
+                        " SELECT %s, k, w, s FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
+                        " AS u(k, w, s)",
+                        (
+                            source,
+                            pending,
+                            [commit.pending[k].walks for k in pending],
+                            [commit.pending[k].since_ms for k in pending],
+                        ),
+                    )
+                await conn.execute(
+                    "UPDATE poll_state SET pending_deletes = %s WHERE source = %s",
+                    (len(commit.pending), source),
+                )
             await conn.execute(
                 "UPDATE poll_state SET etag = %s, last_modified = %s,"
                 " cursor = coalesce(%s, cursor), gaps = gaps + %s WHERE source = %s",

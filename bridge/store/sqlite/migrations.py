@@ -220,6 +220,16 @@ def m0009_revoked_sessions(db: sqlite_utils.Database) -> None:
     )
 
 
+def m0010_poll_pending(db: sqlite_utils.Database) -> None:
+    """The keys of a snapshot that the last walks lacked, not deleted until confirmed."""
+    db.table("poll_pending").create(
+        {"source": str, "key": str, "walks": int, "since_ms": int},
+        pk=("source", "key"),
+        not_null={"walks", "since_ms"},
+    )
+    db.table("poll_state").add_column("pending_deletes", int, not_null_default=0)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -230,4 +240,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0007_admin_pages", m0007_admin_pages),
     ("0008_outbound", m0008_outbound),
     ("0009_revoked_sessions", m0009_revoked_sessions),
+    ("0010_poll_pending", m0010_poll_pending),
 ]

@@ -1,7 +1,8 @@
 """SQLite implementation of `PollStore`: snapshots, validators and stats of polled sources.
 
 A snapshot is the rows of `poll_items` (source, key, version token, last item as JSON); the
-validators, the baseline flag, the generation and the stats are one row of `poll_state`.
+validators, the baseline flag, the generation and the stats are one row of `poll_state`; the
+keys the last walks lacked, not deleted yet, are the rows of `poll_pending`.
 `commit_poll` writes a poll's events, their deliveries, the snapshot changes and the stats in
 one operation of the group-committing writer, hence in one transaction.
 """
@@ -14,7 +15,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 from bridge import jsontext
-from bridge.store.base import PollCommit, PollOutcome, PollState
+from bridge.store.base import PendingDelete, PollCommit, PollOutcome, PollState
 from bridge.store.sqlite.events import insert_events
 
 T = TypeVar("T")
@@ -152,6 +153,16 @@ class SQLitePollState:
         items: dict[str, Any] = await self.read(q)
         return items
 
+    async def load_poll_pending(self, source: str) -> dict[str, PendingDelete]:
+        def q(conn: sqlite3.Connection) -> dict[str, PendingDelete]:
+            rows = conn.execute(
+                "SELECT key, walks, since_ms FROM poll_pending WHERE source = ?", (source,)
+            )
+            return {key: PendingDelete(walks, since_ms) for key, walks, since_ms in rows}
+
+        pending: dict[str, PendingDelete] = await self.read(q)
+        return pending
+
     async def commit_poll(self, commit: PollCommit) -> list[bool]:
         source = commit.source
 
@@ -166,6 +177,16 @@ class SQLitePollState:
                 ((source, key, version, item) for key, version, item in commit.upserts),
             )
             _record_outcome(conn, source, commit.outcome, committed=True)
+            if commit.pending is not None:
+                conn.execute("DELETE FROM poll_pending WHERE source = ?", (source,))
+                conn.executemany(
+                    "INSERT INTO poll_pending (source, key, walks, since_ms) VALUES (?,?,?,?)",
+                    ((source, k, p.walks, p.since_ms) for k, p in commit.pending.items()),
+                )
+                conn.execute(
+                    "UPDATE poll_state SET pending_deletes = ? WHERE source = ?",
+                    (len(commit.pending), source),
+                )
             conn.execute(
                 "UPDATE poll_state SET etag = ?, last_modified = ?,"
                 " cursor = coalesce(?, cursor), gaps = gaps + ? WHERE source = ?",
