@@ -76,14 +76,18 @@ def poll_via_daemon(config: Config, source: str) -> dict[str, Any]:
             f"no running bridge answered at {url} ({type(exc).__name__}): start it with"
             " `bridge run`, or use --dry-run to fetch once without it"
         ) from None
-    if response.status_code in (401, 403, 421, 429):
-        raise Failure(
-            f"the daemon refused the request ({response.status_code}): {response.text.strip()}"
-        )
     try:
         answer = response.json()
     except ValueError:
-        raise Failure(f"the daemon answered {response.status_code} without JSON") from None
+        answer = None
+    # A 429 is the token throttle, or the upstream holding the poll back (`held_until`).
+    held = response.status_code == 429 and isinstance(answer, dict) and "held_until" in answer
+    if response.status_code in (401, 403, 421, 429) and not held:
+        raise Failure(
+            f"the daemon refused the request ({response.status_code}): {response.text.strip()}"
+        )
+    if answer is None:
+        raise Failure(f"the daemon answered {response.status_code} without JSON")
     if response.status_code == 404:
         raise click.UsageError(f"the running daemon does not poll {source!r} (reload its config?)")
     if not isinstance(answer, dict) or "polled" not in answer:
