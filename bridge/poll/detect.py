@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -45,6 +46,7 @@ from bridge.poll.modes import (
     since_ms,
     start_ms,
 )
+from bridge.poll.streamed import PageIndex
 from bridge.store import Store
 from bridge.store.base import PollState
 
@@ -66,13 +68,25 @@ class Detection:
     changes: list[ItemChange] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     is_first: bool = False  # no snapshot yet: this poll makes the baseline
-    upserts: list[tuple[str, str, str]] = field(default_factory=list)
+    upserts: Collection[tuple[str, str, str]] = field(default_factory=list)
     cursor: str | None = None  # the new resume point of an incremental or feed source
     gap: bool = False  # a feed poll that did not reach the last event seen
+    # A streamed snapshot diff (streamed.py): its counts and deletes, whether or not
+    # `changes` lists them (a silent baseline makes no events, so lists none).
+    streamed: PageIndex | None = None
+
+    @property
+    def change_count(self) -> int:
+        """How many keys were created, updated or deleted."""
+        if self.streamed is not None:
+            return self.streamed.change_count
+        return len(self.changes)
 
     @property
     def deletes(self) -> list[str]:
         """The keys this poll removes from the snapshot."""
+        if self.streamed is not None:
+            return [key for key, _token in self.streamed.deleted]
         return [c.key for c in self.changes if c.change == "deleted"]
 
 
@@ -149,6 +163,8 @@ async def detect(
 
 
 async def _detect_snapshot(p: _Poll, plan: WalkPlan | None = None) -> Detection:
+    if p.poll.mode == "snapshot":
+        return await _detect_streamed(p, plan or WalkPlan())
     fetched = await p.fetch(plan)
     if fetched.not_modified:
         return Detection(fetched)
@@ -167,6 +183,34 @@ async def _detect_snapshot(p: _Poll, plan: WalkPlan | None = None) -> Detection:
             reason="items",
         )
     return Detection(fetched, indexed, changes, [], not p.state.baselined, upserts)
+
+
+async def _detect_streamed(p: _Poll, plan: WalkPlan) -> Detection:
+    """The snapshot diff in bounded memory (streamed.py): the answer is indexed as it is
+    read and compared with the stored snapshot row by row; only changed items are kept."""
+    index = PageIndex(ItemSpec.from_config(p.poll))
+    fetched = await p.fetch(replace(plan, sink=index))
+    if fetched.not_modified:
+        return Detection(fetched)
+    if fetched.item_count and not index.indexed.count:
+        # Items, but not one with a key: the answer's shape changed (a renamed id field),
+        # not every item deleted. Believing it would emit a delete for each stored item.
+        raise FetchError(
+            f"{p.source}: none of the {fetched.item_count} items has a key at {p.poll.id!r}",
+            status=fetched.status,
+            reason="items",
+        )
+    if p.store is not None:
+        await p.store.scan_poll_versions(p.source, index.compare)
+    detection = Detection(fetched, index.indexed, is_first=not p.state.baselined)
+    detection.streamed = index
+    detection.upserts = index.upserts()
+    if not p.silent:
+        if index.change_count > THREAD_THRESHOLD:
+            detection.changes = await asyncio.to_thread(index.changes)
+        else:
+            detection.changes = index.changes()
+    return detection
 
 
 async def _with_events(p: _Poll, detection: Detection) -> Detection:

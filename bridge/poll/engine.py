@@ -30,6 +30,7 @@ from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
 from bridge.poll.now import poll_now
 from bridge.poll.scheduler import PollResult, Scheduler
+from bridge.poll.streamed import TRIM_ITEMS, map_large_blocks, trim_memory
 from bridge.routing import passing, route, targets_for
 from bridge.runtime import Runtime
 from bridge.store import NewEvent
@@ -107,6 +108,7 @@ class Poller:
     async def start(self) -> None:
         """Schedule every polled source; the first polls start at most 100 a second."""
         self.runtime.budgets.apply(self.config.budgets)
+        map_large_blocks()
         self.scheduler.start()
         sources = poll_sources(self.config)
         # 1,000 sources starting within one second would queue in the HTTP pool and keep
@@ -268,6 +270,9 @@ class Poller:
                 _log_recovery(name, state.consecutive_failures)
                 return _limited(PollResult(), fetched)
             result = await self._commit(name, detection, outcome)
+            if detection.indexed.count > TRIM_ITEMS:
+                del detection  # what it holds is what the trim gives back
+                trim_memory()
             _log_recovery(name, state.consecutive_failures)
             return _limited(result, fetched)
         except FetchError as exc:
@@ -332,19 +337,19 @@ class Poller:
             if item.sighting is not None:
                 count_sighting(item.sighting, first=fresh)
         self._count(name, "ok", fetched)
-        metrics.POLL_ITEMS.labels(name).set(len(indexed.items))
+        metrics.POLL_ITEMS.labels(name).set(indexed.count)
         for event in new_events:
             metrics.EVENTS.labels(name, "poll").inc()
             if event.time_ms is not None:
                 latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
                 metrics.DETECTION_LATENCY.labels(name, "poll").observe(latency_s)
         self.runtime.hub.recorded(new_events)
-        if detection.changes or indexed.skipped or indexed.duplicates:
+        if detection.change_count or indexed.skipped or indexed.duplicates:
             log.info(
                 "%s: %d items, %d changes, %d new events%s in %d ms",
                 name,
-                len(indexed.items),
-                len(detection.changes),
+                indexed.count,
+                detection.change_count,
                 len(new_events),
                 " (baseline)" if detection.is_first else "",
                 outcome.duration_ms,
@@ -357,7 +362,7 @@ class Poller:
                 indexed.skipped,
                 indexed.duplicates,
             )
-        return PollResult(changed=bool(detection.changes) and not detection.is_first)
+        return PollResult(changed=bool(detection.change_count) and not detection.is_first)
 
     async def _failed(
         self,
@@ -424,7 +429,7 @@ def _limited(result: PollResult, fetched: Fetched) -> PollResult:
 def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOutcome:
     return replace(
         outcome,
-        items=len(indexed.items),
+        items=indexed.count,
         events=events,
         skipped=indexed.skipped,
         duplicate_keys=indexed.duplicates,

@@ -26,20 +26,21 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import jmespath
 
 from bridge import __version__, jsontext
-from bridge.config import CursorPages, NextUrlPages, PollConfig
+from bridge.config import CursorPages, NextUrlPages, PollConfig, field_path
 from bridge.errors import FetchError
 from bridge.poll.limits import NO_LIMITS, Limits, read_limits
 from bridge.poll.links import next_link
+from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, fields_of
 from bridge.poll.transport import AiohttpTransport
 
 log = logging.getLogger("bridge.poll")
@@ -80,6 +81,7 @@ class Fetched:
     # What the answers' rate-limit headers allow (see limits.py), over every page.
     limits: Limits = NO_LIMITS
     truncated: bool = False  # the walk stopped at max_pages (only with `WalkPlan.partial`)
+    item_count: int = 0  # items read over every page (in `items`, or handed to the sink)
     stopped: bool = False  # the walk stopped because `WalkPlan.stop` said so
 
 
@@ -92,6 +94,15 @@ class WalkPlan:
     # Awaited with each page's items: True ends the walk there (a feed reached a seen event).
     stop: Callable[[list[Any]], Awaitable[bool]] | None = None
     partial: bool = False  # reaching max_pages ends the walk, `truncated`, instead of a fault
+    # Takes each page's items as they are read, instead of `Fetched.items` (streamed.py).
+    sink: PageSink | None = None
+
+
+class PageSink(Protocol):
+    """What takes a walk's items page by page, each with where it starts in its page."""
+
+    def add_page(self, page: str | list[Any], items: Iterable[tuple[Any, int]]) -> None:
+        """Take the items of `page` (its JSON text, or its items when it was parsed whole)."""
 
 
 WHOLE = WalkPlan()
@@ -180,6 +191,7 @@ class _Walk:
         self.out = out
         self.seen: set[str] = set()
         self.origin = origin(httpx.URL(poll.url))
+        self.stream_path = stream_path(poll)
 
     def headers(self, first: bool) -> dict[str, str]:
         headers = {name: value.get_secret_value() for name, value in self.poll.headers.items()}
@@ -273,7 +285,7 @@ class _Walk:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def check(self, page: _Page) -> Any:
+    async def check(self, page: _Page, *, parse: bool = True) -> Any:
         response = page.response
         status = response.status_code
         where = safe_url(response.url)
@@ -284,6 +296,8 @@ class _Walk:
             )
         if not 200 <= status < 300:
             raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
+        if not parse:
+            return None
         try:
             if len(page.body) > LARGE_BODY:
                 body = await asyncio.to_thread(parse_json, page.body, response.charset_encoding)
@@ -307,10 +321,68 @@ class _Walk:
     def items_of(self, body: Any, where: str) -> list[Any]:
         found = self.items_expr.search(body) if self.items_expr is not None else body
         if not isinstance(found, list):
-            what = f"items expression {self.poll.items!r}" if self.poll.items else "the answer"
-            problem = "finds nothing" if found is None else "is not a list"
-            raise FetchError(f"{where}: {what} {problem}", status=self.out.status, reason="items")
+            self._not_a_list(found, where)
         return found
+
+    def _not_a_list(self, found: Any, where: str) -> None:
+        what = f"items expression {self.poll.items!r}" if self.poll.items else "the answer"
+        problem = "finds nothing" if found is None else "is not a list"
+        raise FetchError(f"{where}: {what} {problem}", status=self.out.status, reason="items")
+
+    def _counted(self, items: Iterable[tuple[Any, int]], where: str) -> Iterator[tuple[Any, int]]:
+        """The items, faulting the walk as soon as they are more than `max_items`."""
+        out, limit = self.out, self.poll.max_items
+        for pair in items:
+            out.item_count += 1
+            if out.item_count > limit:
+                self._check_count(where)
+            yield pair
+
+    def _check_count(self, where: str) -> None:
+        limit = self.poll.max_items
+        if self.out.item_count > limit:
+            raise FetchError(
+                f"{where}: the answer has more than max_items ({limit}) items over all pages",
+                status=self.out.status,
+                reason="too_many_items",
+            )
+
+    async def take(self, page: _Page, sink: PageSink) -> Any:
+        """Hand a page's items to `sink` as they are read; the page's body without them.
+
+        A page whose items are at a plain field path is read item by item out of its text
+        (scan.py), so that its items never exist all at once; any other is parsed whole.
+        """
+        response = page.response
+        where = safe_url(response.url)
+        path = self.stream_path
+        if path is None or _media_type(response) == "application/problem+json":
+            body = await self.check(page)
+            found = self.items_of(body, where)
+            sink.add_page(found, self._counted(((item, i) for i, item in enumerate(found)), where))
+            return body
+        await self.check(page, parse=False)
+
+        def scan() -> Any:
+            try:
+                text = decode_text(page.body, response.charset_encoding)
+            except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+                raise NotJSON(str(exc)) from exc
+            page.body = b""  # the text is what the index points into
+            scan = PageScan(text, path)
+            sink.add_page(text, self._counted(scan.items(), where))
+            return scan.body
+
+        try:
+            if len(page.body) > LARGE_BODY:
+                return await asyncio.to_thread(scan)
+            return scan()
+        except NotAList as exc:
+            self._not_a_list(exc.found, where)
+        except NotJSON as exc:
+            raise FetchError(
+                f"{where}: the answer is not valid JSON", status=response.status_code, reason="json"
+            ) from exc
 
     def next_page(self, response: httpx.Response, body: Any) -> httpx.URL | None:
         """The URL of the next page, or None at the last page."""
@@ -365,19 +437,46 @@ class _Walk:
                 self.out.not_modified = True
                 self.out.validators = self.validators
                 return self.out
-            body = await self.check(answer)
+            found: list[Any] = []
+            if self.plan.sink is not None:
+                body = await self.take(answer, self.plan.sink)
+            else:
+                body = await self.check(answer)
+                found = self.items_of(body, safe_url(response.url))
+                self.out.item_count += len(found)
+                self._check_count(safe_url(response.url))
+                self.out.items.extend(found)
             if first and self.poll.sends_validators:
                 self.out.validators = Validators(
                     response.headers.get("etag"), response.headers.get("last-modified")
                 )
-            found = self.items_of(body, safe_url(response.url))
-            self.out.items.extend(found)
             page += 1
             if self.plan.stop is not None and await self.plan.stop(found):
                 self.out.stopped = True
                 return self.out
             url = self.next_page(response, body)
         return self.out
+
+
+def stream_path(poll: PollConfig) -> tuple[str, ...] | None:
+    """The field path of a source's items when its pages can be read item by item: `items`
+    is a plain field path (or none), and finding the next page reads none of the items
+    (Stripe's `data[-1].id` cursor does: its pages are parsed whole)."""
+    try:
+        path = field_path(poll.items) if poll.items else ()
+    except ValueError:
+        return None
+    pages = poll.pages
+    expression = (
+        pages.next_url
+        if isinstance(pages, NextUrlPages)
+        else pages.cursor
+        if isinstance(pages, CursorPages)
+        else None
+    )
+    if expression is not None and (not path or path[0] in fields_of(expression)):
+        return None
+    return path
 
 
 async def fetch(
