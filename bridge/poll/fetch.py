@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import count, islice
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -101,8 +102,9 @@ class WalkPlan:
 class PageSink(Protocol):
     """What takes a walk's items page by page, each with where it starts in its page."""
 
-    def add_page(self, page: str | list[Any], items: Iterable[tuple[Any, int]]) -> None:
-        """Take the items of `page` (its JSON text, or its items when it was parsed whole)."""
+    def add_page(self, page: str | list[Any], items: Iterable[tuple[Any, int]]) -> int:
+        """Take the items of `page` (its JSON text, or its items when it was parsed whole);
+        how many it took."""
 
 
 WHOLE = WalkPlan()
@@ -329,14 +331,13 @@ class _Walk:
         problem = "finds nothing" if found is None else "is not a list"
         raise FetchError(f"{where}: {what} {problem}", status=self.out.status, reason="items")
 
-    def _counted(self, items: Iterable[tuple[Any, int]], where: str) -> Iterator[tuple[Any, int]]:
-        """The items, faulting the walk as soon as they are more than `max_items`."""
-        out, limit = self.out, self.poll.max_items
-        for pair in items:
-            out.item_count += 1
-            if out.item_count > limit:
-                self._check_count(where)
-            yield pair
+    def _hand(self, sink: PageSink, page: str | list[Any], items: Iterator[tuple[Any, int]],
+              where: str) -> None:  # fmt: skip
+        """Hand a page's items to `sink`, at most one more than `max_items` allows over the
+        walk: reading stops there, and the walk is a fault."""
+        room = max(0, self.poll.max_items - self.out.item_count)
+        self.out.item_count += sink.add_page(page, islice(items, room + 1))
+        self._check_count(where)
 
     def _check_count(self, where: str) -> None:
         limit = self.poll.max_items
@@ -359,7 +360,7 @@ class _Walk:
         if path is None or _media_type(response) == "application/problem+json":
             body = await self.check(page)
             found = self.items_of(body, where)
-            sink.add_page(found, self._counted(((item, i) for i, item in enumerate(found)), where))
+            self._hand(sink, found, zip(found, count()), where)
             return body
         await self.check(page, parse=False)
 
@@ -370,7 +371,7 @@ class _Walk:
                 raise NotJSON(str(exc)) from exc
             page.body = b""  # the text is what the index points into
             scan = PageScan(text, path)
-            sink.add_page(text, self._counted(scan.items(), where))
+            self._hand(sink, text, scan.items(), where)
             return scan.body
 
         try:

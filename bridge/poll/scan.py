@@ -29,6 +29,7 @@ from bridge import jsontext
 
 _DECODER = json.JSONDecoder(parse_constant=jsontext._refuse, parse_float=jsontext._finite)
 _SPACE = re.compile(r"[ \t\n\r]*")
+_WHITESPACE = frozenset(" \t\n\r")
 _scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
@@ -126,23 +127,34 @@ class PageScan:
         return out, at + 1
 
     def _list(self, at: int) -> Iterator[tuple[Any, int]]:
+        # The C scanner itself, not `raw_decode` (a Python frame per item), and a look at
+        # the next character before any regex: compact JSON has no whitespace to skip.
         text = self.text
-        decode = _DECODER.raw_decode
+        scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
         space = _SPACE.match
         at = space(text, at + 1).end()  # type: ignore[union-attr]
         if text.startswith("]", at):
             self._list_end = at + 1
             return
         while True:
-            item, end = decode(text, at)
+            try:
+                item, end = scan_once(text, at)
+            except StopIteration as exc:
+                raise json.JSONDecodeError("Expecting value", text, exc.value) from None
             yield item, at
-            at = space(text, end).end()  # type: ignore[union-attr]
-            if text.startswith("]", at):
-                self._list_end = at + 1
+            mark = text[end : end + 1]
+            if mark in _WHITESPACE:
+                end = space(text, end).end()  # type: ignore[union-attr]
+                mark = text[end : end + 1]
+            if mark == ",":
+                at = end + 1
+                if text[at : at + 1] in _WHITESPACE:
+                    at = space(text, at).end()  # type: ignore[union-attr]
+            elif mark == "]":
+                self._list_end = end + 1
                 return
-            if not text.startswith(",", at):
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
-            at = space(text, at + 1).end()  # type: ignore[union-attr]
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, end)
 
     _list_end = 0
 

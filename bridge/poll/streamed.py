@@ -91,14 +91,15 @@ class PageIndex:
         self.updated: set[str] = set()
         self.deleted: list[tuple[str, str]] = []  # (key, stored token), in the store's order
 
-    def add_page(self, page: Page, items: Iterable[tuple[Any, int]]) -> None:
+    def add_page(self, page: Page, items: Iterable[tuple[Any, int]]) -> int:
         """Index one page's items, each with where it starts in `page` (its offset in the
-        text, or its place in the list); the same rules as `diff.index_items`."""
+        text, or its place in the list), by the rules of `diff.index_items`; how many."""
         number = len(self.pages)
         self.pages.append(page)
         by_key, spec, counts = self.by_key, self.spec, self.indexed
         get_id, where = spec.id, _WHERE.pack
-        for item, at in items:
+        taken = 0
+        for taken, (item, at) in enumerate(items, 1):  # noqa: B007 - counted
             key = key_of(get_id(item)) if isinstance(item, dict) else None
             if key is None:
                 counts.skipped += 1
@@ -111,6 +112,7 @@ class PageIndex:
                 del by_key[key]  # the last one wins, and takes the last place in the order
             by_key[key] = token_digest(item, spec) + where(number, at)
         counts.total = len(by_key)
+        return taken
 
     def item(self, entry: bytes) -> Any:
         """The item an index entry points at, parsed again from its page."""
