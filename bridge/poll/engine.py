@@ -233,11 +233,24 @@ class Poller:
         and diffed, before its commit waits for the disk: other polls go on meanwhile and
         their commits join the same group commit.
         """
+        fetched = Fetched()
+        result = await self._poll_once(name, fetched, interval_s, saved_requests, place)
+        if fetched.item_count > TRIM_ITEMS:
+            trim_memory()  # once the poll's objects are gone, committed or failed
+        return result
+
+    async def _poll_once(
+        self,
+        name: str,
+        fetched: Fetched,
+        interval_s: float | None,
+        saved_requests: float,
+        place: _Place | None,
+    ) -> PollResult:
         poll = poll_sources(self.config)[name]
         store = self.runtime.store
         started = time.perf_counter()
         at_ms = now_ms()
-        fetched = Fetched()
         try:
             try:
                 state = await store.load_poll_state(name)
@@ -270,9 +283,6 @@ class Poller:
                 _log_recovery(name, state.consecutive_failures)
                 return _limited(PollResult(), fetched)
             result = await self._commit(name, detection, outcome)
-            if detection.indexed.count > TRIM_ITEMS:
-                del detection  # what it holds is what the trim gives back
-                trim_memory()
             _log_recovery(name, state.consecutive_failures)
             return _limited(result, fetched)
         except FetchError as exc:
