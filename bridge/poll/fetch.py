@@ -6,8 +6,11 @@ answer incomplete or unusable raises `FetchError`, so that the caller never diff
 answer: a non-2xx status, a timeout, a connection error, an answer larger than `max_bytes`,
 invalid JSON, a problem document, an `items` expression that finds no list, a redirect not
 followed, a walk longer than `max_pages` or one that loops. A 429 or 503 carries its
-`Retry-After` in seconds. Every answer's rate-limit headers, on success and on failure, are
-read into `Fetched.limits` (see limits.py).
+`Retry-After` in seconds. More items than `max_items` over all pages is the fault
+`too_many_items`, found as they are read. With a `WalkPlan.sink` (a snapshot poll) the items
+are not collected: each page's are handed to the sink as they are read, one at a time out of
+the page's text where `items` is a plain field path (scan.py). Every answer's rate-limit
+headers, on success and on failure, are read into `Fetched.limits` (see limits.py).
 
 Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
 without `pages`: a page's validators say nothing of the other pages, and servers that
@@ -30,18 +33,18 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count, islice
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import jmespath
 
 from bridge import __version__, jsontext
-from bridge.config import CursorPages, NextUrlPages, PollConfig, field_path
+from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
 from bridge.poll.limits import NO_LIMITS, Limits, read_limits
 from bridge.poll.links import next_link
-from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, fields_of
+from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
 from bridge.poll.transport import AiohttpTransport
 
 log = logging.getLogger("bridge.poll")
@@ -326,7 +329,7 @@ class _Walk:
             self._not_a_list(found, where)
         return found
 
-    def _not_a_list(self, found: Any, where: str) -> None:
+    def _not_a_list(self, found: Any, where: str) -> NoReturn:
         what = f"items expression {self.poll.items!r}" if self.poll.items else "the answer"
         problem = "finds nothing" if found is None else "is not a list"
         raise FetchError(f"{where}: {what} {problem}", status=self.out.status, reason="items")
@@ -364,7 +367,7 @@ class _Walk:
             return body
         await self.check(page, parse=False)
 
-        def scan() -> Any:
+        def read() -> Any:
             try:
                 text = decode_text(page.body, response.charset_encoding)
             except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
@@ -376,8 +379,8 @@ class _Walk:
 
         try:
             if len(page.body) > LARGE_BODY:
-                return await asyncio.to_thread(scan)
-            return scan()
+                return await asyncio.to_thread(read)
+            return read()
         except NotAList as exc:
             self._not_a_list(exc.found, where)
         except NotJSON as exc:
@@ -457,27 +460,6 @@ class _Walk:
                 return self.out
             url = self.next_page(response, body)
         return self.out
-
-
-def stream_path(poll: PollConfig) -> tuple[str, ...] | None:
-    """The field path of a source's items when its pages can be read item by item: `items`
-    is a plain field path (or none), and finding the next page reads none of the items
-    (Stripe's `data[-1].id` cursor does: its pages are parsed whole)."""
-    try:
-        path = field_path(poll.items) if poll.items else ()
-    except ValueError:
-        return None
-    pages = poll.pages
-    expression = (
-        pages.next_url
-        if isinstance(pages, NextUrlPages)
-        else pages.cursor
-        if isinstance(pages, CursorPages)
-        else None
-    )
-    if expression is not None and (not path or path[0] in fields_of(expression)):
-        return None
-    return path
 
 
 async def fetch(

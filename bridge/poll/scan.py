@@ -12,7 +12,7 @@ The text is read as strictly as `jsontext.loads` reads it (no `NaN`, no `Infinit
 ValueError) once the scan reaches the fault. `item_at` parses one item again from its
 offset (the changed ones only).
 
-Pure: no I/O, imports nothing of the bridge but `jsontext`'s rules.
+Pure: no I/O. `stream_path` says which sources' pages can be read this way.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import jmespath
 
 from bridge import jsontext
+from bridge.config import CursorPages, NextUrlPages, PollConfig, field_path
 
 _DECODER = json.JSONDecoder(parse_constant=jsontext._refuse, parse_float=jsontext._finite)
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -157,6 +158,27 @@ class PageScan:
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, end)
 
     _list_end = 0
+
+
+def stream_path(poll: PollConfig) -> tuple[str, ...] | None:
+    """The field path of a source's items when its pages can be read item by item: `items`
+    is a plain field path (or none), and finding the next page reads none of the items
+    (Stripe's `data[-1].id` cursor does: its pages are parsed whole)."""
+    try:
+        path = field_path(poll.items) if poll.items else ()
+    except ValueError:
+        return None
+    pages = poll.pages
+    expression = (
+        pages.next_url
+        if isinstance(pages, NextUrlPages)
+        else pages.cursor
+        if isinstance(pages, CursorPages)
+        else None
+    )
+    if expression is not None and (not path or path[0] in fields_of(expression)):
+        return None
+    return path
 
 
 def fields_of(expression: str) -> set[str]:

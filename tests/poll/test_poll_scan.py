@@ -7,11 +7,13 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.config import parse_config
 from bridge.poll.diff import ItemSpec, diff, getter, index_items, version_token
-from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, item_at
+from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, item_at, stream_path
 from bridge.poll.streamed import PageIndex, stored_digest, token_digest
 
 scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
@@ -146,3 +148,26 @@ def test_the_streamed_diff_finds_exactly_what_the_diff_finds(
 def test_a_digest_equals_the_digest_of_the_stored_token(item: Any, versioned: bool) -> None:
     spec = ItemSpec(id=getter("id"), version=getter("v") if versioned else None)
     assert token_digest(item, spec) == stored_digest(version_token(item, spec))
+
+
+@pytest.mark.parametrize(
+    ("items", "pages", "path"),
+    [
+        (None, None, ()),
+        ("data", "link", ("data",)),
+        ("result.items", {"next_url": "links.next"}, ("result", "items")),
+        ("data", {"cursor": "next_cursor", "param": "c"}, ("data",)),
+        # Finding the next page reads the items (Stripe): the pages are parsed whole.
+        ("data", {"cursor": "has_more && data[-1].id", "param": "starting_after"}, None),
+        (None, {"next_url": "[-1].next"}, None),
+        ("data[?active]", None, None),  # not a field path
+    ],
+)
+def test_pages_are_read_item_by_item_only_where_nothing_else_needs_their_items(
+    items: str | None, pages: Any, path: tuple[str, ...] | None
+) -> None:
+    poll = {"url": "http://127.0.0.1:9/x", "every": "1m", "id": "id", "items": items}
+    if pages is not None:
+        poll["pages"] = pages
+    config = parse_config(yaml.safe_dump({"sources": {"s": {"poll": poll}}}))
+    assert stream_path(config.polled["s"]) == path
