@@ -76,9 +76,9 @@ ITEMS = 1_000_000
 LIMIT_MB = 300
 
 
-def answer(generation: int) -> bytes:
-    """A million small items; each generation changes 1% of them."""
-    items = [{"id": i, "v": generation if i % 100 == 0 else 0} for i in range(ITEMS)]
+def answer(generation: int, count: int = ITEMS) -> bytes:
+    """`count` small items; each generation changes 1% of them."""
+    items = [{"id": i, "v": generation if i % 100 == 0 else 0} for i in range(count)]
     return json.dumps(items, separators=(",", ":")).encode()
 
 
@@ -112,13 +112,13 @@ def test_a_million_items_poll_within_300_mb_on_the_real_daemon(
     daemon: Callable[..., DaemonProcess], server: tuple[Script, str], tmp_path: Path
 ) -> None:
     script, url = server
-    answers = [answer(0), answer(1)]
+    answers = [answer(0), answer(1), answer(2, ITEMS * 3 // 2)]
     go = threading.Event()
     asked = [0]
 
     def items(_seen: Seen) -> Reply:
         go.wait(timeout=60)  # the first poll waits until the idle daemon has been measured
-        body = answers[min(asked[0], 1)]
+        body = answers[min(asked[0], 2)]
         asked[0] += 1
         return Reply(200, body)
 
@@ -142,6 +142,11 @@ def test_a_million_items_poll_within_300_mb_on_the_real_daemon(
     wait_until(lambda: polls_done(db)[0] >= 2, timeout_s=400, interval_s=0.2)
     _polls, events, error = polls_done(db)
     assert error is None and events == ITEMS // 100
+    # Then 1.5 million items, more than max_items: a fault found while reading, nothing
+    # changed, and memory as bounded as for a million.
+    wait_until(lambda: polls_done(db)[2] is not None, timeout_s=400, interval_s=0.2)
+    _polls, events, error = polls_done(db)
+    assert "more than max_items (1000000) items" in (error or "") and events == ITEMS // 100
     peak = memory_mb(proc.proc.pid)["VmHWM"]
     assert peak - idle < LIMIT_MB, f"peak RSS grew {peak - idle} MB (idle {idle} MB)"
     assert proc.terminate() == 0
