@@ -47,12 +47,12 @@ def _summary(name: str, detection: Detection, baselined: bool) -> dict[str, Any]
         "status": fetched.status,
         "requests": fetched.requests,
         "bytes": fetched.bytes,
-        "items": len(detection.indexed.items),
+        "items": detection.indexed.count,
         "skipped": detection.indexed.skipped,
         "too_long": detection.indexed.too_long,
         "duplicate_keys": detection.indexed.duplicates,
         "first_poll": not baselined,
-        "changes": len(detection.changes),
+        "changes": detection.change_count,
         "events": [e.to_cloudevent() for e in detection.events],
     }
 

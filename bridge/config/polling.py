@@ -257,6 +257,9 @@ class PollConfig(_Model):
     max_pages: int = Field(100, ge=1)
     # What one poll may read, over all its pages, before it is a fault (`too_large`).
     max_bytes: Size = 64 * 1024 * 1024
+    # What one poll may read, in items over all its pages, before it is a fault
+    # (`too_many_items`): memory is bounded by items as well as by bytes.
+    max_items: int = Field(1_000_000, ge=1)
     # Same-origin redirects only; a redirect to another origin is never followed.
     follow_redirects: bool = False
     baseline: Literal["silent", "emit"] = "silent"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -49,6 +50,7 @@ from bridge.poll.modes import (
 )
 from bridge.poll.pending import Confirmation, confirm_checked, confirm_deletes, seen_again
 from bridge.poll.recheck import recheck
+from bridge.poll.streamed import PageIndex
 from bridge.store import Store
 from bridge.store.base import PendingDelete, PollState
 from bridge.timelayout import RFC3339, Layout, infer
@@ -73,7 +75,7 @@ class Detection:
     changes: list[ItemChange] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     is_first: bool = False  # no snapshot yet: this poll makes the baseline
-    upserts: list[tuple[str, str, str]] = field(default_factory=list)
+    upserts: Collection[tuple[str, str, str]] = field(default_factory=list)
     cursor: str | None = None  # the new resume point of an incremental or feed source
     cursor_skewed: int = 0  # cursor values past `max_skew`: they did not move the watermark
     cursor_missed: int = 0  # changes a full walk found that the filtered polls did not return
@@ -83,10 +85,22 @@ class Detection:
     pending: dict[str, PendingDelete] | None = None
     newly_pending: int = 0  # keys this walk lacked that wait for the next walk to confirm
     still_there: int = 0  # keys this walk lacked that their item URL found (deletes.check)
+    # A streamed snapshot diff (streamed.py): its counts and deletes, whether or not
+    # `changes` lists them (a silent baseline makes no events, so lists none).
+    streamed: PageIndex | None = None
+
+    @property
+    def change_count(self) -> int:
+        """How many keys were created, updated or deleted."""
+        if self.streamed is not None:
+            return self.streamed.change_count
+        return len(self.changes)
 
     @property
     def deletes(self) -> list[str]:
         """The keys this poll removes from the snapshot."""
+        if self.streamed is not None:
+            return [key for key, _token in self.streamed.deleted]
         return [c.key for c in self.changes if c.change == "deleted"]
 
 
@@ -163,6 +177,8 @@ async def detect(
 
 
 async def _detect_snapshot(p: _Poll, plan: WalkPlan | None = None) -> Detection:
+    if p.poll.mode == "snapshot":
+        return await _detect_streamed(p, plan or WalkPlan())
     fetched = await p.fetch(plan)
     if fetched.not_modified:
         return Detection(fetched)
@@ -202,6 +218,9 @@ async def _confirm_deletes(p: _Poll, detection: Detection) -> None:
         decided = confirm_deletes(missing, pending, needed, now_ms(), seen_twice=twice)
     if len(decided.deleted) != len(missing):
         confirmed = set(decided.deleted)
+        if detection.streamed is not None:  # its changes are made from what stays here
+            kept = [d for d in detection.streamed.deleted if d[0] in confirmed]
+            detection.streamed.deleted[:] = kept
         detection.changes = [
             c for c in detection.changes if c.change != "deleted" or c.key in confirmed
         ]
@@ -212,6 +231,36 @@ def _hold(detection: Detection, decided: Confirmation) -> None:
     if decided.changed:
         detection.pending = decided.pending
     detection.newly_pending = decided.new
+
+
+async def _detect_streamed(p: _Poll, plan: WalkPlan) -> Detection:
+    """The snapshot diff in bounded memory (streamed.py): the answer is indexed as it is
+    read and compared with the stored snapshot row by row; only changed items are kept."""
+    index = PageIndex(ItemSpec.from_config(p.poll))
+    fetched = await p.fetch(replace(plan, sink=index))
+    if fetched.not_modified:
+        return Detection(fetched)
+    if fetched.item_count and not index.indexed.count:
+        # Items, but not one with a key: the answer's shape changed (a renamed id field),
+        # not every item deleted. Believing it would emit a delete for each stored item.
+        raise FetchError(
+            f"{p.source}: none of the {fetched.item_count} items has a key at {p.poll.id!r}",
+            status=fetched.status,
+            reason="items",
+        )
+    if p.store is not None:
+        await p.store.scan_poll_versions(p.source, index.compare)
+    detection = Detection(fetched, index.indexed, is_first=not p.state.baselined)
+    detection.streamed = index
+    # Before the changes are made: a key missing from a shifted walk is only pending.
+    await _confirm_deletes(p, detection)
+    detection.upserts = index.upserts()
+    if not p.silent:
+        if index.change_count > THREAD_THRESHOLD:
+            detection.changes = await asyncio.to_thread(index.changes)
+        else:
+            detection.changes = index.changes()
+    return detection
 
 
 async def _with_events(p: _Poll, detection: Detection) -> Detection:

@@ -120,6 +120,12 @@ class Indexed:
     skipped: int = 0  # items without a usable key
     too_long: int = 0  # items whose key is longer than MAX_ATTRIBUTE_BYTES (left out)
     duplicates: int = 0  # keys seen more than once (the last one wins)
+    total: int | None = None  # how many keys, when `items` is not kept (streamed.py)
+
+    @property
+    def count(self) -> int:
+        """How many items of the answer have a usable key."""
+        return len(self.items) if self.total is None else self.total
 
 
 def version_token(item: Any, spec: ItemSpec) -> str:

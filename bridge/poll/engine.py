@@ -31,6 +31,7 @@ from bridge.poll.fetch import Fetched, Validators, new_client
 from bridge.poll.modes import MISSED
 from bridge.poll.now import poll_now
 from bridge.poll.scheduler import PollResult, Scheduler
+from bridge.poll.streamed import TRIM_ITEMS, map_large_blocks, trim_memory
 from bridge.routing import passing, route, targets_for
 from bridge.runtime import Runtime
 from bridge.store import NewEvent
@@ -109,6 +110,7 @@ class Poller:
     async def start(self) -> None:
         """Schedule every polled source; the first polls start at most 100 a second."""
         self.runtime.budgets.apply(self.config.budgets)
+        map_large_blocks()
         self.scheduler.start()
         sources = poll_sources(self.config)
         # 1,000 sources starting within one second would queue in the HTTP pool and keep
@@ -234,11 +236,24 @@ class Poller:
         and diffed, before its commit waits for the disk: other polls go on meanwhile and
         their commits join the same group commit.
         """
+        fetched = Fetched()
+        result = await self._poll_once(name, fetched, interval_s, saved_requests, place)
+        if fetched.item_count > TRIM_ITEMS:
+            trim_memory()  # once the poll's objects are gone, committed or failed
+        return result
+
+    async def _poll_once(
+        self,
+        name: str,
+        fetched: Fetched,
+        interval_s: float | None,
+        saved_requests: float,
+        place: _Place | None,
+    ) -> PollResult:
         poll = poll_sources(self.config)[name]
         store = self.runtime.store
         started = time.perf_counter()
         at_ms = now_ms()
-        fetched = Fetched()
         try:
             try:
                 state = await store.load_poll_state(name)
@@ -350,19 +365,19 @@ class Poller:
             if item.sighting is not None:
                 count_sighting(item.sighting, first=fresh)
         self._count(name, "ok", fetched)
-        metrics.POLL_ITEMS.labels(name).set(len(indexed.items))
+        metrics.POLL_ITEMS.labels(name).set(indexed.count)
         for event in new_events:
             metrics.EVENTS.labels(name, "poll").inc()
             if event.time_ms is not None:
                 latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
                 metrics.DETECTION_LATENCY.labels(name, "poll").observe(latency_s)
         self.runtime.hub.recorded(new_events)
-        if detection.changes or indexed.skipped or indexed.duplicates:
+        if detection.change_count or indexed.skipped or indexed.duplicates:
             log.info(
                 "%s: %d items, %d changes, %d new events%s in %d ms",
                 name,
-                len(indexed.items),
-                len(detection.changes),
+                indexed.count,
+                detection.change_count,
                 len(new_events),
                 " (baseline)" if detection.is_first else "",
                 outcome.duration_ms,
@@ -375,7 +390,7 @@ class Poller:
                 indexed.skipped,
                 indexed.duplicates,
             )
-        return PollResult(changed=bool(detection.changes) and not detection.is_first)
+        return PollResult(changed=bool(detection.change_count) and not detection.is_first)
 
     async def _failed(
         self,
@@ -467,7 +482,7 @@ def _count_skipped(name: str, indexed: Indexed) -> None:
 def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOutcome:
     return replace(
         outcome,
-        items=len(indexed.items),
+        items=indexed.count,
         events=events,
         skipped=indexed.skipped,
         duplicate_keys=indexed.duplicates,

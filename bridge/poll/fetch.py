@@ -6,8 +6,11 @@ answer incomplete or unusable raises `FetchError`, so that the caller never diff
 answer: a non-2xx status, a timeout, a connection error, an answer larger than `max_bytes`,
 invalid JSON, a problem document, an `items` expression that finds no list, a redirect not
 followed, a walk longer than `max_pages` or one that loops. A 429 or 503 carries its
-`Retry-After` in seconds. Every answer's rate-limit headers, on success and on failure, are
-read into `Fetched.limits` (see limits.py).
+`Retry-After` in seconds. More items than `max_items` over all pages is the fault
+`too_many_items`, found as they are read. With a `WalkPlan.sink` (a snapshot poll) the items
+are not collected: each page's are handed to the sink as they are read, one at a time out of
+the page's text where `items` is a plain field path (scan.py). Every answer's rate-limit
+headers, on success and on failure, are read into `Fetched.limits` (see limits.py).
 
 Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
 without `pages`: a page's validators say nothing of the other pages, and servers that
@@ -30,9 +33,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import count, islice
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -43,6 +47,7 @@ from bridge.config import CursorPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
 from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_at
 from bridge.poll.links import next_link
+from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
 from bridge.poll.transport import AiohttpTransport
 
 log = logging.getLogger("bridge.poll")
@@ -84,6 +89,7 @@ class Fetched:
     # What the answers' rate-limit headers allow (see limits.py), over every page.
     limits: Limits = NO_LIMITS
     truncated: bool = False  # the walk stopped at max_pages (only with `WalkPlan.partial`)
+    item_count: int = 0  # items read over every page (in `items`, or handed to the sink)
     stopped: bool = False  # the walk stopped because `WalkPlan.stop` said so
 
 
@@ -96,6 +102,16 @@ class WalkPlan:
     # Awaited with each page's items: True ends the walk there (a feed reached a seen event).
     stop: Callable[[list[Any]], Awaitable[bool]] | None = None
     partial: bool = False  # reaching max_pages ends the walk, `truncated`, instead of a fault
+    # Takes each page's items as they are read, instead of `Fetched.items` (streamed.py).
+    sink: PageSink | None = None
+
+
+class PageSink(Protocol):
+    """What takes a walk's items page by page, each with where it starts in its page."""
+
+    def add_page(self, page: str | list[Any], items: Iterable[tuple[Any, int]]) -> int:
+        """Take the items of `page` (its JSON text, or its items when it was parsed whole);
+        how many it took."""
 
 
 WHOLE = WalkPlan()
@@ -179,6 +195,8 @@ class _Walk:
         self.allowed = {origin(httpx.URL(other)) for other in poll.allow_origins}
         # The query parameters the config names: never sent to another origin.
         self.configured_params = set(poll.params) | set(configured.params.keys())
+        self.origin = origin(httpx.URL(poll.url))
+        self.stream_path = stream_path(poll)
 
     def named(self, url: httpx.URL, where: httpx.URL) -> httpx.URL:
         """A next page's URL that the answer at `where` names, as it may be requested; the
@@ -297,7 +315,7 @@ class _Walk:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def check(self, page: _Page) -> Any:
+    async def check(self, page: _Page, *, parse: bool = True) -> Any:
         response = page.response
         status = response.status_code
         where = safe_url(response.url)
@@ -308,6 +326,8 @@ class _Walk:
             )
         if not 200 <= status < 300:
             raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
+        if not parse:
+            return None
         try:
             if len(page.body) > LARGE_BODY:
                 body = await asyncio.to_thread(parse_json, page.body, response.charset_encoding)
@@ -331,10 +351,67 @@ class _Walk:
     def items_of(self, body: Any, where: str) -> list[Any]:
         found = self.items_expr.search(body) if self.items_expr is not None else body
         if not isinstance(found, list):
-            what = f"items expression {self.poll.items!r}" if self.poll.items else "the answer"
-            problem = "finds nothing" if found is None else "is not a list"
-            raise FetchError(f"{where}: {what} {problem}", status=self.out.status, reason="items")
+            self._not_a_list(found, where)
         return found
+
+    def _not_a_list(self, found: Any, where: str) -> NoReturn:
+        what = f"items expression {self.poll.items!r}" if self.poll.items else "the answer"
+        problem = "finds nothing" if found is None else "is not a list"
+        raise FetchError(f"{where}: {what} {problem}", status=self.out.status, reason="items")
+
+    def _hand(self, sink: PageSink, page: str | list[Any], items: Iterator[tuple[Any, int]],
+              where: str) -> None:  # fmt: skip
+        """Hand a page's items to `sink`, at most one more than `max_items` allows over the
+        walk: reading stops there, and the walk is a fault."""
+        room = max(0, self.poll.max_items - self.out.item_count)
+        self.out.item_count += sink.add_page(page, islice(items, room + 1))
+        self._check_count(where)
+
+    def _check_count(self, where: str) -> None:
+        limit = self.poll.max_items
+        if self.out.item_count > limit:
+            raise FetchError(
+                f"{where}: the answer has more than max_items ({limit}) items over all pages",
+                status=self.out.status,
+                reason="too_many_items",
+            )
+
+    async def take(self, page: _Page, sink: PageSink) -> Any:
+        """Hand a page's items to `sink` as they are read; the page's body without them.
+
+        A page whose items are at a plain field path is read item by item out of its text
+        (scan.py), so that its items never exist all at once; any other is parsed whole.
+        """
+        response = page.response
+        where = safe_url(response.url)
+        path = self.stream_path
+        if path is None or _media_type(response) == "application/problem+json":
+            body = await self.check(page)
+            found = self.items_of(body, where)
+            self._hand(sink, found, zip(found, count()), where)
+            return body
+        await self.check(page, parse=False)
+
+        def read() -> Any:
+            try:
+                text = decode_text(page.body, response.charset_encoding)
+            except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+                raise NotJSON(str(exc)) from exc
+            page.body = b""  # the text is what the index points into
+            scan = PageScan(text, path)
+            self._hand(sink, text, scan.items(), where)
+            return scan.body
+
+        try:
+            if len(page.body) > LARGE_BODY:
+                return await asyncio.to_thread(read)
+            return read()
+        except NotAList as exc:
+            self._not_a_list(exc.found, where)
+        except NotJSON as exc:
+            raise FetchError(
+                f"{where}: the answer is not valid JSON", status=response.status_code, reason="json"
+            ) from exc
 
     def next_page(self, response: httpx.Response, body: Any) -> httpx.URL | None:
         """The URL of the next page, or None at the last page."""
@@ -389,13 +466,19 @@ class _Walk:
                 self.out.not_modified = True
                 self.out.validators = self.validators
                 return self.out
-            body = await self.check(answer)
+            found: list[Any] = []
+            if self.plan.sink is not None:
+                body = await self.take(answer, self.plan.sink)
+            else:
+                body = await self.check(answer)
+                found = self.items_of(body, safe_url(response.url))
+                self.out.item_count += len(found)
+                self._check_count(safe_url(response.url))
+                self.out.items.extend(found)
             if first and self.poll.sends_validators:
                 self.out.validators = Validators(
                     response.headers.get("etag"), response.headers.get("last-modified")
                 )
-            found = self.items_of(body, safe_url(response.url))
-            self.out.items.extend(found)
             page += 1
             self.out.pages = page
             if self.plan.stop is not None and await self.plan.stop(found):

@@ -13,7 +13,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,8 @@ from bridge.events import Event
 
 # How long a readiness probe may wait for its commit before the store counts as not writable.
 PROBE_TIMEOUT_S = 5.0
+# Rows of a snapshot handed to `PollStore.scan_poll_versions`'s `visit` at once.
+SCAN_ROWS = 10_000
 
 
 @dataclass(slots=True, frozen=True)
@@ -159,7 +161,9 @@ class PollCommit:
     source: str
     outcome: PollOutcome
     events: Sequence[NewEvent] = ()
-    upserts: Sequence[tuple[str, str, str]] = ()  # (key, version token, item as JSON text)
+    # (key, version token, item as JSON text); may be made as it is read (poll/streamed.py),
+    # so a backend reads it once, in order, and never holds it whole.
+    upserts: Collection[tuple[str, str, str]] = ()
     deletes: Sequence[str] = ()  # keys
     etag: str | None = None
     last_modified: str | None = None
@@ -203,6 +207,17 @@ class PollStore(ABC):
         """The snapshot of a polled source as key -> version token, without the items.
 
         With `keys`, only those keys (the ones not stored are left out).
+        """
+
+    @abstractmethod
+    async def scan_poll_versions(
+        self, source: str, visit: Callable[[list[tuple[str, str]]], None]
+    ) -> None:
+        """Call `visit` with the snapshot's (key, version token) rows, a chunk at a time.
+
+        Every stored key of the source once, in the order `load_poll_versions` gives them;
+        at most one chunk (`SCAN_ROWS` rows) is held at once, so a snapshot of a million
+        keys is compared without being loaded. `visit` runs on the store's own thread.
         """
 
     @abstractmethod

@@ -15,7 +15,7 @@ from bridge.config import load_config
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, mask_url, open_store
-from bridge.store.base import AttemptRecord, PollCommit, PollOutcome, TargetState
+from bridge.store.base import SCAN_ROWS, AttemptRecord, PollCommit, PollOutcome, TargetState
 from bridge.store.sqlite.migrations import MIGRATIONS
 from tests.helpers import run_cli, wait_until
 
@@ -58,6 +58,44 @@ def test_a_poll_commit_writes_events_snapshot_and_stats_together(any_store: Stor
     assert asyncio.run(store.load_poll_versions("src")) == {"a": "v2"}
     assert [s.source for s in asyncio.run(store.list_poll_states())] == ["src"]
     assert asyncio.run(store.load_poll_state("never")).baselined is False
+
+
+class MadeOnRead:
+    """Snapshot rows made only as they are read, counting how often they were."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.reads = count, 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __contains__(self, row: object) -> bool:
+        return any(row == mine for mine in self)
+
+    def __iter__(self) -> Iterator[tuple[str, str, str]]:
+        self.reads += 1
+        for i in range(self.count):
+            yield f"k{i}", f"h:{i}", json.dumps({"id": i})
+
+
+def test_a_snapshot_is_written_from_rows_made_on_read_and_scanned_in_chunks(
+    any_store: Store,
+) -> None:
+    store = any_store
+    rows = MadeOnRead(25_001)  # more than one chunk both ways
+    outcome = PollOutcome(at_ms=1_000, duration_ms=5, items=rows.count)
+    asyncio.run(store.commit_poll(PollCommit("src", outcome, upserts=rows, first=True)))
+    assert rows.reads == 1
+    chunks: list[list[tuple[str, str]]] = []
+    asyncio.run(store.scan_poll_versions("src", chunks.append))
+    assert max(len(c) for c in chunks) <= SCAN_ROWS and len(chunks) >= 3
+    scanned = [row for chunk in chunks for row in chunk]
+    assert scanned == list(asyncio.run(store.load_poll_versions("src")).items())
+    assert dict(scanned) == {f"k{i}": f"h:{i}" for i in range(rows.count)}
+    assert asyncio.run(store.load_poll_items("src", ["k25000"])) == {"k25000": {"id": 25000}}
+    nothing: list[list[tuple[str, str]]] = []
+    asyncio.run(store.scan_poll_versions("other", nothing.append))
+    assert nothing == []
 
 
 def test_claims_are_leases_taken_once_then_recorded(backend: Callable[..., Store]) -> None:

@@ -8,12 +8,12 @@ snapshot has one writer at a time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge import jsontext
-from bridge.store.base import PendingDelete, PollCommit, PollOutcome, PollState
+from bridge.store.base import SCAN_ROWS, PendingDelete, PollCommit, PollOutcome, PollState
 from bridge.store.postgres.events import insert_events
 
 if TYPE_CHECKING:
@@ -22,6 +22,18 @@ if TYPE_CHECKING:
     Conn = psycopg.AsyncConnection[Any]
 
 T = TypeVar("T")
+
+
+def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
 
 _STATE_COLUMNS = tuple(f.name for f in fields(PollState))
 _SELECT_STATE = f"SELECT {', '.join(_STATE_COLUMNS)} FROM poll_state"
@@ -129,6 +141,20 @@ class PostgresPollState:
 
         return await self.run(q)
 
+    async def scan_poll_versions(
+        self, source: str, visit: Callable[[list[tuple[str, str]]], None]
+    ) -> None:
+        async def q(conn: Conn) -> None:
+            # A server-side cursor: the rows come SCAN_ROWS at a time, never all at once.
+            async with conn.cursor(name="poll_versions") as cur:
+                await cur.execute(
+                    "SELECT key, version FROM poll_items WHERE source = %s", (source,)
+                )
+                while chunk := await cur.fetchmany(SCAN_ROWS):
+                    visit(chunk)
+
+        await self.run(q)
+
     async def load_poll_items(self, source: str, keys: Sequence[str]) -> dict[str, Any]:
         async def q(conn: Conn) -> dict[str, Any]:
             cur = await conn.execute(
@@ -164,10 +190,11 @@ class PostgresPollState:
                     "DELETE FROM poll_items WHERE source = %s AND key = ANY(%s)",
                     (source, list(commit.deletes)),
                 )
-            # One row per key (the last wins, as with SQLite's INSERT OR REPLACE): an upsert
-            # may not touch one row twice.
-            upserts = {key: (key, version, item) for key, version, item in commit.upserts}
-            if upserts:
+            # Read in chunks (a baseline's rows are made as they are read); one row per key in
+            # a chunk (the last wins, as with SQLite's INSERT OR REPLACE): an upsert may not
+            # touch one row twice, and a later chunk's statement replaces an earlier one's.
+            for chunk in _chunks(commit.upserts, SCAN_ROWS):
+                upserts = {key: (key, version, item) for key, version, item in chunk}
                 keys, versions, items = zip(*upserts.values(), strict=True)
                 await conn.execute(
                     "INSERT INTO poll_items (source, key, version, item)"

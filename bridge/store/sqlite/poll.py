@@ -15,7 +15,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 from bridge import jsontext
-from bridge.store.base import PendingDelete, PollCommit, PollOutcome, PollState
+from bridge.store.base import SCAN_ROWS, PendingDelete, PollCommit, PollOutcome, PollState
 from bridge.store.sqlite.events import insert_events
 
 T = TypeVar("T")
@@ -134,6 +134,16 @@ class SQLitePollState:
 
         versions: dict[str, str] = await self.read(q)
         return versions
+
+    async def scan_poll_versions(
+        self, source: str, visit: Callable[[list[tuple[str, str]]], None]
+    ) -> None:
+        def q(conn: sqlite3.Connection) -> None:
+            rows = conn.execute("SELECT key, version FROM poll_items WHERE source = ?", (source,))
+            while chunk := rows.fetchmany(SCAN_ROWS):
+                visit(chunk)
+
+        await self.read(q)
 
     async def load_poll_items(self, source: str, keys: Sequence[str]) -> dict[str, Any]:
         def q(conn: sqlite3.Connection) -> dict[str, Any]:

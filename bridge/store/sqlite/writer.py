@@ -151,6 +151,9 @@ class Writer:
                         break
                     batch.append(nxt)
                 self._commit(conn, batch)
+                # Let go of the batch now, not when the next write comes: a big poll's
+                # rows would stay in memory until then.
+                del op, batch
         finally:
             conn.close()
 
