@@ -25,17 +25,13 @@ from pydantic import ValidationError
 
 from bridge.config.keys import known_keys, suggestion
 from bridge.config.models import Config
-from bridge.config.outbound import tls_context
-from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 from bridge.config.presets import PresetError, expand
-from bridge.config.values import NAME_RE, SECRET_KEYS
+from bridge.config.references import check_names, quote
+from bridge.config.values import SECRET_KEYS
 from bridge.errors import ConfigError, ConfigErrors
-from bridge.events import MAX_ATTRIBUTE_BYTES, long_attribute, render_type
 from bridge.masking import mask_url
 
 _INTERP_RE = re.compile(r"\$\{([^}]*)\}")
-
-CHANGES = ("created", "updated", "deleted")
 
 # The most values a config file may hold: far more than any real one, few enough to check fast.
 MAX_VALUES = 100_000
@@ -186,17 +182,12 @@ def _show(loaded: _Loaded, path: Path_, value: Any) -> str:
     if path in loaded.multiline:
         return "this value"
     if path in loaded.raw:
-        return _quote(mask_url(loaded.raw[path]))
+        return quote(mask_url(loaded.raw[path]))
     if isinstance(value, str):
-        return _quote(mask_url(value))
+        return quote(mask_url(value))
     if isinstance(value, dict | list):
         return "this value"
-    return _quote(str(value)) if value is not None else "null"
-
-
-def _quote(text: str) -> str:
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return '"' + text.replace('"', '\\"') + '"'
+    return quote(str(value)) if value is not None else "null"
 
 
 _PYDANTIC_MESSAGES = {
@@ -296,169 +287,6 @@ def _is_branch_tag(part: str, before: list[str | int]) -> bool:
     return part in tags and bool(before) and before[-1] in ("every", "pages")
 
 
-def _check_names(config: Config, loaded: _Loaded) -> None:
-    for group in ("sources", "targets", "budgets"):
-        for name in getattr(config, group):
-            if not NAME_RE.match(name):
-                loaded.report(
-                    (group, name),
-                    f"{_quote(name)} is not a valid name (use a-z, 0-9, _ and -, "
-                    "starting with a letter or digit)",
-                )
-    _check_references(config, loaded)
-
-
-def _not_a(name: str, what: str, known: Any) -> str:
-    """`"nmae" is not a source`, with the name it is closest to."""
-    meant = suggestion(name, sorted(known))
-    hint = f'; did you mean "{meant}"?' if meant else ""
-    return f"{_quote(name)} is not {what}{hint}"
-
-
-def _check_references(config: Config, loaded: _Loaded) -> None:
-    sources = config.sources
-    for i, pair in enumerate(config.compare):
-        for side, kind in (("poll", "poll"), ("push", "webhook")):
-            name = getattr(pair, side)
-            if name in loaded.left_out:
-                continue
-            if name not in sources:
-                loaded.report(("compare", i, side), _not_a(name, "a source", sources))
-            elif sources[name].kind != kind:
-                loaded.report(("compare", i, side), f"{_quote(name)} is not a {kind} source")
-    _check_merges(config, loaded)
-    merges = {m.name for m in config.merge}
-    for tname, target in config.targets.items():
-        for i, name in enumerate(target.sources or []):
-            if name not in sources and name not in merges and name not in loaded.left_out:
-                where = ("targets", tname, "sources", i)
-                loaded.report(where, _not_a(name, "a source or a merge", [*sources, *merges]))
-    _check_hooks(config, loaded)
-    _check_types(config, loaded)
-    _check_modes(config, loaded)
-    _check_tls(config, loaded)
-
-
-def _check_tls(config: Config, loaded: _Loaded) -> None:
-    """Every target's certificate, key and CA load (a mistake shows at `bridge check`)."""
-    base = config.path.parent if config.path else Path.cwd()
-    for tname, target in config.targets.items():
-        if target.tls is None:
-            continue
-        try:
-            tls_context(target.tls, base)
-        except ValueError as exc:
-            key, _, message = str(exc).partition(": ")
-            loaded.report(("targets", tname, "tls", key), message)
-
-
-def _check_types(config: Config, loaded: _Loaded) -> None:
-    """A poll's type template must not make types longer than events may have."""
-    for sname, source in config.sources.items():
-        if source.poll is None:
-            continue
-        types = [render_type(source.poll.type, sname, c) for c in CHANGES]
-        longest = max(types, key=lambda t: len(t.encode("utf-8", "surrogatepass")))
-        if long_attribute(type=longest) is not None:
-            where = ("sources", sname, "poll", "type")
-            loaded.report(where, f"makes types longer than {MAX_ATTRIBUTE_BYTES} bytes")
-
-
-def _check_modes(config: Config, loaded: _Loaded) -> None:
-    """Keys of one polling mode used in another: named on their own line."""
-    for sname, source in config.sources.items():
-        poll = source.poll
-        if poll is None:
-            continue
-        others = set().union(*(keys for mode, keys in MODE_KEYS.items() if mode != poll.mode))
-        if poll.mode == "feed":
-            others |= NOT_FEED_KEYS
-        for key in sorted((poll.model_fields_set - MODE_KEYS[poll.mode]) & others):
-            alias = PollConfig.model_fields[key].alias or key
-            loaded.report(("sources", sname, "poll", alias), f"is not a key of mode {poll.mode}")
-
-
-def _check_merges(config: Config, loaded: _Loaded) -> None:
-    """Each merge: a free valid name, one webhook and one polled source, each in one merge."""
-    sources = config.sources
-    used: dict[str, str] = {}
-    for i, merge in enumerate(config.merge):
-        if not NAME_RE.match(merge.name):
-            loaded.report(("merge", i, "name"), f"{_quote(merge.name)} is not a valid name")
-        if merge.name in sources or [m.name for m in config.merge].count(merge.name) > 1:
-            loaded.report(("merge", i, "name"), f"{_quote(merge.name)} is already a name")
-        complete = True
-        for j, name in enumerate(merge.sources):
-            where = ("merge", i, "sources", j)
-            if name in loaded.left_out:
-                complete = False
-            elif name not in sources:
-                loaded.report(where, _not_a(name, "a source", sources))
-                complete = False
-            elif name in used:
-                loaded.report(where, f"{_quote(name)} is already in merge {used[name]}")
-            else:
-                used[name] = merge.name
-        if not complete:
-            continue
-        kinds = sorted(sources[name].kind for name in merge.sources)
-        if kinds != ["poll", "webhook"]:
-            loaded.report(("merge", i, "sources"), "needs one webhook and one poll source")
-            continue
-        _check_match(config, loaded, i)
-
-
-def _check_match(config: Config, loaded: _Loaded, i: int) -> None:
-    merge = config.merge[i]
-    by_kind = {config.sources[name].kind: config.sources[name] for name in merge.sources}
-    poll, hook = by_kind["poll"].poll, by_kind["webhook"].webhook
-    assert poll is not None and hook is not None
-    if merge.match == "id" and poll.mode != "feed":
-        loaded.report(
-            ("merge", i, "match"), "match: id needs a poll source with mode: feed (upstream events)"
-        )
-    if merge.match == "version":
-        if poll.mode == "feed" or poll.version is None:
-            loaded.report(
-                ("merge", i, "match"), "match: version needs a poll source with a version"
-            )
-        elif hook.version is None:
-            loaded.report(
-                ("merge", i, "match"), "match: version needs a webhook source with a version"
-            )
-
-
-def _check_hooks(config: Config, loaded: _Loaded) -> None:
-    sources = config.sources
-    paths: dict[str, str] = {}
-    for sname, source in sources.items():
-        if source.poll and source.poll.on_push:
-            hint = source.poll.on_push
-            if hint in loaded.left_out:
-                pass
-            elif hint not in sources:
-                where = ("sources", sname, "poll", "on_push")
-                webhooks = [n for n, s in sources.items() if s.kind == "webhook"]
-                loaded.report(where, _not_a(hint, "a webhook source", webhooks))
-            elif sources[hint].kind != "webhook":
-                where = ("sources", sname, "poll", "on_push")
-                loaded.report(where, f"{_quote(hint)} is not a webhook source")
-        budget = source.poll.budget if source.poll else None
-        if budget and budget not in config.budgets and budget not in loaded.left_out:
-            loaded.report(
-                ("sources", sname, "poll", "budget"),
-                _not_a(budget, "a budget (see the top-level budgets)", config.budgets),
-            )
-        if source.webhook:
-            path = config.webhook_path(sname)
-            if path in paths:
-                loaded.report(
-                    ("sources", sname, "webhook", "path"),
-                    f"{_quote(path)} is already the path of source {paths[path]}",
-                )
-            paths[path] = sname
-
-
 def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:
     """Each `poll` that names a preset, expanded into plain keys (see `presets.py`).
 
@@ -555,7 +383,7 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
     data = _expand_presets(data, loaded)
     config = _validate({**data, "notes": tuple(notes)}, path, loaded)
     if config is not None:
-        _check_names(config, loaded)
+        check_names(config, loaded)
     if loaded.mistakes:
         raise _all_of(loaded.mistakes)
     assert config is not None  # a config that did not validate has a mistake
