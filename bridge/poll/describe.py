@@ -64,11 +64,12 @@ def mode_line(poll: PollConfig) -> str:
     """The mode and what it keeps between polls."""
     if poll.mode == "incremental" and poll.cursor is not None:
         c = poll.cursor
-        start = f"{c.start_s:g}s ago" if c.start_s else "now"
-        reconcile = f", reconcile every {poll.reconcile_s:g}s" if poll.reconcile_s else ""
+        start = f"{span(c.start_s)} ago" if c.start_s else "now"
+        reconcile = f", reconcile every {span(poll.reconcile_s)}" if poll.reconcile_s else ""
         return (
             f"incremental: watermark over {c.field}, sent as {c.param}, "
-            f"lookback {c.lookback_s:g}s, max skew {c.max_skew_s:g}s, first poll from {start}"
+            f"lookback {span(c.lookback_s)}, max skew {span(c.max_skew_s)},"
+            f" first poll from {start}"
             f"{reconcile}; cursor format: {format_line(c)}"
         )
     if poll.mode == "feed" and poll.feed is not None:
@@ -106,12 +107,21 @@ def pages_line(poll: PollConfig) -> str:
 
 def items_line(poll: PollConfig) -> str:
     """Where the items are and what is read from each."""
-    parts = [f"items {poll.items or '(the answer)'}", f"id {poll.id}"]
+    parts = [f"the list at {poll.items}" if poll.items else "the answer is the list"]
+    parts.append(f"key {poll.id}")
     for name in ("version", "time", "subject"):
         value = getattr(poll, name)
         if value:
             parts.append(f"{name} {value}")
     return "; ".join(parts)
+
+
+def span(seconds: float) -> str:
+    """A duration as a person writes it: `60s`, `2h`, `3650d` (never `3.1536e+08s`)."""
+    for unit, size in (("d", 86_400), ("h", 3_600)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s" if seconds < 1e6 else f"{round(seconds)}s"
 
 
 def every_text(poll: PollConfig) -> str:
