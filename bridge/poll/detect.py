@@ -41,10 +41,13 @@ from bridge.poll.modes import (
     FeedEntry,
     FeedMark,
     Watermark,
+    advanced,
     is_reconcile_due,
     layout_in_force,
     max_value_ms,
+    missed_changes,
     next_anchor,
+    scan_cursor,
     since_ms,
     start_ms,
 )
@@ -286,68 +289,6 @@ async def _with_events(p: _Poll, detection: Detection) -> Detection:
 # -- incremental -----------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Scan:
-    """The cursor values of an answer: the largest that may move the watermark, and faults."""
-
-    top_ms: int
-    raw: Any = None  # the upstream's text (or number) of `top_ms`; None: `top_ms` is the floor
-    values_ms: dict[str, int] = field(default_factory=dict)  # by item key
-    skewed: int = 0  # values further in the future than `max_skew`
-    skewed_raw: str | None = None  # the first of them, as given
-
-
-def _scan_cursor(
-    source: str, indexed: Indexed, poll: PollConfig, floor_ms: int, limit_ms: int
-) -> _Scan:
-    """Drop the items without a cursor value (counted as skipped); read the others' values.
-
-    A value that is not a time is a fault of the poll: the watermark cannot be trusted. A
-    value past `limit_ms` is counted and does not move the watermark; its item stays, and is
-    compared by its version like any other.
-    """
-    assert poll.cursor is not None
-    get = getter(poll.cursor.field)
-    scan, dropped = _Scan(floor_ms), 0
-    for key, (_token, item) in list(indexed.items.items()):
-        raw = get(item)
-        if raw is None:
-            del indexed.items[key]
-            dropped += 1
-            continue
-        at_ms = parse_time(raw)
-        if at_ms is None:
-            raise FetchError(
-                f"{source}: the cursor field {poll.cursor.field!r} of item {key[:64]!r} is not"
-                f" a time ({str(raw)[:40]!r})",
-                reason="cursor",
-            )
-        scan.values_ms[key] = at_ms
-        if at_ms > limit_ms:
-            scan.skewed += 1
-            scan.skewed_raw = scan.skewed_raw or str(raw)[:40]
-        elif at_ms > scan.top_ms:
-            scan.top_ms, scan.raw = at_ms, raw
-    indexed.skipped += dropped
-    return scan
-
-
-def _missed(
-    changes: list[ItemChange], scan: _Scan, mark: Watermark, state: PollState, lookback_s: float
-) -> int:
-    """The changes a full walk found that the filtered polls since the last walk should have
-    returned: stamped more than `lookback` before the last one that succeeded."""
-    polled_ms = state.last_ok_ms
-    if polled_ms is None or (mark.reconciled_ms is not None and polled_ms <= mark.reconciled_ms):
-        return 0  # no filtered poll succeeded since the last full walk
-    horizon_ms = polled_ms - round(lookback_s * 1000)
-    return sum(
-        1
-        for c in changes
-        if c.change != "deleted" and c.key in scan.values_ms and scan.values_ms[c.key] < horizon_ms
-    )
-
-
 async def _learn_layout(p: _Poll, limit_ms: int) -> tuple[Layout, Any]:
     """The layout of the upstream's own values, and the value it is read from, from the
     first page of the unfiltered list (a source whose `format` is not given and that has
@@ -393,14 +334,14 @@ async def _detect_incremental(p: _Poll) -> Detection:
         detection = await _detect_snapshot(p)
         if not detection.fetched.not_modified:
             floor = start_ms(mark, cursor, at_ms)
-            scan = _scan_cursor(p.source, detection.indexed, p.poll, floor, limit_ms)
+            scan = scan_cursor(p.source, detection.indexed, p.poll, floor, limit_ms)
             missed = (
                 0
                 if detection.is_first
-                else _missed(detection.changes, scan, mark, p.state, cursor.lookback_s)
+                else missed_changes(detection.changes, scan, mark, p.state, cursor.lookback_s)
             )
             detection.cursor_missed, detection.cursor_skewed = missed, scan.skewed
-            detection.cursor = _advanced(mark, scan, reconciled_ms=at_ms, missed=missed).dump()
+            detection.cursor = advanced(mark, scan, reconciled_ms=at_ms, missed=missed).dump()
         return await _with_events(p, detection)
     layout = layout_in_force(cursor, mark)
     if layout is None:
@@ -418,7 +359,7 @@ async def _detect_incremental(p: _Poll) -> Detection:
         return Detection(fetched)
     spec = ItemSpec.from_config(p.poll)
     indexed = index_items(fetched.items, spec)
-    scan = _scan_cursor(p.source, indexed, p.poll, start_ms(mark, cursor, at_ms), limit_ms)
+    scan = scan_cursor(p.source, indexed, p.poll, start_ms(mark, cursor, at_ms), limit_ms)
     if fetched.items and not indexed.items and indexed.skipped == len(fetched.items):
         raise FetchError(
             f"{p.source}: none of the {len(fetched.items)} items has a key at {p.poll.id!r}"
@@ -431,29 +372,11 @@ async def _detect_incremental(p: _Poll) -> Detection:
     changes = diff(old, indexed)
     detection = Detection(fetched, indexed, changes, [], not p.state.baselined, _upserts(changes))
     detection.cursor_skewed = scan.skewed
-    detection.cursor = _advanced(mark, scan).dump()
+    detection.cursor = advanced(mark, scan).dump()
     if p.store is not None and p.state.pending_deletes and indexed.items:
         # A pending key in a changes answer is there after all (see pending.py).
         _hold(detection, seen_again(await p.store.load_poll_pending(p.source), indexed.items))
     return await _with_events(p, detection)
-
-
-def _advanced(
-    mark: Watermark,
-    scan: _Scan,
-    *,
-    reconciled_ms: int | None = None,
-    missed: int | None = None,
-) -> Watermark:
-    """The watermark after a poll: a full walk (`reconciled_ms`) or a filtered one."""
-    return Watermark(
-        value_ms=scan.top_ms,
-        reconciled_ms=reconciled_ms if reconciled_ms is not None else mark.reconciled_ms,
-        raw=scan.raw if scan.raw is not None else mark.raw,
-        missed=missed if missed is not None else mark.missed,
-        skewed=scan.skewed,
-        skewed_raw=scan.skewed_raw,
-    )
 
 
 # -- feed ------------------------------------------------------------------------------------

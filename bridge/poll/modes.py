@@ -1,4 +1,6 @@
-"""Where incremental and feed polls resume: pure values kept as JSON in the poll state.
+"""Where incremental and feed polls resume: pure values kept as JSON in the poll state, and
+how an answer's cursor values move an incremental source's watermark (`scan_cursor`,
+`advanced`, `missed_changes`).
 
 - An incremental poll asks for what changed since a *watermark*, the largest value of the
   cursor field seen, minus `lookback` (APIs that show a change a little late, clocks that
@@ -17,10 +19,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bridge.config import FeedConfig, IncrementalCursor, PollConfig
+from bridge.errors import FetchError
+from bridge.events import parse_time
+from bridge.poll.diff import Indexed, ItemChange, getter
+from bridge.store.base import PollState
 from bridge.timelayout import Layout, infer, named
 
 
@@ -196,3 +202,90 @@ def next_anchor(entries: list[FeedEntry], feed: FeedConfig, previous: str | None
             old_enough.reverse()  # of events with the same time, the last in the feed is newest
         return max(old_enough, key=lambda e: e.time_ms or 0).id
     return entries[0].id if feed.order == "newest_first" else entries[-1].id
+
+
+# -- an answer's cursor values, and the watermark they move ----------------------------
+
+
+@dataclass(slots=True)
+class CursorScan:
+    """The cursor values of an answer: the largest that may move the watermark, and faults."""
+
+    top_ms: int
+    raw: Any = None  # the upstream's text (or number) of `top_ms`; None: `top_ms` is the floor
+    values_ms: dict[str, int] = field(default_factory=dict)  # by item key
+    skewed: int = 0  # values further in the future than `max_skew`
+    skewed_raw: str | None = None  # the first of them, as given
+
+
+def scan_cursor(
+    source: str, indexed: Indexed, poll: PollConfig, floor_ms: int, limit_ms: int
+) -> CursorScan:
+    """Drop the items without a cursor value (counted as skipped); read the others' values.
+
+    A value that is not a time is a fault of the poll: the watermark cannot be trusted. A
+    value past `limit_ms` is counted and does not move the watermark; its item stays, and is
+    compared by its version like any other.
+    """
+    assert poll.cursor is not None
+    get = getter(poll.cursor.field)
+    scan, dropped = CursorScan(floor_ms), 0
+    for key, (_token, item) in list(indexed.items.items()):
+        raw = get(item)
+        if raw is None:
+            del indexed.items[key]
+            dropped += 1
+            continue
+        at_ms = parse_time(raw)
+        if at_ms is None:
+            raise FetchError(
+                f"{source}: the cursor field {poll.cursor.field!r} of item {key[:64]!r} is not"
+                f" a time ({str(raw)[:40]!r})",
+                reason="cursor",
+            )
+        scan.values_ms[key] = at_ms
+        if at_ms > limit_ms:
+            scan.skewed += 1
+            scan.skewed_raw = scan.skewed_raw or str(raw)[:40]
+        elif at_ms > scan.top_ms:
+            scan.top_ms, scan.raw = at_ms, raw
+    indexed.skipped += dropped
+    return scan
+
+
+def missed_changes(
+    changes: list[ItemChange],
+    scan: CursorScan,
+    mark: Watermark,
+    state: PollState,
+    lookback_s: float,
+) -> int:
+    """The changes a full walk found that the filtered polls since the last walk should have
+    returned: stamped more than `lookback` before the last one that succeeded."""
+    polled_ms = state.last_ok_ms
+    if polled_ms is None or (mark.reconciled_ms is not None and polled_ms <= mark.reconciled_ms):
+        return 0  # no filtered poll succeeded since the last full walk
+    horizon_ms = polled_ms - round(lookback_s * 1000)
+    return sum(
+        1
+        for c in changes
+        if c.change != "deleted" and c.key in scan.values_ms and scan.values_ms[c.key] < horizon_ms
+    )
+
+
+def advanced(
+    mark: Watermark,
+    scan: CursorScan,
+    *,
+    reconciled_ms: int | None = None,
+    missed: int | None = None,
+) -> Watermark:
+    """The watermark after a poll: a full walk (`reconciled_ms`) or a filtered one."""
+    return Watermark(
+        value_ms=scan.top_ms,
+        reconciled_ms=reconciled_ms if reconciled_ms is not None else mark.reconciled_ms,
+        raw=scan.raw if scan.raw is not None else mark.raw,
+        missed=missed if missed is not None else mark.missed,
+        skewed=scan.skewed,
+        skewed_raw=scan.skewed_raw,
+    )
