@@ -87,12 +87,12 @@ def test_a_second_daemon_on_the_same_database_refuses_to_start(daemon) -> None:
 
 
 def test_a_deleted_lock_file_lets_no_second_daemon_in_and_is_taken_again(daemon) -> None:
-    first = daemon("database: owned.db\n")
+    first = daemon("database: owned.db\n", "--allow-empty")
     db = first.config_path.parent / "owned.db"
     lock = Path(f"{db}.lock")
     lock.unlink()
     # At once, before the first has noticed: the database file's own lock refuses it.
-    second = daemon("database: owned.db\n", wait=False)
+    second = daemon("database: owned.db\n", "--allow-empty", wait=False)
     assert second.proc.wait(timeout=20) == 1
     assert "another bridge is already running on the database" in second.log()
     # The first takes a new lock file (by inode, as it watches the database file), so a
@@ -103,7 +103,7 @@ def test_a_deleted_lock_file_lets_no_second_daemon_in_and_is_taken_again(daemon)
     other.write_text("")
     os.replace(other, lock)  # replaced by another file this time
     wait_until(lambda: first.log().count("taken again") == 2, 10)
-    third = daemon("database: owned.db\n", wait=False)
+    third = daemon("database: owned.db\n", "--allow-empty", wait=False)
     assert third.proc.wait(timeout=20) == 1
     assert httpx.get(first.url + "/healthz").status_code == 200
     assert httpx.get(first.url + "/readyz").status_code == 200
