@@ -151,7 +151,7 @@ sources:
 {push_extra}targets:
   {TARGET}:
     url: http://127.0.0.1:{target_port}/hook
-    secret: "{target_secret}"
+    secrets: "{target_secret}"
 {target_extra}{tail}""",
         encoding="utf-8",
     )
