@@ -19,6 +19,12 @@ from typing import Any
 
 from bridge.events import Event
 
+# The admin pages' listing of events, part of this interface (kept in its own module).
+from bridge.store.listing import WORST_FIRST as WORST_FIRST
+from bridge.store.listing import EventCursor as EventCursor
+from bridge.store.listing import EventFilter as EventFilter
+from bridge.store.listing import EventListing as EventListing
+
 # How long a readiness probe may wait for its commit before the store counts as not writable.
 PROBE_TIMEOUT_S = 5.0
 # Rows of a snapshot handed to `PollStore.scan_poll_versions`'s `visit` at once.
@@ -501,45 +507,6 @@ class RetentionStore(ABC):
         An event with a pending, failed or dead delivery, or one whose lease is held, is
         kept; poll snapshots are never touched. Returns how many events were deleted.
         """
-
-
-# The delivery statuses from worst to best: an event's worst delivery is the one the admin
-# pages show (and filter) it by; "none" is an event that went to no target.
-WORST_FIRST = ("dead", "failed", "pending", "delivered")
-
-
-@dataclass(slots=True, frozen=True)
-class EventFilter:
-    """Which events an admin page lists; every field left None lets all through.
-
-    `type` is a glob (`*` any run of characters, `?` one character, nothing else special);
-    `since_ms` is inclusive, `until_ms` exclusive (recorded times); `delivery` is a status
-    of WORST_FIRST or "none", matched against the event's worst delivery.
-    """
-
-    source: str | None = None
-    type: str | None = None
-    origin: str | None = None
-    subject: str | None = None
-    since_ms: int | None = None
-    until_ms: int | None = None
-    delivery: str | None = None
-
-
-@dataclass(slots=True, frozen=True)
-class EventCursor:
-    """Where a page of events ends: the (recorded_ms, id) of its last, oldest, row."""
-
-    recorded_ms: int
-    id: str
-
-
-@dataclass(slots=True, frozen=True)
-class EventListing:
-    """One row of the events page: the event and the status of its worst delivery."""
-
-    event: Event
-    worst: str | None  # a status of WORST_FIRST, None when the event went to no target
 
 
 class AdminStore(ABC):
