@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.auth import Credential
 from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
@@ -341,6 +342,8 @@ class Config(_Model):
     compare: list[ComparePair] = []
     merge: list[MergeConfig] = []
     budgets: dict[str, BudgetConfig] = {}
+    # OAuth2 clients shared by polled sources (`auth: {credential: NAME}`): one token each.
+    credentials: dict[str, Credential] = {}
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
     tracing: TracingConfig | None = None

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.auth import AuthConfig
 from bridge.config.values import Duration, HttpURL, JMESPath, Size, _Model, _one_or_many, field_path
 from bridge.timelayout import NAMED_PATTERNS, check_pattern
 
@@ -241,6 +242,8 @@ class PollConfig(_Model):
     url: HttpURL
     method: str = "GET"
     headers: dict[str, SecretStr] = {}
+    # Who the source is to its upstream (config/auth.py): sent to the source's own origin only.
+    auth: AuthConfig | None = None
     # Query parameters often carry API keys: kept out of reprs and error messages.
     params: dict[str, str | int | float | bool] = Field({}, repr=False)
     timeout_s: Duration = Field(10.0, alias="timeout")

@@ -66,6 +66,11 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
             if name not in sources and name not in merges and name not in loaded.left_out:
                 where = ("targets", tname, "sources", i)
                 loaded.report(where, _not_a(name, "a source or a merge", [*sources, *merges]))
+    for sname, source in sources.items():
+        auth = source.poll.auth if source.poll else None
+        if auth and auth.credential is not None and auth.credential not in config.credentials:
+            where = ("sources", sname, "poll", "auth", "credential")
+            loaded.report(where, _not_a(auth.credential, "a credential", config.credentials))
     _check_hooks(config, loaded)
     _check_types(config, loaded)
     _check_modes(config, loaded)
