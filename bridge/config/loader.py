@@ -142,6 +142,15 @@ class _Loaded:
         return _INTERP_RE.sub(replace, text)
 
 
+def resolve(text: str) -> str:
+    """`text` with each `${...}` resolved, outside any file; ConfigError if one cannot be."""
+
+    def error(message: str) -> ConfigError:
+        return ConfigError("", None, "", message)
+
+    return _INTERP_RE.sub(lambda match: _resolve(match.group(1), error), text)
+
+
 def _resolve(expr: str, error: Any) -> str:
     kind, sep, arg = expr.partition(":")
     if sep and kind == "file":

@@ -70,8 +70,8 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
     for sname, source in sources.items():
         auth = source.poll.auth if source.poll else None
         if auth and auth.credential is not None and auth.credential not in config.credentials:
-            where = ("sources", sname, "poll", "auth", "credential")
-            loaded.report(where, _not_a(auth.credential, "a credential", config.credentials))
+            at = ("sources", sname, "poll", "auth", "credential")
+            loaded.report(at, _not_a(auth.credential, "a credential", config.credentials))
     _check_hooks(config, loaded)
     _check_types(config, loaded)
     _check_modes(config, loaded)
