@@ -56,13 +56,16 @@ def reload_daemon(config_path: str, pid: int | None, timeout_s: float) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        if not all(_CREDENTIAL_RE.search(m.message) for m in config_mistakes(exc)):
+        # A credential this process cannot read is the daemon's to judge (ExecReload
+        # gets none): only the other mistakes are this command's to report.
+        mine = [m for m in config_mistakes(exc) if not _CREDENTIAL_RE.search(m.message)]
+        if mine:
             if pid is not None:
                 _signal(pid)  # the daemon refuses it too, and shows why on its status page
+            lines = "\n".join(str(m) for m in mine)
             raise ConfigFailure(
-                f"reload refused, the config in force is unchanged:\n{exc}"
+                f"reload refused, the config in force is unchanged:\n{lines}"
             ) from None
-        # Only credentials this process cannot read (ExecReload gets none): the daemon can.
         config = _server_only(config_path)
     before = _ask(config)
     if before is None:

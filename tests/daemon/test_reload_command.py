@@ -123,3 +123,21 @@ def test_without_the_daemons_credentials_a_refusal_exits_1(daemon, tmp_path) -> 
     assert "x" * 32 not in done.stderr + done.stdout
     # The hook the refused file adds is not served: the old config is in force.
     assert httpx.post(proc.url + "/hooks/b", json={"id": "1"}, timeout=10).status_code == 404
+
+
+def test_without_the_daemons_credentials_only_the_files_own_mistakes_are_listed(
+    daemon, tmp_path
+) -> None:
+    proc = daemon(GUARDED, env=_credentials(tmp_path))
+    path = proc.config_path
+    path.write_text(path.read_text() + "  b: {webhook: {verify: nope}}\n")
+    done = run_cli(
+        "reload", "-c", str(path), "--pid", str(proc.proc.pid), env=_without_credentials()
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "reload refused, the config in force is unchanged:"
+    assert len(lines) == 2 and "sources.b.webhook.verify" in lines[1], lines
+    # The daemon got the signal and refused the file too (its status needs the token).
+    refused = 'bridge_config_reloads_total{outcome="refused"} 1.0'
+    wait_until(lambda: refused in httpx.get(proc.url + "/metrics", timeout=10).text, timeout_s=20)
