@@ -1,6 +1,10 @@
-"""The README against the code: every metric name it lists is served by `/metrics`, every
-`bridge` command it shows exists, every config key it names is a key of the config, and the
-quickstart's commands, taken from the README, run as written against a real `bridge run`."""
+"""The README and the guides under docs/ against the code: every metric name they list is
+served by `/metrics` (and every served metric is named in one of them), every `bridge`
+command they show exists, every config key they name is a key of the config, and the
+quickstart's commands, taken from the README, run as written against a real `bridge run`.
+
+The generated reference (docs/reference/) is checked against the code by tests/test_docs.py;
+it is left out here, so that a metric the guides forget is still noticed."""
 
 from __future__ import annotations
 
@@ -25,14 +29,18 @@ from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+# The hand-written pages: every docs/**/*.md but the generated reference.
+DOCS = ROOT / "docs"
+GUIDES = sorted(p for p in DOCS.rglob("*.md") if p.relative_to(DOCS).parts[0] != "reference")
+TEXT = "\n".join([README, *(p.read_text() for p in GUIDES)])
 TOP_KEYS = set(known_keys(Config, ()))
 # Names of the form bridge_x that the README gives and that are no metric.
 NOT_METRICS = {"bridge_session"}  # the admin pages' cookie
 
 
 def metric_names() -> set[str]:
-    """The metric names the README mentions."""
-    return set(re.findall(r"\bbridge_[a-z_]+[a-z]\b", README)) - NOT_METRICS
+    """The metric names the README and the guides mention."""
+    return set(re.findall(r"\bbridge_[a-z_]+[a-z]\b", TEXT)) - NOT_METRICS
 
 
 def served_names() -> set[str]:
@@ -53,7 +61,7 @@ def served_names() -> set[str]:
 
 def test_every_metric_the_readme_names_is_served() -> None:
     named = metric_names()
-    assert named, "the README lists no metric"
+    assert named, "the README and the guides list no metric"
     assert sorted(named - served_names()) == []
 
 
@@ -79,8 +87,8 @@ WORDS = r"bridge ([a-z][a-z-]*(?: [a-z][a-z-]*)?)"
 
 def readme_commands() -> set[tuple[str, ...]]:
     """The command words of each `bridge ...` in inline code and in shell blocks."""
-    found = {tuple(m.split()) for m in re.findall(r"`" + WORDS, README)}
-    for block in re.findall(r"```(?:sh|console|bash)\n(.*?)```", README, re.S):
+    found = {tuple(m.split()) for m in re.findall(r"`" + WORDS, TEXT)}
+    for block in re.findall(r"```(?:sh|console|bash)\n(.*?)```", TEXT, re.S):
         found |= {tuple(m.split()) for m in re.findall(r"^\s*(?:\$ )?" + WORDS, block, re.M)}
     return found
 
@@ -108,7 +116,7 @@ def _is_key_path(path: tuple[str, ...]) -> bool:
 
 
 def test_every_dotted_config_key_the_readme_names_exists() -> None:
-    names = re.findall(r"`([a-z_]+(?:\.[A-Za-z_]+)+)`", README)
+    names = re.findall(r"`([a-z_]+(?:\.[A-Za-z_]+)+)`", TEXT)
     paths = [tuple(n.split(".")) for n in names if n.split(".")[0] in TOP_KEYS]
     # `sources.NAME.poll.every`: NAME (upper case) stands for any name.
     bad = [
@@ -133,7 +141,7 @@ def _yaml_keys(value: object, path: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 def test_every_key_of_the_readme_s_whole_config_examples_exists() -> None:
     bad = []
-    for block in re.findall(r"```yaml\n(.*?)```", README, re.S):
+    for block in re.findall(r"```yaml\n(.*?)```", TEXT, re.S):
         try:
             data = yaml.safe_load(block)
         except yaml.YAMLError:
