@@ -104,6 +104,17 @@ def test_every_command_the_readme_shows_exists() -> None:
     assert ("event", "show") in shown
 
 
+def test_every_link_of_the_readme_leads_to_a_file() -> None:
+    # The pages' own links are checked by `mkdocs build --strict` (make test); the README is
+    # no page of the site, so its map of the docs is checked here.
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 20  # the map of the docs
+    assert sorted(link for link in local if not (ROOT / link).exists()) == []
+    mapped = {(ROOT / link).resolve() for link in local}
+    assert sorted(str(p.relative_to(ROOT)) for p in GUIDES if p.resolve() not in mapped) == []
+
+
 def _is_key_path(path: tuple[str, ...]) -> bool:
     """True when each step of `path` is a key the config accepts at that place."""
     for i, key in enumerate(path):
