@@ -27,8 +27,8 @@ demo: $(STAMP)
 	$(BIN)/bridge demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests bench docs/gen_reference.py
-	$(BIN)/ruff format --check bridge tests bench docs/gen_reference.py
+	$(BIN)/ruff check bridge tests bench docs/gen_reference.py docs/hooks.py
+	$(BIN)/ruff format --check bridge tests bench docs/gen_reference.py docs/hooks.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
