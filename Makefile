@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 help:
 	@echo "make demo   polling vs push, measured: a simulated upstream through the bridge (all local)"
-	@echo "make test   install everything into .venv, then ruff, mypy and pytest"
+	@echo "make test   install everything into .venv, then ruff, mypy, the docs (mkdocs --strict) and pytest"
 	@echo "make test-reliability   only the crash, fault and bad-input suite"
 	@echo "make bench  run the benchmarks (make bench-quick: under 2 minutes)"
 	@echo "make docs   write the reference pages from the code, build the documentation into site/"
