@@ -359,6 +359,14 @@ def help_text(text: str | None) -> str:
     return "\n\n".join(out).strip()
 
 
+def metavar(param: click.Parameter, ctx: click.Context) -> str:
+    """What `--help` shows for an option's value (click before 8.2 takes no context)."""
+    try:
+        return param.make_metavar(ctx)
+    except TypeError:
+        return param.make_metavar()  # type: ignore[call-arg]
+
+
 def param_rows(command: click.Command, ctx: click.Context) -> list[str]:
     rows = []
     for param in command.get_params(ctx):
@@ -372,7 +380,7 @@ def param_rows(command: click.Command, ctx: click.Context) -> list[str]:
         else:
             assert isinstance(param, click.Option)
             name = ", ".join(param.opts + param.secondary_opts)
-            what = "flag" if param.is_flag else f"option: {param.make_metavar(ctx)}"
+            what = "flag" if param.is_flag else f"option: {metavar(param, ctx)}"
             help_ = param.help or ""
             default = param.default
             if not param.is_flag and isinstance(default, str | int | float) and default != "":
