@@ -284,6 +284,7 @@ def status(config_path: str, database: str | None, url: str | None, as_json: boo
                 daemon_budgets(config, reported),
                 from_store=config_less,
                 kinds=reported_kinds(reported) if config_less else None,
+                targets_known=reported_targets(reported) if config_less else (),
             )
         )
     finally:
@@ -315,3 +316,14 @@ def reported_kinds(reported: dict[str, Any] | None) -> dict[str, str]:
         and isinstance(s.get("name"), str)
         and s.get("kind") in ("poll", "webhook", "merge")
     }
+
+
+def reported_targets(reported: dict[str, Any] | None) -> list[str]:
+    """Each target the daemon's `/api/status` lists."""
+    if reported is None or not isinstance(reported.get("targets"), list):
+        return []
+    return [
+        t["name"]
+        for t in reported["targets"]
+        if isinstance(t, dict) and isinstance(t.get("name"), str)
+    ]

@@ -292,13 +292,15 @@ async def collect(
     *,
     from_store: bool = False,
     kinds: Mapping[str, str] | None = None,
+    targets_known: Sequence[str] = (),
 ) -> Summary:
     """Read the summary of every configured source and target from `store`.
 
     `budgets` is the budgets' use as the running daemon reports it (None: unknown). With
     `from_store` (no config could be read) the sources are those with a poll state or
     events in the store, and those of `kinds` (what the running daemon reported: name ->
-    kind), and the targets those with a state or deliveries in the store.
+    kind), and the targets those with a state or deliveries in the store, and those of
+    `targets_known`.
     """
     kinds = kinds or {}
     polls = {state.source: state for state in await store.list_poll_states()}
@@ -308,7 +310,10 @@ async def collect(
         source_names = sorted(set(polls) | set(await store.event_sources()) | set(kinds))
     else:
         source_names = list(config.sources)
-    target_names = sorted(set(states) | set(counts)) if from_store else list(config.targets)
+    if from_store:
+        target_names = sorted(set(states) | set(counts) | set(targets_known))
+    else:
+        target_names = list(config.targets)
     sightings = {m.name: await store.list_sightings(m.name) for m in config.merge}
     seen: dict[str, _Seen] = {}
     for m in config.merge:

@@ -60,6 +60,7 @@ def test_status_on_a_broken_config_falls_back_to_the_database_and_the_daemon(
         assert 'did you mean "every"?' in out["config_error"]
         assert out["reload_error"] == reason
         assert names(out) == {"github": "webhook", "tickets": "poll"}
+        assert [t["name"] for t in out["targets"]] == ["app"]  # as the daemon reports it
         assert next(s for s in out["sources"] if s["name"] == "github")["events"] == 1
 
         # With --database too: the daemon is still asked, the webhook source still listed.
