@@ -95,6 +95,10 @@ class EventStore(ABC):
     async def count_events(self, *, source: str | None = None) -> int:
         """How many events are stored (for one source, or all)."""
 
+    @abstractmethod
+    async def event_sources(self) -> list[str]:
+        """The names of the sources that have events stored, sorted (a merge's included)."""
+
 
 @dataclass(slots=True, frozen=True)
 class PollOutcome:

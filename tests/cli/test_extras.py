@@ -41,14 +41,6 @@ def test_latency_plot_without_matplotlib_names_the_plot_extra(hide, write_config
     assert result.stdout == ""
 
 
-def test_demo_without_matplotlib_says_so_before_it_starts(hide) -> None:
-    hide("matplotlib")
-    result = CliRunner().invoke(cli, ["demo", "--duration", "1s"])
-    assert result.exit_code == 1
-    assert result.stderr.endswith("pip install '.[plot]' (from the bridge's checkout)\n")
-    assert result.stderr.count("\n") == 1
-
-
 def test_postgres_url_without_psycopg_names_the_postgres_extra(hide, write_config) -> None:
     hide("psycopg", "psycopg_pool", forget=("bridge.store.postgres",))
     path = write_config("database: postgresql://bridge@127.0.0.1:1/bridge\n")

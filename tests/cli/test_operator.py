@@ -248,7 +248,8 @@ def test_a_broken_config_shows_as_a_refused_reload_and_the_database_stays_readab
         assert 'did you mean "every"?' in reason
         status = run_cli("status", *c, "--database", db, "--json", env=env)
         assert status.returncode == 0, status.stderr
-        assert json.loads(status.stdout)["reload_error"] is None  # config-less: no daemon asked
+        # The broken file still names the daemon's server: it is asked, its refusal shown.
+        assert json.loads(status.stdout)["reload_error"] == reason
         assert "config not used" in status.stderr
 
         # Without --database a broken config is a usage mistake; with it, the database reads.

@@ -78,6 +78,14 @@ class MadeOnRead:
             yield f"k{i}", f"h:{i}", json.dumps({"id": i})
 
 
+def test_event_sources_names_each_source_with_events_once(any_store: Store) -> None:
+    store = any_store
+    assert asyncio.run(store.event_sources()) == []
+    batch = [NewEvent(make_event(s, u)) for s, u in (("b", "1"), ("a", "1"), ("b", "2"))]
+    asyncio.run(store.record_events(batch))
+    assert asyncio.run(store.event_sources()) == ["a", "b"]
+
+
 def test_a_snapshot_is_written_from_rows_made_on_read_and_scanned_in_chunks(
     any_store: Store,
 ) -> None:
