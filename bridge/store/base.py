@@ -301,6 +301,23 @@ class TargetState:
     open_until_ms: int | None = None
     cooldown_s: float | None = None
 
+    def is_open(self, now_ms: int) -> bool:
+        """True while the circuit holds deliveries back (open, its cool-down not over)."""
+        return (
+            self.circuit == "open"
+            and self.open_until_ms is not None
+            and now_ms < self.open_until_ms
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class TargetReset:
+    """What `reset_target` did: the target's state before, and how many waiting deliveries
+    (due later on their retry schedule) it made due now."""
+
+    before: TargetState
+    retried: int
+
 
 @dataclass(slots=True, frozen=True)
 class AttemptRecord:
@@ -388,8 +405,15 @@ class OutboxStore(ABC):
         """Durably store one target's state."""
 
     @abstractmethod
-    async def enable_target(self, name: str) -> bool:
-        """Enable a target and close its circuit; True when it was disabled."""
+    async def enable_target(self, name: str) -> TargetState:
+        """Enable a target and close its circuit; returns its state before (disabled or not,
+        its circuit)."""
+
+    @abstractmethod
+    async def reset_target(self, name: str, now_ms: int) -> TargetReset:
+        """Close a target's circuit ("Retry now", `bridge target reset`): no failures, no
+        cool-down, and its waiting deliveries due at `now_ms`; a disabled target stays
+        disabled. A running daemon takes the new state within a second."""
 
     @abstractmethod
     async def list_deliveries(

@@ -22,6 +22,7 @@ from bridge.store.base import (
     Claim,
     Claimed,
     DeliveryRow,
+    TargetReset,
     TargetState,
 )
 from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
@@ -121,6 +122,11 @@ def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
             _upsert_target(conn, r.target_state)
 
 
+def _target_state(conn: sqlite3.Connection, name: str) -> TargetState:
+    row = conn.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = ?", (name,)).fetchone()
+    return TargetState(*row) if row else TargetState(name)
+
+
 def _redeliver(
     conn: sqlite3.Connection, event_ids: Sequence[str], target: str | None, now_ms: int
 ) -> dict[str, int]:
@@ -207,20 +213,30 @@ class SQLiteOutbox:
     async def save_target_state(self, state: TargetState) -> None:
         await self.write(lambda conn: _upsert_target(conn, state))
 
-    async def enable_target(self, name: str) -> bool:
-        def enable(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT disabled_ms FROM targets WHERE name = ?", (name,)).fetchone()
+    async def enable_target(self, name: str) -> TargetState:
+        def enable(conn: sqlite3.Connection) -> TargetState:
+            before = _target_state(conn, name)
             _upsert_target(conn, TargetState(name))
-            return bool(row and row[0] is not None)
+            return before
 
         return await self.write(enable)
 
+    async def reset_target(self, name: str, now_ms: int) -> TargetReset:
+        def reset(conn: sqlite3.Connection) -> TargetReset:
+            before = _target_state(conn, name)
+            _upsert_target(conn, TargetState(name, before.disabled_ms, before.disabled_reason))
+            retried = conn.execute(
+                f"UPDATE deliveries SET next_ms = ? WHERE target = ? AND {_WAITING}"
+                " AND next_ms > ?",
+                (now_ms, name, now_ms),
+            ).rowcount
+            return TargetReset(before, retried)
+
+        return await self.write(reset)
+
     async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
         def disable(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = ?", (name,)
-            ).fetchone()
-            state = TargetState(*row) if row else TargetState(name)
+            state = _target_state(conn, name)
             if state.disabled_ms is not None:
                 return False
             _upsert_target(conn, replace(state, disabled_ms=now_ms, disabled_reason=reason))
