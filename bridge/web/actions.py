@@ -13,7 +13,8 @@ target enable|disable|reset` and `bridge redeliver --dead`, and the same words
 (`deliver/circuit.py`: a redelivery names each open circuit that holds it); "poll now"
 asks the running poller's scheduler (`poll_now`), which a CLI process has not got. Each
 is logged with who did it (the session id, never the token) and what it queued. A browser
-is sent back to the page with a notice; a script that asks for `application/json` gets the result as JSON.
+is sent back to the page with a notice; a script that asks for `application/json` gets
+the result as JSON.
 """
 
 from __future__ import annotations
