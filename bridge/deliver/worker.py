@@ -493,7 +493,8 @@ class Deliverer:
         else:
             decision = decide(
                 answer.status_code,
-                attempts=claim.attempts + 1,
+                # The schedule starts again at a redelivery; the count goes on.
+                attempts=claim.attempts + 1 - claim.retry_from,
                 retry_s=target.config.retry_s,
                 now_ms=done_ms,
                 retry_after=answer.retry_after,

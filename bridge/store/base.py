@@ -278,7 +278,9 @@ class Claim:
     delivery_id: int
     target: str
     event: Event
-    attempts: int  # attempts made before this one
+    attempts: int  # attempts made before this one, before any redelivery included
+    # The attempts made before the last redelivery: its retry schedule starts again there.
+    retry_from: int = 0
 
 
 @dataclass(slots=True, frozen=True)

@@ -41,7 +41,9 @@ _DELIVERY_COLUMNS = (
     " last_code, last_error, transformed"
 )
 _TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
-_REQUEUE = "status = 'pending', attempts = 0, next_ms = %s, lease_ms = NULL"
+# A redelivery keeps the count of attempts (every one is listed) and starts the retry
+# schedule again from there.
+_REQUEUE = "status = 'pending', retry_from = attempts, next_ms = %s, lease_ms = NULL"
 # `ordering: subject`: only the earliest waiting delivery of a subject may be claimed. A
 # replica claiming at the same time sees that earliest one waiting too (leased or locked),
 # so it cannot take the next one before the first is recorded delivered or dead.
@@ -59,7 +61,7 @@ _CLAIM = f"""
         FOR UPDATE SKIP LOCKED
     )
     UPDATE deliveries d SET lease_ms = %s, lease_owner = %s FROM due WHERE d.id = due.id
-    RETURNING d.id, d.attempts, d.event_id, d.next_ms
+    RETURNING d.id, d.attempts, d.event_id, d.next_ms, d.retry_from
 """
 _CLAIM_ANY = _CLAIM.format(order="")
 _CLAIM_ORDERED = _CLAIM.format(order=_FIRST_OF_SUBJECT)
@@ -112,7 +114,7 @@ async def _claim(
             (list({r[3] for r in leased}),),
         )
         events = {row[0]: row_to_event(row) for row in await cur.fetchall()}
-    claims = [Claim(r[1], r[0], events[r[3]], r[2]) for r in leased if r[3] in events]
+    claims = [Claim(r[1], r[0], events[r[3]], r[2], r[5]) for r in leased if r[3] in events]
     next_due = None
     if short:
         # Rows due already are leased (in flight): their end wakes the worker, not this time.

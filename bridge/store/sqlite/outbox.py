@@ -35,7 +35,9 @@ _DELIVERY_COLUMNS = (
     " last_code, last_error, transformed"
 )
 _TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
-_REQUEUE = "status = 'pending', attempts = 0, next_ms = ?, lease_ms = NULL"
+# A redelivery keeps the count of attempts (every one is listed) and starts the retry
+# schedule again from there.
+_REQUEUE = "status = 'pending', retry_from = attempts, next_ms = ?, lease_ms = NULL"
 # `ordering: subject`: only the earliest waiting delivery of a subject may be claimed.
 _FIRST_OF_SUBJECT = (
     " AND (d.subject IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p"
@@ -56,7 +58,8 @@ def _claim_target(
     columns = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
     order = _FIRST_OF_SUBJECT if ordered else ""
     rows = conn.execute(
-        f"SELECT d.id, d.attempts, {columns} FROM deliveries d JOIN events e ON e.id = d.event_id"
+        f"SELECT d.id, d.attempts, d.retry_from, {columns}"
+        " FROM deliveries d JOIN events e ON e.id = d.event_id"
         f" WHERE d.target = ? AND d.{_WAITING} AND d.next_ms <= ?"
         f" AND (d.lease_ms IS NULL OR d.lease_ms <= ?){order} ORDER BY d.next_ms, d.id LIMIT ?",
         (target, now_ms, now_ms, limit),
@@ -66,7 +69,7 @@ def _claim_target(
             "UPDATE deliveries SET lease_ms = ?, lease_owner = ? WHERE id = ?",
             [(lease_ms, owner, r[0]) for r in rows],
         )
-    return [Claim(r[0], target, row_to_event(r[2:]), r[1]) for r in rows]
+    return [Claim(r[0], target, row_to_event(r[3:]), r[1], r[2]) for r in rows]
 
 
 def _next_due(conn: sqlite3.Connection, targets: Sequence[str], now_ms: int) -> int | None:
