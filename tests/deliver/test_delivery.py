@@ -264,21 +264,26 @@ async def _disabled(b: Bridge) -> bool:
 async def test_dead_after_the_schedule_then_redelivered(tmp_path: Path) -> None:
     with receiver() as r:
         r.default = (500, {})
-        async with bridge(tmp_path, target("t1", r.url + "/hook", "retry: [10ms, 20ms]")) as b:
+        extra = "retry: [10ms, 20ms]\ncircuit: {failures: 100}"
+        async with bridge(tmp_path, target("t1", r.url + "/hook", extra)) as b:
             event = await b.emit()
             row = await eventually(lambda: _status(b, event, "dead"))
             assert row.attempts == 3 and len(r.hits) == 3
             dead = json.loads((await b.cli("deliveries", "--status", "dead", "--json")).output)
             assert [d["event_id"] for d in dead] == [event.id]
             await eventually(lambda: metrics.DEAD.labels("t1")._value.get() == 1)
+            # Redelivered, it fails again: the schedule starts over, the count goes on.
+            result = await b.cli("redeliver", "--dead")
+            assert result.exit_code == 0 and "queued 1 dead delivery again" in result.output
+            row = await eventually(lambda: len(r.hits) == 6 and _status(b, event, "dead"))
+            assert row.attempts == 6 == len(await b.store.list_attempts(event.id))
             r.default = (204, {})
             result = await b.cli("redeliver", "--dead")
             assert result.exit_code == 0 and "queued 1 dead delivery again" in result.output
             row = await eventually(lambda: _status(b, event, "delivered"))
-            assert row.attempts == 1  # the schedule starts over
             assert {h.headers["webhook-id"] for h in r.hits} == {event.id}
             Webhook(TEST_SECRET).verify(r.hits[-1].body, r.hits[-1].headers)
-            assert len(await b.store.list_attempts(event.id)) == 4
+            assert row.attempts == 7 == len(await b.store.list_attempts(event.id))
 
 
 async def test_redelivery_of_a_delivered_event_keeps_its_webhook_id(tmp_path: Path) -> None:
