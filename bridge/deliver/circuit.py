@@ -73,11 +73,13 @@ def reset_text(name: str, reset: TargetReset) -> str:
         text = f"target {name}: its circuit was {_was(before)} and is now closed"
     else:
         text = f"target {name}: its circuit was closed already"
+    if before.disabled_ms is not None:
+        return (
+            f"{text}; the target is disabled: nothing is sent until 'bridge target enable {name}'"
+        )
     text += ": its backlog is sent now"
     if reset.retried:
         text += f" ({plural(reset.retried, 'delivery')} waiting for a later retry included)"
-    if before.disabled_ms is not None:
-        text += f"; but the target is disabled: nothing is sent until 'bridge target enable {name}'"
     return text
 
 

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
+import re
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -310,7 +312,10 @@ async def test_redelivery_of_a_delivered_event_keeps_its_webhook_id(tmp_path: Pa
             assert usage.exit_code == 2
 
 
-async def test_the_circuit_opens_then_closes(tmp_path: Path) -> None:
+async def test_the_circuit_opens_then_closes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "bridge.deliver")
     with receiver() as r:
         r.default = (500, {})
         extra = """
@@ -333,6 +338,19 @@ async def test_the_circuit_opens_then_closes(tmp_path: Path) -> None:
             state = (await b.store.target_states())["t1"]
             assert state.circuit == "closed" and state.failures == 0
             assert r.hits[3].at - r.hits[2].at >= 0.59
+            # Every change of the circuit is one line at info, and nothing else says "circuit".
+            changes = [
+                (rec.levelname, re.sub(r"until \S+", "until T", rec.getMessage()))
+                for rec in caplog.records
+                if "circuit" in rec.getMessage()
+            ]
+            assert changes == [
+                ("INFO", "target t1: circuit opened until T after 2 failures"),
+                ("INFO", "target t1: circuit half-open: one probe"),
+                ("INFO", "target t1: circuit opened until T after the probe failed"),
+                ("INFO", "target t1: circuit half-open: one probe"),
+                ("INFO", "target t1: circuit closed"),
+            ]
 
 
 async def _circuit(b: Bridge, circuit: str, failures: int | None = None) -> Any:
