@@ -357,7 +357,7 @@ def enable(config_path: str, name: str, as_json: bool) -> None:
     _check_target(config, name)
     before = with_store(config, lambda s: s.enable_target(name))
     text = circuit.enable_text(name, before)
-    log_action(config, f"enabled target {name}: {text}")
+    log_action(config, f"enabled target {name}: {circuit.enable_detail(before)}")
     out = {
         "target": name,
         "enabled": True,
@@ -382,7 +382,7 @@ def reset(config_path: str, name: str, as_json: bool) -> None:
     _check_target(config, name)
     done = with_store(config, lambda s: s.reset_target(name, now_ms()))
     text = circuit.reset_text(name, done)
-    log_action(config, f"reset target {name}: {text}")
+    log_action(config, f"reset target {name}: {circuit.reset_detail(name, done)}")
     click.echo(jsontext.dumps(circuit.reset_json(name, done), indent=2) if as_json else text)
 
 
@@ -401,7 +401,9 @@ def disable(config_path: str, name: str, as_json: bool) -> None:
     reason = "disabled by `bridge target disable`"
     was_enabled = with_store(config, lambda s: s.disable_target(name, reason, now_ms()))
     text = f"target {name} disabled" if was_enabled else f"target {name} was disabled already"
-    log_action(config, f"disabled target {name}: {text}")
+    log_action(
+        config, f"disabled target {name}: it was {'enabled' if was_enabled else 'disabled already'}"
+    )
     out = {"target": name, "enabled": False, "changed": was_enabled}
     click.echo(jsontext.dumps(out, indent=2) if as_json else text)
 

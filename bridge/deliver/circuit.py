@@ -61,18 +61,33 @@ def enable_text(name: str, before: TargetState) -> str:
         if before.disabled_ms is not None
         else (f"target {name} was enabled already")
     )
-    if closed_circuit(before):
-        text += f"; its circuit was {_was(before)} and is now closed: its backlog is sent now"
-    return text
+    return text + _closed(before)
+
+
+def enable_detail(before: TargetState) -> str:
+    """What enabling a target changed, for the log line of the command or button."""
+    was = "it was disabled" if before.disabled_ms is not None else "it was enabled already"
+    return was + _closed(before)
+
+
+def _closed(before: TargetState) -> str:
+    if not closed_circuit(before):
+        return ""
+    return f"; its circuit was {_was(before)} and is now closed: its backlog is sent now"
 
 
 def reset_text(name: str, reset: TargetReset) -> str:
     """What `bridge target reset` (and the admin "Retry now" button) did."""
+    return f"target {name}: {reset_detail(name, reset)}"
+
+
+def reset_detail(name: str, reset: TargetReset) -> str:
+    """`reset_text` without the target's name in front, for the log line."""
     before = reset.before
     if closed_circuit(before):
-        text = f"target {name}: its circuit was {_was(before)} and is now closed"
+        text = f"its circuit was {_was(before)} and is now closed"
     else:
-        text = f"target {name}: its circuit was closed already"
+        text = "its circuit was closed already"
     if before.disabled_ms is not None:
         return (
             f"{text}; the target is disabled: nothing is sent until 'bridge target enable {name}'"

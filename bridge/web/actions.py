@@ -241,7 +241,8 @@ class Actions:
             return bad
         before = await self.runtime.store.enable_target(name)
         notice = circuit.enable_text(name, before)
-        log.info("admin: %s enabled target %s: %s", visitor.who, name, notice)
+        detail = circuit.enable_detail(before)
+        log.info("admin: %s enabled target %s: %s", visitor.who, name, detail)
         result = {
             "changed": before.disabled_ms is not None,
             "circuit_closed": circuit.closed_circuit(before),
@@ -254,7 +255,9 @@ class Actions:
             return bad
         done = await self.runtime.store.reset_target(name, now_ms())
         notice = circuit.reset_text(name, done)
-        log.info("admin: %s reset target %s: %s", visitor.who, name, notice)
+        log.info(
+            "admin: %s reset target %s: %s", visitor.who, name, circuit.reset_detail(name, done)
+        )
         return _done(request, "/admin/targets", notice, circuit.reset_json(name, done))
 
     async def _disable(self, request: Request, visitor: Visitor, form: dict[str, str]) -> Response:
