@@ -1,17 +1,23 @@
 """An open circuit on the admin pages of the real daemon: the Targets page shows until when
 and a "Retry now" button (guarded like every button), the event page's next attempt is
-that time, never one already past, and the Redeliver button's notice names the circuit."""
+that time, never one already past, and the Redeliver button's notice names the circuit;
+and an operator clicks "Retry now" in a real Chromium."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 from bridge.web.views import event_href
 from tests.helpers import serve_app, wait_until
 from tests.web.admin_parts import TOKEN, Receiver, config_text, csrf_of, log_in
+from tests.web.browser import chromium, screenshot
 
 BEARER = {"authorization": f"Bearer {TOKEN}", "accept": "application/json"}
 
@@ -79,3 +85,31 @@ def test_an_open_circuit_is_shown_named_and_retried_now(daemon) -> None:
         log = proc.log()
         assert re.search(r"admin: session \S+ reset target sink: its circuit was open until", log)
         assert "target sink: circuit opened until " in log
+
+
+def test_an_operator_retries_now_in_a_browser(daemon, tmp_path: Path) -> None:
+    receiver = Receiver()
+    with serve_app(receiver.app()) as peer, chromium(tmp_path / "profile") as browser:
+        text = config_text(peer).replace("{failures: 100}", "{failures: 2, cooldown: 1h}")
+        proc = daemon(text)
+        body = {"id": "ord_b", "type": "order.paid", "subject": "order-2"}
+        assert httpx.post(proc.url + "/hooks/orders", json=body, timeout=10).status_code < 300
+        wait = WebDriverWait(browser, 30)
+        browser.get(proc.url + "/admin/targets")
+        wait.until(ec.presence_of_element_located((By.ID, "token"))).send_keys(TOKEN)
+        browser.find_element(By.ID, "login").click()
+
+        def circuit_cell() -> str:
+            browser.get(proc.url + "/admin/targets")
+            return str(browser.find_element(By.CSS_SELECTOR, "#targets td.circuit").text)
+
+        wait_until(lambda: circuit_cell().startswith("open until "), timeout_s=20, interval_s=0.2)
+        screenshot(browser, "admin-targets-circuit-open")
+        receiver.fixed = True
+        browser.find_element(By.ID, "reset-1").click()
+        notice = wait.until(ec.presence_of_element_located((By.ID, "notice"))).text
+        assert notice.startswith("target sink: its circuit was open until ")
+        assert "is now closed: its backlog is sent now" in notice
+        screenshot(browser, "admin-targets-retried")
+        wait_until(lambda: receiver.received == 3, timeout_s=20)
+        assert circuit_cell() == "closed" and not browser.find_elements(By.ID, "reset-1")
