@@ -25,6 +25,10 @@ from bridge.store.listing import EventCursor as EventCursor
 from bridge.store.listing import EventFilter as EventFilter
 from bridge.store.listing import EventListing as EventListing
 
+# A target's health (disabled, circuit) and what a reset did (kept in their own module).
+from bridge.store.targets import TargetReset as TargetReset
+from bridge.store.targets import TargetState as TargetState
+
 # How long a readiness probe may wait for its commit before the store counts as not writable.
 PROBE_TIMEOUT_S = 5.0
 # Rows of a snapshot handed to `PollStore.scan_poll_versions`'s `visit` at once.
@@ -292,36 +296,6 @@ class Claimed:
 
 
 @dataclass(slots=True, frozen=True)
-class TargetState:
-    """A target's persisted health: disabled (by a 410) or not, and its circuit breaker."""
-
-    name: str
-    disabled_ms: int | None = None
-    disabled_reason: str | None = None
-    circuit: str = "closed"  # closed | half_open | open
-    failures: int = 0  # consecutive failed attempts
-    open_until_ms: int | None = None
-    cooldown_s: float | None = None
-
-    def is_open(self, now_ms: int) -> bool:
-        """True while the circuit holds deliveries back (open, its cool-down not over)."""
-        return (
-            self.circuit == "open"
-            and self.open_until_ms is not None
-            and now_ms < self.open_until_ms
-        )
-
-
-@dataclass(slots=True, frozen=True)
-class TargetReset:
-    """What `reset_target` did: the target's state before, and how many waiting deliveries
-    (due later on their retry schedule) it made due now."""
-
-    before: TargetState
-    retried: int
-
-
-@dataclass(slots=True, frozen=True)
 class AttemptRecord:
     """One finished attempt and the next state of its delivery (and maybe of its target)."""
 
@@ -408,14 +382,12 @@ class OutboxStore(ABC):
 
     @abstractmethod
     async def enable_target(self, name: str) -> TargetState:
-        """Enable a target and close its circuit; returns its state before (disabled or not,
-        its circuit)."""
+        """Enable a target and close its circuit; returns its state before."""
 
     @abstractmethod
     async def reset_target(self, name: str, now_ms: int) -> TargetReset:
-        """Close a target's circuit ("Retry now", `bridge target reset`): no failures, no
-        cool-down, and its waiting deliveries due at `now_ms`; a disabled target stays
-        disabled. A running daemon takes the new state within a second."""
+        """Close a target's circuit and make its waiting deliveries due at `now_ms` (a
+        disabled one stays disabled): `bridge target reset`, "Retry now"."""
 
     @abstractmethod
     async def list_deliveries(
