@@ -159,7 +159,7 @@ def test_a_day_with_the_starter_config(tmp_path: Path, daemon) -> None:
         dry = run_cli("redeliver", "--since", "1h", "--type", "issues.*", "--dry-run", *c)
         assert dry.returncode == 0 and "would queue 1 event again" in dry.stdout
         queued = cli_json("redeliver", "--since", "1h", "--source", "github", *c, "--json")
-        assert queued == {"events": 1, "queued": 1}
+        assert queued == {"events": 1, "queued": 1, "circuit": []}
         wait_until(lambda: len(up.received) == 3, timeout_s=20)
 
         # A disabled target gets nothing until enabled again.
