@@ -12,6 +12,13 @@ are not collected: each page's are handed to the sink as they are read, one at a
 the page's text where `items` is a plain field path (scan.py). Every answer's rate-limit
 headers, on success and on failure, are read into `Fetched.limits` (see limits.py).
 
+A GraphQL source (`request: {graphql: ...}`) POSTs its query as JSON (graphql.py): its items
+and pages are read in the answer's `data`, an answer with `errors` is a fault, and the cost
+budget of `extensions.cost` joins the headers' limits. Its next page is the same URL with the
+page cursor's variable set; a page that the budget cannot pay for yet waits for it, up to
+`MAX_PAGE_WAIT_S` (a THROTTLED answer is asked again once after that wait). A `format: feed`
+source's answer is read into entries (feeds.py) instead of JSON.
+
 Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
 without `pages`: a page's validators say nothing of the other pages, and servers that
 paginate with a `Link` header compute the ETag over the body alone, so not even whether a
@@ -43,8 +50,9 @@ import httpx
 import jmespath
 
 from bridge import __version__, jsontext
-from bridge.config import CursorPages, NextUrlPages, PollConfig
+from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
+from bridge.poll import feeds, graphql
 from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_at
 from bridge.poll.links import next_link
 from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
@@ -61,6 +69,9 @@ LARGE_BODY = 1_000_000
 # Same-origin redirects followed for one request, at most (with `follow_redirects`).
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
+# The longest a GraphQL walk waits in the middle for its cost budget to pay for a page; a
+# longer wait ends the walk as `throttled`, the next poll held until the budget allows it.
+MAX_PAGE_WAIT_S = 10.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -98,6 +109,8 @@ class WalkPlan:
     """What one poll asks beyond the source's config (incremental and feed polls)."""
 
     params: Mapping[str, Any] = field(default_factory=dict)  # merged into every request's query
+    # Set over a GraphQL query's configured variables (an incremental cursor's).
+    variables: Mapping[str, Any] = field(default_factory=dict)
     max_pages: int | None = None  # fewer pages than the source's max_pages
     # Awaited with each page's items: True ends the walk there (a feed reached a seen event).
     stop: Callable[[list[Any]], Awaitable[bool]] | None = None
@@ -197,6 +210,9 @@ class _Walk:
         self.configured_params = set(poll.params) | set(configured.params.keys())
         self.origin = origin(httpx.URL(poll.url))
         self.stream_path = stream_path(poll)
+        self.graphql = poll.graphql
+        self.variables: dict[str, Any] = dict(plan.variables)
+        self.cost = NO_LIMITS  # what the last GraphQL answer's cost budget allows
 
     def named(self, url: httpx.URL, where: httpx.URL) -> httpx.URL:
         """A next page's URL that the answer at `where` names, as it may be requested; the
@@ -224,12 +240,19 @@ class _Walk:
         configured = self.poll.headers.items() if own_origin else ()
         headers = {name: value.get_secret_value() for name, value in configured}
         if not any(name.lower() == "accept" for name in headers):
-            headers["Accept"] = "application/json"
+            headers["Accept"] = self._accept()
+        if self.graphql is not None:
+            headers["Content-Type"] = graphql.CONTENT_TYPE
         if first and self.validators.etag:
             headers["If-None-Match"] = self.validators.etag
         if first and self.validators.last_modified:
             headers["If-Modified-Since"] = self.validators.last_modified
         return headers
+
+    def _accept(self) -> str:
+        if self.graphql is not None:
+            return graphql.ACCEPT
+        return feeds.ACCEPT if self.poll.format == "feed" else "application/json"
 
     async def request(self, url: httpx.URL, first: bool) -> _Page:
         """One request, with the same-origin redirects it is allowed to follow."""
@@ -285,9 +308,15 @@ class _Walk:
         """Send and read the whole answer within `timeout`, reading at most `max_bytes`."""
         own = origin(url) == self.origin
         headers = self.headers(first and own, own_origin=own)
-        request = self.client.build_request(
-            self.poll.method, url, headers=headers, timeout=self.poll.timeout_s
-        )
+        if self.graphql is not None:
+            body = jsontext.dumps(graphql.request_body(self.graphql, self.variables))
+            request = self.client.build_request(
+                "POST", url, headers=headers, content=body.encode(), timeout=self.poll.timeout_s
+            )
+        else:
+            request = self.client.build_request(
+                self.poll.method, url, headers=headers, timeout=self.poll.timeout_s
+            )
         # httpx's timeout bounds each read; this bounds the request from connect to last byte.
         async with asyncio.timeout(self.poll.timeout_s):
             response = await self.client.send(request, stream=True)
@@ -328,6 +357,8 @@ class _Walk:
             raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
         if not parse:
             return None
+        if self.poll.format == "feed":
+            return await self._feed(page)
         try:
             if len(page.body) > LARGE_BODY:
                 body = await asyncio.to_thread(parse_json, page.body, response.charset_encoding)
@@ -346,7 +377,54 @@ class _Walk:
                 status=status,
                 reason="problem",
             )
+        if self.graphql is not None:
+            now_s = time.time()
+            self.cost = graphql.read_cost(body, now_s)
+            self.out.limits = self.out.limits.then(self.cost)
+            return graphql.read_answer(body, where, status, now_s)
         return body
+
+    async def _feed(self, page: _Page) -> list[Any]:
+        response = page.response
+        args = (page.body, response.headers.get("content-type"), str(response.url))
+        where = safe_url(response.url)
+        try:
+            if len(page.body) > LARGE_BODY:
+                return await asyncio.to_thread(feeds.read_feed, *args, where)
+            return feeds.read_feed(*args, where)
+        except FetchError as exc:
+            exc.status = response.status_code
+            raise
+
+    async def _graphql_page(self, url: httpx.URL, page: _Page) -> tuple[_Page, Any]:
+        """A GraphQL answer's `data`; a THROTTLED one asked again once, after the wait its
+        cost budget names when that is short."""
+        try:
+            return page, await self.check(page)
+        except FetchError as exc:
+            wait_s = exc.retry_after_s
+            if exc.reason != "throttled" or wait_s is None or wait_s > MAX_PAGE_WAIT_S:
+                raise
+        log.debug("%s: THROTTLED; asking again in %.1f s", safe_url(url), wait_s)
+        await asyncio.sleep(wait_s)
+        page = await self.request(url, False)
+        return page, await self.check(page)
+
+    async def _pay_for_page(self, url: httpx.URL) -> None:
+        """Wait until the GraphQL cost budget pays for the next page, or end the walk."""
+        wait_s = self.cost.wait_s(time.time())
+        if not wait_s:
+            return
+        if wait_s > MAX_PAGE_WAIT_S:
+            raise FetchError(
+                f"{safe_url(url)}: the cost budget pays for the next page in {wait_s:.0f} s"
+                f" ({self.cost.why})",
+                status=self.out.status,
+                retry_after_s=wait_s,
+                reason="throttled",
+            )
+        log.debug("%s: waiting %.1f s for the cost budget", safe_url(url), wait_s)
+        await asyncio.sleep(wait_s)
 
     def items_of(self, body: Any, where: str) -> list[Any]:
         found = self.items_expr.search(body) if self.items_expr is not None else body
@@ -430,6 +508,12 @@ class _Walk:
                     f"{safe_url(response.url)}: the next_url is not text", reason="pagination"
                 )
             return self.named(response.url.join(nxt), response.url)
+        if isinstance(pages, GraphQLPages):
+            after = graphql.next_cursor(pages.graphql, body, safe_url(response.url))
+            if after is None:
+                return None
+            self.variables[pages.graphql.variable] = after
+            return response.request.url
         assert isinstance(pages, CursorPages)
         cursor = jmespath.search(pages.cursor, body)
         if cursor is None or cursor == "" or cursor is False:
@@ -453,13 +537,17 @@ class _Walk:
                     status=self.out.status,
                     reason="pagination",
                 )
-            if str(url) in self.seen:
+            # A GraphQL page is its URL and its variables.
+            step = str(url) + (jsontext.dumps(self.variables) if self.graphql else "")
+            if step in self.seen:
                 raise FetchError(
                     f"{safe_url(url)}: the pagination loops back to a seen page",
                     reason="pagination",
                 )
-            self.seen.add(str(url))
+            self.seen.add(step)
             first = page == 0
+            if self.graphql is not None and not first:
+                await self._pay_for_page(url)
             answer = await self.request(url, first)
             response = answer.response
             if first and response.status_code == 304 and self.validators != NO_VALIDATORS:
@@ -467,7 +555,18 @@ class _Walk:
                 self.out.validators = self.validators
                 return self.out
             found: list[Any] = []
-            if self.plan.sink is not None:
+            if self.graphql is not None:
+                answer, body = await self._graphql_page(url, answer)
+                response = answer.response
+                found = self.items_of(body, safe_url(response.url))
+                if self.plan.sink is not None:
+                    self._hand(self.plan.sink, found, zip(found, count()), safe_url(response.url))
+                    found = []
+                else:
+                    self.out.item_count += len(found)
+                    self._check_count(safe_url(response.url))
+                    self.out.items.extend(found)
+            elif self.plan.sink is not None:
                 body = await self.take(answer, self.plan.sink)
             else:
                 body = await self.check(answer)
