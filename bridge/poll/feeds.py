@@ -121,10 +121,12 @@ def _summary(entry: Any) -> str | None:
     return None
 
 
-def _authors(entry: Any, url: str) -> list[dict[str, Any]]:
+def _authors(entry: Any, url: str, rss: bool) -> list[dict[str, Any]]:
+    if rss:
+        # RSS's `email (name)` as written: feedparser's split of it mangles non-ASCII text.
+        author = _text(entry.get("author"))
+        return [{"name": author}] if author else []
     authors = entry.get("authors") or []
-    if len(authors) <= 1 and entry.get("author_detail"):
-        authors = [entry["author_detail"]]  # RSS's `email (name)` read into its parts
     return [
         _clean(
             {
@@ -138,7 +140,7 @@ def _authors(entry: Any, url: str) -> list[dict[str, Any]]:
     ]
 
 
-def _xml_entry(entry: Any, url: str) -> dict[str, Any]:
+def _xml_entry(entry: Any, url: str, rss: bool) -> dict[str, Any]:
     link = _text(entry.get("link"))
     base = link or url
     return {
@@ -146,9 +148,10 @@ def _xml_entry(entry: Any, url: str) -> dict[str, Any]:
         "title": _title(entry),
         "link": link,
         "summary": _summary(entry),
-        "published": _rfc3339(entry.get("published_parsed")),
-        "updated": _rfc3339(entry.get("updated_parsed")),
-        "authors": _authors(entry, url),
+        # dict.get: feedparser's own `get` gives `published` for a missing `updated`.
+        "published": _rfc3339(dict.get(entry, "published_parsed")),
+        "updated": _rfc3339(dict.get(entry, "updated_parsed")),
+        "authors": _authors(entry, url, rss),
         "categories": [
             t.get("term") or t.get("label")
             for t in entry.get("tags") or ()
@@ -182,7 +185,8 @@ def _read_xml(body: bytes, content_type: str | None, url: str, where: str) -> li
         )
     if not parsed.get("version"):
         raise FetchError(f"{where}: the answer is not an RSS, Atom or JSON feed", reason="feed")
-    return [_xml_entry(entry, url) for entry in parsed.entries]
+    rss = str(parsed.get("version")).startswith("rss")
+    return [_xml_entry(entry, url, rss) for entry in parsed.entries]
 
 
 # -- JSON Feed -------------------------------------------------------------------------------
