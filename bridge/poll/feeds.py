@@ -204,8 +204,10 @@ def _json_entry(item: Any, url: str) -> dict[str, Any] | None:
     authors = item.get("authors")
     if not isinstance(authors, list):  # JSON Feed 1.0's single `author`
         authors = [item["author"]] if isinstance(item.get("author"), dict) else []
-    tags = item.get("tags") if isinstance(item.get("tags"), list) else []
-    attachments = item.get("attachments") if isinstance(item.get("attachments"), list) else []
+    tags: list[Any] = item["tags"] if isinstance(item.get("tags"), list) else []
+    attachments: list[Any] = (
+        item["attachments"] if isinstance(item.get("attachments"), list) else []
+    )
     raw_id = item.get("id")
     key = _text(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
     summary = item.get("summary") or item.get("content_html") or item.get("content_text")

@@ -309,9 +309,9 @@ class _Walk:
         own = origin(url) == self.origin
         headers = self.headers(first and own, own_origin=own)
         if self.graphql is not None:
-            body = jsontext.dumps(graphql.request_body(self.graphql, self.variables))
+            query = jsontext.dumps(graphql.request_body(self.graphql, self.variables))
             request = self.client.build_request(
-                "POST", url, headers=headers, content=body.encode(), timeout=self.poll.timeout_s
+                "POST", url, headers=headers, content=query.encode(), timeout=self.poll.timeout_s
             )
         else:
             request = self.client.build_request(

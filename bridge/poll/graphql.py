@@ -135,8 +135,7 @@ def next_cursor(info: GraphQLPageInfo, data: Any, where: str) -> str | None:
     cursor = jmespath.search(info.cursor, data)
     if not isinstance(cursor, str) or not cursor:
         raise FetchError(
-            f"{where}: {info.has_next} says a next page follows but {info.cursor} holds no"
-            " cursor",
+            f"{where}: {info.has_next} says a next page follows but {info.cursor} holds no cursor",
             reason="pagination",
         )
     return cursor

@@ -429,7 +429,9 @@ class ShopifyGraphQL(Simulation):
 
     @staticmethod
     def _error(message: str) -> Reply:
-        return Reply(200, {"errors": [{"message": message, "locations": [{"line": 1, "column": 1}]}]})
+        return Reply(
+            200, {"errors": [{"message": message, "locations": [{"line": 1, "column": 1}]}]}
+        )
 
     def route(self, seen: Seen) -> Reply:
         body = seen.json()
@@ -472,11 +474,9 @@ class ShopifyGraphQL(Simulation):
         self.available -= actual
         end = offset + len(chunk)
         cursor = base64.b64encode(json.dumps({"offset": end}).encode()).decode()
+        info = {"hasNextPage": end < len(rows), "endCursor": cursor if chunk else None}
         return Reply(200, {
-            "data": {name: {
-                "nodes": chunk,
-                "pageInfo": {"hasNextPage": end < len(rows), "endCursor": cursor if chunk else None},
-            }},
+            "data": {name: {"nodes": chunk, "pageInfo": info}},
             "extensions": {"cost": self._cost(requested, actual)},
         })  # fmt: skip
 

@@ -150,7 +150,8 @@ def test_a_latin1_rss_feed_with_relative_links_html_titles_and_a_missing_guid() 
     assert first["title"] == "Café & crème: ouverture"  # markup left out, entities read
     assert first["link"] == "https://journal.example/articles/cafe-creme"
     assert first["enclosures"] == [
-        {"url": "https://journal.example/media/cafe.jpg", "type": "image/jpeg", "length": 48213}]
+        {"url": "https://journal.example/media/cafe.jpg", "type": "image/jpeg", "length": 48213}
+    ]
     assert first["published"] == "2026-12-05T08:30:00Z"
     # No guid: keyed by its link.
     assert second["id"] == second["link"] == "https://journal.example/articles/marche-noel"

@@ -24,7 +24,7 @@ from bridge.store.base import PollState
 from bridge.store.sqlite import SQLiteStore
 from tests.poll.providers import SHOPIFY_TOKEN
 from tests.poll.test_presets import Env
-from tests.scripted_server import Reply, Script, Seen, scripted_server
+from tests.scripted_server import Reply, Script, Seen
 from tests.third_party import Server, free_port, run_server
 
 pytestmark = pytest.mark.anyio
@@ -41,6 +41,9 @@ query Books($first: Int!, $after: String, $since: String) {
 """
 
 
+PAGE_INFO = "books.pageInfo"
+
+
 def poll_of(poll: dict[str, Any]) -> PollConfig:
     config = parse_config(yaml.safe_dump({"database": "x.db", "sources": {"s": {"poll": poll}}}))
     source = config.sources["s"].poll
@@ -54,8 +57,9 @@ def books_source(url: str, **keys: Any) -> dict[str, Any]:
         "every": "1m",
         "request": {"graphql": {"query": BOOKS_QUERY, "variables": {"first": 2}}},
         "items": "books.edges[].node",
-        "pages": {"graphql": {"has_next": "books.pageInfo.hasNextPage",
-                              "cursor": "books.pageInfo.endCursor"}},  # fmt: skip
+        "pages": {
+            "graphql": {"has_next": PAGE_INFO + ".hasNextPage", "cursor": PAGE_INFO + ".endCursor"}
+        },
         "id": "id",
         "version": "updatedAt",
         **keys,

@@ -66,7 +66,9 @@ class Query:
             rows = [b for b in rows if b["updated_at"] >= updated_since]
         start = int(base64.b64decode(after).decode().split(":")[1]) if after else 0
         chunk = rows[start : start + first]
-        edges = [BookEdge(cursor=_cursor(start + i + 1), node=Book(**b)) for i, b in enumerate(chunk)]
+        edges = [
+            BookEdge(cursor=_cursor(start + i + 1), node=Book(**b)) for i, b in enumerate(chunk)
+        ]
         end = start + len(chunk)
         info = PageInfo(has_next_page=end < len(rows), end_cursor=_cursor(end) if chunk else None)
         return BookConnection(edges=edges, page_info=info)
