@@ -263,10 +263,16 @@ def _looks_json(body: bytes, content_type: str | None) -> bool:
     return body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
 
 
-def read_feed(body: bytes, content_type: str | None, url: str, where: str) -> list[Any]:
+def read_feed(
+    body: bytes, content_type: str | None, url: str, where: str, status: int | None = None
+) -> list[Any]:
     """The entries of a feed's answer (see the module docstring); FetchError when it is not
     one. `url` is where the answer came from (relative links resolve against it); `where` is
-    how messages name it."""
-    if _looks_json(body, content_type):
-        return _read_json(body, url, where)
-    return _read_xml(body, content_type, url, where)
+    how messages name it, `status` the answer's HTTP status that a fault carries."""
+    try:
+        if _looks_json(body, content_type):
+            return _read_json(body, url, where)
+        return _read_xml(body, content_type, url, where)
+    except FetchError as exc:
+        exc.status = status
+        raise

@@ -12,12 +12,8 @@ are not collected: each page's are handed to the sink as they are read, one at a
 the page's text where `items` is a plain field path (scan.py). Every answer's rate-limit
 headers, on success and on failure, are read into `Fetched.limits` (see limits.py).
 
-A GraphQL source (`request: {graphql: ...}`) POSTs its query as JSON (graphql.py): its items
-and pages are read in the answer's `data`, an answer with `errors` is a fault, and the cost
-budget of `extensions.cost` joins the headers' limits. Its next page is the same URL with the
-page cursor's variable set; a page that the budget cannot pay for yet waits for it, up to
-`MAX_PAGE_WAIT_S` (a THROTTLED answer is asked again once after that wait). A `format: feed`
-source's answer is read into entries (feeds.py) instead of JSON.
+A GraphQL source POSTs its query (graphql.py: `data`, `errors`, the `extensions.cost` budget,
+which joins the headers' limits and paces the pages). A feed is read into entries (feeds.py).
 
 Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
 without `pages`: a page's validators say nothing of the other pages, and servers that
@@ -69,9 +65,6 @@ LARGE_BODY = 1_000_000
 # Same-origin redirects followed for one request, at most (with `follow_redirects`).
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
-# The longest a GraphQL walk waits in the middle for its cost budget to pay for a page; a
-# longer wait ends the walk as `throttled`, the next poll held until the budget allows it.
-MAX_PAGE_WAIT_S = 10.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -388,13 +381,9 @@ class _Walk:
         response = page.response
         args = (page.body, response.headers.get("content-type"), str(response.url))
         where = safe_url(response.url)
-        try:
-            if len(page.body) > LARGE_BODY:
-                return await asyncio.to_thread(feeds.read_feed, *args, where)
-            return feeds.read_feed(*args, where)
-        except FetchError as exc:
-            exc.status = response.status_code
-            raise
+        if len(page.body) > LARGE_BODY:
+            return await asyncio.to_thread(feeds.read_feed, *args, where, response.status_code)
+        return feeds.read_feed(*args, where, response.status_code)
 
     async def _graphql_page(self, url: httpx.URL, page: _Page) -> tuple[_Page, Any]:
         """A GraphQL answer's `data`; a THROTTLED one asked again once, after the wait its
@@ -403,7 +392,7 @@ class _Walk:
             return page, await self.check(page)
         except FetchError as exc:
             wait_s = exc.retry_after_s
-            if exc.reason != "throttled" or wait_s is None or wait_s > MAX_PAGE_WAIT_S:
+            if exc.reason != "throttled" or wait_s is None or wait_s > graphql.MAX_PAGE_WAIT_S:
                 raise
         log.debug("%s: THROTTLED; asking again in %.1f s", safe_url(url), wait_s)
         await asyncio.sleep(wait_s)
@@ -412,19 +401,10 @@ class _Walk:
 
     async def _pay_for_page(self, url: httpx.URL) -> None:
         """Wait until the GraphQL cost budget pays for the next page, or end the walk."""
-        wait_s = self.cost.wait_s(time.time())
-        if not wait_s:
-            return
-        if wait_s > MAX_PAGE_WAIT_S:
-            raise FetchError(
-                f"{safe_url(url)}: the cost budget pays for the next page in {wait_s:.0f} s"
-                f" ({self.cost.why})",
-                status=self.out.status,
-                retry_after_s=wait_s,
-                reason="throttled",
-            )
-        log.debug("%s: waiting %.1f s for the cost budget", safe_url(url), wait_s)
-        await asyncio.sleep(wait_s)
+        wait_s = graphql.page_wait_s(self.cost, time.time(), safe_url(url), self.out.status)
+        if wait_s:
+            log.debug("%s: waiting %.1f s for the cost budget", safe_url(url), wait_s)
+            await asyncio.sleep(wait_s)
 
     def items_of(self, body: Any, where: str) -> list[Any]:
         found = self.items_expr.search(body) if self.items_expr is not None else body
@@ -465,8 +445,7 @@ class _Walk:
         path = self.stream_path
         if path is None or _media_type(response) == "application/problem+json":
             body = await self.check(page)
-            found = self.items_of(body, where)
-            self._hand(sink, found, zip(found, count()), where)
+            self._collect(body, where)  # to the sink, which is `sink`
             return body
         await self.check(page, parse=False)
 
@@ -490,6 +469,17 @@ class _Walk:
             raise FetchError(
                 f"{where}: the answer is not valid JSON", status=response.status_code, reason="json"
             ) from exc
+
+    def _collect(self, body: Any, where: str) -> list[Any]:
+        """A parsed page's items: handed to the sink (then none returned), or kept."""
+        found = self.items_of(body, where)
+        if self.plan.sink is not None:
+            self._hand(self.plan.sink, found, zip(found, count()), where)
+            return []
+        self.out.item_count += len(found)
+        self._check_count(where)
+        self.out.items.extend(found)
+        return found
 
     def next_page(self, response: httpx.Response, body: Any) -> httpx.URL | None:
         """The URL of the next page, or None at the last page."""
@@ -558,22 +548,12 @@ class _Walk:
             if self.graphql is not None:
                 answer, body = await self._graphql_page(url, answer)
                 response = answer.response
-                found = self.items_of(body, safe_url(response.url))
-                if self.plan.sink is not None:
-                    self._hand(self.plan.sink, found, zip(found, count()), safe_url(response.url))
-                    found = []
-                else:
-                    self.out.item_count += len(found)
-                    self._check_count(safe_url(response.url))
-                    self.out.items.extend(found)
+                found = self._collect(body, safe_url(response.url))
             elif self.plan.sink is not None:
                 body = await self.take(answer, self.plan.sink)
             else:
                 body = await self.check(answer)
-                found = self.items_of(body, safe_url(response.url))
-                self.out.item_count += len(found)
-                self._check_count(safe_url(response.url))
-                self.out.items.extend(found)
+                found = self._collect(body, safe_url(response.url))
             if first and self.poll.sends_validators:
                 self.out.validators = Validators(
                     response.headers.get("etag"), response.headers.get("last-modified")

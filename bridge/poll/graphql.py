@@ -31,6 +31,10 @@ from bridge.config import GraphQLPageInfo, GraphQLQuery
 from bridge.errors import FetchError
 from bridge.poll.limits import MAX_WAIT_S, NO_LIMITS, Limits
 
+# The longest a GraphQL walk waits in the middle for its cost budget to pay for a page (or
+# after a THROTTLED answer, before asking once again); a longer wait ends the walk as
+# `throttled`, the next poll held until the budget allows it.
+MAX_PAGE_WAIT_S = 10.0
 # The longest text of an upstream's error message shown in a fault.
 MAX_MESSAGE = 300
 CONTENT_TYPE = "application/json"
@@ -74,6 +78,20 @@ def read_cost(body: Any, now_s: float) -> Limits:
     wait_s = min((needed - available) / rate, MAX_WAIT_S)
     why = f"extensions.cost: {available:g} of the {needed:g} points a query costs available"
     return Limits(now_s + wait_s, why, remaining, limit)
+
+
+def page_wait_s(cost: Limits, now_s: float, where: str, status: int | None) -> float:
+    """Seconds to wait before the next page of a walk; FetchError `throttled` when the
+    budget needs longer than `MAX_PAGE_WAIT_S`."""
+    wait_s = cost.wait_s(now_s)
+    if wait_s > MAX_PAGE_WAIT_S:
+        raise FetchError(
+            f"{where}: the cost budget pays for the next page in {wait_s:.0f} s ({cost.why})",
+            status=status,
+            retry_after_s=wait_s,
+            reason="throttled",
+        )
+    return wait_s
 
 
 def _message(error: Any) -> str:

@@ -18,8 +18,8 @@ import yaml
 from bridge.config import PollConfig, parse_config
 from bridge.config.presets import shopify_query
 from bridge.errors import FetchError
-from bridge.poll.fetch import MAX_PAGE_WAIT_S, Fetched, fetch, new_client
-from bridge.poll.graphql import read_cost
+from bridge.poll.fetch import Fetched, fetch, new_client
+from bridge.poll.graphql import MAX_PAGE_WAIT_S, read_cost
 from bridge.store.base import PollState
 from bridge.store.sqlite import SQLiteStore
 from tests.poll.providers import SHOPIFY_TOKEN
