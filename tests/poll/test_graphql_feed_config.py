@@ -108,8 +108,9 @@ def test_the_shopify_graphql_preset_expands_into_the_documented_mechanics() -> N
     assert poll["request"]["graphql"]["variables"] == {"first": 250}
     assert poll["cursor"] == {"field": "updatedAt", "format": "rfc3339", "lookback": "1m",
                               "variable": "query", "template": "updated_at:>'{value}'"}  # fmt: skip
-    assert poll["pages"] == {"graphql": {"has_next": "orders.pageInfo.hasNextPage",
-                             "cursor": "orders.pageInfo.endCursor", "variable": "after"}}  # fmt: skip
+    info = "orders.pageInfo"
+    assert poll["pages"] == {"graphql": {"has_next": f"{info}.hasNextPage",
+                             "cursor": f"{info}.endCursor", "variable": "after"}}  # fmt: skip
     assert (poll["items"], poll["id"], poll["version"]) == ("orders.nodes", "id", "updatedAt")
     rest = expand({"preset": "shopify", "shop": "acme", "token": "t", "resource": "orders"})
     assert rest["url"].endswith("/orders.json") and "request" not in rest
@@ -158,9 +159,16 @@ def test_a_dry_run_of_a_graphql_source(server: tuple[Script, str], tmp_path: Pat
     script, base = server
     page = {"items": [{"id": "a"}, {"id": "b"}]}
     script.route("/graphql", Reply(200, {"data": page}))
-    (tmp_path / "c.yaml").write_text(json.dumps({"database": str(tmp_path / "b.db"), "sources": {
-        "g": {"poll": {"url": base + "/graphql", "every": "1m", "items": "items", "id": "id",
-                       "request": {"graphql": {"query": QUERY, "variables": {"first": 2}}}}}}}))  # fmt: skip
+    request = {"graphql": {"query": QUERY, "variables": {"first": 2}}}
+    poll = {
+        "url": base + "/graphql",
+        "every": "1m",
+        "items": "items",
+        "id": "id",
+        "request": request,
+    }
+    config = {"database": str(tmp_path / "b.db"), "sources": {"g": {"poll": poll}}}
+    (tmp_path / "c.yaml").write_text(json.dumps(config))
     runner = CliRunner()
     result = runner.invoke(
         cli, ["poll", "-c", str(tmp_path / "c.yaml"), "g", "--dry-run", "--json"]
