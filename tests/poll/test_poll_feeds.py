@@ -187,7 +187,8 @@ def test_a_json_feed_1_1() -> None:
         (b"<html><body>Not found</body></html>", "not an RSS, Atom or JSON feed"),
         (b'{"items": []}', "not a JSON Feed"),
         (b'{"version": "https://jsonfeed.org/version/1.1", "items": {}}', "has no items list"),
-        (b"/etc/passwd", "not well-formed"),  # never read as a file name
+        # The name of a feed file as the answer: never opened (feedparser opens what it names).
+        (str(FIXTURES / "atom-xml-base.atom").encode(), "not well-formed"),
     ],
     ids=["truncated", "html", "json-not-a-feed", "json-items-not-a-list", "a-path"],
 )
