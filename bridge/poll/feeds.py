@@ -33,8 +33,6 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin
 
-import feedparser
-
 from bridge import jsontext
 from bridge.errors import FetchError
 from bridge.events import parse_time
@@ -44,9 +42,6 @@ ACCEPT = (
     " application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
 )
 JSON_FEED_VERSION = "https://jsonfeed.org/version/"
-# feedparser's complaints that leave the entries as they were meant: the declared encoding
-# was wrong and another one read the bytes, or the content type is not an XML one.
-_HARMLESS = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
 class _Text(HTMLParser):
@@ -172,6 +167,11 @@ def _xml_entry(entry: Any, url: str, rss: bool) -> dict[str, Any]:
 
 
 def _read_xml(body: bytes, content_type: str | None, url: str, where: str) -> list[Any]:
+    import feedparser  # a slow import (0.4 s), for the sources that read feeds only
+
+    # feedparser's complaints that leave the entries as they were meant: the declared
+    # encoding was wrong and another one read the bytes, or the content type is not XML.
+    harmless = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
@@ -179,7 +179,7 @@ def _read_xml(body: bytes, content_type: str | None, url: str, where: str) -> li
     stream = io.BytesIO(body)
     parsed = feedparser.parse(stream, response_headers=headers, sanitize_html=True)
     problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
-    if problem is not None and not isinstance(problem, _HARMLESS):
+    if problem is not None and not isinstance(problem, harmless):
         raise FetchError(
             f"{where}: the feed is not well-formed: {str(problem)[:200]}", reason="feed"
         )
