@@ -204,6 +204,7 @@ class _Walk:
         self.origin = origin(httpx.URL(poll.url))
         self.stream_path = stream_path(poll)
         self.graphql = poll.graphql
+        self.feed = poll.format == "feed"
         self.variables: dict[str, Any] = dict(plan.variables)
         self.cost = NO_LIMITS  # what the last GraphQL answer's cost budget allows
 
@@ -233,7 +234,13 @@ class _Walk:
         configured = self.poll.headers.items() if own_origin else ()
         headers = {name: value.get_secret_value() for name, value in configured}
         if not any(name.lower() == "accept" for name in headers):
-            headers["Accept"] = self._accept()
+            headers["Accept"] = (
+                graphql.ACCEPT
+                if self.graphql
+                else feeds.ACCEPT
+                if self.feed
+                else "application/json"
+            )
         if self.graphql is not None:
             headers["Content-Type"] = graphql.CONTENT_TYPE
         if first and self.validators.etag:
@@ -241,11 +248,6 @@ class _Walk:
         if first and self.validators.last_modified:
             headers["If-Modified-Since"] = self.validators.last_modified
         return headers
-
-    def _accept(self) -> str:
-        if self.graphql is not None:
-            return graphql.ACCEPT
-        return feeds.ACCEPT if self.poll.format == "feed" else "application/json"
 
     async def request(self, url: httpx.URL, first: bool) -> _Page:
         """One request, with the same-origin redirects it is allowed to follow."""
@@ -347,10 +349,12 @@ class _Walk:
                 f"{where}: HTTP {status}", status=status, retry_after_s=delay, reason="throttled"
             )
         if not 200 <= status < 300:
-            raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
+            # A GraphQL server may answer a request error with a 4xx and its `errors`.
+            about = graphql.first_error(page.body) if self.graphql is not None else ""
+            raise FetchError(f"{where}: HTTP {status}{about}", status=status, reason="status")
         if not parse:
             return None
-        if self.poll.format == "feed":
+        if self.feed:
             return await self._feed(page)
         try:
             if len(page.body) > LARGE_BODY:

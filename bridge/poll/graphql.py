@@ -27,6 +27,7 @@ from typing import Any
 
 import jmespath
 
+from bridge import jsontext
 from bridge.config import GraphQLPageInfo, GraphQLQuery
 from bridge.errors import FetchError
 from bridge.poll.limits import MAX_WAIT_S, NO_LIMITS, Limits
@@ -98,6 +99,16 @@ def _message(error: Any) -> str:
     message = _field(error, "message")
     text = message if isinstance(message, str) else repr(error)
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
+
+
+def first_error(raw: bytes) -> str:
+    """`: 'message'` of the first error of a GraphQL answer's body, else nothing (for a
+    non-2xx answer: the GraphQL-over-HTTP media type answers a request error with a 4xx)."""
+    try:
+        errors = _field(jsontext.loads(raw), "errors")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return f": {_message(errors[0])!r}" if isinstance(errors, list) and errors else ""
 
 
 def is_throttled(body: Any) -> bool:

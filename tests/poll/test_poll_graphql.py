@@ -205,6 +205,21 @@ async def test_answers_without_usable_data_are_faults(
     assert caught.value.reason == "graphql"
 
 
+async def test_a_request_error_answered_with_a_4xx_shows_its_first_message(
+    server: tuple[Script, str],
+) -> None:
+    script, base = server
+    errors = {"errors": [{"message": 'Syntax Error: Expected Name, found "}".'}]}
+    script.route("/graphql", Reply(400, errors, content_type="application/graphql-response+json"))
+    async with new_client() as client:
+        with pytest.raises(FetchError) as caught:
+            await fetch(client, poll_of(books_source(base + "/graphql")))
+    assert str(caught.value).endswith(
+        """/graphql: HTTP 400: 'Syntax Error: Expected Name, found "}".'"""
+    )
+    assert caught.value.reason == "status" and caught.value.status == 400
+
+
 async def test_a_page_cursor_that_repeats_is_a_loop_not_an_endless_walk(
     server: tuple[Script, str],
 ) -> None:
