@@ -49,7 +49,7 @@ from bridge import __version__, jsontext
 from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
 from bridge.poll import feeds, graphql
-from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_at
+from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_s
 from bridge.poll.links import next_link
 from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
 from bridge.poll.transport import AiohttpTransport
@@ -140,13 +140,6 @@ def request_url(url: str, params: dict[str, Any] | None = None) -> httpx.URL:
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
     """Scheme, host and port, the default port made explicit."""
     return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
-
-
-def retry_after_s(value: str | None, now_s: float | None = None) -> float | None:
-    """The delay a `Retry-After` header asks for: seconds or an HTTP date; None if unusable."""
-    now = now_s if now_s is not None else time.time()
-    at = retry_after_at(value, now)
-    return None if at is None else max(0.0, at - now)
 
 
 def parse_json(body: bytes, charset: str | None = None) -> Any:
