@@ -338,6 +338,10 @@ class _Walk:
         where = safe_url(response.url)
         if status in (429, 503):
             delay = retry_after_s(response.headers.get("retry-after"))
+            if delay is None and self.graphql is not None:  # Shopify's THROTTLED as a 429
+                self.cost = graphql.read_cost(graphql.loads(page.body), time.time())
+                self.out.limits = self.out.limits.then(self.cost)
+                delay = self.cost.wait_s(time.time()) or None
             raise FetchError(
                 f"{where}: HTTP {status}", status=status, retry_after_s=delay, reason="throttled"
             )

@@ -101,13 +101,18 @@ def _message(error: Any) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 
+def loads(raw: bytes) -> Any:
+    """The JSON of a non-2xx answer's body, or None when it is not JSON."""
+    try:
+        return jsontext.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def first_error(raw: bytes) -> str:
     """`: 'message'` of the first error of a GraphQL answer's body, else nothing (for a
     non-2xx answer: the GraphQL-over-HTTP media type answers a request error with a 4xx)."""
-    try:
-        errors = _field(jsontext.loads(raw), "errors")
-    except (ValueError, UnicodeDecodeError):
-        return ""
+    errors = _field(loads(raw), "errors")
     return f": {_message(errors[0])!r}" if isinstance(errors, list) and errors else ""
 
 

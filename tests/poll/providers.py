@@ -395,6 +395,7 @@ class ShopifyGraphQL(Simulation):
         self.available = maximum
         self.restored_at = time.monotonic()
         self.throttled = 0  # answers THROTTLED
+        self.throttled_status = 200  # some shops are reported to answer it with a 429
         self.searches: list[str | None] = []  # the `query` variable of each first page
 
     def install(self, script: Script) -> None:
@@ -447,7 +448,7 @@ class ShopifyGraphQL(Simulation):
         self._restore()
         if self.available < requested:
             self.throttled += 1
-            return Reply(200, {
+            return Reply(self.throttled_status, {
                 "errors": [{"message": "Throttled", "extensions": {
                     "code": "THROTTLED",
                     "documentation": "https://shopify.dev/api/usage/rate-limits"}}],

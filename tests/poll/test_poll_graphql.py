@@ -298,10 +298,12 @@ async def test_shopify_pages_wait_for_the_cost_budget_and_are_never_throttled(en
     assert state.items == 6
 
 
+@pytest.mark.parametrize("status", [200, 429])
 async def test_a_throttled_shopify_answer_is_asked_again_after_the_budget_restores(
-    env: Env,
+    env: Env, status: int
 ) -> None:
     sim = env.sims.shopify_graphql
+    sim.throttled_status = status
     sim.available = 0.0  # the first request cannot be paid for: THROTTLED
     sim.restore_rate = 50.0
     env.sims.shopify.collections["customers"].put("1", displayName="Ann")
