@@ -228,3 +228,15 @@ def test_repeated_guids_are_counted_and_the_dry_run_shows_the_entries(
     titles = sorted(e["data"]["object"]["title"] for e in summary["events"])
     assert titles == ["older", "other"]  # of a repeated key, the last in the feed is kept
     assert not (tmp_path / "b.db").exists()
+
+
+def test_a_wordpress_feed_in_windows_1252() -> None:
+    body = (FIXTURES / "wordpress-cp1252.rss").read_bytes()
+    (entry,) = read_feed(body, "application/rss+xml; charset=", "https://garden.example/feed/", "w")
+    assert entry["id"] == "https://garden.example/?p=481"  # not a permalink: kept as written
+    assert entry["title"] == "Winter\u2019s first frost \u2013 what to cover"
+    assert entry["authors"] == [{"name": "Renée"}]  # dc:creator
+    assert entry["categories"] == ["Seasons", "How-to"]
+    # HTML, as the description's CDATA holds it (its entity is HTML's to read).
+    assert entry["summary"] == "Cover the \u201ctender\u201d ones first [&#8230;]"
+    assert entry["published"] == "2026-12-06T07:12:44Z" and entry["updated"] is None
