@@ -67,6 +67,10 @@ $(TOOLS_STAMP):
 	@{ $(PYTHON) -m venv $(TOOLS)/venv && $(TOOLS)/venv/bin/pip install --quiet \
 		'localstripe==1.15.10' 'datasette==0.65.5'; } >/dev/null 2>&1 \
 		|| echo "could not install localstripe and datasette: their tests will skip"
+	@{ $(PYTHON) -m venv $(TOOLS)/graphql && $(TOOLS)/graphql/bin/pip install --quiet \
+		'strawberry-graphql==0.287.0' 'graphql-core>=3.2,<3.3' 'uvicorn>=0.29' \
+		'starlette>=0.37'; } >/dev/null 2>&1 \
+		|| echo "could not install strawberry-graphql: its tests will skip"
 	@command -v npm >/dev/null && (cd $(TOOLS) && npm install --silent --no-audit --no-fund \
 		--prefix node 'json-server-017@npm:json-server@0.17.4' \
 		'json-server-1@npm:json-server@1.0.0-beta.15') >/dev/null 2>&1 \

@@ -293,7 +293,7 @@ def _is_branch_tag(part: str, before: list[str | int]) -> bool:
         return True
     if part in ("float", "int", "str", "bool", "list"):
         return True
-    tags = ("fixed", "adaptive", "link", "links", "next_url", "cursor")
+    tags = ("fixed", "adaptive", "link", "links", "next_url", "cursor", "graphql")
     return part in tags and bool(before) and before[-1] in ("every", "pages")
 
 
@@ -327,6 +327,49 @@ def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:
             if line is not None:
                 loaded.lines[(*where, key)] = line
         out[name] = {**source, "poll": expanded}
+    return {**data, "sources": out}
+
+
+# The largest GraphQL query file read.
+MAX_QUERY_BYTES = 1024 * 1024
+
+
+def _read_query_files(data: dict[str, Any], loaded: _Loaded, folder: Path) -> dict[str, Any]:
+    """Each `request.graphql.query_file` read into `query` (relative to `folder`, the config
+    file's): a file that cannot be read, or a `query` beside it, is a mistake at its line."""
+    sources = data.get("sources")
+    if not isinstance(sources, dict):
+        return data
+    out = dict(sources)
+    for name, source in sources.items():
+        poll = source.get("poll") if isinstance(source, dict) else None
+        request = poll.get("request") if isinstance(poll, dict) else None
+        graphql = request.get("graphql") if isinstance(request, dict) else None
+        if not isinstance(graphql, dict) or graphql.get("query_file") is None:
+            continue
+        assert isinstance(poll, dict) and isinstance(request, dict)
+        where: Path_ = ("sources", name, "poll", "request", "graphql", "query_file")
+        file = graphql["query_file"]
+        if "query" in graphql:
+            loaded.report(where, "give query or query_file, not both")
+            del out[name]  # left out: it would only add mistakes that follow from this one
+            loaded.left_out.add(name)
+            continue
+        path = folder / Path(str(file)).expanduser()
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_QUERY_BYTES + 1)
+            if len(raw) > MAX_QUERY_BYTES:
+                raise ValueError(f"larger than {MAX_QUERY_BYTES} bytes")
+            query = raw.decode()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            loaded.report(where, f"cannot read {str(path)!r} ({why})")
+            del out[name]
+            loaded.left_out.add(name)
+            continue
+        graphql = {**graphql, "query": query}
+        out[name] = {**source, "poll": {**poll, "request": {**request, "graphql": graphql}}}
     return {**data, "sources": out}
 
 
@@ -391,6 +434,7 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
     if not data and not loaded.mistakes:
         notes.append(f"{file}: the file is empty: nothing is polled, received or delivered")
     data = _expand_presets(data, loaded)
+    data = _read_query_files(data, loaded, path.parent if path is not None else Path.cwd())
     config = _validate({**data, "notes": tuple(notes)}, path, loaded)
     if config is not None:
         check_names(config, loaded)

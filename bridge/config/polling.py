@@ -3,6 +3,11 @@
 Three modes: `snapshot` diffs the whole list, `incremental` asks for what changed since a
 watermark (`cursor`), `feed` reads an append-only list of upstream events (`feed`). Which
 keys belong to which mode is in `MODE_KEYS`; the loader names a key used in another mode.
+
+Two kinds of request: a plain one (`method`, `url`, `params`), or a GraphQL query POSTed as
+JSON (`request: {graphql: {query, variables}}`), whose `items` and `pages` are read inside the
+answer's `data`. Two formats of answer: JSON (`format: json`, the default), or a feed
+(`format: feed`: RSS, Atom or JSON Feed, read into entries by bridge/poll/feeds.py).
 """
 
 from __future__ import annotations
@@ -99,17 +104,54 @@ class CursorPages(_Model):
     param: str
 
 
+class GraphQLPageInfo(_Model):
+    """A Relay connection's pages: `has_next` and `cursor` read inside `data`, the cursor sent
+    as the GraphQL variable `variable` of the next request."""
+
+    has_next: JMESPath
+    cursor: JMESPath
+    variable: str = "after"
+
+
+class GraphQLPages(_Model):
+    """Pagination of a GraphQL request, as a mapping: `{graphql: {has_next, cursor, variable}}`."""
+
+    graphql: GraphQLPageInfo
+
+
+class GraphQLQuery(_Model):
+    """A GraphQL query POSTed as JSON `{"query", "variables"}`. `query_file` names a file (the
+    loader reads it into `query`, relative to the config file's folder)."""
+
+    query: str = Field(min_length=1)
+    query_file: str | None = None
+    # Variables may carry identifiers a reader should not see in a repr, as params may.
+    variables: dict[str, Any] = Field({}, repr=False)
+
+
+class RequestConfig(_Model):
+    """What a poll sends beyond `method`, `url` and `params`: `{graphql: {...}}`."""
+
+    graphql: GraphQLQuery
+
+
 Change = Literal["created", "updated", "deleted"]
 Mode = Literal["snapshot", "incremental", "feed"]
 
 
 class IncrementalCursor(_Model):
-    """Where an incremental poll starts: a watermark over an item field, sent as a parameter."""
+    """Where an incremental poll starts: a watermark over an item field, sent as a query
+    parameter (`param`) or, for a GraphQL request, as a variable (`variable`)."""
 
     # JMESPath to the item field the watermark follows (such as `updated_at`).
     field: JMESPath
-    # The query parameter the watermark is sent in.
-    param: str
+    # The query parameter the watermark is sent in (or `variable`, for a GraphQL request).
+    param: str | None = None
+    # The GraphQL variable the watermark is sent in.
+    variable: str | None = None
+    # What is sent, `{value}` standing for the watermark as written: Shopify's search syntax
+    # takes `updated_at:>'{value}'`. Not given: the watermark alone.
+    template: str | None = None
     # How the watermark is written back (bridge/timelayout.py): rfc3339, iso8601, sqlite,
     # unix, unix_ms or a strftime-style pattern. Not given: the layout of the upstream's own
     # values, so an API that compares the cursor as text finds what it should.
@@ -135,6 +177,23 @@ class IncrementalCursor(_Model):
         if value <= 0:
             raise ValueError("must be more than 0")
         return value
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: str | None) -> str | None:
+        if value is not None and "{value}" not in value:
+            raise ValueError("needs {value} where the watermark goes")
+        return value
+
+    @model_validator(mode="after")
+    def _check_target(self) -> IncrementalCursor:
+        if (self.param is None) == (self.variable is None):
+            raise ValueError("needs param (a query parameter) or variable (a GraphQL variable)")
+        return self
+
+    def sent(self, text: str) -> str:
+        """What is sent for the watermark written as `text`."""
+        return self.template.replace("{value}", text) if self.template else text
 
 
 class FeedAfter(_Model):
@@ -199,6 +258,18 @@ class DeletesConfig(_Model):
         return (2, AUTO_MOST_WALKS) if pages > 1 else (1, 1)
 
 
+# What `format: feed` fills in when not written (see bridge/poll/feeds.py for the entries'
+# fields): the key, the version (`updated`, else `published`, else the whole entry), the
+# time, and no deletes (a feed keeps only its newest entries).
+FEED_DEFAULTS: dict[str, Any] = {
+    "id": "id",
+    "version": "updated || published || @",
+    "time": "updated || published",
+    "emit": ["created", "updated"],
+}
+# With `mode: feed`, each new entry is one event of this type.
+FEED_MODE_FEED: dict[str, Any] = {"type": "'feed.entry'", "order": "newest_first"}
+
 # The keys of `poll` that only one mode takes.
 MODE_KEYS: dict[str, frozenset[str]] = {
     "snapshot": frozenset(),
@@ -228,9 +299,13 @@ def _pages_kind(value: Any) -> str:
     if isinstance(value, dict):
         if "link" in value:
             return "links"
+        if "graphql" in value:
+            return "graphql"
         return "next_url" if "next_url" in value else "cursor"
     if isinstance(value, LinkPages):
         return "links"
+    if isinstance(value, GraphQLPages):
+        return "graphql"
     if isinstance(value, NextUrlPages):
         return "next_url"
     return "cursor" if isinstance(value, CursorPages) else "link"
@@ -244,7 +319,8 @@ Pages = Annotated[
     Annotated[Literal["link"], Tag("link")]
     | Annotated[LinkPages, Tag("links")]
     | Annotated[NextUrlPages, Tag("next_url")]
-    | Annotated[CursorPages, Tag("cursor")],
+    | Annotated[CursorPages, Tag("cursor")]
+    | Annotated[GraphQLPages, Tag("graphql")],
     Discriminator(_pages_kind),
 ]
 
@@ -320,10 +396,41 @@ class PollConfig(_Model):
     resource: str | None = None
     # The name of a top-level `budgets` entry this source's requests count against.
     budget: str | None = None
+    # A GraphQL query instead of a plain request (see RequestConfig).
+    request: RequestConfig | None = None
+    # How the answer is read: JSON, or a feed (RSS, Atom, JSON Feed) read into entries.
+    format: Literal["json", "feed"] = "json"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feed_defaults(cls, data: Any) -> Any:
+        """A feed's entries have known fields: their key, version and time need not be
+        written; and a feed keeps only its newest entries, so by default an entry that is no
+        longer in it is not a delete (see FEED_DEFAULTS)."""
+        if isinstance(data, dict) and data.get("format") == "feed":
+            defaults = dict(FEED_DEFAULTS)
+            if data.get("mode") == "feed":
+                defaults = {"id": "id", "time": "published || updated", "feed": FEED_MODE_FEED}
+            return {**defaults, **data}
+        return data
+
+    @property
+    def graphql(self) -> GraphQLQuery | None:
+        """The GraphQL query this source POSTs, if it is one."""
+        return self.request.graphql if self.request is not None else None
+
+    @property
+    def keeps_missing(self) -> bool:
+        """Whether a key missing from a walk stays in the snapshot, never a delete: a feed
+        (newest first, truncated) unless `emit` asks for deletes."""
+        return self.format == "feed" and "deleted" not in self.emit
 
     @property
     def sends_validators(self) -> bool:
-        """Whether polls send the validators of the previous answer."""
+        """Whether polls send the validators of the previous answer (never with a GraphQL
+        POST, which no cache answers)."""
+        if self.request is not None:
+            return False
         return self.conditional if self.conditional is not None else self.pages is None
 
     @property
@@ -365,11 +472,29 @@ class PollConfig(_Model):
             raise ValueError("reconcile must be more than 0")
         if self.resource is not None and self.preset is None:
             raise ValueError("resource needs preset")
+        self._check_request()
         check = self.deletes.check
         if check is not None and _origin(urljoin(self.url, check)) != _origin(self.url):
             # The check carries the source's headers: never to another host.
             raise ValueError("deletes.check must be on the origin of url")
         return self
+
+    def _check_request(self) -> None:
+        graphql = self.request is not None
+        if isinstance(self.pages, GraphQLPages) and not graphql:
+            raise ValueError("pages: {graphql: ...} needs request: {graphql: ...}")
+        if graphql and self.pages is not None and not isinstance(self.pages, GraphQLPages):
+            raise ValueError("a GraphQL request pages with pages: {graphql: ...} only")
+        if graphql and "method" in self.model_fields_set and self.method.upper() != "POST":
+            raise ValueError("a GraphQL request is a POST: leave out method")
+        if graphql and self.format == "feed":
+            raise ValueError("format: feed reads a feed, not a GraphQL answer")
+        if self.cursor is not None and self.cursor.variable is not None and not graphql:
+            raise ValueError("cursor.variable needs request: {graphql: ...} (else use param)")
+        if self.format == "feed" and self.items is not None:
+            raise ValueError("format: feed reads the feed's entries: leave out items")
+        if self.format == "feed" and self.mode == "incremental":
+            raise ValueError("format: feed takes mode: snapshot or mode: feed")
 
     @field_validator("every")
     @classmethod
