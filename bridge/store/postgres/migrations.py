@@ -188,4 +188,15 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "ALTER TABLE poll_state ADD COLUMN pending_deletes BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    (
+        "0011_oauth_refresh_tokens",
+        (
+            """CREATE TABLE oauth_refresh_tokens (
+                credential TEXT PRIMARY KEY,
+                initial_hash TEXT NOT NULL,
+                refresh_token TEXT NOT NULL,
+                rotated_ms BIGINT NOT NULL
+            )""",
+        ),
+    ),
 ]

@@ -230,6 +230,15 @@ def m0010_poll_pending(db: sqlite_utils.Database) -> None:
     db.table("poll_state").add_column("pending_deletes", int, not_null_default=0)
 
 
+def m0011_oauth_refresh_tokens(db: sqlite_utils.Database) -> None:
+    """The refresh token each OAuth2 credential's token endpoint last rotated."""
+    db.table("oauth_refresh_tokens").create(
+        {"credential": str, "initial_hash": str, "refresh_token": str, "rotated_ms": int},
+        pk="credential",
+        not_null={"initial_hash", "refresh_token", "rotated_ms"},
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -241,4 +250,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0008_outbound", m0008_outbound),
     ("0009_revoked_sessions", m0009_revoked_sessions),
     ("0010_poll_pending", m0010_poll_pending),
+    ("0011_oauth_refresh_tokens", m0011_oauth_refresh_tokens),
 ]
