@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from authlib.oauth2.rfc7523 import JWTBearerGrant
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
 
 from bridge.config.auth import OAuth2Config, ServiceKey, load_service_key
 from bridge.logs import redact
@@ -105,7 +107,7 @@ class TokenRequests:
             header["kid"] = key.private_key_id
         try:
             signed = JWTBearerGrant.sign(
-                key.private_key,
+                RSAKey.import_key(key.private_key),
                 issuer=key.client_email,
                 audience=c.audience or c.token_url,
                 subject=c.subject,
@@ -114,7 +116,7 @@ class TokenRequests:
                 claims=claims,
                 header=header,
             )
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, JoseError) as exc:
             reason = type(exc).__name__
             raise TokenError(f"key_file: the private_key cannot sign ({reason})") from None
         return signed.decode() if isinstance(signed, bytes) else str(signed)
