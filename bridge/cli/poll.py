@@ -14,8 +14,8 @@ from bridge import jsontext
 from bridge.cli.edge import Failure, config_option, handle_errors, read_config, say
 from bridge.config import Config
 from bridge.logs import plural
-from bridge.poll.auth import Credentials, credential_name
-from bridge.poll.engine import Detection, credential_configs, detect, poll_sources
+from bridge.poll.auth import Credentials, credential_configs, credential_name
+from bridge.poll.engine import Detection, detect, poll_sources
 from bridge.poll.fetch import new_client
 from bridge.store import Store, open_store
 from bridge.store.base import PollState

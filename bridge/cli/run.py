@@ -22,9 +22,13 @@ from bridge.config.advice import warnings
 from bridge.config.auth import OAuth2Config
 from bridge.errors import ConfigError, StoreError, config_mistakes
 from bridge.logs import plural
-from bridge.poll.auth import InForce, credential_name, refresh_token_in_force
+from bridge.poll.auth import (
+    InForce,
+    credential_configs,
+    credential_name,
+    refresh_token_in_force,
+)
 from bridge.poll.describe import describe, every_text
-from bridge.poll.engine import credential_configs
 
 
 def _refresh_credentials(config: Config) -> dict[str, OAuth2Config]:

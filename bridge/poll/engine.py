@@ -23,11 +23,10 @@ from starlette.routing import BaseRoute
 from bridge import metrics
 from bridge.compare.merge import count_sighting, member_targets, merged_event, unmatched
 from bridge.config import AdaptiveEvery, Config, PollConfig
-from bridge.config.auth import OAuth2Config
 from bridge.errors import FetchError, StoreError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, now_ms
 from bridge.logs import plural
-from bridge.poll.auth import Credentials
+from bridge.poll.auth import Credentials, credential_configs
 from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
@@ -74,11 +73,6 @@ class _Place:
 def poll_sources(config: Config) -> Mapping[str, PollConfig]:
     """The polled sources of a config, by name."""
     return config.polled
-
-
-def credential_configs(config: Config) -> dict[str, OAuth2Config]:
-    """The OAuth2 config of each top-level `credentials:` entry, by name."""
-    return {name: c.oauth2 for name, c in config.credentials.items()}
 
 
 class Poller:

@@ -19,9 +19,12 @@ import yaml
 
 from bridge.cli.run import refresh_tokens_in_force
 from bridge.config import Config, parse_config
+from bridge.errors import FetchError, StoreUnavailable
+from bridge.poll.auth import TokenProvider
 from bridge.poll.engine import Poller
 from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
+from bridge.store.tokens import StoredRefreshToken, TokenStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import free_port
 from tests.oauth_server import Fault, OAuthServer, oauth_server
@@ -365,3 +368,38 @@ async def test_static_auth_goes_to_the_sources_own_origin_only(
         assert env.api.script.seen[-1].headers[header] == value
         assert header not in other.seen[-1].headers
         assert (await env.store.load_poll_state("s")).items == 3
+
+
+class FlakyTokens(TokenStore):
+    """The real store's tokens, whose next `fail` saves raise as a full disk would."""
+
+    def __init__(self, store: SQLiteStore, fail: int) -> None:
+        self.store, self.fail = store, fail
+
+    async def load_refresh_token(self, credential: str) -> StoredRefreshToken | None:
+        return await self.store.load_refresh_token(credential)
+
+    async def save_refresh_token(self, token: StoredRefreshToken) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("the database cannot be written: disk I/O error")
+        await self.store.save_refresh_token(token)
+
+
+async def test_a_rotation_that_cannot_be_stored_is_not_used_until_it_is(
+    env: Env, tmp_path: Path
+) -> None:
+    config = make_config(env.api, s={"oauth2": env.refresh()})
+    oauth2 = config.sources["s"].poll.auth.oauth2  # type: ignore[union-attr]
+    assert oauth2 is not None
+    provider = TokenProvider("source:s", oauth2, tmp_path, FlakyTokens(env.store, fail=1))
+    with pytest.raises(FetchError) as caught:
+        await provider.access_token()
+    assert caught.value.reason == "auth"
+    assert "the rotated refresh token of source:s is not stored yet" in str(caught.value)
+    assert await env.store.load_refresh_token("source:s") is None
+    # The next use stores it first, and makes no new token request for it.
+    token = await provider.access_token()
+    stored = await env.store.load_refresh_token("source:s")
+    assert stored is not None and env.oauth.live_refresh(stored.refresh_token) is not None
+    assert len(env.oauth.requests) == 1 and env.oauth.check(f"Bearer {token.value}")

@@ -8,7 +8,14 @@
   `Credentials` the poller holds, one provider per credential.
 """
 
-from bridge.poll.auth.sources import Credentials, credential_name
+from bridge.poll.auth.sources import Credentials, credential_configs, credential_name
 from bridge.poll.auth.tokens import InForce, TokenProvider, refresh_token_in_force
 
-__all__ = ["Credentials", "InForce", "TokenProvider", "credential_name", "refresh_token_in_force"]
+__all__ = [
+    "Credentials",
+    "InForce",
+    "TokenProvider",
+    "credential_configs",
+    "credential_name",
+    "refresh_token_in_force",
+]

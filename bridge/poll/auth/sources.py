@@ -19,10 +19,15 @@ from pathlib import Path
 
 import httpx
 
-from bridge.config import PollConfig
+from bridge.config import Config, PollConfig
 from bridge.config.auth import AuthConfig, OAuth2Config
 from bridge.poll.auth.tokens import TokenProvider
 from bridge.store.tokens import TokenStore
+
+
+def credential_configs(config: Config) -> dict[str, OAuth2Config]:
+    """The OAuth2 config of each top-level `credentials:` entry, by name."""
+    return {name: c.oauth2 for name, c in config.credentials.items()}
 
 
 def credential_name(source: str, auth: AuthConfig | None) -> str | None:

@@ -142,10 +142,12 @@ class TokenProvider:
             answer = await self._requests.request(refresh)
         except TokenError as exc:
             raise FetchError(str(exc), status=exc.status, reason="auth") from None
-        if answer.refresh_token is not None and answer.refresh_token != refresh:
-            await self._rotated(answer)
+        token = AccessToken(answer.access_token, self._use_until(started, answer))
         log.debug("%s: new access token (%s)", self.name, _life(answer))
-        return AccessToken(answer.access_token, self._use_until(started, answer))
+        if answer.refresh_token is not None and answer.refresh_token != refresh:
+            self._token = token  # kept, but used only once the rotation is stored
+            await self._rotated(answer)
+        return token
 
     async def _rotated(self, answer: TokenAnswer) -> None:
         """Keep a rotated refresh token: in memory at once, durably before any use."""
