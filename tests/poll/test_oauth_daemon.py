@@ -202,3 +202,50 @@ def test_a_dry_run_with_a_failing_token_endpoint_says_why_in_one_line(
     assert f"token endpoint {oauth.token_url}: invalid_grant (HTTP 400)" in done.stderr
     assert "Traceback" not in done.stderr and dead not in done.stderr + done.stdout
     assert CLIENT_SECRET not in done.stderr + done.stdout
+
+
+def test_check_describes_each_auth_without_a_secret(tmp_path: Path) -> None:
+    (tmp_path / "key.json").write_text(
+        json.dumps(
+            {
+                "client_email": "sa@p.iam.test",
+                "private_key": "-----BEGIN PRIVATE KEY-----"
+                "\nMIIsecretkeybody\n-----END PRIVATE KEY-----\n",
+            }
+        )
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "database: bridge.db\n"
+        "credentials:\n"
+        "  crm: {oauth2: {grant: refresh_token, token_url: 'https://auth.test/token',"
+        " client_id: app, client_secret: cs-check-secret, refresh_token: rt-check-secret,"
+        " scope: [read, write], params: {resource: res-check-secret}}}\n"
+        "sources:\n"
+        "  a: {poll: {url: 'https://api.test/a', every: 1m, id: id, auth: {credential: crm}}}\n"
+        "  b: {poll: {url: 'https://api.test/b', every: 1m, id: id,"
+        " auth: {bearer: bearer-check-secret}}}\n"
+        "  c: {poll: {url: 'https://api.test/c', every: 1m, id: id,"
+        " auth: {basic: {username: me, password: pw-check-secret}}}}\n"
+        "  d: {poll: {url: 'https://api.test/d', every: 1m, id: id,"
+        " auth: {header: {X-Api-Key: key-check-secret}}}}\n"
+        "  e: {poll: {url: 'https://api.test/e', every: 1m, id: id,"
+        " auth: {oauth2: {grant: jwt_bearer, token_url: 'https://oauth2.test/token',"
+        " key_file: key.json, subject: ann@example.com, scope: cal}}}}\n"
+    )
+    done = run_cli("check", "--json", "-c", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout + done.stderr
+    assert "check-secret" not in out and "MIIsecret" not in out
+    auth = {s["name"]: s["request"]["auth"] for s in json.loads(done.stdout)["sources"]}
+    assert auth == {
+        "a": "credential crm: oauth2 refresh_token at https://auth.test/token; client app"
+        " (client_secret_basic, secret ***); scope read write; params resource=***;"
+        " refresh token in force: the config's",
+        "b": "bearer ***",
+        "c": "basic, user me, password ***",
+        "d": "headers X-Api-Key: ***",
+        "e": "oauth2 jwt_bearer at https://oauth2.test/token; key file key.json;"
+        " acting as ann@example.com; scope cal",
+    }
+    assert not (tmp_path / "bridge.db").exists()  # check created no database
