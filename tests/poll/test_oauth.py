@@ -278,9 +278,9 @@ FAULTS = {
     "401": (Fault(401, b'{"error": "invalid_client", "error_description": "who are you?"}'),
             "invalid_client: who are you? (HTTP 401)"),
     "500": (Fault(500, b'{"message": "oops"}'),
-            "HTTP 500 without a token (a application/json answer, not an OAuth2 JSON one)"),
+            "HTTP 500 without a token (application/json, not an OAuth2 JSON answer)"),
     "html": (Fault(502, b"<html><body>Bad gateway</body></html>", "text/html"),
-             "HTTP 502 without a token (a text/html answer, not an OAuth2 JSON one)"),
+             "HTTP 502 without a token (text/html, not an OAuth2 JSON answer)"),
     "no token": (Fault(200, b'{"token_type": "Bearer"}'), "HTTP 200 without an access_token"),
 }  # fmt: skip
 

@@ -173,7 +173,7 @@ class TokenRequests:
         kind = response.headers.get("content-type", "").split(";")[0].strip() or "no type"
         return TokenError(
             f"{self.where}: HTTP {response.status_code} without a token"
-            f" (a {_one_line(kind, [])} answer, not an OAuth2 JSON one)",
+            f" ({_one_line(kind, [])}, not an OAuth2 JSON answer)",
             response.status_code,
         )
 
