@@ -181,9 +181,10 @@ def describe(
     lines += [
         ("request", request_line(poll)),
         ("headers", headers_line(poll)),
-        ("auth", auth_line(poll.auth, credentials or {})),
         ("mode", mode_line(poll)),
         ("pages", pages_line(poll)),
         ("items", items_line(poll)),
     ]
+    if poll.auth is not None:
+        lines.insert(-3, ("auth", auth_line(poll.auth, credentials or {})))
     return lines
