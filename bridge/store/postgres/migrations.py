@@ -189,7 +189,7 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     (
-        "0011_oauth_refresh_tokens",
+        "0012_oauth_refresh_tokens",
         (
             """CREATE TABLE oauth_refresh_tokens (
                 credential TEXT PRIMARY KEY,

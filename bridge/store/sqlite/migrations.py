@@ -230,7 +230,7 @@ def m0010_poll_pending(db: sqlite_utils.Database) -> None:
     db.table("poll_state").add_column("pending_deletes", int, not_null_default=0)
 
 
-def m0011_oauth_refresh_tokens(db: sqlite_utils.Database) -> None:
+def m0012_oauth_refresh_tokens(db: sqlite_utils.Database) -> None:
     """The refresh token each OAuth2 credential's token endpoint last rotated."""
     db.table("oauth_refresh_tokens").create(
         {"credential": str, "initial_hash": str, "refresh_token": str, "rotated_ms": int},
@@ -250,5 +250,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0008_outbound", m0008_outbound),
     ("0009_revoked_sessions", m0009_revoked_sessions),
     ("0010_poll_pending", m0010_poll_pending),
-    ("0011_oauth_refresh_tokens", m0011_oauth_refresh_tokens),
+    ("0012_oauth_refresh_tokens", m0012_oauth_refresh_tokens),
 ]
