@@ -403,3 +403,38 @@ async def test_a_rotation_that_cannot_be_stored_is_not_used_until_it_is(
     stored = await env.store.load_refresh_token("source:s")
     assert stored is not None and env.oauth.live_refresh(stored.refresh_token) is not None
     assert len(env.oauth.requests) == 1 and env.oauth.check(f"Bearer {token.value}")
+
+
+class StaleOnce(FlakyTokens):
+    """The real store's tokens, read once as they were before another replica's rotation."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(store, fail=0)
+        self.stale = True
+
+    async def load_refresh_token(self, credential: str) -> StoredRefreshToken | None:
+        if self.stale:
+            self.stale = False
+            return None
+        return await self.store.load_refresh_token(credential)
+
+
+async def test_two_replicas_refreshing_at_once_both_end_with_a_token(
+    env: Env, tmp_path: Path
+) -> None:
+    config = make_config(env.api, s={"oauth2": env.refresh()})
+    oauth2 = config.sources["s"].poll.auth.oauth2  # type: ignore[union-attr]
+    assert oauth2 is not None and oauth2.refresh_token is not None
+    initial = oauth2.refresh_token.get_secret_value()
+    first = TokenProvider("source:s", oauth2, tmp_path, env.store)
+    second = TokenProvider("source:s", oauth2, tmp_path, StaleOnce(env.store))
+    await first.access_token()
+    rotated = await env.store.load_refresh_token("source:s")
+    assert rotated is not None
+    # The second read the store before the first's rotation landed: it sends the dead token,
+    # hears invalid_grant, finds the rotated one stored and tries it once.
+    token = await second.access_token()
+    assert env.oauth.refresh_tokens_presented() == [initial, initial, rotated.refresh_token]
+    assert env.oauth.check(f"Bearer {token.value}")
+    newest = await env.store.load_refresh_token("source:s")
+    assert newest is not None and env.oauth.live_refresh(newest.refresh_token) is not None

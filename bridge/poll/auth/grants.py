@@ -36,9 +36,10 @@ MASK = "***"
 class TokenError(Exception):
     """A token request failed; the message is one line without a secret."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, error: str | None = None):
         super().__init__(message)
         self.status = status
+        self.error = error  # the endpoint's `error` code (`invalid_grant`, ...), if it said one
 
 
 @dataclass(slots=True)
@@ -157,7 +158,8 @@ class TokenRequests:
             status = seen[-1].status_code if seen else None
             error = _one_line(exc.error, secrets)
             about = f": {_one_line(exc.description, secrets)}" if exc.description else ""
-            raise TokenError(f"{self.where}: {error}{about} (HTTP {status})", status) from None
+            message = f"{self.where}: {error}{about} (HTTP {status})"
+            raise TokenError(message, status, str(exc.error)) from None
         except httpx.TimeoutException:
             raise TokenError(f"{self.where}: timed out after {self.config.timeout_s:g} s") from None
         except (httpx.HTTPStatusError, ValueError) as exc:

@@ -11,7 +11,9 @@ With the `refresh_token` grant the refresh token in force is the store's when th
 rotated it since the config's was written (store/tokens.py: the row names the hash of the
 config's token it descends from), else the config's. It is read from the store before each
 refresh, so that a token another replica (or `bridge poll --dry-run`) rotated is the one
-sent. A rotated refresh token is written to the store in a durable commit of its own before
+sent; a refresh refused with `invalid_grant` reads it once more and, when another process
+stored a newer one meanwhile (the race of two refreshes at once), tries that one once. A
+rotated refresh token is written to the store in a durable commit of its own before
 the access token that came with it is used; should that write fail, the new refresh token
 stays in memory (the old one may be dead already), the poll is a fault, and the write is
 tried again before the next use.
@@ -141,13 +143,32 @@ class TokenProvider:
         try:
             answer = await self._requests.request(refresh)
         except TokenError as exc:
-            raise FetchError(str(exc), status=exc.status, reason="auth") from None
+            newer = await self._rotated_meanwhile(exc, refresh)
+            if newer is None:
+                raise FetchError(str(exc), status=exc.status, reason="auth") from None
+            refresh = newer
+            self.requests += 1
+            try:
+                answer = await self._requests.request(refresh)
+            except TokenError as again:
+                raise FetchError(str(again), status=again.status, reason="auth") from None
         token = AccessToken(answer.access_token, self._use_until(started, answer))
         log.debug("%s: new access token (%s)", self.name, _life(answer))
         if answer.refresh_token is not None and answer.refresh_token != refresh:
             self._token = token  # kept, but used only once the rotation is stored
             await self._rotated(answer)
         return token
+
+    async def _rotated_meanwhile(self, exc: TokenError, sent: str | None) -> str | None:
+        """After `invalid_grant` for the refresh token `sent`: the one another process (a
+        replica, a dry run) rotated and stored meanwhile, to be tried once; else None."""
+        if self.config.grant != "refresh_token" or exc.error != "invalid_grant":
+            return None
+        newer = await self._refresh_token()
+        if newer is None or newer == sent:
+            return None
+        log.info("%s: the refresh token was rotated elsewhere; trying the stored one", self.name)
+        return newer
 
     async def _rotated(self, answer: TokenAnswer) -> None:
         """Keep a rotated refresh token: in memory at once, durably before any use."""
