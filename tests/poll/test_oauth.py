@@ -141,10 +141,11 @@ async def env(store: SQLiteStore, oauth: OAuthServer, api: Api) -> AsyncIterator
 async def test_sources_sharing_a_credential_share_one_token_and_one_request(env: Env) -> None:
     oauth2 = env.client_credentials(scope=["read", "write"], audience="https://api.test",
                                     params={"resource": "items"})  # fmt: skip
+    names = ["a", "b", "c", "d", "e"]
     config = make_config(env.api, {"api": {"oauth2": oauth2}},
-                         a={"credential": "api"}, b={"credential": "api"})  # fmt: skip
+                         **{name: {"credential": "api"} for name in names})  # fmt: skip
     poller = env.poller(config)
-    await asyncio.gather(poller.poll_once("a"), poller.poll_once("b"))
+    await asyncio.gather(*(poller.poll_once(name) for name in names))  # all want a token at once
     await poller.poll_once("a")
     assert len(env.oauth.requests) == 1
     request = env.oauth.requests[0]
@@ -153,8 +154,8 @@ async def test_sources_sharing_a_credential_share_one_token_and_one_request(env:
     assert request["form"]["audience"] == "https://api.test"
     assert request["form"]["resource"] == "items"
     assert "client_secret" not in request["form"]
-    assert env.api.answers == [200, 200, 200]
-    for source in ("a", "b"):
+    assert env.api.answers == [200] * 6
+    for source in names:
         state = await env.store.load_poll_state(source)
         assert state.baselined and state.items == 2 and not state.last_error
 
