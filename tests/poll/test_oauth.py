@@ -20,7 +20,7 @@ import yaml
 from bridge.cli.run import refresh_tokens_in_force
 from bridge.config import Config, parse_config
 from bridge.errors import FetchError, StoreUnavailable
-from bridge.poll.auth import TokenProvider
+from bridge.poll.auth import Credentials, TokenProvider, credential_configs
 from bridge.poll.engine import Poller
 from bridge.runtime import Runtime
 from bridge.store.sqlite import SQLiteStore
@@ -439,3 +439,22 @@ async def test_two_replicas_refreshing_at_once_both_end_with_a_token(
     assert env.oauth.check(f"Bearer {token.value}")
     newest = await env.store.load_refresh_token("source:s")
     assert newest is not None and env.oauth.live_refresh(newest.refresh_token) is not None
+
+
+def test_a_reload_keeps_a_credentials_provider_unless_its_config_changed(
+    oauth: OAuthServer, api: Api, tmp_path: Path
+) -> None:
+    oauth2 = {"grant": "client_credentials", "token_url": oauth.token_url, "client_id": "app",
+              "client_secret": CLIENT_SECRET}  # fmt: skip
+    config = make_config(api, {"api": {"oauth2": oauth2}}, a={"credential": "api"},
+                         b={"oauth2": oauth2})  # fmt: skip
+    credentials = Credentials(None, tmp_path)
+    credentials.apply(credential_configs(config), config.polled)
+    shared, own = credentials.provider("api"), credentials.provider("source:b")
+    assert shared is not None and own is not None and shared is not own
+    credentials.apply(credential_configs(config), config.polled)  # the same config again
+    assert credentials.provider("api") is shared and credentials.provider("source:b") is own
+    changed = make_config(api, {"api": {"oauth2": {**oauth2, "scope": "read"}}},
+                          a={"credential": "api"}, b={"oauth2": oauth2})  # fmt: skip
+    credentials.apply(credential_configs(changed), changed.polled)
+    assert credentials.provider("api") is not shared and credentials.provider("source:b") is own
