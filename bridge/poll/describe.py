@@ -8,9 +8,11 @@ else is `***`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
+from bridge.config.auth import AuthConfig, OAuth2Config
 from bridge.config.polling import AdaptiveEvery
 from bridge.masking import mask_url
 from bridge.poll.modes import format_line
@@ -178,8 +180,48 @@ def every_text(poll: PollConfig) -> str:
     return f"{poll.every:g}s"
 
 
-def describe(poll: PollConfig) -> list[tuple[str, str]]:
-    """(label, text) lines: the full request, mode, pagination and items of a source."""
+def oauth2_line(oauth2: OAuth2Config) -> str:
+    """An OAuth2 client in words: the grant, the token endpoint and what it asks for; no
+    secret (a `params` value is masked, the key file is named, never read)."""
+    parts = [f"oauth2 {oauth2.grant} at {mask_url(oauth2.token_url)}"]
+    if oauth2.client_id:
+        secret = ", secret ***" if oauth2.client_secret is not None else ""
+        parts.append(f"client {oauth2.client_id} ({oauth2.client_auth}{secret})")
+    if oauth2.grant == "jwt_bearer":
+        parts.append(f"key file {oauth2.key_file}")
+        if oauth2.subject:
+            parts.append(f"acting as {oauth2.subject}")
+    if oauth2.scope:
+        parts.append(f"scope {' '.join(oauth2.scope)}")
+    if oauth2.audience:
+        parts.append(f"audience {oauth2.audience}")
+    if oauth2.params:
+        parts.append("params " + ", ".join(f"{name}=***" for name in oauth2.params))
+    return "; ".join(parts)
+
+
+def auth_line(auth: AuthConfig | None, credentials: Mapping[str, OAuth2Config]) -> str:
+    """What a source's requests to its own origin carry to prove who it is, masked."""
+    if auth is None:
+        return "(none)"
+    if auth.bearer is not None:
+        return "bearer ***"
+    if auth.basic is not None:
+        return f"basic, user {auth.basic.username}, password ***"
+    if auth.header is not None:
+        return "headers " + "; ".join(f"{name}: ***" for name in auth.header)
+    if auth.oauth2 is not None:
+        return oauth2_line(auth.oauth2)
+    assert auth.credential is not None
+    shared = credentials.get(auth.credential)
+    about = f": {oauth2_line(shared)}" if shared is not None else ""
+    return f"credential {auth.credential}{about}"
+
+
+def describe(
+    poll: PollConfig, credentials: Mapping[str, OAuth2Config] | None = None
+) -> list[tuple[str, str]]:
+    """(label, text) lines: the full request, auth, mode, pagination and items of a source."""
     lines = []
     if poll.preset:
         lines.append(("preset", f"{poll.preset}, resource {poll.resource}"))
@@ -191,4 +233,6 @@ def describe(poll: PollConfig) -> list[tuple[str, str]]:
         ("pages", pages_line(poll)),
         ("items", items_line(poll)),
     ]
+    if poll.auth is not None:
+        lines.insert(-3, ("auth", auth_line(poll.auth, credentials or {})))
     return lines

@@ -119,6 +119,7 @@ class _Poll:
     validators: Validators
     out: Fetched | None
     emit_baseline: bool
+    auth: httpx.Auth | None = None
 
     @property
     def silent(self) -> bool:
@@ -128,7 +129,9 @@ class _Poll:
         )
 
     async def fetch(self, plan: WalkPlan | None = None) -> Fetched:
-        return await fetch(self.client, self.poll, self.validators, self.out, plan or WalkPlan())
+        return await fetch(
+            self.client, self.poll, self.validators, self.out, plan or WalkPlan(), self.auth
+        )
 
     async def versions(self, keys: list[str] | None = None) -> dict[str, str]:
         if self.store is None:
@@ -158,6 +161,7 @@ async def detect(
     validators: Validators = NO_VALIDATORS,
     out: Fetched | None = None,
     emit_baseline: bool = False,
+    auth: httpx.Auth | None = None,
 ) -> Detection:
     """Fetch a source and find what changed against its stored state (none without a store).
 
@@ -165,7 +169,7 @@ async def detect(
     unless `emit_baseline` (for a dry run, which shows what the answer holds).
     Raises FetchError when the answer is unusable.
     """
-    p = _Poll(client, source, poll, store, state, validators, out, emit_baseline)
+    p = _Poll(client, source, poll, store, state, validators, out, emit_baseline, auth)
     try:
         if poll.mode == "feed":
             return await _detect_feed(p)
@@ -211,7 +215,7 @@ async def _confirm_deletes(p: _Poll, detection: Detection) -> None:
         return
     pending = await p.store.load_poll_pending(p.source)
     if p.poll.deletes.check is not None and missing:
-        checked = await recheck(p.client, p.poll, missing)
+        checked = await recheck(p.client, p.poll, missing, p.auth)
         detection.fetched.requests += checked.requests
         detection.still_there = len(checked.present)
         decided = confirm_checked(missing, pending, checked.gone, checked.present, now_ms())
@@ -301,7 +305,12 @@ async def _learn_layout(p: _Poll, limit_ms: int) -> tuple[Layout, Any]:
     assert p.poll.cursor is not None
     try:
         page = await fetch(
-            p.client, p.poll, NO_VALIDATORS, None, WalkPlan(max_pages=1, partial=True)
+            p.client,
+            p.poll,
+            NO_VALIDATORS,
+            None,
+            WalkPlan(max_pages=1, partial=True),
+            p.auth,
         )
     except FetchError as exc:
         log.info("%s: the cursor's layout was not learned (%s): rfc3339 for now", p.source, exc)

@@ -28,7 +28,8 @@ its origin (scheme, host, port): the source's own is requested with the source's
 its user-info, as Basic auth); one listed in `pages.allow_origins` with none of them, without
 user-info and without any query parameter the config names (`params` or the `url`'s query,
 which often carry keys); any other is the fault `origin`, never requested. So headers and
-parameters that carry credentials never reach another host.
+parameters that carry credentials never reach another host. The source's `auth:` (an
+`httpx.Auth`, see auth/) goes with its own origin's requests only, like its headers.
 """
 
 from __future__ import annotations
@@ -177,8 +178,10 @@ class _Walk:
         validators: Validators,
         out: Fetched,
         plan: WalkPlan = WHOLE,
+        auth: httpx.Auth | None = None,
     ):
         self.client = client
+        self.auth = auth
         self.poll = poll
         self.plan = plan
         self.params = {**poll.params, **plan.params}
@@ -307,7 +310,9 @@ class _Walk:
             )
         # httpx's timeout bounds each read; this bounds the request from connect to last byte.
         async with asyncio.timeout(self.poll.timeout_s):
-            response = await self.client.send(request, stream=True)
+            # No auth for another origin: httpx then sends only the URL's user-info, which
+            # `named` strips from any URL not on the source's origin.
+            response = await self.client.send(request, stream=True, auth=self.auth if own else None)
             try:
                 body = await self._read(response)
             finally:
@@ -574,14 +579,16 @@ async def fetch(
     validators: Validators = NO_VALIDATORS,
     out: Fetched | None = None,
     plan: WalkPlan = WHOLE,
+    auth: httpx.Auth | None = None,
 ) -> Fetched:
     """Fetch every page of a source's answer; raise FetchError if any part of it fails.
 
     Pass `out` to see what a failed walk cost (its requests and bytes), and `plan` for what
-    an incremental or feed poll asks beyond the config. A FetchError carries the time before
-    which the upstream's headers asked not to be polled again.
+    an incremental or feed poll asks beyond the config, and `auth` for what the source's
+    requests to its own origin carry. A FetchError carries the time before which the
+    upstream's headers asked not to be polled again.
     """
-    walk = _Walk(client, poll, validators, out if out is not None else Fetched(), plan)
+    walk = _Walk(client, poll, validators, out if out is not None else Fetched(), plan, auth)
     try:
         return await walk.run()
     except FetchError as exc:
