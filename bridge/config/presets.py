@@ -24,11 +24,21 @@ from urllib.parse import quote
 
 from bridge.config.keys import suggestion
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
+from bridge.config.sync_presets import (
+    SYNC_INPUT_KEYS,
+    MissingInput,
+    dropbox,
+    google_calendar,
+    google_drive,
+    graph,
+)
 
 # The keys a preset reads; they are not keys of `poll` itself (except `preset`, `resource`).
-INPUT_KEYS = frozenset({"repo", "shop", "project", "token", "api_url", "api_version"})
+INPUT_KEYS = (
+    frozenset({"repo", "shop", "project", "token", "api_url", "api_version"}) | SYNC_INPUT_KEYS
+)
 # Keys whose mappings are merged entry by entry rather than replaced.
-_MERGED = ("headers", "params", "cursor", "feed")
+_MERGED = ("headers", "params", "cursor", "feed", "delta")
 
 _REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
 _SHOP_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.myshopify\.com)?\Z")
@@ -305,6 +315,83 @@ PRESETS: dict[str, Preset] = {
             },
             _gitlab,
         ),
+        Preset(
+            "microsoft-graph",
+            "Microsoft Graph delta query (graph.microsoft.com); OAuth2 client credentials"
+            " against login.microsoftonline.com/{tenant} (tenant, client_id, client_secret)"
+            " or a bearer token",
+            (),
+            (
+                "tenant",
+                "client_id",
+                "client_secret",
+                "token",
+                "user",
+                "folder",
+                "drive",
+                "start",
+                "end",
+                "api_url",
+            ),
+            {
+                "users": "delta: /users/delta, @odata.nextLink pages, @odata.deltaLink kept",
+                "groups": "delta: /groups/delta, as users",
+                "messages": "delta: a mail folder of user (folder, default inbox)",
+                "events": "delta: user's calendarView between start and end",
+                "drive-items": "delta: drive's root (or user's OneDrive), @removed deleted",
+            },
+            graph,
+        ),
+        Preset(
+            "google-calendar",
+            "Google Calendar API; a service account (key_file, subject) or a refresh token"
+            " (client_id, client_secret, refresh_token) or a bearer token",
+            (),
+            (
+                "calendar",
+                "key_file",
+                "subject",
+                "client_id",
+                "client_secret",
+                "refresh_token",
+                "token",
+                "api_url",
+            ),
+            {"events": "delta: syncToken kept, pageToken pages, 410 resyncs, cancelled deleted"},
+            google_calendar,
+        ),
+        Preset(
+            "google-drive",
+            "Google Drive API changes; a service account (key_file, subject) or a refresh"
+            " token (client_id, client_secret, refresh_token) or a bearer token",
+            (),
+            (
+                "key_file",
+                "subject",
+                "client_id",
+                "client_secret",
+                "refresh_token",
+                "token",
+                "api_url",
+            ),
+            {
+                "changes": "delta: from getStartPageToken, pageToken pages, newStartPageToken"
+                " kept, removed deleted"
+            },
+            google_drive,
+        ),
+        Preset(
+            "dropbox",
+            "Dropbox API v2 files; a refresh token (app_key, app_secret, refresh_token) or a"
+            " bearer token",
+            (),
+            ("path", "app_key", "app_secret", "refresh_token", "token", "api_url"),
+            {
+                "files": "delta: list_folder, then list_folder/continue with cursor while"
+                " has_more, .tag deleted"
+            },
+            dropbox,
+        ),
     )
 }
 
@@ -418,4 +505,8 @@ def expand(poll: Mapping[str, Any]) -> dict[str, Any]:
         )
     inputs = _check_inputs(preset, poll)
     user = {k: v for k, v in poll.items() if k not in INPUT_KEYS}
-    return merge(preset.build(inputs), user)
+    try:
+        built = preset.build(inputs)
+    except MissingInput as exc:
+        raise PresetError(exc.key, f"{exc} (preset {preset.name})") from None
+    return merge(built, user)

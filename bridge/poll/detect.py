@@ -1,9 +1,12 @@
-"""One poll's detection: fetch, then find what changed, in each of the three modes.
+"""One poll's detection: fetch, then find what changed, in each of the four modes.
 
 - `snapshot`: the whole list, diffed against the stored snapshot (creates, updates, deletes).
 - `incremental`: only what changed since the watermark (creates and updates); every
   `reconcile`, a full snapshot walk that also finds deletions.
 - `feed`: an append-only list of upstream events; ids not seen before become events.
+- `delta`: what changed since the kept delta or sync token (delta.py), upserts and deletions
+  as the upstream marks them; a full walk (the first, or a resync after a rejected token) is
+  diffed against the stored snapshot as a snapshot poll is.
 
 Detection changes nothing: it returns what the poller then commits in one transaction (the
 events, the snapshot rows and the new resume point). Every mode keeps the first poll a silent
@@ -25,6 +28,7 @@ import jmespath.exceptions
 from bridge.config import PollConfig
 from bridge.errors import FetchError
 from bridge.events import Event, event_id, long_attribute, now_ms, parse_time
+from bridge.poll.delta import DeltaMark, split, walk_delta
 from bridge.poll.diff import (
     EventSpec,
     Indexed,
@@ -171,6 +175,8 @@ async def detect(
             return await _detect_feed(p)
         if poll.mode == "incremental":
             return await _detect_incremental(p)
+        if poll.mode == "delta":
+            return await _with_events(p, await _detect_delta(p))
         return await _with_events(p, await _detect_snapshot(p))
     except jmespath.exceptions.JMESPathError as exc:
         # A function in an expression met a value of the wrong type in the answer.
@@ -377,6 +383,55 @@ async def _detect_incremental(p: _Poll) -> Detection:
         # A pending key in a changes answer is there after all (see pending.py).
         _hold(detection, seen_again(await p.store.load_poll_pending(p.source), indexed.items))
     return await _with_events(p, detection)
+
+
+# -- delta -----------------------------------------------------------------------------------
+
+
+async def _detect_delta(p: _Poll) -> Detection:
+    mark = DeltaMark.load(p.state.cursor)
+    out = p.out if p.out is not None else Fetched()
+    got = await walk_delta(p.client, p.source, p.poll, mark.token, out)
+    upserts, deleted = split(p.poll, got.items)
+    indexed = index_items(upserts, ItemSpec.from_config(p.poll))
+    if upserts and not indexed.items and not deleted:
+        raise FetchError(
+            f"{p.source}: none of the {len(upserts)} items has a key at {p.poll.id!r}",
+            status=out.status,
+            reason="items",
+        )
+    detection = Detection(out, indexed, is_first=not p.state.baselined)
+    if got.full and got.listed:
+        # The whole list: the snapshot diff, every stored key it lacks deleted.
+        detection.changes = diff(await p.versions(), indexed)
+    elif got.full:
+        # A start that hands out a token and no listing (Drive): nothing to diff against.
+        detection.gap_why = (
+            ""
+            if detection.is_first
+            else (
+                "the delta token was rejected and the start lists no items: changes made"
+                " before the new token are missing"
+            )
+        )
+        detection.gap = bool(detection.gap_why)
+    else:
+        old = await p.versions([*indexed.items, *deleted])
+        detection.changes = diff({k: old[k] for k in indexed.items if k in old}, indexed)
+        detection.changes += [ItemChange("deleted", k, old[k]) for k in deleted if k in old]
+    detection.upserts = _upserts(detection.changes)
+    resyncs = mark.resyncs + bool(got.resynced)
+    if got.token != mark.token or resyncs != mark.resyncs:
+        detection.cursor = DeltaMark(got.token, resyncs).dump()
+    if got.resynced:
+        log.warning(
+            "%s: resync after %s: %d items, %d changes against the stored snapshot",
+            p.source,
+            got.resynced,
+            indexed.count,
+            len(detection.changes),
+        )
+    return detection
 
 
 # -- feed ------------------------------------------------------------------------------------
