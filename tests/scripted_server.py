@@ -58,6 +58,8 @@ class Seen:
     path: str  # with its query string, as sent
     headers: dict[str, str]
     at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
+    body: bytes = b""  # a POST's body, as sent
+    method: str = "GET"
 
     @property
     def query(self) -> str:
@@ -93,7 +95,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()})
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        seen = Seen(self.path, headers, body=body, method=self.command)
         with self.script.lock:
             self.script.seen.append(seen)
             route = self.script.routes.get(self.path) or self.script.routes.get(

@@ -92,6 +92,8 @@ def graph(inputs: Inputs) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if resource in ("users", "groups"):
         url = f"{base}/{resource}/delta"
+    elif resource == "drive-items" and inputs.get("drive") is not None:
+        url = f"{base}/drives/{_path(inputs.need('drive'))}/root/delta"
     else:
         user = _path(_need(inputs, "user", f"resource {resource}"))
         if resource == "messages":
@@ -106,10 +108,8 @@ def graph(inputs: Inputs) -> dict[str, Any]:
                 "startDateTime": _need(inputs, "start", why),
                 "endDateTime": _need(inputs, "end", why),
             }
-        else:  # drive-items
-            drive = inputs.get("drive")
-            root = f"drives/{_path(drive)}" if drive else f"users/{user}/drive"
-            url = f"{base}/{root}/root/delta"
+        else:  # drive-items of the user's OneDrive
+            url = f"{base}/users/{user}/drive/root/delta"
     return {
         "url": url,
         "params": params,

@@ -41,6 +41,15 @@ def preset_source(base: str, preset: str, resource: str, **keys: Any) -> dict[st
         "stripe": {"token": STRIPE_KEY},
         "shopify": {"shop": "simulated", "token": SHOPIFY_TOKEN},
         "gitlab": {"project": "group/project", "token": GITLAB_TOKEN},
+        "microsoft-graph": {
+            "token": "t",
+            "user": "ada",
+            "start": "2026-01-01T00:00:00Z",
+            "end": "2027-01-01T00:00:00Z",
+        },
+        "google-calendar": {"token": "t"},
+        "google-drive": {"token": "t"},
+        "dropbox": {"token": "t"},
     }
     poll = {"preset": preset, "resource": resource, "api_url": base, **needs[preset], **keys}
     return {"poll": poll}
