@@ -172,8 +172,11 @@ def presets() -> None:
 
     for preset in PRESETS.values():
         click.echo(f"{preset.name}: {preset.summary}")
-        click.echo(f"  needs      resource, {', '.join(preset.required)}")
+        click.echo(f"  needs      {', '.join(('resource', *preset.required))}")
         click.echo(f"  optional   {', '.join(preset.optional)}")
+        for i, (how, keys) in enumerate(preset.sign_in.items()):
+            label = "sign in" if i == 0 else "  or"
+            click.echo(f"  {label:10} {', '.join(keys)}: {how}")
         width = max(len(name) for name in preset.resources)
         for i, (name, how) in enumerate(preset.resources.items()):
             label = "resources" if i == 0 else ""

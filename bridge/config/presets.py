@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -81,11 +81,15 @@ class Preset:
     optional: tuple[str, ...]
     resources: Mapping[str, str]
     build: Callable[[Inputs], dict[str, Any]]
+    # The ways to sign in, each the keys it takes and what it is (`bridge presets`); their
+    # keys are read too.
+    sign_in: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def inputs(self) -> tuple[str, ...]:
         """Every key this preset reads besides `preset`."""
-        return ("resource", *self.required, *self.optional)
+        signing = [key for keys in self.sign_in.values() for key in keys]
+        return ("resource", *self.required, *self.optional, *dict.fromkeys(signing))
 
 
 # -- GitHub ----------------------------------------------------------------------------------
@@ -263,6 +267,12 @@ def _gitlab(inputs: Inputs) -> dict[str, Any]:
     }
 
 
+_GOOGLE_SIGN_IN = {
+    "a service account (OAuth2 JWT bearer), subject to act as a user": ("key_file", "subject"),
+    "OAuth2 refresh token": ("client_id", "client_secret", "refresh_token"),
+    "a bearer token": ("token",),
+}
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -317,80 +327,69 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "microsoft-graph",
-            "Microsoft Graph delta query (graph.microsoft.com); OAuth2 client credentials"
-            " against login.microsoftonline.com/{tenant} (tenant, client_id, client_secret)"
-            " or a bearer token",
+            "Microsoft Graph delta query (graph.microsoft.com/v1.0, or api_url)",
             (),
-            (
-                "tenant",
-                "client_id",
-                "client_secret",
-                "token",
-                "user",
-                "folder",
-                "drive",
-                "start",
-                "end",
-                "api_url",
-            ),
+            ("user", "folder", "drive", "start", "end", "api_url"),
             {
                 "users": "delta: /users/delta, @odata.nextLink pages, @odata.deltaLink kept",
                 "groups": "delta: /groups/delta, as users",
-                "messages": "delta: a mail folder of user (folder, default inbox)",
-                "events": "delta: user's calendarView between start and end",
-                "drive-items": "delta: drive's root (or user's OneDrive), @removed deleted",
+                "messages": "delta: user's mail folder (folder, default inbox); needs user",
+                "events": "delta: user's calendarView from start to end; needs user, start, end",
+                "drive-items": "delta: the root of drive, or of user's OneDrive; needs drive or"
+                " user",
             },
             graph,
+            {
+                "OAuth2 client credentials against login.microsoftonline.com/{tenant}": (
+                    "tenant",
+                    "client_id",
+                    "client_secret",
+                ),
+                "a bearer token": ("token",),
+            },
         ),
         Preset(
             "google-calendar",
-            "Google Calendar API; a service account (key_file, subject) or a refresh token"
-            " (client_id, client_secret, refresh_token) or a bearer token",
+            "Google Calendar API v3 (www.googleapis.com, or api_url)",
             (),
-            (
-                "calendar",
-                "key_file",
-                "subject",
-                "client_id",
-                "client_secret",
-                "refresh_token",
-                "token",
-                "api_url",
-            ),
-            {"events": "delta: syncToken kept, pageToken pages, 410 resyncs, cancelled deleted"},
+            ("calendar", "api_url"),
+            {
+                "events": "delta: calendar's events (default primary), syncToken kept,"
+                " pageToken pages, 410 resyncs, cancelled deleted"
+            },
             google_calendar,
+            _GOOGLE_SIGN_IN,
         ),
         Preset(
             "google-drive",
-            "Google Drive API changes; a service account (key_file, subject) or a refresh"
-            " token (client_id, client_secret, refresh_token) or a bearer token",
+            "Google Drive API v3 changes (www.googleapis.com, or api_url)",
             (),
-            (
-                "key_file",
-                "subject",
-                "client_id",
-                "client_secret",
-                "refresh_token",
-                "token",
-                "api_url",
-            ),
+            ("api_url",),
             {
                 "changes": "delta: from getStartPageToken, pageToken pages, newStartPageToken"
                 " kept, removed deleted"
             },
             google_drive,
+            _GOOGLE_SIGN_IN,
         ),
         Preset(
             "dropbox",
-            "Dropbox API v2 files; a refresh token (app_key, app_secret, refresh_token) or a"
-            " bearer token",
+            "Dropbox API v2 files (api.dropboxapi.com, or api_url)",
             (),
-            ("path", "app_key", "app_secret", "refresh_token", "token", "api_url"),
+            ("path", "api_url"),
             {
-                "files": "delta: list_folder, then list_folder/continue with cursor while"
-                " has_more, .tag deleted"
+                "files": "delta: list_folder of path (default the root), then"
+                " list_folder/continue with cursor while has_more, .tag deleted"
             },
             dropbox,
+            {
+                "OAuth2 refresh token with the app's key and secret": (
+                    "app_key",
+                    "app_secret",
+                    "refresh_token",
+                ),
+                "a bearer token": ("token",),
+            },
         ),
     )
 }

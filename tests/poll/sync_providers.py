@@ -93,9 +93,19 @@ class DeltaSimulation:
         self.fail_page: int | None = None  # answer this page (0-based over all) with a 500
         # Answer this page (0-based over all) as a rejected token (the token expired mid-walk).
         self.reject_page: int | None = None
+        # Hold this page (0-based over all) until `release` is set (at most 20 s): a walk
+        # caught between two pages. `holding` is set once it waits.
+        self.hold_page: int | None = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
 
     def guarded(self, handler: Any) -> Any:
         def route(seen: Seen) -> Reply:
+            with self.lock:
+                hold = self.hold_page is not None and self.walk_pages == self.hold_page
+            if hold:
+                self.holding.set()
+                self.release.wait(timeout=20)
             with self.lock:
                 if seen.headers.get("authorization") != f"Bearer {self.token}":
                     self.refused.append(f"{seen.path}: no or wrong bearer token")
