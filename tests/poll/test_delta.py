@@ -396,6 +396,9 @@ def test_google_and_dropbox_expand_into_their_oauth2_grants() -> None:
         ({"url": "https://x.example/d", "every": "1m", "id": "id", "mode": "delta",
           "delta": {"token": {"param": "t"}, "next": "n", "final": "f["}},
          "delta.final"),
+        ({"url": "https://x.example/d", "every": "1m", "id": "id", "mode": "delta",
+          "delta": {"token": {"parm": "t"}, "next": "n", "final": "f"}},
+         'sources.s.poll.delta.token.parm: is not a known key; did you mean "param"?'),
     ],
 )  # fmt: skip
 def test_delta_config_mistakes_are_one_line_naming_the_key(
