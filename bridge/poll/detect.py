@@ -393,7 +393,11 @@ async def _detect_delta(p: _Poll) -> Detection:
     out = p.out if p.out is not None else Fetched()
     got = await walk_delta(p.client, p.source, p.poll, mark.token, out)
     upserts, deleted = split(p.poll, got.items)
-    indexed = index_items(upserts, ItemSpec.from_config(p.poll))
+    spec = ItemSpec.from_config(p.poll)
+    if len(upserts) > THREAD_THRESHOLD:
+        indexed = await asyncio.to_thread(index_items, upserts, spec)
+    else:
+        indexed = index_items(upserts, spec)
     if upserts and not indexed.items and not deleted:
         raise FetchError(
             f"{p.source}: none of the {len(upserts)} items has a key at {p.poll.id!r}",
@@ -403,7 +407,11 @@ async def _detect_delta(p: _Poll) -> Detection:
     detection = Detection(out, indexed, is_first=not p.state.baselined)
     if got.full and got.listed:
         # The whole list: the snapshot diff, every stored key it lacks deleted.
-        detection.changes = diff(await p.versions(), indexed)
+        old = await p.versions()
+        if len(old) + indexed.count > THREAD_THRESHOLD:
+            detection.changes = await asyncio.to_thread(diff, old, indexed)
+        else:
+            detection.changes = diff(old, indexed)
     elif got.full:
         # A start that hands out a token and no listing (Drive): nothing to diff against.
         detection.gap_why = (
