@@ -221,6 +221,9 @@ class DeltaConfig(_Model):
     # Statuses (410) or error codes in the error answer (`fullSyncRequired`, `resyncRequired`,
     # Dropbox's `reset`) that mean the token is no longer good: a full resync.
     resync_on: Annotated[list[int | str], BeforeValidator(_one_or_many)] = [410]
+    # An upsert carries only the fields that changed (Graph's users and groups): it is merged
+    # over the stored item, so the snapshot and the events hold the whole item.
+    merge: bool = False
 
     @property
     def page_send(self) -> TokenParam | TokenUrl | TokenBody:

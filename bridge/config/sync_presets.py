@@ -121,6 +121,8 @@ def graph(inputs: Inputs) -> dict[str, Any]:
             "final": '"@odata.deltaLink"',
             "deleted": '"@removed"',
             "resync_on": [410, "syncStateNotFound", "syncStateInvalid", "resyncRequired"],
+            # An updated user or group comes with only the properties that changed.
+            "merge": resource in ("users", "groups"),
         },
         "items": "value",
         "id": "id",

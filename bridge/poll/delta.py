@@ -23,6 +23,7 @@ description ever shows it (URLs through `safe_url`, which drops the query).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -35,13 +36,17 @@ import jmespath
 from bridge.config import PollConfig
 from bridge.config.polling import DeletedField, DeltaConfig, TokenBody, TokenParam, TokenUrl
 from bridge.errors import FetchError
-from bridge.poll.diff import getter, key_of
+from bridge.poll.diff import Indexed, ItemChange, ItemSpec, diff, getter, index_items, key_of
 from bridge.poll.fetch import NO_VALIDATORS, Fetched, Send, Walk, request_url, safe_url
+from bridge.store import Store
+from bridge.store.base import PollState
 
 log = logging.getLogger("bridge.poll")
 
 # Text values of an error answer looked at for a `resync_on` code, at most.
 _MOST_VALUES = 200
+# Walks with more items than this are indexed and diffed in a worker thread (as detect.py's).
+THREAD_THRESHOLD = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,3 +292,88 @@ async def walk_delta(
         ) from None
     got.resynced = why
     return got
+
+
+@dataclass(slots=True)
+class DeltaFound:
+    """What a delta poll found: the upserts indexed, the changes, the mark to store."""
+
+    indexed: Indexed
+    changes: list[ItemChange]
+    cursor: str | None = None  # the new mark (None: unchanged)
+    gap_why: str = ""  # why changes may be missing (a resync with nothing to diff against)
+
+
+async def _index(upserts: list[Any], spec: ItemSpec) -> Indexed:
+    if len(upserts) > THREAD_THRESHOLD:
+        return await asyncio.to_thread(index_items, upserts, spec)
+    return index_items(upserts, spec)
+
+
+def merged(upserts: list[Any], stored: dict[str, Any], get_id: Any) -> list[Any]:
+    """Each upsert over its stored item (`delta.merge`: an upstream that sends only the
+    changed fields of an updated item, as Graph does for users and groups)."""
+    out = []
+    for item in upserts:
+        before = stored.get(key_of(get_id(item)) or "") if isinstance(item, dict) else None
+        out.append({**before, **item} if isinstance(before, dict) else item)
+    return out
+
+
+async def find_delta(
+    client: httpx.AsyncClient,
+    source: str,
+    poll: PollConfig,
+    store: Store | None,
+    state: PollState,
+    out: Fetched,
+) -> DeltaFound:
+    """Walk a delta source from its kept token and find what changed against the stored
+    snapshot (none without a store). A full walk (the first, or a resync) is diffed against
+    the whole snapshot, as a snapshot poll is: every stored key it lacks is deleted."""
+    assert poll.delta is not None
+    mark = DeltaMark.load(state.cursor)
+    got = await walk_delta(client, source, poll, mark.token, out)
+    upserts, deleted = split(poll, got.items)
+    spec = ItemSpec.from_config(poll)
+    indexed = await _index(upserts, spec)
+    if upserts and not indexed.items and not deleted:
+        raise FetchError(
+            f"{source}: none of the {len(upserts)} items has a key at {poll.id!r}",
+            status=out.status,
+            reason="items",
+        )
+    found = DeltaFound(indexed, [])
+    if got.full and got.listed:
+        old = await store.load_poll_versions(source) if store is not None else {}
+        if len(old) + indexed.count > THREAD_THRESHOLD:
+            found.changes = await asyncio.to_thread(diff, old, indexed)
+        else:
+            found.changes = diff(old, indexed)
+    elif got.full:
+        # A start that hands out a token and no listing (Drive): nothing to diff against.
+        found.gap_why = (
+            "the delta token was rejected and the start lists no items: changes made"
+            " before the new token are missing"
+        )
+    elif store is not None:
+        old = await store.load_poll_versions(source, [*indexed.items, *deleted])
+        if poll.delta.merge:
+            stored = await store.load_poll_items(source, [k for k in indexed.items if k in old])
+            found.indexed = indexed = await _index(merged(upserts, stored, getter(poll.id)), spec)
+        found.changes = diff({k: old[k] for k in indexed.items if k in old}, indexed)
+        found.changes += [ItemChange("deleted", k, old[k]) for k in deleted if k in old]
+    else:
+        found.changes = diff({}, indexed)
+    resyncs = mark.resyncs + bool(got.resynced)
+    if got.token != mark.token or resyncs != mark.resyncs:
+        found.cursor = DeltaMark(got.token, resyncs).dump()
+    if got.resynced:
+        log.warning(
+            "%s: resync after %s: %d items, %d changes against the stored snapshot",
+            source,
+            got.resynced,
+            indexed.count,
+            len(found.changes),
+        )
+    return found

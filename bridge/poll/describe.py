@@ -84,6 +84,7 @@ def delta_line(delta: DeltaConfig) -> str:
         f"delta: token kept (masked), {_sent(delta.token)}; next page at {delta.next},"
         f" {_sent(delta.page_send)}; the token to keep at {delta.final}; deleted when"
         f" {deleted}; first walk: {first}; a full resync on {resync}"
+        + ("; an upsert merged over the stored item" if delta.merge else "")
     )
 
 

@@ -28,7 +28,7 @@ import jmespath.exceptions
 from bridge.config import PollConfig
 from bridge.errors import FetchError
 from bridge.events import Event, event_id, long_attribute, now_ms, parse_time
-from bridge.poll.delta import DeltaMark, split, walk_delta
+from bridge.poll.delta import find_delta
 from bridge.poll.diff import (
     EventSpec,
     Indexed,
@@ -389,56 +389,14 @@ async def _detect_incremental(p: _Poll) -> Detection:
 
 
 async def _detect_delta(p: _Poll) -> Detection:
-    mark = DeltaMark.load(p.state.cursor)
     out = p.out if p.out is not None else Fetched()
-    got = await walk_delta(p.client, p.source, p.poll, mark.token, out)
-    upserts, deleted = split(p.poll, got.items)
-    spec = ItemSpec.from_config(p.poll)
-    if len(upserts) > THREAD_THRESHOLD:
-        indexed = await asyncio.to_thread(index_items, upserts, spec)
-    else:
-        indexed = index_items(upserts, spec)
-    if upserts and not indexed.items and not deleted:
-        raise FetchError(
-            f"{p.source}: none of the {len(upserts)} items has a key at {p.poll.id!r}",
-            status=out.status,
-            reason="items",
-        )
-    detection = Detection(out, indexed, is_first=not p.state.baselined)
-    if got.full and got.listed:
-        # The whole list: the snapshot diff, every stored key it lacks deleted.
-        old = await p.versions()
-        if len(old) + indexed.count > THREAD_THRESHOLD:
-            detection.changes = await asyncio.to_thread(diff, old, indexed)
-        else:
-            detection.changes = diff(old, indexed)
-    elif got.full:
-        # A start that hands out a token and no listing (Drive): nothing to diff against.
-        detection.gap_why = (
-            ""
-            if detection.is_first
-            else (
-                "the delta token was rejected and the start lists no items: changes made"
-                " before the new token are missing"
-            )
-        )
-        detection.gap = bool(detection.gap_why)
-    else:
-        old = await p.versions([*indexed.items, *deleted])
-        detection.changes = diff({k: old[k] for k in indexed.items if k in old}, indexed)
-        detection.changes += [ItemChange("deleted", k, old[k]) for k in deleted if k in old]
-    detection.upserts = _upserts(detection.changes)
-    resyncs = mark.resyncs + bool(got.resynced)
-    if got.token != mark.token or resyncs != mark.resyncs:
-        detection.cursor = DeltaMark(got.token, resyncs).dump()
-    if got.resynced:
-        log.warning(
-            "%s: resync after %s: %d items, %d changes against the stored snapshot",
-            p.source,
-            got.resynced,
-            indexed.count,
-            len(detection.changes),
-        )
+    found = await find_delta(p.client, p.source, p.poll, p.store, p.state, out)
+    first = not p.state.baselined
+    changes = found.changes
+    detection = Detection(out, found.indexed, changes, [], first, _upserts(changes))
+    detection.cursor = found.cursor
+    detection.gap_why = "" if first else found.gap_why
+    detection.gap = bool(detection.gap_why)
     return detection
 
 

@@ -43,6 +43,7 @@ class ChangeLog:
 
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)  # the key of each change, in order
+    fields: list[dict[str, Any]] = field(default_factory=list)  # the fields each change set
     expired_below: int = 0  # tokens before this position are rejected
 
     @property
@@ -52,10 +53,21 @@ class ChangeLog:
     def put(self, key: str, **fields: Any) -> None:
         self.items[key] = {**self.items.get(key, {}), **fields}
         self.log.append(key)
+        self.fields.append(fields)
 
     def remove(self, key: str) -> None:
         self.items.pop(key, None)
         self.log.append(key)
+        self.fields.append({})
+
+    def changed(self, key: str, seq: int) -> dict[str, Any]:
+        """The fields of `key` set after `seq`, as they are now; all of them when the key was
+        created (or removed and created again) after `seq`."""
+        after = [f for k, f in zip(self.log[seq:], self.fields[seq:], strict=True) if k == key]
+        item = self.items.get(key, {})
+        existed = key in self.log[:seq] and all(after)  # a removal sets no field
+        names = {name for f in after for name in f}
+        return {n: item[n] for n in names if n in item} if existed else dict(item)
 
     def since(self, seq: int) -> list[tuple[str, dict[str, Any] | None]]:
         """Each key changed after `seq`, in the order of its last change, as it is now."""
@@ -157,8 +169,10 @@ class Graph(DeltaSimulation):
         if kind == "since" and seq < self.data.expired_below:
             return self.rejected()
         rows, more = self.page(kind, seq, offset)
+        # An updated user comes with only the properties that changed (Graph's documented
+        # behaviour for users and groups); a new one with all of them.
         value = [
-            {"id": key, **item}
+            {"id": key, **(item if kind == "full" else self.data.changed(key, seq))}
             if item is not None
             else {"id": key, "@removed": {"reason": "deleted"}}
             for key, item in rows

@@ -123,7 +123,7 @@ async def test_graph_users_follow_next_links_keep_the_delta_link_and_take_remove
 ) -> None:
     graph: Graph = env.install(Graph())
     for key in ("u1", "u2", "u3"):
-        graph.data.put(key, displayName=key.upper())
+        graph.data.put(key, displayName=key.upper(), mail=f"{key}@contoso.com")
     env.preset("microsoft-graph", "users")
     await env.poll()
     assert await env.changes() == [], "the first poll is a silent baseline"
@@ -136,6 +136,12 @@ async def test_graph_users_follow_next_links_keep_the_delta_link_and_take_remove
     await env.poll()
     assert await env.changes() == [("updated", "u1"), ("created", "u4"), ("deleted", "u2")]
     assert query(env.requests()[0]) == {"$deltatoken": "dt3"}
+    # Graph sent only the changed property of u1: merged over the stored user.
+    updated = (await env.store.list_events(source="s", limit=None))[-1]
+    assert updated.data == {
+        "object": {"id": "u1", "displayName": "Ada", "mail": "u1@contoso.com"},
+        "previous_attributes": {"displayName": "U1"},
+    }
     assert len(env.requests()) == 2  # three changes, two to a page
 
     await env.poll()  # nothing changed upstream: nothing new
