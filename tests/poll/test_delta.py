@@ -33,7 +33,7 @@ from tests.poll.sync_providers import (
     Graph,
     path_of,
 )
-from tests.scripted_server import Script, Seen, scripted_server
+from tests.scripted_server import Reply, Script, Seen, scripted_server
 
 pytestmark = pytest.mark.anyio
 
@@ -430,3 +430,44 @@ def test_check_describes_the_delta_source_and_never_a_token() -> None:
     assert DROPBOX_TOKEN not in repr(lines)
     assert "***" not in repr(DeltaMark(None)) and "***" in repr(DeltaMark("tok"))
     assert "tok'" not in repr(DeltaMark("tok"))
+
+
+# -- bad answers -----------------------------------------------------------------------------
+
+
+def generic(base: str, **delta: Any) -> dict[str, Any]:
+    return {
+        "url": f"{base}/sync",
+        "every": "1m",
+        "mode": "delta",
+        "items": "items",
+        "id": "id",
+        "delta": {"token": {"url": True}, "next": "next", "final": "delta", **delta},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pages", "error"),
+    [
+        ({"/sync": {"items": [{"id": "a"}]}}, "the answer has no token at 'delta'"),
+        ({"/sync": {"items": [{"id": "a"}], "next": {"not": "text"}}},
+         "the answer has no token at 'next'"),
+        ({"/sync": {"items": [{"id": "a"}], "next": "/sync"}}, "loops back to a seen page"),
+        ({"/sync": {"items": [], "next": "http://other.example/page?token=s3cr3t"}},
+         "the next page is on another origin (http://other.example/page), never requested"),
+        ({"/sync": {"items": "not a list", "delta": "x"}},
+         "items expression 'items' is not a list"),
+    ],
+)  # fmt: skip
+async def test_an_unusable_delta_answer_is_a_clear_fault_and_stores_nothing(
+    env: Env, pages: dict[str, Any], error: str
+) -> None:
+    for path, body in pages.items():
+        env.script.route(path, Reply(body=body))
+    env.make(generic(env.base))
+    await env.poll(ok=False)
+    state = await env.store.load_poll_state("s")
+    assert state.last_error is not None and error in state.last_error, state.last_error
+    assert "s3cr3t" not in state.last_error
+    assert state.cursor is None and not state.baselined
+    assert await env.changes() == []
