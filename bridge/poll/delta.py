@@ -183,10 +183,18 @@ class _DeltaWalk:
         url = self.walk.named(httpx.URL(self.poll.url).join(token), httpx.URL(self.poll.url))
         return url, None, {}
 
+    def _start_params(self) -> dict[str, Any]:
+        """The first walk's query: a start URL of its own takes only `start.params` (another
+        endpoint may refuse the source's), else the source's with them."""
+        start = self.delta.start
+        if start is None:
+            return dict(self.poll.params)
+        return dict(start.params) if start.url else {**self.poll.params, **start.params}
+
     async def _start_token(self) -> DeltaWalk:
         start = self.delta.start
         assert start is not None and start.token is not None
-        url = request_url(start.url or self.poll.url, {**self.poll.params, **start.params})
+        url = request_url(start.url or self.poll.url, self._start_params())
         page = await self.walk.request(url, True, Send(start.method, start.body))
         body = await self.walk.check(page)
         self.out.pages += 1
@@ -212,8 +220,7 @@ class _DeltaWalk:
         send: Send | None
         if token is None:
             base = start.url if start is not None and start.url else self.poll.url
-            params.update(start.params if start is not None else {})
-            url = request_url(base, params)
+            url = request_url(base, self._start_params())
             send = Send(start.method, start.body) if start is not None else None
         else:
             url, send, params = self._send(self.delta.token, token, params)
