@@ -21,7 +21,7 @@ from bridge.poll.delta import DeltaMark
 from bridge.poll.describe import describe
 from bridge.poll.engine import Poller
 from bridge.runtime import Runtime
-from bridge.store.sqlite import SQLiteStore
+from bridge.store import Store
 from tests.poll.sync_providers import (
     DROPBOX_TOKEN,
     GOOGLE_TOKEN,
@@ -52,7 +52,7 @@ def config_of(poll: dict[str, Any]) -> Config:
 class Env:
     """A poller of one delta source against one simulation; its events and requests."""
 
-    def __init__(self, store: SQLiteStore, script: Script, base: str) -> None:
+    def __init__(self, store: Store, script: Script, base: str) -> None:
         self.store, self.script, self.base = store, script, base
         self.sims: list[DeltaSimulation] = []
         self.pollers: list[Poller] = []
@@ -103,8 +103,9 @@ def served() -> Iterator[tuple[Script, str]]:
 
 
 @pytest.fixture
-async def env(store: SQLiteStore, served: tuple[Script, str]) -> AsyncIterator[Env]:
-    e = Env(store, *served)
+async def env(any_store: Store, served: tuple[Script, str]) -> AsyncIterator[Env]:
+    """On SQLite and on PostgreSQL: the token is the poll state's opaque cursor in both."""
+    e = Env(any_store, *served)
     yield e
     for poller in e.pollers:
         await poller.stop(1.0)
