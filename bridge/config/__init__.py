@@ -8,9 +8,11 @@ Any mistake raises one `ConfigError` naming the file, the line and the key path,
 from bridge.config.loader import (
     MAX_VALUES,
     Path_,
+    Salvaged,
     dotted,
     load_config,
     parse_config,
+    salvage,
 )
 from bridge.config.models import (
     BudgetConfig,
@@ -83,6 +85,7 @@ __all__ = [
     "Path_",
     "PollConfig",
     "RetentionConfig",
+    "Salvaged",
     "Secrets",
     "ServerConfig",
     "Size",
@@ -97,4 +100,5 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "parse_size",
+    "salvage",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from bridge.config.keys import known_keys, suggestion
-from bridge.config.models import Config
+from bridge.config.models import Config, ServerConfig
 from bridge.config.presets import PresetError, expand
 from bridge.config.references import check_names, quote
 from bridge.config.values import SECRET_KEYS
@@ -140,6 +141,15 @@ class _Loaded:
                 return ""
 
         return _INTERP_RE.sub(replace, text)
+
+
+def resolve(text: str) -> str:
+    """`text` with each `${...}` resolved, outside any file; ConfigError if one cannot be."""
+
+    def error(message: str) -> ConfigError:
+        return ConfigError("", None, "", message)
+
+    return _INTERP_RE.sub(lambda match: _resolve(match.group(1), error), text)
 
 
 def _resolve(expr: str, error: Any) -> str:
@@ -488,3 +498,47 @@ def load_config(file: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(name, None, "", f"cannot read the file ({exc})") from None
     return parse_config(text, name, path.resolve())
+
+
+@dataclass(slots=True, frozen=True)
+class Salvaged:
+    """What a config file that does not load still says: each None when it does not say."""
+
+    database: str | None  # the database's location, resolved as `Config.database_path`
+    server: ServerConfig | None
+
+
+def salvage(file: str | os.PathLike[str]) -> Salvaged:
+    """Where a config file that does not load still says things are: its `database` and its
+    `server` section (each its default when the file has no such key), each taken only when
+    valid on its own, the rest of the file left out.
+
+    For the commands that read what a running bridge left behind (`bridge status`) when
+    the file has since been broken: a mistake elsewhere does not hide the database.
+    """
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loaded = _Loaded(str(file))
+        data = {} if node is None else loaded.build(node, ())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ConfigError):
+        return Salvaged(None, None)
+    if not isinstance(data, dict):
+        return Salvaged(None, None)
+    parts: dict[str, Any] = {}
+    for key in ("database", "server"):
+        # A value with a `${...}` that could not be filled is no value.
+        if key not in data or any(p[:1] == (key,) for p in loaded.blamed):
+            continue
+        try:
+            Config.model_validate({key: data[key]})
+        except ValidationError:
+            continue
+        parts[key] = data[key]
+    config = Config.model_validate({**parts, "path": path.resolve()})
+    # A key the file does not have is its default: what the daemon that read it used.
+    return Salvaged(
+        config.database_path if "database" in parts or "database" not in data else None,
+        config.server if "server" in parts or "server" not in data else None,
+    )

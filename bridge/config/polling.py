@@ -32,7 +32,9 @@ from bridge.timelayout import NAMED_PATTERNS, check_pattern
 class AdaptiveEvery(_Model):
     """An adaptive poll interval: fast right after a change, slower while nothing changes."""
 
+    # The interval right after a poll that found a change.
     min_s: Duration = Field(alias="min")
+    # The interval it grows to while nothing changes.
     max_s: Duration = Field(alias="max")
 
     @model_validator(mode="after")
@@ -74,6 +76,7 @@ Origin = Annotated[str, AfterValidator(_check_origin)]
 class LinkPages(_Model):
     """Pagination by `Link: <...>; rel="next"`, as a mapping: `{link: true, allow_origins}`."""
 
+    # `true`: follow the answer's `Link: <...>; rel="next"` header (RFC 8288).
     link: Literal[True]
     # Other origins whose pages are followed, with none of the source's headers, user-info
     # or configured parameters; any other origin is a fault.
@@ -83,6 +86,7 @@ class LinkPages(_Model):
 class NextUrlPages(_Model):
     """Pagination by a next-page URL found in the answer."""
 
+    # JMESPath to the next page's URL (relative or absolute) in the answer.
     next_url: JMESPath
     allow_origins: list[Origin] = []  # as in LinkPages
 
@@ -90,7 +94,9 @@ class NextUrlPages(_Model):
 class CursorPages(_Model):
     """Pagination by a cursor found in the answer, sent back as a query parameter."""
 
+    # JMESPath to the next page's cursor in the answer; none, "" or false ends the walk.
     cursor: JMESPath
+    # The query parameter the cursor is sent back in.
     param: str
 
 
@@ -101,7 +107,9 @@ Mode = Literal["snapshot", "incremental", "feed", "delta"]
 class IncrementalCursor(_Model):
     """Where an incremental poll starts: a watermark over an item field, sent as a parameter."""
 
+    # JMESPath to the item field the watermark follows (such as `updated_at`).
     field: JMESPath
+    # The query parameter the watermark is sent in.
     param: str
     # How the watermark is written back (bridge/timelayout.py): rfc3339, iso8601, sqlite,
     # unix, unix_ms or a strftime-style pattern. Not given: the layout of the upstream's own
@@ -133,14 +141,19 @@ class IncrementalCursor(_Model):
 class FeedAfter(_Model):
     """Ask the feed for what follows the last event seen, by its id in a query parameter."""
 
+    # The query parameter that carries the id of the last event seen.
     param: str
 
 
 class FeedConfig(_Model):
     """An append-only list of upstream events: each item is one event with its own id."""
 
+    # JMESPath to each feed item's event type.
     type: JMESPath
+    # Whether the feed lists the newest events first or the oldest.
     order: Literal["newest_first", "oldest_first"] = "newest_first"
+    # Ask for what follows the last event seen; without it each poll walks the pages from the
+    # newest to a page with an event already seen.
     after: FeedAfter | None = None
     # The id sent as `after` is the newest one at least this much older than the newest seen,
     # for feeds where events become visible late (Stripe: about a minute).
@@ -150,18 +163,21 @@ class FeedConfig(_Model):
 class TokenParam(_Model):
     """A token sent as a query parameter: `{param: syncToken}`."""
 
+    # The query parameter the token is sent in.
     param: str
 
 
 class TokenUrl(_Model):
     """A token that is itself the URL to ask (Microsoft Graph's `@odata.deltaLink`)."""
 
+    # `true`: the token is the URL to ask, on the source's origin.
     url: Literal[True]
 
 
 class TokenBody(_Model):
     """A token sent in a JSON body `{NAME: token}` (Dropbox's `list_folder/continue`)."""
 
+    # The key of the JSON body the token is sent in, with the source's `method` (POST).
     body: str
 
 
@@ -184,7 +200,9 @@ TokenSend = Annotated[
 class DeletedField(_Model):
     """An item is a deletion when `field` has `value`: `{field: status, value: cancelled}`."""
 
+    # JMESPath to the item field that marks a deletion.
     field: JMESPath
+    # The value of that field on a deleted item.
     value: str | int | bool
 
 
@@ -196,10 +214,15 @@ class DeltaStart(_Model):
     (Dropbox's `list_folder`, its `body` the listing's arguments).
     """
 
+    # The first walk's URL (default: the source's `url`).
     url: HttpURL | None = None
+    # The first walk's method (default: the source's `method`).
     method: str | None = None
+    # The first walk's query parameters; a `url` of its own is sent only these.
     params: dict[str, str | int | float | bool] = Field({}, repr=False)
+    # A JSON body sent with the first walk's request (Dropbox's `{path, recursive}`).
     body: dict[str, Any] | None = None
+    # JMESPath to the first token in the start's answer, which then lists no items.
     token: JMESPath | None = None
 
 
@@ -215,6 +238,7 @@ class DeltaConfig(_Model):
     page: TokenSend | None = None
     # The token to keep, in the last page.
     final: JMESPath
+    # The first walk, when it is not `url` without a token.
     start: DeltaStart | None = None
     # Which items are deletions: `{field, value}` or a JMESPath predicate (true: deleted).
     deleted: DeletedField | JMESPath | None = None
@@ -325,24 +349,39 @@ Pages = Annotated[
 class PollConfig(_Model):
     """How to poll an HTTP API that has no webhooks, and how to diff its answers."""
 
+    # The URL polled; a query string in it is kept, and `params` are merged into it.
     url: HttpURL
+    # The request's method.
     method: str = "GET"
+    # Request headers; their values are secrets (masked everywhere).
     headers: dict[str, SecretStr] = {}
     # Who the source is to its upstream (config/auth.py): sent to the source's own origin only.
     auth: AuthConfig | None = None
     # Query parameters often carry API keys: kept out of reprs and error messages.
     params: dict[str, str | int | float | bool] = Field({}, repr=False)
+    # Per request, from connecting to the last byte of the answer.
     timeout_s: Duration = Field(10.0, alias="timeout")
+    # The interval between polls, or `{min, max}` for an adaptive one.
     every: Every
+    # A random extra delay, from 0 to this, before each poll.
     jitter_s: Duration = Field(0.0, alias="jitter")
+    # JMESPath to the list of items in the answer; default: the answer is the list.
     items: JMESPath | None = None
+    # JMESPath to an item's key.
     id: JMESPath
+    # JMESPath to an item's version (such as `updated_at`); default: the hash of its JSON.
     version: JMESPath | None = None
+    # Field paths left out of an item's hash, for values that change on every answer.
     ignore: Annotated[list[JMESPath], BeforeValidator(_one_or_many)] = []
+    # JMESPath to when the change happened upstream (RFC 3339, Unix seconds or milliseconds).
     time: JMESPath | None = None
+    # Which changes become events.
     emit: Annotated[list[Change], BeforeValidator(_one_or_many)] = ["created", "updated", "deleted"]
+    # The event type template.
     type: str = "{source}.{change}"
+    # How to find the next page: `link`, `{next_url}` or `{cursor, param}`.
     pages: Pages | None = None
+    # The most pages one poll reads.
     max_pages: int = Field(100, ge=1)
     # What one poll may read, over all its pages, before it is a fault (`too_large`).
     max_bytes: Size = 64 * 1024 * 1024
@@ -351,13 +390,23 @@ class PollConfig(_Model):
     max_items: int = Field(1_000_000, ge=1)
     # Same-origin redirects only; a redirect to another origin is never followed.
     follow_redirects: bool = False
+    # `silent`: the first poll records the state and emits nothing; `emit`: `created` for every
+    # item.
     baseline: Literal["silent", "emit"] = "silent"
+    # A webhook source: when it accepts an event, poll this source at once.
     on_push: str | None = None
+    # `snapshot` (the whole list, diffed), `incremental` (with `cursor`), `feed` (with `feed`)
+    # or `delta` (with `delta`).
     mode: Mode = "snapshot"
+    # `mode: incremental`: the watermark and how it is sent.
     cursor: IncrementalCursor | None = None
+    # `mode: incremental`: how often a full walk finds the deletes and what the cursor missed.
     reconcile_s: Duration | None = Field(None, alias="reconcile")
+    # `mode: feed`: the upstream's list of events.
     feed: FeedConfig | None = None
+    # `mode: delta`: the delta or sync token, how it is sent, how the pages are walked.
     delta: DeltaConfig | None = None
+    # `mode: feed`: JMESPath to the subject of each event.
     subject: JMESPath | None = None
     # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
     # true with `pages` is right only when any change alters page 1 (newest-changed first).
@@ -367,6 +416,7 @@ class PollConfig(_Model):
     # The provider preset this source was expanded from (config/presets.py), and its
     # resource: shown by `bridge check`, no effect of their own.
     preset: str | None = None
+    # The preset's resource (such as `issues` or `charges`).
     resource: str | None = None
     # The name of a top-level `budgets` entry this source's requests count against.
     budget: str | None = None

@@ -1,8 +1,11 @@
-"""What the delivery engine says of an attempt in its log: one line, pure."""
+"""What the delivery engine says in its log of an attempt and of a circuit's change: one
+line each, pure."""
 
 from __future__ import annotations
 
-from bridge.events import Event
+from bridge.deliver.policy import Circuit
+from bridge.events import Event, format_time
+from bridge.logs import plural
 
 
 def attempt_line(
@@ -26,3 +29,20 @@ def attempt_line(
     if outcome == "delivered":
         return f"{line}, {max(done_ms - event.recorded_ms, 0)} ms after it was recorded"
     return f"{line}: {error}" if error else line
+
+
+def circuit_line(target: str, before: Circuit, after: Circuit, by: str | None = None) -> str | None:
+    """A circuit's change in words (None when its state did not change), `by` naming what
+    closed it when not an attempt (`reset`): `target me: circuit opened until ... after 5
+    failures`, `target me: circuit half-open: one probe`, `target me: circuit closed`."""
+    if before.state == after.state:
+        return None
+    if after.state == "open":
+        until = format_time(after.open_until_ms) if after.open_until_ms is not None else "?"
+        if before.state == "half_open":
+            return f"target {target}: circuit opened until {until} after the probe failed"
+        failures = plural(after.failures, "failure")
+        return f"target {target}: circuit opened until {until} after {failures}"
+    if after.state == "half_open":
+        return f"target {target}: circuit half-open: one probe"
+    return f"target {target}: circuit closed" + (f" by {by}" if by else "")

@@ -1,6 +1,6 @@
 """Local simulations of the REST APIs the poll presets speak, on tests/scripted_server.py.
 
-Each simulation answers as its provider documents (see the README's presets and the
+Each simulation answers as its provider documents (see docs/guides/presets.md and the
 providers' API references): its auth and version headers are checked (a request without
 them is answered 401 or 400 and kept in `refused`), its pagination is its own (GitHub's
 `Link` with `rel="next"` and `rel="last"` carrying the whole query; Stripe's `has_more` with
