@@ -200,6 +200,9 @@ def presets() -> None:
         for i, (name, how) in enumerate(preset.apis.items()):
             label = "api" if i == 0 else ""
             click.echo(f"  {label:10} {name + (' (default)' if i == 0 else ''):14}  {how}")
+        for i, (how, keys) in enumerate(preset.sign_in.items()):
+            label = "sign in" if i == 0 else "  or"
+            click.echo(f"  {label:10} {', '.join(keys)}: {how}")
         width = max(len(name) for name in preset.resources)
         for i, (name, how) in enumerate(preset.resources.items()):
             label = "resources" if i == 0 else ""

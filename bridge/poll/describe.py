@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
 from bridge.config.auth import AuthConfig, OAuth2Config
-from bridge.config.polling import AdaptiveEvery
+from bridge.config.polling import AdaptiveEvery, DeletedField, DeltaConfig, TokenBody, TokenParam
 from bridge.masking import mask_url
 from bridge.poll.modes import format_line
 
@@ -23,7 +23,8 @@ PUBLIC_HEADERS = frozenset(
 PUBLIC_PARAMS = frozenset(
     {
         "state", "sort", "direction", "per_page", "limit", "status", "order_by", "scope",
-        "labels", "type", "fields", "order", "page_size",
+        "labels", "type", "fields", "order", "page_size", "maxResults", "pageSize",
+        "includeRemoved",
     }
 )  # fmt: skip
 MASK = "***"
@@ -47,8 +48,13 @@ def request_line(poll: PollConfig) -> str:
         parts.append(f"{quote(poll.cursor.param, safe='[]')}={_watermark(poll)}")
     if poll.mode == "feed" and poll.feed is not None and poll.feed.after is not None:
         parts.append(f"{quote(poll.feed.after.param, safe='[]')}=<last event id seen>")
+    if poll.delta is not None and isinstance(poll.delta.token, TokenParam):
+        parts.append(f"{quote(poll.delta.token.param, safe='[]')}=<delta token kept>")
     method = "POST" if poll.graphql is not None else poll.method
-    return f"{method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
+    line = f"{method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
+    if poll.delta is not None and isinstance(poll.delta.token, TokenBody):
+        line += f" with {{{poll.delta.token.body}: <delta token kept>}}"
+    return line
 
 
 def _watermark(poll: PollConfig) -> str:
@@ -86,6 +92,37 @@ _OPERATIONS = ("query", "{")
 _PUBLIC_VARIABLES = frozenset({"first", "last", "limit", "sortKey", "reverse", "orderBy"})
 
 
+def _sent(how: object) -> str:
+    if isinstance(how, TokenParam):
+        return f"sent as {how.param}"
+    if isinstance(how, TokenBody):
+        return f"sent in a JSON body as {how.body}"
+    return "followed as a URL"
+
+
+def delta_line(delta: DeltaConfig) -> str:
+    """What a delta source keeps and how it walks (the token itself is never shown: a
+    Graph deltaLink carries a credential-like token)."""
+    if isinstance(delta.deleted, DeletedField):
+        deleted = f"{delta.deleted.field} == {delta.deleted.value!r}"
+    else:
+        deleted = delta.deleted or "never (upserts only)"
+    start = delta.start
+    if start is None:
+        first = "the url without a token"
+    elif start.token is not None:
+        first = f"the token at {start.token} of {mask_url(start.url or '')} (no items)"
+    else:
+        first = f"{start.method or ''} {mask_url(start.url or '')}".strip()
+    resync = ", ".join(str(code) for code in delta.resync_on) or "nothing"
+    return (
+        f"delta: token kept (masked), {_sent(delta.token)}; next page at {delta.next},"
+        f" {_sent(delta.page_send)}; the token to keep at {delta.final}; deleted when"
+        f" {deleted}; first walk: {first}; a full resync on {resync}"
+        + ("; an upsert merged over the stored item" if delta.merge else "")
+    )
+
+
 def headers_line(poll: PollConfig) -> str:
     """The configured headers, credentials masked."""
     shown = [
@@ -116,13 +153,17 @@ def mode_line(poll: PollConfig) -> str:
             else ", walked back to the last event seen"
         )
         return f"feed: {f.order}, type {f.type}{after}"
+    if poll.mode == "delta" and poll.delta is not None:
+        return delta_line(poll.delta)
     return "snapshot: the whole list, diffed against the stored snapshot"
 
 
 def pages_line(poll: PollConfig) -> str:
     """The pagination and whether conditional requests are sent."""
     pages = poll.pages
-    if pages is None:
+    if poll.delta is not None:
+        text = f"delta.next, at most {poll.max_pages} pages"
+    elif pages is None:
         text = "none"
     elif poll.is_link_paged:
         text = 'Link rel="next"'
