@@ -381,11 +381,11 @@ class Receiver:
 
 
 def _answer(event_id: str, *, duplicate: bool = False) -> bytes:
-    """The JSON body of a 2xx, built as bytes: an event id (`evt_` and base32) needs no
-    escaping, and the answer is on every accepted webhook."""
+    """The JSON body of a 2xx, built as bytes, as `json.dumps` writes it (the docs show it):
+    an event id (`evt_` and base32) needs no escaping, and the answer is on every webhook."""
     if duplicate:
-        return b'{"id":"' + event_id.encode() + b'","duplicate":true}'
-    return b'{"id":"' + event_id.encode() + b'"}'
+        return b'{"id": "' + event_id.encode() + b'", "duplicate": true}'
+    return b'{"id": "' + event_id.encode() + b'"}'
 
 
 def _log_accepted(event: Event, arrived_ms: int) -> None:
