@@ -284,3 +284,14 @@ def test_a_watchdog_abort_leaves_every_threads_stack(daemon) -> None:
     log = proc.log()
     assert "Fatal Python error: Aborted" in log, log
     assert "Current thread" in log, log
+
+
+def test_a_new_database_is_one_line_in_the_log_not_one_per_migration(daemon) -> None:
+    from bridge.store.sqlite.migrations import MIGRATIONS
+
+    proc = daemon("sources:\n  a: {webhook: {verify: none, allow_unsigned: true}}\n")
+    proc.terminate()
+    log = proc.log()
+    assert "applied migration" not in log
+    last = MIGRATIONS[-1][0]
+    assert log.count(f"created the schema: {len(MIGRATIONS)} migrations, up to {last}") == 1, log

@@ -157,8 +157,12 @@ class PostgresStore(
             await pool.close()
             self._pool = None
             raise
-        for name in applied:
-            log.info("applied migration %s", name)
+        if applied:
+            # One line, not one a migration: a new database applies every one of them.
+            fresh = applied[0] == MIGRATIONS[0][0]
+            log.info("%s: %d migration%s, up to %s",
+                     "created the schema" if fresh else "migrated the schema", len(applied),
+                     "" if len(applied) == 1 else "s", applied[-1])  # fmt: skip
 
     def close(self) -> None:
         runner, self._runner = self._runner, None

@@ -102,7 +102,12 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             conn.execute("ROLLBACK")
             raise
         applied.append(name)
-        log.info("applied migration %s", name)
+        log.debug("applied migration %s", name)
+    if applied:
+        # One line, not one a migration: a new database applies every one of them.
+        what = "created the schema" if not done else "migrated the schema"
+        log.info("%s: %d migration%s, up to %s", what, len(applied),
+                 "" if len(applied) == 1 else "s", applied[-1])  # fmt: skip
     return applied
 
 
