@@ -283,8 +283,13 @@ class Receiver:
             tracestate=inbound.state if inbound else None,
         )
         if self.runtime.tracer.is_exporting:
-            return await self._store_traced(source, event, headers, data, inbound, arrived_ms)
-        return await self._store(source, event, headers, data)
+            answer = await self._store_traced(source, event, headers, data, inbound, arrived_ms)
+        else:
+            answer = await self._store(source, event, headers, data)
+        self._repeats.passed(
+            (source.name, "store"), "source %s: webhooks are stored again", source.name
+        )
+        return answer
 
     async def _store_traced(
         self,
@@ -309,9 +314,6 @@ class Receiver:
             store.end(refusal.message)
             receive.end(refusal.message, {"http.response.status_code": refusal.status})
             raise
-        self._repeats.passed(
-            (source.name, "store"), "source %s: webhooks are stored again", source.name
-        )
         store.end(None, {"bridge.duplicate": status == 200})
         receive.end(None, {"http.response.status_code": status})
         return status, body
