@@ -96,6 +96,11 @@ class Repeats:
         for kind in [k for k in self._runs if match(k)]:
             del self._runs[kind]
 
+    @property
+    def has_failures(self) -> bool:
+        """Whether any kind failed since it last passed."""
+        return bool(self._runs)
+
     def is_failing(self, kind: Hashable) -> bool:
         """Whether `kind` has failed since it last passed."""
         return kind in self._runs
@@ -115,6 +120,11 @@ class RepeatLog:
         self.clock = clock
         # The last line printed of each kind failing now, said again with the count at a stop.
         self._last: dict[Hashable, tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
+
+    @property
+    def has_failures(self) -> bool:
+        """Whether any kind failed since it last passed (a hot path asks before `passed`)."""
+        return self.repeats.has_failures
 
     def warning(self, kind: Hashable, msg: str, *args: Any, **kwargs: Any) -> None:
         """Log `msg % args` at warning, unless a failure of `kind` was printed lately: then

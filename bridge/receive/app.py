@@ -286,10 +286,15 @@ class Receiver:
             answer = await self._store_traced(source, event, headers, data, inbound, arrived_ms)
         else:
             answer = await self._store(source, event, headers, data)
-        self._repeats.passed(
-            (source.name, "store"), "source %s: webhooks are stored again", source.name
-        )
+        self._stored(source)
         return answer
+
+    def _stored(self, source: WebhookSource) -> None:
+        """A webhook of `source` was stored: after failures, say once that they are again."""
+        if self._repeats.has_failures:  # rare: no work per request otherwise
+            self._repeats.passed(
+                (source.name, "store"), "source %s: webhooks are stored again", source.name
+            )
 
     async def _store_traced(
         self,
