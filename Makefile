@@ -4,18 +4,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: help install demo test test-reliability lint typecheck pytest chromium tools bench bench-quick clean
+.PHONY: help install demo test test-reliability lint typecheck pytest docs docs-strict chromium tools bench bench-quick clean
 
 help:
 	@echo "make demo   polling vs push, measured: a simulated upstream through the bridge (all local)"
-	@echo "make test   install everything into .venv, then ruff, mypy and pytest"
+	@echo "make test   install everything into .venv, then ruff, mypy, the docs (mkdocs --strict) and pytest"
 	@echo "make test-reliability   only the crash, fault and bad-input suite"
 	@echo "make bench  run the benchmarks (make bench-quick: under 2 minutes)"
+	@echo "make docs   write the reference pages from the code, build the documentation into site/"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing]'
+	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,14 +27,25 @@ demo: $(STAMP)
 	$(BIN)/bridge demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge tests bench docs/gen_reference.py docs/hooks.py
+	$(BIN)/ruff format --check bridge tests bench docs/gen_reference.py docs/hooks.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The documentation site (docs/, mkdocs.yml). `make docs` writes docs/reference/ from the code
+# first; `make test` builds what is committed, strictly: a broken link or anchor fails it (and
+# tests/test_docs.py fails when the committed reference differs from the code's).
+docs: $(STAMP)
+	$(BIN)/python docs/gen_reference.py
+	$(BIN)/mkdocs build --strict
+
+# Never with --quiet: mkdocs then stops counting warnings, and --strict lets every one through.
+docs-strict: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 # The browser tests (the status page, the admin pages) need Debian's chromium and
 # chromium-driver: install them when missing and we are root; never fail the build over it
@@ -55,6 +67,10 @@ $(TOOLS_STAMP):
 	@{ $(PYTHON) -m venv $(TOOLS)/venv && $(TOOLS)/venv/bin/pip install --quiet \
 		'localstripe==1.15.10' 'datasette==0.65.5'; } >/dev/null 2>&1 \
 		|| echo "could not install localstripe and datasette: their tests will skip"
+	@{ $(PYTHON) -m venv $(TOOLS)/graphql && $(TOOLS)/graphql/bin/pip install --quiet \
+		'strawberry-graphql==0.287.0' 'graphql-core>=3.2,<3.3' 'uvicorn>=0.29' \
+		'starlette>=0.37'; } >/dev/null 2>&1 \
+		|| echo "could not install strawberry-graphql: its tests will skip"
 	@command -v npm >/dev/null && (cd $(TOOLS) && npm install --silent --no-audit --no-fund \
 		--prefix node 'json-server-017@npm:json-server@0.17.4' \
 		'json-server-1@npm:json-server@1.0.0-beta.15') >/dev/null 2>&1 \
@@ -63,7 +79,7 @@ $(TOOLS_STAMP):
 
 tools: $(TOOLS_STAMP)
 
-test: lint typecheck chromium tools pytest
+test: lint typecheck docs-strict chromium tools pytest
 
 # The crash, fault and bad-input suite alone (make test runs it too).
 test-reliability: $(STAMP)
@@ -72,7 +88,7 @@ test-reliability: $(STAMP)
 # wrk (Debian's package) is optional: without it the aiohttp generator does the closed loop.
 # Debian's webhook (adnanh/webhook) is the peer of the `ingest vs peer` figure, optional too.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,bench]'
+	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,docs,bench]'
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk) >/dev/null 2>&1; } \
 		|| echo "wrk not installed: the aiohttp generator will do the closed loop"
@@ -88,4 +104,4 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) build site *.egg-info .pytest_cache .mypy_cache .ruff_cache

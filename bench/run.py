@@ -3,7 +3,8 @@
 Each figure is measured against a baseline taken in the same run, on the same machine, a few
 seconds apart, because the machine is shared and noisy: the ratio is what to read. The
 table goes to the terminal, the rows and the machine to `bench/results.json` (quick runs:
-`bench/results-quick.json`). `--markdown FILE` prints a results file as the README's table.
+`bench/results-quick.json`). `--markdown FILE` prints a results file as the table of
+`docs/benchmarks.md`; `--docs FILE` puts it there.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+PAGE = HERE.parent / "docs" / "benchmarks.md"  # the page whose "Latest results" is the table
 
 
 def replace_marked(text: str, table_md: str) -> str:
@@ -143,7 +145,7 @@ def replace_marked(text: str, table_md: str) -> str:
     head, sep, rest = text.partition(START)
     _, sep2, tail = rest.partition(END)
     if not sep or not sep2:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
+        raise SystemExit(f"{PAGE.relative_to(HERE.parent)} has no {START} ... {END} markers")
     return f"{head}{START}\n{table_md}\n{END}{tail}"
 
 
@@ -163,10 +165,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--markdown", type=Path, metavar="FILE", help="Print FILE (results JSON) as Markdown."
     )
     parser.add_argument(
-        "--readme",
+        "--docs",
+        "--readme",  # its name when the table was in the README
+        dest="docs",
         type=Path,
         metavar="FILE",
-        help="Put FILE (results JSON) as the table in README.md between its bench markers.",
+        help="Put FILE (results JSON) as the table in docs/benchmarks.md between its markers.",
     )
     return parser.parse_args(argv)
 
@@ -174,8 +178,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the figures asked for; print the table; write the results. Exit 1 if one failed."""
     args = parse_args(argv)
-    if args.markdown or args.readme:
-        source = args.markdown or args.readme
+    if args.markdown or args.docs:
+        source = args.markdown or args.docs
         try:
             rendered = markdown(json.loads(source.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -184,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.markdown:
             print(rendered)
         else:
-            readme = HERE.parent / "README.md"
-            readme.write_text(replace_marked(readme.read_text(), rendered))
+            PAGE.write_text(replace_marked(PAGE.read_text(), rendered))
         return 0
     console = Console(width=160)
     settings = Settings.quick_run() if args.quick else Settings.full_run()

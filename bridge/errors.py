@@ -101,10 +101,12 @@ class StartupError(BridgeError):
 
 
 class MissingExtra(BridgeError):
-    """A feature needs an optional dependency (an extra such as `bridge[plot]`) not installed."""
+    """A feature needs an optional dependency (an extra such as `plot`) not installed."""
 
     def __init__(self, feature: str, module: str, extra: str) -> None:
+        # The distribution is installed from its checkout: no index has it under this name.
         super().__init__(
-            f"{feature} needs {module}, which is not installed: pip install 'bridge[{extra}]'"
+            f"{feature} needs {module}, which is not installed:"
+            f" pip install '.[{extra}]' (from the bridge's checkout)"
         )
         self.extra = extra

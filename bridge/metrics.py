@@ -4,8 +4,8 @@ Every label value is bounded by the config or by the code: source, target and bu
 names, and short words from fixed sets (outcome, origin, reason, result). None comes from request or
 upstream data: an event's type is chosen by whoever sends or serves it (20,000 types once
 made 20,034 series), so events are counted by source and origin only; `bridge events --type`
-and the status page break them down by type. Every metric is listed, with its labels, in the
-README ("Guarantees and faults").
+and the status page break them down by type. Every metric is listed, with its labels, in
+docs/reference/metrics.md, which docs/gen_reference.py writes from this module.
 """
 
 from __future__ import annotations

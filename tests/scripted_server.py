@@ -58,6 +58,12 @@ class Seen:
     path: str  # with its query string, as sent
     headers: dict[str, str]
     at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
+    body: bytes = b""  # a POST's body
+    method: str = "GET"
+
+    def json(self) -> Any:
+        """The body as JSON (a GraphQL POST's query and variables)."""
+        return json.loads(self.body)
 
     @property
     def query(self) -> str:
@@ -93,7 +99,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()})
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body=body,
+                    method=self.command)  # fmt: skip
         with self.script.lock:
             self.script.seen.append(seen)
             route = self.script.routes.get(self.path) or self.script.routes.get(

@@ -264,3 +264,28 @@ def test_max_wait_defaults_to_an_hour_and_origins_are_normalized() -> None:
     assert config.limits.max_wait_s == 600
     assert config.sources["s"].poll.allow_origins == ["https://cdn.example.com:443"]  # type: ignore[union-attr]
     assert parse_config("").limits.max_wait_s == 3600
+
+
+def test_auth_and_credentials_are_checked_in_one_run(tmp_path: Path) -> None:
+    from bridge.errors import ConfigErrors
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "credentials:\n"
+        "  graph:\n"
+        "    oauth2: {token_url: 'http://127.0.0.1:1/t', client_id: x, client_secret: y}\n"
+        "sources:\n"
+        "  a:\n"
+        "    poll: {url: 'http://127.0.0.1:1/a', every: 1m, id: id, auth: {credential: grahp}}\n"
+        "  b:\n"
+        "    poll: {url: 'http://127.0.0.1:1/a', every: 1m, id: id,"
+        " auth: {bearer: t, header: {X-Key: k}}}\n"
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert 'c.yaml:6: sources.a.poll.auth.credential: "grahp" is not a credential' in text
+    assert 'did you mean "graph"?' in text
+    assert "c.yaml:8: sources.b.poll.auth: auth needs exactly one of" in text
+    assert "(has bearer, header)" in text
+    assert "'t'" not in text and "k}" not in text

@@ -1,6 +1,10 @@
-"""The README against the code: every metric name it lists is served by `/metrics`, every
-`bridge` command it shows exists, every config key it names is a key of the config, and the
-quickstart's commands, taken from the README, run as written against a real `bridge run`."""
+"""The README and the guides under docs/ against the code: every metric name they list is
+served by `/metrics` (and every served metric is named in one of them), every `bridge`
+command they show exists, every config key they name is a key of the config, and the
+quickstart's commands, taken from the README, run as written against a real `bridge run`.
+
+The generated reference (docs/reference/) is checked against the code by tests/test_docs.py;
+it is left out here, so that a metric the guides forget is still noticed."""
 
 from __future__ import annotations
 
@@ -25,14 +29,18 @@ from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+# The hand-written pages: every docs/**/*.md but the generated reference.
+DOCS = ROOT / "docs"
+GUIDES = sorted(p for p in DOCS.rglob("*.md") if p.relative_to(DOCS).parts[0] != "reference")
+TEXT = "\n".join([README, *(p.read_text() for p in GUIDES)])
 TOP_KEYS = set(known_keys(Config, ()))
 # Names of the form bridge_x that the README gives and that are no metric.
 NOT_METRICS = {"bridge_session"}  # the admin pages' cookie
 
 
 def metric_names() -> set[str]:
-    """The metric names the README mentions."""
-    return set(re.findall(r"\bbridge_[a-z_]+[a-z]\b", README)) - NOT_METRICS
+    """The metric names the README and the guides mention."""
+    return set(re.findall(r"\bbridge_[a-z_]+[a-z]\b", TEXT)) - NOT_METRICS
 
 
 def served_names() -> set[str]:
@@ -53,7 +61,7 @@ def served_names() -> set[str]:
 
 def test_every_metric_the_readme_names_is_served() -> None:
     named = metric_names()
-    assert named, "the README lists no metric"
+    assert named, "the README and the guides list no metric"
     assert sorted(named - served_names()) == []
 
 
@@ -79,8 +87,8 @@ WORDS = r"bridge ([a-z][a-z-]*(?: [a-z][a-z-]*)?)"
 
 def readme_commands() -> set[tuple[str, ...]]:
     """The command words of each `bridge ...` in inline code and in shell blocks."""
-    found = {tuple(m.split()) for m in re.findall(r"`" + WORDS, README)}
-    for block in re.findall(r"```(?:sh|console|bash)\n(.*?)```", README, re.S):
+    found = {tuple(m.split()) for m in re.findall(r"`" + WORDS, TEXT)}
+    for block in re.findall(r"```(?:sh|console|bash)\n(.*?)```", TEXT, re.S):
         found |= {tuple(m.split()) for m in re.findall(r"^\s*(?:\$ )?" + WORDS, block, re.M)}
     return found
 
@@ -96,6 +104,17 @@ def test_every_command_the_readme_shows_exists() -> None:
     assert ("event", "show") in shown
 
 
+def test_every_link_of_the_readme_leads_to_a_file() -> None:
+    # The pages' own links are checked by `mkdocs build --strict` (make test); the README is
+    # no page of the site, so its map of the docs is checked here.
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 20  # the map of the docs
+    assert sorted(link for link in local if not (ROOT / link).exists()) == []
+    mapped = {(ROOT / link).resolve() for link in local}
+    assert sorted(str(p.relative_to(ROOT)) for p in GUIDES if p.resolve() not in mapped) == []
+
+
 def _is_key_path(path: tuple[str, ...]) -> bool:
     """True when each step of `path` is a key the config accepts at that place."""
     for i, key in enumerate(path):
@@ -108,7 +127,7 @@ def _is_key_path(path: tuple[str, ...]) -> bool:
 
 
 def test_every_dotted_config_key_the_readme_names_exists() -> None:
-    names = re.findall(r"`([a-z_]+(?:\.[A-Za-z_]+)+)`", README)
+    names = re.findall(r"`([a-z_]+(?:\.[A-Za-z_]+)+)`", TEXT)
     paths = [tuple(n.split(".")) for n in names if n.split(".")[0] in TOP_KEYS]
     # `sources.NAME.poll.every`: NAME (upper case) stands for any name.
     bad = [
@@ -133,7 +152,7 @@ def _yaml_keys(value: object, path: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 def test_every_key_of_the_readme_s_whole_config_examples_exists() -> None:
     bad = []
-    for block in re.findall(r"```yaml\n(.*?)```", README, re.S):
+    for block in re.findall(r"```yaml\n(.*?)```", TEXT, re.S):
         try:
             data = yaml.safe_load(block)
         except yaml.YAMLError:

@@ -175,17 +175,19 @@ def demo(
 
     The upstream changes items at random times; the bridge polls it every --every and also
     receives its pushed webhooks, then delivers everything, signed, to a local target that
-    verifies each signature. Prints the latency table and writes demo-latency.png.
+    verifies each signature; it also polls a list that never changes, to show what that
+    costs. Prints the latency tables and, with the `plot` extra, writes demo-latency.png
+    into --dir.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bridge.compare.view import print_report, require_plot, write_plot
-    from bridge.demo.run import DemoOptions, run_demo
+    from bridge.compare.view import MEANINGS, has_plot, print_report, quiet_line, write_plot
+    from bridge.demo.run import QUIET_SOURCE, DemoOptions, run_demo
+    from bridge.errors import MissingExtra
 
     if every <= 0 or duration <= 0:
         raise click.BadParameter("--duration and --every must be more than 0")
-    require_plot()
     err = Console(stderr=True)
     options = DemoOptions(
         duration_s=duration, every_s=every, rate_per_s=rate, folder=folder, drop=drop
@@ -203,7 +205,7 @@ def demo(
             bar.update(task, completed=done, total=total, description=line)
 
         result = asyncio.run(run_demo(options, on_progress, bar.console.print))
-    plot = write_plot(result.report, Path("demo-latency.png"))
+    plot = write_plot(result.report, folder / "demo-latency.png") if has_plot() else None
     out = Console()
     if as_json:
         click.echo(jsontext.dumps(result.report.to_json(), indent=2))
@@ -211,13 +213,21 @@ def demo(
         print_report(result.report, out)
     target = result.target
     say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    for meaning in MEANINGS:
+        say(meaning)
+    quiet = quiet_line(result.report, QUIET_SOURCE, result.ran_s)
+    if quiet is not None:
+        say(f"quiet:    {quiet}")
     say(
         f"target:   {target.valid} deliveries with a valid signature, {target.invalid} invalid"
         f" (every request kept in {result.received_path})"
     )
     if drop:
         _say_merge(say, result, target)
-    say(f"picture:  {plot.resolve()}")
+    if plot is not None:
+        say(f"picture:  {plot.resolve()}")
+    else:
+        say(f"picture:  not drawn: {MissingExtra('it', 'matplotlib', 'plot')}")
     say(f"config:   {result.config_path}")
     say(f"database: {result.database_path}  (log: {result.log_path})")
     say(f"look again with: bridge latency -c {result.config_path}")

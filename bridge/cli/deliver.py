@@ -1,12 +1,19 @@
-"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target enable|disable`.
+"""CLI commands for delivery: `deliveries`, `redeliver`, `targets`, `target
+enable|disable|reset`.
 
 They work on the database directly, with or without a running daemon: a running daemon sees
-requeued deliveries on its next scan and an enabled target within a second.
+requeued deliveries on its next scan, and an enabled, disabled or reset target within a
+second. Each command that changes something logs one line to stderr, as the admin pages'
+buttons do (who: the user running it); a redelivery names every target whose circuit is open
+(its deliveries wait until the cool-down ends or `bridge target reset`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
+import logging
+import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -27,10 +34,13 @@ from bridge.cli.edge import (
     url_masker,
 )
 from bridge.config import Config
+from bridge.deliver import circuit
 from bridge.events import format_time, now_ms
 from bridge.logs import plural
 from bridge.store import Store, open_store
 from bridge.store.base import DeliveryRow, TargetState
+
+log = logging.getLogger("bridge.cli")
 
 T = TypeVar("T")
 STATUSES = ("pending", "delivered", "failed", "dead")
@@ -44,6 +54,24 @@ def with_store(config: Config, fn: Callable[[Store], Coroutine[Any, Any, T]]) ->
         return asyncio.run(fn(store))
     finally:
         store.close()
+
+
+def _who() -> str:
+    """Who runs the command, for its log line: the user's name, or its id."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
+
+
+def log_action(config: Config, message: str) -> None:
+    """One line on stderr for a change a command made (`cli: USER MESSAGE`), at info, as the
+    admin pages' buttons log theirs; every secret of the config masked."""
+    if not logging.getLogger().handlers:
+        from bridge import logs
+
+        logs.configure("info", "text", logs.config_secrets(config))
+    log.info("cli: %s %s", _who(), message)
 
 
 def _check_target(config: Config, target: str | None) -> None:
@@ -165,6 +193,28 @@ def _echo_queued(as_json: bool, out: dict[str, Any], text: str) -> None:
     click.echo(jsontext.dumps(out, indent=2) if as_json else text)
 
 
+def _held(config: Config, target: str | None) -> list[TargetState]:
+    """The targets (`target`, or every one) with deliveries waiting behind an open circuit."""
+
+    async def read(store: Store) -> tuple[dict[str, TargetState], dict[str, dict[str, int]]]:
+        return await store.target_states(), await store.delivery_counts(("pending", "failed"))
+
+    states, counts = with_store(config, read)
+    names = [target] if target is not None else list(config.targets)
+    return circuit.held(states, [n for n in names if counts.get(n)], now_ms())
+
+
+def _echo_redelivered(
+    config: Config, as_json: bool, out: dict[str, Any], text: str, target: str | None
+) -> None:
+    """Say what was queued and which open circuits hold it; log the change."""
+    log_action(config, f"redelivered {'to ' + target if target else 'to every target'}: {text}")
+    held = _held(config, target) if out.get("queued") else []
+    out["circuit"] = [circuit.held_json(s) for s in held]
+    lines = [text, *(circuit.held_text(s) for s in held)]
+    _echo_queued(as_json, out, "\n".join(lines))
+
+
 @click.command()
 @config_option
 @click.argument("event_ids", nargs=-1, metavar="EVENT_ID...")
@@ -204,8 +254,8 @@ def redeliver(
                          f"would queue {plural(len(rows), 'dead delivery')} again")  # fmt: skip
             return
         count = with_store(config, lambda s: s.redeliver_dead(target, now_ms()))
-        _echo_queued(as_json, {"queued": count},
-                     f"queued {plural(count, 'dead delivery')} again")  # fmt: skip
+        _echo_redelivered(config, as_json, {"queued": count},
+                          f"queued {plural(count, 'dead delivery')} again", target)  # fmt: skip
         return
     if since is not None:
         filters = {"source": source, "type": type_}
@@ -225,8 +275,8 @@ def redeliver(
             return
     counts = with_store(config, lambda s: s.redeliver(list(event_ids), target, now_ms()))
     queued = sum(counts.values())
-    _echo_queued(as_json, {"events": len(event_ids), "queued": queued},
-                 f"queued {plural(queued, 'delivery')} again")  # fmt: skip
+    _echo_redelivered(config, as_json, {"events": len(event_ids), "queued": queued},
+                      f"queued {plural(queued, 'delivery')} again", target)  # fmt: skip
     missing = [i for i in event_ids if not counts.get(i)]
     if missing and since is None:
         where = f" to {target}" if target else ""
@@ -236,7 +286,7 @@ def redeliver(
 def _health(state: TargetState, at_ms: int) -> str:
     if state.disabled_ms is not None:
         return f"disabled since {format_time(state.disabled_ms)} ({state.disabled_reason})"
-    if state.circuit == "open" and state.open_until_ms and state.open_until_ms > at_ms:
+    if state.is_open(at_ms) and state.open_until_ms is not None:
         return f"failing: circuit open until {format_time(state.open_until_ms)}"
     if state.circuit != "closed" or state.failures:
         return f"failing ({state.failures} failures in a row)"
@@ -271,6 +321,7 @@ def targets(config_path: str, as_json: bool) -> None:
                 "health": _health(state, at_ms) if target else "removed from the config",
                 "enabled": state.disabled_ms is None,
                 "circuit": state.circuit,
+                "open_until": _time(state.open_until_ms) if state.is_open(at_ms) else None,
                 "failures": state.failures,
                 "backlog": by_status.get("pending", 0) + by_status.get("failed", 0),
                 "dead": by_status.get("dead", 0),
@@ -304,10 +355,35 @@ def enable(config_path: str, name: str, as_json: bool) -> None:
     """Enable a target disabled by a 410 Gone answer or `target disable`, and close its circuit."""
     config = read_config(config_path)
     _check_target(config, name)
-    was_disabled = with_store(config, lambda s: s.enable_target(name))
-    text = f"target {name} enabled" if was_disabled else f"target {name} was enabled already"
-    out = {"target": name, "enabled": True, "changed": was_disabled}
+    before = with_store(config, lambda s: s.enable_target(name))
+    text = circuit.enable_text(name, before)
+    log_action(config, f"enabled target {name}: {circuit.enable_detail(before)}")
+    out = {
+        "target": name,
+        "enabled": True,
+        "changed": before.disabled_ms is not None,
+        "circuit_closed": circuit.closed_circuit(before),
+    }
     click.echo(jsontext.dumps(out, indent=2) if as_json else text)
+
+
+@target.command()
+@config_option
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@handle_errors
+def reset(config_path: str, name: str, as_json: bool) -> None:
+    """Close a target's circuit now and send its backlog ("Retry now" on the admin pages).
+
+    Its waiting deliveries become due at once, retries scheduled later included; a disabled
+    target stays disabled. A running daemon sees it within a second.
+    """
+    config = read_config(config_path)
+    _check_target(config, name)
+    done = with_store(config, lambda s: s.reset_target(name, now_ms()))
+    text = circuit.reset_text(name, done)
+    log_action(config, f"reset target {name}: {circuit.reset_detail(name, done)}")
+    click.echo(jsontext.dumps(circuit.reset_json(name, done), indent=2) if as_json else text)
 
 
 @target.command()
@@ -325,6 +401,9 @@ def disable(config_path: str, name: str, as_json: bool) -> None:
     reason = "disabled by `bridge target disable`"
     was_enabled = with_store(config, lambda s: s.disable_target(name, reason, now_ms()))
     text = f"target {name} disabled" if was_enabled else f"target {name} was disabled already"
+    log_action(
+        config, f"disabled target {name}: it was {'enabled' if was_enabled else 'disabled already'}"
+    )
     out = {"target": name, "enabled": False, "changed": was_enabled}
     click.echo(jsontext.dumps(out, indent=2) if as_json else text)
 

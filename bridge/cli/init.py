@@ -18,7 +18,7 @@ from bridge import jsontext
 
 STARTER = """\
 # The bridge's config, written by `bridge init`. Check it with `bridge check -c {name}`,
-# run it with `bridge run -c {name}`. The README's reference tables list every key.
+# run it with `bridge run -c {name}`. docs/reference/config.md lists every key.
 #
 # ${{VAR:-default}} reads the environment variable VAR, else uses the default after ":-".
 # The defaults below were drawn at random for this file; in production set the variables

@@ -172,8 +172,14 @@ def presets() -> None:
 
     for preset in PRESETS.values():
         click.echo(f"{preset.name}: {preset.summary}")
-        click.echo(f"  needs      resource, {', '.join(preset.required)}")
-        click.echo(f"  optional   {', '.join(preset.optional)}")
+        # A preset of one resource does not ask for it.
+        needs = preset.required if len(preset.resources) == 1 else ("resource", *preset.required)
+        click.echo(f"  needs      {', '.join(needs)}")
+        if preset.optional:
+            click.echo(f"  optional   {', '.join(preset.optional)}")
+        for i, (name, how) in enumerate(preset.apis.items()):
+            label = "api" if i == 0 else ""
+            click.echo(f"  {label:10} {name + (' (default)' if i == 0 else ''):14}  {how}")
         width = max(len(name) for name in preset.resources)
         for i, (name, how) in enumerate(preset.resources.items()):
             label = "resources" if i == 0 else ""

@@ -33,7 +33,7 @@ def check_summary(config_path: str, config: Config) -> dict[str, Any]:
                 {
                     "name": name,
                     "kind": "poll",
-                    "method": p.method,
+                    "method": "POST" if p.graphql is not None else p.method,
                     "url": shown(p.url),
                     "every": every_text(p),
                     "request": dict(describe(p)),

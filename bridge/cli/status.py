@@ -1,12 +1,21 @@
 """`bridge status`: the summary of sources and targets in the terminal, or as JSON.
 
 A budget's use is known only to the running daemon: it is read from its `/api/status` (at
-`server.listen`, with `server.admin_token`), and shown as unknown when no daemon answers.
+`server.listen`, with `server.admin_token`, or at `--url`), and shown as unknown when no
+daemon answers.
+
+A config file that does not load (edited since the daemon started) does not stop it: one
+line says what is wrong with it, and the status is read from what is still known, the
+database (`--database`, else the broken file's `database` if that part still reads) and the
+running daemon (`--url`, else the broken file's `server` section), every source with a poll
+state or events in the database listed, the daemon's refused reload shown. The exit status
+is then 0 (the JSON carries `config_error`); 2 only when no database can be named.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +23,9 @@ import click
 
 from bridge import jsontext
 from bridge.budgets import BudgetUse
-from bridge.cli.daemon_api import daemon_status
+from bridge.cli.daemon_api import admin_headers, base_url, status_at
 from bridge.cli.edge import (
-    config_for_reading,
+    ConfigFailure,
     config_option,
     database_option,
     handle_errors,
@@ -26,9 +35,10 @@ from bridge.cli.edge import (
 from bridge.cli.edge import (
     console as edge_console,
 )
-from bridge.config import Config
-from bridge.errors import StoreError
+from bridge.config import Config, load_config, salvage
+from bridge.errors import ConfigError, StoreError
 from bridge.events import format_time
+from bridge.masking import mask_url
 from bridge.status.summary import (
     BudgetSummary,
     SourceSummary,
@@ -176,28 +186,106 @@ def with_iso_times(value: Any) -> Any:
     return out
 
 
+@dataclass(slots=True, frozen=True)
+class Sources:
+    """Where `bridge status` reads from: the config (a stand-in when it does not load), the
+    database, the running daemon's address and headers, and why the config was not used."""
+
+    config: Config
+    database: str
+    url: str | None  # the running daemon's base URL; None: not asked
+    headers: dict[str, str]
+    config_error: str | None = None
+
+
+def _sources(config_path: str, database: str | None, url: str | None) -> Sources:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        return _fallback(config_path, database, url, exc)
+    if database is not None:
+        config = config.model_copy(update={"database": database, "path": None})
+    return Sources(config, config.database_path, url or base_url(config.server),
+                   admin_headers(config))  # fmt: skip
+
+
+def _fallback(config_path: str, database: str | None, url: str | None, exc: ConfigError) -> Sources:
+    """The sources of a status when the config does not load: what is still known."""
+    missing = str(exc).endswith("no such file")
+    salvaged = salvage(config_path)
+    location = database or (None if missing else salvaged.database)
+    if location is None:
+        raise ConfigFailure(str(exc))
+    server = None if missing else salvaged.server
+    if url is None and server is not None:
+        url = base_url(server)
+    headers = admin_headers(server) if server is not None else {}
+    config = Config().model_copy(update={"database": location, "path": None})
+    return Sources(config, config.database_path, url, headers, None if missing else str(exc))
+
+
+def _one_line(error: str) -> str:
+    """The config's mistakes in one line: the first, and how many more."""
+    first, *more = error.splitlines()
+    return first + (f" and {len(more)} more" if more else "")
+
+
+def _fallback_line(where: Sources, answered: bool) -> str:
+    """`bridge: config not used (MISTAKE and N more); status from DB and the bridge at URL`."""
+    assert where.config_error is not None
+    url = mask_url(where.url) if where.url else None
+    daemon = (
+        f" and the bridge at {url}" if answered
+        else f" (no bridge answered at {url})" if url else ""
+    )  # fmt: skip
+    return (
+        f"bridge: config not used ({_one_line(where.config_error)}); status from"
+        f" {where.database}{daemon}"
+    )
+
+
 @click.command()
 @config_option
 @database_option
+@click.option(
+    "--url",
+    metavar="URL",
+    help="The running bridge (http://HOST:PORT) to ask for what only it knows, instead of"
+    " the one at the config's server.listen.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @handle_errors
-def status(config_path: str, database: str | None, as_json: bool) -> None:
+def status(config_path: str, database: str | None, url: str | None, as_json: bool) -> None:
     """Show each source's last poll or receive and each target's health, backlog and dead.
 
     Times are ISO 8601 in UTC; the JSON has each also in milliseconds (`last_poll_ms`). A
-    reload the running daemon refused is shown until one is applied.
+    reload the running daemon refused is shown until one is applied. A config file that no
+    longer loads is named in one line, and the status read from the database (`--database`,
+    else the file's `database` if still readable) and the running bridge (`--url`, else the
+    file's `server.listen`): exit status 0, `config_error` in the JSON.
     """
-    config = config_for_reading(config_path, database)
-    location = config.database_path
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
+    where = _sources(config_path, database, url)
+    config, location = where.config, where.database
     if "://" not in location and location != ":memory:" and not Path(location).exists():
         raise StoreError(f"no database at {location}: the bridge has not run with this config")
     config_less = is_config_less(config)
-    reported = None if config_less else daemon_status(config, DAEMON_TIMEOUT_S)
+    reported = status_at(where.url, where.headers, DAEMON_TIMEOUT_S) if where.url else None
+    if where.config_error:
+        say(_fallback_line(where, reported is not None), err=True)
     store = open_store(location)
     store.open()
     try:
         summary = asyncio.run(
-            collect(config, store, daemon_budgets(config, reported), from_store=config_less)
+            collect(
+                config,
+                store,
+                daemon_budgets(config, reported),
+                from_store=config_less,
+                kinds=reported_kinds(reported) if config_less else None,
+                targets_known=reported_targets(reported) if config_less else (),
+            )
         )
     finally:
         store.close()
@@ -205,6 +293,7 @@ def status(config_path: str, database: str | None, as_json: bool) -> None:
     if as_json:
         out = with_iso_times(summary.to_dict())
         out["reload_error"] = reload_error
+        out["config_error"] = where.config_error
         out["holds"] = reported.get("holds", []) if reported else []
         click.echo(jsontext.dumps(out, indent=2))
         return
@@ -214,3 +303,27 @@ def status(config_path: str, database: str | None, as_json: bool) -> None:
     for hold in reported.get("holds", []) if reported else []:
         until, why = hold["until"], hold["why"]
         click.echo(f"{hold['source']}: held back by the upstream until {until} ({why})")
+
+
+def reported_kinds(reported: dict[str, Any] | None) -> dict[str, str]:
+    """Each source the daemon's `/api/status` lists, and its kind."""
+    if reported is None or not isinstance(reported.get("sources"), list):
+        return {}
+    return {
+        s["name"]: s["kind"]
+        for s in reported["sources"]
+        if isinstance(s, dict)
+        and isinstance(s.get("name"), str)
+        and s.get("kind") in ("poll", "webhook", "merge")
+    }
+
+
+def reported_targets(reported: dict[str, Any] | None) -> list[str]:
+    """Each target the daemon's `/api/status` lists."""
+    if reported is None or not isinstance(reported.get("targets"), list):
+        return []
+    return [
+        t["name"]
+        for t in reported["targets"]
+        if isinstance(t, dict) and isinstance(t.get("name"), str)
+    ]

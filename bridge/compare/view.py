@@ -148,10 +148,39 @@ def print_report(report: LatencyReport, console: Console | None = None) -> None:
     console.print(Group(*parts))
 
 
+def has_plot() -> bool:
+    """Whether matplotlib (the `plot` extra) is installed."""
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        return False
+
+
 def require_plot() -> None:
     """Raise `MissingExtra` unless matplotlib (the `plot` extra) is installed."""
-    if importlib.util.find_spec("matplotlib") is None:
+    if not has_plot():
         raise MissingExtra("the latency picture", "matplotlib", "plot")
+
+
+# What the report's words mean, one line each, for readers meeting them the first time.
+MEANINGS = (
+    "detection: from a change upstream to the bridge recording it (a poll finds it next time)",
+    "delivery:  from the bridge recording an event to the target accepting it",
+    "lead:      how much earlier push recorded a change than polling did",
+)
+
+
+def quiet_line(report: LatencyReport, source: str, seconds: float) -> str | None:
+    """What polling `source`, whose list never changed, cost: its requests, all wasted."""
+    found = next((s for s in report.sources if s.source == source and s.polls), None)
+    if found is None or found.polls is None:
+        return None
+    polls = found.polls
+    return (
+        f"{source} never changed: {polls.requests} requests in {seconds:.0f} s, {polls.events}"
+        f" events found ({polls.empty_polls} polls found nothing after the first,"
+        f" {polls.not_modified} answered 304): requests a webhook would not have needed"
+    )
 
 
 # Latencies under this are drawn at it: a logarithmic axis has no zero.

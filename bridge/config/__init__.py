@@ -8,9 +8,11 @@ Any mistake raises one `ConfigError` naming the file, the line and the key path,
 from bridge.config.loader import (
     MAX_VALUES,
     Path_,
+    Salvaged,
     dotted,
     load_config,
     parse_config,
+    salvage,
 )
 from bridge.config.models import (
     BudgetConfig,
@@ -34,11 +36,15 @@ from bridge.config.polling import (
     DeletesConfig,
     Every,
     FeedConfig,
+    GraphQLPageInfo,
+    GraphQLPages,
+    GraphQLQuery,
     IncrementalCursor,
     LinkPages,
     NextUrlPages,
     Pages,
     PollConfig,
+    RequestConfig,
 )
 from bridge.config.values import (
     DEFAULT_RETRY_S,
@@ -70,6 +76,9 @@ __all__ = [
     "Duration",
     "Every",
     "FeedConfig",
+    "GraphQLPageInfo",
+    "GraphQLPages",
+    "GraphQLQuery",
     "HttpURL",
     "IncrementalCursor",
     "JMESPath",
@@ -80,7 +89,9 @@ __all__ = [
     "Pages",
     "Path_",
     "PollConfig",
+    "RequestConfig",
     "RetentionConfig",
+    "Salvaged",
     "Secrets",
     "ServerConfig",
     "Size",
@@ -95,4 +106,5 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "parse_size",
+    "salvage",
 ]

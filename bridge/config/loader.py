@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from bridge.config.keys import known_keys, suggestion
-from bridge.config.models import Config
+from bridge.config.models import Config, ServerConfig
 from bridge.config.presets import PresetError, expand
 from bridge.config.references import check_names, quote
 from bridge.config.values import SECRET_KEYS
@@ -140,6 +141,15 @@ class _Loaded:
                 return ""
 
         return _INTERP_RE.sub(replace, text)
+
+
+def resolve(text: str) -> str:
+    """`text` with each `${...}` resolved, outside any file; ConfigError if one cannot be."""
+
+    def error(message: str) -> ConfigError:
+        return ConfigError("", None, "", message)
+
+    return _INTERP_RE.sub(lambda match: _resolve(match.group(1), error), text)
 
 
 def _resolve(expr: str, error: Any) -> str:
@@ -283,7 +293,7 @@ def _is_branch_tag(part: str, before: list[str | int]) -> bool:
         return True
     if part in ("float", "int", "str", "bool", "list"):
         return True
-    tags = ("fixed", "adaptive", "link", "links", "next_url", "cursor")
+    tags = ("fixed", "adaptive", "link", "links", "next_url", "cursor", "graphql")
     return part in tags and bool(before) and before[-1] in ("every", "pages")
 
 
@@ -317,6 +327,49 @@ def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:
             if line is not None:
                 loaded.lines[(*where, key)] = line
         out[name] = {**source, "poll": expanded}
+    return {**data, "sources": out}
+
+
+# The largest GraphQL query file read.
+MAX_QUERY_BYTES = 1024 * 1024
+
+
+def _read_query_files(data: dict[str, Any], loaded: _Loaded, folder: Path) -> dict[str, Any]:
+    """Each `request.graphql.query_file` read into `query` (relative to `folder`, the config
+    file's): a file that cannot be read, or a `query` beside it, is a mistake at its line."""
+    sources = data.get("sources")
+    if not isinstance(sources, dict):
+        return data
+    out = dict(sources)
+    for name, source in sources.items():
+        poll = source.get("poll") if isinstance(source, dict) else None
+        request = poll.get("request") if isinstance(poll, dict) else None
+        graphql = request.get("graphql") if isinstance(request, dict) else None
+        if not isinstance(graphql, dict) or graphql.get("query_file") is None:
+            continue
+        assert isinstance(poll, dict) and isinstance(request, dict)
+        where: Path_ = ("sources", name, "poll", "request", "graphql", "query_file")
+        file = graphql["query_file"]
+        if "query" in graphql:
+            loaded.report(where, "give query or query_file, not both")
+            del out[name]  # left out: it would only add mistakes that follow from this one
+            loaded.left_out.add(name)
+            continue
+        path = folder / Path(str(file)).expanduser()
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_QUERY_BYTES + 1)
+            if len(raw) > MAX_QUERY_BYTES:
+                raise ValueError(f"larger than {MAX_QUERY_BYTES} bytes")
+            query = raw.decode()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            loaded.report(where, f"cannot read {str(path)!r} ({why})")
+            del out[name]
+            loaded.left_out.add(name)
+            continue
+        graphql = {**graphql, "query": query}
+        out[name] = {**source, "poll": {**poll, "request": {**request, "graphql": graphql}}}
     return {**data, "sources": out}
 
 
@@ -381,6 +434,7 @@ def parse_config(text: str, file: str = "config.yaml", path: Path | None = None)
     if not data and not loaded.mistakes:
         notes.append(f"{file}: the file is empty: nothing is polled, received or delivered")
     data = _expand_presets(data, loaded)
+    data = _read_query_files(data, loaded, path.parent if path is not None else Path.cwd())
     config = _validate({**data, "notes": tuple(notes)}, path, loaded)
     if config is not None:
         check_names(config, loaded)
@@ -475,3 +529,47 @@ def load_config(file: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(name, None, "", f"cannot read the file ({exc})") from None
     return parse_config(text, name, path.resolve())
+
+
+@dataclass(slots=True, frozen=True)
+class Salvaged:
+    """What a config file that does not load still says: each None when it does not say."""
+
+    database: str | None  # the database's location, resolved as `Config.database_path`
+    server: ServerConfig | None
+
+
+def salvage(file: str | os.PathLike[str]) -> Salvaged:
+    """Where a config file that does not load still says things are: its `database` and its
+    `server` section (each its default when the file has no such key), each taken only when
+    valid on its own, the rest of the file left out.
+
+    For the commands that read what a running bridge left behind (`bridge status`) when
+    the file has since been broken: a mistake elsewhere does not hide the database.
+    """
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loaded = _Loaded(str(file))
+        data = {} if node is None else loaded.build(node, ())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ConfigError):
+        return Salvaged(None, None)
+    if not isinstance(data, dict):
+        return Salvaged(None, None)
+    parts: dict[str, Any] = {}
+    for key in ("database", "server"):
+        # A value with a `${...}` that could not be filled is no value.
+        if key not in data or any(p[:1] == (key,) for p in loaded.blamed):
+            continue
+        try:
+            Config.model_validate({key: data[key]})
+        except ValidationError:
+            continue
+        parts[key] = data[key]
+    config = Config.model_validate({**parts, "path": path.resolve()})
+    # A key the file does not have is its default: what the daemon that read it used.
+    return Salvaged(
+        config.database_path if "database" in parts or "database" not in data else None,
+        config.server if "server" in parts or "server" not in data else None,
+    )

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.auth import Credential
 from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
@@ -48,7 +49,10 @@ _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]
 class ServerConfig(_Model):
     """Where the HTTP server listens, and the token that guards the admin routes."""
 
+    # HOST:PORT of the HTTP server: webhooks, the status page, the admin pages, the API.
     listen: str = "127.0.0.1:8080"
+    # Guards the status page, the admin pages and the API (bearer token or login); without it they
+    # answer only on a loopback-only server, to local clients.
     admin_token: SecretStr | None = None
     # How long an admin pages' session lasts after the login (the cookie's expiry).
     admin_session_s: Duration = Field(12 * 3600.0, alias="admin_session", gt=0)
@@ -131,19 +135,38 @@ DEFAULT_TOKEN_HEADER = "X-Webhook-Token"  # noqa: S105 (a header name)
 class WebhookConfig(_Model):
     """How to accept and verify webhooks pushed by a provider."""
 
+    # The URL path that receives this source's webhooks (unique across sources); default
+    # /hooks/NAME.
     path: str | None = None
+    # The scheme that checks each request's signature, token or credentials.
     verify: Verify
+    # One secret or a list; every one is tried, so a rotation is: add the new one, reload, switch
+    # the provider, remove the old one. Required unless `verify: none`.
     secrets: Secrets = []
+    # Must be true for `verify: none` (a source that accepts anything).
     allow_unsigned: bool = False
+    # How far a signed timestamp may be from now, either way (Standard Webhooks, Stripe, Slack).
     tolerance_s: Duration = Field(300.0, alias="tolerance")
+    # `verify: hmac`: the header that holds the signature; `verify: token`: the header that holds
+    # the token (default X-Webhook-Token).
     header: str | None = None
+    # `verify: hmac`: the hash of the HMAC over the raw body.
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    # `verify: hmac`: how the signature is written.
     encoding: Literal["hex", "base64"] = "hex"
+    # `verify: hmac` and `token`: the text before the signature or token in its header (`sha256=`,
+    # `Token `).
     prefix: str = ""
+    # JMESPath over `{headers: {lower-cased name: value}, body}`: the provider's id of the event
+    # (duplicates are dropped by it); default: the scheme's or preset's.
     id: JMESPath | None = None
+    # JMESPath over headers and body: the event's type; default: the scheme's or preset's.
     type: JMESPath | None = None
+    # JMESPath over headers and body: the event's subject.
     subject: JMESPath | None = None
+    # JMESPath over headers and body: when the change happened upstream.
     time: JMESPath | None = None
+    # Larger bodies are refused with 413 before they are read.
     max_body: Size = 1024 * 1024
     # The item's version in a `merge` with `match: version` (JMESPath over headers and body).
     version: JMESPath | None = None
@@ -183,7 +206,9 @@ class WebhookConfig(_Model):
 class SourceConfig(_Model):
     """A source of events: either polled (`poll`) or pushed to the bridge (`webhook`)."""
 
+    # A polled source: the bridge asks an HTTP API on a schedule and diffs the answers.
     poll: PollConfig | None = None
+    # A pushed source: the provider posts webhooks to the bridge.
     webhook: WebhookConfig | None = None
 
     @model_validator(mode="after")
@@ -242,18 +267,24 @@ def _check_standard_webhooks_keys(values: list[SecretStr]) -> None:
 class CircuitConfig(_Model):
     """When a failing target's circuit opens, and for how long."""
 
+    # Failed attempts in a row that open the circuit.
     failures: int = Field(5, ge=1)
+    # How long an open circuit sends nothing new before one probe; a failed probe doubles it.
     cooldown_s: Duration = Field(30.0, alias="cooldown")
+    # The longest the cooldown grows.
     max_cooldown_s: Duration = Field(600.0, alias="max_cooldown")
 
 
 class TargetConfig(_Model):
     """Where events are delivered, signed as Standard Webhooks."""
 
+    # Where to POST each delivery.
     url: HttpURL
     # Written `secrets`, like a webhook source's (the old spelling `secret` still works).
     secret: Annotated[Secrets, AfterValidator(check_target_secrets)] = Field(alias="secrets")
+    # Globs on the event type: the target gets the events that match one.
     events: OneOrMany = ["*"]
+    # Only events of these sources (or merges); default: every source.
     sources: OneOrMany | None = None
     # JMESPath over the whole CloudEvent: the event goes to the target only when truthy.
     filter: JMESPath | None = None
@@ -261,15 +292,24 @@ class TargetConfig(_Model):
     transform: JMESPath | None = None
     # `subject`: deliveries of one subject go one at a time, in the order recorded.
     ordering: Literal["none", "subject"] = "none"
+    # A client certificate for mutual TLS, and a private CA to trust.
     tls: TLSConfig | None = None
+    # Extra request headers (secret: masked everywhere).
     headers: dict[str, SecretStr] = {}
+    # `structured`: the CloudEvent as the JSON body; `binary`: its `data` as the body, the rest as
+    # ce-* headers.
     format: Literal["structured", "binary"] = "structured"
+    # Per request, from connecting to the end of the answer.
     timeout_s: Duration = Field(15.0, alias="timeout")
+    # The delays before each retry; after the last one the delivery is dead.
     retry_s: Annotated[list[Duration], BeforeValidator(_one_or_many)] = Field(
         DEFAULT_RETRY_S, alias="retry"
     )
+    # The most requests in flight to this target.
     concurrency: int = Field(16, ge=1)
+    # The most requests per second; default: no limit.
     rate: float | None = Field(None, gt=0)
+    # The circuit breaker: when a failing target is left alone, and for how long.
     circuit: CircuitConfig = CircuitConfig()
 
     @model_validator(mode="after")
@@ -293,15 +333,20 @@ def _has_userinfo(url: str) -> bool:
 class ComparePair(_Model):
     """Two sources that see the same upstream changes, one polled and one pushed."""
 
+    # The polled source.
     poll: str
+    # The webhook source that sees the same upstream changes.
     push: str
 
 
 class MergeConfig(_Model):
     """A provider's webhooks and its polled API as one source: one event per upstream change."""
 
+    # The merged source's name: targets name it in `sources`; its events carry it as `source`.
     name: str
     sources: list[str] = Field(min_length=2, max_length=2)  # a webhook and a polled source
+    # What makes a webhook and a poll the same change: the upstream `id` alone, or the id and its
+    # `version`.
     match: Literal["id", "version"]
 
 
@@ -311,7 +356,9 @@ class RetentionConfig(_Model):
     `events: 0` keeps every event forever.
     """
 
+    # How long an event is kept after it was recorded, once all its deliveries succeeded.
     events_s: Duration = Field(30 * 86400.0, alias="events")
+    # How often old events are deleted.
     every_s: Duration = Field(3600.0, alias="every", gt=0)
     # The delay before the first pruning after a start; tests shorten it.
     first_s: Duration = Field(60.0, alias="first")
@@ -320,7 +367,9 @@ class RetentionConfig(_Model):
 class BudgetConfig(_Model):
     """A request budget shared by the sources that name it: at most `requests` per `per`."""
 
+    # How many requests the window allows, over every source that names the budget.
     requests: int = Field(ge=1)
+    # The window the requests are counted over (sliding).
     per_s: Duration = Field(alias="per", gt=0)
 
 
@@ -338,15 +387,28 @@ class LimitsConfig(_Model):
 class Config(_Model):
     """The whole config file."""
 
+    # The SQLite file, relative to the config file's folder, or a postgresql:// URL.
     database: str = "bridge.db"
+    # The HTTP server: where it listens, who may use its pages, its connection limits.
     server: ServerConfig = ServerConfig()
+    # The sources of events, by name: each polled or pushed.
     sources: dict[str, SourceConfig] = {}
+    # Where events are delivered, by name.
     targets: dict[str, TargetConfig] = {}
+    # Pairs of a polled and a pushed source that see the same upstream changes, compared by
+    # `bridge latency`.
     compare: list[ComparePair] = []
+    # A webhook source and a polled source of one upstream, merged into one source.
     merge: list[MergeConfig] = []
+    # Request budgets shared by the polled sources that name them.
     budgets: dict[str, BudgetConfig] = {}
+    # OAuth2 clients shared by polled sources (`auth: {credential: NAME}`): one token each.
+    credentials: dict[str, Credential] = {}
+    # How long the bridge waits when an upstream or a target asks it to.
     limits: LimitsConfig = LimitsConfig()
+    # How long events are kept.
     retention: RetentionConfig = RetentionConfig()
+    # Export spans to an OpenTelemetry collector (the `tracing` extra).
     tracing: TracingConfig | None = None
     # Set by load_config: where the file was, so relative paths resolve against it.
     path: Path | None = Field(None, exclude=True)

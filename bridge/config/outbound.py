@@ -62,10 +62,13 @@ class TLSConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # The client certificate (PEM): a path relative to the config file, or the PEM text.
     cert: str | None = None
+    # The client certificate's private key (PEM): a path, or the text (`${credential:NAME}`).
     key: SecretStr | None = None
     # The passphrase of an encrypted `key`.
     key_password: SecretStr | None = None
+    # A private CA to trust instead of the system's (PEM): a path, or the text.
     ca: str | None = None
 
     @model_validator(mode="after")
@@ -169,7 +172,9 @@ class TracingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # The collector's OTLP/HTTP traces URL.
     otlp: str
+    # The service name the spans carry.
     service_name: str = "bridge"
 
     @model_validator(mode="after")

@@ -3,6 +3,11 @@
 Three modes: `snapshot` diffs the whole list, `incremental` asks for what changed since a
 watermark (`cursor`), `feed` reads an append-only list of upstream events (`feed`). Which
 keys belong to which mode is in `MODE_KEYS`; the loader names a key used in another mode.
+
+Two kinds of request: a plain one (`method`, `url`, `params`), or a GraphQL query POSTed as
+JSON (`request: {graphql: {query, variables}}`), whose `items` and `pages` are read inside the
+answer's `data`. Two formats of answer: JSON (`format: json`, the default), or a feed
+(`format: feed`: RSS, Atom or JSON Feed, read into entries by bridge/poll/feeds.py).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.auth import AuthConfig
 from bridge.config.values import Duration, HttpURL, JMESPath, Size, _Model, _one_or_many, field_path
 from bridge.timelayout import NAMED_PATTERNS, check_pattern
 
@@ -30,7 +36,9 @@ from bridge.timelayout import NAMED_PATTERNS, check_pattern
 class AdaptiveEvery(_Model):
     """An adaptive poll interval: fast right after a change, slower while nothing changes."""
 
+    # The interval right after a poll that found a change.
     min_s: Duration = Field(alias="min")
+    # The interval it grows to while nothing changes.
     max_s: Duration = Field(alias="max")
 
     @model_validator(mode="after")
@@ -72,6 +80,7 @@ Origin = Annotated[str, AfterValidator(_check_origin)]
 class LinkPages(_Model):
     """Pagination by `Link: <...>; rel="next"`, as a mapping: `{link: true, allow_origins}`."""
 
+    # `true`: follow the answer's `Link: <...>; rel="next"` header (RFC 8288).
     link: Literal[True]
     # Other origins whose pages are followed, with none of the source's headers, user-info
     # or configured parameters; any other origin is a fault.
@@ -81,6 +90,7 @@ class LinkPages(_Model):
 class NextUrlPages(_Model):
     """Pagination by a next-page URL found in the answer."""
 
+    # JMESPath to the next page's URL (relative or absolute) in the answer.
     next_url: JMESPath
     allow_origins: list[Origin] = []  # as in LinkPages
 
@@ -88,8 +98,41 @@ class NextUrlPages(_Model):
 class CursorPages(_Model):
     """Pagination by a cursor found in the answer, sent back as a query parameter."""
 
+    # JMESPath to the next page's cursor in the answer; none, "" or false ends the walk.
     cursor: JMESPath
+    # The query parameter the cursor is sent back in.
     param: str
+
+
+class GraphQLPageInfo(_Model):
+    """A Relay connection's pages: `has_next` and `cursor` read inside `data`, the cursor sent
+    as the GraphQL variable `variable` of the next request."""
+
+    has_next: JMESPath
+    cursor: JMESPath
+    variable: str = "after"
+
+
+class GraphQLPages(_Model):
+    """Pagination of a GraphQL request, as a mapping: `{graphql: {has_next, cursor, variable}}`."""
+
+    graphql: GraphQLPageInfo
+
+
+class GraphQLQuery(_Model):
+    """A GraphQL query POSTed as JSON `{"query", "variables"}`. `query_file` names a file (the
+    loader reads it into `query`, relative to the config file's folder)."""
+
+    query: str = Field(min_length=1)
+    query_file: str | None = None
+    # Variables may carry identifiers a reader should not see in a repr, as params may.
+    variables: dict[str, Any] = Field({}, repr=False)
+
+
+class RequestConfig(_Model):
+    """What a poll sends beyond `method`, `url` and `params`: `{graphql: {...}}`."""
+
+    graphql: GraphQLQuery
 
 
 Change = Literal["created", "updated", "deleted"]
@@ -97,10 +140,18 @@ Mode = Literal["snapshot", "incremental", "feed"]
 
 
 class IncrementalCursor(_Model):
-    """Where an incremental poll starts: a watermark over an item field, sent as a parameter."""
+    """Where an incremental poll starts: a watermark over an item field, sent as a query
+    parameter (`param`) or, for a GraphQL request, as a variable (`variable`)."""
 
+    # JMESPath to the item field the watermark follows (such as `updated_at`).
     field: JMESPath
-    param: str
+    # The query parameter the watermark is sent in (or `variable`, for a GraphQL request).
+    param: str | None = None
+    # The GraphQL variable the watermark is sent in.
+    variable: str | None = None
+    # What is sent, `{value}` standing for the watermark as written: Shopify's search syntax
+    # takes `updated_at:>'{value}'`. Not given: the watermark alone.
+    template: str | None = None
     # How the watermark is written back (bridge/timelayout.py): rfc3339, iso8601, sqlite,
     # unix, unix_ms or a strftime-style pattern. Not given: the layout of the upstream's own
     # values, so an API that compares the cursor as text finds what it should.
@@ -127,18 +178,40 @@ class IncrementalCursor(_Model):
             raise ValueError("must be more than 0")
         return value
 
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: str | None) -> str | None:
+        if value is not None and "{value}" not in value:
+            raise ValueError("needs {value} where the watermark goes")
+        return value
+
+    @model_validator(mode="after")
+    def _check_target(self) -> IncrementalCursor:
+        if (self.param is None) == (self.variable is None):
+            raise ValueError("needs param (a query parameter) or variable (a GraphQL variable)")
+        return self
+
+    def sent(self, text: str) -> str:
+        """What is sent for the watermark written as `text`."""
+        return self.template.replace("{value}", text) if self.template else text
+
 
 class FeedAfter(_Model):
     """Ask the feed for what follows the last event seen, by its id in a query parameter."""
 
+    # The query parameter that carries the id of the last event seen.
     param: str
 
 
 class FeedConfig(_Model):
     """An append-only list of upstream events: each item is one event with its own id."""
 
+    # JMESPath to each feed item's event type.
     type: JMESPath
+    # Whether the feed lists the newest events first or the oldest.
     order: Literal["newest_first", "oldest_first"] = "newest_first"
+    # Ask for what follows the last event seen; without it each poll walks the pages from the
+    # newest to a page with an event already seen.
     after: FeedAfter | None = None
     # The id sent as `after` is the newest one at least this much older than the newest seen,
     # for feeds where events become visible late (Stripe: about a minute).
@@ -185,6 +258,18 @@ class DeletesConfig(_Model):
         return (2, AUTO_MOST_WALKS) if pages > 1 else (1, 1)
 
 
+# What `format: feed` fills in when not written (see bridge/poll/feeds.py for the entries'
+# fields): the key, the version (`updated`, else `published`, else the whole entry), the
+# time, and no deletes (a feed keeps only its newest entries).
+FEED_DEFAULTS: dict[str, Any] = {
+    "id": "id",
+    "version": "updated || published || @",
+    "time": "updated || published",
+    "emit": ["created", "updated"],
+}
+# With `mode: feed`, each new entry is one event of this type.
+FEED_MODE_FEED: dict[str, Any] = {"type": "'feed.entry'", "order": "newest_first"}
+
 # The keys of `poll` that only one mode takes.
 MODE_KEYS: dict[str, frozenset[str]] = {
     "snapshot": frozenset(),
@@ -214,9 +299,13 @@ def _pages_kind(value: Any) -> str:
     if isinstance(value, dict):
         if "link" in value:
             return "links"
+        if "graphql" in value:
+            return "graphql"
         return "next_url" if "next_url" in value else "cursor"
     if isinstance(value, LinkPages):
         return "links"
+    if isinstance(value, GraphQLPages):
+        return "graphql"
     if isinstance(value, NextUrlPages):
         return "next_url"
     return "cursor" if isinstance(value, CursorPages) else "link"
@@ -230,7 +319,8 @@ Pages = Annotated[
     Annotated[Literal["link"], Tag("link")]
     | Annotated[LinkPages, Tag("links")]
     | Annotated[NextUrlPages, Tag("next_url")]
-    | Annotated[CursorPages, Tag("cursor")],
+    | Annotated[CursorPages, Tag("cursor")]
+    | Annotated[GraphQLPages, Tag("graphql")],
     Discriminator(_pages_kind),
 ]
 
@@ -238,22 +328,39 @@ Pages = Annotated[
 class PollConfig(_Model):
     """How to poll an HTTP API that has no webhooks, and how to diff its answers."""
 
+    # The URL polled; a query string in it is kept, and `params` are merged into it.
     url: HttpURL
+    # The request's method.
     method: str = "GET"
+    # Request headers; their values are secrets (masked everywhere).
     headers: dict[str, SecretStr] = {}
+    # Who the source is to its upstream (config/auth.py): sent to the source's own origin only.
+    auth: AuthConfig | None = None
     # Query parameters often carry API keys: kept out of reprs and error messages.
     params: dict[str, str | int | float | bool] = Field({}, repr=False)
+    # Per request, from connecting to the last byte of the answer.
     timeout_s: Duration = Field(10.0, alias="timeout")
+    # The interval between polls, or `{min, max}` for an adaptive one.
     every: Every
+    # A random extra delay, from 0 to this, before each poll.
     jitter_s: Duration = Field(0.0, alias="jitter")
+    # JMESPath to the list of items in the answer; default: the answer is the list.
     items: JMESPath | None = None
+    # JMESPath to an item's key.
     id: JMESPath
+    # JMESPath to an item's version (such as `updated_at`); default: the hash of its JSON.
     version: JMESPath | None = None
+    # Field paths left out of an item's hash, for values that change on every answer.
     ignore: Annotated[list[JMESPath], BeforeValidator(_one_or_many)] = []
+    # JMESPath to when the change happened upstream (RFC 3339, Unix seconds or milliseconds).
     time: JMESPath | None = None
+    # Which changes become events.
     emit: Annotated[list[Change], BeforeValidator(_one_or_many)] = ["created", "updated", "deleted"]
+    # The event type template.
     type: str = "{source}.{change}"
+    # How to find the next page: `link`, `{next_url}` or `{cursor, param}`.
     pages: Pages | None = None
+    # The most pages one poll reads.
     max_pages: int = Field(100, ge=1)
     # What one poll may read, over all its pages, before it is a fault (`too_large`).
     max_bytes: Size = 64 * 1024 * 1024
@@ -262,12 +369,20 @@ class PollConfig(_Model):
     max_items: int = Field(1_000_000, ge=1)
     # Same-origin redirects only; a redirect to another origin is never followed.
     follow_redirects: bool = False
+    # `silent`: the first poll records the state and emits nothing; `emit`: `created` for every
+    # item.
     baseline: Literal["silent", "emit"] = "silent"
+    # A webhook source: when it accepts an event, poll this source at once.
     on_push: str | None = None
+    # `snapshot` (the whole list, diffed), `incremental` (with `cursor`) or `feed` (with `feed`).
     mode: Mode = "snapshot"
+    # `mode: incremental`: the watermark and how it is sent.
     cursor: IncrementalCursor | None = None
+    # `mode: incremental`: how often a full walk finds the deletes and what the cursor missed.
     reconcile_s: Duration | None = Field(None, alias="reconcile")
+    # `mode: feed`: the upstream's list of events.
     feed: FeedConfig | None = None
+    # `mode: feed`: JMESPath to the subject of each event.
     subject: JMESPath | None = None
     # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
     # true with `pages` is right only when any change alters page 1 (newest-changed first).
@@ -277,13 +392,45 @@ class PollConfig(_Model):
     # The provider preset this source was expanded from (config/presets.py), and its
     # resource: shown by `bridge check`, no effect of their own.
     preset: str | None = None
+    # The preset's resource (such as `issues` or `charges`).
     resource: str | None = None
     # The name of a top-level `budgets` entry this source's requests count against.
     budget: str | None = None
+    # A GraphQL query instead of a plain request (see RequestConfig).
+    request: RequestConfig | None = None
+    # How the answer is read: JSON, or a feed (RSS, Atom, JSON Feed) read into entries.
+    format: Literal["json", "feed"] = "json"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feed_defaults(cls, data: Any) -> Any:
+        """A feed's entries have known fields: their key, version and time need not be
+        written; and a feed keeps only its newest entries, so by default an entry that is no
+        longer in it is not a delete (see FEED_DEFAULTS)."""
+        if isinstance(data, dict) and data.get("format") == "feed":
+            defaults = dict(FEED_DEFAULTS)
+            if data.get("mode") == "feed":
+                defaults = {"id": "id", "time": "published || updated", "feed": FEED_MODE_FEED}
+            return {**defaults, **data}
+        return data
+
+    @property
+    def graphql(self) -> GraphQLQuery | None:
+        """The GraphQL query this source POSTs, if it is one."""
+        return self.request.graphql if self.request is not None else None
+
+    @property
+    def keeps_missing(self) -> bool:
+        """Whether a key missing from a walk stays in the snapshot, never a delete: a feed
+        (newest first, truncated) unless `emit` asks for deletes."""
+        return self.format == "feed" and "deleted" not in self.emit
 
     @property
     def sends_validators(self) -> bool:
-        """Whether polls send the validators of the previous answer."""
+        """Whether polls send the validators of the previous answer (never with a GraphQL
+        POST, which no cache answers)."""
+        if self.request is not None:
+            return False
         return self.conditional if self.conditional is not None else self.pages is None
 
     @property
@@ -325,11 +472,29 @@ class PollConfig(_Model):
             raise ValueError("reconcile must be more than 0")
         if self.resource is not None and self.preset is None:
             raise ValueError("resource needs preset")
+        self._check_request()
         check = self.deletes.check
         if check is not None and _origin(urljoin(self.url, check)) != _origin(self.url):
             # The check carries the source's headers: never to another host.
             raise ValueError("deletes.check must be on the origin of url")
         return self
+
+    def _check_request(self) -> None:
+        graphql = self.request is not None
+        if isinstance(self.pages, GraphQLPages) and not graphql:
+            raise ValueError("pages: {graphql: ...} needs request: {graphql: ...}")
+        if graphql and self.pages is not None and not isinstance(self.pages, GraphQLPages):
+            raise ValueError("a GraphQL request pages with pages: {graphql: ...} only")
+        if graphql and "method" in self.model_fields_set and self.method.upper() != "POST":
+            raise ValueError("a GraphQL request is a POST: leave out method")
+        if graphql and self.format == "feed":
+            raise ValueError("format: feed reads a feed, not a GraphQL answer")
+        if self.cursor is not None and self.cursor.variable is not None and not graphql:
+            raise ValueError("cursor.variable needs request: {graphql: ...} (else use param)")
+        if self.format == "feed" and self.items is not None:
+            raise ValueError("format: feed reads the feed's entries: leave out items")
+        if self.format == "feed" and self.mode == "incremental":
+            raise ValueError("format: feed takes mode: snapshot or mode: feed")
 
     @field_validator("every")
     @classmethod

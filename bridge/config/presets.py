@@ -1,7 +1,8 @@
 """Provider presets for polled sources: `poll: {preset: NAME, ...}` as plain poll keys.
 
 A preset turns a few keys (`repo`, `shop`, `project`, `resource`, `token`, `api_url`,
-`api_version`) into the documented mechanics of one provider's REST API: the URL, the
+`api_version`, `api`) into the documented mechanics of one provider's API (REST, or
+Shopify's GraphQL Admin API with `api: graphql`; any feed's URL for `feed`): the URL, the
 headers (auth, media type, API version), the query, the pagination, the mode and its cursor
 or feed, the item's key, version and time. Every key stays the user's to override: a key the
 user writes wins over the preset's; for `headers`, `params`, `cursor` and `feed` the user's
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -26,13 +27,14 @@ from bridge.config.keys import suggestion
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 
 # The keys a preset reads; they are not keys of `poll` itself (except `preset`, `resource`).
-INPUT_KEYS = frozenset({"repo", "shop", "project", "token", "api_url", "api_version"})
+INPUT_KEYS = frozenset({"repo", "shop", "project", "token", "api_url", "api_version", "api"})
 # Keys whose mappings are merged entry by entry rather than replaced.
 _MERGED = ("headers", "params", "cursor", "feed")
 
 _REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
 _SHOP_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.myshopify\.com)?\Z")
 _VERSION_RE = re.compile(r"\d{4}-\d{2}\Z|unstable\Z")
+_API_RE = re.compile(r"(rest|graphql)\Z")
 
 
 class PresetError(ValueError):
@@ -71,6 +73,8 @@ class Preset:
     optional: tuple[str, ...]
     resources: Mapping[str, str]
     build: Callable[[Inputs], dict[str, Any]]
+    # The APIs a preset speaks (`api: NAME`), the first the default, and how each polls.
+    apis: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -200,11 +204,72 @@ def _stripe(inputs: Inputs) -> dict[str, Any]:
 SHOPIFY_API_VERSION = "2025-10"
 
 
+# The fields each GraphQL resource asks for: what a change event carries as `data`.
+SHOPIFY_FIELDS = {
+    "products": "id title handle status vendor productType tags createdAt updatedAt",
+    "orders": (
+        "id name createdAt updatedAt cancelledAt closedAt displayFinancialStatus"
+        " displayFulfillmentStatus totalPriceSet { shopMoney { amount currencyCode } }"
+    ),
+    "customers": "id firstName lastName displayName state tags createdAt updatedAt",
+}
+# Nodes a page asks for: Shopify's most, and a query cost of about 252 points, well under
+# the 1,000 a single query may cost.
+SHOPIFY_FIRST = 250
+
+
+def shopify_query(resource: str) -> str:
+    """The GraphQL query of a Shopify resource: a Relay connection filtered by `query`,
+    sorted by update, paged by `after`."""
+    name = resource.capitalize()
+    return (
+        f"query {name}($first: Int!, $after: String, $query: String) {{\n"
+        f"  {resource}(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{\n"
+        f"    nodes {{ {SHOPIFY_FIELDS[resource]} }}\n"
+        "    pageInfo { hasNextPage endCursor }\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def _shopify_graphql(base: str, version: str, inputs: Inputs) -> dict[str, Any]:
+    resource = inputs.resource
+    return {
+        "url": f"{base}/admin/api/{version}/graphql.json",
+        "headers": {"X-Shopify-Access-Token": inputs.need("token")},
+        "request": {
+            "graphql": {"query": shopify_query(resource), "variables": {"first": SHOPIFY_FIRST}}
+        },
+        # The watermark goes into the search syntax of the `query` argument; the cost budget
+        # of `extensions.cost` paces the pages and the polls.
+        "mode": "incremental",
+        "cursor": {
+            **{k: v for k, v in _since("updatedAt", "").items() if k != "param"},
+            "variable": "query",
+            "template": "updated_at:>'{value}'",
+        },
+        "pages": {
+            "graphql": {
+                "has_next": f"{resource}.pageInfo.hasNextPage",
+                "cursor": f"{resource}.pageInfo.endCursor",
+                "variable": "after",
+            }
+        },
+        "items": f"{resource}.nodes",
+        "id": "id",
+        "version": "updatedAt",
+        "time": "updatedAt",
+        "every": "60s",
+    }
+
+
 def _shopify(inputs: Inputs) -> dict[str, Any]:
     shop = inputs.need("shop").removesuffix(".myshopify.com")
     base = _base(inputs, f"https://{shop}.myshopify.com")
     version = inputs.get("api_version") or SHOPIFY_API_VERSION
     resource = inputs.resource
+    if inputs.get("api") == "graphql":
+        return _shopify_graphql(base, version, inputs)
     params: dict[str, Any] = {"limit": 250}
     if resource == "orders":
         params["status"] = "any"  # else only open orders
@@ -253,6 +318,14 @@ def _gitlab(inputs: Inputs) -> dict[str, Any]:
     }
 
 
+# -- any feed --------------------------------------------------------------------------------
+
+
+def _feed(inputs: Inputs) -> dict[str, Any]:
+    # The user's `url` is kept as it is; a feed changes seldom and its server is often small.
+    return {"resource": inputs.resource, "format": "feed", "mode": "snapshot", "every": "15m"}
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -285,14 +358,19 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "shopify",
-            "Shopify REST Admin API (SHOP.myshopify.com)",
+            "Shopify Admin API (SHOP.myshopify.com): REST, or GraphQL with api: graphql",
             ("shop", "token"),
-            ("api_version", "api_url"),
+            ("api", "api_version", "api_url"),
             {
-                name: "incremental: updated_at_min on the first request, then Link page_info"
+                name: "incremental on updated_at (orders: every status)"
                 for name in ("orders", "products", "customers")
             },
             _shopify,
+            {
+                "rest": "updated_at_min on the first request, then Link page_info",
+                "graphql": "query updated_at:>'...', cursor pages (after), paced by"
+                " extensions.cost",
+            },
         ),
         Preset(
             "gitlab",
@@ -305,6 +383,17 @@ PRESETS: dict[str, Preset] = {
             },
             _gitlab,
         ),
+        Preset(
+            "feed",
+            "any RSS, Atom or JSON Feed URL (url: the feed's address)",
+            ("url",),
+            (),
+            {
+                "entries": "snapshot of the feed's entries by guid/id: new and updated ones;"
+                " an entry that leaves the feed is not a delete"
+            },
+            _feed,
+        ),
     )
 }
 
@@ -314,6 +403,7 @@ _HINTS = {
     "shop": "the shop's name, as in NAME.myshopify.com",
     "project": "a project id or path such as group/name",
     "token": "the API token",
+    "url": "the feed's URL",
 }
 
 
@@ -323,6 +413,8 @@ def _choices(names: Any) -> str:
 
 def _check_inputs(preset: Preset, poll: Mapping[str, Any]) -> Inputs:
     resource = poll.get("resource")
+    if resource is None and len(preset.resources) == 1:
+        resource = next(iter(preset.resources))  # the only one need not be named
     if resource is None:
         choices = _choices(preset.resources)
         raise PresetError("resource", f"is required by preset {preset.name} (one of {choices})")
@@ -351,6 +443,7 @@ def _check_values(poll: Mapping[str, Any]) -> None:
         "repo": (_REPO_RE, "is not owner/name"),
         "shop": (_SHOP_RE, "is not a shop name (NAME or NAME.myshopify.com)"),
         "api_version": (_VERSION_RE, "is not an API version such as 2025-10"),
+        "api": (_API_RE, "is not rest or graphql"),
     }
     for key, (pattern, message) in checks.items():
         if key in poll and not pattern.match(str(poll[key])):

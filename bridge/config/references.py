@@ -65,7 +65,13 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
         for i, name in enumerate(target.sources or []):
             if name not in sources and name not in merges and name not in loaded.left_out:
                 where = ("targets", tname, "sources", i)
-                loaded.report(where, _not_a(name, "a source or a merge", [*sources, *merges]))
+                known = [*sources, *merges, *loaded.left_out]
+                loaded.report(where, _not_a(name, "a source or a merge", known))
+    for sname, source in sources.items():
+        auth = source.poll.auth if source.poll else None
+        if auth and auth.credential is not None and auth.credential not in config.credentials:
+            at = ("sources", sname, "poll", "auth", "credential")
+            loaded.report(at, _not_a(auth.credential, "a credential", config.credentials))
     _check_hooks(config, loaded)
     _check_types(config, loaded)
     _check_modes(config, loaded)
@@ -126,7 +132,7 @@ def _check_merges(config: Config, loaded: _Loaded) -> None:
             if name in loaded.left_out:
                 complete = False
             elif name not in sources:
-                loaded.report(where, _not_a(name, "a source", sources))
+                loaded.report(where, _not_a(name, "a source", [*sources, *loaded.left_out]))
                 complete = False
             elif name in used:
                 loaded.report(where, f"{quote(name)} is already in merge {used[name]}")

@@ -1,11 +1,13 @@
-"""What the delivery engine says of an attempt in its log: one line and its fields."""
+"""What the delivery engine says in its log of an attempt (one line and its JSON fields) and
+of a circuit's change (one line)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from bridge.events import Event
+from bridge.deliver.policy import Circuit
+from bridge.events import Event, format_time
 from bridge.logs import plural
 from bridge.store.base import Claim
 
@@ -82,3 +84,20 @@ def log_attempt(
         return
     line = attempt_line(claim.event, claim.attempts + 1, target, answer, span_ms, outcome)
     log.log(level, "%s", line, extra=fields)
+
+
+def circuit_line(target: str, before: Circuit, after: Circuit, by: str | None = None) -> str | None:
+    """A circuit's change in words (None when its state did not change), `by` naming what
+    closed it when not an attempt (`reset`): `target me: circuit opened until ... after 5
+    failures`, `target me: circuit half-open: one probe`, `target me: circuit closed`."""
+    if before.state == after.state:
+        return None
+    if after.state == "open":
+        until = format_time(after.open_until_ms) if after.open_until_ms is not None else "?"
+        if before.state == "half_open":
+            return f"target {target}: circuit opened until {until} after the probe failed"
+        failures = plural(after.failures, "failure")
+        return f"target {target}: circuit opened until {until} after {failures}"
+    if after.state == "half_open":
+        return f"target {target}: circuit half-open: one probe"
+    return f"target {target}: circuit closed" + (f" by {by}" if by else "")

@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute
 from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
-from bridge.deliver.lines import log_attempt
+from bridge.deliver.lines import circuit_line, log_attempt
 from bridge.deliver.policy import CIRCUIT_GAUGE, Circuit, CircuitState, Decision, decide
 from bridge.deliver.request import Request, TransformError, build_request
 from bridge.deliver.signing import SigningKey, decode_key
@@ -386,9 +386,7 @@ class Deliverer:
         target.in_flight += 1
         if target.circuit.admits(now_ms()) == "probe":
             target.probing = True
-            target.circuit = target.circuit.probing()
-            metrics.CIRCUIT.labels(target.name).set(CIRCUIT_GAUGE["half_open"])
-            log.info("target %s: circuit half-open, sending one probe", target.name)
+            self._change_circuit(target, target.circuit.probing())
         task = asyncio.create_task(self._deliver(target, claim))
         self._sends[claim.delivery_id] = task
 
@@ -399,11 +397,15 @@ class Deliverer:
         for name, target in self.targets.items():
             state = states.get(name) or TargetState(name)
             if target.pending_writes == 0 and state != target.persisted:
-                was_disabled = target.disabled_ms is not None
+                was_disabled, before = target.disabled_ms is not None, target.circuit
                 target.adopt(state)
                 target.probing = False
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
+                # Closed in the database: `bridge target reset|enable` or the admin pages.
+                line = circuit_line(name, before, target.circuit, by="reset")
+                if line and target.circuit.state == "closed":
+                    log.info("%s", line)
         counts = await self.store.delivery_counts(("pending", "failed", "dead"))
         for name in self.targets:
             by_status = counts.get(name, {})
@@ -495,7 +497,8 @@ class Deliverer:
         else:
             decision = decide(
                 answer.status_code,
-                attempts=claim.attempts + 1,
+                # The schedule starts again at a redelivery; the count goes on.
+                attempts=claim.attempts + 1 - claim.retry_from,
                 retry_s=target.config.retry_s,
                 now_ms=done_ms,
                 retry_after=answer.retry_after,
@@ -547,7 +550,6 @@ class Deliverer:
                 target.pending_writes -= 1
 
     def _update_target(self, target: Target, decision: Decision, at_ms: int) -> None:
-        was = target.circuit.state
         if target.probing:
             target.probing = False
         if decision.disables_target:
@@ -559,21 +561,16 @@ class Deliverer:
                     target.name,
                 )
         elif decision.is_failure:
-            target.circuit = target.circuit.on_failure(at_ms, target.config.circuit)
+            self._change_circuit(target, target.circuit.on_failure(at_ms, target.config.circuit))
         else:
-            target.circuit = target.circuit.on_success()
-        now = target.circuit.state
-        if now != was:
-            metrics.CIRCUIT.labels(target.name).set(CIRCUIT_GAUGE[now])
-            if now == "open":
-                log.warning(
-                    "target %s: circuit open after %d failures, cooling down %.0fs",
-                    target.name,
-                    target.circuit.failures,
-                    target.circuit.cooldown_s or 0,
-                )
-            elif now == "closed":
-                log.info("target %s: circuit closed", target.name)
+            self._change_circuit(target, target.circuit.on_success())
+
+    def _change_circuit(self, target: Target, circuit: Circuit) -> None:
+        """Set a target's circuit; a change of its state is one line in the log, at info."""
+        before, target.circuit = target.circuit, circuit
+        if line := circuit_line(target.name, before, circuit):
+            metrics.CIRCUIT.labels(target.name).set(CIRCUIT_GAUGE[circuit.state])
+            log.info("%s", line)
 
     def _count(
         self,

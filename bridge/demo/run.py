@@ -1,7 +1,8 @@
 """The demo's orchestrator: upstream, bridge and target on 127.0.0.1, then the latency report.
 
 Order: bind three sockets on free ports; write the generated config (a polled and a pushed
-source for the same upstream, a compare pair, one target) and load it like any config; start
+source for the same upstream, a compare pair, a polled source that never changes, one
+target) and load it like any config; start
 the upstream and the target; run the bridge's `Daemon` in this process; once the bridge has
 polled the upstream once (its baseline), let the upstream change items for the duration;
 then wait one more poll interval and for the deliveries to drain, stop everything, and read
@@ -39,6 +40,7 @@ from bridge.store import open_store
 log = logging.getLogger("bridge.demo")
 
 POLL_SOURCE = "items-poll"
+QUIET_SOURCE = "quiet-poll"  # polled like the other, but its list never changes
 PUSH_SOURCE = "items-push"
 MERGE = "items"
 TARGET = "local-target"
@@ -93,6 +95,7 @@ class DemoResult:
     upstream: Counts
     target: Received
     events: int
+    ran_s: float = 0.0  # how long the bridge ran, polling
 
 
 def write_config(
@@ -140,7 +143,15 @@ sources:
       id: id
       version: updated_at
       time: updated_at
-{poll_extra}  # The same upstream's changes, pushed to the bridge as they happen.
+{poll_extra}  # A list that never changes, polled as often: every request finds nothing.
+  {QUIET_SOURCE}:
+    poll:
+      url: http://127.0.0.1:{upstream_port}/quiet
+      every: {every_s:g}s
+      items: items
+      id: id
+      version: updated_at
+  # The same upstream's changes, pushed to the bridge as they happen.
   {PUSH_SOURCE}:
     webhook:
       path: {HOOK_PATH}
@@ -248,11 +259,13 @@ async def run_demo(
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, interrupts)
+    started = time.monotonic()
     try:
         async with serving(upstream.app(), socks[1]), serving(target.app(), socks[2]):
             events = await _run_bridge(
                 config, socks[0], upstream, target, options, interrupts, progress, announce
             )
+        ran_s = time.monotonic() - started
     finally:
         target.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -267,6 +280,7 @@ async def run_demo(
         upstream=upstream.counts,
         target=target.received,
         events=events,
+        ran_s=ran_s,
     )
 
 

@@ -2,9 +2,10 @@
 
 Changes (create, update, delete) arrive as a Poisson process of `rate_per_s` changes per
 second. `GET /items` lists the items, each with its `updated_at`, under an ETag that changes
-with every change (and answers 304 to a matching `If-None-Match`). Each change is also
-pushed, the moment it happens, as a Standard Webhooks request signed with the push secret:
-the same change, seen by both of the bridge's paths.
+with every change (and answers 304 to a matching `If-None-Match`). `GET /quiet` lists a few
+items that never change, the same way: a source with nothing to find, polled all the same.
+Each change is also pushed, the moment it happens, as a Standard Webhooks request signed
+with the push secret: the same change, seen by both of the bridge's paths.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ log = logging.getLogger("bridge.demo.upstream")
 
 # Keep the list small enough that every poll is cheap, big enough that updates dominate.
 TARGET_ITEMS = 20
+# The list that never changes, and its validator.
+QUIET_ITEMS = [{"id": f"quiet-{n}", "updated_at": "2026-01-01T00:00:00.000Z"} for n in (1, 2, 3)]
+QUIET_ETAG = '"quiet"'
 _WORDS = ("anchor", "beacon", "copper", "delta", "ember", "fjord", "garnet", "harbor")
 
 
@@ -44,6 +48,7 @@ class Counts:
     push_failures: int = 0
     dropped: int = 0  # pushes never sent (`drop`)
     delayed: int = 0  # pushes sent more than a poll interval late
+    quiet_polls: int = 0  # requests to the list that never changes
 
 
 class Upstream:
@@ -84,7 +89,12 @@ class Upstream:
 
     def app(self) -> Starlette:
         """The upstream's HTTP API."""
-        return Starlette(routes=[Route("/items", self._list_items, methods=["GET"])])
+        return Starlette(
+            routes=[
+                Route("/items", self._list_items, methods=["GET"]),
+                Route("/quiet", self._list_quiet, methods=["GET"]),
+            ]
+        )
 
     @property
     def etag(self) -> str:
@@ -99,6 +109,12 @@ class Upstream:
             return Response(status_code=304, headers={"etag": etag})
         items = [self.items[key] for key in sorted(self.items)]
         return JSONResponse({"items": items}, headers={"etag": etag})
+
+    async def _list_quiet(self, request: Request) -> Response:
+        self.counts.quiet_polls += 1
+        if request.headers.get("if-none-match") == QUIET_ETAG:
+            return Response(status_code=304, headers={"etag": QUIET_ETAG})
+        return JSONResponse({"items": QUIET_ITEMS}, headers={"etag": QUIET_ETAG})
 
     # -- changes -----------------------------------------------------------------------------
 

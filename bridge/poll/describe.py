@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from bridge.config import CursorPages, NextUrlPages, PollConfig
+from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
 from bridge.config.polling import AdaptiveEvery
 from bridge.masking import mask_url
 from bridge.poll.modes import format_line
@@ -41,14 +41,47 @@ def request_line(poll: PollConfig) -> str:
     parts = [_param(*q.split("=", 1)) if "=" in q else q for q in parts]
     parts = [p for p in parts if p.split("=")[0] not in poll.params]
     parts += [_param(name, value) for name, value in poll.params.items()]
-    if poll.mode == "incremental" and poll.cursor is not None:
-        c = poll.cursor
-        lookback = f" - {c.lookback_s:g}s" if c.lookback_s else ""
-        shown = c.format or "as the upstream writes it"
-        parts.append(f"{quote(c.param, safe='[]')}=<{c.field} watermark{lookback}, {shown}>")
+    if poll.mode == "incremental" and poll.cursor is not None and poll.cursor.param is not None:
+        parts.append(f"{quote(poll.cursor.param, safe='[]')}={_watermark(poll)}")
     if poll.mode == "feed" and poll.feed is not None and poll.feed.after is not None:
         parts.append(f"{quote(poll.feed.after.param, safe='[]')}=<last event id seen>")
-    return f"{poll.method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
+    method = "POST" if poll.graphql is not None else poll.method
+    return f"{method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
+
+
+def _watermark(poll: PollConfig) -> str:
+    """What an incremental poll sends for its watermark, in words."""
+    c = poll.cursor
+    assert c is not None
+    lookback = f" - {c.lookback_s:g}s" if c.lookback_s else ""
+    shown = c.format or "as the upstream writes it"
+    text = f"<{c.field} watermark{lookback}, {shown}>"
+    return c.template.replace("{value}", text) if c.template else text
+
+
+def graphql_line(poll: PollConfig) -> str:
+    """The GraphQL query POSTed: its operation, its variables (values masked unless they are
+    page sizes), and the variables the pages and the cursor set."""
+    query = poll.graphql
+    assert query is not None
+    words = query.query.split()
+    operation = " ".join(words[:2]).split("(")[0] if words and words[0] in _OPERATIONS else "query"
+    source = f" from {query.query_file}" if query.query_file else ""
+    shown = [
+        f"{name}={value if name in _PUBLIC_VARIABLES else MASK}"
+        for name, value in query.variables.items()
+    ]
+    if isinstance(poll.pages, GraphQLPages):
+        shown.append(f"{poll.pages.graphql.variable}=<the page's cursor>")
+    if poll.mode == "incremental" and poll.cursor is not None and poll.cursor.variable:
+        shown.append(f"{poll.cursor.variable}={_watermark(poll)}")
+    variables = f"; variables {', '.join(shown)}" if shown else ""
+    return f"{operation}{source} ({len(query.query)} characters) as JSON{variables}"
+
+
+_OPERATIONS = ("query", "{")
+# Variables shown as they are: page sizes and orderings, never an identifier or a key.
+_PUBLIC_VARIABLES = frozenset({"first", "last", "limit", "sortKey", "reverse", "orderBy"})
 
 
 def headers_line(poll: PollConfig) -> str:
@@ -66,8 +99,9 @@ def mode_line(poll: PollConfig) -> str:
         c = poll.cursor
         start = f"{span(c.start_s)} ago" if c.start_s else "now"
         reconcile = f", reconcile every {span(poll.reconcile_s)}" if poll.reconcile_s else ""
+        sent = c.param if c.param is not None else f"GraphQL variable ${c.variable}"
         return (
-            f"incremental: watermark over {c.field}, sent as {c.param}, "
+            f"incremental: watermark over {c.field}, sent as {sent}, "
             f"lookback {span(c.lookback_s)}, max skew {span(c.max_skew_s)},"
             f" first poll from {start}"
             f"{reconcile}; cursor format: {format_line(c)}"
@@ -92,6 +126,12 @@ def pages_line(poll: PollConfig) -> str:
         text = 'Link rel="next"'
     elif isinstance(pages, NextUrlPages):
         text = f"next URL at {pages.next_url}"
+    elif isinstance(pages, GraphQLPages):
+        info = pages.graphql
+        text = (
+            f"GraphQL cursor: while data.{info.has_next}, data.{info.cursor} sent as"
+            f" ${info.variable}"
+        )
     else:
         assert isinstance(pages, CursorPages)
         text = f"cursor {pages.cursor} sent as {pages.param}"
@@ -107,7 +147,14 @@ def pages_line(poll: PollConfig) -> str:
 
 def items_line(poll: PollConfig) -> str:
     """Where the items are and what is read from each."""
-    parts = [f"the list at {poll.items}" if poll.items else "the answer is the list"]
+    if poll.format == "feed":
+        parts = ["the feed's entries (RSS, Atom or JSON Feed)"]
+        if poll.keeps_missing:
+            parts.append("an entry that leaves the feed is kept, not deleted")
+    elif poll.graphql is not None:
+        parts = [f"the list at data.{poll.items}" if poll.items else "data is the list"]
+    else:
+        parts = [f"the list at {poll.items}" if poll.items else "the answer is the list"]
     parts.append(f"key {poll.id}")
     for name in ("version", "time", "subject"):
         value = getattr(poll, name)
@@ -138,6 +185,7 @@ def describe(poll: PollConfig) -> list[tuple[str, str]]:
         lines.append(("preset", f"{poll.preset}, resource {poll.resource}"))
     lines += [
         ("request", request_line(poll)),
+        *([("graphql", graphql_line(poll))] if poll.graphql is not None else []),
         ("headers", headers_line(poll)),
         ("mode", mode_line(poll)),
         ("pages", pages_line(poll)),

@@ -253,6 +253,10 @@ async def _detect_streamed(p: _Poll, plan: WalkPlan) -> Detection:
         )
     if p.store is not None:
         await p.store.scan_poll_versions(p.source, index.compare)
+    if p.poll.keeps_missing:
+        # A feed keeps only its newest entries: one that left it was not deleted, and it
+        # stays in the snapshot, so that it is not created again should it come back.
+        index.deleted.clear()
     detection = Detection(fetched, index.indexed, is_first=not p.state.baselined)
     detection.streamed = index
     # Before the changes are made: a key missing from a shifted walk is only pending.
@@ -354,7 +358,12 @@ async def _detect_incremental(p: _Poll) -> Detection:
         raise FetchError(
             f"{p.source}: the cursor cannot be written as {layout.name}: {exc}", reason="cursor"
         ) from exc
-    fetched = await p.fetch(WalkPlan(params={cursor.param: text}))
+    sent = cursor.sent(text)
+    if cursor.variable is not None:
+        fetched = await p.fetch(WalkPlan(variables={cursor.variable: sent}))
+    else:
+        assert cursor.param is not None
+        fetched = await p.fetch(WalkPlan(params={cursor.param: sent}))
     if fetched.not_modified:
         return Detection(fetched)
     spec = ItemSpec.from_config(p.poll)

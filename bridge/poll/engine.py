@@ -196,8 +196,8 @@ class Poller:
 
         The lease lasts the interval plus the time a poll may take: the holder renews it at
         each of its polls and keeps the source; when it dies, another replica takes over
-        once the lease runs out; when it stops, once the interval is over (see README,
-        "Running several bridges").
+        once the lease runs out; when it stops, once the interval is over (see
+        docs/guides/several-bridges.md).
         """
         at_ms = now_ms()
         lease_s = interval_s + poll.timeout_s + poll.jitter_s

@@ -12,6 +12,9 @@ are not collected: each page's are handed to the sink as they are read, one at a
 the page's text where `items` is a plain field path (scan.py). Every answer's rate-limit
 headers, on success and on failure, are read into `Fetched.limits` (see limits.py).
 
+A GraphQL source POSTs its query (graphql.py: `data`, `errors`, the `extensions.cost` budget,
+which joins the headers' limits and paces the pages). A feed is read into entries (feeds.py).
+
 Conditional requests (`If-None-Match`, `If-Modified-Since`) are sent only for a source
 without `pages`: a page's validators say nothing of the other pages, and servers that
 paginate with a `Link` header compute the ETag over the body alone, so not even whether a
@@ -43,9 +46,10 @@ import httpx
 import jmespath
 
 from bridge import __version__, jsontext
-from bridge.config import CursorPages, NextUrlPages, PollConfig
+from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
-from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_at
+from bridge.poll import feeds, graphql
+from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_s
 from bridge.poll.links import next_link
 from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
 from bridge.poll.transport import AiohttpTransport
@@ -98,6 +102,8 @@ class WalkPlan:
     """What one poll asks beyond the source's config (incremental and feed polls)."""
 
     params: Mapping[str, Any] = field(default_factory=dict)  # merged into every request's query
+    # Set over a GraphQL query's configured variables (an incremental cursor's).
+    variables: Mapping[str, Any] = field(default_factory=dict)
     max_pages: int | None = None  # fewer pages than the source's max_pages
     # Awaited with each page's items: True ends the walk there (a feed reached a seen event).
     stop: Callable[[list[Any]], Awaitable[bool]] | None = None
@@ -134,13 +140,6 @@ def request_url(url: str, params: dict[str, Any] | None = None) -> httpx.URL:
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
     """Scheme, host and port, the default port made explicit."""
     return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
-
-
-def retry_after_s(value: str | None, now_s: float | None = None) -> float | None:
-    """The delay a `Retry-After` header asks for: seconds or an HTTP date; None if unusable."""
-    now = now_s if now_s is not None else time.time()
-    at = retry_after_at(value, now)
-    return None if at is None else max(0.0, at - now)
 
 
 def parse_json(body: bytes, charset: str | None = None) -> Any:
@@ -197,6 +196,10 @@ class _Walk:
         self.configured_params = set(poll.params) | set(configured.params.keys())
         self.origin = origin(httpx.URL(poll.url))
         self.stream_path = stream_path(poll)
+        self.graphql = poll.graphql
+        self.feed = poll.format == "feed"
+        self.variables: dict[str, Any] = dict(plan.variables)
+        self.cost = NO_LIMITS  # what the last GraphQL answer's cost budget allows
 
     def named(self, url: httpx.URL, where: httpx.URL) -> httpx.URL:
         """A next page's URL that the answer at `where` names, as it may be requested; the
@@ -224,7 +227,15 @@ class _Walk:
         configured = self.poll.headers.items() if own_origin else ()
         headers = {name: value.get_secret_value() for name, value in configured}
         if not any(name.lower() == "accept" for name in headers):
-            headers["Accept"] = "application/json"
+            headers["Accept"] = (
+                graphql.ACCEPT
+                if self.graphql
+                else feeds.ACCEPT
+                if self.feed
+                else "application/json"
+            )
+        if self.graphql is not None:
+            headers["Content-Type"] = graphql.CONTENT_TYPE
         if first and self.validators.etag:
             headers["If-None-Match"] = self.validators.etag
         if first and self.validators.last_modified:
@@ -285,9 +296,15 @@ class _Walk:
         """Send and read the whole answer within `timeout`, reading at most `max_bytes`."""
         own = origin(url) == self.origin
         headers = self.headers(first and own, own_origin=own)
-        request = self.client.build_request(
-            self.poll.method, url, headers=headers, timeout=self.poll.timeout_s
-        )
+        if self.graphql is not None:
+            query = jsontext.dumps(graphql.request_body(self.graphql, self.variables))
+            request = self.client.build_request(
+                "POST", url, headers=headers, content=query.encode(), timeout=self.poll.timeout_s
+            )
+        else:
+            request = self.client.build_request(
+                self.poll.method, url, headers=headers, timeout=self.poll.timeout_s
+            )
         # httpx's timeout bounds each read; this bounds the request from connect to last byte.
         async with asyncio.timeout(self.poll.timeout_s):
             response = await self.client.send(request, stream=True)
@@ -321,13 +338,21 @@ class _Walk:
         where = safe_url(response.url)
         if status in (429, 503):
             delay = retry_after_s(response.headers.get("retry-after"))
+            if delay is None and self.graphql is not None:  # Shopify's THROTTLED as a 429
+                self.cost = graphql.read_cost(graphql.loads(page.body), time.time())
+                self.out.limits = self.out.limits.then(self.cost)
+                delay = self.cost.wait_s(time.time()) or None
             raise FetchError(
                 f"{where}: HTTP {status}", status=status, retry_after_s=delay, reason="throttled"
             )
         if not 200 <= status < 300:
-            raise FetchError(f"{where}: HTTP {status}", status=status, reason="status")
+            # A GraphQL server may answer a request error with a 4xx and its `errors`.
+            about = graphql.first_error(page.body) if self.graphql is not None else ""
+            raise FetchError(f"{where}: HTTP {status}{about}", status=status, reason="status")
         if not parse:
             return None
+        if self.feed:
+            return await self._feed(page)
         try:
             if len(page.body) > LARGE_BODY:
                 body = await asyncio.to_thread(parse_json, page.body, response.charset_encoding)
@@ -346,7 +371,41 @@ class _Walk:
                 status=status,
                 reason="problem",
             )
+        if self.graphql is not None:
+            now_s = time.time()
+            self.cost = graphql.read_cost(body, now_s)
+            self.out.limits = self.out.limits.then(self.cost)
+            return graphql.read_answer(body, where, status, now_s)
         return body
+
+    async def _feed(self, page: _Page) -> list[Any]:
+        response = page.response
+        args = (page.body, response.headers.get("content-type"), str(response.url))
+        where = safe_url(response.url)
+        if len(page.body) > LARGE_BODY:
+            return await asyncio.to_thread(feeds.read_feed, *args, where, response.status_code)
+        return feeds.read_feed(*args, where, response.status_code)
+
+    async def _graphql_page(self, url: httpx.URL, page: _Page) -> tuple[_Page, Any]:
+        """A GraphQL answer's `data`; a THROTTLED one asked again once, after the wait its
+        cost budget names when that is short."""
+        try:
+            return page, await self.check(page)
+        except FetchError as exc:
+            wait_s = exc.retry_after_s
+            if exc.reason != "throttled" or wait_s is None or wait_s > graphql.MAX_PAGE_WAIT_S:
+                raise
+        log.debug("%s: THROTTLED; asking again in %.1f s", safe_url(url), wait_s)
+        await asyncio.sleep(wait_s)
+        page = await self.request(url, False)
+        return page, await self.check(page)
+
+    async def _pay_for_page(self, url: httpx.URL) -> None:
+        """Wait until the GraphQL cost budget pays for the next page, or end the walk."""
+        wait_s = graphql.page_wait_s(self.cost, time.time(), safe_url(url), self.out.status)
+        if wait_s:
+            log.debug("%s: waiting %.1f s for the cost budget", safe_url(url), wait_s)
+            await asyncio.sleep(wait_s)
 
     def items_of(self, body: Any, where: str) -> list[Any]:
         found = self.items_expr.search(body) if self.items_expr is not None else body
@@ -387,8 +446,7 @@ class _Walk:
         path = self.stream_path
         if path is None or _media_type(response) == "application/problem+json":
             body = await self.check(page)
-            found = self.items_of(body, where)
-            self._hand(sink, found, zip(found, count()), where)
+            self._collect(body, where)  # to the sink, which is `sink`
             return body
         await self.check(page, parse=False)
 
@@ -413,6 +471,17 @@ class _Walk:
                 f"{where}: the answer is not valid JSON", status=response.status_code, reason="json"
             ) from exc
 
+    def _collect(self, body: Any, where: str) -> list[Any]:
+        """A parsed page's items: handed to the sink (then none returned), or kept."""
+        found = self.items_of(body, where)
+        if self.plan.sink is not None:
+            self._hand(self.plan.sink, found, zip(found, count()), where)
+            return []
+        self.out.item_count += len(found)
+        self._check_count(where)
+        self.out.items.extend(found)
+        return found
+
     def next_page(self, response: httpx.Response, body: Any) -> httpx.URL | None:
         """The URL of the next page, or None at the last page."""
         pages = self.poll.pages
@@ -430,6 +499,12 @@ class _Walk:
                     f"{safe_url(response.url)}: the next_url is not text", reason="pagination"
                 )
             return self.named(response.url.join(nxt), response.url)
+        if isinstance(pages, GraphQLPages):
+            after = graphql.next_cursor(pages.graphql, body, safe_url(response.url))
+            if after is None:
+                return None
+            self.variables[pages.graphql.variable] = after
+            return response.request.url
         assert isinstance(pages, CursorPages)
         cursor = jmespath.search(pages.cursor, body)
         if cursor is None or cursor == "" or cursor is False:
@@ -453,13 +528,17 @@ class _Walk:
                     status=self.out.status,
                     reason="pagination",
                 )
-            if str(url) in self.seen:
+            # A GraphQL page is its URL and its variables.
+            step = str(url) + (jsontext.dumps(self.variables) if self.graphql else "")
+            if step in self.seen:
                 raise FetchError(
                     f"{safe_url(url)}: the pagination loops back to a seen page",
                     reason="pagination",
                 )
-            self.seen.add(str(url))
+            self.seen.add(step)
             first = page == 0
+            if self.graphql is not None and not first:
+                await self._pay_for_page(url)
             answer = await self.request(url, first)
             response = answer.response
             if first and response.status_code == 304 and self.validators != NO_VALIDATORS:
@@ -467,14 +546,15 @@ class _Walk:
                 self.out.validators = self.validators
                 return self.out
             found: list[Any] = []
-            if self.plan.sink is not None:
+            if self.graphql is not None:
+                answer, body = await self._graphql_page(url, answer)
+                response = answer.response
+                found = self._collect(body, safe_url(response.url))
+            elif self.plan.sink is not None:
                 body = await self.take(answer, self.plan.sink)
             else:
                 body = await self.check(answer)
-                found = self.items_of(body, safe_url(response.url))
-                self.out.item_count += len(found)
-                self._check_count(safe_url(response.url))
-                self.out.items.extend(found)
+                found = self._collect(body, safe_url(response.url))
             if first and self.poll.sends_validators:
                 self.out.validators = Validators(
                     response.headers.get("etag"), response.headers.get("last-modified")

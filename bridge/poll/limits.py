@@ -27,6 +27,7 @@ from __future__ import annotations
 import email.utils
 import math
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -119,6 +120,13 @@ def retry_after_at(value: str | None, now_s: float) -> float | None:
         return when.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def retry_after_s(value: str | None, now_s: float | None = None) -> float | None:
+    """The delay a `Retry-After` header asks for: seconds or an HTTP date; None if unusable."""
+    now = now_s if now_s is not None else time.time()
+    at = retry_after_at(value, now)
+    return None if at is None else max(0.0, at - now)
 
 
 def _members(value: str) -> Iterator[tuple[str, dict[str, str]]]:

@@ -163,7 +163,10 @@ class PageScan:
 def stream_path(poll: PollConfig) -> tuple[str, ...] | None:
     """The field path of a source's items when its pages can be read item by item: `items`
     is a plain field path (or none), and finding the next page reads none of the items
-    (Stripe's `data[-1].id` cursor does: its pages are parsed whole)."""
+    (Stripe's `data[-1].id` cursor does: its pages are parsed whole). A GraphQL answer
+    (errors first, then `data`) and a feed are read whole."""
+    if poll.request is not None or poll.format == "feed":
+        return None
     try:
         path = field_path(poll.items) if poll.items else ()
     except ValueError:

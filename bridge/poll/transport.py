@@ -7,7 +7,7 @@ pooled connection whether it is readable (`getpeername` and a `select` per conne
 time one is reused) and scans its connections against its queue on every start and end.
 Measured with 2,000 sources every 12 s (167 polls a second) in one run: httpcore's pool kept
 the loop busy throughout, its polls up to 12 s late (lag p99) at 60% of a core; this one
-kept them on time (lag p99 57 ms) at 47% (see README, "Benchmarks").
+kept them on time (lag p99 57 ms) at 47% (see docs/benchmarks.md).
 
 What this keeps of httpx's own transport:
 - the URL is sent exactly as httpx built it (yarl would re-quote its query otherwise), less

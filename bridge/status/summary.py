@@ -217,12 +217,17 @@ def _latest(*times: int | None) -> int | None:
 
 
 async def _source(
-    config: Config, store: Store, name: str, poll: PollState | None, seen: _Seen | None
+    config: Config,
+    store: Store,
+    name: str,
+    poll: PollState | None,
+    seen: _Seen | None,
+    kinds: Mapping[str, str],
 ) -> SourceSummary:
     configured = config.sources.get(name)
-    # A source known only from the database (read without its config) is polled if it has
-    # a poll state.
-    kind = configured.kind if configured else ("poll" if poll else "webhook")
+    # A source known only from the database (read without its config) is of the kind the
+    # running daemon says, else polled if it has a poll state.
+    kind = configured.kind if configured else kinds.get(name, "poll" if poll else "webhook")
     events = await store.count_events(source=name)
     latest = await store.list_events(source=name, limit=1) if events else []
     faults = cursor_faults(configured.poll if configured else None, poll)
@@ -286,24 +291,36 @@ async def collect(
     budgets: Sequence[BudgetUse] | None = None,
     *,
     from_store: bool = False,
+    kinds: Mapping[str, str] | None = None,
+    targets_known: Sequence[str] = (),
 ) -> Summary:
     """Read the summary of every configured source and target from `store`.
 
     `budgets` is the budgets' use as the running daemon reports it (None: unknown). With
-    `from_store` (no config could be read) the sources are those with a poll state and the
-    targets those with a state or deliveries in the store.
+    `from_store` (no config could be read) the sources are those with a poll state or
+    events in the store, and those of `kinds` (what the running daemon reported: name ->
+    kind), and the targets those with a state or deliveries in the store, and those of
+    `targets_known`.
     """
+    kinds = kinds or {}
     polls = {state.source: state for state in await store.list_poll_states()}
     states = await store.target_states()
     counts = await store.delivery_counts(WAITING)
-    source_names = sorted(polls) if from_store else list(config.sources)
-    target_names = sorted(set(states) | set(counts)) if from_store else list(config.targets)
+    if from_store:
+        source_names = sorted(set(polls) | set(await store.event_sources()) | set(kinds))
+    else:
+        source_names = list(config.sources)
+    if from_store:
+        target_names = sorted(set(states) | set(counts) | set(targets_known))
+    else:
+        target_names = list(config.targets)
     sightings = {m.name: await store.list_sightings(m.name) for m in config.merge}
     seen: dict[str, _Seen] = {}
     for m in config.merge:
         seen |= _sightings(config, m, sightings[m.name])
     sources = [
-        await _source(config, store, name, polls.get(name), seen.get(name)) for name in source_names
+        await _source(config, store, name, polls.get(name), seen.get(name), kinds)
+        for name in source_names
     ]
     if not from_store:
         sources += [await _merged(store, m.name, list(m.sources)) for m in config.merge]

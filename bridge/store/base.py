@@ -25,6 +25,10 @@ from bridge.store.listing import EventCursor as EventCursor
 from bridge.store.listing import EventFilter as EventFilter
 from bridge.store.listing import EventListing as EventListing
 
+# A target's health (disabled, circuit) and what a reset did (kept in their own module).
+from bridge.store.targets import TargetReset as TargetReset
+from bridge.store.targets import TargetState as TargetState
+
 # How long a readiness probe may wait for its commit before the store counts as not writable.
 PROBE_TIMEOUT_S = 5.0
 # Rows of a snapshot handed to `PollStore.scan_poll_versions`'s `visit` at once.
@@ -94,6 +98,10 @@ class EventStore(ABC):
     @abstractmethod
     async def count_events(self, *, source: str | None = None) -> int:
         """How many events are stored (for one source, or all)."""
+
+    @abstractmethod
+    async def event_sources(self) -> list[str]:
+        """The names of the sources that have events stored, sorted (a merge's included)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -278,7 +286,9 @@ class Claim:
     delivery_id: int
     target: str
     event: Event
-    attempts: int  # attempts made before this one
+    attempts: int  # attempts made before this one, before any redelivery included
+    # The attempts made before the last redelivery: its retry schedule starts again there.
+    retry_from: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -287,19 +297,6 @@ class Claimed:
 
     claims: list[Claim]
     next_due_ms: int | None
-
-
-@dataclass(slots=True, frozen=True)
-class TargetState:
-    """A target's persisted health: disabled (by a 410) or not, and its circuit breaker."""
-
-    name: str
-    disabled_ms: int | None = None
-    disabled_reason: str | None = None
-    circuit: str = "closed"  # closed | half_open | open
-    failures: int = 0  # consecutive failed attempts
-    open_until_ms: int | None = None
-    cooldown_s: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -388,8 +385,13 @@ class OutboxStore(ABC):
         """Durably store one target's state."""
 
     @abstractmethod
-    async def enable_target(self, name: str) -> bool:
-        """Enable a target and close its circuit; True when it was disabled."""
+    async def enable_target(self, name: str) -> TargetState:
+        """Enable a target and close its circuit; returns its state before."""
+
+    @abstractmethod
+    async def reset_target(self, name: str, now_ms: int) -> TargetReset:
+        """Close a target's circuit and make its waiting deliveries due at `now_ms` (a
+        disabled one stays disabled): `bridge target reset`, "Retry now"."""
 
     @abstractmethod
     async def list_deliveries(

@@ -4,14 +4,17 @@
     POST /admin/logout                   ends the session
     POST /admin/redeliver                event_id, target ("" = every target it had)
     POST /admin/target/enable|disable    name
+    POST /admin/target/reset             name: "Retry now", the circuit closed, the backlog due
     POST /admin/target/redeliver-dead    name
     POST /admin/source/poll              name: the running poller polls it now
 
 The buttons are the CLI's actions: the same store calls as `bridge redeliver`, `bridge
-target enable|disable` and `bridge redeliver --dead`; "poll now" asks the running poller's
-scheduler (`poll_now`), which a CLI process has not got. Each is logged with who did it (the
-session id, never the token) and what it queued. A browser is sent back to the page with a
-notice; a script that asks for `application/json` gets the result as JSON.
+target enable|disable|reset` and `bridge redeliver --dead`, and the same words
+(`deliver/circuit.py`: a redelivery names each open circuit that holds it); "poll now"
+asks the running poller's scheduler (`poll_now`), which a CLI process has not got. Each
+is logged with who did it (the session id, never the token) and what it queued. A browser
+is sent back to the page with a notice; a script that asks for `application/json` gets
+the result as JSON.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.deliver import circuit
 from bridge.errors import StoreError
 from bridge.events import now_ms
 from bridge.runtime import Runtime
+from bridge.store.base import TargetState
 from bridge.web import views
 from bridge.web.auth import Guard, Visitor, own_origin
 from bridge.web.pages import render, set_session_cookie
@@ -70,6 +75,11 @@ def _done(request: Request, back: str, notice: str, result: dict[str, Any]) -> R
     return RedirectResponse(f"{back}?{urlencode({'notice': notice})}", status_code=303)
 
 
+def _with_held(notice: str, held: list[TargetState]) -> str:
+    """A redelivery's notice, and each open circuit that holds it back."""
+    return ". ".join([notice, *(circuit.held_text(h) for h in held)])
+
+
 def _refused(why: str, status_code: int = 403) -> Response:
     return PlainTextResponse(why + "\n", status_code=status_code)
 
@@ -89,6 +99,7 @@ class Actions:
             ("/admin/redeliver", self._redeliver),
             ("/admin/target/enable", self._enable),
             ("/admin/target/disable", self._disable),
+            ("/admin/target/reset", self._reset),
             ("/admin/target/redeliver-dead", self._redeliver_dead),
             ("/admin/source/poll", self._poll),
         ]
@@ -203,7 +214,8 @@ class Actions:
         event_id, target = form.get("event_id", ""), form.get("target") or None
         if target is not None and (bad := self._target(target)):
             return bad
-        counts = await self.runtime.store.redeliver([event_id], target, now_ms())
+        store = self.runtime.store
+        counts = await store.redeliver([event_id], target, now_ms())
         queued = counts.get(event_id, 0)
         where = f"to {target}" if target else "to every target"
         log.info(
@@ -214,21 +226,39 @@ class Actions:
             queued,
         )
         notice = f"queued {queued} deliveries {where}" if queued else f"nothing to deliver {where}"
-        return _done(request, views.event_href(event_id), notice, {"queued": queued})
+        names = [target] if target else [d.target for d in await store.list_deliveries(
+            event_id=event_id, limit=None)]  # fmt: skip
+        held = await self._held(names) if queued else []
+        result = {"queued": queued, "circuit": [circuit.held_json(h) for h in held]}
+        return _done(request, views.event_href(event_id), _with_held(notice, held), result)
+
+    async def _held(self, names: list[str]) -> list[TargetState]:
+        return circuit.held(await self.runtime.store.target_states(), names, now_ms())
 
     async def _enable(self, request: Request, visitor: Visitor, form: dict[str, str]) -> Response:
         name = form.get("name", "")
         if bad := self._target(name):
             return bad
-        was_disabled = await self.runtime.store.enable_target(name)
+        before = await self.runtime.store.enable_target(name)
+        notice = circuit.enable_text(name, before)
+        detail = circuit.enable_detail(before)
+        log.info("admin: %s enabled target %s: %s", visitor.who, name, detail)
+        result = {
+            "changed": before.disabled_ms is not None,
+            "circuit_closed": circuit.closed_circuit(before),
+        }
+        return _done(request, "/admin/targets", notice, result)
+
+    async def _reset(self, request: Request, visitor: Visitor, form: dict[str, str]) -> Response:
+        name = form.get("name", "")
+        if bad := self._target(name):
+            return bad
+        done = await self.runtime.store.reset_target(name, now_ms())
+        notice = circuit.reset_text(name, done)
         log.info(
-            "admin: %s enabled target %s (it was %s)",
-            visitor.who,
-            name,
-            "disabled" if was_disabled else "enabled already",
+            "admin: %s reset target %s: %s", visitor.who, name, circuit.reset_detail(name, done)
         )
-        notice = f"target {name} enabled" if was_disabled else f"target {name} was enabled already"
-        return _done(request, "/admin/targets", notice, {"changed": was_disabled})
+        return _done(request, "/admin/targets", notice, circuit.reset_json(name, done))
 
     async def _disable(self, request: Request, visitor: Visitor, form: dict[str, str]) -> Response:
         name = form.get("name", "")
@@ -260,7 +290,9 @@ class Actions:
             "admin: %s redelivered the dead deliveries of %s: queued %d", visitor.who, name, queued
         )
         notice = f"queued {queued} dead deliveries to {name} again"
-        return _done(request, "/admin/targets", notice, {"queued": queued})
+        held = await self._held([name]) if queued else []
+        result = {"queued": queued, "circuit": [circuit.held_json(h) for h in held]}
+        return _done(request, "/admin/targets", _with_held(notice, held), result)
 
     async def _poll(self, request: Request, visitor: Visitor, form: dict[str, str]) -> Response:
         name = form.get("name", "")

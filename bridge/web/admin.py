@@ -3,7 +3,8 @@
     GET /admin                   -> /admin/events
     GET /admin/events            newest first; filters and a (recorded_ms, id) cursor
     GET /admin/events/{id}       the CloudEvent, every delivery and attempt, redeliver buttons
-    GET /admin/targets           health, circuit, backlog, dead, last attempts; their buttons
+    GET /admin/targets           health, circuit (open until when), backlog, dead, last
+                                 attempts; their buttons (Retry now: the circuit closed)
     GET /admin/sources           last poll or receive, status, faults, gaps, budgets; poll now
     GET|POST /admin/login, POST /admin/logout, and the actions (actions.py)
 
@@ -21,6 +22,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge.config import Config
+from bridge.events import now_ms
 from bridge.masking import mask_url
 from bridge.runtime import Runtime
 from bridge.status.summary import budget_use_text
@@ -126,7 +128,9 @@ class Admin:
             return PlainTextResponse("no event with this id\n", status_code=404)
         deliveries = await store.list_deliveries(event_id=event_id, limit=None)
         attempts = await store.list_attempts(event_id)
-        context = views.event_page(event, deliveries, attempts, list(self.runtime.config.targets))
+        states = await store.target_states()
+        targets = list(self.runtime.config.targets)
+        context = views.event_page(event, deliveries, attempts, targets, states, now_ms())
         return render(request, self.guard, visitor, "event.html", here="events", **context)
 
     async def _targets(self, request: Request, visitor: Visitor) -> Response:
@@ -134,6 +138,7 @@ class Admin:
         summary = await collect_summary(config, store, self.runtime.budgets.uses())
         states = await store.target_states()
         secrets = _secrets(config)
+        at_ms = now_ms()
         targets = []
         for t in summary.targets:
             state = states.get(t.name) or TargetState(t.name)
@@ -144,6 +149,8 @@ class Admin:
                     "url": mask_url(config.targets[t.name].url, secrets),
                     "health": t.health,
                     "circuit": t.circuit,
+                    # Until when an open circuit holds deliveries back ("Retry now" ends it).
+                    "open_until_ms": state.open_until_ms if state.is_open(at_ms) else None,
                     "backlog": t.backlog,
                     "dead": t.dead,
                     "last_error": t.last_error,

@@ -24,6 +24,7 @@ from bridge.store.base import (
     EventCursor,
     EventFilter,
     EventListing,
+    TargetState,
 )
 
 PAGE_SIZE = 50
@@ -157,15 +158,34 @@ def _excerpt(text: str | None) -> str | None:
     return text[:EXCERPT_CHARS] + f"… ({len(text) - EXCERPT_CHARS} more characters)"
 
 
+def next_attempt(row: DeliveryRow, state: TargetState | None, at_ms: int) -> dict[str, Any]:
+    """When a waiting delivery's next attempt is, never a time already past: `ms` None means
+    now (it is due, and waits only for a free slot); `why` says what holds it back longer
+    than its retry schedule (an open circuit, a disabled target)."""
+    if state is not None and state.disabled_ms is not None:
+        return {"ms": None, "text": f"when target {row.target} is enabled again", "why": None}
+    next_ms, why = row.next_ms, None
+    until_ms = state.open_until_ms if state is not None and state.is_open(at_ms) else None
+    if until_ms is not None and until_ms > next_ms:
+        next_ms, why = until_ms, "circuit open: Retry now on the Targets page"
+    if next_ms <= at_ms:
+        return {"ms": None, "text": "now", "why": None}
+    return {"ms": next_ms, "text": "", "why": why}
+
+
 def event_page(
     event: Event,
     deliveries: Sequence[DeliveryRow],
     attempts: Sequence[AttemptRow],
     targets: Sequence[str],
+    states: Mapping[str, TargetState] | None = None,
+    at_ms: int = 0,
 ) -> dict[str, Any]:
     """The event page's context: its CloudEvent, each delivery with its attempts (oldest
-    first), and the configured targets it never went to. It redraws itself every 2 s while
-    a delivery waits for its attempt."""
+    first) and, while it waits, its next attempt (`next_attempt`, from the targets' `states`
+    at `at_ms`), and the configured targets it never went to. It redraws itself every 2 s
+    while a delivery waits for its attempt."""
+    states = states or {}
     by_target: dict[str, list[dict[str, Any]]] = {}
     for a in attempts:
         by_target.setdefault(a.target, []).append(
@@ -182,7 +202,7 @@ def event_page(
             "target": d.target,
             "status": d.status,
             "attempts": d.attempts,
-            "next_ms": d.next_ms,
+            "next": next_attempt(d, states.get(d.target), at_ms),
             "delivered_ms": d.delivered_ms,
             "attempt_rows": by_target.get(d.target, []),
         }

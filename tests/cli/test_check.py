@@ -233,8 +233,18 @@ def test_every_unset_variable_of_the_example_config_in_one_run() -> None:
             """,
             'merge.0.sources.1: "apii" is not a source; did you mean "api"?',
         ),
+        (
+            # The source meant has a mistake of its own: still the name to suggest.
+            f"""
+            sources:
+              github: {{webhook: {{verify: githb, secrets: x}}}}
+            targets:
+              t: {{url: "http://127.0.0.1:9/in", secrets: [{TEST_SECRET}], sources: [githib]}}
+            """,
+            'targets.t.sources.0: "githib" is not a source or a merge; did you mean "github"?',
+        ),
     ],
-    ids=["preset", "on_push", "budget", "merge"],
+    ids=["preset", "on_push", "budget", "merge", "refers-to-a-broken-source"],
 )
 def test_a_misspelt_name_gets_did_you_mean(tmp_path: Path, text: str, wanted: str) -> None:
     done = check(tmp_path, text)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -109,8 +111,8 @@ def test_demo_measures_poll_against_push(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert set(report) == {"sources", "pairs", "merges"}
     assert report["merges"] == []  # the default demo compares; it does not merge
-    by_origin = {s["origin"]: s for s in report["sources"]}
-    poll, push = by_origin["poll"], by_origin["push"]
+    by_name = {s["source"]: s for s in report["sources"]}
+    poll, push = by_name["items-poll"], by_name["items-push"]
     assert poll["events"] > 0 and push["events"] > 0
     # Changes land uniformly between polls: polling finds them half an interval late on average.
     assert 0.15 * every_s * 1000 <= poll["detection_ms"]["p50"] <= 1.5 * every_s * 1000
@@ -133,13 +135,44 @@ def test_demo_measures_poll_against_push(tmp_path: Path) -> None:
     assert stored.returncode == 0, stored.stderr
     ids = {e["id"] for e in json.loads(stored.stdout)}
     assert ids and ids <= delivered
-    assert (tmp_path / "demo-latency.png").read_bytes()[:4] == b"\x89PNG"
+    # The picture goes where --dir says, not into the working folder.
+    assert (folder / "demo-latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "demo-latency.png").exists()
+    assert f"picture:  {folder / 'demo-latency.png'}" in result.stderr
+    # Each word of the tables explained in one line.
+    for word in ("detection", "delivery", "lead"):
+        assert sum(line.startswith(f"{word}:") for line in result.stderr.splitlines()) == 1
+    # The quiet source's requests, all wasted: the line tells the report's own figures.
+    quiet = next(s for s in report["sources"] if s["source"] == "quiet-poll")
+    assert quiet["events"] == 0 and quiet["requests"] >= 3
+    assert quiet["empty_polls"] == quiet["requests"] - 1  # all but the silent baseline
+    assert f"quiet:    quiet-poll never changed: {quiet['requests']} requests in " in (
+        result.stderr
+    )
     assert str(folder / "config.yaml") in result.stderr
     again = run_cli("latency", "-c", str(folder / "config.yaml"), "--json")
     assert json.loads(again.stdout)["pairs"] == report["pairs"]
     # The daemon's log names uvicorn's lines as `bridge run` does.
     log = (folder / "bridge.log").read_text()
     assert "bridge.http: Started server process" in log and "uvicorn" not in log
+
+
+def test_demo_runs_without_matplotlib_and_says_the_picture_is_not_drawn(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    # As without the `plot` extra: `import matplotlib` fails in the demo's process.
+    blocked = "import sys; sys.modules['matplotlib'] = None; from bridge.cli import cli; cli()"
+    result = subprocess.run(
+        [sys.executable, "-c", blocked, "demo", "--duration", "2s", "--every", "1s",
+         "--dir", str(folder)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=100,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Latency per source" in result.stdout and "What polling cost" in result.stdout
+    assert (
+        "picture:  not drawn: it needs matplotlib, which is not installed:"
+        " pip install '.[plot]' (from the bridge's checkout)" in result.stdout
+    )
+    assert not list(tmp_path.rglob("*.png"))
 
 
 def test_demo_with_dropped_pushes_delivers_every_change_once(tmp_path: Path) -> None:

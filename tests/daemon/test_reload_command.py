@@ -69,3 +69,75 @@ def test_without_a_running_bridge_it_says_so(tmp_path: Path) -> None:
     done = run_cli("reload", "-c", str(path))
     assert done.returncode == 1
     assert "no bridge answers at http://127.0.0.1:9/api/status" in done.stderr
+
+
+# As systemd runs it: ExecReload gets no credentials (systemd 252 to 256 give them to the
+# main process only), so the command cannot read what the daemon reads.
+GUARDED = """
+    database: reload.db
+    server:
+      listen: 127.0.0.1:{port}
+      admin_token: ${credential:admin-token}
+    targets:
+      t:
+        url: http://127.0.0.1:9/in
+        secrets: ${credential:target-secret}
+    sources:
+      a: {webhook: {verify: none, allow_unsigned: true}}
+"""
+
+
+def _credentials(tmp_path: Path) -> dict[str, str]:
+    folder = tmp_path / "credentials"
+    folder.mkdir()
+    (folder / "admin-token").write_text("a-long-admin-token-for-the-test-0123456789")
+    (folder / "target-secret").write_text(TEST_SECRET)
+    return {**os.environ, "CREDENTIALS_DIRECTORY": str(folder)}
+
+
+def _without_credentials() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+
+
+def test_without_the_daemons_credentials_an_applied_reload_exits_0(daemon, tmp_path) -> None:
+    proc = daemon(GUARDED, env=_credentials(tmp_path))
+    path = proc.config_path
+    path.write_text(path.read_text() + "  b: {webhook: {verify: none, allow_unsigned: true}}\n")
+    done = run_cli(
+        "reload", "-c", str(path), "--pid", str(proc.proc.pid), env=_without_credentials()
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"reloaded {path}"
+    assert httpx.post(proc.url + "/hooks/b", json={"id": "1"}, timeout=10).status_code == 202
+
+
+def test_without_the_daemons_credentials_a_refusal_exits_1(daemon, tmp_path) -> None:
+    proc = daemon(GUARDED, env=_credentials(tmp_path))
+    path = proc.config_path
+    # A variable only this shell has: the daemon refuses the file, the command cannot know.
+    path.write_text(path.read_text() + "  b: {webhook: {verify: token, secrets: '${ONLY_HERE}'}}\n")
+    env = {**_without_credentials(), "ONLY_HERE": "x" * 32}
+    done = run_cli("reload", "-c", str(path), "--pid", str(proc.proc.pid), env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "reload refused, the config in force is unchanged" in done.stderr
+    assert "x" * 32 not in done.stderr + done.stdout
+    # The hook the refused file adds is not served: the old config is in force.
+    assert httpx.post(proc.url + "/hooks/b", json={"id": "1"}, timeout=10).status_code == 404
+
+
+def test_without_the_daemons_credentials_only_the_files_own_mistakes_are_listed(
+    daemon, tmp_path
+) -> None:
+    proc = daemon(GUARDED, env=_credentials(tmp_path))
+    path = proc.config_path
+    path.write_text(path.read_text() + "  b: {webhook: {verify: nope}}\n")
+    done = run_cli(
+        "reload", "-c", str(path), "--pid", str(proc.proc.pid), env=_without_credentials()
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "reload refused, the config in force is unchanged:"
+    assert len(lines) == 2 and "sources.b.webhook.verify" in lines[1], lines
+    # The daemon got the signal and refused the file too (its status needs the token).
+    refused = 'bridge_config_reloads_total{outcome="refused"} 1.0'
+    wait_until(lambda: refused in httpx.get(proc.url + "/metrics", timeout=10).text, timeout_s=20)

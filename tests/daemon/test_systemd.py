@@ -1,4 +1,5 @@
-"""The systemd unit: valid for systemd-analyze, hardened, and consistent with the README."""
+"""The systemd unit: valid for systemd-analyze, hardened, and consistent with its guide
+(docs/guides/service.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.helpers import REPO, run_cli
 
 UNIT = REPO / "systemd" / "bridge.service"
 SERVICE_CONFIG = REPO / "systemd" / "config.yaml"
-README = REPO / "README.md"
+GUIDE = REPO / "docs" / "guides" / "service.md"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None, reason="systemd-analyze is not installed on this machine"
@@ -47,11 +48,8 @@ def one(key: str) -> str:
     return found[0]
 
 
-def readme_section() -> str:
-    text = README.read_text()
-    start = text.index("## Run as a service")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+def guide() -> str:
+    return GUIDE.read_text()
 
 
 def credentials_in(config_text: str) -> set[str]:
@@ -155,11 +153,11 @@ def test_service_config_is_valid_and_keeps_the_database_in_the_state_directory(
     assert config.sources["github"].webhook.secrets[0].get_secret_value() == "gh-secret-for-tests"
 
 
-# -- the README's install steps match the files --------------------------------------------
+# -- the guide's install steps match the files --------------------------------------------
 
 
-def test_readme_install_steps_match_the_unit() -> None:
-    section = readme_section()
+def test_the_guide_s_install_steps_match_the_unit() -> None:
+    section = guide()
     exec_start = one("ExecStart").split()
     program, config_path = exec_start[0], exec_start[-1]
     venv = str(Path(program).parent.parent)
@@ -190,5 +188,4 @@ def test_the_unit_documentation_is_the_installed_readme() -> None:
         line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("Documentation=")
     ]
     assert docs == ["file:///opt/bridge/README.md"]
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "install -m 0644 README.md /opt/bridge/README.md" in readme
+    assert "install -m 0644 README.md /opt/bridge/README.md" in guide()

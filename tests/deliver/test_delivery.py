@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
+import re
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -264,21 +266,26 @@ async def _disabled(b: Bridge) -> bool:
 async def test_dead_after_the_schedule_then_redelivered(tmp_path: Path) -> None:
     with receiver() as r:
         r.default = (500, {})
-        async with bridge(tmp_path, target("t1", r.url + "/hook", "retry: [10ms, 20ms]")) as b:
+        extra = "retry: [10ms, 20ms]\ncircuit: {failures: 100}"
+        async with bridge(tmp_path, target("t1", r.url + "/hook", extra)) as b:
             event = await b.emit()
             row = await eventually(lambda: _status(b, event, "dead"))
             assert row.attempts == 3 and len(r.hits) == 3
             dead = json.loads((await b.cli("deliveries", "--status", "dead", "--json")).output)
             assert [d["event_id"] for d in dead] == [event.id]
             await eventually(lambda: metrics.DEAD.labels("t1")._value.get() == 1)
+            # Redelivered, it fails again: the schedule starts over, the count goes on.
+            result = await b.cli("redeliver", "--dead")
+            assert result.exit_code == 0 and "queued 1 dead delivery again" in result.output
+            row = await eventually(lambda: len(r.hits) == 6 and _status(b, event, "dead"))
+            assert row.attempts == 6 == len(await b.store.list_attempts(event.id))
             r.default = (204, {})
             result = await b.cli("redeliver", "--dead")
             assert result.exit_code == 0 and "queued 1 dead delivery again" in result.output
             row = await eventually(lambda: _status(b, event, "delivered"))
-            assert row.attempts == 1  # the schedule starts over
             assert {h.headers["webhook-id"] for h in r.hits} == {event.id}
             Webhook(TEST_SECRET).verify(r.hits[-1].body, r.hits[-1].headers)
-            assert len(await b.store.list_attempts(event.id)) == 4
+            assert row.attempts == 7 == len(await b.store.list_attempts(event.id))
 
 
 async def test_redelivery_of_a_delivered_event_keeps_its_webhook_id(tmp_path: Path) -> None:
@@ -305,7 +312,10 @@ async def test_redelivery_of_a_delivered_event_keeps_its_webhook_id(tmp_path: Pa
             assert usage.exit_code == 2
 
 
-async def test_the_circuit_opens_then_closes(tmp_path: Path) -> None:
+async def test_the_circuit_opens_then_closes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "bridge.deliver")
     with receiver() as r:
         r.default = (500, {})
         extra = """
@@ -328,6 +338,19 @@ async def test_the_circuit_opens_then_closes(tmp_path: Path) -> None:
             state = (await b.store.target_states())["t1"]
             assert state.circuit == "closed" and state.failures == 0
             assert r.hits[3].at - r.hits[2].at >= 0.59
+            # Every change of the circuit is one line at info, and nothing else says "circuit".
+            changes = [
+                (rec.levelname, re.sub(r"until \S+", "until T", rec.getMessage()))
+                for rec in caplog.records
+                if "circuit" in rec.getMessage()
+            ]
+            assert changes == [
+                ("INFO", "target t1: circuit opened until T after 2 failures"),
+                ("INFO", "target t1: circuit half-open: one probe"),
+                ("INFO", "target t1: circuit opened until T after the probe failed"),
+                ("INFO", "target t1: circuit half-open: one probe"),
+                ("INFO", "target t1: circuit closed"),
+            ]
 
 
 async def _circuit(b: Bridge, circuit: str, failures: int | None = None) -> Any:

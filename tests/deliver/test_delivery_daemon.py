@@ -19,7 +19,7 @@ from bridge.events import Event, event_id, now_ms
 from bridge.store.base import NewEvent
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
-from tests.helpers import DaemonProcess, serve_app, wait_until
+from tests.helpers import DaemonProcess, run_cli, serve_app, wait_until
 
 EVENTS = 24
 
@@ -181,3 +181,83 @@ def test_sigterm_lets_deliveries_finish_or_releases_them(
 
     # The cut delivery is not left leased for a minute: a restart sends it at once.
     assert asyncio.run(lease()) == ("pending", None)
+
+
+class SwitchedReceiver:
+    """Answers `code` (500 until switched), recording the webhook-id of every request."""
+
+    def __init__(self) -> None:
+        self.code = 500
+        self.hits: list[str] = []
+
+    def app(self) -> Starlette:
+        async def hook(request: Request) -> Response:
+            await request.body()
+            self.hits.append(request.headers.get("webhook-id", ""))
+            return Response(status_code=self.code)
+
+        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+
+def target_state(db: Path) -> object:
+    async def go() -> object:
+        store = SQLiteStore(db)
+        store.open()
+        try:
+            return (await store.target_states()).get("t1")
+        finally:
+            store.close()
+
+    return asyncio.run(go())
+
+
+def test_a_reset_sends_the_backlog_held_by_an_open_circuit_at_once(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
+) -> None:
+    receiver = SwitchedReceiver()
+    db = tmp_path / "bridge.db"
+    with serve_app(receiver.app()) as url:
+        proc = daemon(
+            f"""
+            database: bridge.db
+            targets:
+              t1:
+                url: {url}/hook
+                secret: {TEST_SECRET}
+                retry: [10ms, 10ms, 10ms, 10ms]
+                circuit: {{failures: 2, cooldown: 1h, max_cooldown: 2h}}
+            """
+        )
+        c = ("-c", str(proc.config_path))
+        event = Event(event_id("orders", "held"), "orders", "orders.created", "push", {}, now_ms())
+        record(db, [event])
+        wait_until(lambda: getattr(target_state(db), "circuit", None) == "open", timeout_s=20)
+        wait_until(lambda: "target t1: circuit opened until" in proc.log(), timeout_s=5)
+        assert "after 2 failures" in proc.log()
+        receiver.code = 204
+
+        # A redelivery says that the open circuit holds it, until when, and how to end it.
+        again = run_cli("redeliver", event.id, *c)
+        assert again.returncode == 0, again.stderr
+        assert "queued 1 delivery again" in again.stdout
+        assert "target t1: circuit open until " in again.stdout
+        assert "'bridge target reset t1' (or the page's \"Retry now\") sends it now" in again.stdout
+        assert "cli: " in again.stderr and "redelivered to every target" in again.stderr
+        listed = json.loads(run_cli("redeliver", event.id, *c, "--json").stdout)
+        (held,) = listed["circuit"]
+        assert (held["target"], held["state"]) == ("t1", "open") and held["until"].endswith("Z")
+
+        # The cool-down is an hour: only the reset, seen by the running daemon, sends it now.
+        reset = run_cli("target", "reset", "t1", *c)
+        assert reset.returncode == 0, reset.stderr
+        assert reset.stdout.startswith("target t1: its circuit was open until ")
+        assert "and is now closed" in reset.stdout and "reset target t1" in reset.stderr
+        wait_until(lambda: statuses(db) == {event.id: "delivered"}, timeout_s=20)
+        wait_until(lambda: "target t1: circuit closed by reset" in proc.log(), timeout_s=5)
+        assert receiver.hits == [event.id] * 3
+
+        # Two failed attempts, then one after the redeliveries: each listed, each counted.
+        shown = json.loads(run_cli("event", "show", event.id, *c, "--json").stdout)
+        (delivery,) = shown["deliveries"]
+        assert delivery["attempts"] == 3 == len(delivery["history"])
+        assert proc.terminate() == 0

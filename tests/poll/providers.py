@@ -1,12 +1,21 @@
 """Local simulations of the REST APIs the poll presets speak, on tests/scripted_server.py.
 
-Each simulation answers as its provider documents (see the README's presets and the
+Each simulation answers as its provider documents (see docs/guides/presets.md and the
 providers' API references): its auth and version headers are checked (a request without
 them is answered 401 or 400 and kept in `refused`), its pagination is its own (GitHub's
 `Link` with `rel="next"` and `rel="last"` carrying the whole query; Stripe's `has_more` with
 `starting_after`/`ending_before`; Shopify's `Link` `page_info` URLs that carry no filter and
 refuse one; GitLab's `Link` with `X-Next-Page`), it sends its rate-limit headers, and GitHub
 answers `If-None-Match` with a 304 that does not count against the limit.
+
+Shopify's GraphQL Admin API (`ShopifyGraphQL`, over the same shop's collections) as its
+documentation describes it: a POST of `{query, variables}` to `/admin/api/{version}/graphql.json`;
+Relay connections with `nodes` and `pageInfo {hasNextPage endCursor}` paged by `after`;
+`first` at most 250; the `query` argument's search syntax (`updated_at:>'2026-12-01T00:00:00Z'`);
+a leaky bucket of cost points (`extensions.cost`: `requestedQueryCost`, `actualQueryCost`,
+`throttleStatus {maximumAvailable, currentlyAvailable, restoreRate}`, restored per second of
+real time), a query it cannot pay for answered with HTTP 200 and an `errors` entry whose
+`extensions.code` is `THROTTLED`; other mistakes as `errors` too.
 
 Every collection has an eventual-consistency lag: a change stamped at `t` can become
 visible to list queries only `lag_s` later. All share one `Clock` that the test moves.
@@ -17,7 +26,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -369,6 +380,108 @@ class Shopify(Simulation):
         return Reply(body={name: chunk}, headers=headers)
 
 
+class ShopifyGraphQL(Simulation):
+    """`POST /admin/api/{version}/graphql.json` over the shop's collections (see above)."""
+
+    RESOURCE_RE = re.compile(r"\b(products|orders|customers)\s*\(")
+    SEARCH_RE = re.compile(r"updated_at:>'([^']+)'\Z")
+    KINDS = {"products": "Product", "orders": "Order", "customers": "Customer"}
+
+    def __init__(self, shop: Shopify, maximum: float = 1000.0, restore_rate: float = 50.0):
+        super().__init__(shop.clock)
+        self.shop = shop
+        self.maximum = maximum
+        self.restore_rate = restore_rate
+        self.available = maximum
+        self.restored_at = time.monotonic()
+        self.throttled = 0  # answers THROTTLED
+        self.throttled_status = 200  # some shops are reported to answer it with a 429
+        self.searches: list[str | None] = []  # the `query` variable of each first page
+
+    def install(self, script: Script) -> None:
+        script.route(f"/admin/api/{self.shop.version}/graphql.json", self.guarded(self.route))
+
+    def check(self, seen: Seen) -> Reply | None:
+        if seen.method != "POST":
+            return Reply(405, {"errors": "use POST"})
+        if seen.headers.get("x-shopify-access-token") != SHOPIFY_TOKEN:
+            return Reply(401, {"errors": "[API] Invalid API key or access token"})
+        if not seen.headers.get("content-type", "").startswith("application/json"):
+            return Reply(400, {"errors": "Content-Type must be application/json"})
+        return None
+
+    def _restore(self) -> None:
+        now = time.monotonic()
+        self.available = min(
+            self.maximum, self.available + (now - self.restored_at) * self.restore_rate
+        )
+        self.restored_at = now
+
+    def _cost(self, requested: float, actual: float | None) -> dict[str, Any]:
+        return {
+            "requestedQueryCost": requested,
+            "actualQueryCost": actual,
+            "throttleStatus": {
+                "maximumAvailable": self.maximum,
+                "currentlyAvailable": round(self.available, 1),
+                "restoreRate": self.restore_rate,
+            },
+        }
+
+    @staticmethod
+    def _error(message: str) -> Reply:
+        return Reply(
+            200, {"errors": [{"message": message, "locations": [{"line": 1, "column": 1}]}]}
+        )
+
+    def route(self, seen: Seen) -> Reply:
+        body = seen.json()
+        query, variables = body.get("query", ""), body.get("variables") or {}
+        found = self.RESOURCE_RE.search(query)
+        if found is None or "pageInfo { hasNextPage endCursor }" not in query:
+            return self._error("Field must have selections (a connection with pageInfo)")
+        name = found.group(1)
+        first = variables.get("first")
+        if not isinstance(first, int) or not 0 < first <= 250:
+            return self._error("The first argument must be between 1 and 250")
+        requested = 2.0 + first
+        self._restore()
+        if self.available < requested:
+            self.throttled += 1
+            return Reply(self.throttled_status, {
+                "errors": [{"message": "Throttled", "extensions": {
+                    "code": "THROTTLED",
+                    "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+                "extensions": {"cost": self._cost(requested, None)},
+            })  # fmt: skip
+        search = variables.get("query")
+        after = variables.get("after")
+        rows = [
+            {"id": f"gid://shopify/{self.KINDS[name]}/{key}", **fields, "updatedAt": iso(stamp)}
+            for key, stamp, fields in self.shop.collections[name].visible()
+        ]
+        if search is not None:
+            match = self.SEARCH_RE.match(search)
+            if match is None:
+                return self._error(f"Invalid search syntax: {search}")
+            floor = parse_iso(match.group(1))
+            rows = [r for r in rows if parse_iso(r["updatedAt"]) > floor]
+        rows.sort(key=lambda r: (r["updatedAt"], r["id"]))  # sortKey: UPDATED_AT
+        offset = json.loads(base64.b64decode(after))["offset"] if after else 0
+        if after is None:
+            self.searches.append(search)
+        chunk = rows[offset : offset + first]
+        actual = 2.0 + len(chunk)
+        self.available -= actual
+        end = offset + len(chunk)
+        cursor = base64.b64encode(json.dumps({"offset": end}).encode()).decode()
+        info = {"hasNextPage": end < len(rows), "endCursor": cursor if chunk else None}
+        return Reply(200, {
+            "data": {name: {"nodes": chunk, "pageInfo": info}},
+            "extensions": {"cost": self._cost(requested, actual)},
+        })  # fmt: skip
+
+
 # -- GitLab ----------------------------------------------------------------------------------
 
 
@@ -438,22 +551,25 @@ class Providers:
     stripe: Stripe
     shopify: Shopify
     gitlab: GitLab
+    shopify_graphql: ShopifyGraphQL
 
     @classmethod
     def install(cls, script: Script, **limits: int) -> Providers:
         clock = Clock()
         size = limits.get("page_size", 100)
+        shopify = Shopify(clock, max_limit=size)
         sims = cls(
             clock,
             GitHub(clock, max_per_page=size),
             Stripe(clock, max_limit=size),
-            Shopify(clock, max_limit=size),
+            shopify,
             GitLab(clock, max_per_page=size),
+            ShopifyGraphQL(shopify),
         )
-        for sim in (sims.github, sims.stripe, sims.shopify, sims.gitlab):
+        for sim in (sims.github, sims.stripe, sims.shopify, sims.gitlab, sims.shopify_graphql):
             sim.install(script)
         return sims
 
     def refused(self) -> list[str]:
         return [*self.github.refused, *self.stripe.refused, *self.shopify.refused,
-                *self.gitlab.refused]  # fmt: skip
+                *self.gitlab.refused, *self.shopify_graphql.refused]  # fmt: skip

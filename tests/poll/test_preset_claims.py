@@ -1,4 +1,5 @@
-"""What the README says of the presets, held against the real daemon and real servers.
+"""What docs/guides/presets.md says of the presets, held against the real daemon and real
+servers.
 
 - The Stripe preset's events feed and a `verify: stripe` webhook source give the same Stripe
   event two different ids (each derives from its own source's name); one id only inside a

@@ -42,6 +42,8 @@ def preset_source(base: str, preset: str, resource: str, **keys: Any) -> dict[st
         "shopify": {"shop": "simulated", "token": SHOPIFY_TOKEN},
         "gitlab": {"project": "group/project", "token": GITLAB_TOKEN},
     }
+    if preset == "feed":  # any feed's URL, no credentials
+        return {"poll": {"preset": preset, "resource": resource, "url": f"{base}/feed", **keys}}
     poll = {"preset": preset, "resource": resource, "api_url": base, **needs[preset], **keys}
     return {"poll": poll}
 
@@ -59,7 +61,12 @@ def test_every_preset_and_resource_expands_into_a_valid_source(preset: str, reso
     poll = sources_config({"s": source}).sources["s"].poll
     assert poll is not None and poll.preset == preset and poll.resource == resource
     assert poll.url.startswith("https://api.example.com/")
-    assert poll.headers, "every preset sends its credentials"
+    if preset != "feed":
+        assert poll.headers, "every provider's preset sends its credentials"
+    if preset == "shopify":  # and through its GraphQL Admin API too
+        source = preset_source("https://api.example.com", preset, resource, api="graphql")
+        graphql = sources_config({"s": source}).sources["s"].poll
+        assert graphql is not None and graphql.graphql is not None and graphql.headers
 
 
 def test_github_issues_expands_into_the_documented_mechanics() -> None:

@@ -25,7 +25,7 @@ from tests.reliability.parts import query
 
 pytestmark = pytest.mark.reliability
 
-# The signatures one header may list (README, "Guarantees and faults").
+# The signatures one header may list (docs/guarantees.md).
 MAX_SIGNATURES = 16
 STRIPE_SECRET = "whsec_stripe-endpoint-secret-of-the-suite"
 SEED_SECRET, PUBLIC_KEY = new_keypair()

@@ -88,7 +88,7 @@ def test_disable_then_enable_a_target(any_store: Store) -> None:
     assert asyncio.run(any_store.disable_target("t", "again", 43)) is False
     state = asyncio.run(any_store.target_states())["t"]
     assert (state.disabled_ms, state.disabled_reason) == (42, "disabled by session abc")
-    assert asyncio.run(any_store.enable_target("t")) is True
+    assert asyncio.run(any_store.enable_target("t")).disabled_ms == 42  # the state before
     assert asyncio.run(any_store.target_states())["t"].disabled_ms is None
 
 

@@ -238,11 +238,11 @@ def test_one_replica_polls_each_interval_and_another_takes_over(group: Group) ->
     # Never two polls within one interval, across the three replicas and the takeover.
     with up.lock:
         times = [t for t in up.request_times if t >= started - INTERVAL_S]
-    # A poll can start late on a busy machine and the next one on time, so a gap may be a
-    # little short of the interval; polls by several replicas would come at random phases,
-    # often much closer (and two or three times as many).
+    # A poll can start late on a busy machine (a load of 9 made one 0.66 s late) and the next
+    # one on time, so a gap may be well short of the interval; what a lease bug gives is two
+    # replicas polling at once (a gap near 0), and two or three times as many polls.
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert gaps and min(gaps) >= 0.4 * INTERVAL_S, gaps
+    assert gaps and min(gaps) >= 0.2 * INTERVAL_S, gaps
     assert len(times) <= (times[-1] - times[0]) / INTERVAL_S + 2, gaps
 
 

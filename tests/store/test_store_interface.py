@@ -15,7 +15,14 @@ from bridge.config import load_config
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, mask_url, open_store
-from bridge.store.base import SCAN_ROWS, AttemptRecord, PollCommit, PollOutcome, TargetState
+from bridge.store.base import (
+    SCAN_ROWS,
+    AttemptRecord,
+    PollCommit,
+    PollOutcome,
+    TargetReset,
+    TargetState,
+)
 from bridge.store.sqlite.migrations import MIGRATIONS
 from tests.helpers import run_cli, wait_until
 
@@ -76,6 +83,14 @@ class MadeOnRead:
         self.reads += 1
         for i in range(self.count):
             yield f"k{i}", f"h:{i}", json.dumps({"id": i})
+
+
+def test_event_sources_names_each_source_with_events_once(any_store: Store) -> None:
+    store = any_store
+    assert asyncio.run(store.event_sources()) == []
+    batch = [NewEvent(make_event(s, u)) for s, u in (("b", "1"), ("a", "1"), ("b", "2"))]
+    asyncio.run(store.record_events(batch))
+    assert asyncio.run(store.event_sources()) == ["a", "b"]
 
 
 def test_a_snapshot_is_written_from_rows_made_on_read_and_scanned_in_chunks(
@@ -154,10 +169,44 @@ def test_next_due_and_redelivery(any_store: Store) -> None:
     assert asyncio.run(store.redeliver([ev.id], "other", at + 200)) == {ev.id: 1}
     claimed = asyncio.run(store.claim_due({"t": 5, "other": 5}, at + 150, at + 2_000))
     assert [c.target for c in claimed.claims] == ["t"]
+    # The count of attempts goes on; the retry schedule starts again after the one made.
+    assert [(c.attempts, c.retry_from) for c in claimed.claims] == [(1, 1)]
+    assert [r.attempts for r in asyncio.run(store.list_deliveries(target="t"))] == [1]
     assert claimed.next_due_ms == at + 200
     asyncio.run(store.save_target_state(TargetState("t", disabled_ms=at, disabled_reason="410")))
-    assert asyncio.run(store.enable_target("t")) is True
-    assert asyncio.run(store.enable_target("t")) is False
+    assert asyncio.run(store.enable_target("t")).disabled_ms == at
+    assert asyncio.run(store.enable_target("t")) == TargetState("t")
+
+
+def test_reset_closes_the_circuit_and_makes_the_backlog_due(any_store: Store) -> None:
+    store = any_store
+    events = [make_event("push", f"r{i}") for i in range(3)]
+    for ev in events:
+        asyncio.run(store.record_event(ev, ["t", "u"]))
+    at = now_ms() + 1_000
+    claims = asyncio.run(store.claim_due({"t": 5, "u": 5}, at, at + 1_000)).claims
+    # Two of t's failed with retries an hour away; u's wait too, and must stay as they are.
+    later = at + 3_600_000
+    records = [
+        AttemptRecord(c.delivery_id, c.event.id, c.target, at, 3, 500, None, None, "failed",
+                      later)
+        for c in claims if c.event.id != events[2].id or c.target == "u"
+    ]  # fmt: skip
+    opened = TargetState("t", None, None, "open", 5, at + 60_000, 60.0)
+    asyncio.run(store.record_attempts(records))
+    asyncio.run(store.save_target_state(opened))
+    asyncio.run(store.save_target_state(TargetState("u", at, "410", "open", 3, at + 60_000, 60.0)))
+    done = asyncio.run(store.reset_target("t", at + 10))
+    assert done.before == opened and done.retried == 2
+    assert asyncio.run(store.target_states())["t"] == TargetState("t")
+    due = asyncio.run(store.claim_due({"t": 5, "u": 5}, at + 10, at + 2_000))
+    assert sorted(c.event.id for c in due.claims) == sorted(e.id for e in events[:2])
+    # A disabled target stays disabled; only its circuit closes.
+    again = asyncio.run(store.reset_target("u", at + 20))
+    assert again.retried == 3
+    assert asyncio.run(store.target_states())["u"] == TargetState("u", at, "410")
+    # A target with no state at all: nothing before, nothing to change.
+    assert asyncio.run(store.reset_target("none", at)) == TargetReset(TargetState("none"), 0)
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_the_bearer_token_keeps_working_for_scripts(bridge_url: str) -> None:
     # No CSRF token needed: a browser cannot send this header across origins.
     done = httpx.post(bridge_url + "/admin/target/redeliver-dead", data={"name": "sink"},
                       headers=bearer)  # fmt: skip
-    assert done.status_code == 200 and done.json() == {"queued": 0}
+    assert done.status_code == 200 and done.json() == {"queued": 0, "circuit": []}
     polled = httpx.post(bridge_url + "/admin/source/poll", data={"name": "items"}, headers=bearer)
     assert polled.json() == {"queued": 1}
     unknown = httpx.post(bridge_url + "/admin/source/poll", data={"name": "nope"}, headers=bearer)

@@ -4,6 +4,7 @@ login may lead; the guard of a non-loopback server without a token; `bridge targ
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ from bridge.config import parse_config
 from bridge.daemon.app import build_app
 from bridge.events import Event
 from bridge.runtime import Runtime
-from bridge.store.base import EventCursor, EventListing
+from bridge.store.base import DeliveryRow, EventCursor, EventListing, TargetState
 from bridge.store.sqlite import SQLiteStore
 from bridge.web import views
 from bridge.web.actions import safe_next
@@ -21,6 +22,7 @@ from bridge.web.admin import Admin
 from bridge.web.auth import Guard, is_allowed_host
 from bridge.web.session import Session, Sessions
 from bridge.web.throttle import Throttle
+from bridge.web.views import next_attempt
 from tests.conftest import TEST_SECRET
 from tests.helpers import run_cli
 
@@ -155,3 +157,25 @@ def test_a_host_is_allowed_when_it_names_loopback_or_a_listed_name() -> None:
                  "localhost.evil.example", "other.lan:8080", "other.lan", "[::2]:80",
                  "10.0.0.1"):  # fmt: skip
         assert not is_allowed_host(host, listed), host
+
+
+def test_the_next_attempt_is_never_a_time_already_past() -> None:
+    at = 1_800_000_000_000
+
+    def row(next_ms: int) -> DeliveryRow:
+        return DeliveryRow(1, "evt_1", "me", "failed", 2, next_ms, None, at - 9_000, None, 500, "")
+
+    opened = TargetState("me", None, None, "open", 5, at + 60_000, 60.0)
+    # Due on its schedule but held by the circuit: the time the circuit lets it go.
+    assert next_attempt(row(at - 5_000), opened, at) == {
+        "ms": at + 60_000,
+        "text": "",
+        "why": "circuit open: Retry now on the Targets page",
+    }
+    # A retry later than the cool-down keeps its own time.
+    assert next_attempt(row(at + 90_000), opened, at)["ms"] == at + 90_000
+    # Due, nothing holding it: now, never the past time itself.
+    for state in (None, TargetState("me"), replace(opened, open_until_ms=at - 1)):
+        assert next_attempt(row(at - 5_000), state, at) == {"ms": None, "text": "now", "why": None}
+    disabled = TargetState("me", at - 1, "by hand")
+    assert next_attempt(row(at + 90_000), disabled, at)["text"] == "when target me is enabled again"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 from selenium.webdriver.common.by import By
@@ -141,5 +142,58 @@ def test_a_refused_reload_shows_on_the_page_until_a_good_reload_applies(
         wait.until(lambda b: not notice.is_displayed())
         assert notice.text == ""
         assert httpx.get(proc.url + "/api/status", timeout=10).json()["reload_error"] is None
+        assert console_errors(browser) == []
+    assert proc.terminate() == 0
+
+
+LONG = "missing" * 14  # one word of 98 letters: nowhere to break it but anywhere
+
+
+def test_recent_events_link_to_their_pages_and_a_long_error_stays_in_its_card(
+    daemon, tmp_path: Path
+) -> None:
+    broken = f"""sources:
+  broken-poll:
+    poll: {{url: "{{peer}}/{LONG}", every: 1h, id: id}}
+"""
+    config = config_text("{peer}").replace("sources:\n", broken, 1)
+    with serve_app(upstream_app()) as peer, chromium(tmp_path / "profile") as browser:
+        proc = daemon(config.replace("{peer}", peer))
+        push_github(proc.url, 7)
+
+        def failing() -> str | None:
+            sources = httpx.get(proc.url + "/api/status", timeout=10).json()["sources"]
+            return next(s for s in sources if s["name"] == "broken-poll")["last_error"]
+
+        error = wait_until(failing, timeout_s=20)
+        assert LONG in error
+        (event,) = httpx.get(proc.url + "/api/status", timeout=10).json()["events"]
+        wait = WebDriverWait(browser, 30, poll_frequency=0.1)
+        browser.get(proc.url + "/")
+
+        # The sources card's error wraps inside the card instead of running past it.
+        row = wait.until(
+            lambda b: b.find_element(By.CSS_SELECTOR, '#sources tr[data-name="broken-poll"]')
+        )
+        assert LONG in row.find_element(By.CSS_SELECTOR, "td.error").text.replace("\n", "")
+        overflow = browser.execute_script(
+            """const card = document.getElementById("sources").closest("section");
+            const edge = card.getBoundingClientRect().right;
+            const cell = document.querySelector('#sources tr[data-name="broken-poll"] td.error');
+            return {table: document.getElementById("sources").getBoundingClientRect().right - edge,
+                    cell: cell.getBoundingClientRect().right - edge,
+                    hidden: cell.scrollWidth - cell.clientWidth};"""
+        )
+        assert overflow["table"] <= 0 and overflow["cell"] <= 0 and overflow["hidden"] <= 0
+        screenshot(browser, "status-page-long-error")
+
+        # A recent event links to its own page.
+        link = browser.find_element(By.CSS_SELECTOR, "#events tbody a")
+        assert (
+            link.get_attribute("href") == f"{proc.url}/admin/events/{quote(event['id'], safe='')}"
+        )
+        link.click()
+        wait.until(lambda b: "/admin/events/" in b.current_url)
+        assert event["id"] in browser.find_element(By.TAG_NAME, "main").text
         assert console_errors(browser) == []
     assert proc.terminate() == 0

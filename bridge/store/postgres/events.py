@@ -132,6 +132,13 @@ class PostgresEvents:
 
         return await self.run(q)
 
+    async def event_sources(self) -> list[str]:
+        async def q(conn: Conn) -> list[str]:
+            cur = await conn.execute("SELECT DISTINCT source FROM events ORDER BY source")
+            return [str(row[0]) for row in await cur.fetchall()]
+
+        return await self.run(q)
+
     async def count_events(self, *, source: str | None = None) -> int:
         async def q(conn: Conn) -> int:
             if source is None:

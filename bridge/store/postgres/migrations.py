@@ -188,4 +188,8 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "ALTER TABLE poll_state ADD COLUMN pending_deletes BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    (
+        "0011_retry_from",
+        ("ALTER TABLE deliveries ADD COLUMN retry_from BIGINT NOT NULL DEFAULT 0",),
+    ),
 ]

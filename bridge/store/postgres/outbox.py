@@ -17,7 +17,15 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.store.base import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow, TargetState
+from bridge.store.base import (
+    AttemptRecord,
+    AttemptRow,
+    Claim,
+    Claimed,
+    DeliveryRow,
+    TargetReset,
+    TargetState,
+)
 from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
 
 if TYPE_CHECKING:
@@ -33,7 +41,9 @@ _DELIVERY_COLUMNS = (
     " last_code, last_error, transformed"
 )
 _TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
-_REQUEUE = "status = 'pending', attempts = 0, next_ms = %s, lease_ms = NULL"
+# A redelivery keeps the count of attempts (every one is listed) and starts the retry
+# schedule again from there.
+_REQUEUE = "status = 'pending', retry_from = attempts, next_ms = %s, lease_ms = NULL"
 # `ordering: subject`: only the earliest waiting delivery of a subject may be claimed. A
 # replica claiming at the same time sees that earliest one waiting too (leased or locked),
 # so it cannot take the next one before the first is recorded delivered or dead.
@@ -51,7 +61,7 @@ _CLAIM = f"""
         FOR UPDATE SKIP LOCKED
     )
     UPDATE deliveries d SET lease_ms = %s, lease_owner = %s FROM due WHERE d.id = due.id
-    RETURNING d.id, d.attempts, d.event_id, d.next_ms
+    RETURNING d.id, d.attempts, d.event_id, d.next_ms, d.retry_from
 """
 _CLAIM_ANY = _CLAIM.format(order="")
 _CLAIM_ORDERED = _CLAIM.format(order=_FIRST_OF_SUBJECT)
@@ -67,6 +77,15 @@ _UPSERT_TARGET = (
 def _target_values(s: TargetState) -> tuple[Any, ...]:
     return (s.name, s.disabled_ms, s.disabled_reason, s.circuit, s.failures, s.open_until_ms,
             s.cooldown_s)  # fmt: skip
+
+
+async def _target_state(conn: Conn, name: str) -> TargetState:
+    """A target's state, its row locked until the transaction ends (a default when none)."""
+    cur = await conn.execute(
+        f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = %s FOR UPDATE", (name,)
+    )
+    row = await cur.fetchone()
+    return TargetState(*row) if row else TargetState(name)
 
 
 async def _claim(
@@ -95,7 +114,7 @@ async def _claim(
             (list({r[3] for r in leased}),),
         )
         events = {row[0]: row_to_event(row) for row in await cur.fetchall()}
-    claims = [Claim(r[1], r[0], events[r[3]], r[2]) for r in leased if r[3] in events]
+    claims = [Claim(r[1], r[0], events[r[3]], r[2], r[5]) for r in leased if r[3] in events]
     next_due = None
     if short:
         # Rows due already are leased (in flight): their end wakes the worker, not this time.
@@ -216,24 +235,31 @@ class PostgresOutbox:
 
         await self.run(save)
 
-    async def enable_target(self, name: str) -> bool:
-        async def enable(conn: Conn) -> bool:
-            cur = await conn.execute(
-                "SELECT disabled_ms FROM targets WHERE name = %s FOR UPDATE", (name,)
-            )
-            row = await cur.fetchone()
+    async def enable_target(self, name: str) -> TargetState:
+        async def enable(conn: Conn) -> TargetState:
+            before = await _target_state(conn, name)
             await conn.execute(_UPSERT_TARGET, _target_values(TargetState(name)))
-            return bool(row and row[0] is not None)
+            return before
 
         return await self.run(enable)
 
+    async def reset_target(self, name: str, now_ms: int) -> TargetReset:
+        async def reset(conn: Conn) -> TargetReset:
+            before = await _target_state(conn, name)
+            closed = TargetState(name, before.disabled_ms, before.disabled_reason)
+            await conn.execute(_UPSERT_TARGET, _target_values(closed))
+            cur = await conn.execute(
+                f"UPDATE deliveries SET next_ms = %s WHERE target = %s AND {_WAITING}"
+                " AND next_ms > %s",
+                (now_ms, name, now_ms),
+            )
+            return TargetReset(before, cur.rowcount)
+
+        return await self.run(reset)
+
     async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
         async def disable(conn: Conn) -> bool:
-            cur = await conn.execute(
-                f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = %s FOR UPDATE", (name,)
-            )
-            row = await cur.fetchone()
-            state = TargetState(*row) if row else TargetState(name)
+            state = await _target_state(conn, name)
             if state.disabled_ms is not None:
                 return False
             disabled = replace(state, disabled_ms=now_ms, disabled_reason=reason)

@@ -106,6 +106,14 @@ class SQLiteEvents:
 
         return await self.read(q)
 
+    async def event_sources(self) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            # The (source, seq) index answers it without reading the events themselves.
+            rows = conn.execute("SELECT DISTINCT source FROM events ORDER BY source")
+            return [str(row[0]) for row in rows]
+
+        return await self.read(q)
+
     async def count_events(self, *, source: str | None = None) -> int:
         def q(conn: sqlite3.Connection) -> int:
             if source is None:

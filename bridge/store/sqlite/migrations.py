@@ -230,6 +230,12 @@ def m0010_poll_pending(db: sqlite_utils.Database) -> None:
     db.table("poll_state").add_column("pending_deletes", int, not_null_default=0)
 
 
+def m0011_retry_from(db: sqlite_utils.Database) -> None:
+    """A redelivery keeps a delivery's count of attempts; its retry schedule starts again
+    from `retry_from`, the attempts made before it."""
+    db.table("deliveries").add_column("retry_from", int, not_null_default=0)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -241,4 +247,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0008_outbound", m0008_outbound),
     ("0009_revoked_sessions", m0009_revoked_sessions),
     ("0010_poll_pending", m0010_poll_pending),
+    ("0011_retry_from", m0011_retry_from),
 ]

@@ -22,6 +22,7 @@ from bridge.store.base import (
     Claim,
     Claimed,
     DeliveryRow,
+    TargetReset,
     TargetState,
 )
 from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
@@ -34,7 +35,9 @@ _DELIVERY_COLUMNS = (
     " last_code, last_error, transformed"
 )
 _TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
-_REQUEUE = "status = 'pending', attempts = 0, next_ms = ?, lease_ms = NULL"
+# A redelivery keeps the count of attempts (every one is listed) and starts the retry
+# schedule again from there.
+_REQUEUE = "status = 'pending', retry_from = attempts, next_ms = ?, lease_ms = NULL"
 # `ordering: subject`: only the earliest waiting delivery of a subject may be claimed.
 _FIRST_OF_SUBJECT = (
     " AND (d.subject IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p"
@@ -55,7 +58,8 @@ def _claim_target(
     columns = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
     order = _FIRST_OF_SUBJECT if ordered else ""
     rows = conn.execute(
-        f"SELECT d.id, d.attempts, {columns} FROM deliveries d JOIN events e ON e.id = d.event_id"
+        f"SELECT d.id, d.attempts, d.retry_from, {columns}"
+        " FROM deliveries d JOIN events e ON e.id = d.event_id"
         f" WHERE d.target = ? AND d.{_WAITING} AND d.next_ms <= ?"
         f" AND (d.lease_ms IS NULL OR d.lease_ms <= ?){order} ORDER BY d.next_ms, d.id LIMIT ?",
         (target, now_ms, now_ms, limit),
@@ -65,7 +69,7 @@ def _claim_target(
             "UPDATE deliveries SET lease_ms = ?, lease_owner = ? WHERE id = ?",
             [(lease_ms, owner, r[0]) for r in rows],
         )
-    return [Claim(r[0], target, row_to_event(r[2:]), r[1]) for r in rows]
+    return [Claim(r[0], target, row_to_event(r[3:]), r[1], r[2]) for r in rows]
 
 
 def _next_due(conn: sqlite3.Connection, targets: Sequence[str], now_ms: int) -> int | None:
@@ -119,6 +123,11 @@ def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
     for r in records:
         if r.target_state is not None:
             _upsert_target(conn, r.target_state)
+
+
+def _target_state(conn: sqlite3.Connection, name: str) -> TargetState:
+    row = conn.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = ?", (name,)).fetchone()
+    return TargetState(*row) if row else TargetState(name)
 
 
 def _redeliver(
@@ -207,20 +216,30 @@ class SQLiteOutbox:
     async def save_target_state(self, state: TargetState) -> None:
         await self.write(lambda conn: _upsert_target(conn, state))
 
-    async def enable_target(self, name: str) -> bool:
-        def enable(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT disabled_ms FROM targets WHERE name = ?", (name,)).fetchone()
+    async def enable_target(self, name: str) -> TargetState:
+        def enable(conn: sqlite3.Connection) -> TargetState:
+            before = _target_state(conn, name)
             _upsert_target(conn, TargetState(name))
-            return bool(row and row[0] is not None)
+            return before
 
         return await self.write(enable)
 
+    async def reset_target(self, name: str, now_ms: int) -> TargetReset:
+        def reset(conn: sqlite3.Connection) -> TargetReset:
+            before = _target_state(conn, name)
+            _upsert_target(conn, TargetState(name, before.disabled_ms, before.disabled_reason))
+            retried = conn.execute(
+                f"UPDATE deliveries SET next_ms = ? WHERE target = ? AND {_WAITING}"
+                " AND next_ms > ?",
+                (now_ms, name, now_ms),
+            ).rowcount
+            return TargetReset(before, retried)
+
+        return await self.write(reset)
+
     async def disable_target(self, name: str, reason: str, now_ms: int) -> bool:
         def disable(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                f"SELECT {_TARGET_COLUMNS} FROM targets WHERE name = ?", (name,)
-            ).fetchone()
-            state = TargetState(*row) if row else TargetState(name)
+            state = _target_state(conn, name)
             if state.disabled_ms is not None:
                 return False
             _upsert_target(conn, replace(state, disabled_ms=now_ms, disabled_reason=reason))
