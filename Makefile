@@ -59,7 +59,8 @@ chromium:
 
 # Real servers nobody here wrote, polled by tests/poll/test_third_party.py: localstripe and
 # Datasette in a virtualenv of their own (their pins must not move ours), json-server 0.17
-# and 1.0 from npm. A tool that cannot be installed is skipped by name, never the build.
+# and 1.0 from npm, and oauth2-mock-server (8.2.3: the last that runs on Node 20) for the
+# OAuth2 tests. A tool that cannot be installed is skipped by name, never the build.
 TOOLS := .tools
 TOOLS_STAMP := $(TOOLS)/.installed
 $(TOOLS_STAMP):
@@ -75,6 +76,9 @@ $(TOOLS_STAMP):
 		--prefix node 'json-server-017@npm:json-server@0.17.4' \
 		'json-server-1@npm:json-server@1.0.0-beta.15') >/dev/null 2>&1 \
 		|| echo "could not install json-server: its tests will skip"
+	@command -v npm >/dev/null && (cd $(TOOLS) && npm install --silent --no-audit --no-fund \
+		--prefix node 'oauth2-mock-server@8.2.3') >/dev/null 2>&1 \
+		|| echo "could not install oauth2-mock-server: its tests will skip"
 	@touch $(TOOLS_STAMP)
 
 tools: $(TOOLS_STAMP)

@@ -101,8 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
-        seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body=body,
-                    method=self.command)  # fmt: skip
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        seen = Seen(self.path, headers, body=body, method=self.command)
         with self.script.lock:
             self.script.seen.append(seen)
             route = self.script.routes.get(self.path) or self.script.routes.get(

@@ -289,3 +289,55 @@ def test_auth_and_credentials_are_checked_in_one_run(tmp_path: Path) -> None:
     assert "c.yaml:8: sources.b.poll.auth: auth needs exactly one of" in text
     assert "(has bearer, header)" in text
     assert "'t'" not in text and "k}" not in text
+
+
+def test_credentials_names_key_files_and_auth_secrets_are_checked(tmp_path: Path) -> None:
+    from bridge.errors import ConfigErrors
+
+    (tmp_path / "nokey.json").write_text('{"client_email": "a@b.test"}')
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "credentials:\n"
+        "  Graph!:\n"
+        "    oauth2: {token_url: 'http://127.0.0.1:1/t', client_id: x, client_secret: y}\n"
+        "  google:\n"
+        "    oauth2: {grant: jwt_bearer, token_url: 'http://127.0.0.1:1/t', key_file: gone.json}\n"
+        "sources:\n"
+        "  a:\n"
+        "    poll:\n"
+        "      url: 'http://127.0.0.1:1/a'\n"
+        "      every: 1m\n"
+        "      id: id\n"
+        "      auth: {oauth2: {grant: jwt_bearer, token_url: 'http://127.0.0.1:1/t',"
+        " key_file: nokey.json}}\n"
+        "  b:\n"
+        "    poll: {url: 'http://127.0.0.1:1/a', every: 1m, id: id,"
+        " auth: {bearer: [hidden-value]}}\n"
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert 'c.yaml:2: credentials.Graph!: "Graph!" is not a valid name' in text
+    assert f"c.yaml:5: credentials.google.oauth2.key_file: cannot read {tmp_path}/gone.json" in text
+    assert (
+        f"sources.a.poll.auth.oauth2.key_file: {tmp_path}/nokey.json has no PEM private_key"
+    ) in text
+    assert "sources.b.poll.auth.bearer:" in text and "hidden-value" not in text
+
+
+def test_auth_secrets_are_the_configs_secrets() -> None:
+    from bridge.config.models import iter_secrets
+
+    config = parse_config(
+        "credentials:\n"
+        "  g: {oauth2: {grant: refresh_token, token_url: 'http://127.0.0.1:1/t',"
+        " client_id: x, client_secret: cs-1, refresh_token: rt-1}}\n"
+        "sources:\n"
+        "  a: {poll: {url: 'http://127.0.0.1:1/a', every: 1m, id: id, auth: {bearer: b-1}}}\n"
+        "  b: {poll: {url: 'http://127.0.0.1:1/a', every: 1m, id: id,"
+        " auth: {basic: {username: u, password: p-1}}}}\n"
+        "  c: {poll: {url: 'http://127.0.0.1:1/a', every: 1m, id: id,"
+        " auth: {header: {X-Key: h-1}}}}\n"
+    )
+    assert {"cs-1", "rt-1", "b-1", "p-1", "h-1"} <= set(iter_secrets(config))
+    assert "rt-1" not in repr(config) and "cs-1" not in repr(config)

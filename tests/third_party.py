@@ -1,8 +1,9 @@
 """Real servers nobody here wrote, started on 127.0.0.1 for a test and stopped after it.
 
 `make tools` installs them under `.tools/`: localstripe and Datasette in a virtualenv of
-their own, json-server 0.17 and 1.0 from npm. A test that needs one that is not there
-skips and names it (`make tools` installs it); nothing else is ever skipped.
+their own, json-server 0.17 and 1.0 and oauth2-mock-server from npm. A test that needs one
+that is not there skips and names it (`make tools` installs it); nothing else is ever
+skipped.
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ def json_server_entry(version: str) -> list[str]:
     return [node, str(script)]
 
 
+# oauth2-mock-server's command line (an OAuth2 authorization server issuing signed JWTs).
+OAUTH2_MOCK_SERVER = NODE_MODULES / "oauth2-mock-server" / "dist" / "oauth2-mock-server.mjs"
+
+
+def oauth2_mock_server_entry() -> list[str]:
+    """The command that runs oauth2-mock-server (node and its script), or a skip."""
+    node = shutil.which("node")
+    if node is None or not OAUTH2_MOCK_SERVER.exists():
+        pytest.skip("oauth2-mock-server not installed (make tools)")
+    return [node, str(OAUTH2_MOCK_SERVER)]
+
+
 @contextlib.contextmanager
 def run_server(
     command: Sequence[str],
@@ -95,4 +108,11 @@ def run_server(
             proc.wait(timeout=10)
 
 
-__all__ = ["Server", "free_port", "json_server_entry", "run_server", "tool"]
+__all__ = [
+    "Server",
+    "free_port",
+    "json_server_entry",
+    "oauth2_mock_server_entry",
+    "run_server",
+    "tool",
+]

@@ -14,6 +14,7 @@ from bridge import jsontext
 from bridge.cli.edge import Failure, config_option, handle_errors, read_config, say
 from bridge.config import Config
 from bridge.logs import plural
+from bridge.poll.auth import Credentials, credential_configs, credential_name
 from bridge.poll.engine import Detection, detect, poll_sources
 from bridge.poll.fetch import new_client
 from bridge.store import Store, open_store
@@ -24,20 +25,39 @@ async def _dry_run(config: Config, name: str) -> tuple[Detection, bool]:
     poll = poll_sources(config)[name]
     store: Store | None = None
     location = config.database_path
-    # Only an existing database is read: a dry run creates nothing.
-    if "://" in location or Path(location).exists():
+    # Only an existing database is read: a dry run creates nothing, but for a rotating
+    # refresh token, which must be kept the moment the token endpoint answers it.
+    if "://" in location or Path(location).exists() or _rotates(config, name):
         store = open_store(location)
         store.open()
     try:
         state = await store.load_poll_state(name) if store else PollState(source=name)
+        credentials = Credentials(store, config.path.parent if config.path else Path.cwd())
+        credentials.apply(credential_configs(config), {name: poll})
         async with new_client() as client:
             detection = await detect(
-                client, name, poll, store=store, state=state, emit_baseline=True
+                client,
+                name,
+                poll,
+                store=store,
+                state=state,
+                emit_baseline=True,
+                auth=credentials.auth_for(name),
             )
     finally:
         if store is not None:
             store.close()
     return detection, state.baselined
+
+
+def _rotates(config: Config, name: str) -> bool:
+    """Whether the source's token comes from a refresh token (the endpoint may rotate it)."""
+    auth = poll_sources(config)[name].auth
+    credential = credential_name(name, auth)
+    if credential is None or auth is None:
+        return False
+    oauth2 = auth.oauth2 or config.credentials[credential].oauth2
+    return oauth2.grant == "refresh_token"
 
 
 def _summary(name: str, detection: Detection, baselined: bool) -> dict[str, Any]:
@@ -180,6 +200,9 @@ def presets() -> None:
         for i, (name, how) in enumerate(preset.apis.items()):
             label = "api" if i == 0 else ""
             click.echo(f"  {label:10} {name + (' (default)' if i == 0 else ''):14}  {how}")
+        for i, (how, keys) in enumerate(preset.sign_in.items()):
+            label = "sign in" if i == 0 else "  or"
+            click.echo(f"  {label:10} {', '.join(keys)}: {how}")
         width = max(len(name) for name in preset.resources)
         for i, (name, how) in enumerate(preset.resources.items()):
             label = "resources" if i == 0 else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,18 +19,68 @@ from bridge.cli.edge import (
 )
 from bridge.config import Config, load_config
 from bridge.config.advice import warnings
-from bridge.errors import ConfigError, config_mistakes
+from bridge.config.auth import OAuth2Config
+from bridge.errors import ConfigError, StoreError, config_mistakes
 from bridge.logs import plural
+from bridge.poll.auth import (
+    InForce,
+    credential_configs,
+    credential_name,
+    refresh_token_in_force,
+)
 from bridge.poll.describe import describe, every_text
+
+
+def _refresh_credentials(config: Config) -> dict[str, OAuth2Config]:
+    """The OAuth2 credentials with the refresh_token grant, by credential name."""
+    found = {n: c for n, c in credential_configs(config).items() if c.grant == "refresh_token"}
+    for name, poll in config.polled.items():
+        oauth2 = poll.auth.oauth2 if poll.auth is not None else None
+        if oauth2 is not None and oauth2.grant == "refresh_token":
+            found[f"source:{name}"] = oauth2
+    return found
+
+
+def refresh_tokens_in_force(config: Config) -> dict[str, str]:
+    """Which refresh token each refresh_token credential uses, in words: the config's, or
+    the one its token endpoint rotated and the store keeps (read, never written)."""
+    wanted = _refresh_credentials(config)
+    if not wanted:
+        return {}
+    location = config.database_path
+    if "://" not in location and not Path(location).exists():
+        return {name: InForce().text for name in wanted}
+    from bridge.store import open_store
+
+    async def read() -> dict[str, str]:
+        return {
+            name: (await refresh_token_in_force(store, name, oauth2)).text
+            for name, oauth2 in wanted.items()
+        }
+
+    try:
+        store = open_store(location)
+        store.open()
+        try:
+            return asyncio.run(read())
+        finally:
+            store.close()
+    except StoreError as exc:
+        return {name: f"unknown, the database cannot be read ({exc})" for name in wanted}
 
 
 def check_summary(config_path: str, config: Config) -> dict[str, Any]:
     """What `bridge check` reports, as data: the config's parts (secrets masked), warnings."""
     shown = url_masker(config)
     sources: list[dict[str, Any]] = []
+    in_force = refresh_tokens_in_force(config)
     for name, source in config.sources.items():
         if source.poll:
             p = source.poll
+            request = dict(describe(p, credential_configs(config)))
+            credential = credential_name(name, p.auth)
+            if credential in in_force:
+                request["auth"] += f"; refresh token in force: {in_force[credential]}"
             sources.append(
                 {
                     "name": name,
@@ -36,7 +88,7 @@ def check_summary(config_path: str, config: Config) -> dict[str, Any]:
                     "method": "POST" if p.graphql is not None else p.method,
                     "url": shown(p.url),
                     "every": every_text(p),
-                    "request": dict(describe(p)),
+                    "request": request,
                 }
             )
         elif source.webhook:

@@ -294,7 +294,20 @@ def _is_branch_tag(part: str, before: list[str | int]) -> bool:
     if part in ("float", "int", "str", "bool", "list"):
         return True
     tags = ("fixed", "adaptive", "link", "links", "next_url", "cursor", "graphql")
-    return part in tags and bool(before) and before[-1] in ("every", "pages")
+    if part in tags and bool(before) and before[-1] in ("every", "pages"):
+        return True
+    # A delta token's way of being sent (`delta.token`, `delta.page`: param, url or body).
+    tokens = ("param", "url", "body")
+    return (
+        part in tokens
+        and len(before) > 1
+        and before[-2] == "delta"
+        and before[-1]
+        in (
+            "token",
+            "page",
+        )
+    )
 
 
 def _expand_presets(data: dict[str, Any], loaded: _Loaded) -> dict[str, Any]:

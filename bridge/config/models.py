@@ -457,6 +457,10 @@ def iter_secrets(config: Config) -> Iterator[str]:
             yield from (s.get_secret_value() for s in source.webhook.secrets)
         if source.poll:
             yield from (v.get_secret_value() for v in source.poll.headers.values())
+            if source.poll.auth is not None:
+                yield from source.poll.auth.secrets()
+    for credential in config.credentials.values():
+        yield from credential.oauth2.secrets()
     for target in config.targets.values():
         yield from (s.get_secret_value() for s in target.secret)
         yield from (v.get_secret_value() for v in target.headers.values())

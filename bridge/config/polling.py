@@ -1,8 +1,9 @@
 """The models of a polled source (`sources.NAME.poll`): the request, its pages, its mode.
 
-Three modes: `snapshot` diffs the whole list, `incremental` asks for what changed since a
-watermark (`cursor`), `feed` reads an append-only list of upstream events (`feed`). Which
-keys belong to which mode is in `MODE_KEYS`; the loader names a key used in another mode.
+Four modes: `snapshot` diffs the whole list, `incremental` asks for what changed since a
+watermark (`cursor`), `feed` reads an append-only list of upstream events (`feed`), `delta`
+keeps the opaque delta or sync token the upstream hands out (`delta`). Which keys belong to
+which mode is in `MODE_KEYS`; the loader names a key used in another mode.
 
 Two kinds of request: a plain one (`method`, `url`, `params`), or a GraphQL query POSTed as
 JSON (`request: {graphql: {query, variables}}`), whose `items` and `pages` are read inside the
@@ -136,7 +137,7 @@ class RequestConfig(_Model):
 
 
 Change = Literal["created", "updated", "deleted"]
-Mode = Literal["snapshot", "incremental", "feed"]
+Mode = Literal["snapshot", "incremental", "feed", "delta"]
 
 
 class IncrementalCursor(_Model):
@@ -218,6 +219,101 @@ class FeedConfig(_Model):
     lookback_s: Duration = Field(0.0, alias="lookback")
 
 
+class TokenParam(_Model):
+    """A token sent as a query parameter: `{param: syncToken}`."""
+
+    # The query parameter the token is sent in.
+    param: str
+
+
+class TokenUrl(_Model):
+    """A token that is itself the URL to ask (Microsoft Graph's `@odata.deltaLink`)."""
+
+    # `true`: the token is the URL to ask, on the source's origin.
+    url: Literal[True]
+
+
+class TokenBody(_Model):
+    """A token sent in a JSON body `{NAME: token}` (Dropbox's `list_folder/continue`)."""
+
+    # The key of the JSON body the token is sent in, with the source's `method` (POST).
+    body: str
+
+
+def _token_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return next((k for k in ("param", "url", "body") if k in value), "param")
+    if isinstance(value, TokenUrl):
+        return "url"
+    return "body" if isinstance(value, TokenBody) else "param"
+
+
+TokenSend = Annotated[
+    Annotated[TokenParam, Tag("param")]
+    | Annotated[TokenUrl, Tag("url")]
+    | Annotated[TokenBody, Tag("body")],
+    Discriminator(_token_kind),
+]
+
+
+class DeletedField(_Model):
+    """An item is a deletion when `field` has `value`: `{field: status, value: cancelled}`."""
+
+    # JMESPath to the item field that marks a deletion.
+    field: JMESPath
+    # The value of that field on a deleted item.
+    value: str | int | bool
+
+
+class DeltaStart(_Model):
+    """The first walk of a delta source, when it is not the source's `url` without a token.
+
+    With `token`, the answer only hands out the first token (Drive's `startPageToken`): the
+    baseline holds no items. Without it, the answer is the first page of the full walk
+    (Dropbox's `list_folder`, its `body` the listing's arguments).
+    """
+
+    # The first walk's URL (default: the source's `url`).
+    url: HttpURL | None = None
+    # The first walk's method (default: the source's `method`).
+    method: str | None = None
+    # The first walk's query parameters; a `url` of its own is sent only these.
+    params: dict[str, str | int | float | bool] = Field({}, repr=False)
+    # A JSON body sent with the first walk's request (Dropbox's `{path, recursive}`).
+    body: dict[str, Any] | None = None
+    # JMESPath to the first token in the start's answer, which then lists no items.
+    token: JMESPath | None = None
+
+
+class DeltaConfig(_Model):
+    """An opaque delta or sync token: walk pages until the answer gives the next token."""
+
+    # How the kept token is sent on the next poll's first request.
+    token: TokenSend
+    # The next page's link or token in a page (nothing, empty or false: the last page).
+    next: JMESPath
+    # How a next page's token is sent, when not as the kept token is (Google Calendar: the
+    # sync token as syncToken, the pages as pageToken).
+    page: TokenSend | None = None
+    # The token to keep, in the last page.
+    final: JMESPath
+    # The first walk, when it is not `url` without a token.
+    start: DeltaStart | None = None
+    # Which items are deletions: `{field, value}` or a JMESPath predicate (true: deleted).
+    deleted: DeletedField | JMESPath | None = None
+    # Statuses (410) or error codes in the error answer (`fullSyncRequired`, `resyncRequired`,
+    # Dropbox's `reset`) that mean the token is no longer good: a full resync.
+    resync_on: Annotated[list[int | str], BeforeValidator(_one_or_many)] = [410]
+    # An upsert carries only the fields that changed (Graph's users and groups): it is merged
+    # over the stored item, so the snapshot and the events hold the whole item.
+    merge: bool = False
+
+    @property
+    def page_send(self) -> TokenParam | TokenUrl | TokenBody:
+        """How a next page's token is sent."""
+        return self.page or self.token
+
+
 # With `deletes.confirm: auto`, a key missing from this many walks of several pages in a row is
 # deleted even if none of them was settled (a list that changes during every walk).
 AUTO_MOST_WALKS = 5
@@ -275,6 +371,7 @@ MODE_KEYS: dict[str, frozenset[str]] = {
     "snapshot": frozenset(),
     "incremental": frozenset({"cursor", "reconcile_s"}),
     "feed": frozenset({"feed", "subject"}),
+    "delta": frozenset({"delta"}),
 }
 # The keys that a feed, whose items are events and not versions of an item, has no use for.
 NOT_FEED_KEYS = frozenset({"version", "ignore", "emit", "type", "deletes"})
@@ -374,7 +471,8 @@ class PollConfig(_Model):
     baseline: Literal["silent", "emit"] = "silent"
     # A webhook source: when it accepts an event, poll this source at once.
     on_push: str | None = None
-    # `snapshot` (the whole list, diffed), `incremental` (with `cursor`) or `feed` (with `feed`).
+    # `snapshot` (the whole list, diffed), `incremental` (with `cursor`), `feed` (with `feed`)
+    # or `delta` (with `delta`).
     mode: Mode = "snapshot"
     # `mode: incremental`: the watermark and how it is sent.
     cursor: IncrementalCursor | None = None
@@ -382,6 +480,8 @@ class PollConfig(_Model):
     reconcile_s: Duration | None = Field(None, alias="reconcile")
     # `mode: feed`: the upstream's list of events.
     feed: FeedConfig | None = None
+    # `mode: delta`: the delta or sync token, how it is sent, how the pages are walked.
+    delta: DeltaConfig | None = None
     # `mode: feed`: JMESPath to the subject of each event.
     subject: JMESPath | None = None
     # Send If-None-Match / If-Modified-Since. Default: only for a source without `pages`;
@@ -428,8 +528,8 @@ class PollConfig(_Model):
     @property
     def sends_validators(self) -> bool:
         """Whether polls send the validators of the previous answer (never with a GraphQL
-        POST, which no cache answers)."""
-        if self.request is not None:
+        POST, which no cache answers, nor in delta mode, whose token is the validator)."""
+        if self.request is not None or self.mode == "delta":
             return False
         return self.conditional if self.conditional is not None else self.pages is None
 
@@ -468,6 +568,10 @@ class PollConfig(_Model):
             raise ValueError("mode: incremental needs cursor")
         if self.mode == "feed" and self.feed is None:
             raise ValueError("mode: feed needs feed")
+        if self.mode == "delta" and self.delta is None:
+            raise ValueError("mode: delta needs delta")
+        if self.mode == "delta" and self.pages is not None:
+            raise ValueError("mode: delta walks its pages by delta.next: pages is not used")
         if self.reconcile_s is not None and self.reconcile_s <= 0:
             raise ValueError("reconcile must be more than 0")
         if self.resource is not None and self.preset is None:

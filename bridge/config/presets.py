@@ -25,11 +25,22 @@ from urllib.parse import quote
 
 from bridge.config.keys import suggestion
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
+from bridge.config.sync_presets import (
+    SYNC_INPUT_KEYS,
+    MissingInput,
+    dropbox,
+    google_calendar,
+    google_drive,
+    graph,
+)
 
 # The keys a preset reads; they are not keys of `poll` itself (except `preset`, `resource`).
-INPUT_KEYS = frozenset({"repo", "shop", "project", "token", "api_url", "api_version", "api"})
+INPUT_KEYS = (
+    frozenset({"repo", "shop", "project", "token", "api_url", "api_version", "api"})
+    | SYNC_INPUT_KEYS
+)
 # Keys whose mappings are merged entry by entry rather than replaced.
-_MERGED = ("headers", "params", "cursor", "feed")
+_MERGED = ("headers", "params", "cursor", "feed", "delta")
 
 _REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
 _SHOP_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.myshopify\.com)?\Z")
@@ -75,11 +86,15 @@ class Preset:
     build: Callable[[Inputs], dict[str, Any]]
     # The APIs a preset speaks (`api: NAME`), the first the default, and how each polls.
     apis: Mapping[str, str] = field(default_factory=dict)
+    # The ways to sign in, each the keys it takes and what it is (`bridge presets`); their
+    # keys are read too.
+    sign_in: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def inputs(self) -> tuple[str, ...]:
         """Every key this preset reads besides `preset`."""
-        return ("resource", *self.required, *self.optional)
+        signing = [key for keys in self.sign_in.values() for key in keys]
+        return ("resource", *self.required, *self.optional, *dict.fromkeys(signing))
 
 
 # -- GitHub ----------------------------------------------------------------------------------
@@ -326,6 +341,12 @@ def _feed(inputs: Inputs) -> dict[str, Any]:
     return {"resource": inputs.resource, "format": "feed", "mode": "snapshot", "every": "15m"}
 
 
+_GOOGLE_SIGN_IN = {
+    "a service account (OAuth2 JWT bearer), subject to act as a user": ("key_file", "subject"),
+    "OAuth2 refresh token": ("client_id", "client_secret", "refresh_token"),
+    "a bearer token": ("token",),
+}
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -393,6 +414,72 @@ PRESETS: dict[str, Preset] = {
                 " an entry that leaves the feed is not a delete"
             },
             _feed,
+        ),
+        Preset(
+            "microsoft-graph",
+            "Microsoft Graph delta query (graph.microsoft.com/v1.0, or api_url)",
+            (),
+            ("user", "folder", "drive", "start", "end", "api_url"),
+            {
+                "users": "delta: /users/delta, @odata.nextLink pages, @odata.deltaLink kept",
+                "groups": "delta: /groups/delta, as users",
+                "messages": "delta: user's mail folder (folder, default inbox); needs user",
+                "events": "delta: user's calendarView from start to end; needs user, start, end",
+                "drive-items": "delta: the root of drive, or of user's OneDrive; needs drive or"
+                " user",
+            },
+            graph,
+            sign_in={
+                "OAuth2 client credentials against login.microsoftonline.com/{tenant}": (
+                    "tenant",
+                    "client_id",
+                    "client_secret",
+                ),
+                "a bearer token": ("token",),
+            },
+        ),
+        Preset(
+            "google-calendar",
+            "Google Calendar API v3 (www.googleapis.com, or api_url)",
+            (),
+            ("calendar", "api_url"),
+            {
+                "events": "delta: calendar's events (default primary), syncToken kept,"
+                " pageToken pages, 410 resyncs, cancelled deleted"
+            },
+            google_calendar,
+            sign_in=_GOOGLE_SIGN_IN,
+        ),
+        Preset(
+            "google-drive",
+            "Google Drive API v3 changes (www.googleapis.com, or api_url)",
+            (),
+            ("api_url",),
+            {
+                "changes": "delta: from getStartPageToken, pageToken pages, newStartPageToken"
+                " kept, removed deleted"
+            },
+            google_drive,
+            sign_in=_GOOGLE_SIGN_IN,
+        ),
+        Preset(
+            "dropbox",
+            "Dropbox API v2 files (api.dropboxapi.com, or api_url)",
+            (),
+            ("path", "api_url"),
+            {
+                "files": "delta: list_folder of path (default the root), then"
+                " list_folder/continue with cursor while has_more, .tag deleted"
+            },
+            dropbox,
+            sign_in={
+                "OAuth2 refresh token with the app's key and secret": (
+                    "app_key",
+                    "app_secret",
+                    "refresh_token",
+                ),
+                "a bearer token": ("token",),
+            },
         ),
     )
 }
@@ -511,4 +598,8 @@ def expand(poll: Mapping[str, Any]) -> dict[str, Any]:
         )
     inputs = _check_inputs(preset, poll)
     user = {k: v for k, v in poll.items() if k not in INPUT_KEYS}
-    return merge(preset.build(inputs), user)
+    try:
+        built = preset.build(inputs)
+    except MissingInput as exc:
+        raise PresetError(exc.key, f"{exc} (preset {preset.name})") from None
+    return merge(built, user)

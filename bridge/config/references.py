@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.config.auth import OAuth2Config, load_service_key
 from bridge.config.keys import suggestion
 from bridge.config.models import Config
 from bridge.config.outbound import tls_context
@@ -30,7 +31,7 @@ def quote(text: str) -> str:
 
 
 def check_names(config: Config, loaded: _Loaded) -> None:
-    for group in ("sources", "targets", "budgets"):
+    for group in ("sources", "targets", "budgets", "credentials"):
         for name in getattr(config, group):
             if not NAME_RE.match(name):
                 loaded.report(
@@ -67,15 +68,36 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
                 where = ("targets", tname, "sources", i)
                 known = [*sources, *merges, *loaded.left_out]
                 loaded.report(where, _not_a(name, "a source or a merge", known))
-    for sname, source in sources.items():
-        auth = source.poll.auth if source.poll else None
-        if auth and auth.credential is not None and auth.credential not in config.credentials:
-            at = ("sources", sname, "poll", "auth", "credential")
-            loaded.report(at, _not_a(auth.credential, "a credential", config.credentials))
+    _check_auth(config, loaded)
     _check_hooks(config, loaded)
     _check_types(config, loaded)
     _check_modes(config, loaded)
     _check_tls(config, loaded)
+
+
+def _check_auth(config: Config, loaded: _Loaded) -> None:
+    """Every `auth: {credential: NAME}` names a credential; every jwt_bearer key file reads."""
+    base = config.path.parent if config.path else Path.cwd()
+    oauth2s: list[tuple[tuple[str | int, ...], OAuth2Config]] = [
+        (("credentials", name, "oauth2"), c.oauth2) for name, c in config.credentials.items()
+    ]
+    for sname, source in config.sources.items():
+        auth = source.poll.auth if source.poll else None
+        if auth is None:
+            continue
+        if auth.credential is not None and auth.credential not in config.credentials:
+            loaded.report(
+                ("sources", sname, "poll", "auth", "credential"),
+                _not_a(auth.credential, "a credential", config.credentials),
+            )
+        if auth.oauth2 is not None:
+            oauth2s.append((("sources", sname, "poll", "auth", "oauth2"), auth.oauth2))
+    for place, oauth2 in oauth2s:
+        if oauth2.grant == "jwt_bearer" and oauth2.key_file is not None:
+            try:
+                load_service_key(oauth2.key_file, base)
+            except ValueError as exc:
+                loaded.report((*place, "key_file"), str(exc))
 
 
 def _check_tls(config: Config, loaded: _Loaded) -> None:

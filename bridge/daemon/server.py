@@ -36,7 +36,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -132,6 +132,11 @@ def fd_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
+# The phases of a connection: waiting for headers, receiving the body, waiting for the app's
+# answer (not timed here: the app bounds its own work), waiting for the next request.
+HEADERS, BODY, APP, KEEP_ALIVE = "headers", "body", "app", "keep-alive"
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What the server allows each connection, in numbers."""
@@ -141,6 +146,16 @@ class Limits:
     body_timeout_s: float
     idle_timeout_s: float
     max_header_bytes: int
+    # How long a connection may stay in each phase that has a deadline (set below).
+    timeouts_s: dict[str, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        timeouts = {
+            HEADERS: self.header_timeout_s,
+            BODY: self.body_timeout_s,
+            KEEP_ALIVE: self.idle_timeout_s,
+        }
+        object.__setattr__(self, "timeouts_s", timeouts)
 
     @classmethod
     def of(cls, server: ServerConfig, fds: int | None) -> Limits:
@@ -171,10 +186,6 @@ class Limits:
 
 # -- the guarded HTTP protocol ---------------------------------------------------------------------
 
-# The phases of a connection: waiting for headers, receiving the body, waiting for the app's
-# answer (not timed here: the app bounds its own work), waiting for the next request.
-HEADERS, BODY, APP, KEEP_ALIVE = "headers", "body", "app", "keep-alive"
-
 
 # httptools, not uvicorn's pick: the header cap follows httptools' callbacks (a dependency).
 class GuardedProtocol(HttpToolsProtocol):
@@ -190,7 +201,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._phase = ""
+        # When the current phase must end (loop time), or None when it has no deadline; the
+        # timer below is set for `_timer_at` and moved only when it fires early or a shorter
+        # deadline comes: re-arming it on every phase (three a request) cost more than the
+        # request's signature check.
+        self._due: float | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         # Bytes fed to the parser since the current request began, while its headers are due.
         self._in_headers = True
         self._header_bytes = 0
@@ -202,7 +219,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._enter("")
         if self._deadline is not None:  # a refused request's lingering close
             self._deadline.cancel()
-            self._deadline = None
+            self._deadline, self._timer_at = None, math.inf
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -248,6 +265,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
+        self._timer_at = -math.inf  # no phase may move this one
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -283,32 +301,40 @@ class GuardedProtocol(HttpToolsProtocol):
     def _enter(self, phase: str) -> None:
         if phase == self._phase:
             return
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
         self._phase = phase
         self.waiting.pop(self, None)
         if phase in (HEADERS, KEEP_ALIVE):
             self.waiting[self] = None
-        timeout_s = phase_timeout_s(self.limits, phase)
-        if timeout_s is not None:
-            self._deadline = self.loop.call_later(timeout_s, self._expire, phase)
+        timeout_s = self.limits.timeouts_s.get(phase)
+        if timeout_s is None:
+            self._due = None
+            if not phase and self._deadline is not None:  # closed: no timer outlives it
+                self._deadline.cancel()
+                self._deadline, self._timer_at = None, math.inf
+            return
+        self._due = due = self.loop.time() + timeout_s
+        if due < self._timer_at:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline, self._timer_at = self.loop.call_at(due, self._on_timer), due
 
-    def _expire(self, phase: str) -> None:
-        self._deadline = None
+    def _on_timer(self) -> None:
+        self._deadline, self._timer_at = None, math.inf
+        due = self._due
+        if due is None:
+            return  # the phase has no deadline now; the next one sets the timer again
+        if self.loop.time() < due:  # the phase changed since: wait for its own deadline
+            self._deadline, self._timer_at = self.loop.call_at(due, self._on_timer), due
+            return
         if not self.transport.is_closing():
-            log.debug("closed a connection that took too long for its %s", phase)
+            log.debug("closed a connection that took too long for its %s", self._phase)
             self.transport.close()
         self._enter("")
 
 
 def phase_timeout_s(limits: Limits, phase: str) -> float | None:
     """How long a connection may stay in `phase`; None for no deadline."""
-    return {
-        HEADERS: limits.header_timeout_s,
-        BODY: limits.body_timeout_s,
-        KEEP_ALIVE: limits.idle_timeout_s,
-    }.get(phase)
+    return limits.timeouts_s.get(phase)
 
 
 def guarded_protocol(limits: Limits) -> type[GuardedProtocol]:

@@ -8,10 +8,12 @@ else is `***`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
-from bridge.config.polling import AdaptiveEvery
+from bridge.config.auth import AuthConfig, OAuth2Config
+from bridge.config.polling import AdaptiveEvery, DeletedField, DeltaConfig, TokenBody, TokenParam
 from bridge.masking import mask_url
 from bridge.poll.modes import format_line
 
@@ -21,7 +23,8 @@ PUBLIC_HEADERS = frozenset(
 PUBLIC_PARAMS = frozenset(
     {
         "state", "sort", "direction", "per_page", "limit", "status", "order_by", "scope",
-        "labels", "type", "fields", "order", "page_size",
+        "labels", "type", "fields", "order", "page_size", "maxResults", "pageSize",
+        "includeRemoved",
     }
 )  # fmt: skip
 MASK = "***"
@@ -45,8 +48,13 @@ def request_line(poll: PollConfig) -> str:
         parts.append(f"{quote(poll.cursor.param, safe='[]')}={_watermark(poll)}")
     if poll.mode == "feed" and poll.feed is not None and poll.feed.after is not None:
         parts.append(f"{quote(poll.feed.after.param, safe='[]')}=<last event id seen>")
+    if poll.delta is not None and isinstance(poll.delta.token, TokenParam):
+        parts.append(f"{quote(poll.delta.token.param, safe='[]')}=<delta token kept>")
     method = "POST" if poll.graphql is not None else poll.method
-    return f"{method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
+    line = f"{method} {mask_url(base)}" + ("?" + "&".join(parts) if parts else "")
+    if poll.delta is not None and isinstance(poll.delta.token, TokenBody):
+        line += f" with {{{poll.delta.token.body}: <delta token kept>}}"
+    return line
 
 
 def _watermark(poll: PollConfig) -> str:
@@ -84,6 +92,37 @@ _OPERATIONS = ("query", "{")
 _PUBLIC_VARIABLES = frozenset({"first", "last", "limit", "sortKey", "reverse", "orderBy"})
 
 
+def _sent(how: object) -> str:
+    if isinstance(how, TokenParam):
+        return f"sent as {how.param}"
+    if isinstance(how, TokenBody):
+        return f"sent in a JSON body as {how.body}"
+    return "followed as a URL"
+
+
+def delta_line(delta: DeltaConfig) -> str:
+    """What a delta source keeps and how it walks (the token itself is never shown: a
+    Graph deltaLink carries a credential-like token)."""
+    if isinstance(delta.deleted, DeletedField):
+        deleted = f"{delta.deleted.field} == {delta.deleted.value!r}"
+    else:
+        deleted = delta.deleted or "never (upserts only)"
+    start = delta.start
+    if start is None:
+        first = "the url without a token"
+    elif start.token is not None:
+        first = f"the token at {start.token} of {mask_url(start.url or '')} (no items)"
+    else:
+        first = f"{start.method or ''} {mask_url(start.url or '')}".strip()
+    resync = ", ".join(str(code) for code in delta.resync_on) or "nothing"
+    return (
+        f"delta: token kept (masked), {_sent(delta.token)}; next page at {delta.next},"
+        f" {_sent(delta.page_send)}; the token to keep at {delta.final}; deleted when"
+        f" {deleted}; first walk: {first}; a full resync on {resync}"
+        + ("; an upsert merged over the stored item" if delta.merge else "")
+    )
+
+
 def headers_line(poll: PollConfig) -> str:
     """The configured headers, credentials masked."""
     shown = [
@@ -114,13 +153,17 @@ def mode_line(poll: PollConfig) -> str:
             else ", walked back to the last event seen"
         )
         return f"feed: {f.order}, type {f.type}{after}"
+    if poll.mode == "delta" and poll.delta is not None:
+        return delta_line(poll.delta)
     return "snapshot: the whole list, diffed against the stored snapshot"
 
 
 def pages_line(poll: PollConfig) -> str:
     """The pagination and whether conditional requests are sent."""
     pages = poll.pages
-    if pages is None:
+    if poll.delta is not None:
+        text = f"delta.next, at most {poll.max_pages} pages"
+    elif pages is None:
         text = "none"
     elif poll.is_link_paged:
         text = 'Link rel="next"'
@@ -178,8 +221,48 @@ def every_text(poll: PollConfig) -> str:
     return f"{poll.every:g}s"
 
 
-def describe(poll: PollConfig) -> list[tuple[str, str]]:
-    """(label, text) lines: the full request, mode, pagination and items of a source."""
+def oauth2_line(oauth2: OAuth2Config) -> str:
+    """An OAuth2 client in words: the grant, the token endpoint and what it asks for; no
+    secret (a `params` value is masked, the key file is named, never read)."""
+    parts = [f"oauth2 {oauth2.grant} at {mask_url(oauth2.token_url)}"]
+    if oauth2.client_id:
+        secret = ", secret ***" if oauth2.client_secret is not None else ""
+        parts.append(f"client {oauth2.client_id} ({oauth2.client_auth}{secret})")
+    if oauth2.grant == "jwt_bearer":
+        parts.append(f"key file {oauth2.key_file}")
+        if oauth2.subject:
+            parts.append(f"acting as {oauth2.subject}")
+    if oauth2.scope:
+        parts.append(f"scope {' '.join(oauth2.scope)}")
+    if oauth2.audience:
+        parts.append(f"audience {oauth2.audience}")
+    if oauth2.params:
+        parts.append("params " + ", ".join(f"{name}=***" for name in oauth2.params))
+    return "; ".join(parts)
+
+
+def auth_line(auth: AuthConfig | None, credentials: Mapping[str, OAuth2Config]) -> str:
+    """What a source's requests to its own origin carry to prove who it is, masked."""
+    if auth is None:
+        return "(none)"
+    if auth.bearer is not None:
+        return "bearer ***"
+    if auth.basic is not None:
+        return f"basic, user {auth.basic.username}, password ***"
+    if auth.header is not None:
+        return "headers " + "; ".join(f"{name}: ***" for name in auth.header)
+    if auth.oauth2 is not None:
+        return oauth2_line(auth.oauth2)
+    assert auth.credential is not None
+    shared = credentials.get(auth.credential)
+    about = f": {oauth2_line(shared)}" if shared is not None else ""
+    return f"credential {auth.credential}{about}"
+
+
+def describe(
+    poll: PollConfig, credentials: Mapping[str, OAuth2Config] | None = None
+) -> list[tuple[str, str]]:
+    """(label, text) lines: the full request, auth, mode, pagination and items of a source."""
     lines = []
     if poll.preset:
         lines.append(("preset", f"{poll.preset}, resource {poll.resource}"))
@@ -191,4 +274,6 @@ def describe(poll: PollConfig) -> list[tuple[str, str]]:
         ("pages", pages_line(poll)),
         ("items", items_line(poll)),
     ]
+    if poll.auth is not None:
+        lines.insert(-3, ("auth", auth_line(poll.auth, credentials or {})))
     return lines

@@ -1,9 +1,12 @@
-"""One poll's detection: fetch, then find what changed, in each of the three modes.
+"""One poll's detection: fetch, then find what changed, in each of the four modes.
 
 - `snapshot`: the whole list, diffed against the stored snapshot (creates, updates, deletes).
 - `incremental`: only what changed since the watermark (creates and updates); every
   `reconcile`, a full snapshot walk that also finds deletions.
 - `feed`: an append-only list of upstream events; ids not seen before become events.
+- `delta`: what changed since the kept delta or sync token (delta.py), upserts and deletions
+  as the upstream marks them; a full walk (the first, or a resync after a rejected token) is
+  diffed against the stored snapshot as a snapshot poll is.
 
 Detection changes nothing: it returns what the poller then commits in one transaction (the
 events, the snapshot rows and the new resume point). Every mode keeps the first poll a silent
@@ -25,6 +28,7 @@ import jmespath.exceptions
 from bridge.config import PollConfig
 from bridge.errors import FetchError
 from bridge.events import Event, event_id, long_attribute, now_ms, parse_time
+from bridge.poll.delta import find_delta
 from bridge.poll.diff import (
     EventSpec,
     Indexed,
@@ -119,6 +123,7 @@ class _Poll:
     validators: Validators
     out: Fetched | None
     emit_baseline: bool
+    auth: httpx.Auth | None = None
 
     @property
     def silent(self) -> bool:
@@ -128,7 +133,9 @@ class _Poll:
         )
 
     async def fetch(self, plan: WalkPlan | None = None) -> Fetched:
-        return await fetch(self.client, self.poll, self.validators, self.out, plan or WalkPlan())
+        return await fetch(
+            self.client, self.poll, self.validators, self.out, plan or WalkPlan(), self.auth
+        )
 
     async def versions(self, keys: list[str] | None = None) -> dict[str, str]:
         if self.store is None:
@@ -158,6 +165,7 @@ async def detect(
     validators: Validators = NO_VALIDATORS,
     out: Fetched | None = None,
     emit_baseline: bool = False,
+    auth: httpx.Auth | None = None,
 ) -> Detection:
     """Fetch a source and find what changed against its stored state (none without a store).
 
@@ -165,12 +173,14 @@ async def detect(
     unless `emit_baseline` (for a dry run, which shows what the answer holds).
     Raises FetchError when the answer is unusable.
     """
-    p = _Poll(client, source, poll, store, state, validators, out, emit_baseline)
+    p = _Poll(client, source, poll, store, state, validators, out, emit_baseline, auth)
     try:
         if poll.mode == "feed":
             return await _detect_feed(p)
         if poll.mode == "incremental":
             return await _detect_incremental(p)
+        if poll.mode == "delta":
+            return await _with_events(p, await _detect_delta(p))
         return await _with_events(p, await _detect_snapshot(p))
     except jmespath.exceptions.JMESPathError as exc:
         # A function in an expression met a value of the wrong type in the answer.
@@ -211,7 +221,7 @@ async def _confirm_deletes(p: _Poll, detection: Detection) -> None:
         return
     pending = await p.store.load_poll_pending(p.source)
     if p.poll.deletes.check is not None and missing:
-        checked = await recheck(p.client, p.poll, missing)
+        checked = await recheck(p.client, p.poll, missing, p.auth)
         detection.fetched.requests += checked.requests
         detection.still_there = len(checked.present)
         decided = confirm_checked(missing, pending, checked.gone, checked.present, now_ms())
@@ -301,7 +311,12 @@ async def _learn_layout(p: _Poll, limit_ms: int) -> tuple[Layout, Any]:
     assert p.poll.cursor is not None
     try:
         page = await fetch(
-            p.client, p.poll, NO_VALIDATORS, None, WalkPlan(max_pages=1, partial=True)
+            p.client,
+            p.poll,
+            NO_VALIDATORS,
+            None,
+            WalkPlan(max_pages=1, partial=True),
+            p.auth,
         )
     except FetchError as exc:
         log.info("%s: the cursor's layout was not learned (%s): rfc3339 for now", p.source, exc)
@@ -386,6 +401,21 @@ async def _detect_incremental(p: _Poll) -> Detection:
         # A pending key in a changes answer is there after all (see pending.py).
         _hold(detection, seen_again(await p.store.load_poll_pending(p.source), indexed.items))
     return await _with_events(p, detection)
+
+
+# -- delta -----------------------------------------------------------------------------------
+
+
+async def _detect_delta(p: _Poll) -> Detection:
+    out = p.out if p.out is not None else Fetched()
+    found = await find_delta(p.client, p.source, p.poll, p.store, p.state, out, p.auth)
+    first = not p.state.baselined
+    changes = found.changes
+    detection = Detection(out, found.indexed, changes, [], first, _upserts(changes))
+    detection.cursor = found.cursor
+    detection.gap_why = "" if first else found.gap_why
+    detection.gap = bool(detection.gap_why)
+    return detection
 
 
 # -- feed ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from bridge.config import AdaptiveEvery, Config, PollConfig
 from bridge.errors import FetchError, StoreError
 from bridge.events import MAX_ATTRIBUTE_BYTES, Event, now_ms
 from bridge.logs import plural
+from bridge.poll.auth import Credentials, credential_configs
 from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed, getter
 from bridge.poll.fetch import Fetched, Validators, new_client
@@ -88,6 +90,10 @@ class Poller:
         self._in_flight = asyncio.Semaphore(POLLS_IN_FLIGHT)
         self._stopping = False
         self._said: set[tuple[str, str]] = set()  # (source, fault) already logged once
+        # The sources' `auth:`: one token provider per OAuth2 credential, shared.
+        base = self.config.path.parent if self.config.path else Path.cwd()
+        self.credentials = Credentials(runtime.store, base)
+        self.credentials.apply(credential_configs(self.config), poll_sources(self.config))
 
     # -- the component ---------------------------------------------------------------------
 
@@ -142,6 +148,7 @@ class Poller:
         """Add, remove and reschedule the sources whose `poll` config changed."""
         old, new = poll_sources(self.config), poll_sources(config)
         self.config = config
+        self.credentials.apply(credential_configs(config), new)
         self.runtime.budgets.apply(config.budgets)  # the windows of kept budgets stay
         for name in old.keys() - new.keys():
             self.scheduler.remove(name)
@@ -271,6 +278,7 @@ class Poller:
                     state=state,
                     validators=Validators(state.etag, state.last_modified),
                     out=fetched,
+                    auth=self.credentials.auth_for(name),
                 )
             finally:
                 if place is not None:

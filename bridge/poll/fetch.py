@@ -28,7 +28,8 @@ its origin (scheme, host, port): the source's own is requested with the source's
 its user-info, as Basic auth); one listed in `pages.allow_origins` with none of them, without
 user-info and without any query parameter the config names (`params` or the `url`'s query,
 which often carry keys); any other is the fault `origin`, never requested. So headers and
-parameters that carry credentials never reach another host.
+parameters that carry credentials never reach another host. The source's `auth:` (an
+`httpx.Auth`, see auth/) goes with its own origin's requests only, like its headers.
 """
 
 from __future__ import annotations
@@ -167,8 +168,17 @@ class _Page:
     body: bytes
 
 
-class _Walk:
-    """The state of one walk over the pages of an answer."""
+@dataclass(frozen=True, slots=True)
+class Send:
+    """What one request sends beyond the source's config: another method, a JSON body."""
+
+    method: str | None = None
+    body: Any = None
+
+
+class Walk:
+    """The state of one walk over the pages of an answer (delta.py walks its own pages
+    with its `request`, `check`, `items_of` and `named`)."""
 
     def __init__(
         self,
@@ -177,8 +187,10 @@ class _Walk:
         validators: Validators,
         out: Fetched,
         plan: WalkPlan = WHOLE,
+        auth: httpx.Auth | None = None,
     ):
         self.client = client
+        self.auth = auth
         self.poll = poll
         self.plan = plan
         self.params = {**poll.params, **plan.params}
@@ -242,10 +254,10 @@ class _Walk:
             headers["If-Modified-Since"] = self.validators.last_modified
         return headers
 
-    async def request(self, url: httpx.URL, first: bool) -> _Page:
+    async def request(self, url: httpx.URL, first: bool, send: Send | None = None) -> _Page:
         """One request, with the same-origin redirects it is allowed to follow."""
         for _ in range(MAX_REDIRECTS + 1):
-            page = await self._attempt(url, first)
+            page = await self._attempt(url, first, send)
             location = page.response.headers.get("location")
             if page.response.status_code not in _REDIRECTS or not location:
                 return page
@@ -270,16 +282,16 @@ class _Walk:
         log.debug("%s: HTTP %d, following to %s", where, status, safe_url(target))
         return target
 
-    async def _attempt(self, url: httpx.URL, first: bool) -> _Page:
+    async def _attempt(self, url: httpx.URL, first: bool, send: Send | None) -> _Page:
         try:
             try:
-                return await self._send(url, first)
+                return await self._send(url, first, send)
             except _STALE_CONNECTION:
                 # A pooled keep-alive connection that the server closed as we reused it:
                 # the request never reached the application, so sending it again is safe.
                 log.debug("%s: the pooled connection was closed; retrying once", safe_url(url))
                 self.out.requests += 1
-                return await self._send(url, first)
+                return await self._send(url, first, send)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise FetchError(
                 f"{safe_url(url)}: timed out after {self.poll.timeout_s:g} s", reason="timeout"
@@ -292,7 +304,7 @@ class _Walk:
         finally:
             self.out.requests += 1
 
-    async def _send(self, url: httpx.URL, first: bool) -> _Page:
+    async def _send(self, url: httpx.URL, first: bool, send: Send | None = None) -> _Page:
         """Send and read the whole answer within `timeout`, reading at most `max_bytes`."""
         own = origin(url) == self.origin
         headers = self.headers(first and own, own_origin=own)
@@ -302,12 +314,19 @@ class _Walk:
                 "POST", url, headers=headers, content=query.encode(), timeout=self.poll.timeout_s
             )
         else:
+            method = send.method if send is not None and send.method else self.poll.method
+            body = send.body if send is not None else None
+            content = jsontext.dumps(body).encode() if body is not None else None
+            if content is not None:
+                headers["Content-Type"] = "application/json"
             request = self.client.build_request(
-                self.poll.method, url, headers=headers, timeout=self.poll.timeout_s
+                method, url, headers=headers, content=content, timeout=self.poll.timeout_s
             )
         # httpx's timeout bounds each read; this bounds the request from connect to last byte.
         async with asyncio.timeout(self.poll.timeout_s):
-            response = await self.client.send(request, stream=True)
+            # No auth for another origin: httpx then sends only the URL's user-info, which
+            # `named` strips from any URL not on the source's origin.
+            response = await self.client.send(request, stream=True, auth=self.auth if own else None)
             try:
                 body = await self._read(response)
             finally:
@@ -424,9 +443,9 @@ class _Walk:
         walk: reading stops there, and the walk is a fault."""
         room = max(0, self.poll.max_items - self.out.item_count)
         self.out.item_count += sink.add_page(page, islice(items, room + 1))
-        self._check_count(where)
+        self.check_count(where)
 
-    def _check_count(self, where: str) -> None:
+    def check_count(self, where: str) -> None:
         limit = self.poll.max_items
         if self.out.item_count > limit:
             raise FetchError(
@@ -478,7 +497,7 @@ class _Walk:
             self._hand(self.plan.sink, found, zip(found, count()), where)
             return []
         self.out.item_count += len(found)
-        self._check_count(where)
+        self.check_count(where)
         self.out.items.extend(found)
         return found
 
@@ -574,14 +593,16 @@ async def fetch(
     validators: Validators = NO_VALIDATORS,
     out: Fetched | None = None,
     plan: WalkPlan = WHOLE,
+    auth: httpx.Auth | None = None,
 ) -> Fetched:
     """Fetch every page of a source's answer; raise FetchError if any part of it fails.
 
     Pass `out` to see what a failed walk cost (its requests and bytes), and `plan` for what
-    an incremental or feed poll asks beyond the config. A FetchError carries the time before
-    which the upstream's headers asked not to be polled again.
+    an incremental or feed poll asks beyond the config, and `auth` for what the source's
+    requests to its own origin carry. A FetchError carries the time before which the
+    upstream's headers asked not to be polled again.
     """
-    walk = _Walk(client, poll, validators, out if out is not None else Fetched(), plan)
+    walk = Walk(client, poll, validators, out if out is not None else Fetched(), plan, auth)
     try:
         return await walk.run()
     except FetchError as exc:

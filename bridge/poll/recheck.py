@@ -7,7 +7,7 @@ Where the API has a URL per item, one request settles it at once: 404 or 410, th
 gone; a 2xx, it is there. Anything else (another status, a timeout, a refused connection)
 settles nothing, and the key stays pending for the next poll to ask again.
 
-The request carries the source's headers, so `check` is held to the origin of `url` (the
+The request carries the source's headers and `auth:`, so `check` is held to the origin of `url` (the
 config refuses another one) and redirects are never followed.
 """
 
@@ -37,8 +37,14 @@ class Checked:
     requests: int = 0
 
 
-async def recheck(client: httpx.AsyncClient, poll: PollConfig, keys: Sequence[str]) -> Checked:
-    """Ask `deletes.check` about at most `deletes.max_checks` of `keys`, one at a time."""
+async def recheck(
+    client: httpx.AsyncClient,
+    poll: PollConfig,
+    keys: Sequence[str],
+    auth: httpx.Auth | None = None,
+) -> Checked:
+    """Ask `deletes.check` about at most `deletes.max_checks` of `keys`, one at a time, with
+    the source's `auth` (the item URL is on the source's origin)."""
     out = Checked()
     headers = {name: value.get_secret_value() for name, value in poll.headers.items()}
     if not any(name.lower() == "accept" for name in headers):
@@ -48,7 +54,12 @@ async def recheck(client: httpx.AsyncClient, poll: PollConfig, keys: Sequence[st
         out.requests += 1
         try:
             response = await client.request(
-                "GET", url, headers=headers, timeout=poll.timeout_s, follow_redirects=False
+                "GET",
+                url,
+                headers=headers,
+                timeout=poll.timeout_s,
+                follow_redirects=False,
+                auth=auth,
             )
         except httpx.HTTPError as exc:
             log.debug("%s: check failed (%s), asked again later", safe_url(url), exc)

@@ -36,7 +36,7 @@ from prometheus_client import Counter
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from bridge import jsontext, metrics, tracing
+from bridge import metrics, tracing
 from bridge.client_address import Network, client_address, is_in
 from bridge.compare.merge import count_sighting, member_targets, merged_event
 from bridge.config import Config, MergeConfig, TargetConfig, WebhookConfig
@@ -196,13 +196,20 @@ class Receiver:
 
     # -- the request -----------------------------------------------------------------------
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one webhook request (ASGI)."""
+    async def handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Answer one webhook request (ASGI), with the `extra` headers on every answer."""
         arrived_ms = now_ms()
         source = self.sources.get(scope["path"])
         if source is None:  # removed by a reload since the route matched
             log.info("refused a webhook (404): no source has this path any more")
-            await _respond(send, 404, b'{"error":"no webhook source has this path"}', _JSON)
+            body = b'{"error":"no webhook source has this path"}'
+            await _respond(send, 404, body, [*_JSON, *extra])
             return
         try:
             status, body = await self._accept(source, scope, receive, arrived_ms)
@@ -223,13 +230,13 @@ class Receiver:
                 )
             if refusal.message:
                 payload = json.dumps({"error": refusal.message}).encode()
-                await _respond(send, refusal.status, payload, [*_JSON, *refusal.headers])
+                await _respond(send, refusal.status, payload, [*_JSON, *refusal.headers, *extra])
             else:
-                await _respond(send, refusal.status, b"", refusal.headers)
+                await _respond(send, refusal.status, b"", [*refusal.headers, *extra])
             return
         except _Disconnected:
             return
-        await _respond(send, status, body, _JSON)
+        await _respond(send, status, body, [*_JSON, *extra])
 
     async def _accept(
         self, source: WebhookSource, scope: Scope, receive: Receive, arrived_ms: int
@@ -238,10 +245,11 @@ class Receiver:
             self._check_client(source, scope)
         if scope["method"] != "POST":
             raise _Refusal(405, "method", "use POST", [(b"allow", b"POST")])
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            # The first of repeated headers wins; latin-1 maps every byte, so never fails.
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        # Read backwards, so the first of repeated headers wins; latin-1 maps every byte.
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in reversed(scope["headers"])
+        }
         body = await _read_body(receive, headers.get("content-length"), source.hook.max_body)
         try:
             if is_costly(source.hook, len(body)):
@@ -261,7 +269,7 @@ class Receiver:
         if source.hook.verify == "slack" and _is_slack_challenge(data):
             # Slack checks a new Events API URL by asking it to echo this value; it is no event.
             return 200, json.dumps({"challenge": data["challenge"]}).encode()
-        inbound = tracing.from_headers(headers)
+        inbound = tracing.from_headers(headers) if "traceparent" in headers else None
         found = source.extractor.extract(headers, data)
         if found.id is None:
             raise _Refusal(422, "missing_id", f"no event id at {source.extractor.fields.id}")
@@ -349,12 +357,12 @@ class Receiver:
             ) from None
         if not is_new:
             source.duplicate.inc()
-            return 200, json.dumps({"id": event.id, "duplicate": True}).encode()
+            return 200, _answer(event.id, duplicate=True)
         source.new.inc()
         _count_event(event)
         _log_accepted(self._accepted_level, event, event.recorded_ms)
         self.runtime.hub.recorded([event])
-        return 202, json.dumps({"id": event.id}).encode()
+        return 202, _answer(event.id)
 
     def _check_client(self, source: WebhookSource, scope: Scope) -> None:
         """A 403 refusal unless the request's client is inside the source's `allow_from`."""
@@ -390,12 +398,20 @@ class Receiver:
         count_sighting(sighting, first=is_new)
         if not is_new:
             source.duplicate.inc()
-            return 200, jsontext.dumps({"id": merged.id, "duplicate": True}).encode()
+            return 200, _answer(merged.id, duplicate=True)
         source.new.inc()
         _count_event(merged)
         _log_accepted(self._accepted_level, merged, event.recorded_ms)
         self.runtime.hub.recorded([merged])
-        return 202, jsontext.dumps({"id": merged.id}).encode()
+        return 202, _answer(merged.id)
+
+
+def _answer(event_id: str, *, duplicate: bool = False) -> bytes:
+    """The JSON body of a 2xx, built as bytes, as `json.dumps` writes it (the docs show it):
+    an event id (`evt_` and base32) needs no escaping, and the answer is on every webhook."""
+    if duplicate:
+        return b'{"id": "' + event_id.encode() + b'", "duplicate": true}'
+    return b'{"id": "' + event_id.encode() + b'"}'
 
 
 def _accepted_level(config: Config) -> int:
@@ -467,13 +483,8 @@ def _too_large(max_body: int) -> _Refusal:
 async def _respond(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -482,6 +493,16 @@ class WebhookRoute(BaseRoute):
 
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
+
+    def serves(self, path: str) -> bool:
+        """True for a webhook path of the config in force (the daemon's `DirectRoute`)."""
+        return path in self.receiver.sources
+
+    async def answer(
+        self, scope: Scope, receive: Receive, send: Send, headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """Serve a POST without Starlette, adding `headers` to the answer."""
+        await self.receiver.handle(scope, receive, send, headers)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         """FULL for a known webhook path (the handler answers 405 for a wrong method)."""

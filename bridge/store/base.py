@@ -29,6 +29,10 @@ from bridge.store.listing import EventListing as EventListing
 from bridge.store.targets import TargetReset as TargetReset
 from bridge.store.targets import TargetState as TargetState
 
+# The refresh tokens OAuth2 token endpoints rotated, part of this interface (its own module).
+from bridge.store.tokens import StoredRefreshToken as StoredRefreshToken
+from bridge.store.tokens import TokenStore as TokenStore
+
 # How long a readiness probe may wait for its commit before the store counts as not writable.
 PROBE_TIMEOUT_S = 5.0
 # Rows of a snapshot handed to `PollStore.scan_poll_versions`'s `visit` at once.
@@ -543,7 +547,14 @@ class AdminStore(ABC):
 
 
 class Store(
-    EventStore, PollStore, OutboxStore, ReportStore, ReplicaStore, RetentionStore, AdminStore
+    EventStore,
+    PollStore,
+    OutboxStore,
+    ReportStore,
+    ReplicaStore,
+    RetentionStore,
+    AdminStore,
+    TokenStore,
 ):
     """The whole store: open it, use it, close it.
 

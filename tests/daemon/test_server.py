@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 
 import pytest
 
+from bridge.daemon.lifespan import event_loop_factory, freeze_heap
 from bridge.daemon.server import (
     bind,
     connection_cap,
@@ -83,3 +85,17 @@ def test_accept_errors_are_one_line_a_second_and_the_rest_goes_on(
         assert seen == [other]
     finally:
         loop.close()
+
+
+def test_the_heap_is_frozen_once_the_daemon_is_ready() -> None:
+    gc.unfreeze()
+    try:
+        freeze_heap(None)  # type: ignore[arg-type]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_the_event_loop_is_uvloop_when_installed() -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+    assert event_loop_factory() is uvloop.new_event_loop

@@ -41,6 +41,15 @@ def preset_source(base: str, preset: str, resource: str, **keys: Any) -> dict[st
         "stripe": {"token": STRIPE_KEY},
         "shopify": {"shop": "simulated", "token": SHOPIFY_TOKEN},
         "gitlab": {"project": "group/project", "token": GITLAB_TOKEN},
+        "microsoft-graph": {
+            "token": "t",
+            "user": "ada",
+            "start": "2026-01-01T00:00:00Z",
+            "end": "2027-01-01T00:00:00Z",
+        },
+        "google-calendar": {"token": "t"},
+        "google-drive": {"token": "t"},
+        "dropbox": {"token": "t"},
     }
     if preset == "feed":  # any feed's URL, no credentials
         return {"poll": {"preset": preset, "resource": resource, "url": f"{base}/feed", **keys}}
@@ -62,7 +71,9 @@ def test_every_preset_and_resource_expands_into_a_valid_source(preset: str, reso
     assert poll is not None and poll.preset == preset and poll.resource == resource
     assert poll.url.startswith("https://api.example.com/")
     if preset != "feed":
-        assert poll.headers, "every provider's preset sends its credentials"
+        # In a header, or as `auth:` (the delta presets: a bearer token or an OAuth2 client).
+        credentials = poll.auth is not None or "Authorization" in poll.headers
+        assert credentials or poll.headers, "every provider's preset sends its credentials"
     if preset == "shopify":  # and through its GraphQL Admin API too
         source = preset_source("https://api.example.com", preset, resource, api="graphql")
         graphql = sources_config({"s": source}).sources["s"].poll

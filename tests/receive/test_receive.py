@@ -268,6 +268,33 @@ def test_unknown_path_is_404_and_wrong_method_is_405(served: Served) -> None:
     assert served.events() == []
 
 
+def test_every_answer_of_a_webhook_path_carries_the_security_headers_once(
+    served: Served,
+) -> None:
+    # A POST to a webhook path skips Starlette's middleware; the receiver adds them itself.
+    url = served.url + "/hooks/gh"
+    answers = [
+        httpx.post(url, content=ISSUE_BODY, headers=github(ISSUE_BODY)),  # 202
+        httpx.post(url, content=ISSUE_BODY, headers=github(ISSUE_BODY)),  # 200 duplicate
+        httpx.post(url, content=ISSUE_BODY, headers=github(ISSUE_BODY, secret="wrong")),
+        httpx.post(served.url + "/in/standard", content=b"x" * 2000, headers=standard(b"x")),
+        httpx.get(url),  # 405, through Starlette
+        httpx.post(served.url + "/hooks/nobody", json={}),  # 404, through Starlette
+    ]
+    assert [r.status_code for r in answers] == [202, 200, 401, 413, 405, 404]
+    for r in answers:
+        assert r.headers.get_list("x-content-type-options") == ["nosniff"], r.status_code
+        assert r.headers.get_list("x-frame-options") == ["DENY"]
+        assert r.headers.get_list("referrer-policy") == ["same-origin"]
+        assert r.headers.get_list("content-security-policy") == [
+            "default-src 'none'; frame-ancestors 'none'"
+        ]
+    # Built as bytes, written as json.dumps writes them (the docs show them so).
+    event_id = served.events()[0].id
+    assert answers[0].text == json.dumps({"id": event_id})
+    assert answers[1].text == json.dumps({"id": event_id, "duplicate": True})
+
+
 def test_a_body_over_max_body_is_413_by_content_length_or_while_streaming(served: Served) -> None:
     big = b'{"type":"x","pad":"' + b"a" * 2000 + b'"}'
     r = httpx.post(served.url + "/in/standard", content=big, headers=standard(big))

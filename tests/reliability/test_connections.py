@@ -11,6 +11,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -133,6 +134,31 @@ def test_slow_headers_bodies_and_idle_keep_alives_are_closed_after_their_timeout
     assert "Traceback" not in proc.log()
     # Nothing half-sent was stored.
     assert "cannot store" not in proc.log()
+
+
+def test_a_body_deadline_shorter_than_the_header_one_closes_a_stalled_body_at_its_own(
+    daemon: Callable[..., DaemonProcess],
+) -> None:
+    # The guard keeps one timer a connection, set for the header deadline (30 s here) when the
+    # connection opens; the body's 1 s deadline must move it, or the stalled body would hold
+    # the connection for the rest of the 30 s.
+    proc = daemon((FAST_TIMEOUTS % "").replace("header_timeout: 1s", "header_timeout: 30s"))
+    with connections(proc.port, 1) as (stalled,):
+        stalled.sendall(
+            b"POST /hooks/orders HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json"
+            b'\r\ncontent-length: 100\r\n\r\n{"type": '
+        )
+        wait_until(lambda: is_closed_by_peer(stalled), timeout_s=10)
+    assert healthz(proc.url)
+    assert proc.terminate() == 0
+    assert "cannot store" not in proc.log()
+
+
+def test_the_daemon_runs_on_uvloop(daemon: Callable[..., DaemonProcess]) -> None:
+    proc = daemon(FAST_TIMEOUTS % "")
+    maps = Path(f"/proc/{proc.proc.pid}/maps").read_text()
+    assert "uvloop" in maps
+    assert proc.terminate() == 0
 
 
 def test_over_the_cap_with_every_connection_busy_a_new_one_gets_503(

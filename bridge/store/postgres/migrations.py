@@ -192,4 +192,15 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "0011_retry_from",
         ("ALTER TABLE deliveries ADD COLUMN retry_from BIGINT NOT NULL DEFAULT 0",),
     ),
+    (
+        "0012_oauth_refresh_tokens",
+        (
+            """CREATE TABLE oauth_refresh_tokens (
+                credential TEXT PRIMARY KEY,
+                initial_hash TEXT NOT NULL,
+                refresh_token TEXT NOT NULL,
+                rotated_ms BIGINT NOT NULL
+            )""",
+        ),
+    ),
 ]

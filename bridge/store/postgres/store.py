@@ -41,6 +41,7 @@ from bridge.store.postgres.replicas import PostgresReplicas
 from bridge.store.postgres.report import PostgresReport
 from bridge.store.postgres.retention import PostgresRetention
 from bridge.store.postgres.sessions import PostgresSessions
+from bridge.store.postgres.tokens import PostgresTokens
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -92,6 +93,7 @@ class PostgresStore(
     PostgresReplicas,
     PostgresRetention,
     PostgresSessions,
+    PostgresTokens,
     Store,
 ):
     """The store in one PostgreSQL database, shared by any number of replicas."""

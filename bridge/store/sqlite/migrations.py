@@ -236,6 +236,15 @@ def m0011_retry_from(db: sqlite_utils.Database) -> None:
     db.table("deliveries").add_column("retry_from", int, not_null_default=0)
 
 
+def m0012_oauth_refresh_tokens(db: sqlite_utils.Database) -> None:
+    """The refresh token each OAuth2 credential's token endpoint last rotated."""
+    db.table("oauth_refresh_tokens").create(
+        {"credential": str, "initial_hash": str, "refresh_token": str, "rotated_ms": int},
+        pk="credential",
+        not_null={"initial_hash", "refresh_token", "rotated_ms"},
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -248,4 +257,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0009_revoked_sessions", m0009_revoked_sessions),
     ("0010_poll_pending", m0010_poll_pending),
     ("0011_retry_from", m0011_retry_from),
+    ("0012_oauth_refresh_tokens", m0012_oauth_refresh_tokens),
 ]

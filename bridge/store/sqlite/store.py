@@ -36,6 +36,7 @@ from bridge.store.sqlite.replicas import SQLiteReplicas
 from bridge.store.sqlite.report import SQLiteReport
 from bridge.store.sqlite.retention import SQLiteRetention
 from bridge.store.sqlite.sessions import SQLiteSessions
+from bridge.store.sqlite.tokens import SQLiteTokens
 from bridge.store.sqlite.writer import BUSY_TIMEOUT_MS, Writer, translate
 
 T = TypeVar("T")
@@ -113,6 +114,7 @@ class SQLiteStore(
     SQLiteReplicas,
     SQLiteRetention,
     SQLiteSessions,
+    SQLiteTokens,
     Store,
 ):
     """The store in one SQLite file."""
@@ -323,6 +325,10 @@ class SQLiteStore(
         """Run a write in the next group commit; returns once it is durable (once it is
         committed, not yet synced to the disk, when `durable` is False: see writer.py)."""
         return await self.writer.run(fn, durable=durable)
+
+    async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write in a durable commit of its own, shared with no other write."""
+        return await self.writer.run(fn, alone=True)
 
     async def write_problem(self) -> str | None:
         def probe(conn: sqlite3.Connection) -> None:

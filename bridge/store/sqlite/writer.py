@@ -13,6 +13,9 @@ a commit survives a crash of the process, and may be lost to a power cut, but ne
 order: the WAL is appended in commit order, so the next FULL commit's fsync makes everything
 before it durable too. A batch with one durable operation commits FULL as a whole.
 
+An operation submitted with `alone=True` (a rotated OAuth2 refresh token) is a batch of its
+own, FULL: no other write shares its commit, so none can fail it.
+
 After each commit, before any future is resolved, the writer asks `check` whether the database
 is still the one it writes to (see sqlite.py: the file may have been deleted or replaced under
 the daemon). When it is not, the batch fails, and so does every write after it: nothing is
@@ -62,6 +65,7 @@ class _Op:
     fn: Callable[[sqlite3.Connection], Any]
     future: Future[Any]
     durable: bool = True
+    alone: bool = False  # committed in a batch of its own
 
 
 class Writer:
@@ -113,19 +117,24 @@ class Writer:
             self._thread.join()
             self._thread = None
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> Future[T]:
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True, alone: bool = False
+    ) -> Future[T]:
         """Queue `fn(conn)` for the next commit; the future resolves once it is committed,
-        durably (synced to the disk) unless `durable` is False."""
+        durably (synced to the disk) unless `durable` is False; in a commit of its own when
+        `alone`."""
         future: Future[T] = Future()
         if self._thread is None:
             future.set_exception(StoreError("the store is closed"))
             return future
-        self._queue.put(_Op(fn, future, durable))
+        self._queue.put(_Op(fn, future, durable or alone, alone))
         return future
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
-        """Await `fn(conn)` committed (durably unless `durable` is False)."""
-        return await asyncio.wrap_future(self.submit(fn, durable=durable))
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True, alone: bool = False
+    ) -> T:
+        """Await `fn(conn)` committed (durably unless `durable` is False; alone if `alone`)."""
+        return await asyncio.wrap_future(self.submit(fn, durable=durable, alone=alone))
 
     def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Block until `fn(conn)` is committed durably (for threads that are not the loop)."""
@@ -141,18 +150,23 @@ class Writer:
         self._started.set()
         try:
             stopping = False
+            held: _Op | None = None  # an operation that must be committed alone, taken early
             while not stopping:
-                op = self._queue.get()
+                op = held if held is not None else self._queue.get()
+                held = None
                 if op is None:
                     break
                 batch = [op]
-                while len(batch) < self._max_batch:
+                while not op.alone and len(batch) < self._max_batch:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
                         break
                     if nxt is None:
                         stopping = True
+                        break
+                    if nxt.alone:
+                        held = nxt
                         break
                     batch.append(nxt)
                 self._commit(conn, batch)
