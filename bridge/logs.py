@@ -32,6 +32,22 @@ _RENAMED = {
 }
 
 
+# The fields the bridge's lines carry with `--log-format json`, as they apply (given as
+# `extra=` where the values are at hand): which event, from which source, to which target,
+# which delivery and attempt, the HTTP status, how long it took, why it failed.
+FIELDS = (
+    "event_id",
+    "source",
+    "target",
+    "delivery_id",
+    "attempt",
+    "status",
+    "duration_ms",
+    "reason",
+    "type",
+)
+
+
 def plural(count: int, word: str) -> str:
     """`count` and `word`, with the plural form when count is not 1: `1 target`, `2 deliveries`."""
     if count == 1:
@@ -55,7 +71,9 @@ class _Rename(logging.Filter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any `extra` fields."""
+    """One JSON object per line: time, level, logger, message and the `extra` fields of the
+    call that apply (None is left out): `event_id`, `source`, `target`, `delivery_id`,
+    `attempt`, `status`, `duration_ms`, `reason`, ... (see `FIELDS`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -67,7 +85,7 @@ class JSONFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and value is not None:
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -174,14 +192,21 @@ class RedactingFormatter(logging.Formatter):
         return scrub(mask_text(self.inner.format(record)))
 
 
-def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
-    """Send the bridge's logs to stderr at `level`, as `text` or `json`, masking `secrets`."""
+def configure(
+    level: str = "info",
+    fmt: str = "text",
+    secrets: Iterable[str] = (),
+    handler: logging.Handler | None = None,
+) -> None:
+    """Send the bridge's logs to stderr (or `handler`: the demo's file) at `level`, as `text`
+    or `json`, masking `secrets`, uvicorn's lines under the bridge's names."""
     redact(secrets)
-    handler = logging.StreamHandler(sys.stderr)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
     inner: logging.Formatter
     if fmt == "json":
         inner = JSONFormatter()
-    elif is_journal(sys.stderr):
+    elif isinstance(handler, logging.StreamHandler) and is_journal(handler.stream):
         inner = JournalFormatter()
     else:
         inner = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")

@@ -68,6 +68,10 @@ class ServerConfig(_Model):
     max_header_bytes: Size = Field(64 * 1024, ge=1024)
     # One line per request in the combined log format, under `bridge.http.access`.
     access_log: bool = False
+    # Each accepted event (source, event id, type) and each successful delivery (target,
+    # event id, delivery id, attempt, status, duration) at info rather than debug; applied by
+    # a reload. With `--log-format json` their values are fields of the line.
+    log_accepted: bool = False
     # The reverse proxies whose X-Forwarded-For / Forwarded headers name the client; a
     # request from any other address is its own client, whatever its headers say.
     trusted_proxies: Networks = []

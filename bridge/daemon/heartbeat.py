@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 from bridge.config import Config
 from bridge.errors import StoreError
 from bridge.events import now_ms
+from bridge.repeats import RepeatLog
 from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.replicas")
@@ -31,6 +32,7 @@ class Heartbeat:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._task: asyncio.Task[None] | None = None
+        self._repeats = RepeatLog(log)  # while the store is locked: said once, then counted
 
     def routes(self) -> list[BaseRoute]:
         """No routes: replicas are listed by `bridge status`."""
@@ -53,6 +55,7 @@ class Heartbeat:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._repeats.flush()
         try:
             await asyncio.wait_for(self.runtime.store.remove_replica(), timeout=grace_s)
         except (StoreError, TimeoutError) as exc:
@@ -70,4 +73,6 @@ class Heartbeat:
             try:
                 await self._beat()
             except StoreError as exc:
-                log.warning("heartbeat not recorded: %s", exc)
+                self._repeats.warning("beat", "heartbeat not recorded: %s", exc)
+            else:
+                self._repeats.passed("beat", "heartbeats are recorded again")

@@ -43,6 +43,8 @@ def config_changes(old: Config, new: Config) -> list[str]:
         changes.append("compare changed")
     if old.server.admin_token != new.server.admin_token:
         changes.append("server.admin_token changed")
+    if old.server.log_accepted != new.server.log_accepted:
+        changes.append(f"server.log_accepted {'on' if new.server.log_accepted else 'off'}")
     return changes
 
 

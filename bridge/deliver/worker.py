@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute
 from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
-from bridge.deliver.lines import attempt_line, circuit_line
+from bridge.deliver.lines import circuit_line, log_attempt
 from bridge.deliver.policy import CIRCUIT_GAUGE, Circuit, CircuitState, Decision, decide
 from bridge.deliver.request import Request, TransformError, build_request
 from bridge.deliver.signing import SigningKey, decode_key
@@ -44,6 +44,7 @@ from bridge.errors import StoreError
 from bridge.events import Event, now_ms
 from bridge.logs import plural
 from bridge.masking import mask_text, url_secrets
+from bridge.repeats import RepeatLog
 from bridge.routing import compiled
 from bridge.runtime import Runtime
 from bridge.store.base import AttemptRecord, Claim, OutboxStore, TargetState
@@ -249,6 +250,7 @@ class Deliverer:
         self._stopping = False
         self._refreshed_at = 0.0
         self._recorder = Recorder(self.store)
+        self._repeats = RepeatLog(log)  # a locked store's failures said once, then counted
 
     # -- the Component protocol -------------------------------------------------------------
 
@@ -295,6 +297,7 @@ class Deliverer:
                     log.warning("could not release %d leases (they expire): %s", len(cut), exc)
         if self._session is not None:
             await self._session.close()
+        self._repeats.flush()
 
     async def reload(self, config: Config) -> None:
         """New targets start receiving, removed ones stop being claimed, changes apply."""
@@ -338,8 +341,9 @@ class Deliverer:
             self._wake.clear()
             try:
                 wait_s = await self._tick()
+                self._repeats.passed("claim", "deliveries are claimed again")
             except StoreError as exc:
-                log.warning("cannot claim deliveries: %s", exc)
+                self._repeats.warning("claim", "cannot claim deliveries: %s", exc)
                 wait_s = 1.0
             except Exception:
                 # A bug must not stop delivery for good: log it, and try again shortly.
@@ -529,10 +533,17 @@ class Deliverer:
             self._count(target, claim, answer, decision, (at_ms, done_ms))
             if record.target_state is not None:
                 target.persisted = record.target_state
+            self._repeats.passed(
+                ("record", target.name), "attempts to %s are recorded again", target.name
+            )
         except StoreError as exc:
             # The lease expires and the delivery is sent again: at least once.
-            log.warning(
-                "cannot record an attempt of %s to %s: %s", claim.event.id, target.name, exc
+            self._repeats.warning(
+                ("record", target.name),
+                "cannot record an attempt of %s to %s: %s",
+                claim.event.id,
+                target.name,
+                exc,
             )
         finally:
             if record.target_state is not None:
@@ -571,27 +582,15 @@ class Deliverer:
     ) -> None:
         done_ms = span_ms[1]
         metrics.ATTEMPTS.labels(target.name, result_label(answer)).inc()
+        result = (answer.status_code, answer.error or None)
         if decision.status == "delivered":
             metrics.DELIVERIES.labels(target.name, "delivered").inc()
             latency_s = max(done_ms - claim.event.recorded_ms, 0) / 1000
             metrics.DELIVERY_LATENCY.labels(target.name).observe(latency_s)
-            log.debug("%s", _line(claim, target.name, answer, span_ms, "delivered"))
+            level = logging.INFO if self.runtime.config.server.log_accepted else logging.DEBUG
+            log_attempt(log, level, claim, target.name, result, span_ms, "delivered")
         elif decision.status == "dead":
             metrics.DELIVERIES.labels(target.name, "dead").inc()
-            log.warning(
-                "delivery of %s from %s to %s is dead after %s (last: %s)",
-                claim.event.id,
-                claim.event.source,
-                target.name,
-                plural(claim.attempts + 1, "attempt"),
-                answer.error or answer.status_code,
-            )
+            log_attempt(log, logging.WARNING, claim, target.name, result, span_ms, "dead")
         else:
-            log.info("%s", _line(claim, target.name, answer, span_ms, "failed"))
-
-
-def _line(claim: Claim, target: str, answer: Answer, span_ms: tuple[int, int], outcome: str) -> str:
-    return attempt_line(
-        claim.event, claim.attempts + 1, target, (answer.status_code, answer.error), span_ms,
-        outcome,
-    )  # fmt: skip
+            log_attempt(log, logging.INFO, claim, target.name, result, span_ms, "failed")

@@ -27,6 +27,7 @@ from typing import Any
 
 import uvicorn
 
+from bridge import logs
 from bridge.compare.report import LatencyReport, load_report
 from bridge.config import Config, load_config
 from bridge.daemon import Daemon
@@ -218,13 +219,8 @@ def _clear(folder: Path) -> None:
 
 
 def _log_to(path: Path) -> None:
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """The daemon's log lines, as `bridge run` writes them (uvicorn's under bridge.http)."""
+    logs.configure("info", "text", handler=logging.FileHandler(path, encoding="utf-8"))
 
 
 async def run_demo(

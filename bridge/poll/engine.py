@@ -34,6 +34,7 @@ from bridge.poll.modes import MISSED
 from bridge.poll.now import poll_now
 from bridge.poll.scheduler import PollResult, Scheduler
 from bridge.poll.streamed import TRIM_ITEMS, map_large_blocks, trim_memory
+from bridge.repeats import RepeatLog
 from bridge.routing import passing, route, targets_for
 from bridge.runtime import Runtime
 from bridge.store import NewEvent
@@ -84,6 +85,7 @@ class Poller:
         self._client = client
         self._owns_client = client is None
         self._scheduler: Scheduler | None = None
+        self._repeats = RepeatLog(log)  # a failure that repeats said once, then counted
         self._leased: set[str] = set()  # sources whose poll lease this replica holds
         self._in_flight = asyncio.Semaphore(POLLS_IN_FLIGHT)
         self._stopping = False
@@ -140,6 +142,7 @@ class Poller:
         await self._release_leases(self._leased)
         if self._client is not None and self._owns_client:
             await self._client.aclose()
+        self._repeats.flush()
 
     async def reload(self, config: Config) -> None:
         """Add, remove and reschedule the sources whose `poll` config changed."""
@@ -210,8 +213,11 @@ class Poller:
                 name, at_ms, at_ms + round(lease_s * 1000), at_ms + round(interval_s * 1000)
             )
         except StoreError as exc:
-            log.warning("%s: poll skipped, the lease could not be taken: %s", name, exc)
+            self._repeats.warning(
+                (name, "lease"), "%s: poll skipped, the lease could not be taken: %s", name, exc
+            )
             return False
+        self._repeats.passed((name, "lease"), "%s: the poll lease is taken again", name)
         if held and name not in self._leased:
             log.info("%s: this replica polls it now", name)
             self._leased.add(name)
@@ -291,10 +297,10 @@ class Poller:
             if fetched.not_modified:
                 await store.record_poll(name, outcome)
                 self._count(name, "not_modified", fetched)
-                _log_recovery(name, state.consecutive_failures)
+                self._recovered(name, state.consecutive_failures)
                 return self._limited(name, PollResult(), fetched)
             result = await self._commit(name, detection, outcome)
-            _log_recovery(name, state.consecutive_failures)
+            self._recovered(name, state.consecutive_failures)
             return self._limited(name, result, fetched)
         except FetchError as exc:
             result = await self._failed(name, exc, fetched, at_ms, started, interval_s)
@@ -302,7 +308,7 @@ class Poller:
         except StoreError as exc:
             metrics.POLLS.labels(name, "error").inc()
             metrics.POLL_ERRORS.labels(name, "store").inc()
-            log.warning("%s: poll not committed: %s", name, exc)
+            self._repeats.warning((name, "commit"), "%s: poll not committed: %s", name, exc)
             return self._limited(name, PollResult(), fetched)
 
     def _batch(self, name: str, events: Sequence[Event]) -> list[NewEvent]:
@@ -423,11 +429,19 @@ class Poller:
         )
         self._count(name, "error", fetched)
         metrics.POLL_ERRORS.labels(name, exc.reason).inc()
-        log.warning("%s: poll failed, state kept: %s", name, exc)
+        fields = {"source": name, "reason": exc.reason, "duration_ms": outcome.duration_ms}
+        if exc.status is not None:
+            fields["status"] = exc.status
+        kind = (name, "failed", exc.reason)
+        self._repeats.warning(kind, "%s: poll failed, state kept: %s", name, exc, extra=fields)
         try:
             await self.runtime.store.record_poll(name, outcome)
         except StoreError as store_exc:
-            log.warning("%s: cannot record the poll's stats: %s", name, store_exc)
+            self._repeats.warning(
+                (name, "stats"), "%s: cannot record the poll's stats: %s", name, store_exc
+            )
+        else:
+            self._repeats.passed((name, "stats"), "%s: the poll's stats are recorded again", name)
         return PollResult(throttled=exc.reason == "throttled", retry_after_s=exc.retry_after_s)
 
     def _limited(self, name: str, result: PollResult, fetched: Fetched) -> PollResult:
@@ -465,6 +479,24 @@ class Poller:
             metrics.POLL_CURSOR_MISSED.labels(name).inc(detection.cursor_missed)
             log.warning("%s: %s", name, MISSED.format(n=detection.cursor_missed))
 
+    def _recovered(self, name: str, failures: int) -> None:
+        """A poll of `name` is committed: say once that it polls again after failing
+        (`failures` polls in a row, the failures not printed among them), and that its writes
+        succeed again after a store's fault."""
+        for kind in ("commit", "stats"):
+            self._repeats.passed((name, kind), "%s: the poll's writes succeed again", name)
+        if failures:
+            self._repeats.repeats.forget(
+                lambda k: isinstance(k, tuple) and k[:2] == (name, "failed")
+            )
+            log.info(
+                "%s: polling recovered after %d failed poll%s",
+                name,
+                failures,
+                "s" * (failures != 1),
+                extra={"source": name},
+            )
+
     @staticmethod
     def _count(name: str, outcome: str, fetched: Fetched) -> None:
         metrics.POLLS.labels(name, outcome).inc()
@@ -495,11 +527,3 @@ def _with_counts(outcome: PollOutcome, indexed: Indexed, events: int) -> PollOut
         skipped=indexed.skipped,
         duplicate_keys=indexed.duplicates,
     )
-
-
-def _log_recovery(name: str, failures: int) -> None:
-    """Say once that a source polls again after failing (`failures` polls in a row)."""
-    if failures:
-        log.info(
-            "%s: polling recovered after %d failed poll%s", name, failures, "s" * (failures != 1)
-        )

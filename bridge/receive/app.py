@@ -46,6 +46,7 @@ from bridge.receive.batch import Batcher
 from bridge.receive.bodies import BodyError, parse_body
 from bridge.receive.presets import Extractor, Search, compile_search, fields_for
 from bridge.receive.schemes import Verifier, build_verifier, is_costly
+from bridge.repeats import RepeatLog
 from bridge.routing import passing, targets_for
 from bridge.runtime import Runtime
 
@@ -156,6 +157,8 @@ class Receiver:
         self.sources = build_sources(runtime.config)
         self.trusted_proxies: list[Network] = list(runtime.config.server.trusted_proxies)
         self.batcher = Batcher(runtime.store)
+        self._repeats = RepeatLog(log)  # a locked store's 503s said once a source, then counted
+        self._accepted_level = _accepted_level(runtime.config)
         self._verifying = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="bridge-verify")
 
     def routes(self) -> list[BaseRoute]:
@@ -172,11 +175,13 @@ class Receiver:
         """Let the store calls of requests in flight finish, within `grace_s`."""
         await self.batcher.drain(grace_s)
         self._verifying.shutdown(wait=False, cancel_futures=True)
+        self._repeats.flush()
 
     async def reload(self, config: Config) -> None:
         """Serve the webhook sources of `config` from the next request on."""
         self.sources = build_sources(config)
         self.trusted_proxies = list(config.server.trusted_proxies)
+        self._accepted_level = _accepted_level(config)
         self._warn_unsigned()
 
     def _warn_unsigned(self) -> None:
@@ -217,6 +222,11 @@ class Receiver:
                     refusal.detail,
                     refusal.status,
                     refusal.reason,
+                    extra={
+                        "source": source.name,
+                        "status": refusal.status,
+                        "reason": refusal.reason,
+                    },
                 )
             if refusal.message:
                 payload = json.dumps({"error": refusal.message}).encode()
@@ -281,8 +291,18 @@ class Receiver:
             tracestate=inbound.state if inbound else None,
         )
         if self.runtime.tracer.is_exporting:
-            return await self._store_traced(source, event, headers, data, inbound, arrived_ms)
-        return await self._store(source, event, headers, data)
+            answer = await self._store_traced(source, event, headers, data, inbound, arrived_ms)
+        else:
+            answer = await self._store(source, event, headers, data)
+        self._stored(source)
+        return answer
+
+    def _stored(self, source: WebhookSource) -> None:
+        """A webhook of `source` was stored: after failures, say once that they are again."""
+        if self._repeats.has_failures:  # rare: no work per request otherwise
+            self._repeats.passed(
+                (source.name, "store"), "source %s: webhooks are stored again", source.name
+            )
 
     async def _store_traced(
         self,
@@ -321,7 +341,13 @@ class Receiver:
             targets = passing(source.targets, source.targets_for(event.type), event)
             is_new = await self.batcher.record(event, targets)
         except StoreError as exc:
-            log.warning("source %s: cannot store a webhook (answered 503): %s", source.name, exc)
+            self._repeats.warning(
+                (source.name, "store"),
+                "source %s: cannot store a webhook (answered 503): %s",
+                source.name,
+                exc,
+                extra={"source": source.name, "status": 503, "reason": "store_unavailable"},
+            )
             raise _Refusal(
                 503,
                 "store_unavailable",
@@ -334,7 +360,7 @@ class Receiver:
             return 200, _answer(event.id, duplicate=True)
         source.new.inc()
         _count_event(event)
-        _log_accepted(event, event.recorded_ms)
+        _log_accepted(self._accepted_level, event, event.recorded_ms)
         self.runtime.hub.recorded([event])
         return 202, _answer(event.id)
 
@@ -375,7 +401,7 @@ class Receiver:
             return 200, _answer(merged.id, duplicate=True)
         source.new.inc()
         _count_event(merged)
-        _log_accepted(merged, event.recorded_ms)
+        _log_accepted(self._accepted_level, merged, event.recorded_ms)
         self.runtime.hub.recorded([merged])
         return 202, _answer(merged.id)
 
@@ -388,13 +414,28 @@ def _answer(event_id: str, *, duplicate: bool = False) -> bytes:
     return b'{"id": "' + event_id.encode() + b'"}'
 
 
-def _log_accepted(event: Event, arrived_ms: int) -> None:
-    log.debug(
+def _accepted_level(config: Config) -> int:
+    """The level of an accepted event's line: info with `server.log_accepted`, else debug."""
+    return logging.INFO if config.server.log_accepted else logging.DEBUG
+
+
+def _log_accepted(level: int, event: Event, arrived_ms: int) -> None:
+    if not log.isEnabledFor(level):
+        return  # the common case: nothing built, not even the duration
+    duration_ms = now_ms() - arrived_ms
+    log.log(
+        level,
         "source %s: accepted event %s (%s) in %d ms",
         event.source,
         event.id,
         event.type,
-        now_ms() - arrived_ms,
+        duration_ms,
+        extra={
+            "source": event.source,
+            "event_id": event.id,
+            "type": event.type,
+            "duration_ms": duration_ms,
+        },
     )
 
 

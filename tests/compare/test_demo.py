@@ -152,6 +152,9 @@ def test_demo_measures_poll_against_push(tmp_path: Path) -> None:
     assert str(folder / "config.yaml") in result.stderr
     again = run_cli("latency", "-c", str(folder / "config.yaml"), "--json")
     assert json.loads(again.stdout)["pairs"] == report["pairs"]
+    # The daemon's log names uvicorn's lines as `bridge run` does.
+    log = (folder / "bridge.log").read_text()
+    assert "bridge.http: Started server process" in log and "uvicorn" not in log
 
 
 def test_demo_runs_without_matplotlib_and_says_the_picture_is_not_drawn(tmp_path: Path) -> None:

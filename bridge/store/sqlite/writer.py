@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bridge.errors import StoreError, StoreUnavailable
+from bridge.logs import plural
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
@@ -92,6 +93,10 @@ class Writer:
         self.commits = 0
         # True after a write lock could not be had, until the next successful commit.
         self.is_degraded = False
+        # Since when (monotonic seconds) it is, and how many writes failed fast since: the
+        # state is said in two lines, when it begins and when it ends, never once a write.
+        self._degraded_s = 0.0
+        self.failed_fast = 0
         # The connection's `synchronous` setting now: FULL, or NORMAL for a batch that
         # acknowledges nothing (the connection is opened with FULL).
         self._is_full_sync = True
@@ -169,6 +174,12 @@ class Writer:
                 # rows would stay in memory until then.
                 del op, batch
         finally:
+            if self.is_degraded:  # the count of the state's end line is not lost at a stop
+                log.info(
+                    "the database was still locked at the stop, after %.1f s; %s failed fast",
+                    time.monotonic() - self._degraded_s,
+                    plural(self.failed_fast, "write"),
+                )
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
@@ -185,9 +196,12 @@ class Writer:
             # timeout each: fail it all now, and wait only briefly until a commit succeeds,
             # so callers (an inbound request's provider) get a prompt "try again later".
             # Degraded before the callers hear of it: what they do next sees the short wait.
+            failed = batch + self._drain()
             if isinstance(error, StoreUnavailable):
-                self._set_degraded(conn, True)
-            self._fail(batch + self._drain(), error)
+                if not self.is_degraded:
+                    self._set_degraded(conn, True)
+                self.failed_fast += len(failed)
+            self._fail(failed, error)
             return
         done = self._apply(conn, batch)
         try:
@@ -267,13 +281,19 @@ class Writer:
             self._is_full_sync = is_full
 
     def _set_degraded(self, conn: sqlite3.Connection, is_degraded: bool) -> None:
+        """Enter or leave the degraded state, with one line each way."""
         busy_ms = DEGRADED_BUSY_TIMEOUT_MS if is_degraded else BUSY_TIMEOUT_MS
         conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
         self.is_degraded = is_degraded
         if is_degraded:
+            self._degraded_s, self.failed_fast = time.monotonic(), 0
             log.warning("the database is locked: failing writes fast until a commit succeeds")
         else:
-            log.info("the database can be written again")
+            log.info(
+                "the database is writable again after %.1f s; %s failed fast meanwhile",
+                time.monotonic() - self._degraded_s,
+                plural(self.failed_fast, "write"),
+            )
 
     @staticmethod
     def _fail(batch: list[_Op], error: BaseException) -> None:
