@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from bridge.config.auth import Credential
+from bridge.config.kinds import NatsTarget, RedisTarget
 from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
@@ -271,13 +272,29 @@ class CircuitConfig(_Model):
     max_cooldown_s: Duration = Field(600.0, alias="max_cooldown")
 
 
-class TargetConfig(_Model):
-    """Where events are delivered, signed as Standard Webhooks."""
+def _check_keys(values: list[SecretStr]) -> list[SecretStr]:
+    # Each key checked where it is written; a webhook without any is the target's mistake.
+    return check_target_secrets(values) if values else values
 
-    # Where to POST each delivery.
-    url: HttpURL
-    # Written `secrets`, like a webhook source's (the old spelling `secret` still works).
-    secret: Annotated[Secrets, AfterValidator(check_target_secrets)] = Field(alias="secrets")
+
+TargetKind = Literal["webhook", "nats", "redis"]
+_KIND_KEYS: dict[str, TargetKind] = {"url": "webhook", "nats": "nats", "redis": "redis"}
+_WEBHOOK_ONLY = {"secret": "secrets", "headers": "headers", "tls": "tls"}  # field -> key
+
+
+class TargetConfig(_Model):
+    """Where events are delivered: a webhook (`url`, signed as Standard Webhooks) or a broker
+    (`nats`, `redis`); exactly one of them."""
+
+    # A webhook: where to POST each delivery.
+    url: HttpURL | None = None
+    # A NATS JetStream subject: `{url, subject, stream?}`.
+    nats: NatsTarget | None = None
+    # A Redis stream: `{url, stream, maxlen?}`.
+    redis: RedisTarget | None = None
+    # A webhook's keys, written `secrets` like a webhook source's (the old spelling `secret` still
+    # works); a broker target has none.
+    secret: Annotated[Secrets, AfterValidator(_check_keys)] = Field([], alias="secrets")
     # Globs on the event type: the target gets the events that match one.
     events: OneOrMany = ["*"]
     # Only events of these sources (or merges); default: every source.
@@ -309,9 +326,45 @@ class TargetConfig(_Model):
     circuit: CircuitConfig = CircuitConfig()
 
     @model_validator(mode="after")
+    def _check_kind(self) -> TargetConfig:
+        named = [key for key in _KIND_KEYS if getattr(self, key) is not None]
+        if len(named) != 1:
+            found = ", ".join(named) if named else "none"
+            raise ValueError(f"needs exactly one of url, nats, redis (found: {found})")
+        if self.kind == "webhook":
+            if not self.secret:
+                raise ValueError("a webhook target needs secrets: at least one whsec_ or whsk_ key")
+            return self
+        for field, key in _WEBHOOK_ONLY.items():
+            if field in self.model_fields_set:
+                raise ValueError(f"{key} is for webhooks: a {self.kind} target has none")
+        if self.kind == "redis" and self.format == "binary":
+            raise ValueError("format: binary needs headers: a redis target is structured only")
+        return self
+
+    @property
+    def kind(self) -> TargetKind:
+        """What the target is: `webhook` or the broker it publishes to."""
+        return next(_KIND_KEYS[key] for key in _KIND_KEYS if getattr(self, key) is not None)
+
+    @property
+    def address(self) -> str:
+        """The URL the target's kind connects to (shown masked)."""
+        if self.nats is not None:
+            return self.nats.url
+        if self.redis is not None:
+            return self.redis.url
+        assert self.url is not None
+        return self.url
+
+    @model_validator(mode="after")
     def _check_credentials(self) -> TargetConfig:
         # Both would be an Authorization header: the HTTP client refuses every request.
-        if _has_userinfo(self.url) and any(h.lower() == "authorization" for h in self.headers):
+        if (
+            self.url is not None
+            and _has_userinfo(self.url)
+            and any(h.lower() == "authorization" for h in self.headers)
+        ):
             raise ValueError(
                 "has credentials in its url and an authorization header: keep one of them"
             )

@@ -1,0 +1,62 @@
+"""The config of a target's kind beyond the webhook's `url`: a broker and where in it.
+
+A target names exactly one kind: `url` (a webhook), `nats` or `redis`. A broker's names
+(`subject`, `stream`) may hold `{subject}`, `{type}` and `{source}`, filled per event.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from bridge.config.values import _Model
+
+# kind -> (the extra that installs its client library, the module it imports); a webhook
+# needs none.
+EXTRAS = {"nats": ("nats", "nats"), "redis": ("redis", "redis")}
+
+
+def _scheme_check(*schemes: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not value.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError("is not a " + " or ".join(f"{s}://" for s in schemes) + " URL")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_nats_subject(value: str) -> str:
+    if not value or any(c.isspace() for c in value) or ".." in value:
+        raise ValueError("is not a NATS subject (no spaces, no empty token)")
+    if value.startswith(".") or value.endswith(".") or "*" in value or ">" in value:
+        raise ValueError("is not a NATS subject to publish to (no wildcard, no empty token)")
+    return value
+
+
+NatsURL = Annotated[str, _scheme_check("nats", "tls")]
+RedisURL = Annotated[str, _scheme_check("redis", "rediss", "unix")]
+
+
+class NatsTarget(_Model):
+    """A NATS JetStream target: each event published to `subject`, delivered on the stream's
+    ack; `Nats-Msg-Id` is the event id, so JetStream's duplicate window drops a redelivery."""
+
+    # The server, `nats://HOST:PORT` (credentials as `nats://USER:PASSWORD@HOST`); `tls://` for TLS.
+    url: NatsURL
+    # The subject each event is published to; `{subject}`, `{type}`, `{source}` are filled.
+    subject: Annotated[str, AfterValidator(_check_nats_subject)]
+    # The stream expected to store the subject; a publish another stream acks is refused.
+    stream: str | None = None
+
+
+class RedisTarget(_Model):
+    """A Redis Streams target: each event added with `XADD`, the entry id Redis returns kept
+    as the attempt's answer."""
+
+    # The server, `redis://[:PASSWORD@]HOST:PORT/DB` (`rediss://` for TLS, `unix://` a socket).
+    url: RedisURL
+    # The stream's key; `{subject}`, `{type}`, `{source}` are filled.
+    stream: str = Field(min_length=1)
+    # Trim the stream to about this many entries on each add (`MAXLEN ~`); default: no trim.
+    maxlen: int | None = Field(None, ge=1)
