@@ -235,6 +235,8 @@ class Deliverer:
         states = await self.store.target_states()
         for name, config in self.runtime.config.targets.items():
             self._add(name, config, states.get(name))
+        for kind in sorted({t.kind for t in self.runtime.config.targets.values()}):
+            self._kind(kind)  # a missing extra stops the start with one line (MissingExtra)
         self.runtime.hub.subscribe(self._on_recorded)
         self._loop_task = asyncio.create_task(self._run(), name="deliverer")
         log.info("delivering to %s", plural(len(self.targets), "target"))
