@@ -14,7 +14,7 @@ from bridge.config.values import _Model
 
 # kind -> (the extra that installs its client library, the module it imports); a webhook
 # needs none.
-EXTRAS = {"nats": ("nats", "nats"), "redis": ("redis", "redis")}
+EXTRAS = {"nats": ("nats", "nats"), "redis": ("redis", "redis"), "amqp": ("amqp", "aio_pika")}
 
 
 def _scheme_check(*schemes: str) -> AfterValidator:
@@ -35,6 +35,7 @@ def _check_nats_subject(value: str) -> str:
 
 
 NatsURL = Annotated[str, _scheme_check("nats", "tls")]
+AmqpURL = Annotated[str, _scheme_check("amqp", "amqps")]
 RedisURL = Annotated[str, _scheme_check("redis", "rediss", "unix")]
 
 
@@ -60,3 +61,15 @@ class RedisTarget(_Model):
     stream: str = Field(min_length=1)
     # Trim the stream to about this many entries on each add (`MAXLEN ~`); default: no trim.
     maxlen: int | None = Field(None, ge=1)
+
+
+class AmqpTarget(_Model):
+    """A RabbitMQ (AMQP 0-9-1) target: each event published to `exchange` with `routing_key`,
+    mandatory and persistent, delivered on the publisher confirm; one no queue takes fails."""
+
+    # The server, `amqp://USER:PASSWORD@HOST:PORT/VHOST` (`amqps://` for TLS).
+    url: AmqpURL
+    # The exchange to publish to (it must exist); `""` is the default exchange.
+    exchange: str
+    # The routing key; `{subject}`, `{type}`, `{source}` are filled.
+    routing_key: str = Field(max_length=255)

@@ -40,11 +40,11 @@ def _config(target: str) -> str:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("    events: ['*']\n", "needs exactly one of url, nats, redis (found: none)"),
+        ("    events: ['*']\n", "needs exactly one of url, nats, amqp, redis (found: none)"),
         (
             f"    url: http://127.0.0.1:9/\n    secrets: {TEST_SECRET}\n"
             "    redis: {url: 'redis://127.0.0.1:6379', stream: s}\n",
-            "needs exactly one of url, nats, redis (found: url, redis)",
+            "needs exactly one of url, nats, amqp, redis (found: url, redis)",
         ),
         ("    url: http://127.0.0.1:9/\n", "a webhook target needs secrets"),
         (
@@ -61,6 +61,11 @@ def _config(target: str) -> str:
         ("    nats: {url: 'nats://127.0.0.1:4222', subject: 'a..b'}\n", "is not a NATS subject"),
         ("    nats: {url: 'nats://127.0.0.1:4222'}\n", "subject"),
         ("    redis: {url: 'redis://127.0.0.1', stream: s, maxlen: 0}\n", "maxlen"),
+        (
+            "    amqp: {url: 'http://127.0.0.1', exchange: e, routing_key: k}\n",
+            "amqp:// or amqps://",
+        ),
+        ("    amqp: {url: 'amqp://127.0.0.1', routing_key: k}\n", "exchange"),
         (
             "    redis: {url: 'redis://127.0.0.1', stream: s}\n    format: binary\n",
             "a redis target is structured only",

@@ -6,10 +6,11 @@ One module per kind, each a `Kind`: `send` one event to one target and say what 
 
     webhook   an HTTP POST (signed as Standard Webhooks); delivered on a 2xx
     nats      a JetStream publish; delivered on the stream's ack (`Nats-Msg-Id` = event id)
+    amqp      a RabbitMQ publish, mandatory and persistent; delivered on the publisher confirm
     redis     an XADD to a stream; delivered on the entry id Redis returns
 
-A broker's client library is an extra (`.[nats]`, `.[redis]`), imported only when a target
-of that kind is configured: `open_kind` raises MissingExtra when it is not installed.
+A broker's client library is an extra (`.[nats]`, `.[amqp]`, `.[redis]`), imported only
+when a target of that kind is configured: `open_kind` raises MissingExtra when it is not installed.
 """
 
 from __future__ import annotations

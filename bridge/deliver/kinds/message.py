@@ -74,3 +74,9 @@ def redis_key(value: str) -> str:
     """A value as part of a Redis key: any byte is allowed; control characters become `_`
     so the name stays readable in `redis-cli`."""
     return "".join(c if c.isprintable() else "_" for c in value)
+
+
+def amqp_name(value: str) -> str:
+    """A value as part of a routing key: at most 255 bytes in AMQP; control characters `_`
+    (dots stay the topic exchange's word separators)."""
+    return "".join(c if c.isprintable() else "_" for c in value)
