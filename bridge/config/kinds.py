@@ -6,7 +6,7 @@ A target names exactly one kind: `url` (a webhook), `nats` or `redis`. A broker'
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -14,7 +14,12 @@ from bridge.config.values import _Model
 
 # kind -> (the extra that installs its client library, the module it imports); a webhook
 # needs none.
-EXTRAS = {"nats": ("nats", "nats"), "redis": ("redis", "redis"), "amqp": ("amqp", "aio_pika")}
+EXTRAS = {
+    "nats": ("nats", "nats"),
+    "redis": ("redis", "redis"),
+    "amqp": ("amqp", "aio_pika"),
+    "mqtt": ("mqtt", "aiomqtt"),
+}
 
 
 def _scheme_check(*schemes: str) -> AfterValidator:
@@ -35,6 +40,7 @@ def _check_nats_subject(value: str) -> str:
 
 
 NatsURL = Annotated[str, _scheme_check("nats", "tls")]
+MqttURL = Annotated[str, _scheme_check("mqtt", "mqtts")]
 AmqpURL = Annotated[str, _scheme_check("amqp", "amqps")]
 RedisURL = Annotated[str, _scheme_check("redis", "rediss", "unix")]
 
@@ -73,3 +79,21 @@ class AmqpTarget(_Model):
     exchange: str
     # The routing key; `{subject}`, `{type}`, `{source}` are filled.
     routing_key: str = Field(max_length=255)
+
+
+def _check_mqtt_topic(value: str) -> str:
+    if not value or "+" in value or "#" in value or "\x00" in value:
+        raise ValueError("is not an MQTT topic to publish to (no wildcard + or #)")
+    return value
+
+
+class MqttTarget(_Model):
+    """An MQTT 5 target: each event published to `topic` at QoS 1, delivered on the broker's
+    PUBACK."""
+
+    # The broker, `mqtt://[USER:PASSWORD@]HOST:PORT` (`mqtts://` for TLS).
+    url: MqttURL
+    # The topic; `{subject}`, `{type}`, `{source}` are filled.
+    topic: Annotated[str, AfterValidator(_check_mqtt_topic)]
+    # QoS 1 (at least once, acknowledged by a PUBACK): the only level offered.
+    qos: Literal[1] = 1

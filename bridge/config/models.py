@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from bridge.config.auth import Credential
-from bridge.config.kinds import AmqpTarget, NatsTarget, RedisTarget
+from bridge.config.kinds import AmqpTarget, MqttTarget, NatsTarget, RedisTarget
 from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
@@ -277,19 +277,20 @@ def _check_keys(values: list[SecretStr]) -> list[SecretStr]:
     return check_target_secrets(values) if values else values
 
 
-TargetKind = Literal["webhook", "nats", "amqp", "redis"]
+TargetKind = Literal["webhook", "nats", "amqp", "redis", "mqtt"]
 _KIND_KEYS: dict[str, TargetKind] = {
     "url": "webhook",
     "nats": "nats",
     "amqp": "amqp",
     "redis": "redis",
+    "mqtt": "mqtt",
 }
 _WEBHOOK_ONLY = {"secret": "secrets", "headers": "headers", "tls": "tls"}  # field -> key
 
 
 class TargetConfig(_Model):
     """Where events are delivered: a webhook (`url`, signed as Standard Webhooks) or a broker
-    (`nats`, `amqp`, `redis`); exactly one of them."""
+    (`nats`, `amqp`, `redis`, `mqtt`); exactly one of them."""
 
     # A webhook: where to POST each delivery.
     url: HttpURL | None = None
@@ -299,6 +300,8 @@ class TargetConfig(_Model):
     amqp: AmqpTarget | None = None
     # A Redis stream: `{url, stream, maxlen?}`.
     redis: RedisTarget | None = None
+    # An MQTT 5 topic: `{url, topic, qos: 1}`.
+    mqtt: MqttTarget | None = None
     # A webhook's keys, written `secrets` like a webhook source's (the old spelling `secret` still
     # works); a broker target has none.
     secret: Annotated[Secrets, AfterValidator(_check_keys)] = Field([], alias="secrets")
@@ -337,7 +340,7 @@ class TargetConfig(_Model):
         named = [key for key in _KIND_KEYS if getattr(self, key) is not None]
         if len(named) != 1:
             found = ", ".join(named) if named else "none"
-            raise ValueError(f"needs exactly one of url, nats, amqp, redis (found: {found})")
+            raise ValueError(f"needs exactly one of url, nats, amqp, redis, mqtt (found: {found})")
         if self.kind == "webhook":
             if not self.secret:
                 raise ValueError("a webhook target needs secrets: at least one whsec_ or whsk_ key")
@@ -363,6 +366,8 @@ class TargetConfig(_Model):
             return self.redis.url
         if self.amqp is not None:
             return self.amqp.url
+        if self.mqtt is not None:
+            return self.mqtt.url
         assert self.url is not None
         return self.url
 

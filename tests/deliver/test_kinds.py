@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from bridge.cli import cli
 from bridge.config import parse_config
 from bridge.deliver.kinds import Backoff, open_kind
-from bridge.deliver.kinds.message import build_message, fill, nats_token, redis_key
+from bridge.deliver.kinds.message import build_message, fill, mqtt_level, nats_token, redis_key
 from bridge.errors import ConfigError, MissingExtra
 from bridge.events import Event
 from tests.conftest import TEST_SECRET
@@ -40,11 +40,11 @@ def _config(target: str) -> str:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("    events: ['*']\n", "needs exactly one of url, nats, amqp, redis (found: none)"),
+        ("    events: ['*']\n", "needs exactly one of url, nats, amqp, redis, mqtt (found: none)"),
         (
             f"    url: http://127.0.0.1:9/\n    secrets: {TEST_SECRET}\n"
             "    redis: {url: 'redis://127.0.0.1:6379', stream: s}\n",
-            "needs exactly one of url, nats, amqp, redis (found: url, redis)",
+            "needs exactly one of url, nats, amqp, redis, mqtt (found: url, redis)",
         ),
         ("    url: http://127.0.0.1:9/\n", "a webhook target needs secrets"),
         (
@@ -66,6 +66,9 @@ def _config(target: str) -> str:
             "amqp:// or amqps://",
         ),
         ("    amqp: {url: 'amqp://127.0.0.1', routing_key: k}\n", "exchange"),
+        ("    mqtt: {url: 'mqtt://127.0.0.1', topic: 'a/#'}\n", "no wildcard"),
+        ("    mqtt: {url: 'mqtt://127.0.0.1', topic: a, qos: 0}\n", "qos"),
+        ("    mqtt: {url: 'tcp://127.0.0.1', topic: a}\n", "mqtt:// or mqtts://"),
         (
             "    redis: {url: 'redis://127.0.0.1', stream: s}\n    format: binary\n",
             "a redis target is structured only",
@@ -100,6 +103,8 @@ def test_names_are_filled_from_the_event_and_sanitized_for_the_broker() -> None:
     # Dots a value carries stay token separators, never an empty token.
     assert nats_token("a..b.") == "a._.b._"
     assert redis_key("a\nb") == "a_b"
+    assert fill("ev/{subject}", event, mqtt_level) == "ev/repo/a b*c>"
+    assert mqtt_level("a+b#c\x00") == "a_b_c_"
     assert fill("fixed.{unknown}", event, nats_token) == "fixed.{unknown}"
 
 

@@ -8,8 +8,10 @@ One module per kind, each a `Kind`: `send` one event to one target and say what 
     nats      a JetStream publish; delivered on the stream's ack (`Nats-Msg-Id` = event id)
     amqp      a RabbitMQ publish, mandatory and persistent; delivered on the publisher confirm
     redis     an XADD to a stream; delivered on the entry id Redis returns
+    mqtt      an MQTT 5 publish at QoS 1; delivered on the PUBACK
 
-A broker's client library is an extra (`.[nats]`, `.[amqp]`, `.[redis]`), imported only
+A broker's client library is an extra (`.[nats]`, `.[amqp]`,
+`.[redis]`, `.[mqtt]`), imported only
 when a target of that kind is configured: `open_kind` raises MissingExtra when it is not installed.
 """
 

@@ -80,3 +80,9 @@ def amqp_name(value: str) -> str:
     """A value as part of a routing key: at most 255 bytes in AMQP; control characters `_`
     (dots stay the topic exchange's word separators)."""
     return "".join(c if c.isprintable() else "_" for c in value)
+
+
+def mqtt_level(value: str) -> str:
+    """A value as part of an MQTT topic: `/` kept as the level separator; the wildcards `+`
+    and `#`, NUL and other control characters as `_`."""
+    return "".join(c if c.isprintable() and c not in "+#" else "_" for c in value)
