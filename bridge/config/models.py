@@ -319,9 +319,10 @@ class TargetConfig(_Model):
     tls: TLSConfig | None = None
     # Extra request headers (secret: masked everywhere).
     headers: dict[str, SecretStr] = {}
-    # `structured`: the CloudEvent as the JSON body; `binary`: its `data` as the body, the rest as
-    # ce-* headers.
-    format: Literal["structured", "binary"] = "structured"
+    # Written `mode` (the old spelling `format` still works). `structured`: the CloudEvent as the
+    # JSON body; `binary`: its `data` as the body, the rest as headers (`ce-*` on HTTP and NATS,
+    # `cloudEvents_*` on AMQP, MQTT 5 user properties).
+    format: Literal["structured", "binary"] = Field("structured", alias="mode")
     # Per request, from connecting to the end of the answer.
     timeout_s: Duration = Field(15.0, alias="timeout")
     # The delays before each retry; after the last one the delivery is dead.
@@ -349,7 +350,7 @@ class TargetConfig(_Model):
             if field in self.model_fields_set:
                 raise ValueError(f"{key} is for webhooks: a {self.kind} target has none")
         if self.kind == "redis" and self.format == "binary":
-            raise ValueError("format: binary needs headers: a redis target is structured only")
+            raise ValueError("mode: binary needs headers: a redis target is structured only")
         return self
 
     @property

@@ -86,7 +86,7 @@ def test_binary_mode_sends_attributes_as_user_properties(
         targets:
           t1:
             mqtt: {{url: "{MQTT_URL}", topic: "bt/{run}/orders"}}
-            format: binary
+            mode: binary
         """
     )
     (message,) = publish_and_read(db, [event], f"bt/{run}/#")

@@ -192,7 +192,7 @@ def test_binary_mode_sends_data_as_the_payload_and_attributes_as_ce_headers(
         targets:
           t1:
             nats: {{url: "{NATS_URL}", subject: "{prefix}.orders"}}
-            format: binary
+            mode: binary
         """
     )
     record(db, [event])

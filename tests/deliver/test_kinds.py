@@ -70,7 +70,7 @@ def _config(target: str) -> str:
         ("    mqtt: {url: 'mqtt://127.0.0.1', topic: a, qos: 0}\n", "qos"),
         ("    mqtt: {url: 'tcp://127.0.0.1', topic: a}\n", "mqtt:// or mqtts://"),
         (
-            "    redis: {url: 'redis://127.0.0.1', stream: s}\n    format: binary\n",
+            "    redis: {url: 'redis://127.0.0.1', stream: s}\n    mode: binary\n",
             "a redis target is structured only",
         ),
     ],
