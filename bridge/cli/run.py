@@ -85,6 +85,8 @@ def _destination(target: TargetConfig) -> str | None:
         return f"subject {target.nats.subject}{stream}"
     if target.redis is not None:
         return f"stream {target.redis.stream}"
+    if target.notify is not None:
+        return f"{len(target.notify)} Apprise service(s)"
     if target.mqtt is not None:
         return f"topic {target.mqtt.topic} qos {target.mqtt.qos}"
     if target.amqp is not None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 from bridge.config.values import _Model
 
@@ -19,6 +21,7 @@ EXTRAS = {
     "redis": ("redis", "redis"),
     "amqp": ("amqp", "aio_pika"),
     "mqtt": ("mqtt", "aiomqtt"),
+    "notify": ("notify", "apprise"),
 }
 
 
@@ -97,3 +100,39 @@ class MqttTarget(_Model):
     topic: Annotated[str, AfterValidator(_check_mqtt_topic)]
     # QoS 1 (at least once, acknowledged by a PUBACK): the only level offered.
     qos: Literal[1] = 1
+
+
+# A notification's title and body: Jinja2 over the CloudEvent, sandboxed (no code, no
+# attribute of Python objects), autoescape off (the text is for people, not HTML).
+TEMPLATES = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+DEFAULT_TITLE = "{{ type }} from {{ source }}"
+DEFAULT_BODY = "{{ subject or id }}\n{{ data | tojson }}"
+
+
+def _check_template(value: str) -> str:
+    try:
+        TEMPLATES.parse(value)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"is not a template: {exc.message} (line {exc.lineno})") from None
+    return value
+
+
+def _check_notify_urls(values: list[SecretStr]) -> list[SecretStr]:
+    if not values:
+        raise ValueError("needs at least one Apprise URL")
+    for value in values:
+        if "://" not in value.get_secret_value():
+            raise ValueError("is not an Apprise URL (SCHEMA://...)")
+    return values
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+# Apprise URLs (`slack://...`, `mailtos://...`, `json://...`): one, or a list, every one
+# secret (their tokens are in them), shown as `SCHEMA://***`.
+NotifyURLs = Annotated[
+    list[SecretStr], BeforeValidator(_one_or_many), AfterValidator(_check_notify_urls)
+]
+Template = Annotated[str, AfterValidator(_check_template)]

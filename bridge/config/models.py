@@ -24,7 +24,14 @@ from pydantic import (
 )
 
 from bridge.config.auth import Credential
-from bridge.config.kinds import AmqpTarget, MqttTarget, NatsTarget, RedisTarget
+from bridge.config.kinds import (
+    AmqpTarget,
+    MqttTarget,
+    NatsTarget,
+    NotifyURLs,
+    RedisTarget,
+    Template,
+)
 from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
@@ -277,20 +284,21 @@ def _check_keys(values: list[SecretStr]) -> list[SecretStr]:
     return check_target_secrets(values) if values else values
 
 
-TargetKind = Literal["webhook", "nats", "amqp", "redis", "mqtt"]
+TargetKind = Literal["webhook", "nats", "amqp", "redis", "mqtt", "notify"]
 _KIND_KEYS: dict[str, TargetKind] = {
     "url": "webhook",
     "nats": "nats",
     "amqp": "amqp",
     "redis": "redis",
     "mqtt": "mqtt",
+    "notify": "notify",
 }
 _WEBHOOK_ONLY = {"secret": "secrets", "headers": "headers", "tls": "tls"}  # field -> key
 
 
 class TargetConfig(_Model):
     """Where events are delivered: a webhook (`url`, signed as Standard Webhooks) or a broker
-    (`nats`, `amqp`, `redis`, `mqtt`); exactly one of them."""
+    (`nats`, `amqp`, `redis`, `mqtt`) or a notification (`notify`); exactly one of them."""
 
     # A webhook: where to POST each delivery.
     url: HttpURL | None = None
@@ -302,6 +310,14 @@ class TargetConfig(_Model):
     redis: RedisTarget | None = None
     # An MQTT 5 topic: `{url, topic, qos: 1}`.
     mqtt: MqttTarget | None = None
+    # A message for people through Apprise: one URL (`slack://...`, `mailtos://...`) or a list;
+    # meant for operational events and low-volume sources.
+    notify: NotifyURLs | None = None
+    # A notification's title: Jinja2 over the CloudEvent (`{{ type }}`, `{{ data.x }}`),
+    # sandboxed; default `{{ type }} from {{ source }}`.
+    title: Template | None = None
+    # A notification's body, the same way; default the subject (or id) and the data as JSON.
+    body: Template | None = None
     # A webhook's keys, written `secrets` like a webhook source's (the old spelling `secret` still
     # works); a broker target has none.
     secret: Annotated[Secrets, AfterValidator(_check_keys)] = Field([], alias="secrets")
@@ -341,7 +357,10 @@ class TargetConfig(_Model):
         named = [key for key in _KIND_KEYS if getattr(self, key) is not None]
         if len(named) != 1:
             found = ", ".join(named) if named else "none"
-            raise ValueError(f"needs exactly one of url, nats, amqp, redis, mqtt (found: {found})")
+            kinds = ", ".join(_KIND_KEYS)
+            raise ValueError(f"needs exactly one of {kinds} (found: {found})")
+        if self.kind != "notify" and (self.title is not None or self.body is not None):
+            raise ValueError("title and body are for notify targets")
         if self.kind == "webhook":
             if not self.secret:
                 raise ValueError("a webhook target needs secrets: at least one whsec_ or whsk_ key")
@@ -349,8 +368,8 @@ class TargetConfig(_Model):
         for field, key in _WEBHOOK_ONLY.items():
             if field in self.model_fields_set:
                 raise ValueError(f"{key} is for webhooks: a {self.kind} target has none")
-        if self.kind == "redis" and self.format == "binary":
-            raise ValueError("mode: binary needs headers: a redis target is structured only")
+        if self.kind in ("redis", "notify") and self.format == "binary":
+            raise ValueError(f"mode: binary needs headers: a {self.kind} target has none")
         return self
 
     @property
@@ -369,6 +388,9 @@ class TargetConfig(_Model):
             return self.amqp.url
         if self.mqtt is not None:
             return self.mqtt.url
+        if self.notify is not None:
+            first = self.notify[0].get_secret_value()
+            return first.split("://", 1)[0] + "://***"
         assert self.url is not None
         return self.url
 

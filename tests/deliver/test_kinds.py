@@ -40,11 +40,14 @@ def _config(target: str) -> str:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("    events: ['*']\n", "needs exactly one of url, nats, amqp, redis, mqtt (found: none)"),
+        (
+            "    events: ['*']\n",
+            "needs exactly one of url, nats, amqp, redis, mqtt, notify (found: none)",
+        ),
         (
             f"    url: http://127.0.0.1:9/\n    secrets: {TEST_SECRET}\n"
             "    redis: {url: 'redis://127.0.0.1:6379', stream: s}\n",
-            "needs exactly one of url, nats, amqp, redis, mqtt (found: url, redis)",
+            "needs exactly one of url, nats, amqp, redis, mqtt, notify (found: url, redis)",
         ),
         ("    url: http://127.0.0.1:9/\n", "a webhook target needs secrets"),
         (
@@ -69,9 +72,16 @@ def _config(target: str) -> str:
         ("    mqtt: {url: 'mqtt://127.0.0.1', topic: 'a/#'}\n", "no wildcard"),
         ("    mqtt: {url: 'mqtt://127.0.0.1', topic: a, qos: 0}\n", "qos"),
         ("    mqtt: {url: 'tcp://127.0.0.1', topic: a}\n", "mqtt:// or mqtts://"),
+        ("    notify: []\n", "needs at least one Apprise URL"),
+        ("    notify: not-a-url\n", "is not an Apprise URL"),
+        ("    notify: 'json://127.0.0.1/'\n    body: '{{ data'\n", "is not a template"),
+        (
+            f"    url: http://127.0.0.1:9/\n    secrets: {TEST_SECRET}\n    title: x\n",
+            "title and body are for notify targets",
+        ),
         (
             "    redis: {url: 'redis://127.0.0.1', stream: s}\n    mode: binary\n",
-            "a redis target is structured only",
+            "a redis target has none",
         ),
     ],
 )
@@ -151,6 +161,9 @@ def test_bridge_check_says_which_extra_the_config_needs(
             nats: {url: "nats://bob:hunter2-pass@127.0.0.1:4222", subject: "ev.{type}"}
           log:
             redis: {url: "redis://127.0.0.1:6379/0", stream: events}
+          people:
+            notify: ["tgram://123456:hunter2-token/-100200", "json://127.0.0.1:9/x"]
+            events: ["ops.*"]
         """
     )
     result = CliRunner().invoke(cli, ["check", "-c", str(path)])
@@ -159,7 +172,10 @@ def test_bridge_check_says_which_extra_the_config_needs(
     assert "extra     nats for nats targets: installed" in result.stdout
     assert "extra     redis for redis targets: installed" in result.stdout
     assert "hunter2-pass" not in result.output
+    assert "target    people: notify tgram://*** 2 Apprise service(s)" in result.stdout
+    assert "hunter2-token" not in result.output and "123456" not in result.output
     result = CliRunner().invoke(cli, ["check", "-c", str(path), "--json"])
     summary = json.loads(result.stdout)
-    assert {e["extra"] for e in summary["extras"]} == {"nats", "redis"}
-    assert [t["kind"] for t in summary["targets"]] == ["nats", "redis"]
+    assert {e["extra"] for e in summary["extras"]} == {"nats", "redis", "notify"}
+    assert [t["kind"] for t in summary["targets"]] == ["nats", "redis", "notify"]
+    assert "hunter2-token" not in result.stdout

@@ -9,9 +9,10 @@ One module per kind, each a `Kind`: `send` one event to one target and say what 
     amqp      a RabbitMQ publish, mandatory and persistent; delivered on the publisher confirm
     redis     an XADD to a stream; delivered on the entry id Redis returns
     mqtt      an MQTT 5 publish at QoS 1; delivered on the PUBACK
+    notify    a message for people through Apprise; delivered when every service took it
 
 A broker's client library is an extra (`.[nats]`, `.[amqp]`,
-`.[redis]`, `.[mqtt]`), imported only
+`.[redis]`, `.[mqtt]`, `.[notify]`), imported only
 when a target of that kind is configured: `open_kind` raises MissingExtra when it is not installed.
 """
 
