@@ -16,7 +16,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,docs]'
+	$(BIN)/pip install --quiet -e '.[test,plot,postgres,tracing,docs,brokers]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -106,7 +106,7 @@ _patterns: tuple[str, ...] = ()
 def config_secrets(config: Config) -> Iterator[str]:
     """Every secret in the config: its secret fields, URL passwords and credential params."""
     yield from iter_secrets(config)
-    urls = [t.url for t in config.targets.values()]
+    urls = [t.address for t in config.targets.values()]
     for source in config.sources.values():
         if source.poll:
             urls.append(source.poll.url)

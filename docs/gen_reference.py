@@ -393,7 +393,12 @@ def param_rows(command: click.Command, ctx: click.Context) -> list[str]:
 
 
 def render_cli() -> str:
-    root = click.Context(cli, info_name="bridge")
+    # The group's own context settings (`-h` beside `--help`), as `bridge --help` runs with:
+    # without them the page would depend on whether the process had run a command before
+    # (click keeps a command's help option once made). A fixed width: click would otherwise
+    # take the terminal's, and the page would change with the shell that wrote it.
+    settings = {**cli.context_settings, "terminal_width": 100}
+    root = click.Context(cli, info_name="bridge", **settings)
     out = [
         GENERATED,
         "",

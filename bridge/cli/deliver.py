@@ -317,7 +317,7 @@ def targets(config_path: str, as_json: bool) -> None:
         out.append(
             {
                 "name": name,
-                "url": shown(target.url) if target else None,
+                "url": shown(target.address) if target else None,
                 "health": _health(state, at_ms) if target else "removed from the config",
                 "enabled": state.disabled_ms is None,
                 "circuit": state.circuit,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from bridge.cli.edge import (
     say,
     url_masker,
 )
-from bridge.config import Config, load_config
+from bridge.config import Config, TargetConfig, load_config
 from bridge.config.advice import warnings
 from bridge.config.auth import OAuth2Config
+from bridge.config.kinds import EXTRAS
 from bridge.errors import ConfigError, StoreError, config_mistakes
 from bridge.logs import plural
 from bridge.poll.auth import (
@@ -110,15 +112,50 @@ def check_summary(config_path: str, config: Config) -> dict[str, Any]:
         "admin_token": config.server.admin_token is not None,
         "sources": sources,
         "targets": [
-            {"name": name, "url": shown(t.url), "events": list(t.events)}
+            {
+                "name": name,
+                "kind": t.kind,
+                "url": shown(t.address),
+                "to": _destination(t),
+                "events": list(t.events),
+            }
             for name, t in config.targets.items()
         ],
+        "extras": _extras(config),
         "compare": [{"poll": pair.poll, "push": pair.push} for pair in config.compare],
         "merge": [
             {"name": m.name, "sources": list(m.sources), "match": m.match} for m in config.merge
         ],
         "warnings": _warnings(config),
     }
+
+
+def _destination(target: TargetConfig) -> str | None:
+    """Where in its broker a target publishes (None for a webhook)."""
+    if target.nats is not None:
+        stream = f" (stream {target.nats.stream})" if target.nats.stream else ""
+        return f"subject {target.nats.subject}{stream}"
+    if target.redis is not None:
+        return f"stream {target.redis.stream}"
+    if target.notify is not None:
+        return f"{len(target.notify)} Apprise service(s)"
+    if target.mqtt is not None:
+        return f"topic {target.mqtt.topic} qos {target.mqtt.qos}"
+    if target.amqp is not None:
+        exchange = target.amqp.exchange or "(default)"
+        return f"exchange {exchange} routing key {target.amqp.routing_key}"
+    return None
+
+
+def _extras(config: Config) -> list[dict[str, Any]]:
+    """The extras the config's targets need, and whether each is installed."""
+    kinds = sorted({t.kind for t in config.targets.values() if t.kind in EXTRAS})
+    out = []
+    for kind in kinds:
+        extra, module = EXTRAS[kind]
+        installed = importlib.util.find_spec(module) is not None
+        out.append({"extra": extra, "for": f"{kind} targets", "installed": installed})
+    return out
 
 
 def _warnings(config: Config) -> list[str]:
@@ -146,7 +183,19 @@ def _print_check(summary: dict[str, Any], config: Config) -> None:
             secrets = f", {plural(s['secrets'], 'secret')} ***" if s["secrets"] else ""
             say(f"  source    {s['name']}: webhook {s['path']} verify {s['verify']}{secrets}")
     for t in summary["targets"]:
-        say(f"  target    {t['name']}: {t['url']} events [{', '.join(t['events'])}], secret ***")
+        events = f"events [{', '.join(t['events'])}]"
+        if t["kind"] == "webhook":
+            say(f"  target    {t['name']}: {t['url']} {events}, secret ***")
+        else:
+            say(f"  target    {t['name']}: {t['kind']} {t['url']} {t['to']} {events}")
+    for e in summary["extras"]:
+        if e["installed"]:
+            say(f"  extra     {e['extra']} for {e['for']}: installed")
+        else:
+            say(
+                f"  extra     {e['extra']} for {e['for']}: not installed:"
+                f" pip install '.[{e['extra']}]'"
+            )
     for pair in summary["compare"]:
         say(f"  compare   {pair['poll']} (poll) with {pair['push']} (push)")
     for merge in config.merge:

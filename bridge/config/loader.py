@@ -72,7 +72,7 @@ class _Loaded:
         """Whether `path` is under a blamed path, or is the source, target or part of one
         holding it (a check of the whole entry failing because of the blamed value)."""
         return any(
-            path[: len(p)] == p or (len(path) >= 3 and p[: len(path)] == path) for p in self.blamed
+            path[: len(p)] == p or (len(path) >= 2 and p[: len(path)] == path) for p in self.blamed
         )
 
     def line_of(self, path: Path_) -> int | None:

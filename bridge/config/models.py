@@ -24,6 +24,14 @@ from pydantic import (
 )
 
 from bridge.config.auth import Credential
+from bridge.config.kinds import (
+    AmqpTarget,
+    MqttTarget,
+    NatsTarget,
+    NotifyURLs,
+    RedisTarget,
+    Template,
+)
 from bridge.config.outbound import TLSConfig, TracingConfig, check_target_secrets, is_pem
 from bridge.config.polling import PollConfig
 from bridge.config.values import (
@@ -275,13 +283,48 @@ class CircuitConfig(_Model):
     max_cooldown_s: Duration = Field(600.0, alias="max_cooldown")
 
 
-class TargetConfig(_Model):
-    """Where events are delivered, signed as Standard Webhooks."""
+def _check_keys(values: list[SecretStr]) -> list[SecretStr]:
+    # Each key checked where it is written; a webhook without any is the target's mistake.
+    return check_target_secrets(values) if values else values
 
-    # Where to POST each delivery.
-    url: HttpURL
-    # Written `secrets`, like a webhook source's (the old spelling `secret` still works).
-    secret: Annotated[Secrets, AfterValidator(check_target_secrets)] = Field(alias="secrets")
+
+TargetKind = Literal["webhook", "nats", "amqp", "redis", "mqtt", "notify"]
+_KIND_KEYS: dict[str, TargetKind] = {
+    "url": "webhook",
+    "nats": "nats",
+    "amqp": "amqp",
+    "redis": "redis",
+    "mqtt": "mqtt",
+    "notify": "notify",
+}
+_WEBHOOK_ONLY = {"secret": "secrets", "headers": "headers", "tls": "tls"}  # field -> key
+
+
+class TargetConfig(_Model):
+    """Where events are delivered: a webhook (`url`, signed as Standard Webhooks) or a broker
+    (`nats`, `amqp`, `redis`, `mqtt`) or a notification (`notify`); exactly one of them."""
+
+    # A webhook: where to POST each delivery.
+    url: HttpURL | None = None
+    # A NATS JetStream subject: `{url, subject, stream?}`.
+    nats: NatsTarget | None = None
+    # A RabbitMQ exchange: `{url, exchange, routing_key}`.
+    amqp: AmqpTarget | None = None
+    # A Redis stream: `{url, stream, maxlen?}`.
+    redis: RedisTarget | None = None
+    # An MQTT 5 topic: `{url, topic, qos: 1}`.
+    mqtt: MqttTarget | None = None
+    # A message for people through Apprise: one URL (`slack://...`, `mailtos://...`) or a list;
+    # meant for operational events and low-volume sources.
+    notify: NotifyURLs | None = None
+    # A notification's title: Jinja2 over the CloudEvent (`{{ type }}`, `{{ data.x }}`),
+    # sandboxed; default `{{ type }} from {{ source }}`.
+    title: Template | None = None
+    # A notification's body, the same way; default the subject (or id) and the data as JSON.
+    body: Template | None = None
+    # A webhook's keys, written `secrets` like a webhook source's (the old spelling `secret` still
+    # works); a broker target has none.
+    secret: Annotated[Secrets, AfterValidator(_check_keys)] = Field([], alias="secrets")
     # Globs on the event type: the target gets the events that match one.
     events: OneOrMany = ["*"]
     # Only events of these sources (or merges); default: every source.
@@ -296,9 +339,10 @@ class TargetConfig(_Model):
     tls: TLSConfig | None = None
     # Extra request headers (secret: masked everywhere).
     headers: dict[str, SecretStr] = {}
-    # `structured`: the CloudEvent as the JSON body; `binary`: its `data` as the body, the rest as
-    # ce-* headers.
-    format: Literal["structured", "binary"] = "structured"
+    # Written `mode` (the old spelling `format` still works). `structured`: the CloudEvent as the
+    # JSON body; `binary`: its `data` as the body, the rest as headers (`ce-*` on HTTP and NATS,
+    # `cloudEvents_*` on AMQP, MQTT 5 user properties).
+    format: Literal["structured", "binary"] = Field("structured", alias="mode")
     # Per request, from connecting to the end of the answer.
     timeout_s: Duration = Field(15.0, alias="timeout")
     # The delays before each retry; after the last one the delivery is dead.
@@ -313,9 +357,55 @@ class TargetConfig(_Model):
     circuit: CircuitConfig = CircuitConfig()
 
     @model_validator(mode="after")
+    def _check_kind(self) -> TargetConfig:
+        named = [key for key in _KIND_KEYS if getattr(self, key) is not None]
+        if len(named) != 1:
+            found = ", ".join(named) if named else "none"
+            kinds = ", ".join(_KIND_KEYS)
+            raise ValueError(f"needs exactly one of {kinds} (found: {found})")
+        if self.kind != "notify" and (self.title is not None or self.body is not None):
+            raise ValueError("title and body are for notify targets")
+        if self.kind == "webhook":
+            if not self.secret:
+                raise ValueError("a webhook target needs secrets: at least one whsec_ or whsk_ key")
+            return self
+        for field, key in _WEBHOOK_ONLY.items():
+            if field in self.model_fields_set:
+                raise ValueError(f"{key} is for webhooks: a {self.kind} target has none")
+        if self.kind in ("redis", "notify") and self.format == "binary":
+            raise ValueError(f"mode: binary needs headers: a {self.kind} target has none")
+        return self
+
+    @property
+    def kind(self) -> TargetKind:
+        """What the target is: `webhook` or the broker it publishes to."""
+        return next(_KIND_KEYS[key] for key in _KIND_KEYS if getattr(self, key) is not None)
+
+    @property
+    def address(self) -> str:
+        """The URL the target's kind connects to (shown masked)."""
+        if self.nats is not None:
+            return self.nats.url
+        if self.redis is not None:
+            return self.redis.url
+        if self.amqp is not None:
+            return self.amqp.url
+        if self.mqtt is not None:
+            return self.mqtt.url
+        if self.notify is not None:
+            first = self.notify[0].get_secret_value()
+            return first.split("://", 1)[0] + "://***"
+        assert self.url is not None
+        return self.url
+
+    @model_validator(mode="after")
     def _check_credentials(self) -> TargetConfig:
         # Both would be an Authorization header: the HTTP client refuses every request.
-        if _has_userinfo(self.url) and any(h.lower() == "authorization" for h in self.headers):
+        if (
+            self.url is not None
+            and _has_userinfo(self.url)
+            and any(h.lower() == "authorization" for h in self.headers)
+        ):
             raise ValueError(
                 "has credentials in its url and an authorization header: keep one of them"
             )

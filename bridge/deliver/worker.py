@@ -1,8 +1,8 @@
-"""The Deliverer: claims due deliveries from the outbox, POSTs them, records every attempt.
+"""The Deliverer: claims due deliveries from the outbox, sends them, records every attempt.
 
 One loop claims work and one task per claimed delivery sends it:
 
-    hub notice | scan timer | a slot freed -> claim_due (a lease per row) -> POST -> record
+    hub notice | scan timer | a slot freed -> claim_due (a lease per row) -> send -> record
 
 - Claims are leases on rows: a process that dies leaves its leases to expire (the request
   timeout plus a margin) and the deliveries are claimed again. At least once, never lost.
@@ -11,10 +11,8 @@ One loop claims work and one task per claimed delivery sends it:
   persisted in the `targets` table with each attempt, so restarts keep it.
 - New events wake the loop at once through the hub; other writers of the database (the CLI's
   `redeliver`, another process) are found by a scan every `SCAN_S`.
-
-The HTTP client is aiohttp's: against the same loopback receiver (bench/delivery_client.py,
-64 in flight) it sent about 9,900 POSTs/s, httpx's AsyncClient 370 (REFERENCE.md: 4,500 and
-190-450). Throughput is bounded by the client, so the 25x decides; aiohttp is a dependency.
+- How an event reaches a target is its kind's (`kinds/`: a webhook's POST, a broker's
+  publish): one `Kind` per kind configured, its connections shared by its targets.
 """
 
 from __future__ import annotations
@@ -24,23 +22,24 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import aiohttp
 from jmespath.parser import ParsedResult
 from starlette.routing import BaseRoute
 
 from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
+from bridge.deliver.kinds import Answer, Kind, open_kind
+from bridge.deliver.kinds.webhook import describe
 from bridge.deliver.lines import circuit_line, log_attempt
 from bridge.deliver.policy import CIRCUIT_GAUGE, Circuit, CircuitState, Decision, decide
-from bridge.deliver.request import Request, TransformError, build_request
+from bridge.deliver.request import TransformError
 from bridge.deliver.signing import SigningKey, decode_key
-from bridge.errors import StoreError
+from bridge.errors import MissingExtra, StoreError
 from bridge.events import Event, now_ms
 from bridge.logs import plural
 from bridge.masking import mask_text, url_secrets
@@ -54,22 +53,8 @@ log = logging.getLogger("bridge.deliver")
 SCAN_S = 0.2  # how often the outbox is scanned for work the hub did not announce
 REFRESH_S = 1.0  # how often targets' state (`bridge target enable`) and gauges are re-read
 LEASE_MARGIN_S = 5.0  # a lease outlives the request timeout by this much
-EXCERPT_BYTES = 1024  # how much of a response body an attempt keeps
-MAX_MESSAGE = 300  # how much of an exception's message an attempt's error keeps
-_BAD_RESPONSE = (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)
 MIN_WAIT_S = 0.005
-
-
-@dataclass(slots=True, frozen=True)
-class Answer:
-    """What came back from one POST."""
-
-    status_code: int | None
-    excerpt: str | None = None
-    retry_after: str | None = None
-    error: str | None = None
-    # The delivery is dead at once (its transform failed): no retry, no mark on the circuit.
-    is_final: bool = False
+__all__ = ["Answer", "Deliverer", "Target", "describe"]
 
 
 class Pacer:
@@ -123,7 +108,7 @@ class Target:
                 self.tls_error = f"tls: {exc}"
                 log.error("target %s: %s", self.name, self.tls_error)
         self.headers = {k: v.get_secret_value() for k, v in config.headers.items()}
-        values = [*self.headers.values(), *url_secrets(config.url)]
+        values = [*self.headers.values(), *url_secrets(config.address)]
         values += [s.get_secret_value() for s in config.secret]
         self.secrets = frozenset(values + [t for v in self.headers.values() for t in v.split()])
         if config.rate is None:
@@ -179,22 +164,10 @@ def _base(config: Config) -> Path:
     return config.path.parent if config.path is not None else Path.cwd()
 
 
-def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
-    """What went wrong with a request, for an attempt's error: the exception's class and
-    message, every URL in it masked and every one of `secrets` (the target's) scrubbed."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    prefix = "bad response: " if isinstance(exc, _BAD_RESPONSE) else ""
-    message = mask_text(str(exc), secrets).strip()
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 3] + "..."
-    return f"{prefix}{type(exc).__name__}: {message}" if message else prefix + type(exc).__name__
-
-
 def result_label(answer: Answer) -> str:
-    """The `result` label of an attempt: 2xx .. 5xx, timeout or error."""
+    """The `result` label of an attempt: acked (by a broker), 2xx .. 5xx, timeout or error."""
+    if answer.acked:
+        return "acked"
     if answer.status_code is not None:
         return f"{answer.status_code // 100}xx"
     return "timeout" if answer.error and answer.error.startswith("timed out") else "error"
@@ -245,7 +218,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._sends: dict[int, asyncio.Task[None]] = {}  # delivery id -> its send
-        self._session: aiohttp.ClientSession | None = None
+        self._kinds: dict[str, Kind] = {}  # kind -> its shared client
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._refreshed_at = 0.0
@@ -264,9 +237,8 @@ class Deliverer:
         states = await self.store.target_states()
         for name, config in self.runtime.config.targets.items():
             self._add(name, config, states.get(name))
-        # The per-target limits are ours; the connector must not add its own.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector)
+        for kind in sorted({t.kind for t in self.runtime.config.targets.values()}):
+            self._kind(kind)  # a missing extra stops the start with one line (MissingExtra)
         self.runtime.hub.subscribe(self._on_recorded)
         self._loop_task = asyncio.create_task(self._run(), name="deliverer")
         log.info("delivering to %s", plural(len(self.targets), "target"))
@@ -295,8 +267,8 @@ class Deliverer:
                     await self.store.release(cut)
                 except StoreError as exc:
                     log.warning("could not release %d leases (they expire): %s", len(cut), exc)
-        if self._session is not None:
-            await self._session.close()
+        for kind in self._kinds.values():
+            await kind.close()
         self._repeats.flush()
 
     async def reload(self, config: Config) -> None:
@@ -316,6 +288,13 @@ class Deliverer:
         self._wake.set()
 
     # -- claiming ---------------------------------------------------------------------------
+
+    def _kind(self, name: str) -> Kind:
+        """The shared client of kind `name`, opened on first use (its library imported then)."""
+        kind = self._kinds.get(name)
+        if kind is None:
+            kind = self._kinds[name] = open_kind(name)
+        return kind
 
     def _add(self, name: str, config: TargetConfig, state: TargetState | None) -> None:
         target = Target(name, config)
@@ -444,49 +423,18 @@ class Deliverer:
     async def _attempt(
         self, target: Target, claim: Claim, at_ms: int, trace: tracing.TraceContext
     ) -> Answer:
-        """Build the request and POST it; a request that cannot be built is an answer too."""
+        """Send through the target's kind; a message that cannot be built is an answer too."""
         try:
-            request = build_request(
-                claim.event,
-                format=target.config.format,
-                keys=target.keys,
-                extra_headers=target.headers,
-                now_s=at_ms // 1000,
-                transform=target.transform,
-                trace=trace,
-            )
+            kind = self._kind(target.config.kind)
+            return await kind.send(target, claim.event, at_ms, trace)
         except TransformError as exc:
             return Answer(None, error=mask_text(str(exc), target.secrets), is_final=True)
+        except MissingExtra as exc:
+            # `bridge check` names the extra; a reload may add such a target to a running daemon.
+            return Answer(None, error=str(exc))
         except ValueError as exc:
             # Counted as a failed attempt (retried, then dead), never a silent loop.
             return Answer(None, error="cannot build the request: " + describe(exc))
-        if target.tls_error is not None:
-            return Answer(None, error=target.tls_error)
-        return await self._post(target, request)
-
-    async def _post(self, target: Target, request: Request) -> Answer:
-        assert self._session is not None
-        config = target.config
-        timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-        try:
-            async with self._session.post(
-                config.url,
-                data=request.body,
-                headers=request.headers,
-                allow_redirects=False,  # a 3xx is a failure, never followed
-                timeout=timeout,
-                ssl=target.ssl if target.ssl is not None else True,
-            ) as resp:
-                excerpt = await resp.content.read(EXCERPT_BYTES)
-                return Answer(
-                    resp.status,
-                    excerpt.decode("utf-8", "replace") or None,
-                    resp.headers.get("retry-after"),
-                )
-        except TimeoutError:
-            return Answer(None, error=f"timed out after {config.timeout_s:g}s")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Answer(None, error=describe(exc, target.secrets))
 
     async def _finish(
         self, target: Target, claim: Claim, answer: Answer, at_ms: int, duration_ms: int
@@ -494,6 +442,8 @@ class Deliverer:
         done_ms = at_ms + duration_ms
         if answer.is_final:
             decision = Decision("dead", done_ms)
+        elif answer.acked:
+            decision = Decision("delivered", done_ms)
         else:
             decision = decide(
                 answer.status_code,

@@ -43,6 +43,8 @@ def keys_for_port(config: Config, port: int) -> tuple[list[str], list[str]]:
     keys: list[str] = []
     names: list[str] = []
     for name, target in config.targets.items():
+        if target.url is None:
+            continue  # a broker target
         url = urlsplit(target.url)
         if url.hostname not in _LOOPBACK:
             continue

@@ -146,7 +146,7 @@ class Admin:
             targets.append(
                 {
                     "name": t.name,
-                    "url": mask_url(config.targets[t.name].url, secrets),
+                    "url": mask_url(config.targets[t.name].address, secrets),
                     "health": t.health,
                     "circuit": t.circuit,
                     # Until when an open circuit holds deliveries back ("Retry now" ends it).

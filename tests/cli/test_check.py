@@ -108,7 +108,10 @@ def test_check_json(tmp_path: Path) -> None:
     out = json.loads(done.stdout)
     assert out["ok"] is True and out["listen"] == "0.0.0.0:8080"
     assert [s["name"] for s in out["sources"]] == ["api", "open"]
-    assert out["targets"] == [{"name": "t", "url": "http://127.0.0.1:9/t", "events": ["*"]}]
+    assert out["targets"] == [
+        {"name": "t", "kind": "webhook", "url": "http://127.0.0.1:9/t", "to": None, "events": ["*"]}
+    ]
+    assert out["extras"] == []  # a webhook needs no extra
     assert len(out["warnings"]) == 5
     bad = check(tmp_path, "sources: [1]\n", "--json")
     assert bad.returncode == 2

@@ -1,0 +1,181 @@
+"""A target's kind: the config (exactly one kind), the names filled per event, the message
+of structured and binary mode (pure), and what `bridge check` says a config needs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import cli
+from bridge.config import parse_config
+from bridge.deliver.kinds import Backoff, open_kind
+from bridge.deliver.kinds.message import build_message, fill, mqtt_level, nats_token, redis_key
+from bridge.errors import ConfigError, MissingExtra
+from bridge.events import Event
+from tests.conftest import TEST_SECRET
+
+
+def _event(**overrides: object) -> Event:
+    fields: dict[str, object] = {
+        "id": "e1",
+        "source": "github",
+        "type": "issues.opened",
+        "origin": "push",
+        "data": {"n": 1},
+        "recorded_ms": 1_700_000_000_000,
+        "subject": "repo/a b*c>",
+    }
+    fields.update(overrides)
+    return Event(**fields)  # type: ignore[arg-type]
+
+
+def _config(target: str) -> str:
+    return f"targets:\n  t:\n{target}"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            "    events: ['*']\n",
+            "needs exactly one of url, nats, amqp, redis, mqtt, notify (found: none)",
+        ),
+        (
+            f"    url: http://127.0.0.1:9/\n    secrets: {TEST_SECRET}\n"
+            "    redis: {url: 'redis://127.0.0.1:6379', stream: s}\n",
+            "needs exactly one of url, nats, amqp, redis, mqtt, notify (found: url, redis)",
+        ),
+        ("    url: http://127.0.0.1:9/\n", "a webhook target needs secrets"),
+        (
+            "    nats: {url: 'nats://127.0.0.1:4222', subject: a.b}\n"
+            f"    secrets: {TEST_SECRET}\n",
+            "secrets is for webhooks: a nats target has none",
+        ),
+        (
+            "    nats: {url: 'nats://127.0.0.1:4222', subject: a.b}\n    headers: {x: y}\n",
+            "headers is for webhooks",
+        ),
+        ("    nats: {url: 'http://127.0.0.1:4222', subject: a.b}\n", "is not a nats:// or tls://"),
+        ("    nats: {url: 'nats://127.0.0.1:4222', subject: 'a.>'}\n", "no wildcard"),
+        ("    nats: {url: 'nats://127.0.0.1:4222', subject: 'a..b'}\n", "is not a NATS subject"),
+        ("    nats: {url: 'nats://127.0.0.1:4222'}\n", "subject"),
+        ("    redis: {url: 'redis://127.0.0.1', stream: s, maxlen: 0}\n", "maxlen"),
+        (
+            "    amqp: {url: 'http://127.0.0.1', exchange: e, routing_key: k}\n",
+            "amqp:// or amqps://",
+        ),
+        ("    amqp: {url: 'amqp://127.0.0.1', routing_key: k}\n", "exchange"),
+        ("    mqtt: {url: 'mqtt://127.0.0.1', topic: 'a/#'}\n", "no wildcard"),
+        ("    mqtt: {url: 'mqtt://127.0.0.1', topic: a, qos: 0}\n", "qos"),
+        ("    mqtt: {url: 'tcp://127.0.0.1', topic: a}\n", "mqtt:// or mqtts://"),
+        ("    notify: []\n", "needs at least one Apprise URL"),
+        ("    notify: not-a-url\n", "is not an Apprise URL"),
+        ("    notify: 'json://127.0.0.1/'\n    body: '{{ data'\n", "is not a template"),
+        (
+            f"    url: http://127.0.0.1:9/\n    secrets: {TEST_SECRET}\n    title: x\n",
+            "title and body are for notify targets",
+        ),
+        (
+            "    redis: {url: 'redis://127.0.0.1', stream: s}\n    mode: binary\n",
+            "a redis target has none",
+        ),
+    ],
+)
+def test_a_target_names_exactly_one_valid_kind(target: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_config(target))
+    assert message in str(caught.value)
+
+
+def test_broker_targets_parse_with_their_kind_and_address() -> None:
+    config = parse_config(
+        _config("    nats: {url: 'nats://u:pw@127.0.0.1:4222', subject: 'x.{type}', stream: S}\n")
+        + "  r:\n    redis: {url: 'redis://127.0.0.1:6379/1', stream: 'ev:{source}', maxlen: 5}\n"
+        + f"  w:\n    url: http://127.0.0.1:9/\n    secrets: {TEST_SECRET}\n"
+    )
+    t, r, w = config.targets["t"], config.targets["r"], config.targets["w"]
+    assert (t.kind, r.kind, w.kind) == ("nats", "redis", "webhook")
+    assert t.address == "nats://u:pw@127.0.0.1:4222" and t.nats and t.nats.stream == "S"
+    assert r.redis is not None and r.redis.maxlen == 5
+    assert w.address == "http://127.0.0.1:9/"
+    assert "pw" not in repr(t)  # the URL's password is masked in reprs
+
+
+def test_names_are_filled_from_the_event_and_sanitized_for_the_broker() -> None:
+    event = _event()
+    assert fill("ev.{type}.{subject}", event, nats_token) == "ev.issues.opened.repo_a_b_c_"
+    assert fill("ev:{source}:{subject}", event, redis_key) == "ev:github:repo/a b*c>"
+    assert fill("ev.{subject}", _event(subject=None), nats_token) == "ev._"
+    # Dots a value carries stay token separators, never an empty token.
+    assert nats_token("a..b.") == "a._.b._"
+    assert redis_key("a\nb") == "a_b"
+    assert fill("ev/{subject}", event, mqtt_level) == "ev/repo/a b*c>"
+    assert mqtt_level("a+b#c\x00") == "a_b_c_"
+    assert fill("fixed.{unknown}", event, nats_token) == "fixed.{unknown}"
+
+
+def test_the_message_is_the_cloudevent_or_its_data_and_attributes() -> None:
+    event = _event()
+    structured = build_message(event, format="structured", transform=None)
+    assert structured.content_type == "application/cloudevents+json"
+    assert json.loads(structured.body)["id"] == "e1" and structured.attributes == {}
+    binary = build_message(event, format="binary", transform=None)
+    assert json.loads(binary.body) == {"n": 1}
+    assert binary.content_type == "application/json"
+    assert binary.attributes["id"] == "e1" and binary.attributes["subject"] == "repo/a b*c>"
+    assert "data" not in binary.attributes and "datacontenttype" not in binary.attributes
+
+
+def test_the_backoff_doubles_up_to_its_cap_and_resets_on_success() -> None:
+    backoff = Backoff()
+    assert backoff.wait_s() == 0
+    backoff.failed("cannot connect")
+    assert 0 < backoff.wait_s() <= Backoff.FIRST_S
+    for _ in range(20):
+        backoff.failed("cannot connect")
+    assert backoff.wait_s() <= Backoff.MAX_S
+    backoff.succeeded()
+    assert backoff.wait_s() == 0
+
+
+def test_a_kind_whose_library_is_missing_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nats", None)  # an import of it now fails
+    with pytest.raises(MissingExtra) as caught:
+        open_kind("nats")
+    assert "nats" in str(caught.value) and ".[nats]" in str(caught.value)
+
+
+def test_bridge_check_says_which_extra_the_config_needs(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config(
+        """
+        targets:
+          events:
+            nats: {url: "nats://bob:hunter2-pass@127.0.0.1:4222", subject: "ev.{type}"}
+          log:
+            redis: {url: "redis://127.0.0.1:6379/0", stream: events}
+          people:
+            notify: ["tgram://123456:hunter2-token/-100200", "json://127.0.0.1:9/x"]
+            events: ["ops.*"]
+        """
+    )
+    result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "target    events: nats nats://bob:***@127.0.0.1:4222 subject ev.{type}" in result.stdout
+    assert "extra     nats for nats targets: installed" in result.stdout
+    assert "extra     redis for redis targets: installed" in result.stdout
+    assert "hunter2-pass" not in result.output
+    assert "target    people: notify tgram://*** 2 Apprise service(s)" in result.stdout
+    assert "hunter2-token" not in result.output and "123456" not in result.output
+    result = CliRunner().invoke(cli, ["check", "-c", str(path), "--json"])
+    summary = json.loads(result.stdout)
+    assert {e["extra"] for e in summary["extras"]} == {"nats", "redis", "notify"}
+    assert [t["kind"] for t in summary["targets"]] == ["nats", "redis", "notify"]
+    assert "hunter2-token" not in result.stdout
