@@ -56,6 +56,8 @@ _SERVER_AT_START = {
     "body_timeout": "body_timeout_s",
     "idle_timeout": "idle_timeout_s",
     "max_header_bytes": "max_header_bytes",
+    # The access log is middleware, put in front of the app once at start.
+    "access_log": "access_log",
 }
 
 

@@ -174,6 +174,8 @@ def test_config_changes_name_each_added_removed_and_changed_item() -> None:
     assert restart_needed(old, new) == []
     moved = parse_config("database: other.db\nserver:\n  listen: 127.0.0.1:1\n")
     assert restart_needed(old, moved) == ["server.listen", "database"]
+    logged = parse_config("server:\n  access_log: true\n")
+    assert restart_needed(parse_config(""), logged) == ["server.access_log"]
 
 
 # -- reload: in process, with components we can observe ------------------------------------
