@@ -26,6 +26,9 @@ from urllib.parse import quote
 from bridge.config.keys import suggestion
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 from bridge.config.sync_presets import (
+    DROPBOX_SIGN_IN,
+    GOOGLE_SIGN_IN,
+    GRAPH_SIGN_IN,
     SYNC_INPUT_KEYS,
     MissingInput,
     dropbox,
@@ -341,12 +344,6 @@ def _feed(inputs: Inputs) -> dict[str, Any]:
     return {"resource": inputs.resource, "format": "feed", "mode": "snapshot", "every": "15m"}
 
 
-_GOOGLE_SIGN_IN = {
-    "a service account (OAuth2 JWT bearer), subject to act as a user": ("key_file", "subject"),
-    "OAuth2 refresh token": ("client_id", "client_secret", "refresh_token"),
-    "a bearer token": ("token",),
-}
-
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -429,14 +426,7 @@ PRESETS: dict[str, Preset] = {
                 " user",
             },
             graph,
-            sign_in={
-                "OAuth2 client credentials against login.microsoftonline.com/{tenant}": (
-                    "tenant",
-                    "client_id",
-                    "client_secret",
-                ),
-                "a bearer token": ("token",),
-            },
+            sign_in=GRAPH_SIGN_IN,
         ),
         Preset(
             "google-calendar",
@@ -448,7 +438,7 @@ PRESETS: dict[str, Preset] = {
                 " pageToken pages, 410 resyncs, cancelled deleted"
             },
             google_calendar,
-            sign_in=_GOOGLE_SIGN_IN,
+            sign_in=GOOGLE_SIGN_IN,
         ),
         Preset(
             "google-drive",
@@ -460,7 +450,7 @@ PRESETS: dict[str, Preset] = {
                 " kept, removed deleted"
             },
             google_drive,
-            sign_in=_GOOGLE_SIGN_IN,
+            sign_in=GOOGLE_SIGN_IN,
         ),
         Preset(
             "dropbox",
@@ -472,14 +462,7 @@ PRESETS: dict[str, Preset] = {
                 " list_folder/continue with cursor while has_more, .tag deleted"
             },
             dropbox,
-            sign_in={
-                "OAuth2 refresh token with the app's key and secret": (
-                    "app_key",
-                    "app_secret",
-                    "refresh_token",
-                ),
-                "a bearer token": ("token",),
-            },
+            sign_in=DROPBOX_SIGN_IN,
         ),
     )
 }

@@ -244,3 +244,27 @@ def dropbox(inputs: Inputs) -> dict[str, Any]:
         "id": "path_lower",
         "every": "60s",
     }
+
+
+# The ways to sign in to each provider, as `bridge presets` lists them: each the keys it takes.
+GRAPH_SIGN_IN = {
+    "OAuth2 client credentials against login.microsoftonline.com/{tenant}": (
+        "tenant",
+        "client_id",
+        "client_secret",
+    ),
+    "a bearer token": ("token",),
+}
+GOOGLE_SIGN_IN = {
+    "a service account (OAuth2 JWT bearer), subject to act as a user": ("key_file", "subject"),
+    "OAuth2 refresh token": ("client_id", "client_secret", "refresh_token"),
+    "a bearer token": ("token",),
+}
+DROPBOX_SIGN_IN = {
+    "OAuth2 refresh token with the app's key and secret": (
+        "app_key",
+        "app_secret",
+        "refresh_token",
+    ),
+    "a bearer token": ("token",),
+}
