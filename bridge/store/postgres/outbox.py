@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bridge.events import Event
 from bridge.store.base import (
     AttemptRecord,
     AttemptRow,
@@ -52,6 +53,8 @@ _FIRST_OF_SUBJECT = """
          WHERE p.target = w.target AND p.subject = w.subject AND p.status IN ('pending', 'failed')
          AND p.subject IS NOT NULL AND p.id < w.id))
 """
+_EVENT_COLUMNS = ", ".join(f"e.{c}" for c in EVENT_COLUMNS.split(", "))
+# One statement per target: lease the due rows and read their events (one round trip).
 _CLAIM = f"""
     WITH due AS (
         SELECT id FROM deliveries w
@@ -59,9 +62,13 @@ _CLAIM = f"""
         {{order}}
         ORDER BY next_ms, id LIMIT %s
         FOR UPDATE SKIP LOCKED
+    ), leased AS (
+        UPDATE deliveries d SET lease_ms = %s, lease_owner = %s FROM due WHERE d.id = due.id
+        RETURNING d.id, d.attempts, d.event_id, d.next_ms, d.retry_from
     )
-    UPDATE deliveries d SET lease_ms = %s, lease_owner = %s FROM due WHERE d.id = due.id
-    RETURNING d.id, d.attempts, d.event_id, d.next_ms, d.retry_from
+    SELECT l.id, l.attempts, l.next_ms, l.retry_from, {_EVENT_COLUMNS}
+    FROM leased l JOIN events e ON e.id = l.event_id
+    ORDER BY l.next_ms, l.id
 """
 _CLAIM_ANY = _CLAIM.format(order="")
 _CLAIM_ORDERED = _CLAIM.format(order=_FIRST_OF_SUBJECT)
@@ -96,25 +103,25 @@ async def _claim(
     owner: str,
     ordered: Collection[str] = (),
 ) -> Claimed:
-    leased: list[tuple[Any, ...]] = []
+    # Every target's statement is sent before the first result is read (pipeline mode).
+    asked = [
+        (target, limit, await conn.execute(
+            _CLAIM_ORDERED if target in ordered else _CLAIM_ANY,
+            (target, now_ms, now_ms, limit, lease_ms, owner),
+        ))
+        for target, limit in limits.items()
+        if limit > 0
+    ]  # fmt: skip
+    claims: list[Claim] = []
+    events: dict[str, Event] = {}  # one Event for an event claimed for several targets
     short: list[str] = []  # targets with fewer due deliveries than they could take
-    for target, limit in limits.items():
-        if limit <= 0:
-            continue
-        sql = _CLAIM_ORDERED if target in ordered else _CLAIM_ANY
-        cur = await conn.execute(sql, (target, now_ms, now_ms, limit, lease_ms, owner))
-        rows = sorted(await cur.fetchall(), key=lambda r: (r[3], r[0]))
-        leased.extend((target, *r) for r in rows)
+    for target, limit, cur in asked:
+        rows = await cur.fetchall()
+        for r in rows:
+            event = events.get(r[4]) or events.setdefault(r[4], row_to_event(r[4:]))
+            claims.append(Claim(r[0], target, event, r[1], r[3]))
         if len(rows) < limit:
             short.append(target)
-    events = {}
-    if leased:
-        cur = await conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY(%s)",
-            (list({r[3] for r in leased}),),
-        )
-        events = {row[0]: row_to_event(row) for row in await cur.fetchall()}
-    claims = [Claim(r[1], r[0], events[r[3]], r[2], r[5]) for r in leased if r[3] in events]
     next_due = None
     if short:
         # Rows due already are leased (in flight): their end wakes the worker, not this time.
@@ -194,7 +201,13 @@ class PostgresOutbox:
 
     if TYPE_CHECKING:
 
-        async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T: ...
+        async def run(
+            self,
+            fn: Callable[[Conn], Awaitable[T]],
+            *,
+            durable: bool = True,
+            pipeline: bool = False,
+        ) -> T: ...
 
     async def claim_due(
         self,
@@ -205,7 +218,9 @@ class PostgresOutbox:
     ) -> Claimed:
         owner = self.replica_id
         return await self.run(
-            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered), durable=False
+            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered),
+            durable=False,
+            pipeline=True,
         )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
@@ -216,11 +231,11 @@ class PostgresOutbox:
             )
 
         if delivery_ids:
-            await self.run(release, durable=False)
+            await self.run(release, durable=False, pipeline=True)
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         if records:
-            await self.run(lambda conn: _record(conn, records), durable=False)
+            await self.run(lambda conn: _record(conn, records), durable=False, pipeline=True)
 
     async def target_states(self) -> dict[str, TargetState]:
         async def q(conn: Conn) -> dict[str, TargetState]:

@@ -23,6 +23,7 @@ What makes replicas safe (see the mixins):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -191,10 +192,14 @@ class PostgresStore(
         self,
         fn: Callable[[Conn], Awaitable[T]],
         connection: Callable[[], AbstractAsyncContextManager[Conn]] | None = None,
+        *,
+        pipeline: bool = False,
     ) -> T:
         """Run `fn(conn)` in one transaction on a connection of `connection` (the pool's by
         default); run it again if it lost a deadlock to another replica, or once if its
-        connection had been cut (a server restart, a proxy)."""
+        connection had been cut (a server restart, a proxy). With `pipeline`, in psycopg's
+        pipeline mode: the BEGIN, the statements up to the first read of a result, and the
+        COMMIT go out together, not one round trip each."""
         if connection is None:
             if self._pool is None:
                 raise StoreError("the store is closed")
@@ -204,7 +209,10 @@ class PostgresStore(
             try:
                 async with connection() as conn:
                     try:
-                        async with conn.transaction():
+                        async with contextlib.AsyncExitStack() as stack:
+                            if pipeline:
+                                await stack.enter_async_context(conn.pipeline())
+                            await stack.enter_async_context(conn.transaction())
                             result = await fn(conn)
                     except psycopg.OperationalError:
                         is_broken = conn.broken
@@ -224,23 +232,28 @@ class PostgresStore(
                 log.info("a database connection was cut; running the transaction again")
         raise AssertionError("unreachable")
 
-    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T:
+    async def run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True, pipeline: bool = False
+    ) -> T:
         """Run `fn(conn)` in one transaction on the caller's loop; returns once committed.
 
         With `durable=False` (a write that acknowledges nothing to the outside world) the
         commit does not wait for the server's WAL flush (`synchronous_commit = off` for that
-        transaction only): a server crash may lose it, never reorder it.
+        transaction only): a server crash may lose it, never reorder it. With `pipeline`
+        (the delivery loop's few statements, run many times a second) the transaction runs
+        in psycopg's pipeline mode (`_transaction`).
         """
         if not durable:
             fn = _without_flush_wait(fn)
         try:
             local = self._local_connections(asyncio.get_running_loop())
             if local is not None:
-                return await self._transaction(fn, local.connection)
+                return await self._transaction(fn, local.connection, pipeline=pipeline)
             runner = self._runner
             if runner is None:
                 raise StoreError("the store is closed")
-            return await asyncio.wrap_future(runner.submit(self._transaction(fn)))
+            work = self._transaction(fn, pipeline=pipeline)
+            return await asyncio.wrap_future(runner.submit(work))
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate(exc, self.location, self._password) from None
 
