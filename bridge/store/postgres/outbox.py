@@ -103,7 +103,8 @@ async def _claim(
     owner: str,
     ordered: Collection[str] = (),
 ) -> Claimed:
-    # Every target's statement is sent before the first result is read (pipeline mode).
+    # Every target's statement is sent before the first result is read (a claim runs in
+    # pipeline mode, as every write with `durable=False`).
     asked = [
         (target, limit, await conn.execute(
             _CLAIM_ORDERED if target in ordered else _CLAIM_ANY,
@@ -201,13 +202,7 @@ class PostgresOutbox:
 
     if TYPE_CHECKING:
 
-        async def run(
-            self,
-            fn: Callable[[Conn], Awaitable[T]],
-            *,
-            durable: bool = True,
-            pipeline: bool = False,
-        ) -> T: ...
+        async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T: ...
 
     async def claim_due(
         self,
@@ -218,9 +213,7 @@ class PostgresOutbox:
     ) -> Claimed:
         owner = self.replica_id
         return await self.run(
-            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered),
-            durable=False,
-            pipeline=True,
+            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered), durable=False
         )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
@@ -231,11 +224,11 @@ class PostgresOutbox:
             )
 
         if delivery_ids:
-            await self.run(release, durable=False, pipeline=True)
+            await self.run(release, durable=False)
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         if records:
-            await self.run(lambda conn: _record(conn, records), durable=False, pipeline=True)
+            await self.run(lambda conn: _record(conn, records), durable=False)
 
     async def target_states(self) -> dict[str, TargetState]:
         async def q(conn: Conn) -> dict[str, TargetState]:

@@ -232,17 +232,17 @@ class PostgresStore(
                 log.info("a database connection was cut; running the transaction again")
         raise AssertionError("unreachable")
 
-    async def run(
-        self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True, pipeline: bool = False
-    ) -> T:
+    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T:
         """Run `fn(conn)` in one transaction on the caller's loop; returns once committed.
 
         With `durable=False` (a write that acknowledges nothing to the outside world) the
         commit does not wait for the server's WAL flush (`synchronous_commit = off` for that
-        transaction only): a server crash may lose it, never reorder it. With `pipeline`
-        (the delivery loop's few statements, run many times a second) the transaction runs
-        in psycopg's pipeline mode (`_transaction`).
+        transaction only): a server crash may lose it, never reorder it. Those writes (the
+        delivery loop's claims, releases and outcomes, a poll that changed nothing: few
+        statements, many times a second) also run in psycopg's pipeline mode
+        (`_transaction`), so `fn` must not read `rowcount` before it has fetched a result.
         """
+        pipeline = not durable
         if not durable:
             fn = _without_flush_wait(fn)
         try:
