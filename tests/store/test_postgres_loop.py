@@ -218,7 +218,7 @@ def test_two_replicas_claiming_batches_at_once_never_share_a_delivery(
             sent.extend(c.delivery_id for c in claims)
             await store.record_attempts([delivered(c, at) for c in claims])
             for claim in claims:
-                del held[claim.delivery_id]
+                held.pop(claim.delivery_id, None)
 
     async def main() -> None:
         await one.record_events([NewEvent(e, ["sink"]) for e in make_events(count)])
