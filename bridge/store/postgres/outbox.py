@@ -103,6 +103,11 @@ def _target_values(s: TargetState) -> tuple[Any, ...]:
             s.cooldown_s)  # fmt: skip
 
 
+def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one list per column (the arrays `unnest` takes)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 async def _target_state(conn: Conn, name: str) -> TargetState:
     """A target's state, its row locked until the transaction ends (a default when none)."""
     cur = await conn.execute(
@@ -174,11 +179,6 @@ async def _record(conn: Conn, records: Sequence[AttemptRecord]) -> None:
             await cur.executemany(
                 _UPSERT_TARGET, [_target_values(states[name]) for name in sorted(states)]
             )
-
-
-def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows as one list per column (the arrays `unnest` takes)."""
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _redeliver(
