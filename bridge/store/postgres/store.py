@@ -1,12 +1,16 @@
 """The PostgreSQL backend of the store: several bridges (replicas) sharing one database.
 
-The store owns an asyncio event loop in a thread of its own, and psycopg's
-`AsyncConnectionPool` lives on that loop. Every method submits its coroutine there and the
-caller awaits the result: the caller's loop never blocks on the database, and the store
-works from any loop (the daemon's, each `asyncio.run` of the CLI) much as the SQLite
-store's writer thread does. Each store call is one transaction on a pooled connection;
-a transaction that loses a deadlock or a serialization conflict to another replica is run
-again, and so is one whose pooled connection had been cut (once).
+A transaction runs on the caller's own event loop, on connections bound to that loop
+(`connections.py`): the daemon's store calls cost no thread and no hop between loops. The
+store also owns an event loop in a thread of its own with psycopg's `AsyncConnectionPool`
+on it, for what the caller's loop cannot do: `open()` and `close()` are plain calls (the
+daemon's lifespan makes them inside its running loop), so the migrations run there; and a
+caller on a second loop while the first is still alive (a thread of its own) is served
+there. The connections follow the loop: once their loop is closed (each `asyncio.run` of
+the CLI ends one), the next caller's loop takes them over. Each store call is one
+transaction on one connection; a transaction that loses a deadlock or a serialization
+conflict to another replica is run again, and so is one whose connection had been cut
+(once).
 
 What makes replicas safe (see the mixins):
 - events: `INSERT ... ON CONFLICT (id) DO NOTHING`, so two replicas that receive the same
@@ -19,10 +23,12 @@ What makes replicas safe (see the mixins):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,6 +39,7 @@ from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import now_ms
 from bridge.store import mask_url
 from bridge.store.base import PROBE_TIMEOUT_S, Store
+from bridge.store.postgres.connections import LoopConnections
 from bridge.store.postgres.events import PostgresEvents
 from bridge.store.postgres.migrations import MIGRATIONS
 from bridge.store.postgres.outbox import PostgresOutbox
@@ -50,7 +57,7 @@ log = logging.getLogger("bridge.store")
 # Any number fits: it only has to be the same for every replica of one database.
 _MIGRATION_LOCK = 0x627269646765
 _RETRIES = 5  # runs of one transaction at most (deadlocks, conflicts, a cut connection)
-_POOL_MAX = 8
+_POOL_MAX = 8  # connections of the store's own thread, and as many of the caller's loop
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -110,6 +117,8 @@ class PostgresStore(
         self.replica_id = replica_id or default_replica_id()
         self._runner: _LoopThread | None = None
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._local: LoopConnections | None = None  # the connections of the caller's loop
+        self._binding = threading.Lock()  # who takes `_local` over, when its loop is gone
         self.commits = 0  # transactions committed by this store (for the benchmark)
 
     def __repr__(self) -> str:
@@ -165,9 +174,13 @@ class PostgresStore(
                      "" if len(applied) == 1 else "s", applied[-1])  # fmt: skip
 
     def close(self) -> None:
-        runner, self._runner = self._runner, None
+        with self._binding:
+            runner, self._runner = self._runner, None
+            local, self._local = self._local, None
         if runner is None:
             return
+        for conn in local.close() if local else []:
+            runner.submit(conn.close()).result()
         pool, self._pool = self._pool, None
         if pool is not None:
             runner.submit(pool.close()).result()
@@ -175,18 +188,31 @@ class PostgresStore(
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn(conn)` in one transaction; run it again if it lost a deadlock to another
-        replica, or once if its pooled connection had been cut (a server restart, a proxy)."""
-        pool = self._pool
-        if pool is None:
-            raise StoreError("the store is closed")
+    async def _transaction(
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        connection: Callable[[], AbstractAsyncContextManager[Conn]] | None = None,
+        *,
+        pipeline: bool = False,
+    ) -> T:
+        """Run `fn(conn)` in one transaction on a connection of `connection` (the pool's by
+        default); run it again if it lost a deadlock to another replica, or once if its
+        connection had been cut (a server restart, a proxy). With `pipeline`, in psycopg's
+        pipeline mode: the BEGIN, the statements up to the first read of a result, and the
+        COMMIT go out together, not one round trip each."""
+        if connection is None:
+            if self._pool is None:
+                raise StoreError("the store is closed")
+            connection = self._pool.connection
         for attempt in range(1, _RETRIES + 1):
             is_broken = False
             try:
-                async with pool.connection() as conn:
+                async with connection() as conn:
                     try:
-                        async with conn.transaction():
+                        async with contextlib.AsyncExitStack() as stack:
+                            if pipeline:
+                                await stack.enter_async_context(conn.pipeline())
+                            await stack.enter_async_context(conn.transaction())
                             result = await fn(conn)
                     except psycopg.OperationalError:
                         is_broken = conn.broken
@@ -207,21 +233,47 @@ class PostgresStore(
         raise AssertionError("unreachable")
 
     async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T:
-        """Run `fn(conn)` in one transaction on the store's loop; returns once committed.
+        """Run `fn(conn)` in one transaction on the caller's loop; returns once committed.
 
         With `durable=False` (a write that acknowledges nothing to the outside world) the
         commit does not wait for the server's WAL flush (`synchronous_commit = off` for that
-        transaction only): a server crash may lose it, never reorder it.
+        transaction only): a server crash may lose it, never reorder it. Those writes (the
+        delivery loop's claims, releases and outcomes, a poll that changed nothing: few
+        statements, many times a second) also run in psycopg's pipeline mode
+        (`_transaction`), so `fn` must not read `rowcount` before it has fetched a result.
         """
-        runner = self._runner
-        if runner is None:
-            raise StoreError("the store is closed")
+        pipeline = not durable
         if not durable:
             fn = _without_flush_wait(fn)
         try:
-            return await asyncio.wrap_future(runner.submit(self._transaction(fn)))
+            local = self._local_connections(asyncio.get_running_loop())
+            if local is not None:
+                return await self._transaction(fn, local.connection, pipeline=pipeline)
+            runner = self._runner
+            if runner is None:
+                raise StoreError("the store is closed")
+            work = self._transaction(fn, pipeline=pipeline)
+            return await asyncio.wrap_future(runner.submit(work))
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate(exc, self.location, self._password) from None
+
+    def _local_connections(self, loop: asyncio.AbstractEventLoop) -> LoopConnections | None:
+        """The connections of `loop`: they are its own, or it takes them over from a loop
+        that is gone; None while another live loop has them (then the store's thread)."""
+        local = self._local
+        if local is not None and local.home is loop:
+            return local
+        with self._binding:
+            if self._runner is None:
+                raise StoreError("the store is closed")
+            local = self._local
+            if local is not None and not local.home.is_closed():
+                return local if local.home is loop else None
+            self._local = LoopConnections(self._url, loop, _POOL_MAX, _CONNECT_TIMEOUT_S)
+            # The old loop's idle connections: closed by the store's thread (none is in use).
+            for conn in local.close() if local else []:
+                self._runner.submit(conn.close())
+            return self._local
 
     async def write_problem(self) -> str | None:
         async def probe(conn: Conn) -> bool:

@@ -1,0 +1,78 @@
+"""The PostgreSQL connections a store uses on its caller's own event loop.
+
+The daemon runs everything on one event loop; its store transactions run there too, on
+these connections, with no thread and no hop between loops per query (a hop cost the
+delivery loop a fifth of its time). psycopg's async pool cannot serve here: it runs
+tasks of its own on the loop that opened it and needs an `await` on that loop to close,
+while the store's `close()` is a plain call (the daemon's lifespan, each CLI command).
+
+So this is the smallest pool that fits: at most `size` connections, opened when first
+needed, idle ones kept for the next transaction, all bound to one loop (`home`). A
+connection that comes back broken, cut or in a transaction is closed, never reused, and a
+cut one takes the idle ones with it (a restarted server cut them all). `close` is a plain
+call from any thread: it hands back the idle connections for the caller to close on a
+loop of its own (the store's thread), and one in use is closed when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class LoopConnections:
+    """Up to `size` connections to `url`, used by the tasks of one event loop (`home`)."""
+
+    def __init__(self, url: str, home: asyncio.AbstractEventLoop, size: int, timeout_s: float):
+        self.home = home
+        self._url = url
+        self._timeout_s = timeout_s
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[Conn] = []
+        self._lock = threading.Lock()  # `close` may come from another thread
+        self.closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A connection for one transaction, on the home loop; returned (or closed) after."""
+        async with self._slots:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, connect_timeout=max(1, round(self._timeout_s))
+                )
+            try:
+                yield conn
+            finally:
+                await self._put_back(conn)
+
+    async def _put_back(self, conn: Conn) -> None:
+        reusable = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+        with self._lock:
+            if reusable and not self.closed:
+                self._idle.append(conn)
+                return
+            # A cut connection says the server (or the way to it) went away: the idle ones
+            # went with it, and each would fail its next transaction.
+            dropped = self._idle if conn.broken else []
+            if conn.broken:
+                self._idle = []
+        for each in (conn, *dropped):
+            await each.close()
+
+    def close(self) -> list[Conn]:
+        """Take no more connections back; return the idle ones (to be closed by the caller,
+        on any loop: none is in use). Those in use are closed as they come back."""
+        with self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+        return idle
