@@ -2,9 +2,9 @@
 
 Attempts that finish while the previous flush is being committed wait for the next one, and
 the leases to give back (claims not attempted: a stop, a circuit that opened, a target
-removed) go in the same transaction. Under load a flush carries dozens of outcomes for one
-commit and one hop to the store; when idle, an outcome is written on the next turn of the
-loop, as soon as it is known.
+removed) go in the same transaction. Flushes are at least `FLUSH_S` apart: under load a
+flush carries dozens of outcomes for one commit and one hop to the store; when idle, an
+outcome is written on the next turn of the loop, as soon as it is known.
 
 An outcome's caller hears of it once its transaction is committed (the delivery's next state
 is in the store) or failed (the lease then expires and the delivery is sent again: at least
@@ -20,6 +20,10 @@ from bridge.store.base import AttemptRecord, OutboxStore
 
 log = logging.getLogger("bridge.deliver")
 
+# The least time between two flushes. An outcome waits at most this long for its write (the
+# next delivery does not wait for it: its slot is free once the answer is in).
+FLUSH_S = 0.005
+
 
 class Recorder:
     """Writes the outcomes (and releases) waiting at each flush in one store write."""
@@ -29,7 +33,8 @@ class Recorder:
         self._records: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
         self._releases: list[int] = []
         self._writing: asyncio.Task[None] | None = None  # the flush being committed
-        self._scheduled = False  # a flush is due on the loop's next turn
+        self._scheduled = False  # a flush is due (on the loop's next turn, or soon)
+        self._flushed_at = float("-inf")  # loop time of the last flush
         self.flushes = 0  # store writes made (for tests and the curious)
 
     async def record(self, record: AttemptRecord) -> None:
@@ -47,23 +52,29 @@ class Recorder:
 
     async def drain(self) -> None:
         """Wait until everything handed over so far is written (or has failed)."""
-        while self._writing is not None or self._scheduled:
-            task = self._writing
-            if task is not None:
+        while self._writing is not None or self._records or self._releases:
+            if self._writing is None:
+                self._flush()  # now, not at the end of the pause between flushes
+            if (task := self._writing) is not None:
                 await asyncio.wait([task])
-            else:
-                await asyncio.sleep(0)
 
     def _schedule(self) -> None:
-        # While a flush is being committed, what comes meanwhile waits for its end.
+        # While a flush is being committed, what comes meanwhile waits for its end; and
+        # flushes are at least FLUSH_S apart, so that under load each carries many outcomes.
         if not self._scheduled and self._writing is None:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            wait_s = self._flushed_at + FLUSH_S - loop.time()
+            if wait_s > 0:
+                loop.call_later(wait_s, self._flush)
+            else:
+                loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
-        if not self._records and not self._releases:
-            return
+        if self._writing is not None or (not self._records and not self._releases):
+            return  # one flush at a time: its end schedules the next
+        self._flushed_at = asyncio.get_running_loop().time()
         records, self._records = self._records, []
         releases, self._releases = self._releases, []
         self._writing = asyncio.create_task(self._write(records, releases))
@@ -88,4 +99,4 @@ class Recorder:
         finally:
             self._writing = None
             if self._records or self._releases:
-                self._flush()
+                self._schedule()

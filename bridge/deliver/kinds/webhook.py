@@ -7,6 +7,7 @@ The HTTP client is aiohttp's: against the same loopback receiver (bench/delivery
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,11 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     return f"{prefix}{type(exc).__name__}: {message}" if message else prefix + type(exc).__name__
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(total_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total_s)  # frozen: one per value is enough
+
+
 class Webhook:
     """POSTs through one aiohttp session shared by every webhook target."""
 
@@ -63,7 +69,7 @@ class Webhook:
         if target.tls_error is not None:
             return Answer(None, error=target.tls_error)
         assert config.url is not None
-        timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        timeout = _timeout(config.timeout_s)
         try:
             async with self._session.post(
                 config.url,
