@@ -167,7 +167,11 @@ class Target:
     def batch(self) -> int:
         """How many deliveries are claimed at once: enough to keep the slots busy for a few
         rounds, not so many that the lease runs out in the queue."""
-        return min(CLAIM_BATCH, self.config.concurrency * BATCH_ROUNDS)
+        batch = min(CLAIM_BATCH, self.config.concurrency * BATCH_ROUNDS)
+        if self.config.rate:
+            # Paced: what waits in the queue longer than the lease's margin is given back.
+            batch = min(batch, self.config.concurrency + int(self.config.rate * LEASE_MARGIN_S / 2))
+        return batch
 
     def wants(self, at_ms: int) -> int:
         """How many deliveries to claim now: none until half the batch is sent."""

@@ -133,7 +133,7 @@ def test_kill_9_mid_batch_then_restart_delivers_every_stored_event(
             lambda: (
                 rows(db, "SELECT count(*) FROM deliveries WHERE status != 'delivered'") == [(0,)]
             ),
-            timeout_s=120,
+            timeout_s=60,
         )
         assert second.terminate() == 0
     assert "Traceback" not in first.log() + second.log()
