@@ -507,10 +507,11 @@ class Deliverer:
                 retry_after=answer.retry_after,
                 max_wait_s=self.runtime.config.limits.max_wait_s,
             )
-        before = target.state()
+        before = (target.disabled_ms, target.circuit)
         if not answer.is_final:
             self._update_target(target, decision, done_ms)
-        after = target.state()
+        # The target's state goes with the attempt only when it changed.
+        changed = (target.disabled_ms, target.circuit) != before
         error = answer.error
         if error is None and decision.is_failure and answer.status_code is not None:
             error = "; ".join(filter(None, (f"answered {answer.status_code}", decision.note)))
@@ -525,7 +526,7 @@ class Deliverer:
             error,
             decision.status,
             decision.next_ms,
-            after if after != before else None,
+            target.state() if changed else None,
             transformed=target.transform is not None,
         )
 

@@ -52,7 +52,11 @@ class Webhook:
     def __init__(self) -> None:
         # The per-target limits are the worker's; the connector must not add its own.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector)
+        # No cookies: a target's Set-Cookie is not sent back with later deliveries (to it or
+        # to another target on its host), and no jar is searched per request.
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     async def send(self, target: Target, event: Event, at_ms: int, trace: TraceContext) -> Answer:
         """POST `event` to the target's `url`."""
