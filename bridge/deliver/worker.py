@@ -211,6 +211,7 @@ class Deliverer:
         self._loop_task: asyncio.Task[None] | None = None
         self._sends: dict[int, asyncio.Task[None]] = {}  # delivery id -> its send
         self._queued: set[int] = set()  # delivery ids claimed and queued, not yet sent
+        self._recording: set[asyncio.Task[Any]] = set()  # sends answered, being recorded
         self._kinds: dict[str, Kind] = {}  # kind -> its shared client
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -260,6 +261,7 @@ class Deliverer:
                 log.info("stopped %d deliveries in flight; they will be sent again", len(cut))
                 self._recorder.release(cut)
         await self._recorder.drain()  # the outcomes and releases still to write
+        await asyncio.gather(*self._recording, return_exceptions=True)
         for kind in self._kinds.values():
             await kind.close()
         self._repeats.flush()
@@ -437,17 +439,22 @@ class Deliverer:
             duration_ms = round((time.perf_counter() - started) * 1000)
             record = self._outcome(target, claim, answer, at_ms, duration_ms)
             # The slot is free once the answer is in: the next send need not wait for the
-            # commit (an ordered subject's next delivery is claimable only after it).
+            # commit (an ordered subject's next delivery is claimable only after it). Once
+            # committed, its row may be claimed again (a retry) before this task ends.
             sending = False
+            if (task := self._sends.pop(claim.delivery_id, None)) is not None:
+                self._recording.add(task)
             self._slot_freed(target)
             await self._finish(target, claim, answer, record)
         except Exception:
             # The lease expires and the delivery is tried again.
             log.exception("delivering %s to %s failed", claim.event.id, target.name)
         finally:
-            self._sends.pop(claim.delivery_id, None)
             if sending:
+                self._sends.pop(claim.delivery_id, None)
                 self._slot_freed(target)
+            else:
+                self._recording.discard(cast("asyncio.Task[Any]", asyncio.current_task()))
 
     def _slot_freed(self, target: Target) -> None:
         target.in_flight -= 1
