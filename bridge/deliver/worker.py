@@ -412,6 +412,7 @@ class Deliverer:
                 was_disabled, before = target.disabled_ms is not None, target.circuit
                 target.adopt(state)
                 target.probing = False
+                self._pump(target)  # disabled meanwhile: what it has queued is given back
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
                 # Closed in the database: `bridge target reset|enable` or the admin pages.
