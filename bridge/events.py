@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from bridge import jsontext
@@ -48,8 +49,14 @@ def event_id(source: str, *identity: str) -> str:
 
 def format_time(ms: int) -> str:
     """RFC 3339 in UTC with milliseconds, e.g. `2026-11-29T08:30:00.123Z`."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # The second's text is cached: a burst of events shares a few seconds, and strftime is
+    # the costly part of a delivery's body after the JSON.
+    return _second_text(ms // 1000) + f"{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def parse_time(value: Any) -> int | None:
@@ -123,9 +130,27 @@ class Event:
     # not part of the CloudEvent: deliveries send it as their own `traceparent` header.
     traceparent: str | None = field(default=None, compare=False)
     tracestate: str | None = field(default=None, compare=False)
+    # `data` as the JSON text the store holds, exactly as `jsontext.dumps` wrote it, when the
+    # event was read from the store (`with_data_json`): `to_json` splices it into the envelope
+    # instead of encoding `data` again. Not an argument, so `dataclasses.replace` (a new
+    # `data`) drops it.
+    data_json: str | None = field(default=None, init=False, compare=False, repr=False)
+
+    def with_data_json(self, text: str | None) -> Event:
+        """This event, knowing that `text` is `data` as `jsontext.dumps` wrote it; text with
+        `NaN` or `Infinity` (older versions wrote such numbers) is not kept, so it is never sent."""
+        if text is not None and "NaN" not in text and "Infinity" not in text:
+            object.__setattr__(self, "data_json", text)
+        return self
 
     def to_cloudevent(self) -> dict[str, Any]:
         """The event as a CloudEvents 1.0 JSON object (structured mode)."""
+        out = self._envelope()
+        out["data"] = self.data
+        return out
+
+    def _envelope(self) -> dict[str, Any]:
+        """The CloudEvent without `data`, which comes last."""
         out: dict[str, Any] = {
             "specversion": "1.0",
             "id": self.id,
@@ -141,12 +166,14 @@ class Event:
         if self.change is not None:
             out["change"] = self.change
         out["recordedtime"] = format_time(self.recorded_ms)
-        out["data"] = self.data
         return out
 
     def to_json(self) -> str:
         """The CloudEvent as compact, strict JSON text (ValueError for a non-finite number)."""
-        return jsontext.dumps(self.to_cloudevent())
+        if self.data_json is None:
+            return jsontext.dumps(self.to_cloudevent())
+        # The same text: `data` is the last member, and the stored text is what dumps wrote.
+        return f'{jsontext.dumps(self._envelope())[:-1]},"data":{self.data_json}}}'
 
     @classmethod
     def from_cloudevent(cls, ce: dict[str, Any]) -> Event:

@@ -4,6 +4,10 @@ The events go in through the store API (`record_events`, one pending delivery ea
 target `sink`) while the daemon runs; the clock stops when the receiver has seen every event
 id once. The baseline is a bare aiohttp client loop posting the same bodies, signed the same
 way, with as many in flight as the target's default concurrency, to the same receiver.
+
+CPU per event: the daemon's (user + system, /proc) from the first event put in the outbox
+until the receiver has the last, over the events; the bare loop's, this process's CPU time
+while it posts (its requests prepared beforehand), over the same events.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from bench.context import Context, require_engine
 from bench.figures.common import failures_note, target_yaml
 from bench.load import TARGET_SECRET, Prepared, closed_loop, sign
-from bench.procs import BenchError, Proc, get_json, start_app, start_daemon
+from bench.procs import BenchError, Proc, cpu_seconds, get_json, start_app, start_daemon
 from bench.stats import Goal, Row
 
 CONCURRENCY = 16  # targets.NAME.concurrency's default
@@ -90,28 +94,33 @@ def run(ctx: Context) -> list[Row]:
     count = ctx.settings.delivery_events
     work = ctx.workdir("delivery")
     events = make_events(count)
+    requests = as_requests(events)
     with start_app(work, "sink", "--record") as sink:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         bare = asyncio.run(
-            closed_loop(sink.url + "/deliver", as_requests(events), concurrency=CONCURRENCY,
-                        duration_s=120)
-        )  # fmt: skip
+            closed_loop(sink.url + "/deliver", requests, concurrency=CONCURRENCY, duration_s=120)
+        )
+        bare_cpu_s = time.process_time() - cpu_started
         bare_s = wait_for_all(sink, count, 30) - started
         http_get_reset(sink)
         with start_daemon(work, target_yaml(sink.url + "/deliver")) as bridge:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_seconds(bridge.pid)
             asyncio.run(record_all(str(work / "bridge.db"), events))
             recorded_s = time.perf_counter() - started
             bridge_s = wait_for_all(sink, count, 60 + count / 50, bridge) - started
+            bridge_cpu_s = cpu_seconds(bridge.pid) - cpu_started
             bridge.check_alive()
-        requests = get_json(sink.url + "/_stats")["requests"]
+        received = get_json(sink.url + "/_stats")["requests"]
     note = failures_note(bare, "bare loop")
-    if requests > count:
-        note = (note + "; " if note else "") + f"{requests - count} repeated deliveries"
+    if received > count:
+        note = (note + "; " if note else "") + f"{received - count} repeated deliveries"
     return [
         Row("delivery", f"events/s ({count:,} events)", "ev/s", count / bridge_s, count / bare_s,
-            f"bare aiohttp loop, {CONCURRENCY} in flight", Goal("ratio", ">=", 0.7), note=note,
+            f"bare aiohttp loop, {CONCURRENCY} in flight", Goal("ratio", ">=", 0.6), note=note,
             extra={"bridge_s": bridge_s, "bare_s": bare_s, "outbox_fill_s": recorded_s}),
+        Row("delivery", "CPU per delivered event", "µs", bridge_cpu_s / count * 1e6,
+            bare_cpu_s / count * 1e6, f"bare aiohttp loop, {CONCURRENCY} in flight",
+            Goal("value", "<=", 250, "µs")),
     ]  # fmt: skip
 
 

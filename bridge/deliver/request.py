@@ -89,11 +89,15 @@ def build_request(
     With `transform`, its result is the `data` sent (TransformError when it fails); with
     `trace`, the attempt's span goes as `traceparent` (and `tracestate`).
     """
-    ce = transformed(event, transform) if transform is not None else event.to_cloudevent()
     if format == "binary":
+        ce = transformed(event, transform) if transform is not None else event.to_cloudevent()
         body, headers = _binary(ce)
+    elif transform is not None:
+        body = jsontext.dumps(transformed(event, transform)).encode()
+        headers = {"content-type": STRUCTURED_TYPE}
     else:
-        body = jsontext.dumps(ce).encode()
+        # The stored `data` text goes in as it is (`Event.to_json`): no parse, no encoding.
+        body = event.to_json().encode()
         headers = {"content-type": STRUCTURED_TYPE}
     out = {"user-agent": USER_AGENT, **extra_headers, **headers}
     if trace is not None:

@@ -2,10 +2,15 @@
 
 One loop claims work and one task per claimed delivery sends it:
 
-    hub notice | scan timer | a slot freed -> claim_due (a lease per row) -> send -> record
+    hub notice | scan timer | half a batch sent -> claim_due (a lease per row) -> queue
+    queue -> send (up to `concurrency` at a time) -> record (recorder.py: one flush at a time)
 
 - Claims are leases on rows: a process that dies leaves its leases to expire (the request
   timeout plus a margin) and the deliveries are claimed again. At least once, never lost.
+- Claims come in batches (`CLAIM_BATCH` per target, at most `BATCH_ROUNDS` times its
+  concurrency), queued in the process and sent as slots free; the next claim waits until
+  half the batch is gone. A queued delivery whose lease could run out before its request
+  would time out is given back, not sent (another claim takes it again).
 - Each target has its own number of requests in flight (`concurrency`), an optional pace
   (`rate` per second), a circuit breaker and a disabled flag (after a 410); their state is
   persisted in the `targets` table with each attempt, so restarts keep it.
@@ -22,10 +27,11 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from jmespath.parser import ParsedResult
 from starlette.routing import BaseRoute
@@ -37,6 +43,7 @@ from bridge.deliver.kinds import Answer, Kind, open_kind
 from bridge.deliver.kinds.webhook import describe
 from bridge.deliver.lines import circuit_line, log_attempt
 from bridge.deliver.policy import CIRCUIT_GAUGE, Circuit, CircuitState, Decision, decide
+from bridge.deliver.recorder import Recorder
 from bridge.deliver.request import TransformError
 from bridge.deliver.signing import SigningKey, decode_key
 from bridge.errors import MissingExtra, StoreError
@@ -46,7 +53,7 @@ from bridge.masking import mask_text, url_secrets
 from bridge.repeats import RepeatLog
 from bridge.routing import compiled
 from bridge.runtime import Runtime
-from bridge.store.base import AttemptRecord, Claim, OutboxStore, TargetState
+from bridge.store.base import AttemptRecord, Claim, TargetState
 
 log = logging.getLogger("bridge.deliver")
 
@@ -54,6 +61,8 @@ SCAN_S = 0.2  # how often the outbox is scanned for work the hub did not announc
 REFRESH_S = 1.0  # how often targets' state (`bridge target enable`) and gauges are re-read
 LEASE_MARGIN_S = 5.0  # a lease outlives the request timeout by this much
 MIN_WAIT_S = 0.005
+CLAIM_BATCH = 64  # deliveries claimed at once per target (one write for the batch)
+BATCH_ROUNDS = 4  # ... but at most this many times the target's concurrency
 __all__ = ["Answer", "Deliverer", "Target", "describe"]
 
 
@@ -82,6 +91,8 @@ class Target:
     circuit: Circuit = field(default_factory=Circuit)
     disabled_ms: int | None = None
     in_flight: int = 0
+    # Claimed, not yet sent: each with the end of its lease (ms).
+    queue: deque[tuple[Claim, int]] = field(default_factory=deque)
     probing: bool = False
     pending_writes: int = 0  # writes of this target's state not yet committed
     persisted: TargetState | None = None  # the state as last written or read
@@ -92,6 +103,15 @@ class Target:
     transform: ParsedResult | None = None
     ssl: ssl.SSLContext | None = None
     tls_error: str | None = None  # why the `tls` files cannot be used (every attempt fails)
+    meters: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # metrics' children
+
+    def meter(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(name, *labels)`, looked up once (labels() takes a lock each time)."""
+        key = (metric, *labels)
+        child = self.meters.get(key)
+        if child is None:
+            child = self.meters[key] = metric.labels(self.name, *labels)
+        return child
 
     def configure(self, config: TargetConfig, base: Path | None = None) -> None:
         """Apply (new) settings; the state and the work in flight stay. `base` is the folder
@@ -143,20 +163,27 @@ class Target:
         wait_s = self.config.concurrency / self.config.rate if self.config.rate else 0.0
         return self.config.timeout_s + wait_s + LEASE_MARGIN_S
 
-    def free_slots(self, at_ms: int) -> int:
-        """How many deliveries may be claimed now."""
+    @property
+    def batch(self) -> int:
+        """How many deliveries are claimed at once: enough to keep the slots busy for a few
+        rounds, not so many that the lease runs out in the queue."""
+        batch = min(CLAIM_BATCH, self.config.concurrency * BATCH_ROUNDS)
+        if self.config.rate:
+            # Paced: what waits in the queue longer than the lease's margin is given back.
+            batch = min(batch, self.config.concurrency + int(self.config.rate * LEASE_MARGIN_S / 2))
+        return batch
+
+    def wants(self, at_ms: int) -> int:
+        """How many deliveries to claim now: none until half the batch is sent."""
         if self.disabled_ms is not None:
             return 0
         admits = self.circuit.admits(at_ms)
         if admits == "none":
             return 0
         if admits == "probe":
-            return 0 if self.probing or self.in_flight else 1
-        free = max(self.config.concurrency - self.in_flight, 0)
-        # While busy, claim in batches (a claim is a write) rather than a slot at a time.
-        if self.in_flight and free < max(self.config.concurrency // 4, 1):
-            return 0
-        return free
+            return 0 if self.probing or self.in_flight or self.queue else 1
+        held = self.in_flight + len(self.queue)
+        return 0 if held > self.batch // 2 else self.batch - held
 
 
 def _base(config: Config) -> Path:
@@ -173,41 +200,6 @@ def result_label(answer: Answer) -> str:
     return "timeout" if answer.error and answer.error.startswith("timed out") else "error"
 
 
-class Recorder:
-    """Writes the attempts that finish together in one store write (fewer, larger commits)."""
-
-    def __init__(self, store: OutboxStore) -> None:
-        self.store = store
-        self._batch: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # strong references while writing
-
-    async def record(self, record: AttemptRecord) -> None:
-        """Return once `record` is durable; raise StoreError if it could not be written."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self._batch:
-            asyncio.get_running_loop().call_soon(self._flush_soon)
-        self._batch.append((record, future))
-        await future
-
-    def _flush_soon(self) -> None:
-        batch, self._batch = self._batch, []
-        self._tasks.add(task := asyncio.create_task(self._write(batch)))
-        task.add_done_callback(self._tasks.discard)
-
-    async def _write(self, batch: list[tuple[AttemptRecord, asyncio.Future[None]]]) -> None:
-        try:
-            await self.store.record_attempts([record for record, _ in batch])
-        except Exception as exc:
-            # Every waiter hears of it; none may hang on a batch that failed.
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
-
-
 class Deliverer:
     """The delivery engine of one daemon (a `Component`)."""
 
@@ -218,6 +210,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._sends: dict[int, asyncio.Task[None]] = {}  # delivery id -> its send
+        self._queued: set[int] = set()  # delivery ids claimed and queued, not yet sent
+        self._recording: set[asyncio.Task[Any]] = set()  # sends answered, being recorded
         self._kinds: dict[str, Kind] = {}  # kind -> its shared client
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -254,6 +248,8 @@ class Deliverer:
                 await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=grace_s)
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        for target in self.targets.values():
+            self._give_back(target)  # claimed, never sent: claimable again at once
         sends = dict(self._sends)
         if sends:
             _done, pending = await asyncio.wait(sends.values(), timeout=grace_s)
@@ -263,10 +259,9 @@ class Deliverer:
             cut = [i for i, t in sends.items() if t in pending]
             if cut:
                 log.info("stopped %d deliveries in flight; they will be sent again", len(cut))
-                try:
-                    await self.store.release(cut)
-                except StoreError as exc:
-                    log.warning("could not release %d leases (they expire): %s", len(cut), exc)
+                self._recorder.release(cut)
+        await self._recorder.drain()  # the outcomes and releases still to write
+        await asyncio.gather(*self._recording, return_exceptions=True)
         for kind in self._kinds.values():
             await kind.close()
         self._repeats.flush()
@@ -277,7 +272,7 @@ class Deliverer:
         for name in list(self.targets):
             if name not in config.targets:
                 # Its rows stay in the outbox; sends in flight finish on their own.
-                del self.targets[name]
+                self._give_back(self.targets.pop(name))
                 log.info("target %s removed: its deliveries wait in the outbox", name)
         for name, target_config in config.targets.items():
             if name in self.targets:
@@ -337,33 +332,71 @@ class Deliverer:
         if time.monotonic() - self._refreshed_at >= REFRESH_S:
             await self._refresh()
         at_ms = now_ms()
-        limits = {n: s for n, t in self.targets.items() if (s := t.free_slots(at_ms)) > 0}
+        limits = {n: w for n, t in self.targets.items() if (w := t.wants(at_ms)) > 0}
         if not limits:
             return SCAN_S
         lease_s = max(self.targets[n].lease_s for n in limits)
+        lease_ms = at_ms + round(lease_s * 1000)
         ordered = [n for n in limits if self.targets[n].config.ordering == "subject"]
-        claimed = await self.store.claim_due(
-            limits, at_ms, at_ms + round(lease_s * 1000), ordered=ordered
-        )
+        claimed = await self.store.claim_due(limits, at_ms, lease_ms, ordered=ordered)
         if self._stopping:
             await self.store.release([c.delivery_id for c in claimed.claims])
             return 0.0
         counts: dict[str, int] = {}
         for claim in claimed.claims:
             counts[claim.target] = counts.get(claim.target, 0) + 1
-            self._begin(claim)
+            self._hold(claim, lease_ms)
+        for name in counts:
+            if (target := self.targets.get(name)) is not None:
+                self._pump(target)
         if any(counts.get(n, 0) >= limit for n, limit in limits.items()):
             return 0.0  # a full batch: there may be more due
         if claimed.next_due_ms is None:
             return SCAN_S
         return min(max((claimed.next_due_ms - now_ms()) / 1000, MIN_WAIT_S), SCAN_S)
 
-    def _begin(self, claim: Claim) -> None:
+    def _hold(self, claim: Claim, lease_ms: int) -> None:
+        """Queue a claimed delivery for its target."""
+        if claim.delivery_id in self._sends or claim.delivery_id in self._queued:
+            return  # already on its way (an expired lease re-claimed): its outcome will come
         target = self.targets.get(claim.target)
-        if target is None or claim.delivery_id in self._sends:
-            return  # removed meanwhile, or already on its way (an expired lease re-claimed)
+        if target is None:
+            self._recorder.release([claim.delivery_id])  # removed meanwhile
+            return
+        target.queue.append((claim, lease_ms))
+        self._queued.add(claim.delivery_id)
+
+    def _pump(self, target: Target) -> None:
+        """Send queued deliveries while the target has slots (and admits them)."""
+        while target.queue:
+            at_ms = now_ms()
+            admits = target.circuit.admits(at_ms)
+            if self._stopping or target.disabled_ms is not None or admits == "none":
+                self._give_back(target)  # an open circuit or a disabled target sends nothing
+                return
+            if admits == "probe":
+                if target.probing or target.in_flight:
+                    return
+            elif target.in_flight >= target.config.concurrency:
+                return
+            claim, lease_ms = target.queue.popleft()
+            self._queued.discard(claim.delivery_id)
+            if at_ms + round((target.lease_s - LEASE_MARGIN_S) * 1000) > lease_ms:
+                # Its lease could end before the request times out: claimed again later.
+                self._recorder.release([claim.delivery_id])
+                continue
+            self._begin(target, claim, admits == "probe")
+
+    def _give_back(self, target: Target) -> None:
+        """Release the leases of a target's queued deliveries (with the next flush)."""
+        ids = [claim.delivery_id for claim, _ in target.queue]
+        target.queue.clear()
+        self._queued.difference_update(ids)
+        self._recorder.release(ids)
+
+    def _begin(self, target: Target, claim: Claim, probe: bool) -> None:
         target.in_flight += 1
-        if target.circuit.admits(now_ms()) == "probe":
+        if probe:
             target.probing = True
             self._change_circuit(target, target.circuit.probing())
         task = asyncio.create_task(self._deliver(target, claim))
@@ -379,6 +412,7 @@ class Deliverer:
                 was_disabled, before = target.disabled_ms is not None, target.circuit
                 target.adopt(state)
                 target.probing = False
+                self._pump(target)  # disabled meanwhile: what it has queued is given back
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
                 # Closed in the database: `bridge target reset|enable` or the admin pages.
@@ -396,29 +430,55 @@ class Deliverer:
     # -- sending ----------------------------------------------------------------------------
 
     async def _deliver(self, target: Target, claim: Claim) -> None:
+        sending = True
         try:
             if target.pacer is not None:
                 await target.pacer.wait()
             at_ms = now_ms()
             started = time.perf_counter()
-            span = self.runtime.tracer.begin(
-                "deliver", tracing.of_event(claim.event), "client",
-                {"bridge.target": target.name, "cloudevents.event_id": claim.event.id,
-                 "bridge.attempt": claim.attempts + 1},
-            )  # fmt: skip
-            answer = await self._attempt(target, claim, at_ms, span.context)
-            span.end(answer.error, {"http.response.status_code": answer.status_code})
+            answer = await self._traced_attempt(target, claim, at_ms)
             duration_ms = round((time.perf_counter() - started) * 1000)
-            await self._finish(target, claim, answer, at_ms, duration_ms)
+            record = self._outcome(target, claim, answer, at_ms, duration_ms)
+            # The slot is free once the answer is in: the next send need not wait for the
+            # commit (an ordered subject's next delivery is claimable only after it). Once
+            # committed, its row may be claimed again (a retry) before this task ends.
+            sending = False
+            if (task := self._sends.pop(claim.delivery_id, None)) is not None:
+                self._recording.add(task)
+            self._slot_freed(target)
+            await self._finish(target, claim, answer, record)
         except Exception:
             # The lease expires and the delivery is tried again.
             log.exception("delivering %s to %s failed", claim.event.id, target.name)
         finally:
-            target.in_flight -= 1
-            self._sends.pop(claim.delivery_id, None)
-            # Wake the loop only when it has slots to fill (or a stop to notice).
-            if self._stopping or target.free_slots(now_ms()) > 0:
-                self._wake.set()
+            if sending:
+                self._sends.pop(claim.delivery_id, None)
+                self._slot_freed(target)
+            else:
+                self._recording.discard(cast("asyncio.Task[Any]", asyncio.current_task()))
+
+    def _slot_freed(self, target: Target) -> None:
+        target.in_flight -= 1
+        self._pump(target)
+        # Wake the loop only when it has a batch to claim (or a stop to notice).
+        if self._stopping or target.wants(now_ms()) > 0:
+            self._wake.set()
+
+    async def _traced_attempt(self, target: Target, claim: Claim, at_ms: int) -> Answer:
+        """The attempt, in a span of the event's trace; without an exporter, no span is
+        made, only the attempt's `traceparent`."""
+        parent = tracing.of_event(claim.event)
+        tracer = self.runtime.tracer
+        if not tracer.is_exporting:
+            return await self._attempt(target, claim, at_ms, tracing.child(parent))
+        span = tracer.begin(
+            "deliver", parent, "client",
+            {"bridge.target": target.name, "cloudevents.event_id": claim.event.id,
+             "bridge.attempt": claim.attempts + 1},
+        )  # fmt: skip
+        answer = await self._attempt(target, claim, at_ms, span.context)
+        span.end(answer.error, {"http.response.status_code": answer.status_code})
+        return answer
 
     async def _attempt(
         self, target: Target, claim: Claim, at_ms: int, trace: tracing.TraceContext
@@ -436,9 +496,10 @@ class Deliverer:
             # Counted as a failed attempt (retried, then dead), never a silent loop.
             return Answer(None, error="cannot build the request: " + describe(exc))
 
-    async def _finish(
+    def _outcome(
         self, target: Target, claim: Claim, answer: Answer, at_ms: int, duration_ms: int
-    ) -> None:
+    ) -> AttemptRecord:
+        """The attempt's record; the target's circuit (and disabled flag) take it in."""
         done_ms = at_ms + duration_ms
         if answer.is_final:
             decision = Decision("dead", done_ms)
@@ -454,14 +515,15 @@ class Deliverer:
                 retry_after=answer.retry_after,
                 max_wait_s=self.runtime.config.limits.max_wait_s,
             )
-        before = target.state()
+        before = (target.disabled_ms, target.circuit)
         if not answer.is_final:
             self._update_target(target, decision, done_ms)
-        after = target.state()
+        # The target's state goes with the attempt only when it changed.
+        changed = (target.disabled_ms, target.circuit) != before
         error = answer.error
         if error is None and decision.is_failure and answer.status_code is not None:
             error = "; ".join(filter(None, (f"answered {answer.status_code}", decision.note)))
-        record = AttemptRecord(
+        return AttemptRecord(
             claim.delivery_id,
             claim.event.id,
             target.name,
@@ -472,15 +534,20 @@ class Deliverer:
             error,
             decision.status,
             decision.next_ms,
-            after if after != before else None,
+            target.state() if changed else None,
             transformed=target.transform is not None,
         )
+
+    async def _finish(
+        self, target: Target, claim: Claim, answer: Answer, record: AttemptRecord
+    ) -> None:
+        """Record the attempt; once it is written, count it and say it."""
         if record.target_state is not None:
             target.pending_writes += 1
         try:
             await self._recorder.record(record)
-            # Counted once durable: a metric never says delivered before the store does.
-            self._count(target, claim, answer, decision, (at_ms, done_ms))
+            # Counted once written: a metric never says delivered before the store does.
+            self._count(target, claim, answer, record)
             if record.target_state is not None:
                 target.persisted = record.target_state
             self._repeats.passed(
@@ -522,25 +589,19 @@ class Deliverer:
             metrics.CIRCUIT.labels(target.name).set(CIRCUIT_GAUGE[circuit.state])
             log.info("%s", line)
 
-    def _count(
-        self,
-        target: Target,
-        claim: Claim,
-        answer: Answer,
-        decision: Decision,
-        span_ms: tuple[int, int],
-    ) -> None:
-        done_ms = span_ms[1]
-        metrics.ATTEMPTS.labels(target.name, result_label(answer)).inc()
+    def _count(self, target: Target, claim: Claim, answer: Answer, record: AttemptRecord) -> None:
+        done_ms = record.at_ms + record.duration_ms
+        span_ms = (record.at_ms, done_ms)
+        target.meter(metrics.ATTEMPTS, result_label(answer)).inc()
         result = (answer.status_code, answer.error or None)
-        if decision.status == "delivered":
-            metrics.DELIVERIES.labels(target.name, "delivered").inc()
+        if record.status == "delivered":
+            target.meter(metrics.DELIVERIES, "delivered").inc()
             latency_s = max(done_ms - claim.event.recorded_ms, 0) / 1000
-            metrics.DELIVERY_LATENCY.labels(target.name).observe(latency_s)
+            target.meter(metrics.DELIVERY_LATENCY).observe(latency_s)
             level = logging.INFO if self.runtime.config.server.log_accepted else logging.DEBUG
             log_attempt(log, level, claim, target.name, result, span_ms, "delivered")
-        elif decision.status == "dead":
-            metrics.DELIVERIES.labels(target.name, "dead").inc()
+        elif record.status == "dead":
+            target.meter(metrics.DELIVERIES, "dead").inc()
             log_attempt(log, logging.WARNING, claim, target.name, result, span_ms, "dead")
         else:
             log_attempt(log, logging.INFO, claim, target.name, result, span_ms, "failed")

@@ -377,8 +377,12 @@ class OutboxStore(ABC):
         """Drop the leases of claimed deliveries that were not attempted."""
 
     @abstractmethod
-    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        """Durably store attempts with their deliveries' next states (and targets' states)."""
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], released: Sequence[int] = ()
+    ) -> None:
+        """Store attempts with their deliveries' next states (and targets' states), and drop
+        the leases of the claimed deliveries `released` (not attempted), in one transaction:
+        all of it is written, or none."""
 
     @abstractmethod
     async def target_states(self) -> dict[str, TargetState]:

@@ -35,7 +35,7 @@ def row_to_event(row: Sequence[Any]) -> Event:
         data=jsontext.loads_stored(row[9]) if row[9] is not None else None,
         traceparent=row[10],
         tracestate=row[11],
-    )
+    ).with_data_json(row[9])
 
 
 def row_to_delivery(row: Sequence[Any]) -> DeliveryRow:

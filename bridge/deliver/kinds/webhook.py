@@ -7,6 +7,7 @@ The HTTP client is aiohttp's: against the same loopback receiver (bench/delivery
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -40,13 +41,22 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     return f"{prefix}{type(exc).__name__}: {message}" if message else prefix + type(exc).__name__
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(total_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total_s)  # frozen: one per value is enough
+
+
 class Webhook:
     """POSTs through one aiohttp session shared by every webhook target."""
 
     def __init__(self) -> None:
         # The per-target limits are the worker's; the connector must not add its own.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector)
+        # No cookies: a target's Set-Cookie is not sent back with later deliveries (to it or
+        # to another target on its host), and no jar is searched per request.
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     async def send(self, target: Target, event: Event, at_ms: int, trace: TraceContext) -> Answer:
         """POST `event` to the target's `url`."""
@@ -63,7 +73,7 @@ class Webhook:
         if target.tls_error is not None:
             return Answer(None, error=target.tls_error)
         assert config.url is not None
-        timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        timeout = _timeout(config.timeout_s)
         try:
             async with self._session.post(
                 config.url,

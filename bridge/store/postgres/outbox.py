@@ -159,6 +159,8 @@ async def _claim(
 
 
 async def _record(conn: Conn, records: Sequence[AttemptRecord]) -> None:
+    if not records:
+        return
     # In id order, as other replicas do: row locks taken in one order cannot deadlock.
     records = sorted(records, key=lambda r: r.delivery_id)
     # One statement per table for the whole flush, the rows as arrays: a statement per row
@@ -179,6 +181,14 @@ async def _record(conn: Conn, records: Sequence[AttemptRecord]) -> None:
             await cur.executemany(
                 _UPSERT_TARGET, [_target_values(states[name]) for name in sorted(states)]
             )
+
+
+async def _release(conn: Conn, delivery_ids: Sequence[int]) -> None:
+    if delivery_ids:
+        await conn.execute(
+            "UPDATE deliveries SET lease_ms = NULL, lease_owner = NULL WHERE id = ANY(%s)",
+            (sorted(delivery_ids),),
+        )
 
 
 async def _redeliver(
@@ -230,18 +240,18 @@ class PostgresOutbox:
         )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
-        async def release(conn: Conn) -> None:
-            await conn.execute(
-                "UPDATE deliveries SET lease_ms = NULL, lease_owner = NULL WHERE id = ANY(%s)",
-                (sorted(delivery_ids),),
-            )
-
         if delivery_ids:
-            await self.run(release, durable=False)
+            await self.run(lambda conn: _release(conn, delivery_ids), durable=False)
 
-    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        if records:
-            await self.run(lambda conn: _record(conn, records), durable=False)
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], released: Sequence[int] = ()
+    ) -> None:
+        async def record(conn: Conn) -> None:
+            await _record(conn, records)
+            await _release(conn, released)
+
+        if records or released:
+            await self.run(record, durable=False)
 
     async def target_states(self) -> dict[str, TargetState]:
         async def q(conn: Conn) -> dict[str, TargetState]:

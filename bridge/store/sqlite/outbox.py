@@ -100,6 +100,8 @@ def _upsert_target(conn: sqlite3.Connection, s: TargetState) -> None:
 
 
 def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
+    if not records:
+        return
     conn.executemany(
         "INSERT INTO attempts (delivery_id, event_id, target, at_ms, duration_ms, status_code,"
         " response, error) VALUES (?,?,?,?,?,?,?,?)",
@@ -123,6 +125,13 @@ def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
     for r in records:
         if r.target_state is not None:
             _upsert_target(conn, r.target_state)
+
+
+def _release(conn: sqlite3.Connection, delivery_ids: Sequence[int]) -> None:
+    if delivery_ids:
+        conn.executemany(
+            "UPDATE deliveries SET lease_ms = NULL WHERE id = ?", [(i,) for i in delivery_ids]
+        )
 
 
 def _target_state(conn: sqlite3.Connection, name: str) -> TargetState:
@@ -193,18 +202,19 @@ class SQLiteOutbox:
         return await self.write(claim, durable=False)
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
-        def release(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE deliveries SET lease_ms = NULL WHERE id = ?", [(i,) for i in delivery_ids]
-            )
-
         if delivery_ids:
-            await self.write(release, durable=False)
+            await self.write(lambda conn: _release(conn, delivery_ids), durable=False)
 
-    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        if records:
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], released: Sequence[int] = ()
+    ) -> None:
+        def record(conn: sqlite3.Connection) -> None:
+            _record(conn, records)
+            _release(conn, released)
+
+        if records or released:
             # An outcome lost to a power cut means one more send (at least once), no loss.
-            await self.write(lambda conn: _record(conn, records), durable=False)
+            await self.write(record, durable=False)
 
     async def target_states(self) -> dict[str, TargetState]:
         def q(conn: sqlite3.Connection) -> dict[str, TargetState]:

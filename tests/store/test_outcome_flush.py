@@ -1,0 +1,40 @@
+"""`record_attempts` with leases given back: one transaction, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.events import Event, event_id, now_ms
+from bridge.store import NewEvent, Store
+from bridge.store.base import AttemptRecord
+
+
+def test_outcomes_and_releases_are_written_together(any_store: Store) -> None:
+    events = [Event(event_id("f", str(i)), "f", "t", "push", {"i": i}, now_ms()) for i in range(6)]
+    asyncio.run(any_store.record_events([NewEvent(e, ["t"]) for e in events]))
+    at = now_ms() + 10
+    claims = asyncio.run(any_store.claim_due({"t": 10}, at, at + 60_000)).claims
+    assert len(claims) == 6
+    done, back = claims[:4], claims[4:]
+    records = [
+        AttemptRecord(c.delivery_id, c.event.id, "t", at, 2, 200 if i else 500, None, None,
+                      "delivered" if i else "failed", at + (0 if i else 50_000))
+        for i, c in enumerate(done)
+    ]  # fmt: skip
+    asyncio.run(any_store.record_attempts(records, [c.delivery_id for c in back]))
+    rows = {d.event_id: d for d in asyncio.run(any_store.list_deliveries(limit=None))}
+    assert [rows[c.event.id].status for c in done] == [
+        "failed",
+        "delivered",
+        "delivered",
+        "delivered",
+    ]
+    assert all(rows[c.event.id].lease_ms is None and rows[c.event.id].attempts == 1 for c in done)
+    assert [(rows[c.event.id].status, rows[c.event.id].lease_ms, rows[c.event.id].attempts)
+            for c in back] == [("pending", None, 0)] * 2  # fmt: skip
+    # Given back: claimable again at once; the failed one waits for its retry.
+    again = asyncio.run(any_store.claim_due({"t": 10}, at + 1, at + 60_000)).claims
+    assert sorted(c.delivery_id for c in again) == sorted(c.delivery_id for c in back)
+    # Releases alone are one write too.
+    asyncio.run(any_store.record_attempts([], [c.delivery_id for c in again]))
+    assert len(asyncio.run(any_store.claim_due({"t": 10}, at + 2, at + 60_000)).claims) == 2
