@@ -7,6 +7,7 @@ from collections.abc import Callable
 from bench.context import Context
 from bench.figures import (
     admin_pages,
+    brokers,
     delivery,
     e2e,
     idle,
@@ -36,6 +37,7 @@ FIGURES: dict[str, Figure] = {
     "idle": idle.run,
     "scale-out": scale_out.run,
     "admin-pages": admin_pages.run,
+    "brokers": brokers.run,
 }
 
 # The goals in words, shown even when a figure cannot run.
@@ -53,6 +55,7 @@ GOALS: dict[str, str] = {
     "idle": "none set (report only)",
     "scale-out": "none set (the cost of sharing one PostgreSQL)",
     "admin-pages": "< 100 ms for the first and the hundredth page of 1,000,000 events",
+    "brokers": "none set (report only): each broker's own client is the baseline",
 }
 
 # The names in the table (the keys above are for --only).
@@ -70,4 +73,5 @@ TITLES: dict[str, str] = {
     "idle": "idle cost",
     "scale-out": "scale-out",
     "admin-pages": "admin pages",
+    "brokers": "brokers",
 }

@@ -28,6 +28,19 @@ EXPECTED_WARNINGS: dict[str, list[str]] = {
     "json-api.yaml": [],
     "merge.yaml": [],
     "postgres-replicas.yaml": [],
+    "nats.yaml": [],
+    "rabbitmq.yaml": [],
+    "redis.yaml": [],
+    "mqtt.yaml": [],
+    "notify.yaml": [],
+}
+# The extra `bridge check` says each example of a broker or notify target needs.
+EXPECTED_EXTRAS = {
+    "nats.yaml": "nats",
+    "rabbitmq.yaml": "amqp",
+    "redis.yaml": "redis",
+    "mqtt.yaml": "mqtt",
+    "notify.yaml": "notify",
 }
 
 # A dummy for every variable: a valid Standard Webhooks key, so it serves as any secret.
@@ -58,6 +71,8 @@ def test_an_example_passes_bridge_check(name: str) -> None:
     warnings = [line.strip().removeprefix("warning").strip() for line in done.stderr.splitlines()]
     assert warnings == EXPECTED_WARNINGS[name]
     assert DUMMY not in done.stdout  # secrets masked
+    extras = re.findall(r"^  extra +(\S+) for ", done.stdout, re.MULTILINE)
+    assert extras == ([EXPECTED_EXTRAS[name]] if name in EXPECTED_EXTRAS else [])
     if needed:
         # Each secret comes from the environment: without it, the file names what is missing.
         bare = {k: v for k, v in os.environ.items() if k not in needed}

@@ -72,8 +72,3 @@ def attempts(db: Path, event_id: str, target: str = "t1") -> list[AttemptRow]:
     """The attempts of one delivery, oldest first."""
     result: list[AttemptRow] = _run(db, lambda store: store.list_attempts(event_id, target))
     return result
-
-
-def redeliver(db: Path, event_ids: list[str]) -> None:
-    """Queue events again, as `bridge redeliver` does."""
-    _run(db, lambda store: store.redeliver(event_ids, None, now_ms()))

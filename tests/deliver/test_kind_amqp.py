@@ -1,11 +1,10 @@
-"""The amqp kind through the real daemon: publishes to RabbitMQ read back by aio-pika's own
-consumer, delivered only on the publisher confirm, an unroutable message a failed attempt
-(mandatory), binary mode's `cloudEvents_` headers, and a server that is not there."""
+"""What the amqp kind does beyond every broker kind (`test_broker_kinds.py`): persistent
+messages with `message_id` and `cloudEvents_` headers, an unroutable message a failed attempt
+(mandatory), an exchange that does not exist."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.deliver.brokers import attempts, make_events, record, require, statuses
-from tests.helpers import DaemonProcess, free_port, wait_until
+from tests.deliver.consumers import consumer_for, deliver_and_read, placed
+from tests.helpers import DaemonProcess, wait_until
 
 aio_pika = pytest.importorskip("aio_pika", reason="aio-pika (the amqp extra) is not installed")
 
@@ -72,36 +72,22 @@ def exchange() -> Iterator[tuple[str, str]]:
     asyncio.run(_cleanup(name, queue))
 
 
-def test_events_are_published_and_delivered_on_the_confirm(
-    tmp_path: Path, daemon: Callable[..., DaemonProcess], exchange: tuple[str, str]
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+def test_a_message_is_persistent_with_the_event_id_as_message_id(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess], mode: str
 ) -> None:
-    name, queue = exchange
     db = tmp_path / "bridge.db"
-    events = make_events(3)
-    proc = daemon(
-        f"""
-        database: bridge.db
-        targets:
-          t1:
-            amqp: {{url: "{AMQP_URL}", exchange: {name}, routing_key: "{{type}}"}}
-            timeout: 3s
-        """
-    )
-    record(db, events)
-    wait_until(lambda: set(statuses(db).values()) == {"delivered"}, timeout_s=20)
-    messages = read_back(queue, 3)
-    by_id = {m.message_id: m for m in messages}
-    assert set(by_id) == {e.id for e in events}
-    for event in events:
-        message = by_id[event.id]
-        assert message.routing_key == "orders.created"
-        assert message.content_type == "application/cloudevents+json"
-        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-        assert json.loads(message.body)["data"] == event.data
-        (attempt,) = attempts(db, event.id)
-        assert attempt.error is None and attempt.response == f"confirmed by {name}"
-    assert proc.terminate() == 0
-    assert "Traceback" not in proc.log()
+    (event,) = make_events(1)
+    with placed(consumer_for("amqp")) as consumer:
+        _, (got,) = deliver_and_read(daemon, db, consumer, [event], mode=mode)
+    message = got.raw
+    assert message.message_id == event.id
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    if mode == "binary":  # the AMQP binding's prefix, the attributes' values as they are
+        assert message.headers["cloudEvents_id"] == event.id
+        assert message.headers["cloudEvents_subject"] == event.subject
+    (attempt,) = attempts(db, event.id)
+    assert attempt.response == f"confirmed by {consumer.exchange}"  # AmqpConsumer
 
 
 def test_an_unroutable_message_is_a_failed_attempt_not_a_delivery(
@@ -152,57 +138,3 @@ def test_a_missing_exchange_is_a_failed_attempt_and_the_channel_comes_back(
     record(db, [second])
     wait_until(lambda: statuses(db).get(second.id) == "delivered", timeout_s=20)
     assert [m.message_id for m in read_back(queue, 1)] == [second.id]
-
-
-def test_binary_mode_sends_attributes_as_cloudevents_headers(
-    tmp_path: Path, daemon: Callable[..., DaemonProcess], exchange: tuple[str, str]
-) -> None:
-    name, queue = exchange
-    db = tmp_path / "bridge.db"
-    (event,) = make_events(1)
-    daemon(
-        f"""
-        database: bridge.db
-        targets:
-          t1:
-            amqp: {{url: "{AMQP_URL}", exchange: {name}, routing_key: orders.x}}
-            format: binary
-        """
-    )
-    record(db, [event])
-    wait_until(lambda: statuses(db)[event.id] == "delivered", timeout_s=20)
-    (message,) = read_back(queue, 1)
-    assert json.loads(message.body) == event.data
-    assert message.content_type == "application/json"
-    assert message.headers["cloudEvents_id"] == event.id
-    assert message.headers["cloudEvents_type"] == "orders.created"
-    assert message.headers["cloudEvents_source"] == "orders"
-    assert message.headers["cloudEvents_specversion"] == "1.0"
-    assert message.headers["cloudEvents_subject"] == event.subject
-
-
-def test_a_server_that_is_not_there_fails_attempts_and_opens_the_circuit(
-    tmp_path: Path, daemon: Callable[..., DaemonProcess]
-) -> None:
-    db = tmp_path / "bridge.db"
-    events = make_events(2)
-    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    proc = daemon(
-        f"""
-        database: bridge.db
-        targets:
-          t1:
-            amqp: {{url: "{url}", exchange: x, routing_key: y}}
-            timeout: 1s
-            retry: [0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s]
-            circuit: {{failures: 2, cooldown: 1s}}
-        """
-    )
-    record(db, events)
-    wait_until(lambda: "circuit open" in proc.log(), timeout_s=20)
-    errors = [a.error for e in events for a in attempts(db, e.id)]
-    assert errors and all(e and e.startswith("cannot connect") for e in errors)
-    assert "guest:guest" not in proc.log()
-    proc.wait_healthy()
-    assert proc.terminate() == 0
-    assert "Traceback" not in proc.log()

@@ -1,29 +1,20 @@
-"""The nats kind through the real daemon: JetStream publishes read back by nats-py's own
-subscriber, attempts delivered only on the stream's ack, the duplicate window, binary mode,
-and a server that is down (then up)."""
+"""What the nats kind does beyond every broker kind (`test_broker_kinds.py`): `Nats-Msg-Id`
+and the `ce-` headers, a subject no stream stores, the duplicate window dropping a
+`bridge redeliver`, and a server that is down (then up)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.deliver.brokers import (
-    attempts,
-    make_events,
-    record,
-    redeliver,
-    require,
-    statuses,
-)
-from tests.helpers import DaemonProcess, free_port, wait_until
+from tests.deliver.brokers import attempts, make_events, record, require, statuses
+from tests.deliver.consumers import consumer_for, deliver_and_read, placed
+from tests.deliver.private_brokers import PrivateBroker
+from tests.helpers import DaemonProcess, run_cli, wait_until
 
 nats = pytest.importorskip("nats", reason="nats-py (the nats extra) is not installed")
 
@@ -57,24 +48,6 @@ async def _delete_stream(url: str, name: str) -> None:
         await nc.close()
 
 
-def read_back(name: str, prefix: str, n: int, url: str = NATS_URL) -> list[Any]:
-    """The stream's messages, fetched by an ephemeral pull consumer (nats-py's own)."""
-
-    async def go() -> list[Any]:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            sub = await js.pull_subscribe(f"{prefix}.>", stream=name)
-            msgs = await sub.fetch(n, timeout=5)
-            for msg in msgs:
-                await msg.ack()
-            return msgs
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
-
-
 def stream_messages(name: str, url: str = NATS_URL) -> int:
     async def go() -> int:
         nc = await nats.connect(url)
@@ -87,40 +60,21 @@ def stream_messages(name: str, url: str = NATS_URL) -> int:
     return asyncio.run(go())
 
 
-def test_events_are_published_to_jetstream_and_delivered_on_its_ack(
-    tmp_path: Path, daemon: Callable[..., DaemonProcess], stream: tuple[str, str]
+def test_a_message_carries_nats_msg_id_and_percent_encoded_ce_headers(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
 ) -> None:
-    name, prefix = stream
     db = tmp_path / "bridge.db"
-    events = make_events(3)
-    proc = daemon(
-        f"""
-        database: bridge.db
-        targets:
-          t1:
-            nats: {{url: "{NATS_URL}", subject: "{prefix}.{{type}}.{{subject}}", stream: {name}}}
-            timeout: 2s
-        """
-    )
-    record(db, events)
-    wait_until(lambda: set(statuses(db).values()) == {"delivered"}, timeout_s=20)
-
-    msgs = read_back(name, prefix, 3)
-    by_id = {m.headers["Nats-Msg-Id"]: m for m in msgs}
-    assert set(by_id) == {e.id for e in events}
-    for event in events:
-        msg = by_id[event.id]
-        # `{type}` keeps its dots as tokens; the subject's space is not allowed: `_`.
-        assert msg.subject == f"{prefix}.orders.created.{event.subject.replace(' ', '_')}"
-        assert msg.headers["content-type"] == "application/cloudevents+json"
-        body = json.loads(msg.data)
-        assert body["id"] == event.id and body["data"] == event.data
-        (attempt,) = attempts(db, event.id)
-        # The attempt keeps what the stream acknowledged.
-        assert attempt.error is None
-        assert attempt.response is not None and attempt.response.startswith(f"stream {name} seq ")
-    assert proc.terminate() == 0
-    assert "Traceback" not in proc.log()
+    (event,) = make_events(1)
+    with placed(consumer_for("nats")) as consumer:
+        _, (got,) = deliver_and_read(daemon, db, consumer, [event], mode="binary")
+    headers = got.raw.headers
+    assert headers["Nats-Msg-Id"] == event.id  # what the duplicate window keys on
+    # Header values are percent-encoded as in the HTTP binding (the space of the subject).
+    assert headers["ce-subject"] == event.subject.replace(" ", "%20")
+    assert headers["ce-id"] == event.id and headers["content-type"] == "application/json"
+    (attempt,) = attempts(db, event.id)
+    assert attempt.response is not None
+    assert attempt.response.startswith(f"stream {consumer.stream} seq ")  # NatsConsumer
 
 
 def test_a_subject_no_stream_stores_is_a_failed_attempt_until_one_does(
@@ -161,7 +115,7 @@ def test_a_redelivery_is_dropped_by_the_duplicate_window(
     name, prefix = stream
     db = tmp_path / "bridge.db"
     (event,) = make_events(1)
-    daemon(
+    proc = daemon(
         f"""
         database: bridge.db
         targets:
@@ -171,57 +125,21 @@ def test_a_redelivery_is_dropped_by_the_duplicate_window(
     )
     record(db, [event])
     wait_until(lambda: statuses(db)[event.id] == "delivered", timeout_s=20)
-    redeliver(db, [event.id])
+    # An operator asks for it again, beside the running daemon.
+    done = run_cli("redeliver", "-c", str(proc.config_path), event.id)
+    assert done.returncode == 0, done.stderr
     wait_until(lambda: len(attempts(db, event.id)) == 2, timeout_s=20)
     wait_until(lambda: statuses(db)[event.id] == "delivered", timeout_s=20)
     second = attempts(db, event.id)[1]
-    assert second.response is not None and "duplicate" in second.response
+    assert second.response is not None and second.response.endswith("(duplicate: already stored)")
     # Same Nats-Msg-Id: JetStream stored it once.
     assert stream_messages(name) == 1
 
 
-def test_binary_mode_sends_data_as_the_payload_and_attributes_as_ce_headers(
-    tmp_path: Path, daemon: Callable[..., DaemonProcess], stream: tuple[str, str]
-) -> None:
-    name, prefix = stream
-    db = tmp_path / "bridge.db"
-    (event,) = make_events(1)
-    daemon(
-        f"""
-        database: bridge.db
-        targets:
-          t1:
-            nats: {{url: "{NATS_URL}", subject: "{prefix}.orders"}}
-            mode: binary
-        """
-    )
-    record(db, [event])
-    wait_until(lambda: statuses(db)[event.id] == "delivered", timeout_s=20)
-    (msg,) = read_back(name, prefix, 1)
-    assert json.loads(msg.data) == event.data
-    assert msg.headers["content-type"] == "application/json"
-    assert msg.headers["ce-specversion"] == "1.0"
-    assert msg.headers["ce-id"] == event.id
-    assert msg.headers["ce-type"] == "orders.created"
-    assert msg.headers["ce-source"] == "orders"
-    # Header values are percent-encoded as in the HTTP binding (the space of the subject).
-    assert msg.headers["ce-subject"] == event.subject.replace(" ", "%20")
-    assert msg.headers["Nats-Msg-Id"] == event.id
-
-
-@pytest.fixture
-def nats_server_bin() -> str:
-    found = shutil.which("nats-server")
-    if found is None:
-        pytest.skip("the nats-server binary is not installed")
-    return found
-
-
 def test_a_server_that_is_down_fails_attempts_opens_the_circuit_then_delivers_once_up(
-    tmp_path: Path, daemon: Callable[..., DaemonProcess], nats_server_bin: str
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
 ) -> None:
-    port = free_port()
-    url = f"nats://127.0.0.1:{port}"
+    server = PrivateBroker("nats", tmp_path / "nats")  # not started yet
     db = tmp_path / "bridge.db"
     events = make_events(2)
     proc = daemon(
@@ -229,7 +147,7 @@ def test_a_server_that_is_down_fails_attempts_opens_the_circuit_then_delivers_on
         database: bridge.db
         targets:
           t1:
-            nats: {{url: "{url}", subject: "down.orders"}}
+            nats: {{url: "{server.url}", subject: "down.orders"}}
             timeout: 1s
             retry: [0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s, 0.2s]
             circuit: {{failures: 2, cooldown: 1s, max_cooldown: 2s}}
@@ -237,35 +155,14 @@ def test_a_server_that_is_down_fails_attempts_opens_the_circuit_then_delivers_on
     )
     record(db, events)
     wait_until(lambda: "circuit open" in proc.log(), timeout_s=20)
-    errors = [a.error for e in events for a in attempts(db, e.id)]
-    assert errors and all(e and e.startswith("cannot connect") for e in errors)
     assert set(statuses(db).values()) <= {"failed", "pending"}
     proc.wait_healthy()  # the daemon is alive and answering
-
-    server = subprocess.Popen(
-        [nats_server_bin, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        wait_until(lambda: _can_connect(url), timeout_s=10)
-        asyncio.run(_add_stream(url, "DOWN", "down"))
+        server.start()
+        asyncio.run(_add_stream(server.url, "DOWN", "down"))
         wait_until(lambda: set(statuses(db).values()) == {"delivered"}, timeout_s=30)
-        assert stream_messages("DOWN", url) == 2
+        assert stream_messages("DOWN", server.url) == 2
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
     assert proc.terminate() == 0
     assert "Traceback" not in proc.log()
-
-
-def _can_connect(url: str) -> bool:
-    async def go() -> bool:
-        try:
-            nc = await nats.connect(url, connect_timeout=0.5, max_reconnect_attempts=0)
-        except Exception:
-            return False
-        await nc.close()
-        return True
-
-    return asyncio.run(go())

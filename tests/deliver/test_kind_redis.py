@@ -1,9 +1,9 @@
-"""The redis kind through the real daemon: XADDs read back by redis-py's own XRANGE, the
-entry id kept as the attempt's answer, `maxlen`, and a private server stopped and started."""
+"""What the redis kind does beyond every broker kind (`test_broker_kinds.py`): the `id`
+field, the entry id kept as the attempt's answer, `maxlen`, and a private server stopped
+(the circuit opens) and started."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import uuid
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.deliver.brokers import attempts, make_events, record, require, statuses
+from tests.deliver.consumers import consumer_for, deliver_and_read, placed
 from tests.helpers import DaemonProcess, free_port, wait_until
 
 redis = pytest.importorskip("redis", reason="redis-py (the redis extra) is not installed")
@@ -42,37 +43,19 @@ def entries(stream: str, url: str = REDIS_URL) -> list[tuple[str, dict[str, str]
         client.close()
 
 
-def test_events_are_added_to_the_stream_and_the_entry_id_is_kept(
-    tmp_path: Path, daemon: Callable[..., DaemonProcess], stream_prefix: str
+def test_each_entry_has_the_event_id_and_the_attempt_keeps_its_entry_id(
+    tmp_path: Path, daemon: Callable[..., DaemonProcess]
 ) -> None:
     db = tmp_path / "bridge.db"
-    events = make_events(3)
-    proc = daemon(
-        f"""
-        database: bridge.db
-        targets:
-          t1:
-            redis: {{url: "{REDIS_URL}", stream: "{stream_prefix}:{{source}}:{{type}}"}}
-            timeout: 2s
-        """
-    )
-    record(db, events)
-    wait_until(lambda: set(statuses(db).values()) == {"delivered"}, timeout_s=20)
-
-    stream = f"{stream_prefix}:orders:orders.created"
-    read = entries(stream)
-    assert len(read) == 3
-    assert {fields["id"] for _, fields in read} == {e.id for e in events}
-    for entry_id, fields in read:
-        assert fields["content-type"] == "application/cloudevents+json"
-        body = json.loads(fields["event"])
-        assert body["id"] == fields["id"]
-        (attempt,) = attempts(db, fields["id"])
-        # The attempt keeps the entry id Redis answered with: recorded after the XADD.
-        assert attempt.error is None
-        assert attempt.response == f"stream {stream} entry {entry_id}"
-    assert proc.terminate() == 0
-    assert "Traceback" not in proc.log()
+    events = make_events(2)
+    with placed(consumer_for("redis")) as consumer:
+        _, got = deliver_and_read(daemon, db, consumer, events)
+    for received in got:
+        entry_id, fields = received.raw
+        assert fields[b"id"].decode() == received.id  # for a consumer dropping duplicates
+        (attempt,) = attempts(db, received.id)
+        # Recorded after the XADD: the entry id Redis answered with.
+        assert attempt.response == f"stream {received.where} entry {entry_id.decode()}"
 
 
 def test_maxlen_trims_the_stream(

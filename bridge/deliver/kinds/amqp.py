@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
     from bridge.tracing import TraceContext
 
 PREFIX = "cloudEvents_"
+
+# aiormq logs a lost connection as an error with its traceback, and each refused one: the
+# failed attempts already say it, in one line each.
+for _name in ("aiormq", "aio_pika"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
 def _describe(exc: BaseException, secrets: frozenset[str]) -> str:
@@ -69,7 +75,12 @@ class _Server:
                     publisher_confirms=True, on_return_raises=True
                 )
             except Exception as exc:
-                raise ConnectionError("cannot open a channel: " + _describe(exc, secrets)) from None
+                # The connection is gone although it does not say so (a broker that stopped
+                # and started again): the next attempt connects anew, after a backoff.
+                self.backoff.failed("cannot open a channel: " + _describe(exc, secrets))
+                await self.close()
+                self.connection = self.channel = None
+                raise ConnectionError(self.backoff.last_error) from None
             return self.channel
 
     async def close(self) -> None:
