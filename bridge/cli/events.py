@@ -29,6 +29,7 @@ from bridge.cli.edge import (
 )
 from bridge.config import Config
 from bridge.events import Event, format_time, now_ms
+from bridge.status.deliveries import delivery_json
 from bridge.store import Store, open_store
 from bridge.store.base import AttemptRow, DeliveryRow
 
@@ -204,30 +205,6 @@ def _follow(
 
 def _time(ms: int | None) -> str | None:
     return format_time(ms) if ms is not None else None
-
-
-def attempt_json(a: AttemptRow) -> dict[str, Any]:
-    """One attempt as plain data: when, the answer's status, how long, excerpt and error."""
-    return {
-        "time": format_time(a.at_ms),
-        "status": a.status_code,
-        "duration_ms": a.duration_ms,
-        "excerpt": a.response,
-        "error": a.error,
-    }
-
-
-def delivery_json(d: DeliveryRow, attempts: list[AttemptRow]) -> dict[str, Any]:
-    """One delivery of the event, with every attempt made, oldest first."""
-    return {
-        "target": d.target,
-        "status": d.status,
-        "attempts": d.attempts,
-        "created": format_time(d.created_ms),
-        "delivered": _time(d.delivered_ms),
-        "next": _time(d.next_ms) if d.status in ("pending", "failed") else None,
-        "history": [attempt_json(a) for a in attempts if a.delivery_id == d.id],
-    }
 
 
 def _excerpt(text: str | None, width: int = 40) -> str:
