@@ -11,6 +11,7 @@ behind the same guard, and kept in the repository as `docs/openapi.json` (writte
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Security
@@ -63,11 +64,35 @@ def build_api(runtime: Runtime | None = None, guard: Guard | None = None) -> Fas
     for module in (events, targets, sources, stream):
         app.include_router(module.router)
 
+    plain_openapi = app.openapi
+
+    def openapi_spec() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = only_declared_types(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi_spec  # type: ignore[method-assign]
+
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> Response:
         return JSONResponse(app.openapi(), headers={"cache-control": "no-store"})
 
     return app
+
+
+def only_declared_types(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` without the `application/json` FastAPI adds beside a problem's or a stream's
+    own media type (those answers are never plain JSON)."""
+    for methods in doc.get("paths", {}).values():
+        for op in methods.values():
+            for answer in op.get("responses", {}).values():
+                content = answer.get("content", {})
+                if len(content) > 1 and "application/json" in content:
+                    plain = content.pop("application/json")
+                    for kind in content.values():
+                        if "schema" not in kind and "schema" in plain:
+                            kind["schema"] = plain["schema"]
+    return doc
 
 
 def spec() -> dict[str, Any]:
@@ -83,7 +108,11 @@ class Api:
 
     def routes(self) -> list[BaseRoute]:
         """The API, mounted under `/api/v1`."""
-        return [Mount(PREFIX, app=self.app)]
+        mount = Mount(PREFIX, app=self.app)
+        # Starlette's `.*` stops at a newline: a name with one would miss the mount and get
+        # the outer app's plain 404 instead of a problem.
+        mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+        return [mount]
 
     async def start(self) -> None:
         """Nothing to start: every request reads the store."""

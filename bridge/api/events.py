@@ -127,23 +127,6 @@ async def list_events(
     return models.EventPage(events=[event_item(r) for r in rows[:limit]], next=next_of(rows, limit))
 
 
-@router.get(
-    "/events/{event_id:path}", response_model=models.EventDetail, responses=responses("not-found")
-)
-async def get_event(runtime: RuntimeDep, event_id: str) -> models.EventDetail:
-    """One event: the CloudEvent, each delivery and every attempt, oldest first."""
-    store = runtime.store
-    event = await store.get_event(event_id)
-    if event is None:
-        raise ApiProblem("not-found", "no event with this id")
-    rows = await store.list_deliveries(event_id=event_id, limit=None)
-    attempts = await store.list_attempts(event_id)
-    deliveries = [delivery_json(d, attempts) for d in sorted(rows, key=lambda d: d.target)]
-    return models.EventDetail.model_validate(
-        {"event": event.to_cloudevent(), "deliveries": deliveries}
-    )
-
-
 def check_targets(runtime: Runtime, names: list[str]) -> None:
     """unknown-target for a name the config has not got."""
     unknown = [n for n in names if n not in runtime.config.targets]
@@ -186,6 +169,23 @@ async def redeliver_event(
     log.info("api: %s redelivered %s %s: queued %d", caller.who, event_id, where, queued)
     names = targets or [d.target for d in await store.list_deliveries(event_id=event_id)]
     return models.Redelivered(queued=queued, circuit=await held(runtime, names) if queued else [])
+
+
+@router.get(
+    "/events/{event_id:path}", response_model=models.EventDetail, responses=responses("not-found")
+)
+async def get_event(runtime: RuntimeDep, event_id: str) -> models.EventDetail:
+    """One event: the CloudEvent, each delivery and every attempt, oldest first."""
+    store = runtime.store
+    event = await store.get_event(event_id)
+    if event is None:
+        raise ApiProblem("not-found", "no event with this id")
+    rows = await store.list_deliveries(event_id=event_id, limit=None)
+    attempts = await store.list_attempts(event_id)
+    deliveries = [delivery_json(d, attempts) for d in sorted(rows, key=lambda d: d.target)]
+    return models.EventDetail.model_validate(
+        {"event": event.to_cloudevent(), "deliveries": deliveries}
+    )
 
 
 async def _matching(

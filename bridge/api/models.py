@@ -22,9 +22,10 @@ Worst = Literal["dead", "failed", "pending", "delivered", "none"]
 
 
 class Strict(BaseModel):
-    """A body the API reads: unknown fields are refused (a misspelt one must not pass)."""
+    """A body the API reads: unknown fields are refused (a misspelt one must not pass), and
+    no value is coerced (`0` is no `false`, `"5"` no `5`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class EventItem(BaseModel):
@@ -111,7 +112,9 @@ class Redelivered(BaseModel):
 class RangeBody(Strict):
     """Events recorded in a time range to deliver again."""
 
-    since: str = Field(description="Recorded at or after this time (ISO 8601; UTC if no zone).")
+    since: str = Field(
+        min_length=1, description="Recorded at or after this time (ISO 8601; UTC if no zone)."
+    )
     until: str | None = Field(default=None, description="Recorded before this time.")
     source: str | None = None
     type: str | None = Field(default=None, description="A type glob (`*`, `?`).")

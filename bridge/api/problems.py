@@ -104,19 +104,6 @@ def answer(
     )
 
 
-def responses(*names: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` entries of these problems (merged per status)."""
-    out: dict[int | str, dict[str, Any]] = {}
-    for name in names:
-        status, _ = PROBLEMS[name]
-        entry = out.setdefault(
-            status,
-            {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": ""},
-        )
-        entry["description"] = " or ".join(filter(None, [entry["description"], name]))
-    return out
-
-
 # Every route may answer these (the guard's refusals, a bad request, the store down).
 COMMON = (
     "unauthorized",
@@ -126,6 +113,19 @@ COMMON = (
     "too-many-tokens",
     "store-unavailable",
 )
+
+def responses(*names: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entries of these problems and COMMON's (merged per status)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for name in dict.fromkeys((*COMMON, *names)):
+        status, _ = PROBLEMS[name]
+        entry = out.setdefault(
+            status,
+            {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": ""},
+        )
+        entry["description"] = " or ".join(filter(None, [entry["description"], name]))
+    return out
+
 
 _BY_STATUS = {404: "not-found", 405: "method-not-allowed"}
 
