@@ -141,7 +141,7 @@ async def stream(
     where = event_filter(source=source, type=type, since=since)
     after = cursor_of(last_event_id)
     if after is None and where.since_ms is None:
-        where = EventFilter(source=where.source, type=where.type, since_ms=now_ms() - SETTLE_MS)
+        where = EventFilter(source=where.source, type=where.type, since_ms=now_ms())
     follow = Follow(runtime, where, after, limit)
     stopping: asyncio.Event = request.app.state.stopping
     return StreamingResponse(
