@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
+from starlette.types import Receive, Scope, Send
 
 from bridge import __version__
 from bridge.api import events, problems, sources, stream, targets
@@ -36,12 +37,30 @@ Errors are `application/problem+json` (RFC 9457); branch on their `type`.
 """
 
 
-async def _guarded(
-    request: Request,
+async def _declared(
     _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> None:
-    state = request.app.state
-    request.state.visitor = await check(state.runtime, state.guard, request)
+    """Declares the bearer scheme on every operation of the spec; `Guarded` checks it."""
+
+
+class Guarded:
+    """The API app behind the guard: a request is checked before anything else reads it
+    (its route, its method, its body), so a caller without the token learns nothing but 401."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            state = self.app.state
+            try:
+                request.state.visitor = await check(state.runtime, state.guard, request)
+            except problems.ApiProblem as exc:
+                answer = problems.answer(request, exc.name, exc.detail, exc.headers, exc.extra)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def build_api(runtime: Runtime | None = None, guard: Guard | None = None) -> FastAPI:
@@ -54,7 +73,7 @@ def build_api(runtime: Runtime | None = None, guard: Guard | None = None) -> Fas
         docs_url=None,
         redoc_url=None,
         servers=[{"url": PREFIX}],
-        dependencies=[Depends(_guarded)],
+        dependencies=[Depends(_declared)],
         responses=problems.responses(*problems.COMMON),
     )
     app.state.runtime = runtime
@@ -108,7 +127,7 @@ class Api:
 
     def routes(self) -> list[BaseRoute]:
         """The API, mounted under `/api/v1`."""
-        mount = Mount(PREFIX, app=self.app)
+        mount = Mount(PREFIX, app=Guarded(self.app))
         # Starlette's `.*` stops at a newline: a name with one would miss the mount and get
         # the outer app's plain 404 instead of a problem.
         mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)

@@ -37,7 +37,7 @@ def runtime_of(request: Request) -> Runtime:
 
 
 async def caller_of(request: Request) -> Visitor:
-    """Who called (the app's guard dependency ran first and left it here)."""
+    """Who called (the guard in front of the app left it here)."""
     visitor: Visitor = request.state.visitor
     return visitor
 

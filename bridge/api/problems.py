@@ -114,6 +114,7 @@ COMMON = (
     "store-unavailable",
 )
 
+
 def responses(*names: str) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` entries of these problems and COMMON's (merged per status)."""
     out: dict[int | str, dict[str, Any]] = {}

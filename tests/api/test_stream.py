@@ -25,8 +25,13 @@ def messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
             fields[name] = value
 
 
-def read(bridge: Bridge, count: int, headers: dict[str, str] | None = None,
-         connected: threading.Event | None = None, **params: object) -> list[dict[str, str]]:  # fmt: skip
+def read(
+    bridge: Bridge,
+    count: int,
+    headers: dict[str, str] | None = None,
+    connected: threading.Event | None = None,
+    **params: object,
+) -> list[dict[str, str]]:
     """The first `count` messages of a stream (the connection then closed); `connected` is
     set once the answer began (the stream's start is fixed by then)."""
     got: list[dict[str, str]] = []
