@@ -12,3 +12,6 @@
 
 The API calls the store operations the CLI and the admin pages call, so the three agree.
 """
+
+# Where the daemon mounts the API (`bridge check` names it without importing the app).
+PREFIX = "/api/v1"

@@ -22,13 +22,12 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import Receive, Scope, Send
 
 from bridge import __version__
-from bridge.api import events, problems, sources, stream, targets
+from bridge.api import PREFIX, events, problems, sources, stream, targets
 from bridge.api.guard import bearer_scheme, check
 from bridge.config import Config
 from bridge.runtime import Runtime
 from bridge.web.auth import Guard
 
-PREFIX = "/api/v1"
 DESCRIPTION = """\
 The bridge's HTTP API for scripts and dashboards: events and their deliveries, redelivery,
 targets, sources and a stream of new events. Send `Authorization: Bearer <server.admin_token>`
