@@ -48,8 +48,9 @@ router = APIRouter(tags=["stream"])
 def message(event: Event) -> bytes:
     """One event as an SSE message: its cursor as `id`, the CloudEvent as `data`."""
     cursor = views.cursor_text(EventCursor(event.recorded_ms, event.id))
-    # Compact JSON has no newline: one `data:` line.
-    return f"id: {cursor}\ndata: {jsontext.dumps(event.to_cloudevent())}\n\n".encode()
+    # Compact JSON has no newline: one `data:` line. The `id` comes after it, so a script that
+    # reads line by line and keeps the last id keeps it only once it has the event.
+    return f"data: {jsontext.dumps(event.to_cloudevent())}\nid: {cursor}\n\n".encode()
 
 
 class Follow:
