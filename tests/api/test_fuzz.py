@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.api.parts import AUTH, Bridge, running, wait_for_attempts
 from tests.helpers import REPO, run_cli
 
@@ -49,6 +51,8 @@ def _state(bridge: Bridge) -> object:
     return out
 
 
+# Two runs of a few hundred requests each on a machine shared with other tests.
+@pytest.mark.timeout(600)
 def test_the_api_survives_generated_requests_and_without_the_token_changes_nothing(
     daemon, tmp_path: Path
 ) -> None:
