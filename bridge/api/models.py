@@ -230,7 +230,9 @@ class PollInfo(BaseModel):
         description="Where an incremental or feed poll resumes (null for other modes)."
     )
     token_kept: bool = Field(description="A delta source keeps a token (never shown).")
-    budget: str | None
+    budget: dict[str, Any] | None = Field(
+        description="Its request budget: name, used, limit, per_s, waiting, delaying."
+    )
     held_until: str | None = Field(description="Until when the upstream holds polls back.")
 
 

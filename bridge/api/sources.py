@@ -56,6 +56,14 @@ def _watermark(mode: str | None, state: PollState) -> tuple[Any, bool]:
         return state.cursor, False
 
 
+def _budget(runtime: Runtime, name: str | None) -> dict[str, Any] | None:
+    """The source's budget and its use now (the running poller's)."""
+    if name is None:
+        return None
+    use = next((u for u in runtime.budgets.uses() if u.name == name), None)
+    return asdict(use) if use is not None else {"name": name}
+
+
 def poll_info(runtime: Runtime, name: str, mode: str | None, state: PollState) -> dict[str, Any]:
     """A polled source's stored state, its budget and its hold."""
     watermark, token_kept = _watermark(mode, state)
@@ -75,7 +83,7 @@ def poll_info(runtime: Runtime, name: str, mode: str | None, state: PollState) -
         "pending_deletes": state.pending_deletes,
         "watermark": watermark,
         "token_kept": token_kept,
-        "budget": source.poll.budget if source.poll is not None else None,
+        "budget": _budget(runtime, source.poll.budget if source.poll is not None else None),
         "held_until": format_time(math.ceil(hold[0] * 1000)) if hold else None,
     }
 

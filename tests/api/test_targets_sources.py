@@ -67,8 +67,16 @@ def test_sources_agree_with_bridge_status_json_field_for_field(daemon) -> None:
         assert_problem(bridge.api.get("/sources/nope"), 404, "not-found")
 
 
-def test_poll_now_answers_as_the_old_path_does(daemon) -> None:
+def test_poll_now_answers_as_the_old_path_does_and_a_budget_shows_its_use(daemon) -> None:
     with running(daemon) as bridge:
+        # The `items` source under a budget (the config rewritten, then reloaded).
+        path = bridge.proc.config_path
+        text = path.read_text().replace("every: 1h,", "every: 1h, budget: upstream,")
+        path.write_text("budgets:\n  upstream: {requests: 50, per: 1m}\n" + text)
+        reloaded = run_cli("reload", "-c", str(path))
+        assert reloaded.returncode == 0, reloaded.stderr
+        budget = bridge.api.get("/sources/items").json()["poll"]["budget"]
+        assert budget["name"] == "upstream" and budget["limit"] == 50 and budget["per_s"] == 60
         polled = bridge.api.post("/sources/items/poll")
         assert polled.status_code == 200, polled.text
         body = polled.json()
@@ -77,3 +85,5 @@ def test_poll_now_answers_as_the_old_path_does(daemon) -> None:
         assert old.status_code == 200 and set(old.json()) == set(body)
         assert_problem(bridge.api.post("/sources/orders/poll"), 404, "not-found")
         assert_problem(bridge.api.post("/sources/nope/poll"), 404, "not-found")
+        after = bridge.api.get("/sources/items").json()["poll"]["budget"]
+        assert after["used"] >= 2  # the two polls asked for above
