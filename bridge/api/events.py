@@ -182,7 +182,11 @@ async def get_event(runtime: RuntimeDep, event_id: str) -> models.EventDetail:
         raise ApiProblem("not-found", "no event with this id")
     rows = await store.list_deliveries(event_id=event_id, limit=None)
     attempts = await store.list_attempts(event_id)
-    deliveries = [delivery_json(d, attempts) for d in sorted(rows, key=lambda d: d.target)]
+    states, at_ms = await store.target_states(), now_ms()
+    deliveries = [
+        delivery_json(d, attempts, states.get(d.target), at_ms)
+        for d in sorted(rows, key=lambda d: d.target)
+    ]
     return models.EventDetail.model_validate(
         {"event": event.to_cloudevent(), "deliveries": deliveries}
     )

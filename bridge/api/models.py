@@ -71,7 +71,14 @@ class Delivery(BaseModel):
     attempts: int
     created: str
     delivered: str | None
-    next: str | None = Field(description="When the next attempt is due (pending or failed).")
+    next: str | None = Field(
+        description="When the next attempt is due (never a time past: now when due); null when"
+        " it waits for nothing, or for its target to be enabled."
+    )
+    held: str | None = Field(
+        description="What holds it back longer than its retry schedule: an open circuit or a"
+        " disabled target."
+    )
     history: list[Attempt]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.deliver import circuit
 from bridge.events import format_time
-from bridge.store.base import AttemptRow, DeliveryRow
+from bridge.store.base import AttemptRow, DeliveryRow, TargetState
 
 
 def _time(ms: int | None) -> str | None:
@@ -24,14 +25,17 @@ def attempt_json(a: AttemptRow) -> dict[str, Any]:
     }
 
 
-def delivery_json(d: DeliveryRow, attempts: list[AttemptRow]) -> dict[str, Any]:
-    """One delivery of the event, with every attempt made, oldest first."""
+def delivery_json(
+    d: DeliveryRow, attempts: list[AttemptRow], state: TargetState | None, at_ms: int
+) -> dict[str, Any]:
+    """One delivery of the event, with every attempt made, oldest first, and its next attempt
+    (`circuit.next_json`: never a time past, `held` by an open circuit or a disabled target)."""
     return {
         "target": d.target,
         "status": d.status,
         "attempts": d.attempts,
         "created": format_time(d.created_ms),
         "delivered": _time(d.delivered_ms),
-        "next": _time(d.next_ms) if d.status in ("pending", "failed") else None,
+        **circuit.next_json(d, state, at_ms),
         "history": [attempt_json(a) for a in attempts if a.delivery_id == d.id],
     }
