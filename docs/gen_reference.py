@@ -7,6 +7,9 @@
   its help, and each argument and option.
 - `docs/reference/metrics.md`: every metric of `bridge/metrics.py`: its name as served, its
   type, its labels and its help.
+- `docs/openapi.json`: the HTTP API's OpenAPI 3.1 spec, as the daemon serves it at
+  `/api/v1/openapi.json` (`bridge.api.app.spec`), and `docs/reference/api.md`, every
+  operation of it with its parameters, body and answers, every schema, every problem type.
 
 `python docs/gen_reference.py` writes them (`make docs` runs it); `--check` writes nothing and
 exits 1 when a committed page differs from what the code gives. tests/test_docs.py holds the
@@ -19,6 +22,7 @@ from __future__ import annotations
 import ast
 import inspect
 import io
+import json
 import sys
 import textwrap
 import tokenize
@@ -35,6 +39,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from bridge import metrics
+from bridge.api.app import PREFIX, spec
+from bridge.api.problems import PROBLEMS, type_uri
 from bridge.cli import cli
 from bridge.config import Config
 
@@ -464,6 +470,97 @@ def render_metrics() -> str:
     return "\n".join(out) + "\n"
 
 
+# -- the HTTP API ----------------------------------------------------------------------------------
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    """A JSON schema in a few words: `string`, `integer or null`, `list of Attempt`."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return f"[{name}](#{slugify(name, '-')})"
+    if "anyOf" in schema:
+        return " or ".join(schema_text(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return " | ".join(f"`{v}`" for v in schema["enum"])
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list of {schema_text(schema.get('items', {}))}"
+    bounds = [f"{k} {schema[k]}" for k in ("minimum", "maximum", "maxItems") if k in schema]
+    return str(kind) + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _operation(path: str, method: str, op: dict[str, Any]) -> list[str]:
+    out = [f"### {method.upper()} `{PREFIX}{path}`", "", op.get("description", "").strip(), ""]
+    params = op.get("parameters", [])
+    if params:
+        out += ["| parameter | in | type | default | what |", "| --- | --- | --- | --- | --- |"]
+        for p in params:
+            schema = p.get("schema", {})
+            default = f"`{schema['default']}`" if "default" in schema else ""
+            if p.get("required"):
+                default = "required"
+            text = cell(p.get("description", "") or schema.get("description", ""))
+            row = [f"`{p['name']}`", p["in"], cell(schema_text(schema)), default, text]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    body = op.get("requestBody")
+    if body:
+        schema = next(iter(body["content"].values()))["schema"]
+        out += [f"Body (JSON): {schema_text(schema)}", ""]
+    out += ["| answer | what |", "| --- | --- |"]
+    for status, answer in op["responses"].items():
+        content = answer.get("content", {})
+        shape = ", ".join(
+            f"`{kind}` {schema_text(c['schema'])}" if c.get("schema") else f"`{kind}`"
+            for kind, c in content.items()
+        )
+        out.append(f"| {status} | {cell(answer.get('description', ''))} {shape} |")
+    return [*out, ""]
+
+
+def render_api() -> str:
+    """docs/reference/api.md: every operation, schema and problem type of the spec."""
+    doc = spec()
+    out = [
+        GENERATED,
+        "",
+        "# HTTP API",
+        "",
+        f"Every operation of the API at `{PREFIX}`, from its OpenAPI {doc['openapi']} spec"
+        " (served at `/api/v1/openapi.json`, kept as `docs/openapi.json`). How to call it,"
+        " and worked scripts: [the API guide](../api.md).",
+        "",
+        "## Operations",
+        "",
+    ]
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            out += _operation(path, method, op)
+    out += ["## Schemas", ""]
+    for name, schema in doc["components"]["schemas"].items():
+        out += [f"### {name}", "", cell(schema.get("description", "")), ""]
+        props = schema.get("properties", {})
+        if props:
+            required = set(schema.get("required", []))
+            out += ["| field | type | what |", "| --- | --- | --- |"]
+            for field, sub in props.items():
+                mark = "" if field in required else " (optional)"
+                what = cell(sub.get("description", ""))
+                out.append(f"| `{field}` | {cell(schema_text(sub))}{mark} | {what} |")
+            out.append("")
+    out += ["## Problem types", "", "| type | status | title |", "| --- | --- | --- |"]
+    for name, (status, title) in PROBLEMS.items():
+        out.append(f"| `{type_uri(name)}` | {status} | {cell(title)} |")
+    return "\n".join(out) + "\n"
+
+
+def openapi_text() -> str:
+    """docs/openapi.json: the spec as the daemon serves it, indented."""
+    return json.dumps(spec(), indent=2) + "\n"
+
+
 # -- the pages -----------------------------------------------------------------------------------
 
 
@@ -473,6 +570,8 @@ def pages() -> dict[Path, str]:
         REFERENCE / "config.md": render_config(),
         REFERENCE / "cli.md": render_cli(),
         REFERENCE / "metrics.md": render_metrics(),
+        REFERENCE / "api.md": render_api(),
+        HERE / "openapi.json": openapi_text(),
     }
 
 

@@ -37,6 +37,7 @@ from bridge.config import Config
 from bridge.deliver import circuit
 from bridge.events import format_time, now_ms
 from bridge.logs import plural
+from bridge.status.targets import target_rows
 from bridge.store import Store, open_store
 from bridge.store.base import DeliveryRow, TargetState
 
@@ -288,16 +289,6 @@ def redeliver(
         raise Failure(f"nothing to deliver{where} for: {', '.join(missing)}")
 
 
-def _health(state: TargetState, at_ms: int) -> str:
-    if state.disabled_ms is not None:
-        return f"disabled since {format_time(state.disabled_ms)} ({state.disabled_reason})"
-    if state.is_open(at_ms) and state.open_until_ms is not None:
-        return f"failing: circuit open until {format_time(state.open_until_ms)}"
-    if state.circuit != "closed" or state.failures:
-        return f"failing ({state.failures} failures in a row)"
-    return "ok"
-
-
 @click.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
@@ -310,29 +301,7 @@ def targets(config_path: str, as_json: bool) -> None:
         return await store.target_states(), await store.delivery_counts()
 
     states, counts = with_store(config, gather)
-    shown = url_masker(config)
-    at_ms = now_ms()
-    out: list[dict[str, Any]] = []
-    # Targets removed from the config still show while they have deliveries waiting.
-    names = list(config.targets) + sorted(set(counts) - set(config.targets))
-    for name in names:
-        state = states.get(name) or TargetState(name)
-        by_status = counts.get(name, {})
-        target = config.targets.get(name)
-        out.append(
-            {
-                "name": name,
-                "url": shown(target.address) if target else None,
-                "health": _health(state, at_ms) if target else "removed from the config",
-                "enabled": state.disabled_ms is None,
-                "circuit": state.circuit,
-                "open_until": _time(state.open_until_ms) if state.is_open(at_ms) else None,
-                "failures": state.failures,
-                "backlog": by_status.get("pending", 0) + by_status.get("failed", 0),
-                "dead": by_status.get("dead", 0),
-                "delivered": by_status.get("delivered", 0),
-            }
-        )
+    out = target_rows(config, states, counts, now_ms(), url_masker(config))
     if as_json:
         click.echo(jsontext.dumps(out, indent=2))
         return

@@ -28,8 +28,8 @@ from bridge.cli.edge import (
     say,
 )
 from bridge.config import Config
-from bridge.deliver import circuit
 from bridge.events import Event, format_time, now_ms
+from bridge.status.deliveries import delivery_json
 from bridge.store import Store, open_store
 from bridge.store.base import AttemptRow, DeliveryRow, TargetState
 
@@ -205,33 +205,6 @@ def _follow(
 
 def _time(ms: int | None) -> str | None:
     return format_time(ms) if ms is not None else None
-
-
-def attempt_json(a: AttemptRow) -> dict[str, Any]:
-    """One attempt as plain data: when, the answer's status, how long, excerpt and error."""
-    return {
-        "time": format_time(a.at_ms),
-        "status": a.status_code,
-        "duration_ms": a.duration_ms,
-        "excerpt": a.response,
-        "error": a.error,
-    }
-
-
-def delivery_json(
-    d: DeliveryRow, attempts: list[AttemptRow], state: TargetState | None, at_ms: int
-) -> dict[str, Any]:
-    """One delivery of the event, with every attempt made, oldest first, and its next attempt
-    (`circuit.next_json`: never a time past, `held` by an open circuit or a disabled target)."""
-    return {
-        "target": d.target,
-        "status": d.status,
-        "attempts": d.attempts,
-        "created": format_time(d.created_ms),
-        "delivered": _time(d.delivered_ms),
-        **circuit.next_json(d, state, at_ms),
-        "history": [attempt_json(a) for a in attempts if a.delivery_id == d.id],
-    }
 
 
 def _next_cell(d: dict[str, Any]) -> str:

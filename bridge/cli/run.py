@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from bridge import jsontext
+from bridge.api import PREFIX as API_PREFIX
+from bridge.cli.daemon_api import base_url
 from bridge.cli.edge import (
     ConfigFailure,
     config_option,
@@ -18,6 +20,7 @@ from bridge.cli.edge import (
     say,
     url_masker,
 )
+from bridge.client_address import parse_address
 from bridge.config import Config, TargetConfig, load_config
 from bridge.config.advice import warnings
 from bridge.config.auth import OAuth2Config
@@ -71,6 +74,27 @@ def refresh_tokens_in_force(config: Config) -> dict[str, str]:
         return {name: f"unknown, the database cannot be read ({exc})" for name in wanted}
 
 
+def api_access(config: Config) -> dict[str, Any]:
+    """The HTTP API's base URL and who may call it: `open` (no token: any client on this
+    machine), `token` (Authorization: Bearer <server.admin_token>) or `closed` (no token and
+    a listen address that is not loopback: every call is refused)."""
+    server = config.server
+    address = parse_address(server.host)
+    is_loopback = server.host == "localhost" or (address is not None and address.is_loopback)
+    if server.admin_token is not None:
+        access, text = "token", "needs Authorization: Bearer <server.admin_token>"
+    elif is_loopback:
+        access, text = "open", "open to clients on this machine (no server.admin_token)"
+    else:
+        access, text = "closed", "refused: set server.admin_token to call it from elsewhere"
+    return {
+        "url": base_url(server) + API_PREFIX,
+        "open": access == "open",
+        "access": access,
+        "text": text,
+    }
+
+
 def check_summary(config_path: str, config: Config) -> dict[str, Any]:
     """What `bridge check` reports, as data: the config's parts (secrets masked), warnings."""
     shown = url_masker(config)
@@ -110,6 +134,7 @@ def check_summary(config_path: str, config: Config) -> dict[str, Any]:
         "database": shown(config.database_path),
         "listen": config.server.listen,
         "admin_token": config.server.admin_token is not None,
+        "api": api_access(config),
         "sources": sources,
         "targets": [
             {
@@ -174,6 +199,7 @@ def _print_check(summary: dict[str, Any], config: Config) -> None:
     say(f"  listen    {summary['listen']}")
     if summary["admin_token"]:
         say("  admin     token set (***)")
+    say(f"  api       {summary['api']['url']}: {summary['api']['text']}")
     for s in summary["sources"]:
         if s["kind"] == "poll":
             say(f"  source    {s['name']}: poll {s['method']} {s['url']} every {s['every']}")

@@ -45,6 +45,7 @@ from bridge.status.summary import (
     Summary,
     budget_use_text,
     collect,
+    with_iso_times,
 )
 from bridge.store import open_store
 from bridge.terminal import cell
@@ -166,24 +167,6 @@ def _budgets_table(budgets: list[BudgetSummary]) -> Any:
         table.caption = "use unknown: no running bridge answered at server.listen"
         table.caption_justify = "left"
     return table
-
-
-# The keys of the summary that are times (epoch milliseconds): each also given as ISO 8601.
-TIME_KEYS = ("last_poll_ms", "last_event_ms", "started_ms", "heartbeat_ms")
-
-
-def with_iso_times(value: Any) -> Any:
-    """`value` with an ISO 8601 twin (`last_poll`) beside every time in milliseconds."""
-    if isinstance(value, list):
-        return [with_iso_times(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    out = {k: with_iso_times(v) for k, v in value.items()}
-    for key in TIME_KEYS:
-        if key in out:
-            ms = out[key]
-            out[key.removesuffix("_ms")] = format_time(ms) if isinstance(ms, int) else None
-    return out
 
 
 @dataclass(slots=True, frozen=True)

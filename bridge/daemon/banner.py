@@ -4,12 +4,14 @@
       status page  http://127.0.0.1:8080/
       webhook      http://127.0.0.1:8080/hooks/github (source github)
       metrics      http://127.0.0.1:8080/metrics
+      api          http://127.0.0.1:8080/api/v1 (HTTP API; spec at /api/v1/openapi.json)
 
 Pure: the daemon logs each line at `info`.
 """
 
 from __future__ import annotations
 
+from bridge.api import PREFIX
 from bridge.config import Config
 from bridge.logs import plural
 
@@ -38,4 +40,5 @@ def banner_lines(
         if source.webhook is not None:
             lines.append(f"  webhook      {base}{config.webhook_path(name)} (source {name})")
     lines.append(f"  metrics      {base}/metrics")
+    lines.append(f"  api          {base}{PREFIX} (HTTP API; spec at {PREFIX}/openapi.json)")
     return lines

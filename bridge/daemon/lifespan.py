@@ -58,6 +58,7 @@ class _Server(uvicorn.Server):
 
 def build_components(runtime: Runtime) -> list[Component]:
     """The engines for this config, in start order."""
+    from bridge.api.app import Api
     from bridge.daemon.heartbeat import Heartbeat
     from bridge.daemon.janitor import Janitor
     from bridge.deliver.worker import Deliverer
@@ -79,6 +80,7 @@ def build_components(runtime: Runtime) -> list[Component]:
     components.append(Status(runtime, guard))
     components.append(Admin(runtime, guard, poller))
     components.append(PollNow(runtime, guard))
+    components.append(Api(runtime, guard))
     components.append(Janitor(runtime))
     return components
 

@@ -415,6 +415,9 @@ class Deliverer:
                 self._pump(target)  # disabled meanwhile: what it has queued is given back
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
+                elif not was_disabled and target.disabled_ms is not None:
+                    # `bridge target disable`, the admin pages or the API.
+                    log.info("target %s disabled: %s", name, state.disabled_reason)
                 # Closed in the database: `bridge target reset|enable` or the admin pages.
                 line = circuit_line(name, before, target.circuit, by="reset")
                 if line and target.circuit.state == "closed":

@@ -17,7 +17,7 @@ from typing import Any
 from bridge.budgets import BudgetUse
 from bridge.compare.merge import figures
 from bridge.config import Config, MergeConfig, PollConfig
-from bridge.events import now_ms
+from bridge.events import format_time, now_ms
 from bridge.poll.modes import Watermark
 from bridge.store import Store
 from bridge.store.base import PollState, SightingRecord, TargetState
@@ -100,6 +100,24 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: times in milliseconds since the epoch, null when unknown."""
         return asdict(self)
+
+
+# The keys of the summary that are times (epoch milliseconds): each also given as ISO 8601.
+TIME_KEYS = ("last_poll_ms", "last_event_ms", "started_ms", "heartbeat_ms")
+
+
+def with_iso_times(value: Any) -> Any:
+    """`value` with an ISO 8601 twin (`last_poll`) beside every time in milliseconds."""
+    if isinstance(value, list):
+        return [with_iso_times(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: with_iso_times(v) for k, v in value.items()}
+    for key in TIME_KEYS:
+        if key in out:
+            ms = out[key]
+            out[key.removesuffix("_ms")] = format_time(ms) if isinstance(ms, int) else None
+    return out
 
 
 def budget_summaries(config: Config, uses: Sequence[BudgetUse] | None) -> list[BudgetSummary]:

@@ -524,11 +524,17 @@ class AdminStore(ABC):
 
     @abstractmethod
     async def page_events(
-        self, where: EventFilter, after: EventCursor | None, limit: int
+        self,
+        where: EventFilter,
+        after: EventCursor | None,
+        limit: int,
+        *,
+        oldest_first: bool = False,
     ) -> list[EventListing]:
         """Up to `limit` events matching `where`, newest first by (recorded_ms, id), strictly
         older than `after` when given: keyset paging on an index, as fast on the
-        hundredth page as on the first (never an OFFSET)."""
+        hundredth page as on the first (never an OFFSET). With `oldest_first`, oldest first
+        and strictly newer than `after` (the API's stream of new events)."""
 
     @abstractmethod
     async def list_target_attempts(self, target: str, limit: int) -> list[AttemptRow]:

@@ -106,12 +106,14 @@ def page_events_sql(
     *,
     type_condition: tuple[str, str] | None,
     mark: str = "?",
+    oldest_first: bool = False,
 ) -> tuple[str, list[Any]]:
     """The keyset-paged select of `AdminStore.page_events`: the event columns, then the worst
     delivery's rank. `type_condition` is the backend's glob match (condition, pattern).
 
-    The order (recorded_ms DESC, id DESC) and the row comparison with the cursor both follow
-    the (recorded_ms, id) index, so any page costs one index seek and `limit` rows read.
+    The order (recorded_ms DESC, id DESC; ASC with `oldest_first`) and the row comparison
+    with the cursor both follow the (recorded_ms, id) index, so any page costs one index seek
+    and `limit` rows read.
     """
     filters: list[tuple[str, Any]] = [
         ("source = ?", where.source),
@@ -130,12 +132,14 @@ def page_events_sql(
         conds.append(f"{_WORST_RANK} = {mark}")
         args.append(_RANK.get(where.delivery, -1))
     if after is not None:
-        conds.append(f"(recorded_ms, id) < ({mark}, {mark})")
+        beyond = ">" if oldest_first else "<"
+        conds.append(f"(recorded_ms, id) {beyond} ({mark}, {mark})")
         args += [after.recorded_ms, after.id]
     sql = f"SELECT {EVENT_COLUMNS}, {_WORST_RANK} FROM events"
     if conds:
         sql += " WHERE " + " AND ".join(conds)
-    sql += f" ORDER BY recorded_ms DESC, id DESC LIMIT {mark}"
+    order = "ASC" if oldest_first else "DESC"
+    sql += f" ORDER BY recorded_ms {order}, id {order} LIMIT {mark}"
     args.append(limit)
     return sql, args
 

@@ -164,6 +164,7 @@ def test_banner_and_combined_line() -> None:
         "  status page  http://127.0.0.1:8080/",
         "  webhook      http://127.0.0.1:8080/hooks/gh (source gh)",
         "  metrics      http://127.0.0.1:8080/metrics",
+        "  api          http://127.0.0.1:8080/api/v1 (HTTP API; spec at /api/v1/openapi.json)",
     ]
     assert base_url("::", 1) == "http://[::1]:1" and base_url("10.0.0.1", 2) == "http://10.0.0.1:2"
     line = combined_line(

@@ -151,11 +151,18 @@ class PostgresEvents:
         return await self.run(q)
 
     async def page_events(
-        self, where: EventFilter, after: EventCursor | None, limit: int
+        self,
+        where: EventFilter,
+        after: EventCursor | None,
+        limit: int,
+        *,
+        oldest_first: bool = False,
     ) -> list[EventListing]:
         like = glob_to_like(where.type) if where.type is not None else None
         condition = ("type LIKE ? ESCAPE '\\'", like) if like is not None else None
-        sql, args = page_events_sql(where, after, limit, type_condition=condition, mark="%s")
+        sql, args = page_events_sql(
+            where, after, limit, type_condition=condition, mark="%s", oldest_first=oldest_first
+        )
 
         async def q(conn: Conn) -> list[EventListing]:
             cur = await conn.execute(sql, args)

@@ -127,11 +127,17 @@ class SQLiteEvents:
         return await self.read(q)
 
     async def page_events(
-        self, where: EventFilter, after: EventCursor | None, limit: int
+        self,
+        where: EventFilter,
+        after: EventCursor | None,
+        limit: int,
+        *,
+        oldest_first: bool = False,
     ) -> list[EventListing]:
         glob = glob_to_sqlite(where.type) if where.type is not None else None
+        condition = ("type GLOB ?", glob) if glob else None
         sql, args = page_events_sql(
-            where, after, limit, type_condition=("type GLOB ?", glob) if glob else None
+            where, after, limit, type_condition=condition, oldest_first=oldest_first
         )
 
         def q(conn: sqlite3.Connection) -> list[EventListing]:

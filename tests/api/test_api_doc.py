@@ -1,0 +1,122 @@
+"""docs/api.md's worked scripts run as written (curl and jq) against the real daemon: its
+address and the target's name are the only words changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.web.views import cursor_of
+from tests.api.parts import Bridge, running, wait_for_attempts
+from tests.helpers import REPO, wait_until
+from tests.web.admin_parts import TOKEN
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("jq")), reason="curl or jq is not installed"
+)
+PAGE = REPO / "docs" / "api.md"
+
+
+def blocks(bridge: Bridge) -> list[str]:
+    """The page's sh blocks, pointed at this bridge and its target `sink`."""
+    found = re.findall(r"```sh\n(.*?)```", PAGE.read_text(), re.S)
+    assert len(found) == 5, "setup, redeliver, disable, enable, stream"
+    return [
+        textwrap.dedent(b)
+        .replace("http://127.0.0.1:8080", bridge.proc.url)
+        .replace("orders-api", "sink")
+        for b in found
+    ]
+
+
+def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BRIDGE_ADMIN_TOKEN": TOKEN}
+    return subprocess.run(["bash", "-euc", script], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=60)  # fmt: skip
+
+
+def test_the_redelivery_and_the_pause_scripts_run_as_written(daemon, tmp_path: Path) -> None:
+    with running(daemon) as bridge:
+        setup, redeliver, disable, enable, _ = blocks(bridge)
+        bridge.send("d1")
+        bridge.send("d2")
+        wait_for_attempts(bridge, 6)
+        wait_until(lambda: len(bridge.api.get("/events", params={"delivery": "dead"}).json()[
+            "events"]) == 2)  # fmt: skip
+        bridge.receiver.fixed = True
+        done = bash(setup + redeliver, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "2 dead events: queued 2 deliveries again" in done.stdout
+        assert done.stdout.count(" dead order.created ") == 2
+        wait_until(lambda: len(bridge.api.get("/events", params={"delivery": "delivered"}).json()[
+            "events"]) == 2)  # fmt: skip
+        # Pause: the target's deliveries wait; resume: they go.
+        paused = bash(setup + disable, tmp_path)
+        assert paused.returncode == 0, paused.stderr
+        first, second = paused.stdout.splitlines()
+        assert json.loads(first) == {"target": "sink", "enabled": False, "changed": True}
+        assert json.loads(second)["enabled"] is False
+        # The running deliverer takes it within a second (it reads the targets' states).
+        wait_until(lambda: "target sink disabled: disabled through the API" in bridge.proc.log())
+        received = bridge.receiver.received
+        bridge.send("d3")
+        wait_until(lambda: bridge.api.get("/targets/sink").json()["backlog"] == 1)
+        assert bridge.receiver.received == received
+        resumed = bash(setup + enable, tmp_path)
+        assert json.loads(resumed.stdout)["changed"] is True
+        wait_until(lambda: bridge.receiver.received == received + 1)
+
+
+def _follow(script: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "BRIDGE_ADMIN_TOKEN": TOKEN}
+    return subprocess.Popen(["bash", "-uc", script], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=cwd, start_new_session=True)  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    return out
+
+
+def test_the_stream_script_follows_and_resumes_after_the_last_id(daemon, tmp_path: Path) -> None:
+    with running(daemon) as bridge:
+        setup, *_, follow = blocks(bridge)
+        proc = _follow(setup + follow, tmp_path)
+        try:
+            # The loop connects when it connects: send until one event shows.
+            last_id = tmp_path / "last-event-id"
+            for i in range(40):
+                bridge.send(f"live{i}")
+                if last_id.exists() and last_id.read_text():
+                    break
+                time.sleep(0.25)
+            wait_until(lambda: last_id.read_text() != "")
+        finally:
+            out = _stop(proc)
+        shown = [json.loads(line) for line in out.splitlines()]
+        assert shown and all(s["source"] == "orders" for s in shown)
+        # Sent while it is down, shown first when it starts again (after the last id).
+        bridge.send("while-down")
+        down_id = bridge.event("while-down")["id"]
+        again = _follow(setup + follow, tmp_path)
+        try:
+            # The file holds the cursor of the last event shown: wait until it is this one.
+            wait_until(lambda: last_id.read_text() and cursor_of(last_id.read_text()).id == down_id)
+        finally:
+            out = _stop(again)
+        later = [json.loads(line)["subject"] for line in out.splitlines()]
+        # Both runs together: every event from the first shown on, in order, none twice (the
+        # first run may have been stopped before it showed the last ones it was sent).
+        together = [s["subject"] for s in shown] + later
+        stored = [e["subject"] for e in reversed(bridge.api.get("/events").json()["events"])]
+        assert together == stored[-len(together) :] and together[-1] == "while-down", together
