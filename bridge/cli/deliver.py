@@ -84,14 +84,14 @@ def _time(ms: int | None) -> str:
     return format_time(ms) if ms is not None else ""
 
 
-def _delivery_json(row: DeliveryRow) -> dict[str, Any]:
+def _delivery_json(row: DeliveryRow, state: TargetState | None, at_ms: int) -> dict[str, Any]:
     return {
         "id": row.id,
         "event_id": row.event_id,
         "target": row.target,
         "status": row.status,
         "attempts": row.attempts,
-        "next": _time(row.next_ms) if row.status in ("pending", "failed") else None,
+        **circuit.next_json(row, state, at_ms),
         "created": _time(row.created_ms),
         "delivered": _time(row.delivered_ms) or None,
         "last_code": row.last_code,
@@ -125,16 +125,21 @@ def deliveries(
     """List deliveries of events to targets, newest first."""
     config = config_for_reading(config_path, database)
     existing_database(config)
-    rows = with_store(
-        config, lambda s: s.list_deliveries(status=status, target=target, limit=limit)
-    )
+
+    async def read(store: Store) -> tuple[list[DeliveryRow], dict[str, TargetState]]:
+        rows = await store.list_deliveries(status=status, target=target, limit=limit)
+        return rows, await store.target_states()
+
+    rows, states = with_store(config, read)
+    at_ms = now_ms()
     if not rows and target is not None and target not in config.targets:
         # Neither configured nor in the outbox: a misspelt name, most likely.
         known = ", ".join(sorted(config.targets)) or "none"
         hint = "" if is_config_less(config) else f" (targets: {known})"
         raise click.UsageError(f"no target named {target!r}{hint}")
     if as_json:
-        click.echo(jsontext.dumps([_delivery_json(r) for r in rows], indent=2))
+        shown = [_delivery_json(r, states.get(r.target), at_ms) for r in rows]
+        click.echo(jsontext.dumps(shown, indent=2))
         return
     print_table(
         ("event", "target", "status", "attempts", "transform", "next", "last"),
@@ -145,7 +150,7 @@ def deliveries(
                 r.status,
                 str(r.attempts),
                 "applied" if r.transformed else "",
-                _time(r.next_ms) if r.status in ("pending", "failed") else "",
+                circuit.next_text(r, states.get(r.target), at_ms),
                 str(r.last_code or r.last_error or ""),
             )
             for r in rows

@@ -16,6 +16,7 @@ import click
 
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError, config_mistakes
+from bridge.logs import is_journal
 from bridge.masking import mask_url
 from bridge.terminal import cell, printable, printable_lines
 
@@ -28,7 +29,7 @@ class Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"bridge: {printable_lines(self.format_message())}", err=True)
+        to_stderr(f"bridge: {printable_lines(self.format_message())}")
 
 
 class ConfigFailure(Failure):
@@ -37,7 +38,15 @@ class ConfigFailure(Failure):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(printable_lines(self.format_message()), err=True)
+        to_stderr(printable_lines(self.format_message()))
+
+
+def to_stderr(text: str) -> None:
+    """An error's lines on stderr; under systemd each carries journald's priority `<3>` (error),
+    as the daemon's own ERROR lines do, so `journalctl -p err` shows why a command failed."""
+    if is_journal():
+        text = "\n".join(f"<3>{line}" for line in text.split("\n"))
+    click.echo(text, err=True)
 
 
 def config_option(fn: F) -> F:

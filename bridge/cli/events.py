@@ -28,9 +28,10 @@ from bridge.cli.edge import (
     say,
 )
 from bridge.config import Config
+from bridge.deliver import circuit
 from bridge.events import Event, format_time, now_ms
 from bridge.store import Store, open_store
-from bridge.store.base import AttemptRow, DeliveryRow
+from bridge.store.base import AttemptRow, DeliveryRow, TargetState
 
 # How often `--follow` looks for new events.
 FOLLOW_EVERY_S = 0.5
@@ -217,17 +218,26 @@ def attempt_json(a: AttemptRow) -> dict[str, Any]:
     }
 
 
-def delivery_json(d: DeliveryRow, attempts: list[AttemptRow]) -> dict[str, Any]:
-    """One delivery of the event, with every attempt made, oldest first."""
+def delivery_json(
+    d: DeliveryRow, attempts: list[AttemptRow], state: TargetState | None, at_ms: int
+) -> dict[str, Any]:
+    """One delivery of the event, with every attempt made, oldest first, and its next attempt
+    (`circuit.next_json`: never a time past, `held` by an open circuit or a disabled target)."""
     return {
         "target": d.target,
         "status": d.status,
         "attempts": d.attempts,
         "created": format_time(d.created_ms),
         "delivered": _time(d.delivered_ms),
-        "next": _time(d.next_ms) if d.status in ("pending", "failed") else None,
+        **circuit.next_json(d, state, at_ms),
         "history": [attempt_json(a) for a in attempts if a.delivery_id == d.id],
     }
+
+
+def _next_cell(d: dict[str, Any]) -> str:
+    if d["next"] is None:
+        return d["held"] or ""
+    return d["next"] + (" (circuit open)" if d["held"] else "")
 
 
 def _excerpt(text: str | None, width: int = 40) -> str:
@@ -245,7 +255,7 @@ def _print_event(shown: dict[str, Any]) -> None:
     rows = []
     for d in shown["deliveries"]:
         rows.append((d["target"], d["status"], str(d["attempts"]), d["created"],
-                     d["delivered"] or d["next"] or "", "", ""))  # fmt: skip
+                     d["delivered"] or _next_cell(d), "", ""))  # fmt: skip
         for a in d["history"]:
             status = str(a["status"]) if a["status"] is not None else "-"
             took = f"{a['duration_ms']} ms" if a["duration_ms"] is not None else ""
@@ -277,19 +287,24 @@ def show(config_path: str, database: str | None, event_id: str, as_json: bool) -
     of the answer and error."""
     config = config_for_reading(config_path, database)
 
-    async def gather(store: Store) -> tuple[Event | None, list[DeliveryRow], list[AttemptRow]]:
+    async def gather(store: Store) -> tuple[Event | None, list[DeliveryRow], list[AttemptRow],
+                                            dict[str, TargetState]]:  # fmt: skip
         found = await store.get_event(event_id)
         if found is None:
-            return None, [], []
+            return None, [], [], {}
         rows = await store.list_deliveries(event_id=event_id, limit=None)
-        return found, rows, await store.list_attempts(event_id)
+        return found, rows, await store.list_attempts(event_id), await store.target_states()
 
-    found, rows, attempts = with_store(existing_database(config), gather)
+    found, rows, attempts, states = with_store(existing_database(config), gather)
+    at_ms = now_ms()
     if found is None:
         raise click.UsageError(f"no event with id {event_id!r} in the database")
     shown = {
         "event": found.to_cloudevent(),
-        "deliveries": [delivery_json(d, attempts) for d in sorted(rows, key=lambda d: d.target)],
+        "deliveries": [
+            delivery_json(d, attempts, states.get(d.target), at_ms)
+            for d in sorted(rows, key=lambda d: d.target)
+        ],
     }
     if as_json:
         click.echo(jsontext.dumps(shown, indent=2))

@@ -16,7 +16,7 @@ from typing import Any
 
 from bridge.events import format_time
 from bridge.logs import plural
-from bridge.store.base import TargetReset, TargetState
+from bridge.store.base import DeliveryRow, TargetReset, TargetState
 
 
 def reset_hint(name: str) -> str:
@@ -110,3 +110,46 @@ def reset_json(name: str, reset: TargetReset) -> dict[str, Any]:
         "retried": reset.retried,
         "enabled": before.disabled_ms is None,
     }
+
+
+def next_attempt(row: DeliveryRow, state: TargetState | None, at_ms: int) -> dict[str, Any]:
+    """When a waiting delivery's next attempt is, never a time already past: `ms` None means
+    now (it is due, and waits only for a free slot); `why` says what holds it back longer
+    than its retry schedule (an open circuit, a disabled target)."""
+    if state is not None and state.disabled_ms is not None:
+        return {"ms": None, "text": f"when target {row.target} is enabled again", "why": None}
+    next_ms, why = row.next_ms, None
+    until_ms = state.open_until_ms if state is not None and state.is_open(at_ms) else None
+    if until_ms is not None and until_ms > next_ms:
+        next_ms, why = until_ms, "circuit open: Retry now on the Targets page"
+    if next_ms <= at_ms:
+        return {"ms": None, "text": "now", "why": None}
+    return {"ms": next_ms, "text": "", "why": why}
+
+
+WAITING = ("pending", "failed")
+
+
+def next_json(row: DeliveryRow, state: TargetState | None, at_ms: int) -> dict[str, Any]:
+    """A delivery's next attempt as `bridge deliveries --json` and `bridge event show --json`
+    give it: `next`, its time (now when it is due, never a time past; null when it waits for
+    nothing or for its target to be enabled), and `held`, what holds it longer than its retry
+    schedule (null, or the open circuit or disabled target)."""
+    if row.status not in WAITING:
+        return {"next": None, "held": None}
+    due = next_attempt(row, state, at_ms)
+    if state is not None and state.disabled_ms is not None:
+        return {"next": None, "held": due["text"]}
+    held_by = f"circuit open; {reset_hint(row.target)}" if due["why"] else None
+    return {"next": format_time(due["ms"] if due["ms"] is not None else at_ms), "held": held_by}
+
+
+def next_text(row: DeliveryRow, state: TargetState | None, at_ms: int) -> str:
+    """The same in a table's cell: a time, `now`, `... (circuit open)` or `when target X is
+    enabled again`; empty when the delivery waits for nothing."""
+    if row.status not in WAITING:
+        return ""
+    due = next_attempt(row, state, at_ms)
+    if due["ms"] is None:
+        return str(due["text"])
+    return format_time(due["ms"]) + (" (circuit open)" if due["why"] else "")

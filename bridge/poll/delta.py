@@ -37,7 +37,8 @@ from bridge.config import PollConfig
 from bridge.config.polling import DeletedField, DeltaConfig, TokenBody, TokenParam, TokenUrl
 from bridge.errors import FetchError
 from bridge.poll.diff import Indexed, ItemChange, ItemSpec, diff, getter, index_items, key_of
-from bridge.poll.fetch import NO_VALIDATORS, Fetched, Send, Walk, request_url, safe_url
+from bridge.poll.fetch import NO_VALIDATORS, Fetched, Send, Walk
+from bridge.poll.urls import request_url, safe_url
 from bridge.store import Store
 from bridge.store.base import PollState
 

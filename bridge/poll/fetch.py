@@ -41,7 +41,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import count, islice
 from typing import Any, NoReturn, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import jmespath
@@ -54,6 +53,7 @@ from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_s
 from bridge.poll.links import next_link
 from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
 from bridge.poll.transport import AiohttpTransport
+from bridge.poll.urls import origin, request_url, safe_url
 
 log = logging.getLogger("bridge.poll")
 
@@ -66,7 +66,6 @@ LARGE_BODY = 1_000_000
 # Same-origin redirects followed for one request, at most (with `follow_redirects`).
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,25 +121,6 @@ class PageSink(Protocol):
 
 
 WHOLE = WalkPlan()
-
-
-def safe_url(url: str | httpx.URL) -> str:
-    """The URL without its query and credentials, for messages (a query may hold a token)."""
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def request_url(url: str, params: dict[str, Any] | None = None) -> httpx.URL:
-    """`url` with its query string kept and `params` merged in (a key in both: `params` wins)."""
-    base = httpx.URL(url)
-    return base.copy_merge_params(params) if params else base
-
-
-def origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    """Scheme, host and port, the default port made explicit."""
-    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
 
 
 def parse_json(body: bytes, charset: str | None = None) -> Any:

@@ -21,7 +21,7 @@ import httpx
 
 from bridge.config import PollConfig
 from bridge.config.polling import check_url
-from bridge.poll.fetch import safe_url
+from bridge.poll.urls import safe_url
 
 log = logging.getLogger("bridge.poll")
 

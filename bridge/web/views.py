@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from bridge import jsontext
+from bridge.deliver.circuit import next_attempt
 from bridge.events import Event
 from bridge.store.base import (
     WORST_FIRST,
@@ -156,21 +157,6 @@ def _excerpt(text: str | None) -> str | None:
     if text is None or len(text) <= EXCERPT_CHARS:
         return text
     return text[:EXCERPT_CHARS] + f"… ({len(text) - EXCERPT_CHARS} more characters)"
-
-
-def next_attempt(row: DeliveryRow, state: TargetState | None, at_ms: int) -> dict[str, Any]:
-    """When a waiting delivery's next attempt is, never a time already past: `ms` None means
-    now (it is due, and waits only for a free slot); `why` says what holds it back longer
-    than its retry schedule (an open circuit, a disabled target)."""
-    if state is not None and state.disabled_ms is not None:
-        return {"ms": None, "text": f"when target {row.target} is enabled again", "why": None}
-    next_ms, why = row.next_ms, None
-    until_ms = state.open_until_ms if state is not None and state.is_open(at_ms) else None
-    if until_ms is not None and until_ms > next_ms:
-        next_ms, why = until_ms, "circuit open: Retry now on the Targets page"
-    if next_ms <= at_ms:
-        return {"ms": None, "text": "now", "why": None}
-    return {"ms": next_ms, "text": "", "why": why}
 
 
 def event_page(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -254,3 +256,30 @@ def test_a_misspelt_name_gets_did_you_mean(tmp_path: Path, text: str, wanted: st
     assert done.returncode == 2, done.stdout
     assert wanted in done.stderr, done.stderr
     assert "did you mean" in done.stderr
+
+
+def test_under_journald_each_mistake_line_carries_the_error_priority(tmp_path: Path) -> None:
+    """With stderr the journal's (`$JOURNAL_STREAM` names it), every line of a refused config
+    starts with `<3>`, so `journalctl -p err` shows why `ExecStart=`/`ExecReload=` failed."""
+    path = tmp_path / "config.yaml"
+    path.write_text("server:\n  prot: 1\nsources:\n  a:\n    poll: {evry: 1m}\n")
+    journal = tmp_path / "journal"
+    with journal.open("wb") as stderr:
+        stat = os.fstat(stderr.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", "check", "-c", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            timeout=60,
+        )
+    lines = journal.read_text().splitlines()
+    assert done.returncode == 2
+    assert len(lines) >= 2
+    assert all(line.startswith("<3>") for line in lines), lines
+    assert any("prot" in line for line in lines)
+    # Outside the journal (a terminal, a pipe), no prefix.
+    plain = run_cli("check", "-c", str(path), env={"JOURNAL_STREAM": "1:1"})
+    assert plain.returncode == 2
+    assert not any(line.startswith("<") for line in plain.stderr.splitlines())

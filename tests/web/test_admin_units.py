@@ -12,6 +12,7 @@ import pytest
 
 from bridge.config import parse_config
 from bridge.daemon.app import build_app
+from bridge.deliver.circuit import next_attempt
 from bridge.events import Event
 from bridge.runtime import Runtime
 from bridge.store.base import DeliveryRow, EventCursor, EventListing, TargetState
@@ -22,7 +23,6 @@ from bridge.web.admin import Admin
 from bridge.web.auth import Guard, is_allowed_host
 from bridge.web.session import Session, Sessions
 from bridge.web.throttle import Throttle
-from bridge.web.views import next_attempt
 from tests.conftest import TEST_SECRET
 from tests.helpers import run_cli
 

@@ -1,0 +1,30 @@
+"""A polled source's URLs: shown without their secrets, merged with query parameters, and
+their origin (which a credential never leaves)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def safe_url(url: str | httpx.URL) -> str:
+    """The URL without its query and credentials, for messages (a query may hold a token)."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def request_url(url: str, params: dict[str, Any] | None = None) -> httpx.URL:
+    """`url` with its query string kept and `params` merged in (a key in both: `params` wins)."""
+    base = httpx.URL(url)
+    return base.copy_merge_params(params) if params else base
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port, the default port made explicit."""
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
