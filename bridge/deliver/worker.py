@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute
 from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
+from bridge.deliver.alerts import tell_attempt
 from bridge.deliver.kinds import Answer, Kind, open_kind
 from bridge.deliver.kinds.webhook import describe
 from bridge.deliver.lines import circuit_line, log_attempt
@@ -237,6 +238,9 @@ class Deliverer:
         states = await self.store.target_states()
         for name, config in self.runtime.config.targets.items():
             self._add(name, config, states.get(name))
+            if self.targets[name].circuit.state != "closed":
+                # Opened before this start (and told then): its closing is news.
+                self.runtime.operational.circuit_was_open(name, now_ms())
         for kind in sorted({t.kind for t in self.runtime.config.targets.values()}):
             self._kind(kind)  # a missing extra stops the start with one line (MissingExtra)
         self.runtime.hub.subscribe(self._on_recorded)
@@ -381,10 +385,16 @@ class Deliverer:
                 target.probing = False
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
+                elif not was_disabled and state.disabled_ms is not None:
+                    # Disabled by an operator: `bridge target disable` or the admin pages.
+                    self.runtime.operational.target_disabled(
+                        name, state.disabled_reason, state.disabled_ms
+                    )
                 # Closed in the database: `bridge target reset|enable` or the admin pages.
                 line = circuit_line(name, before, target.circuit, by="reset")
                 if line and target.circuit.state == "closed":
                     log.info("%s", line)
+                    self.runtime.operational.circuit_closed(name, by="reset")
         counts = await self.store.delivery_counts(("pending", "failed", "dead"))
         for name in self.targets:
             by_status = counts.get(name, {})
@@ -454,7 +464,7 @@ class Deliverer:
                 retry_after=answer.retry_after,
                 max_wait_s=self.runtime.config.limits.max_wait_s,
             )
-        before = target.state()
+        before, circuit_before = target.state(), target.circuit
         if not answer.is_final:
             self._update_target(target, decision, done_ms)
         after = target.state()
@@ -483,6 +493,11 @@ class Deliverer:
             self._count(target, claim, answer, decision, (at_ms, done_ms))
             if record.target_state is not None:
                 target.persisted = record.target_state
+            circuits = (circuit_before, target.circuit)
+            states = (before, after)
+            tell_attempt(
+                self.runtime.operational, target.name, claim, decision, circuits, states, error
+            )
             self._repeats.passed(
                 ("record", target.name), "attempts to %s are recorded again", target.name
             )
