@@ -472,8 +472,8 @@ class LimitsConfig(_Model):
 
 
 class OperationalConfig(_Model):
-    """When the bridge tells of its own troubles as events of source `bridge` (each once per
-    change of state; see docs/guides/operational.md)."""
+    """When the bridge tells of its own troubles as events of source `bridge`, each once per
+    change of state."""
 
     # Failed attempts in a row to one target after which `bridge.delivery.failing` is
     # recorded, once until an attempt to it succeeds again.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +22,7 @@ from bridge.events import Event, event_id, now_ms
 from bridge.store.base import NewEvent
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
-from tests.helpers import DaemonProcess, serve_app, wait_until
+from tests.helpers import REPO, DaemonProcess, serve_app, wait_until
 from tests.scripted_server import Reply, scripted_server
 
 pytestmark = pytest.mark.slow
@@ -145,14 +146,24 @@ def test_a_circuit_opened_and_closed_is_told_to_another_target_never_to_itself(
     assert {e["source"] for e in down.received} == {"orders"}
 
 
+def slack_transform() -> str:
+    """The `transform` of examples/alerts.yaml's Slack target, as documented."""
+    example = yaml.safe_load((REPO / "examples/alerts.yaml").read_text())
+    return str(example["targets"]["slack-alerts"]["transform"])
+
+
 def test_a_source_failing_then_recovering_is_told_once_each(
     tmp_path: Path, daemon: Callable[..., DaemonProcess]
 ) -> None:
-    alerts = Receiver(204)
+    alerts, slack = Receiver(204), Receiver(200)
     db = tmp_path / "bridge.db"
     items = Reply(200, [{"id": 1}])
     broken = Reply(500, {"error": "upstream on fire"})
-    with scripted_server() as (script, upstream), serve_app(alerts.app()) as alerts_url:
+    with (
+        scripted_server() as (script, upstream),
+        serve_app(alerts.app()) as alerts_url,
+        serve_app(slack.app()) as slack_url,
+    ):
         script.route("/items", broken)
         proc = daemon(
             f"""
@@ -171,6 +182,12 @@ def test_a_source_failing_then_recovering_is_told_once_each(
                 secret: {TEST_SECRET}
                 sources: [bridge]
                 events: ["bridge.source.*"]
+              slack:                                  # as examples/alerts.yaml has it
+                url: {slack_url}/hook
+                secret: {TEST_SECRET}
+                events: ["bridge.source.*"]
+                mode: binary
+                transform: {json.dumps(slack_transform())}
             """
         )
         wait_until(lambda: alerts.of_type("bridge.source.failing"), timeout_s=20)
@@ -181,6 +198,7 @@ def test_a_source_failing_then_recovering_is_told_once_each(
         polls = len(script.paths())
         wait_until(lambda: len(script.paths()) >= polls + 3, timeout_s=20)  # still fine
         stored = operational(db)
+        wait_until(lambda: len(slack.received) == 2, timeout_s=20)
         assert proc.terminate() == 0
 
     assert stored == [
@@ -195,6 +213,12 @@ def test_a_source_failing_then_recovering_is_told_once_each(
     assert failing["data"]["message"].startswith("source items: 3 failed polls in a row")
     assert recovered["data"]["failures"] >= 6
     assert recovered["data"]["since"] == failing["data"]["since"]
+    # Slack's incoming webhook gets the whole body it wants: {"text": ...}, nothing else.
+    since = failing["data"]["since"]
+    assert slack.received == [
+        {"text": f":rotating_light: {failing['data']['message']} (since {since})"},
+        {"text": f":white_check_mark: {recovered['data']['message']} (since {since})"},
+    ]
 
 
 def test_no_storm_when_the_alert_target_itself_is_down(
