@@ -12,10 +12,15 @@ from click.testing import CliRunner
 
 from bridge.cli import cli
 from bridge.config import parse_config
+from bridge.daemon.reload import reload_config
+from bridge.deliver.alerts import tell_attempt
+from bridge.deliver.policy import Circuit, decide
 from bridge.events import BRIDGE_SOURCE, Event, event_id, now_ms
 from bridge.hub import Hub
 from bridge.operational import TYPES, Operational
 from bridge.routing import targets_for
+from bridge.runtime import Runtime
+from bridge.store.base import Claim, TargetState
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 
@@ -160,3 +165,42 @@ def test_a_target_may_name_the_source_bridge(write_config: Callable[..., Path]) 
     path = write_config(TARGETS)
     result = CliRunner().invoke(cli, ["check", "-c", str(path)])
     assert result.exit_code == 0, result.stderr
+
+
+async def test_a_410_a_gap_and_a_refused_reload_are_told(teller: Any, tmp_path: Path) -> None:
+    op, store = teller
+    order = Event(event_id("orders", "1"), "orders", "orders.created", "push", {}, 1)
+    gone = decide(410, attempts=1, retry_s=[1.0], now_ms=now_ms())
+    states = (TargetState("by_type"), TargetState("by_type", 5, "answered 410 Gone"))
+    closed = (Circuit(), Circuit())
+    tell_attempt(op, "by_type", Claim(1, "by_type", order, 0), gone, closed, states, None)
+    # Already disabled: the next 410 is no news.
+    tell_attempt(op, "by_type", Claim(1, "by_type", order, 1), gone, closed, states[1:] * 2, None)
+    op.poll_gap("orders", "the cursor went back", now_ms())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("databse: x.db\n")
+    runtime = Runtime(config=parse_config(TARGETS), store=store)
+    assert await reload_config(runtime, [], bad) is not None
+    await runtime.operational.drain(10)
+    assert await stored(store, op) == [
+        ("bridge.target.disabled", "targets/by_type"),
+        ("bridge.poll.gap", "sources/orders"),
+        ("bridge.reload.refused", "config"),
+    ]
+    disabled, gap, refused = (await store.list_events(source=BRIDGE_SOURCE))[::-1]
+    assert disabled.data["reason"] == "answered 410 Gone"
+    assert gap.data["error"] == "the cursor went back"
+    assert "databse: is not a known key" in refused.data["error"]
+    # `disabled` goes to by_source (it asks for every operational event), never to by_type.
+    assert [r.target for r in await store.list_deliveries(event_id=disabled.id)] == ["by_source"]
+
+
+def test_bridge_events_lists_the_bridge_s_own_before_any_is_recorded(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config(TARGETS + "database: bridge.db\n")
+    store = SQLiteStore(path.parent / "bridge.db")
+    store.open()  # a database the bridge has run with, without any event yet
+    store.close()
+    result = CliRunner().invoke(cli, ["events", "-c", str(path), "--source", BRIDGE_SOURCE])
+    assert result.exit_code == 0, result.output
