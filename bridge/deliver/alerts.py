@@ -23,13 +23,18 @@ def tell_attempt(
     circuits: tuple[Circuit, Circuit],
     states: tuple[TargetState, TargetState],
     error: str | None,
+    *,
+    is_final: bool = False,
 ) -> None:
     """Tell what one recorded attempt to `target` changed: `circuits` and `states` are its
-    circuit and its persisted state before and after the attempt."""
+    circuit and its persisted state before and after the attempt. A final answer (a
+    `transform` that failed) makes the delivery dead without counting against the target."""
     quiet = claim.event.source == BRIDGE_SOURCE
     before, after = circuits
     if decision.status == "dead":
         teller.delivery_dead(target, claim.event, claim.delivery_id, claim.attempts + 1, error)
+    if is_final:
+        return
     if decision.disables_target:
         was, now = states
         if was.disabled_ms is None and now.disabled_ms is not None:

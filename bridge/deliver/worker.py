@@ -496,8 +496,9 @@ class Deliverer:
             circuits = (circuit_before, target.circuit)
             states = (before, after)
             tell_attempt(
-                self.runtime.operational, target.name, claim, decision, circuits, states, error
-            )
+                self.runtime.operational, target.name, claim, decision, circuits, states, error,
+                is_final=answer.is_final,
+            )  # fmt: skip
             self._repeats.passed(
                 ("record", target.name), "attempts to %s are recorded again", target.name
             )

@@ -14,7 +14,7 @@ from bridge.cli import cli
 from bridge.config import parse_config
 from bridge.daemon.reload import reload_config
 from bridge.deliver.alerts import tell_attempt
-from bridge.deliver.policy import Circuit, decide
+from bridge.deliver.policy import Circuit, Decision, decide
 from bridge.events import BRIDGE_SOURCE, Event, event_id, now_ms
 from bridge.hub import Hub
 from bridge.operational import TYPES, Operational
@@ -204,3 +204,15 @@ def test_bridge_events_lists_the_bridge_s_own_before_any_is_recorded(
     store.close()
     result = CliRunner().invoke(cli, ["events", "-c", str(path), "--source", BRIDGE_SOURCE])
     assert result.exit_code == 0, result.output
+
+
+async def test_a_failed_transform_is_a_dead_delivery_not_a_failing_target(teller: Any) -> None:
+    op, store = teller
+    closed, healthy = (Circuit(), Circuit()), (TargetState("by_type"), TargetState("by_type"))
+    for n in range(3):
+        order = Event(event_id("orders", str(n)), "orders", "orders.created", "push", {}, 1)
+        claim = Claim(n, "by_type", order, 0)
+        dead = Decision("dead", now_ms())
+        tell_attempt(op, "by_type", claim, dead, closed, healthy, "transform failed", is_final=True)
+    told = await stored(store, op)
+    assert told == [("bridge.delivery.dead", "targets/by_type")] * 3
