@@ -20,8 +20,13 @@ from typing import Any, Literal
 
 from bridge import jsontext
 
-Origin = Literal["poll", "push"]
+# `bridge`: an operational event, the bridge's own (see bridge/operational.py).
+Origin = Literal["poll", "push", "bridge"]
 Change = Literal["created", "updated", "deleted"]
+
+# The source of the bridge's own events (bridge/operational.py): no configured source, merge
+# or preset may take this name.
+BRIDGE_SOURCE = "bridge"
 
 # Unix times above this are taken as milliseconds (year 5138 in seconds; 1973 in ms).
 _MS_THRESHOLD = 100_000_000_000

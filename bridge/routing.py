@@ -2,7 +2,10 @@
 
 `targets_for` decides by source and type alone (callers may remember its answer per type);
 `passing` then keeps the targets whose `filter`, a JMESPath expression over the whole
-CloudEvent, is truthy for this event. A filter that fails on an event (a function given the
+CloudEvent, is truthy for this event. The bridge's own events (source `bridge`) go only to
+targets that ask for them: by `sources` naming `bridge`, or by an `events` pattern that
+starts with `bridge.`; `events: ["*"]` alone means every configured source's events. A
+filter that fails on an event (a function given the
 wrong type) counts as false and is counted in `bridge_filter_errors_total{target}`: the
 event is still stored, just not queued for that target. Expressions are compiled once.
 """
@@ -20,7 +23,7 @@ from jmespath.parser import ParsedResult
 
 from bridge import metrics
 from bridge.config import TargetConfig
-from bridge.events import Event
+from bridge.events import BRIDGE_SOURCE, Event
 
 log = logging.getLogger("bridge.routing")
 
@@ -29,6 +32,10 @@ def matches(target: TargetConfig, source: str, type: str) -> bool:
     """True when `target` wants events of this source and type."""
     if target.sources is not None and source not in target.sources:
         return False
+    if source == BRIDGE_SOURCE and target.sources is None:
+        # Operational events only where asked for: a catch-all `*` is not asking.
+        patterns = [p for p in target.events if p.startswith(BRIDGE_SOURCE + ".")]
+        return any(fnmatchcase(type, pattern) for pattern in patterns)
     return any(fnmatchcase(type, pattern) for pattern in target.events)
 
 

@@ -1,4 +1,5 @@
-"""What the running daemon's parts share: the config in force, the store, the hub, the budgets."""
+"""What the running daemon's parts share: the config in force, the store, the hub, the budgets,
+and the teller of operational events."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bridge.budgets import Budgets
 from bridge.config import Config
 from bridge.events import now_ms
 from bridge.hub import Hub
+from bridge.operational import Operational
 from bridge.store import Store
 from bridge.tracing import Tracer
 
@@ -41,6 +43,11 @@ class Runtime:
     poll_holds: Callable[[], dict[str, tuple[float, str]]] | None = None
     # Spans of receiving, storing and delivering: inert unless `tracing.otlp` is set.
     tracer: Tracer = field(default_factory=Tracer)
+    # Tells the engines' changes of state as events of source `bridge` (set from the above).
+    operational: Operational = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.operational = Operational(lambda: self.config, self.store, self.hub)
 
 
 class Component(Protocol):

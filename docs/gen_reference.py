@@ -264,6 +264,7 @@ GUIDES = {
     "merge[]": "../guides/merge.md",
     "budgets.NAME": "../guides/polling.md#rate-limits-and-budgets",
     "retention": "../configuration.md#retention",
+    "operational": "../guides/operational.md",
     "tracing": "../guides/delivery.md#tracing",
 }
 

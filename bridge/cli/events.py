@@ -28,7 +28,7 @@ from bridge.cli.edge import (
     say,
 )
 from bridge.config import Config
-from bridge.events import Event, format_time, now_ms
+from bridge.events import BRIDGE_SOURCE, Event, format_time, now_ms
 from bridge.status.deliveries import delivery_json
 from bridge.store import Store, open_store
 from bridge.store.base import AttemptRow, DeliveryRow, TargetState
@@ -77,6 +77,8 @@ async def check_source(config: Config, store: Store, source: str | None) -> None
     """A usage mistake (exit 2) when `source` is neither configured nor in the database."""
     if source is None or source in config.sources or any(m.name == source for m in config.merge):
         return
+    if source == BRIDGE_SOURCE:
+        return  # the bridge's own events (bridge/operational.py), none recorded yet
     if await store.count_events(source=source):
         return  # removed from the config, but its events are still stored
     known = ", ".join(sorted(config.sources)) or "none"

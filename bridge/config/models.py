@@ -471,6 +471,21 @@ class LimitsConfig(_Model):
     max_wait_s: Duration = Field(3600.0, alias="max_wait", gt=0, le=86400)
 
 
+class OperationalConfig(_Model):
+    """When the bridge tells of its own troubles as events of source `bridge`, each once per
+    change of state."""
+
+    # Failed attempts in a row to one target after which `bridge.delivery.failing` is
+    # recorded, once until an attempt to it succeeds again.
+    delivery_failing_after: int = Field(3, ge=1)
+    # Failed polls in a row after which `bridge.source.failing` is recorded, once until
+    # a poll of it succeeds again (`bridge.source.recovered`).
+    source_failing_after: int = Field(3, ge=1)
+    # Or how long a source has been failing (from its first failed poll) before it is
+    # said, whichever comes first.
+    source_failing_for_s: Duration = Field(600.0, alias="source_failing_for", gt=0)
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -498,6 +513,8 @@ class Config(_Model):
     limits: LimitsConfig = LimitsConfig()
     # How long events are kept.
     retention: RetentionConfig = RetentionConfig()
+    # When the bridge records events about itself (a source failing, a circuit opened).
+    operational: OperationalConfig = OperationalConfig()
     # Export spans to an OpenTelemetry collector (the `tracing` extra).
     tracing: TracingConfig | None = None
     # Set by load_config: where the file was, so relative paths resolve against it.

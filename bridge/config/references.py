@@ -17,7 +17,7 @@ from bridge.config.models import Config
 from bridge.config.outbound import tls_context
 from bridge.config.polling import MODE_KEYS, NOT_FEED_KEYS, PollConfig
 from bridge.config.values import NAME_RE
-from bridge.events import MAX_ATTRIBUTE_BYTES, long_attribute, render_type
+from bridge.events import BRIDGE_SOURCE, MAX_ATTRIBUTE_BYTES, long_attribute, render_type
 
 if TYPE_CHECKING:
     from bridge.config.loader import _Loaded
@@ -39,6 +39,19 @@ def check_names(config: Config, loaded: _Loaded) -> None:
                     f"{quote(name)} is not a valid name (use a-z, 0-9, _ and -, "
                     "starting with a letter or digit)",
                 )
+    if BRIDGE_SOURCE in config.sources:
+        loaded.report(
+            ("sources", BRIDGE_SOURCE),
+            f'"{BRIDGE_SOURCE}" is the source of the bridge\'s own events: name this source'
+            " otherwise",
+        )
+    for i, merge in enumerate(config.merge):
+        if merge.name == BRIDGE_SOURCE:
+            loaded.report(
+                ("merge", i, "name"),
+                f'"{BRIDGE_SOURCE}" is the source of the bridge\'s own events: name this merge'
+                " otherwise",
+            )
     _check_references(config, loaded)
 
 
@@ -64,6 +77,8 @@ def _check_references(config: Config, loaded: _Loaded) -> None:
     merges = {m.name for m in config.merge}
     for tname, target in config.targets.items():
         for i, name in enumerate(target.sources or []):
+            if name == BRIDGE_SOURCE:
+                continue  # the bridge's own events (bridge/operational.py)
             if name not in sources and name not in merges and name not in loaded.left_out:
                 where = ("targets", tname, "sources", i)
                 known = [*sources, *merges, *loaded.left_out]

@@ -243,6 +243,9 @@ class Daemon:
                 is_loopback=listens_on_loopback(sock),
                 tracer=tracer,
             )
+            # After the engines stop (the exit stack runs backwards), before the store closes:
+            # the operational events they told last are recorded.
+            stack.push_async_callback(runtime.operational.drain, GRACE_S)
             components = self.components = build_components(runtime)
             for component in components:
                 await component.start()

@@ -21,6 +21,7 @@ from pathlib import Path
 from bridge import logs, metrics
 from bridge.config import Config, ServerConfig, load_config
 from bridge.errors import ConfigError, config_mistakes
+from bridge.events import now_ms
 from bridge.runtime import Component, Runtime
 
 log = logging.getLogger("bridge.reload")
@@ -134,7 +135,9 @@ async def reload_config(
         metrics.RELOADS.labels("refused").inc()
         more = f" (and {len(mistakes) - 1} more: bridge check)" if len(mistakes) > 1 else ""
         # The reason goes to systemd's status too, which no log formatter scrubs.
-        return logs.scrub(f"{mistakes[0]}{more}")
+        reason = logs.scrub(f"{mistakes[0]}{more}")
+        runtime.operational.reload_refused(reason, now_ms())
+        return reason
     old = runtime.config
     # Secrets that are new in this file must be masked before any engine can log them.
     logs.redact(logs.config_secrets(new))

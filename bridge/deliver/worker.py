@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute
 from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
+from bridge.deliver.alerts import tell_attempt
 from bridge.deliver.kinds import Answer, Kind, open_kind
 from bridge.deliver.kinds.webhook import describe
 from bridge.deliver.lines import circuit_line, log_attempt
@@ -56,6 +57,10 @@ from bridge.runtime import Runtime
 from bridge.store.base import AttemptRecord, Claim, TargetState
 
 log = logging.getLogger("bridge.deliver")
+
+# What an attempt tells once recorded (`alerts.tell_attempt`): its decision, the circuit
+# before it, and the target's state before and after when the attempt disabled it.
+Told = tuple[Decision, Circuit, tuple[TargetState, TargetState] | None]
 
 SCAN_S = 0.2  # how often the outbox is scanned for work the hub did not announce
 REFRESH_S = 1.0  # how often targets' state (`bridge target enable`) and gauges are re-read
@@ -231,6 +236,9 @@ class Deliverer:
         states = await self.store.target_states()
         for name, config in self.runtime.config.targets.items():
             self._add(name, config, states.get(name))
+            if self.targets[name].circuit.state != "closed":
+                # Opened before this start (and told then): its closing is news.
+                self.runtime.operational.circuit_was_open(name, now_ms())
         for kind in sorted({t.kind for t in self.runtime.config.targets.values()}):
             self._kind(kind)  # a missing extra stops the start with one line (MissingExtra)
         self.runtime.hub.subscribe(self._on_recorded)
@@ -415,13 +423,17 @@ class Deliverer:
                 self._pump(target)  # disabled meanwhile: what it has queued is given back
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
-                elif not was_disabled and target.disabled_ms is not None:
+                elif not was_disabled and state.disabled_ms is not None:
                     # `bridge target disable`, the admin pages or the API.
                     log.info("target %s disabled: %s", name, state.disabled_reason)
+                    self.runtime.operational.target_disabled(
+                        name, state.disabled_reason, state.disabled_ms
+                    )
                 # Closed in the database: `bridge target reset|enable` or the admin pages.
                 line = circuit_line(name, before, target.circuit, by="reset")
                 if line and target.circuit.state == "closed":
                     log.info("%s", line)
+                    self.runtime.operational.circuit_closed(name, by="reset")
         counts = await self.store.delivery_counts(("pending", "failed", "dead"))
         for name in self.targets:
             by_status = counts.get(name, {})
@@ -441,7 +453,7 @@ class Deliverer:
             started = time.perf_counter()
             answer = await self._traced_attempt(target, claim, at_ms)
             duration_ms = round((time.perf_counter() - started) * 1000)
-            record = self._outcome(target, claim, answer, at_ms, duration_ms)
+            record, told = self._outcome(target, claim, answer, at_ms, duration_ms)
             # The slot is free once the answer is in: the next send need not wait for the
             # commit (an ordered subject's next delivery is claimable only after it). Once
             # committed, its row may be claimed again (a retry) before this task ends.
@@ -449,7 +461,7 @@ class Deliverer:
             if (task := self._sends.pop(claim.delivery_id, None)) is not None:
                 self._recording.add(task)
             self._slot_freed(target)
-            await self._finish(target, claim, answer, record)
+            await self._finish(target, claim, answer, record, told)
         except Exception:
             # The lease expires and the delivery is tried again.
             log.exception("delivering %s to %s failed", claim.event.id, target.name)
@@ -501,8 +513,9 @@ class Deliverer:
 
     def _outcome(
         self, target: Target, claim: Claim, answer: Answer, at_ms: int, duration_ms: int
-    ) -> AttemptRecord:
-        """The attempt's record; the target's circuit (and disabled flag) take it in."""
+    ) -> tuple[AttemptRecord, Told]:
+        """The attempt's record, and what an operational event needs to tell of it (`Told`);
+        the target's circuit (and disabled flag) take it in."""
         done_ms = at_ms + duration_ms
         if answer.is_final:
             decision = Decision("dead", done_ms)
@@ -519,6 +532,8 @@ class Deliverer:
                 max_wait_s=self.runtime.config.limits.max_wait_s,
             )
         before = (target.disabled_ms, target.circuit)
+        # What an operational event needs to tell a disabled target (rare: built only then).
+        was = target.state() if decision.disables_target else None
         if not answer.is_final:
             self._update_target(target, decision, done_ms)
         # The target's state goes with the attempt only when it changed.
@@ -526,7 +541,7 @@ class Deliverer:
         error = answer.error
         if error is None and decision.is_failure and answer.status_code is not None:
             error = "; ".join(filter(None, (f"answered {answer.status_code}", decision.note)))
-        return AttemptRecord(
+        record = AttemptRecord(
             claim.delivery_id,
             claim.event.id,
             target.name,
@@ -540,9 +555,11 @@ class Deliverer:
             target.state() if changed else None,
             transformed=target.transform is not None,
         )
+        states = (was, target.state()) if was is not None else None
+        return record, (decision, before[1], states)
 
     async def _finish(
-        self, target: Target, claim: Claim, answer: Answer, record: AttemptRecord
+        self, target: Target, claim: Claim, answer: Answer, record: AttemptRecord, told: Told
     ) -> None:
         """Record the attempt; once it is written, count it and say it."""
         if record.target_state is not None:
@@ -553,6 +570,11 @@ class Deliverer:
             self._count(target, claim, answer, record)
             if record.target_state is not None:
                 target.persisted = record.target_state
+            decision, circuit_before, states = told
+            tell_attempt(
+                self.runtime.operational, target.name, claim, decision,
+                (circuit_before, target.circuit), states, record.error, is_final=answer.is_final,
+            )  # fmt: skip
             self._repeats.passed(
                 ("record", target.name), "attempts to %s are recorded again", target.name
             )

@@ -374,6 +374,7 @@ class Poller:
         if detection.gap:
             metrics.POLL_GAPS.labels(name).inc()
             log.warning("%s: gap: %s; events between may be missing", name, detection.gap_why)
+            self.runtime.operational.poll_gap(name, detection.gap_why, outcome.at_ms)
         new_events = [item.event for item, fresh in zip(batch, is_new, strict=True) if fresh]
         for item, fresh in zip(batch, is_new, strict=True):
             if item.sighting is not None:
@@ -434,6 +435,7 @@ class Poller:
             fields["status"] = exc.status
         kind = (name, "failed", exc.reason)
         self._repeats.warning(kind, "%s: poll failed, state kept: %s", name, exc, extra=fields)
+        self.runtime.operational.poll_failed(name, error, at_ms)
         try:
             await self.runtime.store.record_poll(name, outcome)
         except StoreError as store_exc:
@@ -485,6 +487,7 @@ class Poller:
         succeed again after a store's fault."""
         for kind in ("commit", "stats"):
             self._repeats.passed((name, kind), "%s: the poll's writes succeed again", name)
+        self.runtime.operational.poll_succeeded(name)
         if failures:
             self._repeats.repeats.forget(
                 lambda k: isinstance(k, tuple) and k[:2] == (name, "failed")

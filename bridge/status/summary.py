@@ -17,7 +17,7 @@ from typing import Any
 from bridge.budgets import BudgetUse
 from bridge.compare.merge import figures
 from bridge.config import Config, MergeConfig, PollConfig
-from bridge.events import format_time, now_ms
+from bridge.events import BRIDGE_SOURCE, format_time, now_ms
 from bridge.poll.modes import Watermark
 from bridge.store import Store
 from bridge.store.base import PollState, SightingRecord, TargetState
@@ -325,7 +325,8 @@ async def collect(
     states = await store.target_states()
     counts = await store.delivery_counts(WAITING)
     if from_store:
-        source_names = sorted(set(polls) | set(await store.event_sources()) | set(kinds))
+        stored = set(await store.event_sources()) - {BRIDGE_SOURCE}  # not a source to judge
+        source_names = sorted(set(polls) | stored | set(kinds))
     else:
         source_names = list(config.sources)
     if from_store:

@@ -41,6 +41,7 @@ EXPECTED_EXTRAS = {
     "redis.yaml": "redis",
     "mqtt.yaml": "mqtt",
     "notify.yaml": "notify",
+    "alerts.yaml": [],
 }
 
 # A dummy for every variable: a valid Standard Webhooks key, so it serves as any secret.

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -258,8 +259,15 @@ def test_a_broken_config_shows_as_a_refused_reload_and_the_database_stays_readab
                      ("event", "show", event_id)):  # fmt: skip
             done = run_cli(*args, *c, "--database", db, "--json")
             assert done.returncode == 0, (args, done.stderr)
-        events = json.loads(run_cli("events", *c, "--database", db, "--json").stdout)
-        assert [e["id"] for e in events] == [event_id]
+
+        def listed() -> list[dict[str, Any]]:
+            return list(json.loads(run_cli("events", *c, "--database", db, "--json").stdout))
+
+        # The refusal is in the stream too, as the bridge's own event.
+        wait_until(lambda: len(listed()) > 1, timeout_s=15)
+        events = listed()
+        assert [e["id"] for e in events if e["source"] != "bridge"] == [event_id]
+        assert [e["type"] for e in events if e["source"] == "bridge"] == ["bridge.reload.refused"]
 
         # The reload applied: the refusal is gone from the status.
         proc.config_path.write_text(good)

@@ -63,7 +63,9 @@ class Env:
         await self.pollers[-1].poll_once("s")
 
     async def ids(self) -> list[str]:
-        return [str(e.upstream_id) for e in reversed(await self.store.list_events(limit=None))]
+        # The source's events (a gap is told besides, as the bridge's own bridge.poll.gap).
+        events = await self.store.list_events(source="s", limit=None)
+        return [str(e.upstream_id) for e in reversed(events)]
 
     async def state(self) -> Any:
         return await self.store.load_poll_state("s")

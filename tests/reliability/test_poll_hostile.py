@@ -73,7 +73,7 @@ def test_an_endless_answer_leaves_memory_bounded_and_the_daemon_answering(
         # Before the cap, the same answer took the daemon past 4 GB; now a few times 4 MiB.
         assert grown_mb < 64, f"peak RSS grew by {grown_mb:.0f} MB"
         assert sorted(k for (k,) in query(db, "SELECT key FROM poll_items")) == ["1", "2"]
-        assert query(db, "SELECT count(*) FROM events") == [(0,)]
+        assert query(db, "SELECT count(*) FROM events WHERE source != 'bridge'") == [(0,)]
 
 
 def test_a_redirect_to_another_host_never_gets_the_credential(
@@ -91,4 +91,4 @@ def test_a_redirect_to_another_host_never_gets_the_credential(
         wait_until(lambda: len(script.seen) >= count + 2, timeout_s=20)
         assert other.seen == [], "the poll followed the redirect to another host"
         assert sorted(k for (k,) in query(db, "SELECT key FROM poll_items")) == ["1", "2"]
-        assert query(db, "SELECT count(*) FROM events") == [(0,)]
+        assert query(db, "SELECT count(*) FROM events WHERE source != 'bridge'") == [(0,)]
