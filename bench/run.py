@@ -28,6 +28,14 @@ from rich.table import Table
 from bench import machine
 from bench.context import Context, Settings
 from bench.figures import FIGURES, GOALS, TITLES
+from bench.goals import (
+    format_cpu,
+    format_held,
+    format_measured,
+    format_range,
+    goal_lines,
+    markdown_lines,
+)
 from bench.procs import NotAvailable
 from bench.stats import Row, combine, format_number, format_spread, results_document, unavailable
 
@@ -91,6 +99,29 @@ def table(rows: list[dict[str, Any]], title: str) -> Table:
     return out
 
 
+def goals_table(doc: dict[str, Any]) -> Table:
+    """The rich table of issue 29's goals, each held or not in this run."""
+    runs = max((r.get("runs", 1) for r in doc["figures"]), default=1)
+    out = Table(
+        title=f"issue 29's goals (median of {runs} run{'s' * (runs > 1)}; load shared)",
+        title_justify="left",
+    )
+    for column in ("goal", "wanted", "measured", "spread", "CPU beside it", "held?"):
+        out.add_column(column, justify="right" if column in ("measured", "spread") else "left")
+    for line in goal_lines(doc["figures"]):
+        held = format_held(line["held"])
+        colour = {True: "green", False: "red", None: "dim"}[line["held"]]
+        out.add_row(
+            line["goal"],
+            line["wanted"],
+            format_measured(line) if line["median"] is not None else f"[dim]{line['note']}[/dim]",
+            format_range(line),
+            format_cpu(line),
+            f"[{colour}]{held}[/{colour}]",
+        )
+    return out
+
+
 def spread(r: dict[str, Any], of: str) -> str:
     """The min-max of a results row's value or ratio over its runs, '-' for one run."""
     low, high = r.get(f"{of}_min"), r.get(f"{of}_max")
@@ -110,7 +141,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f" run, each figure the median of {runs} run{'s' if runs > 1 else ''})"
         f" on {m['cores']} cores ({m['cpu']}),"
         f" Python {m['python']}, SQLite {m['sqlite']};"
-        f" load average {m.get('load_1m', '?')} as it began.",
+        f" load average {m.get('load_1m', '?')} as it began (the machine is shared: read the"
+        " ratios and the CPU per request).",
+        "",
+        *markdown_lines(goal_lines(doc["figures"])),
         "",
         "| figure | metric | value (median) | spread (min-max) | baseline (same run) | ratio "
         "| ratio spread | goal | met? |",
@@ -227,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         started=started.isoformat(timespec="seconds"),
         duration_s=time.monotonic() - clock,
     )
+    doc["goals"] = goal_lines(doc["figures"])
     out.write_text(json.dumps(doc, indent=2) + "\n")
     console.print(table(doc["figures"], f"bridge benchmarks ({'quick' if args.quick else 'full'})"))
+    console.print(goals_table(doc))
     if doc["missed"]:
         console.print("missed goals: " + "; ".join(doc["missed"]))
     console.print(f"written to {out} in {doc['duration_s']:.0f} s")

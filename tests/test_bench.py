@@ -229,3 +229,49 @@ def test_the_admin_pages_database_is_built_at_the_daemons_schema(tmp_path: Path)
         assert asyncio.run(store.count_events()) == 50
     finally:
         store.close()
+
+
+def _goal_doc() -> dict:
+    """A results document of two runs with the ingest and peer rows issue 29's goals read."""
+
+    def runs(figure: str, metric: str, unit: str, values: list[float], base: float) -> Row:
+        rows = [[Row(figure, metric, unit, v, base, "bare")] for v in values]
+        return combine(rows)[0]
+
+    rows = [
+        runs("ingest", "accepted/s (64 in flight)", "req/s", [2000, 2600], 3000),
+        runs("ingest", "CPU per accepted webhook (64 in flight)", "µs", [140, 170], 60),
+        runs("ingest vs peer", "GitHub-signed accepted/s", "req/s", [4000, 4400], 3000),
+        runs("ingest vs peer", "CPU per accepted webhook", "µs", [150, 160], 120),
+        unavailable("delivery", "not in this tree"),
+    ]
+    return results_document(rows, MACHINE, quick=False, started="2026-12-06T20:00", duration_s=1)
+
+
+def test_the_goals_table_holds_each_goal_by_the_median_of_the_runs() -> None:
+    from bench.goals import goal_lines
+
+    lines = {line["goal"]: line for line in goal_lines(_goal_doc()["figures"])}
+    peer = lines["ingest vs Debian's webhook (GitHub-signed; durable vs nowhere)"]
+    assert peer["median"] == pytest.approx(1.4) and peer["held"] is True
+    assert (peer["min"], peer["max"]) == (
+        pytest.approx(1.333, abs=1e-3),
+        pytest.approx(1.467, abs=1e-3),
+    )
+    assert peer["cpu"]["median"] == 155 and peer["cpu"]["baseline"] == 120
+    bare = lines["ingest vs bare Starlette (Standard Webhooks)"]
+    assert bare["median"] == pytest.approx(0.7667, abs=1e-3) and bare["held"] is True
+    cpu = lines["CPU per accepted webhook"]
+    assert cpu["median"] == 155 and cpu["held"] is False  # 155 > 150, though one run was 140
+    delivery = lines["delivery vs the bare aiohttp loop"]
+    assert delivery["held"] is None and "not in this tree" in delivery["note"]
+
+
+def test_the_goals_table_leads_the_markdown_with_each_goal_held_or_not() -> None:
+    text = markdown(_goal_doc())
+    goals = text.index("| goal (issue 29) |")
+    assert goals < text.index("| figure | metric |")
+    assert (
+        "| CPU per accepted webhook | <= 150 µs | 155 µs | 140-170 µs | - | **not held** |" in text
+    )
+    assert "| 1.40x | 1.33x-1.47x | 155 µs/req (150-160; bare 120) | held |" in text

@@ -21,6 +21,9 @@ uvicorn's own HTTP protocol:
   the connection closed. httptools alone buffers a header of any size (a 48 MiB one took
   48 MiB), so a connection's memory is bounded by the cap, not by what a client sends.
 
+Each answer leaves in one write: `OneWriteCycle` keeps uvicorn's head of a response (status
+line and headers) for the first write of its body, one send() an answer rather than two.
+
 When accept() fails anyway (EMFILE, ENFILE, ENOBUFS, ENOMEM) asyncio retries a second later;
 `quiet_accept_errors` turns its traceback per failed accept into one line a second at most.
 """
@@ -39,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from bridge.config import ServerConfig
 from bridge.errors import StartupError
@@ -243,6 +246,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         super().on_headers_complete()
+        if self.cycle is not None and type(self.cycle) is RequestResponseCycle:
+            self.cycle.__class__ = OneWriteCycle
 
     def on_message_complete(self) -> None:
         # What follows belongs to the next request, whose headers are due.
@@ -330,6 +335,71 @@ class GuardedProtocol(HttpToolsProtocol):
             log.debug("closed a connection that took too long for its %s", self._phase)
             self.transport.close()
         self._enter("")
+
+
+class _Head:
+    """Stands in for the transport while uvicorn sends a response's start: keeps its head
+    (status line and headers) for the first write of the body."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+class _WithHead:
+    """Stands in for the transport while uvicorn sends a response's body: the kept head goes
+    out with the first bytes, in one write."""
+
+    __slots__ = ("head", "transport")
+
+    def __init__(self, transport: asyncio.Transport, head: bytes) -> None:
+        self.transport = transport
+        self.head = head
+
+    def write(self, data: bytes) -> None:
+        if self.head:
+            data, self.head = self.head + data, b""
+        if data:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.write(b"")
+        self.transport.close()
+
+
+class OneWriteCycle(RequestResponseCycle):
+    """uvicorn's request cycle, sending a response's head together with its body: one send()
+    an answer rather than two."""
+
+    _head = b""
+
+    async def send(self, message: Any) -> None:
+        transport = self.transport
+        if message["type"] == "http.response.start" and not self.response_started:
+            head = _Head()
+            self.transport = head  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            self._head = head.data
+            return
+        if not self._head:
+            await super().send(message)
+            return
+        with_head = _WithHead(transport, self._head)
+        self._head = b""
+        self.transport = with_head  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            self.transport = transport
+        if not self.disconnected:
+            with_head.write(b"")  # an answer without a body (HEAD): the head alone
 
 
 def phase_timeout_s(limits: Limits, phase: str) -> float | None:

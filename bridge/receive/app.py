@@ -45,7 +45,7 @@ from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, 
 from bridge.receive.batch import Batcher
 from bridge.receive.bodies import BodyError, parse_body
 from bridge.receive.presets import Extractor, Search, compile_search, fields_for
-from bridge.receive.schemes import Verifier, build_verifier, is_costly
+from bridge.receive.schemes import INLINE_BODY_BYTES, Verifier, build_verifier, has_costly_keys
 from bridge.repeats import RepeatLog
 from bridge.routing import passing, targets_for
 from bridge.runtime import Runtime
@@ -98,6 +98,9 @@ class WebhookSource:
     # The metric children of this source, looked up once rather than per request.
     new: Counter
     duplicate: Counter
+    events: Counter
+    # Whether every check costs enough to run off the event loop (Ed25519 keys), decided once.
+    costly_keys: bool
     # In a merge: the merge, the version expression (match: version), and the targets that
     # name this source itself (only they get its own events; the rest get the merged ones).
     merge: MergeConfig | None = None
@@ -117,6 +120,8 @@ class WebhookSource:
             targets=config.targets,
             new=metrics.INBOUND_ACCEPTED.labels(name, "new"),
             duplicate=metrics.INBOUND_ACCEPTED.labels(name, "duplicate"),
+            events=metrics.EVENTS.labels(name, "push"),
+            costly_keys=has_costly_keys(hook),
             merge=config.merge_of(name),
             version=compile_search(hook.version) if hook.version else None,
             own_targets=frozenset(member_targets(config, name)),
@@ -252,7 +257,7 @@ class Receiver:
         }
         body = await _read_body(receive, headers.get("content-length"), source.hook.max_body)
         try:
-            if is_costly(source.hook, len(body)):
+            if source.costly_keys or len(body) > INLINE_BODY_BYTES:
                 loop = asyncio.get_running_loop()
                 now_s = time.time()
                 await loop.run_in_executor(self._verifying, source.verify, headers, body, now_s)
@@ -359,7 +364,7 @@ class Receiver:
             source.duplicate.inc()
             return 200, _answer(event.id, duplicate=True)
         source.new.inc()
-        _count_event(event)
+        _count_event(event, source.events)
         _log_accepted(self._accepted_level, event, event.recorded_ms)
         self.runtime.hub.recorded([event])
         return 202, _answer(event.id)
@@ -400,7 +405,7 @@ class Receiver:
             source.duplicate.inc()
             return 200, _answer(merged.id, duplicate=True)
         source.new.inc()
-        _count_event(merged)
+        _count_event(merged, metrics.EVENTS.labels(merged.source, "push"))
         _log_accepted(self._accepted_level, merged, event.recorded_ms)
         self.runtime.hub.recorded([merged])
         return 202, _answer(merged.id)
@@ -447,8 +452,8 @@ def _is_slack_challenge(data: Any) -> bool:
     )
 
 
-def _count_event(event: Event) -> None:
-    metrics.EVENTS.labels(event.source, "push").inc()
+def _count_event(event: Event, events: Counter) -> None:
+    events.inc()
     if event.time_ms is not None:
         latency_s = max(0.0, (event.recorded_ms - event.time_ms) / 1000)
         metrics.DETECTION_LATENCY.labels(event.source, "push").observe(latency_s)

@@ -11,6 +11,7 @@ import pytest
 
 from bridge.daemon.lifespan import event_loop_factory, freeze_heap
 from bridge.daemon.server import (
+    OneWriteCycle,
     bind,
     connection_cap,
     is_loopback_address,
@@ -99,3 +100,113 @@ def test_the_heap_is_frozen_once_the_daemon_is_ready() -> None:
 def test_the_event_loop_is_uvloop_when_installed() -> None:
     uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
     assert event_loop_factory() is uvloop.new_event_loop
+
+
+class _Recorded:
+    """A transport that keeps what is written (the unit under test is the cycle's send)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _cycle(method: str, *, keep_alive: bool = True) -> tuple[OneWriteCycle, _Recorded]:
+    from uvicorn.protocols.http.flow_control import FlowControl
+
+    transport = _Recorded()
+    cycle = OneWriteCycle(
+        scope={"type": "http", "method": method, "path": "/", "headers": []},  # type: ignore[typeddict-item]
+        transport=transport,  # type: ignore[arg-type]
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: None,
+    )
+    return cycle, transport
+
+
+async def _answer(cycle: OneWriteCycle, *bodies: bytes, length: int | None = None) -> None:
+    headers = [(b"content-length", b"%d" % length)] if length is not None else []
+    await cycle.send({"type": "http.response.start", "status": 202, "headers": headers})
+    for i, body in enumerate(bodies):
+        more = i < len(bodies) - 1
+        await cycle.send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+def test_an_answer_goes_out_in_one_write_head_and_body() -> None:
+    cycle, transport = _cycle("POST")
+    asyncio.run(_answer(cycle, b'{"id": "x"}', length=11))
+    assert len(transport.writes) == 1
+    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 202 Accepted\r\n") and b"content-length: 11" in head
+    assert body == b'{"id": "x"}'
+    assert cycle.response_complete
+
+
+def test_a_streamed_answer_sends_its_head_with_the_first_chunk_then_each_chunk() -> None:
+    cycle, transport = _cycle("GET")
+    asyncio.run(_answer(cycle, b"one", b"two"))
+    assert len(transport.writes) == 2  # the head with the first chunk, then the last chunk
+    assert transport.writes[0].startswith(b"HTTP/1.1 202") and transport.writes[0].endswith(
+        b"\r\n\r\n3\r\none\r\n"
+    )
+    assert b"".join(transport.writes).endswith(b"3\r\ntwo\r\n0\r\n\r\n")
+
+
+def test_a_head_answer_and_a_closing_answer_still_send_their_head() -> None:
+    cycle, transport = _cycle("HEAD")
+    asyncio.run(_answer(cycle, b"", length=5))
+    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"\r\n\r\n")
+    cycle, transport = _cycle("POST", keep_alive=False)
+    asyncio.run(_answer(cycle, b"", length=0))
+    assert len(transport.writes) == 1 and b"connection: close" in transport.writes[0]
+    assert transport.closed
+
+
+def test_the_guarded_protocol_answers_through_the_one_write_cycle() -> None:
+    import httpx
+    import uvicorn
+
+    from bridge.daemon.server import Limits, guarded_protocol
+
+    seen: list[type] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        seen.append(type(send.__self__))  # type: ignore[attr-defined]
+        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+    async def main() -> httpx.Response:
+        limits = Limits(10, 5.0, 5.0, 5.0, 16384)
+        sock = bind("127.0.0.1", 0)
+        config = uvicorn.Config(app, log_config=None, lifespan="off", http=guarded_protocol(limits))
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            for _ in range(500):  # bounded: the server starts in well under 5 s
+                if server.started:
+                    break
+                await asyncio.sleep(0.01)
+            port = sock.getsockname()[1]
+            async with httpx.AsyncClient() as client:
+                return await client.post(f"http://127.0.0.1:{port}/", content=b"x")
+        finally:
+            server.should_exit = True
+            await serving
+            sock.close()
+
+    answer = asyncio.run(main())
+    assert answer.status_code == 200 and answer.content == b"ok"
+    assert seen == [OneWriteCycle]
