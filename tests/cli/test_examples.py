@@ -33,6 +33,7 @@ EXPECTED_WARNINGS: dict[str, list[str]] = {
     "redis.yaml": [],
     "mqtt.yaml": [],
     "notify.yaml": [],
+    "alerts.yaml": [],
 }
 # The extra `bridge check` says each example of a broker or notify target needs.
 EXPECTED_EXTRAS = {
@@ -41,7 +42,6 @@ EXPECTED_EXTRAS = {
     "redis.yaml": "redis",
     "mqtt.yaml": "mqtt",
     "notify.yaml": "notify",
-    "alerts.yaml": [],
 }
 
 # A dummy for every variable: a valid Standard Webhooks key, so it serves as any secret.
