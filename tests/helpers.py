@@ -115,6 +115,7 @@ class DaemonProcess:
         """Until /healthz answers 200. The bound is wide: a healthy daemon ends the wait at
         once, and starting one (about a second of imports) stretches on a busy machine, as
         under `make pytest`'s workers."""
+
         def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"bridge exited with {self.proc.returncode}:\n{self.log()}")
