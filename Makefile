@@ -35,8 +35,14 @@ typecheck: $(STAMP)
 
 # The crash, fault and bad-input suite (3 minutes) has a target of its own, which .ci/run
 # runs after this one: make test stays the quick gate.
+# The tests run on PYTEST_WORKERS processes (pytest-xdist), more than this 2-core machine's
+# cores: most of a test's time is spent waiting on a daemon process or a socket. Every test
+# keeps to its own ports, folders, PostgreSQL schema and broker names, so any order is fine;
+# `--dist worksteal` hands the long tests' neighbours to idle workers. PYTEST_WORKERS=0 runs
+# them in this one process (for a debugger, or -x).
+PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
-	$(BIN)/pytest -m "not reliability" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not reliability" -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The documentation site (docs/, mkdocs.yml). `make docs` writes docs/reference/ from the code
 # first; `make test` builds what is committed, strictly: a broken link or anchor fails it (and

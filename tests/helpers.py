@@ -111,7 +111,11 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_healthy(self, timeout_s: float = 20.0) -> None:
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        """Until /healthz answers 200. The bound is wide: a healthy daemon ends the wait at
+        once, and starting one (about a second of imports) stretches on a busy machine, as
+        under `make pytest`'s workers."""
+
         def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"bridge exited with {self.proc.returncode}:\n{self.log()}")

@@ -38,8 +38,9 @@ class Listener:
             lines = data.decode().split("\n")
             self.messages.append(dict(line.split("=", 1) for line in lines))
 
-    def wait_for(self, key: str, after: int = 0, timeout_s: float = 15) -> int:
-        """The index of the first message from `after` on that has `key`."""
+    def wait_for(self, key: str, after: int = 0, timeout_s: float = 60) -> int:
+        """The index of the first message from `after` on that has `key` (a wide bound, as
+        for `wait_healthy`: READY comes after the daemon's start-up)."""
 
         def found() -> int | None:
             for i, msg in enumerate(self.drain()[after:], start=after):

@@ -106,7 +106,10 @@ def polls_done(db: Path) -> tuple[int, int, str | None]:
     return row or (0, 0, None)
 
 
+# A resource test of the kind `make test-reliability` runs (three polls of a million items
+# on the real daemon), so the reliability marker moves it out of `make test`.
 @pytest.mark.slow
+@pytest.mark.reliability
 @pytest.mark.timeout(600)
 def test_a_million_items_poll_within_300_mb_on_the_real_daemon(
     daemon: Callable[..., DaemonProcess], server: tuple[Script, str], tmp_path: Path
