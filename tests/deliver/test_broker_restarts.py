@@ -22,8 +22,6 @@ from tests.deliver.consumers import CONSUMERS, consumer_for, target_config
 from tests.deliver.private_brokers import private_broker
 from tests.helpers import DaemonProcess, wait_until
 
-pytestmark = pytest.mark.reliability
-
 # Events stored before the stop (it comes once the first are acknowledged, the rest in
 # flight or waiting), and while the broker is down.
 BEFORE, DURING = 500, 100
