@@ -415,16 +415,33 @@ def guarded_protocol(limits: Limits) -> type[GuardedProtocol]:
 # -- accept errors ---------------------------------------------------------------------------------
 
 
+def late_socket(context: dict[str, Any]) -> bool:
+    """Whether the loop's error is a socket's reader or writer registered after the socket was
+    closed. A broker client (aiomqtt, over paho's socket callbacks) registers them with
+    `call_soon_threadsafe`; when the broker drops the connection first, the registration meets
+    a closed descriptor. Harmless: the client has already seen the connection end, and the
+    target's next attempt opens a new one."""
+    exc = context.get("exception")
+    if not (isinstance(exc, OSError) and exc.errno == errno.EBADF):
+        return False
+    handle = repr(context.get("handle", ""))
+    return "add_writer" in handle or "add_reader" in handle
+
+
 def quiet_accept_errors(
     loop: asyncio.AbstractEventLoop, clock: Callable[[], float] = time.monotonic
 ) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
     """A loop exception handler that logs a failing accept() as one line, once a second at
-    most, without a traceback; every other error goes to the handler in place before."""
+    most, without a traceback, and a socket closed before its late registration (`late_socket`)
+    as one debug line; every other error goes to the handler in place before."""
     previous = loop.get_exception_handler()
     last = {"at": -math.inf, "skipped": 0}
 
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
+        if late_socket(context):
+            log.debug("a socket closed before its reader or writer was registered: %s", exc)
+            return
         if not (isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS):
             if previous is not None:
                 previous(loop, context)

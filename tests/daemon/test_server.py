@@ -6,6 +6,8 @@ import asyncio
 import errno
 import gc
 import logging
+import os
+import socket
 
 import pytest
 
@@ -84,6 +86,37 @@ def test_accept_errors_are_one_line_a_second_and_the_rest_goes_on(
         other = {"message": "boom", "exception": ValueError("x")}
         handle(loop, other)
         assert seen == [other]
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("factory", ["asyncio", "uvloop"])
+def test_a_socket_closed_before_its_late_writer_is_one_debug_line(
+    factory: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker client registering a socket's writer with `call_soon_threadsafe` after the
+    broker dropped it (aiomqtt does, over paho): one debug line, no ERROR and no traceback."""
+    if factory == "uvloop":
+        loop = pytest.importorskip("uvloop", reason="uvloop is not installed").new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        seen: list[dict] = []
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        loop.set_exception_handler(quiet_accept_errors(loop))
+        a, b = socket.socketpair()
+        # A descriptor number nothing opened later takes (the lowest free one is reused).
+        fd = os.dup2(a.fileno(), 900)
+        a.close()
+        b.close()
+        loop.call_soon_threadsafe(loop.add_writer, fd, lambda: None)
+        os.close(fd)
+        with caplog.at_level(logging.DEBUG, logger="bridge.server"):
+            loop.run_until_complete(asyncio.sleep(0.01))
+        lines = [r for r in caplog.records if r.name == "bridge.server"]
+        assert seen == [] and len(lines) == 1, (seen, lines)
+        assert lines[0].levelno == logging.DEBUG and lines[0].exc_info is None
+        assert "registered" in lines[0].getMessage()
     finally:
         loop.close()
 
