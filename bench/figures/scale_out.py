@@ -35,7 +35,7 @@ from bench.figures.delivery import (
     wait_for_all,
 )
 from bench.load import TARGET_SECRET, LoadResult, Prepared, closed_loop, signed_requests
-from bench.procs import NotAvailable, Proc, start_app, start_daemon
+from bench.procs import NotAvailable, Proc, cpu_seconds, start_app, start_daemon
 from bench.stats import Row
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -150,15 +150,17 @@ def measure_setup(
         got = asyncio.run(spread(procs, requests[300:], s.ingest_s))
         c1 = commits(pg)
         http_get_reset(sink)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), replicas_cpu_s(procs)
         asyncio.run(record_all(database, events))
         took_s = wait_for_all(sink, len(events), 60 + len(events) / 50, procs[0]) - started
+        delivery_cpu_s = replicas_cpu_s(procs) - cpu_started
         c2 = commits(pg)
         for proc in procs:
             proc.check_alive()
     return {
         "ingest": got.rate,
         "delivery": len(events) / took_s,
+        "delivery_cpu_us": delivery_cpu_s / len(events) * 1e6,
         "ingest_commits_per_s": per_s(c0, c1, got.duration_s),
         "delivery_commits_per_s": per_s(c1, c2, took_s),
         "note": failures_note(got, f"{count} replicas"),
@@ -172,8 +174,14 @@ def shares(label: str, rate: float, count: int, commits_per_s: float | None) -> 
     return f"{label}: {rate / count:,.0f}/s per replica, {commits_per_s:,.0f} commits/s"
 
 
-def baselines(ctx: Context, sink: Proc) -> tuple[float, float]:
-    """The bare app's accepted/s and the bare aiohttp loop's deliveries/s."""
+def replicas_cpu_s(procs: list[Proc]) -> float:
+    """The CPU seconds (user + system) the replicas have used so far, together."""
+    return sum(cpu_seconds(proc.pid) for proc in procs)
+
+
+def baselines(ctx: Context, sink: Proc) -> tuple[float, float, float]:
+    """The bare app's accepted/s, the bare aiohttp loop's deliveries/s and its CPU per
+    delivered event in µs (the loop runs in this process)."""
     s = ctx.settings
     requests = signed_requests(300 + int(s.ingest_s * MAX_RATE))
     bare = asyncio.run(
@@ -181,13 +189,14 @@ def baselines(ctx: Context, sink: Proc) -> tuple[float, float]:
     )
     events = make_events(s.delivery_events)
     http_get_reset(sink)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     asyncio.run(
         closed_loop(sink.url + "/deliver", as_requests(events), concurrency=CONCURRENCY,
                     duration_s=120)
     )  # fmt: skip
     bare_s = wait_for_all(sink, len(events), 30) - started
-    return bare.rate, len(events) / bare_s
+    bare_cpu_us = (time.process_time() - cpu_started) / len(events) * 1e6
+    return bare.rate, len(events) / bare_s, bare_cpu_us
 
 
 def run(ctx: Context) -> list[Row]:
@@ -197,7 +206,7 @@ def run(ctx: Context) -> list[Row]:
     work = ctx.workdir("scale-out")
     rows: list[Row] = []
     with start_app(work, "sink", "--record") as sink:
-        bare_ingest, bare_delivery = baselines(ctx, sink)
+        bare_ingest, bare_delivery, bare_cpu_us = baselines(ctx, sink)
         for backend, count in QUICK_SETUPS if ctx.settings.quick else SETUPS:
             label = f"{backend}, {count} replica{'s' * (count > 1)}"
             if backend == "SQLite":
@@ -220,5 +229,11 @@ def run(ctx: Context) -> list[Row]:
                     note=shares(label, delivery, count, got["delivery_commits_per_s"]),
                     extra={"per_replica": round(delivery / count, 1),
                            "db_commits_per_s": got["delivery_commits_per_s"]})
+            )  # fmt: skip
+            rows.append(
+                Row("scale-out", f"CPU per delivered event, {label}", "µs",
+                    float(got["delivery_cpu_us"]), bare_cpu_us,
+                    f"bare aiohttp loop, {CONCURRENCY} in flight (its process)",
+                    note="the replicas' CPU together, not the database server's")
             )  # fmt: skip
     return rows
