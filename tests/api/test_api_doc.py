@@ -76,45 +76,64 @@ def test_the_redelivery_and_the_pause_scripts_run_as_written(daemon, tmp_path: P
         wait_until(lambda: bridge.receiver.received == received + 1)
 
 
-def _follow(script: str, cwd: Path) -> subprocess.Popen[str]:
+def _follow(script: str, cwd: Path, out: Path) -> subprocess.Popen[str]:
+    """The script running, what it prints going to `out` (read while it runs)."""
     env = {**os.environ, "BRIDGE_ADMIN_TOKEN": TOKEN}
-    return subprocess.Popen(["bash", "-uc", script], stdout=subprocess.PIPE, text=True, env=env,
-                            cwd=cwd, start_new_session=True)  # fmt: skip
+    with out.open("w") as stdout:
+        return subprocess.Popen(["bash", "-uc", script], stdout=stdout, text=True, env=env,
+                                cwd=cwd, start_new_session=True)  # fmt: skip
 
 
-def _stop(proc: subprocess.Popen[str]) -> str:
+def _stop(proc: subprocess.Popen[str], out: Path) -> str:
     os.killpg(proc.pid, signal.SIGTERM)
-    out, _ = proc.communicate(timeout=10)
-    return out
+    proc.wait(timeout=10)
+    return out.read_text()
+
+
+def _shown(out: Path) -> list[dict]:
+    """The events the script has printed so far (a line being written is left out)."""
+    lines = out.read_text().split("\n")[:-1] if out.exists() else []
+    return [json.loads(line) for line in lines if line]
 
 
 def test_the_stream_script_follows_and_resumes_after_the_last_id(daemon, tmp_path: Path) -> None:
     with running(daemon) as bridge:
         setup, *_, follow = blocks(bridge)
-        proc = _follow(setup + follow, tmp_path)
+        first_out, last_id = tmp_path / "first.out", tmp_path / "last-event-id"
+        proc = _follow(setup + follow, tmp_path, first_out)
+
+        def shows(subject: str, out: Path) -> bool:
+            return any(s.get("subject") == subject for s in _shown(out))
+
         try:
-            # The loop connects when it connects: send until one event shows.
-            last_id = tmp_path / "last-event-id"
-            for i in range(40):
+            # The loop connects when it connects: send until an event sent is shown.
+            for i in range(20):
                 bridge.send(f"live{i}")
-                if last_id.exists() and last_id.read_text():
+                deadline = time.monotonic() + 3
+                while not shows(f"live{i}", first_out) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if shows(f"live{i}", first_out):
                     break
-                time.sleep(0.25)
-            wait_until(lambda: last_id.read_text() != "")
+            assert shows(f"live{i}", first_out)
+
+            def kept_last() -> bool:  # the id file names the last event printed
+                text = last_id.read_text() if last_id.exists() else ""
+                return bool(text) and cursor_of(text).id == _shown(first_out)[-1]["id"]
+
+            wait_until(kept_last)
         finally:
-            out = _stop(proc)
+            out = _stop(proc, first_out)
         # The bridge's own events (`sink` failing: bridge.delivery.*) are in the stream too.
         shown = [s for line in out.splitlines() if (s := json.loads(line))["source"] != "bridge"]
         assert shown and all(s["source"] == "orders" for s in shown)
         # Sent while it is down, shown first when it starts again (after the last id).
         bridge.send("while-down")
-        down_id = bridge.event("while-down")["id"]
-        again = _follow(setup + follow, tmp_path)
+        again_out = tmp_path / "again.out"
+        again = _follow(setup + follow, tmp_path, again_out)
         try:
-            # The file holds the cursor of the last event shown: wait until it is this one.
-            wait_until(lambda: last_id.read_text() and cursor_of(last_id.read_text()).id == down_id)
+            wait_until(lambda: shows("while-down", again_out))
         finally:
-            out = _stop(again)
+            out = _stop(again, again_out)
         later = [s["subject"] for line in out.splitlines()
                  if (s := json.loads(line))["source"] != "bridge"]  # fmt: skip
         # Both runs together: every event from the first shown on, in order, none twice (the
