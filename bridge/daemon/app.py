@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
@@ -35,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import metrics
 from bridge.daemon.access import AccessLog
+from bridge.daemon.direct import DirectRoute
 from bridge.errors import StoreError
 from bridge.runtime import Runtime
 from bridge.status.summary import WAITING, backlog_of
@@ -106,19 +106,6 @@ def refresh_budget_gauges(runtime: Runtime) -> None:
         metrics.BUDGET_LIMIT.labels(use.name).set(use.limit)
 
 
-@runtime_checkable
-class DirectRoute(Protocol):
-    """A route whose POSTs are served without Starlette (the webhook paths)."""
-
-    def serves(self, path: str) -> bool:
-        """True when a POST to `path` is this route's."""
-
-    async def answer(
-        self, scope: Scope, receive: Receive, send: Send, headers: Sequence[tuple[bytes, bytes]]
-    ) -> None:
-        """Answer the request (ASGI), adding `headers` to every answer."""
-
-
 class Dispatch:
     """The daemon's ASGI app: a POST a direct route serves goes to it, the rest to `app`."""
 
@@ -134,6 +121,14 @@ class Dispatch:
                     await route.answer(scope, receive, send, SECURITY_HEADERS)
                     return
         await self.app(scope, receive, send)
+
+
+def direct_routes(runtime: Runtime, routes: Sequence[BaseRoute]) -> list[DirectRoute]:
+    """The routes whose POSTs the HTTP protocol serves without ASGI (daemon/direct.py): none
+    with the access log on, which sees every request through ASGI."""
+    if runtime.config.server.access_log:
+        return []
+    return [route for route in routes if isinstance(route, DirectRoute)]
 
 
 def build_app(runtime: Runtime, routes: Sequence[BaseRoute] = ()) -> ASGIApp:

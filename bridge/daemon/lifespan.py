@@ -24,7 +24,7 @@ import uvicorn
 
 from bridge import __version__
 from bridge.config import Config
-from bridge.daemon.app import build_app
+from bridge.daemon.app import SECURITY_HEADERS, build_app, direct_routes
 from bridge.daemon.banner import banner_lines
 from bridge.daemon.notify import Notifier
 from bridge.daemon.reload import reload_config
@@ -263,7 +263,9 @@ class Daemon:
                     # The client address is the peer's; only `server.trusted_proxies` may
                     # name another (bridge/client_address.py), never uvicorn's default.
                     proxy_headers=False,
-                    **Limits.of(self.config.server, fd_limit()).uvicorn_options(),
+                    **Limits.of(self.config.server, fd_limit()).uvicorn_options(
+                        direct_routes(runtime, routes), SECURITY_HEADERS
+                    ),
                 )
             )
             serving = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")

@@ -22,7 +22,9 @@ uvicorn's own HTTP protocol:
   48 MiB), so a connection's memory is bounded by the cap, not by what a client sends.
 
 Each answer leaves in one write: `OneWriteCycle` keeps uvicorn's head of a response (status
-line and headers) for the first write of its body, one send() an answer rather than two.
+line and headers) for the first write of its body, one send() an answer rather than two. A
+webhook POST with a declared length goes neither through uvicorn's cycle nor ASGI: the
+protocol hands it to a `DirectCycle` (direct.py), and builds an ASGI scope only for the rest.
 
 When accept() fails anyway (EMFILE, ENFILE, ENOBUFS, ENOMEM) asyncio retries a second later;
 `quiet_accept_errors` turns its traceback per failed accept into one line a second at most.
@@ -38,13 +40,16 @@ import math
 import resource
 import socket
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from bridge.config import ServerConfig
+from bridge.daemon.direct import DirectCycle, DirectRoute, Headers, direct_route
 from bridge.errors import StartupError
 
 log = logging.getLogger("bridge.server")
@@ -179,10 +184,13 @@ class Limits:
             server.max_header_bytes,
         )
 
-    def uvicorn_options(self) -> dict[str, Any]:
-        """The part of the limits uvicorn applies itself."""
+    def uvicorn_options(
+        self, direct: Sequence[DirectRoute] = (), headers: Headers = ()
+    ) -> dict[str, Any]:
+        """The part of the limits uvicorn applies itself; POSTs to the `direct` routes served
+        without ASGI (direct.py), with `headers` on their answers."""
         return {
-            "http": guarded_protocol(self),
+            "http": guarded_protocol(self, direct, headers),
             "timeout_keep_alive": max(1, math.ceil(self.idle_timeout_s)),
         }
 
@@ -197,6 +205,9 @@ class GuardedProtocol(HttpToolsProtocol):
     `guarded_protocol` makes the subclass for one server, with its limits."""
 
     limits: Limits
+    # The routes whose POSTs skip ASGI (direct.py), and the headers added to their answers.
+    direct: tuple[DirectRoute, ...] = ()
+    direct_headers: Headers = ()
     # The connections waiting for a request (new, between requests, or mid-headers), oldest
     # first: the ones to close when a new connection comes over the cap.
     waiting: dict[GuardedProtocol, None]
@@ -243,11 +254,55 @@ class GuardedProtocol(HttpToolsProtocol):
             super().data_received(piece)
         self._follow()
 
+    def on_message_begin(self) -> None:
+        # uvicorn builds the request's ASGI scope here; it is built in on_headers_complete,
+        # only for a request that goes the ASGI way.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        if self.direct and self.parser.get_method() == b"POST" and self._serve_directly():
+            return
+        url, headers, expects = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)  # the scope; it resets what the parser gave
+        self.url, self.expect_100_continue = url, expects
+        self.headers = self.scope["headers"] = headers
         super().on_headers_complete()
         if self.cycle is not None and type(self.cycle) is RequestResponseCycle:
             self.cycle.__class__ = OneWriteCycle
+
+    def _serve_directly(self) -> bool:
+        """Start (or queue behind the answer in progress) a direct cycle for this POST when
+        a direct route takes it (direct.py); False when it goes the ASGI way."""
+        if self.parser.should_upgrade():
+            return False
+        path = httptools.parse_url(self.url).path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        found = direct_route(self.direct, path, self.headers)
+        if found is None:
+            return False
+        cycle = DirectCycle(
+            found[0],
+            path,
+            self.headers,
+            self.client,
+            self.transport,
+            self.flow,
+            self.server_state.default_headers,
+            self.direct_headers,
+            self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive(),
+            self.on_response_complete,
+        )
+        existing, self.cycle = self.cycle, cycle  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+        else:  # pipelined behind an answer in progress, as uvicorn queues its own
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+        return True
 
     def on_message_complete(self) -> None:
         # What follows belongs to the next request, whose headers are due.
@@ -407,9 +462,18 @@ def phase_timeout_s(limits: Limits, phase: str) -> float | None:
     return limits.timeouts_s.get(phase)
 
 
-def guarded_protocol(limits: Limits) -> type[GuardedProtocol]:
-    """The protocol class for one server with `limits` (its own set of waiting connections)."""
-    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits, "waiting": {}})
+def guarded_protocol(
+    limits: Limits, direct: Sequence[DirectRoute] = (), headers: Headers = ()
+) -> type[GuardedProtocol]:
+    """The protocol class for one server with `limits` (its own set of waiting connections),
+    serving POSTs to the `direct` routes without ASGI, with `headers` on their answers."""
+    attributes = {
+        "limits": limits,
+        "waiting": {},
+        "direct": tuple(direct),
+        "direct_headers": tuple(headers),
+    }
+    return type("GuardedProtocol", (GuardedProtocol,), attributes)
 
 
 # -- accept errors ---------------------------------------------------------------------------------

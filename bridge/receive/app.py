@@ -212,50 +212,87 @@ class Receiver:
         arrived_ms = now_ms()
         source = self.sources.get(scope["path"])
         if source is None:  # removed by a reload since the route matched
-            log.info("refused a webhook (404): no source has this path any more")
-            body = b'{"error":"no webhook source has this path"}'
-            await _respond(send, 404, body, [*_JSON, *extra])
+            await _respond(send, *_gone(extra))
             return
         try:
-            status, body = await self._accept(source, scope, receive, arrived_ms)
+            headers = self._admit(source, scope["method"], scope["headers"], scope.get("client"))
+            body = await _read_body(receive, source.hook.max_body)
+            status, answer = await self._accept(source, headers, body, arrived_ms)
         except _Refusal as refusal:
-            metrics.INBOUND_REJECTED.labels(source.name, refusal.reason).inc()
-            if refusal.status < 500:
-                log.info(
-                    "source %s: refused a webhook: %s (%d %s)",
-                    source.name,
-                    refusal.detail,
-                    refusal.status,
-                    refusal.reason,
-                    extra={
-                        "source": source.name,
-                        "status": refusal.status,
-                        "reason": refusal.reason,
-                    },
-                )
-            if refusal.message:
-                payload = json.dumps({"error": refusal.message}).encode()
-                await _respond(send, refusal.status, payload, [*_JSON, *refusal.headers, *extra])
-            else:
-                await _respond(send, refusal.status, b"", [*refusal.headers, *extra])
+            await _respond(send, *self._refused(source, refusal, extra))
             return
         except _Disconnected:
             return
-        await _respond(send, status, body, [*_JSON, *extra])
+        await _respond(send, status, [*_JSON, *extra], answer)
 
-    async def _accept(
-        self, source: WebhookSource, scope: Scope, receive: Receive, arrived_ms: int
-    ) -> tuple[int, bytes]:
+    async def reply(
+        self,
+        method: str,
+        path: str,
+        raw_headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        client: tuple[str, int] | None,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer to one webhook request whose whole body the server has read (its
+        content-length within the source's `max_body`): status, headers and body, with the
+        `extra` headers. The same checks, in the same order, as `handle`."""
+        arrived_ms = now_ms()
+        source = self.sources.get(path)
+        if source is None:
+            return _gone(extra)
+        try:
+            headers = self._admit(source, method, raw_headers, client)
+            if len(body) > source.hook.max_body:
+                raise _too_large(source.hook.max_body)
+            status, answer = await self._accept(source, headers, body, arrived_ms)
+        except _Refusal as refusal:
+            return self._refused(source, refusal, extra)
+        return status, [*_JSON, *extra], answer
+
+    def _refused(
+        self, source: WebhookSource, refusal: _Refusal, extra: Sequence[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Count and log a refusal; its answer."""
+        metrics.INBOUND_REJECTED.labels(source.name, refusal.reason).inc()
+        if refusal.status < 500:
+            log.info(
+                "source %s: refused a webhook: %s (%d %s)",
+                source.name,
+                refusal.detail,
+                refusal.status,
+                refusal.reason,
+                extra={"source": source.name, "status": refusal.status, "reason": refusal.reason},
+            )
+        if refusal.message:
+            payload = json.dumps({"error": refusal.message}).encode()
+            return refusal.status, [*_JSON, *refusal.headers, *extra], payload
+        return refusal.status, [*refusal.headers, *extra], b""
+
+    def _admit(
+        self,
+        source: WebhookSource,
+        method: str,
+        raw_headers: Sequence[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+    ) -> dict[str, str]:
+        """The checks before the body is read (client, method, declared length); the headers."""
         if source.allow_from:
-            self._check_client(source, scope)
-        if scope["method"] != "POST":
+            self._check_client(source, client, raw_headers)
+        if method != "POST":
             raise _Refusal(405, "method", "use POST", [(b"allow", b"POST")])
         # Read backwards, so the first of repeated headers wins; latin-1 maps every byte.
         headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in reversed(scope["headers"])
+            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw_headers)
         }
-        body = await _read_body(receive, headers.get("content-length"), source.hook.max_body)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > source.hook.max_body:
+            raise _too_large(source.hook.max_body)  # refused before reading a byte of it
+        return headers
+
+    async def _accept(
+        self, source: WebhookSource, headers: dict[str, str], body: bytes, arrived_ms: int
+    ) -> tuple[int, bytes]:
         try:
             if source.costly_keys or len(body) > INLINE_BODY_BYTES:
                 loop = asyncio.get_running_loop()
@@ -369,10 +406,14 @@ class Receiver:
         self.runtime.hub.recorded([event])
         return 202, _answer(event.id)
 
-    def _check_client(self, source: WebhookSource, scope: Scope) -> None:
+    def _check_client(
+        self,
+        source: WebhookSource,
+        peer: tuple[str, int] | None,
+        raw_headers: Sequence[tuple[bytes, bytes]],
+    ) -> None:
         """A 403 refusal unless the request's client is inside the source's `allow_from`."""
-        peer = scope.get("client")
-        address = client_address(peer[0] if peer else None, scope["headers"], self.trusted_proxies)
+        address = client_address(peer[0] if peer else None, raw_headers, self.trusted_proxies)
         if not is_in(address, source.allow_from):
             shown = "an unknown address" if address is None else str(address)
             raise _Refusal(
@@ -459,10 +500,8 @@ def _count_event(event: Event, events: Counter) -> None:
         metrics.DETECTION_LATENCY.labels(event.source, "push").observe(latency_s)
 
 
-async def _read_body(receive: Receive, content_length: str | None, max_body: int) -> bytes:
+async def _read_body(receive: Receive, max_body: int) -> bytes:
     """The whole body, or a 413 refusal as soon as it is known to exceed `max_body`."""
-    if content_length is not None and content_length.isdigit() and int(content_length) > max_body:
-        raise _too_large(max_body)  # refused before reading a byte of it
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -485,8 +524,14 @@ def _too_large(max_body: int) -> _Refusal:
     return _Refusal(413, "too_large", f"the body is larger than {max_body} bytes")
 
 
+def _gone(extra: Sequence[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The 404 of a path a reload removed since the request was routed."""
+    log.info("refused a webhook (404): no source has this path any more")
+    return 404, [*_JSON, *extra], b'{"error":"no webhook source has this path"}'
+
+
 async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> None:
     headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -508,6 +553,23 @@ class WebhookRoute(BaseRoute):
     ) -> None:
         """Serve a POST without Starlette, adding `headers` to the answer."""
         await self.receiver.handle(scope, receive, send, headers)
+
+    def body_limit(self, path: str) -> int | None:
+        """The largest body a POST to `path` may carry, or None when no source has the path."""
+        source = self.receiver.sources.get(path)
+        return None if source is None else source.hook.max_body
+
+    async def reply(
+        self,
+        method: str,
+        path: str,
+        raw_headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        client: tuple[str, int] | None,
+        headers: Sequence[tuple[bytes, bytes]],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer to a POST whose body the server has read, with `headers` added."""
+        return await self.receiver.reply(method, path, raw_headers, body, client, headers)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         """FULL for a known webhook path (the handler answers 405 for a wrong method)."""
