@@ -97,3 +97,18 @@ def test_long_attribute_names_the_first_attribute_over_the_limit_in_bytes() -> N
     assert long_attribute(subject="€" * 341) is None
     assert long_attribute(subject="€" * 342) == "subject"
     assert long_attribute(id="\ud800" * 400) == "id"  # a lone surrogate counts as 3 bytes
+
+
+def test_event_ids_are_the_lower_case_base32_of_the_identitys_blake2b() -> None:
+    # The ids are stable across versions: the text is base64.b32encode's, written faster.
+    import base64
+    import hashlib
+    import random
+
+    rng = random.Random(29)
+    for _ in range(2000):
+        source = "".join(rng.choice("abc-_\u00e9\U0001f600") for _ in range(rng.randint(1, 12)))
+        identity = str(rng.getrandbits(rng.randint(1, 200)))
+        digest = hashlib.blake2b(f"{source}\x1f{identity}".encode(), digest_size=15).digest()
+        expected = "evt_" + base64.b32encode(digest).decode().lower()
+        assert event_id(source, identity) == expected

@@ -544,6 +544,11 @@ class Config(_Model):
         is frozen, and a copy with other sources must not be made with `model_copy`)."""
         return {n: s.poll for n, s in self.sources.items() if s.poll}
 
+    @cached_property
+    def push_hints(self) -> frozenset[str]:
+        """The sources whose pushed events make a polled source poll at once (`on_push`)."""
+        return frozenset(p.on_push for p in self.polled.values() if p.on_push)
+
     def merge_of(self, source: str) -> MergeConfig | None:
         """The merge a source belongs to, if any."""
         return next((m for m in self.merge if source in m.sources), None)

@@ -167,6 +167,8 @@ class Poller:
         return await poll_now(self.runtime.store, self.scheduler, name, poll.timeout_s)
 
     def _on_events(self, events: Sequence[Event]) -> None:
+        if self._scheduler is None or not self.config.push_hints:
+            return  # the common case, on every webhook: no source polls on a push
         pushed = {e.source for e in events if e.origin == "push"}
         if not pushed or self._scheduler is None:
             return

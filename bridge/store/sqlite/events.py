@@ -25,43 +25,72 @@ from bridge.store.rows import (
 T = TypeVar("T")
 
 
+# How many ids one `IN (...)` asks for (SQLite allows 32,766 parameters a statement).
+_IDS_PER_QUERY = 500
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_DELIVERY = (
+    "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
+    " subject) VALUES (?, ?, 'pending', 0, ?, ?, ?)"
+)
+_INSERT_SIGHTING = (
+    "INSERT OR IGNORE INTO sightings (event_id, merge, path, source, recorded_ms)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
 def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[bool]:
-    """Insert events and their pending deliveries on `conn`, skipping known ids."""
-    out = []
+    """Insert events and their pending deliveries on `conn`, skipping known ids; for each
+    event, whether it was new (a repeated id within `batch` is new the first time only).
+
+    A few statements a batch, not one an event: the ids already known in one select, then
+    each table's rows in one `executemany`. The writer thread runs this while the event loop
+    holds the interpreter, and every statement on its own gives the GIL back and waits to
+    take it again: one statement an event cost more CPU than the inserts themselves."""
+    known: set[str] = set()
+    ids = [item.event.id for item in batch]
+    for at in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[at : at + _IDS_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        known.update(
+            r[0] for r in conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+        )
+    out: list[bool] = []
+    events, deliveries, sightings = [], [], []
     for item in batch:
         ev = item.event
-        cur = conn.execute(
-            f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                ev.id,
-                ev.source,
-                ev.type,
-                ev.origin,
-                ev.change,
-                ev.subject,
-                ev.upstream_id,
-                ev.time_ms,
-                ev.recorded_ms,
-                jsontext.dumps(ev.data),
-                ev.traceparent,
-                ev.tracestate,
-            ),
-        )
-        is_new = cur.rowcount == 1
-        if is_new and item.targets:
-            conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms,"
-                " created_ms, subject) VALUES (?, ?, 'pending', 0, ?, ?, ?)",
-                [(ev.id, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets],
+        is_new = ev.id not in known
+        out.append(is_new)
+        if is_new:
+            known.add(ev.id)
+            events.append(
+                (
+                    ev.id,
+                    ev.source,
+                    ev.type,
+                    ev.origin,
+                    ev.change,
+                    ev.subject,
+                    ev.upstream_id,
+                    ev.time_ms,
+                    ev.recorded_ms,
+                    jsontext.dumps(ev.data),
+                    ev.traceparent,
+                    ev.tracestate,
+                )
             )
+            deliveries += [
+                (ev.id, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets
+            ]
         if item.sighting is not None:
             s = item.sighting
-            conn.execute(
-                "INSERT OR IGNORE INTO sightings (event_id, merge, path, source, recorded_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (ev.id, s.merge, s.path, s.source, ev.recorded_ms),
-            )
-        out.append(is_new)
+            sightings.append((ev.id, s.merge, s.path, s.source, ev.recorded_ms))
+    # Plain INSERT: an id the select did not see cannot be there (this transaction holds the
+    # write lock); if it were, the batch fails rather than claim a stored event is new.
+    conn.executemany(_INSERT_EVENT, events)
+    if deliveries:
+        conn.executemany(_INSERT_DELIVERY, deliveries)
+    if sightings:
+        conn.executemany(_INSERT_SIGHTING, sightings)
     return out
 
 
