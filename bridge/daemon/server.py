@@ -14,8 +14,8 @@ uvicorn's own HTTP protocol:
   cap closes the oldest one that is waiting for a request, or, when every connection is busy,
   is answered 503 and closed.
 
-- an idle deadline between requests (`server.idle_timeout`; uvicorn's own keep-alive timeout,
-  which counts whole seconds, is set to it rounded up);
+- an idle deadline between requests (`server.idle_timeout`; uvicorn's own keep-alive
+  timer, which counts whole seconds and is made anew for every answer, is never armed);
 - a cap on a request's line and headers (`server.max_header_bytes`): the parser is fed at
   most that many bytes before the end of the headers, then the request is answered 431 and
   the connection closed. httptools alone buffers a header of any size (a 48 MiB one took
@@ -328,7 +328,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._timer_at = -math.inf  # no phase may move this one
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        # uvicorn's, without its keep-alive timer: the idle deadline (KEEP_ALIVE) is this
+        # guard's own timer, moved rather than made anew and cancelled on every request.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            self._enter("")
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
         self._follow(after_response=True)
 
     def _make_room(self) -> bool:
