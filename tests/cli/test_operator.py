@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -96,6 +97,7 @@ def test_init_writes_a_commented_config_that_check_accepts(tmp_path: Path) -> No
     assert forced == {"config": str(tmp_path / "config.yaml"), "written": True}
 
 
+@pytest.mark.timeout(300)  # about 25 commands, each a new process importing the bridge
 def test_a_day_with_the_starter_config(tmp_path: Path, daemon) -> None:
     up = Upstream()
     with serve_app(up.app()) as url:
