@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.deliver.claims import CLAIM_BATCH
 from bridge.deliver.recorder import Recorder
-from bridge.deliver.worker import CLAIM_BATCH
 from bridge.events import Event, event_id, now_ms
 from bridge.store.base import AttemptRecord, NewEvent
 from bridge.store.sqlite import SQLiteStore
