@@ -21,6 +21,7 @@ from bridge.store.base import PollCommit, PollOutcome
 from bridge.store.sqlite import SQLiteStore
 from bridge.store.sqlite.migrations import MIGRATIONS
 from bridge.store.sqlite.store import identity_problem
+from tests.helpers import wait_until
 
 
 def make_event(source: str, upstream: str, type: str = "thing.happened") -> Event:
@@ -151,6 +152,73 @@ def test_claims_and_outcomes_commit_without_waiting_for_the_disk(store: SQLiteSt
     assert store.writer.relaxed_commits - before == 2
     # The event itself went in durably.
     assert asyncio.run(store.count_events(source="push")) == 1
+
+
+def test_a_write_here_commits_on_the_calling_thread_when_no_write_is_under_way(
+    store: SQLiteStore,
+) -> None:
+    def who(conn: sqlite3.Connection) -> tuple[int, int]:
+        return threading.get_ident(), int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    commits = store.writer.commits
+    # The caller's own thread, NORMAL (1): no hop to the writer thread, no fsync.
+    assert asyncio.run(store.write_here(who)) == (threading.get_ident(), 1)
+    assert store.writer.commits == commits + 1
+    # While the writer thread is in a write, it takes the write into its next commit.
+    gate = threading.Event()
+    blocker = store.writer.submit(lambda conn: gate.wait(5))
+
+    async def meanwhile() -> tuple[int, int]:
+        task = asyncio.ensure_future(store.write_here(who))
+        await asyncio.sleep(0)
+        assert not task.done()  # the loop goes on; the write waits for the thread
+        gate.set()
+        return await task
+
+    thread, sync = asyncio.run(meanwhile())
+    blocker.result()
+    assert thread != threading.get_ident() and sync == 1
+
+
+def test_a_write_here_waits_in_the_writer_thread_while_another_process_writes(
+    store: SQLiteStore,
+) -> None:
+    asyncio.run(store.record_event(make_event("push", "one"), ["t"]))
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def claim_while_locked() -> int:
+        task = asyncio.ensure_future(store.claim_due({"t": 10}, now_ms(), now_ms() + 60_000))
+        await asyncio.sleep(0)
+        assert not task.done()  # not failed, not spinning the loop: queued for the thread
+        holder.execute("ROLLBACK")
+        return len((await task).claims)
+
+    try:
+        assert asyncio.run(claim_while_locked()) == 1
+    finally:
+        holder.close()
+
+
+def test_writes_here_have_the_writer_thread_checkpoint_the_wal(store: SQLiteStore) -> None:
+    from bridge.store.sqlite.writer import CHECKPOINT_EVERY
+
+    # 16 KiB a commit, that its own commit deletes again: the WAL grows, the database not.
+    def churn(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS churn (b BLOB)")
+        conn.execute("INSERT INTO churn VALUES (randomblob(16384))")
+        conn.execute("DELETE FROM churn")
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await store.write_here(churn)
+            await asyncio.sleep(0)
+
+    rounds = 30
+    asyncio.run(many(rounds * CHECKPOINT_EVERY))  # about 30 MB written into the WAL
+    wait_until(lambda: store.writer.checkpoints >= rounds // 2)  # a write may go to the thread
+    wal = Path(store.path + "-wal").stat().st_size
+    assert wal < 8 * 1024 * 1024, f"the WAL grew to {wal} bytes"
 
 
 def test_a_poll_that_changed_nothing_commits_without_waiting_for_the_disk(
