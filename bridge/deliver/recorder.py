@@ -8,13 +8,16 @@ outcome is written on the next turn of the loop, as soon as it is known.
 
 An outcome's caller hears of it once its transaction is committed (the delivery's next state
 is in the store) or failed (the lease then expires and the delivery is sent again: at least
-once, never lost). Released leases have no caller: a failed release expires on its own.
+once, never lost): `add` calls it back then, so a send need not wait for its outcome's
+commit (`record` awaits it). Released leases have no caller: a failed release expires on its
+own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from bridge.store.base import AttemptRecord, OutboxStore
 
@@ -24,24 +27,39 @@ log = logging.getLogger("bridge.deliver")
 # next delivery does not wait for it: its slot is free once the answer is in).
 FLUSH_S = 0.005
 
+# Called once an outcome is written (None) or could not be (the error).
+Done = Callable[[BaseException | None], None]
+
 
 class Recorder:
     """Writes the outcomes (and releases) waiting at each flush in one store write."""
 
     def __init__(self, store: OutboxStore) -> None:
         self.store = store
-        self._records: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
+        self._records: list[tuple[AttemptRecord, Done]] = []
         self._releases: list[int] = []
         self._writing: asyncio.Task[None] | None = None  # the flush being committed
         self._scheduled = False  # a flush is due (on the loop's next turn, or soon)
         self._flushed_at = float("-inf")  # loop time of the last flush
         self.flushes = 0  # store writes made (for tests and the curious)
 
+    def add(self, record: AttemptRecord, done: Done) -> None:
+        """Write `record` with the next flush; `done` hears how it went."""
+        self._records.append((record, done))
+        self._schedule()
+
     async def record(self, record: AttemptRecord) -> None:
         """Return once `record` is committed; raise StoreError if it could not be written."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._records.append((record, future))
-        self._schedule()
+
+        def done(error: BaseException | None) -> None:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+        self.add(record, done)
         await future
 
     def release(self, delivery_ids: list[int]) -> None:
@@ -79,23 +97,22 @@ class Recorder:
         releases, self._releases = self._releases, []
         self._writing = asyncio.create_task(self._write(records, releases))
 
-    async def _write(
-        self, batch: list[tuple[AttemptRecord, asyncio.Future[None]]], releases: list[int]
-    ) -> None:
+    async def _write(self, batch: list[tuple[AttemptRecord, Done]], releases: list[int]) -> None:
+        error: BaseException | None = None
         try:
             self.flushes += 1
             await self.store.record_attempts([record for record, _ in batch], releases)
         except Exception as exc:
-            # Every waiter hears of it; none may hang on a flush that failed.
+            # Every caller hears of it; none may wait for a flush that failed.
             if releases and not batch:
                 log.warning("could not release %d leases (they expire): %s", len(releases), exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        else:
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            error = exc
+        try:
+            for _, done in batch:
+                try:
+                    done(error)
+                except Exception:
+                    log.exception("an attempt's outcome could not be taken in")
         finally:
             self._writing = None
             if self._records or self._releases:

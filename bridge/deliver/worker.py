@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -181,7 +182,6 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._sends: dict[int, asyncio.Task[None]] = {}  # delivery id -> its send
-        self._recording: set[asyncio.Task[Any]] = set()  # sends answered, being recorded
         self._kinds: dict[str, Kind] = {}  # kind -> its shared client
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -235,7 +235,6 @@ class Deliverer:
                 log.info("stopped %d deliveries in flight; they will be sent again", len(cut))
                 self._recorder.release(cut)
         await self._recorder.drain()  # the outcomes and releases still to write
-        await asyncio.gather(*self._recording, return_exceptions=True)
         for kind in self._kinds.values():
             await kind.close()
         self._repeats.flush()
@@ -346,32 +345,33 @@ class Deliverer:
     # -- sending ----------------------------------------------------------------------------
 
     async def _deliver(self, target: Target, claim: Claim) -> None:
-        sending = True
         try:
             if target.pacer is not None:
                 await target.pacer.wait()
             at_ms = now_ms()
             started = time.perf_counter()
-            answer = await self._traced_attempt(target, claim, at_ms)
+            if self.runtime.tracer.is_exporting:
+                answer = await self._traced_attempt(target, claim, at_ms)
+            else:
+                # No span: only the attempt's `traceparent`, in the event's trace.
+                trace = tracing.child(tracing.of_event(claim.event))
+                answer = await self._attempt(target, claim, at_ms, trace)
             duration_ms = round((time.perf_counter() - started) * 1000)
             record, told = self._outcome(target, claim, answer, at_ms, duration_ms)
-            # The slot is free once the answer is in: the next send need not wait for the
-            # commit (an ordered subject's next delivery is claimable only after it). Once
-            # committed, its row may be claimed again (a retry) before this task ends.
-            sending = False
-            if (task := self._sends.pop(claim.delivery_id, None)) is not None:
-                self._recording.add(task)
-            self._slot_freed(target)
-            await self._finish(target, claim, answer, record, told)
+            if record.target_state is not None:
+                target.pending_writes += 1
+            # The send ends once the answer is in: the next one need not wait for the commit
+            # (an ordered subject's next delivery is claimable only after it); the recorder
+            # calls back once it is written.
+            self._recorder.add(
+                record, functools.partial(self._recorded, target, claim, answer, record, told)
+            )
         except Exception:
             # The lease expires and the delivery is tried again.
             log.exception("delivering %s to %s failed", claim.event.id, target.name)
         finally:
-            if sending:
-                self._sends.pop(claim.delivery_id, None)
-                self._slot_freed(target)
-            else:
-                self._recording.discard(cast("asyncio.Task[Any]", asyncio.current_task()))
+            self._sends.pop(claim.delivery_id, None)
+            self._slot_freed(target)
 
     def _slot_freed(self, target: Target) -> None:
         target.in_flight -= 1
@@ -381,13 +381,9 @@ class Deliverer:
             self._wake.set()
 
     async def _traced_attempt(self, target: Target, claim: Claim, at_ms: int) -> Answer:
-        """The attempt, in a span of the event's trace; without an exporter, no span is
-        made, only the attempt's `traceparent`."""
+        """The attempt, in a span of the event's trace (only when spans are exported)."""
         parent = tracing.of_event(claim.event)
-        tracer = self.runtime.tracer
-        if not tracer.is_exporting:
-            return await self._attempt(target, claim, at_ms, tracing.child(parent))
-        span = tracer.begin(
+        span = self.runtime.tracer.begin(
             "deliver", parent, "client",
             {"bridge.target": target.name, "cloudevents.event_id": claim.event.id,
              "bridge.attempt": claim.attempts + 1},
@@ -459,14 +455,19 @@ class Deliverer:
         states = (was, target.state()) if was is not None else None
         return record, (decision, before[1], states)
 
-    async def _finish(
-        self, target: Target, claim: Claim, answer: Answer, record: AttemptRecord, told: Told
+    def _recorded(
+        self,
+        target: Target,
+        claim: Claim,
+        answer: Answer,
+        record: AttemptRecord,
+        told: Told,
+        error: BaseException | None,
     ) -> None:
-        """Record the attempt; once it is written, count it and say it."""
-        if record.target_state is not None:
-            target.pending_writes += 1
+        """An attempt's record is written (or `error` says why not): count it and say it."""
         try:
-            await self._recorder.record(record)
+            if error is not None:
+                raise error
             # Counted once written: a metric never says delivered before the store does.
             self._count(target, claim, answer, record)
             if record.target_state is not None:
