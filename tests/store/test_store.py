@@ -165,8 +165,14 @@ def test_a_write_here_commits_on_the_calling_thread_when_no_write_is_under_way(
     assert asyncio.run(store.write_here(who)) == (threading.get_ident(), 1)
     assert store.writer.commits == commits + 1
     # While the writer thread is in a write, it takes the write into its next commit.
-    gate = threading.Event()
-    blocker = store.writer.submit(lambda conn: gate.wait(5))
+    entered, gate = threading.Event(), threading.Event()
+
+    def block(conn: sqlite3.Connection) -> None:
+        entered.set()
+        gate.wait(5)
+
+    blocker = store.writer.submit(block)
+    assert entered.wait(5)
 
     async def meanwhile() -> tuple[int, int]:
         task = asyncio.ensure_future(store.write_here(who))

@@ -205,13 +205,16 @@ class Writer:
             self.relaxed_commits += 1
         finally:
             self._txn.release()
-        if (problem := self._check() if self._check is not None else None) is not None:
-            self.lost = problem  # committed into a file that is gone: the thread's rule
-            raise StoreUnavailable(problem)
         self._here_commits += 1
         if self._here_commits >= CHECKPOINT_EVERY:
             self._here_commits = 0
             self._queue.put(_Op(_no_write, Future(), durable=False, checkpoint=True))
+            # The file is compared with the one opened now and then, not at each commit as
+            # the thread does: these writes acknowledge nothing (and the thread's next
+            # commit, a heartbeat's at the latest, looks too).
+            if (problem := self._check() if self._check is not None else None) is not None:
+                self.lost = problem
+                raise StoreUnavailable(problem)
         return True, result
 
     def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
