@@ -90,6 +90,7 @@ class Target:
     probing: bool = False
     pending_writes: int = 0  # writes of this target's state not yet committed
     persisted: TargetState | None = None  # the state as last written or read
+    kind: str = "webhook"  # the config's `kind`, found once (it looks at every kind's key)
     keys: list[SigningKey] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()  # kept out of attempts' errors
@@ -111,6 +112,7 @@ class Target:
         """Apply (new) settings; the state and the work in flight stay. `base` is the folder
         relative `tls` paths start from (the config file's)."""
         self.config = config
+        self.kind = config.kind
         # Decoded once: signing then costs one HMAC (or Ed25519 signature) per key.
         self.keys = [decode_key(s.get_secret_value()) for s in config.secret]
         self.transform = compiled(config.transform) if config.transform else None
@@ -397,7 +399,7 @@ class Deliverer:
     ) -> Answer:
         """Send through the target's kind; a message that cannot be built is an answer too."""
         try:
-            kind = self._kind(target.config.kind)
+            kind = self._kind(target.kind)
             return await kind.send(target, claim.event, at_ms, trace)
         except TransformError as exc:
             return Answer(None, error=mask_text(str(exc), target.secrets), is_final=True)

@@ -140,15 +140,17 @@ class Writer:
             raise self._start_error
 
     def stop(self) -> None:
-        """Finish what is queued, then close the connections."""
+        """Finish what is queued, then close the connection (`run_here`'s first: the
+        thread's, closing last, is the one that checkpoints the WAL into the file it opened)."""
+        with self._txn:
+            self._connect_here = None  # from now on every write goes to the thread
+            if self._here is not None:
+                self._here.close()
+                self._here = None
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        with self._txn:
-            if self._here is not None:
-                self._here.close()
-                self._here = None
 
     def submit(
         self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True, alone: bool = False
