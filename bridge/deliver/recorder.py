@@ -3,8 +3,11 @@
 Attempts that finish while the previous flush is being committed wait for the next one, and
 the leases to give back (claims not attempted: a stop, a circuit that opened, a target
 removed) go in the same transaction. Flushes are at least `FLUSH_S` apart: under load a
-flush carries dozens of outcomes for one commit and one hop to the store; when idle, an
-outcome is written on the next turn of the loop, as soon as it is known.
+flush carries dozens of outcomes for one commit (a commit costs more than the rows it
+writes); when idle, an outcome is written on the next turn of the loop, as soon as it is
+known. An outcome added `soon` (an `ordering: subject` target's: the next delivery of its
+subject cannot be claimed before it is committed) brings the flush forward to `SOON_S`
+after the last one.
 
 An outcome's caller hears of it once its transaction is committed (the delivery's next state
 is in the store) or failed (the lease then expires and the delivery is sent again: at least
@@ -24,8 +27,10 @@ from bridge.store.base import AttemptRecord, OutboxStore
 log = logging.getLogger("bridge.deliver")
 
 # The least time between two flushes. An outcome waits at most this long for its write (the
-# next delivery does not wait for it: its slot is free once the answer is in).
-FLUSH_S = 0.005
+# next delivery does not wait for it: its slot is free once the answer is in) ...
+FLUSH_S = 0.02
+# ... or this long when one of the outcomes waiting holds back its subject's next delivery.
+SOON_S = 0.005
 
 # Called once an outcome is written (None) or could not be (the error).
 Done = Callable[[BaseException | None], None]
@@ -39,13 +44,18 @@ class Recorder:
         self._records: list[tuple[AttemptRecord, Done]] = []
         self._releases: list[int] = []
         self._writing: asyncio.Task[None] | None = None  # the flush being committed
-        self._scheduled = False  # a flush is due (on the loop's next turn, or soon)
+        self._timer: asyncio.Handle | None = None  # the next flush, when one is due
+        self._timer_at = 0.0  # (loop time)
+        self._soon = False  # an outcome waiting was added `soon`
         self._flushed_at = float("-inf")  # loop time of the last flush
         self.flushes = 0  # store writes made (for tests and the curious)
 
-    def add(self, record: AttemptRecord, done: Done) -> None:
-        """Write `record` with the next flush; `done` hears how it went."""
+    def add(self, record: AttemptRecord, done: Done, *, soon: bool = False) -> None:
+        """Write `record` with the next flush (`soon`: no later than `SOON_S` after the last
+        one); `done` hears how it went."""
         self._records.append((record, done))
+        if soon:
+            self._soon = True
         self._schedule()
 
     async def record(self, record: AttemptRecord) -> None:
@@ -79,19 +89,27 @@ class Recorder:
     def _schedule(self) -> None:
         # While a flush is being committed, what comes meanwhile waits for its end; and
         # flushes are at least FLUSH_S apart, so that under load each carries many outcomes.
-        if not self._scheduled and self._writing is None:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            wait_s = self._flushed_at + FLUSH_S - loop.time()
-            if wait_s > 0:
-                loop.call_later(wait_s, self._flush)
-            else:
-                loop.call_soon(self._flush)
+        if self._writing is not None:
+            return
+        loop = asyncio.get_running_loop()
+        at = self._flushed_at + (SOON_S if self._soon else FLUSH_S)
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return  # due by then already
+            self._timer.cancel()  # an outcome added `soon` brings it forward
+        now = loop.time()
+        if at > now:
+            self._timer, self._timer_at = loop.call_at(at, self._flush), at
+        else:
+            self._timer, self._timer_at = loop.call_soon(self._flush), now
 
     def _flush(self) -> None:
-        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()  # when called by `drain`, before its time
+            self._timer = None
         if self._writing is not None or (not self._records and not self._releases):
             return  # one flush at a time: its end schedules the next
+        self._soon = False
         self._flushed_at = asyncio.get_running_loop().time()
         records, self._records = self._records, []
         releases, self._releases = self._releases, []

@@ -366,7 +366,9 @@ class Deliverer:
             # (an ordered subject's next delivery is claimable only after it); the recorder
             # calls back once it is written.
             self._recorder.add(
-                record, functools.partial(self._recorded, target, claim, answer, record, told)
+                record,
+                functools.partial(self._recorded, target, claim, answer, record, told),
+                soon=target.config.ordering == "subject",
             )
         except Exception:
             # The lease expires and the delivery is tried again.
