@@ -17,7 +17,8 @@ An operation run with `run_here` (a delivery's claim, release or outcome: see ou
 not wait for the thread at all when no write is under way in the process: it is committed at
 once on the calling thread (the event loop's), on a connection of its own that never waits for
 a lock (another process's write sends it to the thread), never syncs (`NORMAL`) and never
-checkpoints the WAL: the thread does that, asked every `CHECKPOINT_EVERY` such commits. One
+checkpoints the WAL: the thread does that, asked every `CHECKPOINT_EVERY` such commits (and
+while it has not, at most as many more are made here; then they wait in its queue). One
 lock (`_txn`) keeps the two connections' transactions apart, so neither ever sleeps in SQLite's
 busy handler for the other; the thread waits at most one such short transaction. This spares
 each of those writes the two thread hops and the GIL's hand-overs of the group commit, which
@@ -105,6 +106,7 @@ class Writer:
         self._connect_here = connect_here
         self._here: sqlite3.Connection | None = None
         self._here_commits = 0  # since the last checkpoint asked for
+        self._checkpoint_due = False  # asked for, not yet made by the thread
         # Held by whichever connection is in a write transaction: the thread's or run_here's.
         self._txn = threading.Lock()
         # Says what is wrong with the database file after a commit, or None when nothing is.
@@ -184,6 +186,10 @@ class Writer:
         a write under way, the store closed, lost or degraded, another process's lock."""
         if self._connect_here is None or self._thread is None or self.lost is not None:
             return False, None
+        if self._checkpoint_due and self._here_commits >= CHECKPOINT_EVERY:
+            # The thread lags behind with the last checkpoint: what comes now waits for it
+            # in the thread's queue, so the WAL cannot grow without bound meanwhile.
+            return False, None
         if self.is_degraded or self.fault is not None or not self._txn.acquire(blocking=False):
             return False, None
         try:
@@ -208,8 +214,9 @@ class Writer:
         finally:
             self._txn.release()
         self._here_commits += 1
-        if self._here_commits >= CHECKPOINT_EVERY:
+        if self._here_commits >= CHECKPOINT_EVERY and not self._checkpoint_due:
             self._here_commits = 0
+            self._checkpoint_due = True
             self._queue.put(_Op(_no_write, Future(), durable=False, checkpoint=True))
             # The file is compared with the one opened now and then, not at each commit as
             # the thread does: these writes acknowledge nothing (and the thread's next
@@ -244,6 +251,7 @@ class Writer:
                     # the WAL's end, and an unfinished one never lets the WAL start over.
                     with self._txn:
                         self._checkpoint(conn)
+                        self._checkpoint_due = False
                     continue
                 batch = [op]
                 while not op.alone and len(batch) < self._max_batch:
