@@ -57,9 +57,19 @@ def loads_stored(text: str | bytes) -> Any:
     return json.loads(text, parse_constant=_null)
 
 
+# The compact encoders, made once: `json.dumps` with any argument makes one a call, which
+# costs more than encoding a small object (every delivery's CloudEvent envelope).
+_COMPACT = {
+    ascii: json.JSONEncoder(separators=(",", ":"), ensure_ascii=ascii, allow_nan=False)
+    for ascii in (False, True)
+}
+
+
 def dumps(value: Any, *, indent: int | None = None, ensure_ascii: bool = False) -> str:
     """Strict JSON text: compact unless `indent`; ValueError for a number that is not finite."""
-    separators = (",", ":") if indent is None else (",", ": ")
+    if indent is None:
+        return _COMPACT[ensure_ascii].encode(value)
+    separators = (",", ": ")
     return json.dumps(
         value, indent=indent, separators=separators, ensure_ascii=ensure_ascii, allow_nan=False
     )

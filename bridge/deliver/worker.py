@@ -1,21 +1,13 @@
-"""The Deliverer: claims due deliveries from the outbox, sends them, records every attempt.
+"""The Deliverer: sends the deliveries claims.py claims and queues, records every attempt.
 
-One loop claims work and one task per claimed delivery sends it:
+    claims.py: claim_due in batches -> a queue per target -> a send per free slot
+    send (the target's kind) -> outcome (policy.py) -> record (recorder.py: one flush at a time)
 
-    hub notice | scan timer | half a batch sent -> claim_due (a lease per row) -> queue
-    queue -> send (up to `concurrency` at a time) -> record (recorder.py: one flush at a time)
-
-- Claims are leases on rows: a process that dies leaves its leases to expire (the request
-  timeout plus a margin) and the deliveries are claimed again. At least once, never lost.
-- Claims come in batches (`CLAIM_BATCH` per target, at most `BATCH_ROUNDS` times its
-  concurrency), queued in the process and sent as slots free; the next claim waits until
-  half the batch is gone. A queued delivery whose lease could run out before its request
-  would time out is given back, not sent (another claim takes it again).
 - Each target has its own number of requests in flight (`concurrency`), an optional pace
   (`rate` per second), a circuit breaker and a disabled flag (after a 410); their state is
   persisted in the `targets` table with each attempt, so restarts keep it.
-- New events wake the loop at once through the hub; other writers of the database (the CLI's
-  `redeliver`, another process) are found by a scan every `SCAN_S`.
+- New events wake the claim loop at once through the hub; other writers of the database (the
+  CLI's `redeliver`, another process) are found by a scan every `SCAN_S`.
 - How an event reaches a target is its kind's (`kinds/`: a webhook's POST, a broker's
   publish): one `Kind` per kind configured, its connections shared by its targets.
 """
@@ -24,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -40,6 +33,7 @@ from bridge import metrics, tracing
 from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
 from bridge.deliver.alerts import tell_attempt
+from bridge.deliver.claims import LEASE_MARGIN_S, Claims, wanted
 from bridge.deliver.kinds import Answer, Kind, open_kind
 from bridge.deliver.kinds.webhook import describe
 from bridge.deliver.lines import circuit_line, log_attempt
@@ -62,12 +56,7 @@ log = logging.getLogger("bridge.deliver")
 # before it, and the target's state before and after when the attempt disabled it.
 Told = tuple[Decision, Circuit, tuple[TargetState, TargetState] | None]
 
-SCAN_S = 0.2  # how often the outbox is scanned for work the hub did not announce
 REFRESH_S = 1.0  # how often targets' state (`bridge target enable`) and gauges are re-read
-LEASE_MARGIN_S = 5.0  # a lease outlives the request timeout by this much
-MIN_WAIT_S = 0.005
-CLAIM_BATCH = 64  # deliveries claimed at once per target (one write for the batch)
-BATCH_ROUNDS = 4  # ... but at most this many times the target's concurrency
 __all__ = ["Answer", "Deliverer", "Target", "describe"]
 
 
@@ -101,6 +90,7 @@ class Target:
     probing: bool = False
     pending_writes: int = 0  # writes of this target's state not yet committed
     persisted: TargetState | None = None  # the state as last written or read
+    kind: str = "webhook"  # the config's `kind`, found once (it looks at every kind's key)
     keys: list[SigningKey] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()  # kept out of attempts' errors
@@ -122,6 +112,7 @@ class Target:
         """Apply (new) settings; the state and the work in flight stay. `base` is the folder
         relative `tls` paths start from (the config file's)."""
         self.config = config
+        self.kind = config.kind
         # Decoded once: signing then costs one HMAC (or Ed25519 signature) per key.
         self.keys = [decode_key(s.get_secret_value()) for s in config.secret]
         self.transform = compiled(config.transform) if config.transform else None
@@ -168,28 +159,6 @@ class Target:
         wait_s = self.config.concurrency / self.config.rate if self.config.rate else 0.0
         return self.config.timeout_s + wait_s + LEASE_MARGIN_S
 
-    @property
-    def batch(self) -> int:
-        """How many deliveries are claimed at once: enough to keep the slots busy for a few
-        rounds, not so many that the lease runs out in the queue."""
-        batch = min(CLAIM_BATCH, self.config.concurrency * BATCH_ROUNDS)
-        if self.config.rate:
-            # Paced: what waits in the queue longer than the lease's margin is given back.
-            batch = min(batch, self.config.concurrency + int(self.config.rate * LEASE_MARGIN_S / 2))
-        return batch
-
-    def wants(self, at_ms: int) -> int:
-        """How many deliveries to claim now: none until half the batch is sent."""
-        if self.disabled_ms is not None:
-            return 0
-        admits = self.circuit.admits(at_ms)
-        if admits == "none":
-            return 0
-        if admits == "probe":
-            return 0 if self.probing or self.in_flight or self.queue else 1
-        held = self.in_flight + len(self.queue)
-        return 0 if held > self.batch // 2 else self.batch - held
-
 
 def _base(config: Config) -> Path:
     """The folder relative paths of the config start from."""
@@ -215,13 +184,12 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._sends: dict[int, asyncio.Task[None]] = {}  # delivery id -> its send
-        self._queued: set[int] = set()  # delivery ids claimed and queued, not yet sent
-        self._recording: set[asyncio.Task[Any]] = set()  # sends answered, being recorded
         self._kinds: dict[str, Kind] = {}  # kind -> its shared client
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._refreshed_at = 0.0
         self._recorder = Recorder(self.store)
+        self._claims = Claims(self.store, self._recorder, self.targets, self._sends, self._begin)
         self._repeats = RepeatLog(log)  # a locked store's failures said once, then counted
 
     # -- the Component protocol -------------------------------------------------------------
@@ -247,7 +215,7 @@ class Deliverer:
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming; let sends in flight finish within `grace_s`, then cancel them."""
-        self._stopping = True
+        self._stopping = self._claims.stopping = True
         self.runtime.hub.unsubscribe(self._on_recorded)
         if self._loop_task is not None:
             # Let a claim being written finish (its rows are then released), then end.
@@ -257,7 +225,7 @@ class Deliverer:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         for target in self.targets.values():
-            self._give_back(target)  # claimed, never sent: claimable again at once
+            self._claims.give_back(target)  # claimed, never sent: claimable again at once
         sends = dict(self._sends)
         if sends:
             _done, pending = await asyncio.wait(sends.values(), timeout=grace_s)
@@ -269,7 +237,6 @@ class Deliverer:
                 log.info("stopped %d deliveries in flight; they will be sent again", len(cut))
                 self._recorder.release(cut)
         await self._recorder.drain()  # the outcomes and releases still to write
-        await asyncio.gather(*self._recording, return_exceptions=True)
         for kind in self._kinds.values():
             await kind.close()
         self._repeats.flush()
@@ -280,7 +247,7 @@ class Deliverer:
         for name in list(self.targets):
             if name not in config.targets:
                 # Its rows stay in the outbox; sends in flight finish on their own.
-                self._give_back(self.targets.pop(name))
+                self._claims.give_back(self.targets.pop(name))
                 log.info("target %s removed: its deliveries wait in the outbox", name)
         for name, target_config in config.targets.items():
             if name in self.targets:
@@ -322,7 +289,9 @@ class Deliverer:
         while not self._stopping:
             self._wake.clear()
             try:
-                wait_s = await self._tick()
+                if time.monotonic() - self._refreshed_at >= REFRESH_S:
+                    await self._refresh()
+                wait_s = await self._claims.refill()
                 self._repeats.passed("claim", "deliveries are claimed again")
             except StoreError as exc:
                 self._repeats.warning("claim", "cannot claim deliveries: %s", exc)
@@ -334,73 +303,6 @@ class Deliverer:
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
-
-    async def _tick(self) -> float:
-        """Claim what is due and start sending it; return how long to wait for more."""
-        if time.monotonic() - self._refreshed_at >= REFRESH_S:
-            await self._refresh()
-        at_ms = now_ms()
-        limits = {n: w for n, t in self.targets.items() if (w := t.wants(at_ms)) > 0}
-        if not limits:
-            return SCAN_S
-        lease_s = max(self.targets[n].lease_s for n in limits)
-        lease_ms = at_ms + round(lease_s * 1000)
-        ordered = [n for n in limits if self.targets[n].config.ordering == "subject"]
-        claimed = await self.store.claim_due(limits, at_ms, lease_ms, ordered=ordered)
-        if self._stopping:
-            await self.store.release([c.delivery_id for c in claimed.claims])
-            return 0.0
-        counts: dict[str, int] = {}
-        for claim in claimed.claims:
-            counts[claim.target] = counts.get(claim.target, 0) + 1
-            self._hold(claim, lease_ms)
-        for name in counts:
-            if (target := self.targets.get(name)) is not None:
-                self._pump(target)
-        if any(counts.get(n, 0) >= limit for n, limit in limits.items()):
-            return 0.0  # a full batch: there may be more due
-        if claimed.next_due_ms is None:
-            return SCAN_S
-        return min(max((claimed.next_due_ms - now_ms()) / 1000, MIN_WAIT_S), SCAN_S)
-
-    def _hold(self, claim: Claim, lease_ms: int) -> None:
-        """Queue a claimed delivery for its target."""
-        if claim.delivery_id in self._sends or claim.delivery_id in self._queued:
-            return  # already on its way (an expired lease re-claimed): its outcome will come
-        target = self.targets.get(claim.target)
-        if target is None:
-            self._recorder.release([claim.delivery_id])  # removed meanwhile
-            return
-        target.queue.append((claim, lease_ms))
-        self._queued.add(claim.delivery_id)
-
-    def _pump(self, target: Target) -> None:
-        """Send queued deliveries while the target has slots (and admits them)."""
-        while target.queue:
-            at_ms = now_ms()
-            admits = target.circuit.admits(at_ms)
-            if self._stopping or target.disabled_ms is not None or admits == "none":
-                self._give_back(target)  # an open circuit or a disabled target sends nothing
-                return
-            if admits == "probe":
-                if target.probing or target.in_flight:
-                    return
-            elif target.in_flight >= target.config.concurrency:
-                return
-            claim, lease_ms = target.queue.popleft()
-            self._queued.discard(claim.delivery_id)
-            if at_ms + round((target.lease_s - LEASE_MARGIN_S) * 1000) > lease_ms:
-                # Its lease could end before the request times out: claimed again later.
-                self._recorder.release([claim.delivery_id])
-                continue
-            self._begin(target, claim, admits == "probe")
-
-    def _give_back(self, target: Target) -> None:
-        """Release the leases of a target's queued deliveries (with the next flush)."""
-        ids = [claim.delivery_id for claim, _ in target.queue]
-        target.queue.clear()
-        self._queued.difference_update(ids)
-        self._recorder.release(ids)
 
     def _begin(self, target: Target, claim: Claim, probe: bool) -> None:
         target.in_flight += 1
@@ -420,7 +322,7 @@ class Deliverer:
                 was_disabled, before = target.disabled_ms is not None, target.circuit
                 target.adopt(state)
                 target.probing = False
-                self._pump(target)  # disabled meanwhile: what it has queued is given back
+                self._claims.pump(target)  # disabled meanwhile: what it has queued is given back
                 if was_disabled and target.disabled_ms is None:
                     log.info("target %s enabled", name)
                 elif not was_disabled and state.disabled_ms is not None:
@@ -445,48 +347,47 @@ class Deliverer:
     # -- sending ----------------------------------------------------------------------------
 
     async def _deliver(self, target: Target, claim: Claim) -> None:
-        sending = True
         try:
             if target.pacer is not None:
                 await target.pacer.wait()
             at_ms = now_ms()
             started = time.perf_counter()
-            answer = await self._traced_attempt(target, claim, at_ms)
+            if self.runtime.tracer.is_exporting:
+                answer = await self._traced_attempt(target, claim, at_ms)
+            else:
+                # No span: only the attempt's `traceparent`, in the event's trace.
+                trace = tracing.child(tracing.of_event(claim.event))
+                answer = await self._attempt(target, claim, at_ms, trace)
             duration_ms = round((time.perf_counter() - started) * 1000)
             record, told = self._outcome(target, claim, answer, at_ms, duration_ms)
-            # The slot is free once the answer is in: the next send need not wait for the
-            # commit (an ordered subject's next delivery is claimable only after it). Once
-            # committed, its row may be claimed again (a retry) before this task ends.
-            sending = False
-            if (task := self._sends.pop(claim.delivery_id, None)) is not None:
-                self._recording.add(task)
-            self._slot_freed(target)
-            await self._finish(target, claim, answer, record, told)
+            if record.target_state is not None:
+                target.pending_writes += 1
+            # The send ends once the answer is in: the next one need not wait for the commit
+            # (an ordered subject's next delivery is claimable only after it); the recorder
+            # calls back once it is written.
+            self._recorder.add(
+                record,
+                functools.partial(self._recorded, target, claim, answer, record, told),
+                soon=target.config.ordering == "subject",
+            )
         except Exception:
             # The lease expires and the delivery is tried again.
             log.exception("delivering %s to %s failed", claim.event.id, target.name)
         finally:
-            if sending:
-                self._sends.pop(claim.delivery_id, None)
-                self._slot_freed(target)
-            else:
-                self._recording.discard(cast("asyncio.Task[Any]", asyncio.current_task()))
+            self._sends.pop(claim.delivery_id, None)
+            self._slot_freed(target)
 
     def _slot_freed(self, target: Target) -> None:
         target.in_flight -= 1
-        self._pump(target)
+        self._claims.pump(target)
         # Wake the loop only when it has a batch to claim (or a stop to notice).
-        if self._stopping or target.wants(now_ms()) > 0:
+        if self._stopping or wanted(target, now_ms()) > 0:
             self._wake.set()
 
     async def _traced_attempt(self, target: Target, claim: Claim, at_ms: int) -> Answer:
-        """The attempt, in a span of the event's trace; without an exporter, no span is
-        made, only the attempt's `traceparent`."""
+        """The attempt, in a span of the event's trace (only when spans are exported)."""
         parent = tracing.of_event(claim.event)
-        tracer = self.runtime.tracer
-        if not tracer.is_exporting:
-            return await self._attempt(target, claim, at_ms, tracing.child(parent))
-        span = tracer.begin(
+        span = self.runtime.tracer.begin(
             "deliver", parent, "client",
             {"bridge.target": target.name, "cloudevents.event_id": claim.event.id,
              "bridge.attempt": claim.attempts + 1},
@@ -500,7 +401,7 @@ class Deliverer:
     ) -> Answer:
         """Send through the target's kind; a message that cannot be built is an answer too."""
         try:
-            kind = self._kind(target.config.kind)
+            kind = self._kind(target.kind)
             return await kind.send(target, claim.event, at_ms, trace)
         except TransformError as exc:
             return Answer(None, error=mask_text(str(exc), target.secrets), is_final=True)
@@ -558,14 +459,19 @@ class Deliverer:
         states = (was, target.state()) if was is not None else None
         return record, (decision, before[1], states)
 
-    async def _finish(
-        self, target: Target, claim: Claim, answer: Answer, record: AttemptRecord, told: Told
+    def _recorded(
+        self,
+        target: Target,
+        claim: Claim,
+        answer: Answer,
+        record: AttemptRecord,
+        told: Told,
+        error: BaseException | None,
     ) -> None:
-        """Record the attempt; once it is written, count it and say it."""
-        if record.target_state is not None:
-            target.pending_writes += 1
+        """An attempt's record is written (or `error` says why not): count it and say it."""
         try:
-            await self._recorder.record(record)
+            if error is not None:
+                raise error
             # Counted once written: a metric never says delivered before the store does.
             self._count(target, claim, answer, record)
             if record.target_state is not None:

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.deliver.claims import CLAIM_BATCH
 from bridge.deliver.recorder import Recorder
-from bridge.deliver.worker import CLAIM_BATCH
 from bridge.events import Event, event_id, now_ms
 from bridge.store.base import AttemptRecord, NewEvent
 from bridge.store.sqlite import SQLiteStore
@@ -211,3 +211,40 @@ async def _flush_in_one_write(store: SQLiteStore) -> None:
     # The released ones are claimable again at once.
     again = (await store.claim_due({"t1": 100}, at + 1, at + 60_000)).claims
     assert sorted(c.delivery_id for c in again) == sorted(c.delivery_id for c in kept)
+
+
+def test_an_ordered_targets_outcome_brings_the_next_flush_forward(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "bridge.db")
+    store.open()
+    try:
+        asyncio.run(_soon_flush(store))
+    finally:
+        store.close()
+
+
+async def _soon_flush(store: SQLiteStore) -> None:
+    from bridge.deliver.recorder import FLUSH_S, SOON_S
+
+    events = make_events(3, "soon")
+    await store.record_events([NewEvent(e, ["t1"]) for e in events])
+    at = now_ms() + 10
+    claims = (await store.claim_due({"t1": 3}, at, at + 60_000)).claims
+    recorder = Recorder(store)
+    written: list[BaseException | None] = []
+
+    def outcome(c: Any) -> AttemptRecord:
+        return AttemptRecord(c.delivery_id, c.event.id, "t1", at, 3, 200, None, None,
+                             "delivered", at + 3)  # fmt: skip
+
+    # The first outcome goes on the loop's next turn; the next one waits for the pause after
+    # it, the long one, until an outcome that holds back its subject's next delivery comes.
+    recorder.add(outcome(claims[0]), written.append)
+    await recorder.drain()
+    recorder.add(outcome(claims[1]), written.append)
+    assert recorder._timer_at == pytest.approx(recorder._flushed_at + FLUSH_S)
+    recorder.add(outcome(claims[2]), written.append, soon=True)
+    assert recorder._timer_at == pytest.approx(recorder._flushed_at + SOON_S)
+    await recorder.drain()
+    assert written == [None, None, None] and recorder.flushes == 2
+    listed = await store.list_deliveries(limit=None)
+    assert {d.status for d in listed} == {"delivered"}

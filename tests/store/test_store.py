@@ -153,6 +153,80 @@ def test_claims_and_outcomes_commit_without_waiting_for_the_disk(store: SQLiteSt
     assert asyncio.run(store.count_events(source="push")) == 1
 
 
+def test_a_write_here_commits_on_the_calling_thread_when_no_write_is_under_way(
+    store: SQLiteStore,
+) -> None:
+    def who(conn: sqlite3.Connection) -> tuple[int, int]:
+        return threading.get_ident(), int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    commits = store.writer.commits
+    # The caller's own thread, NORMAL (1): no hop to the writer thread, no fsync.
+    assert asyncio.run(store.write_here(who)) == (threading.get_ident(), 1)
+    assert store.writer.commits == commits + 1
+    # While the writer thread is in a write, it takes the write into its next commit.
+    entered, gate = threading.Event(), threading.Event()
+
+    def block(conn: sqlite3.Connection) -> None:
+        entered.set()
+        gate.wait(5)
+
+    blocker = store.writer.submit(block)
+    assert entered.wait(5)
+
+    async def meanwhile() -> tuple[int, int]:
+        task = asyncio.ensure_future(store.write_here(who))
+        await asyncio.sleep(0)
+        assert not task.done()  # the loop goes on; the write waits for the thread
+        gate.set()
+        return await task
+
+    thread, sync = asyncio.run(meanwhile())
+    blocker.result()
+    assert thread != threading.get_ident() and sync == 1
+
+
+def test_a_write_here_waits_in_the_writer_thread_while_another_process_writes(
+    store: SQLiteStore,
+) -> None:
+    asyncio.run(store.record_event(make_event("push", "one"), ["t"]))
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def claim_while_locked() -> int:
+        task = asyncio.ensure_future(store.claim_due({"t": 10}, now_ms(), now_ms() + 60_000))
+        await asyncio.sleep(0)
+        assert not task.done()  # not failed, not spinning the loop: queued for the thread
+        holder.execute("ROLLBACK")
+        return len((await task).claims)
+
+    try:
+        assert asyncio.run(claim_while_locked()) == 1
+    finally:
+        holder.close()
+
+
+def test_writes_here_have_the_writer_thread_checkpoint_the_wal(store: SQLiteStore) -> None:
+    from bridge.store.sqlite.writer import CHECKPOINT_EVERY
+
+    # 16 KiB a commit, that its own commit deletes again: the WAL grows, the database not.
+    def churn(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS churn (b BLOB)")
+        conn.execute("INSERT INTO churn VALUES (randomblob(16384))")
+        conn.execute("DELETE FROM churn")
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await store.write_here(churn)
+            await asyncio.sleep(0)
+
+    rounds = 30
+    asyncio.run(many(rounds * CHECKPOINT_EVERY))  # about 30 MB written into the WAL
+    store.writer.call(lambda conn: None)  # queued behind the checkpoints asked for
+    assert store.writer.checkpoints >= rounds // 4  # some writes may have gone to the thread
+    wal = Path(store.path + "-wal").stat().st_size
+    assert wal < 8 * 1024 * 1024, f"the WAL grew to {wal} bytes"
+
+
 def test_a_poll_that_changed_nothing_commits_without_waiting_for_the_disk(
     store: SQLiteStore,
 ) -> None:

@@ -6,7 +6,9 @@ an attempt writes the attempt, the delivery's next state and the target's state 
 
 Claims, releases and attempts are committed without waiting for the disk (`durable=False`,
 see writer.py): they guard against sending twice, not against losing anything, so a power
-cut that takes them only means a delivery is sent again.
+cut that takes them only means a delivery is sent again. They are written with `write_here`:
+on the caller's thread (the event loop's) when no other write is under way, without the two
+thread hops of the group commit.
 """
 
 from __future__ import annotations
@@ -177,6 +179,8 @@ class SQLiteOutbox:
             self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
         ) -> T: ...
 
+        async def write_here(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
     async def claim_due(
         self,
         limits: Mapping[str, int],
@@ -199,11 +203,11 @@ class SQLiteOutbox:
             return Claimed(claims, _next_due(conn, short, now_ms))
 
         # A lease acknowledges nothing: lost to a power cut, the row is claimed again.
-        return await self.write(claim, durable=False)
+        return await self.write_here(claim)
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         if delivery_ids:
-            await self.write(lambda conn: _release(conn, delivery_ids), durable=False)
+            await self.write_here(lambda conn: _release(conn, delivery_ids))
 
     async def record_attempts(
         self, records: Sequence[AttemptRecord], released: Sequence[int] = ()
@@ -214,7 +218,7 @@ class SQLiteOutbox:
 
         if records or released:
             # An outcome lost to a power cut means one more send (at least once), no loss.
-            await self.write(record, durable=False)
+            await self.write_here(record)
 
     async def target_states(self) -> dict[str, TargetState]:
         def q(conn: sqlite3.Connection) -> dict[str, TargetState]:

@@ -135,7 +135,8 @@ class SQLiteStore(
         self._identity: tuple[int, int] | None = None
         # The same for its WAL and shared-memory files, which SQLite finds by name.
         self._companions: dict[str, tuple[int, int] | None] = {}
-        self.writer = Writer(self._open_writer, check=self.lost_reason)
+        here = None if self.path == ":memory:" or self.path.startswith("file:") else self._open_here
+        self.writer = Writer(self._open_writer, check=self.lost_reason, connect_here=here)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -165,6 +166,15 @@ class SQLiteStore(
             self._companions = {
                 self.path + suffix: file_identity(self.path + suffix) for suffix in _COMPANIONS
             }
+        return conn
+
+    def _open_here(self) -> sqlite3.Connection:
+        """The connection of `Writer.run_here`: never waits for a lock, never syncs, never
+        checkpoints (see writer.py)."""
+        conn = connect(self.path)
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
     def _discard_orphaned_companions(self) -> None:
@@ -330,6 +340,11 @@ class SQLiteStore(
         """Run a write in the next group commit; returns once it is durable (once it is
         committed, not yet synced to the disk, when `durable` is False: see writer.py)."""
         return await self.writer.run(fn, durable=durable)
+
+    async def write_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write that acknowledges nothing (committed, not synced to the disk), at once
+        on this thread when no other write is under way (see writer.py's `run_here`)."""
+        return await self.writer.run_here(fn)
 
     async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a write in a durable commit of its own, shared with no other write."""

@@ -13,6 +13,17 @@ a commit survives a crash of the process, and may be lost to a power cut, but ne
 order: the WAL is appended in commit order, so the next FULL commit's fsync makes everything
 before it durable too. A batch with one durable operation commits FULL as a whole.
 
+An operation run with `run_here` (a delivery's claim, release or outcome: see outbox.py) does
+not wait for the thread at all when no write is under way in the process: it is committed at
+once on the calling thread (the event loop's), on a connection of its own that never waits for
+a lock (another process's write sends it to the thread), never syncs (`NORMAL`) and never
+checkpoints the WAL: the thread does that, asked every `CHECKPOINT_EVERY` such commits (and
+while it has not, at most as many more are made here; then they wait in its queue). One
+lock (`_txn`) keeps the two connections' transactions apart, so neither ever sleeps in SQLite's
+busy handler for the other; the thread waits at most one such short transaction. This spares
+each of those writes the two thread hops and the GIL's hand-overs of the group commit, which
+cost more than the write itself.
+
 An operation submitted with `alone=True` (a rotated OAuth2 refresh token) is a batch of its
 own, FULL: no other write shares its commit, so none can fail it.
 
@@ -28,6 +39,7 @@ machine; batched, 100 rows per commit, about 110,000.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -36,7 +48,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.logs import plural
@@ -48,8 +60,16 @@ log = logging.getLogger("bridge.store")
 BUSY_TIMEOUT_MS = 5000
 DEGRADED_BUSY_TIMEOUT_MS = 200
 
+# How many commits `run_here` makes before the writer thread is asked to checkpoint the WAL
+# (passively: what readers still need stays); about 20 pages each, so the WAL stays small.
+CHECKPOINT_EVERY = 64
+
 # Words in SQLite's messages for conditions that pass: try again later.
 _TRANSIENT = ("locked", "busy", "disk", "full", "readonly", "i/o", "unable to open")
+
+
+def _no_write(conn: sqlite3.Connection) -> None:
+    """The operation of a checkpoint request, which writes nothing."""
 
 
 def translate(exc: sqlite3.Error) -> StoreError:
@@ -66,6 +86,7 @@ class _Op:
     future: Future[Any]
     durable: bool = True
     alone: bool = False  # committed in a batch of its own
+    checkpoint: bool = False  # not a write: checkpoint the WAL (for `run_here`'s commits)
 
 
 class Writer:
@@ -77,8 +98,17 @@ class Writer:
         *,
         max_batch: int = 500,
         check: Callable[[], str | None] | None = None,
+        connect_here: Callable[[], sqlite3.Connection] | None = None,
     ):
         self._connect = connect
+        # Opens `run_here`'s connection (None: every write goes through the thread, as for
+        # `:memory:`, where a second connection would open another database).
+        self._connect_here = connect_here
+        self._here: sqlite3.Connection | None = None
+        self._here_commits = 0  # since the last checkpoint asked for
+        self._checkpoint_due = False  # asked for, not yet made by the thread
+        # Held by whichever connection is in a write transaction: the thread's or run_here's.
+        self._txn = threading.Lock()
         # Says what is wrong with the database file after a commit, or None when nothing is.
         self._check = check
         # Why no write can be acknowledged any more (set once, for good), or None.
@@ -101,6 +131,7 @@ class Writer:
         # acknowledges nothing (the connection is opened with FULL).
         self._is_full_sync = True
         self.relaxed_commits = 0
+        self.checkpoints = 0  # asked for by `run_here`, and made
 
     def start(self) -> None:
         """Open the write connection in the writer thread; raise if it cannot be opened."""
@@ -111,7 +142,13 @@ class Writer:
             raise self._start_error
 
     def stop(self) -> None:
-        """Finish what is queued, then close the connection."""
+        """Finish what is queued, then close the connection (`run_here`'s first: the
+        thread's, closing last, is the one that checkpoints the WAL into the file it opened)."""
+        with self._txn:
+            self._connect_here = None  # from now on every write goes to the thread
+            if self._here is not None:
+                self._here.close()
+                self._here = None
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -136,6 +173,59 @@ class Writer:
         """Await `fn(conn)` committed (durably unless `durable` is False; alone if `alone`)."""
         return await asyncio.wrap_future(self.submit(fn, durable=durable, alone=alone))
 
+    async def run_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Await `fn(conn)` committed, not synced to the disk (`durable=False`): at once on
+        this thread when no other write is under way, else in the thread's next commit."""
+        done, result = self._try_here(fn)
+        if done:
+            return cast(T, result)
+        return await self.run(fn, durable=False)
+
+    def _try_here(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """(True, the result) once committed here; (False, None) when the thread must do it:
+        a write under way, the store closed, lost or degraded, another process's lock."""
+        if self._connect_here is None or self._thread is None or self.lost is not None:
+            return False, None
+        if self._checkpoint_due and self._here_commits >= CHECKPOINT_EVERY:
+            # The thread lags behind with the last checkpoint: what comes now waits for it
+            # in the thread's queue, so the WAL cannot grow without bound meanwhile.
+            return False, None
+        if self.is_degraded or self.fault is not None or not self._txn.acquire(blocking=False):
+            return False, None
+        try:
+            conn = self._here
+            try:
+                if conn is None:
+                    conn = self._here = self._connect_here()
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                return False, None  # another process writes: the thread waits for it
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc) from exc
+                raise
+            self.commits += 1
+            self.relaxed_commits += 1
+        finally:
+            self._txn.release()
+        self._here_commits += 1
+        if self._here_commits >= CHECKPOINT_EVERY and not self._checkpoint_due:
+            self._here_commits = 0
+            self._checkpoint_due = True
+            self._queue.put(_Op(_no_write, Future(), durable=False, checkpoint=True))
+            # The file is compared with the one opened now and then, not at each commit as
+            # the thread does: these writes acknowledge nothing (and the thread's next
+            # commit, a heartbeat's at the latest, looks too).
+            if (problem := self._check() if self._check is not None else None) is not None:
+                self.lost = problem
+                raise StoreUnavailable(problem)
+        return True, result
+
     def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Block until `fn(conn)` is committed durably (for threads that are not the loop)."""
         return self.submit(fn).result()
@@ -156,6 +246,13 @@ class Writer:
                 held = None
                 if op is None:
                     break
+                if op.checkpoint:
+                    # Under the lock: a commit meanwhile would leave the checkpoint short of
+                    # the WAL's end, and an unfinished one never lets the WAL start over.
+                    with self._txn:
+                        self._checkpoint(conn)
+                        self._checkpoint_due = False
+                    continue
                 batch = [op]
                 while not op.alone and len(batch) < self._max_batch:
                     try:
@@ -165,7 +262,7 @@ class Writer:
                     if nxt is None:
                         stopping = True
                         break
-                    if nxt.alone:
+                    if nxt.alone or nxt.checkpoint:
                         held = nxt
                         break
                     batch.append(nxt)
@@ -187,6 +284,23 @@ class Writer:
         if self.lost is not None:
             self._fail(batch, StoreUnavailable(self.lost))
             return
+        # The lock covers the transaction, not the callers' wake-up: one that writes again
+        # at once finds it free.
+        with self._txn:
+            done = self._transact(conn, batch)
+        if done is None:
+            return
+        self.commits += 1
+        if not self._is_full_sync:
+            self.relaxed_commits += 1
+        self._resolve(conn, done)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if elapsed_ms > 250:
+            log.info("slow commit: %d writes in %.0f ms", len(done), elapsed_ms)
+
+    def _transact(self, conn: sqlite3.Connection, batch: list[_Op]) -> list[tuple[_Op, Any]] | None:
+        """Run a batch in one transaction: what each operation gave, or None when the
+        transaction failed (and every caller of the batch has heard of it)."""
         try:
             self._set_sync(conn, any(op.durable for op in batch))
             conn.execute("BEGIN IMMEDIATE")
@@ -202,7 +316,7 @@ class Writer:
                     self._set_degraded(conn, True)
                 self.failed_fast += len(failed)
             self._fail(failed, error)
-            return
+            return None
         done = self._apply(conn, batch)
         try:
             if self.fault is not None:
@@ -215,14 +329,8 @@ class Writer:
             log.warning("commit of %d writes failed: %s", len(done), error)
             for op, _ in done:
                 op.future.set_exception(error)
-            return
-        self.commits += 1
-        if not self._is_full_sync:
-            self.relaxed_commits += 1
-        self._resolve(conn, done)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if elapsed_ms > 250:
-            log.info("slow commit: %d writes in %.0f ms", len(done), elapsed_ms)
+            return None
+        return done
 
     def _resolve(self, conn: sqlite3.Connection, done: list[tuple[_Op, Any]]) -> None:
         """Tell the callers of a committed batch that it is durable, if the file still is."""
@@ -269,6 +377,13 @@ class Writer:
                 self._queue.put(None)
                 return ops
             ops.append(op)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database as far as readers allow (`run_here`'s commits never
+        do it themselves); a failure is for the next one to make up."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.checkpoints += 1
 
     def _set_sync(self, conn: sqlite3.Connection, is_full: bool) -> None:
         """FULL for a batch that acknowledges something, NORMAL for one that does not.
