@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bridge.store.base import AttemptRecord, OutboxStore
+from bridge.store.base import OutboxStore
+from bridge.store.deliveries import AttemptRecord
 
 log = logging.getLogger("bridge.deliver")
 

@@ -6,7 +6,7 @@ import asyncio
 
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store
-from bridge.store.base import AttemptRecord
+from bridge.store.deliveries import AttemptRecord
 
 
 def test_outcomes_and_releases_are_written_together(any_store: Store) -> None:

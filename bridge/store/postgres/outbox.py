@@ -18,15 +18,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.events import Event
-from bridge.store.base import (
-    AttemptRecord,
-    AttemptRow,
-    Claim,
-    Claimed,
-    DeliveryRow,
-    TargetReset,
-    TargetState,
-)
+from bridge.store.base import TargetReset, TargetState
+from bridge.store.deliveries import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow
 from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
 
 if TYPE_CHECKING:
