@@ -203,4 +203,15 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        # Due deliveries in the order they are claimed (next_ms, then id): the claim reads the
+        # first rows of the index and stops, where an index of (target, next_ms) alone made it
+        # read and sort every due row of the target (a backlog of 10,000: 3 ms per claim).
+        "0013_due_deliveries_in_order",
+        (
+            "CREATE INDEX deliveries_due_in_order ON deliveries (target, next_ms, id)"
+            " WHERE status IN ('pending', 'failed')",
+            "DROP INDEX deliveries_due",
+        ),
+    ),
 ]
