@@ -34,10 +34,14 @@ from psycopg.pq import TransactionStatus
 Conn = psycopg.AsyncConnection[Any]
 
 # The session of a relaxed connection. Its statements are few, prepared once (psycopg's
-# `prepare_threshold`) and run thousands of times, each reaching a handful of rows by an
-# index: a plan cached while the outbox was small (or never analyzed: autovacuum off) would
-# read the whole table by a sequential scan for every flush, long after it has grown.
-_RELAXED_SETTINGS = "SET synchronous_commit = off; SET enable_seqscan = off"
+# `prepare_threshold`) and run thousands of times, each reaching at most a batch of rows
+# by an index, row by row: a plan cached while the outbox was small (or never analyzed:
+# autovacuum off) would read the whole table for every flush (a sequential scan, or a hash
+# join over a whole index) long after it has grown.
+_RELAXED_SETTINGS = (
+    "SET synchronous_commit = off; SET enable_seqscan = off; SET enable_hashjoin = off;"
+    " SET enable_mergejoin = off"
+)
 
 
 class LoopConnections:

@@ -136,8 +136,8 @@ async def _claim(
     owner: str,
     ordered: Collection[str] = (),
 ) -> Claimed:
-    # Every target's statement is sent before the first result is read (a claim runs in
-    # pipeline mode, as every write with `durable=False`).
+    # Every target's statement is sent before the first result is read (a claim of several
+    # targets runs in pipeline mode, one implicit transaction).
     asked = [
         (target, limit, await conn.execute(
             _CLAIM_ORDERED if target in ordered else _CLAIM_ANY,
@@ -226,7 +226,9 @@ class PostgresOutbox:
 
     if TYPE_CHECKING:
 
-        async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T: ...
+        async def run(
+            self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True, alone: bool = False
+        ) -> T: ...
 
     async def claim_due(
         self,
@@ -236,19 +238,27 @@ class PostgresOutbox:
         ordered: Collection[str] = (),
     ) -> Claimed:
         owner = self.replica_id
+        # One target's claim is one statement: read after its commit, in one round trip.
+        alone = sum(1 for limit in limits.values() if limit > 0) <= 1
         return await self.run(
-            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered), durable=False
+            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered),
+            durable=False,
+            alone=alone,
         )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         if delivery_ids:
-            await self.run(lambda conn: _release(conn, delivery_ids), durable=False)
+            await self.run(lambda conn: _release(conn, delivery_ids), durable=False, alone=True)
 
     async def record_attempts(
         self, records: Sequence[AttemptRecord], released: Sequence[int] = ()
     ) -> None:
         if records or released:
-            await self.run(lambda conn: _record(conn, records, released), durable=False)
+            # One statement, unless a target's state changed with it.
+            alone = not any(r.target_state for r in records)
+            await self.run(
+                lambda conn: _record(conn, records, released), durable=False, alone=alone
+            )
 
     async def target_states(self) -> dict[str, TargetState]:
         async def q(conn: Conn) -> dict[str, TargetState]:

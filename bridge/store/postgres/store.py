@@ -202,9 +202,10 @@ class PostgresStore(
         connection had been cut (a server restart, a proxy). With `pipeline`, in psycopg's
         pipeline mode: the BEGIN, the statements up to the first read of a result, and the
         COMMIT go out together, not one round trip each. With `implicit` (a connection in
-        autocommit mode, in pipeline mode), no BEGIN and no COMMIT at all: the statements
+        autocommit mode), no BEGIN and no COMMIT at all: in pipeline mode the statements
         up to the pipeline's closing sync are PostgreSQL's implicit transaction, committed
-        at the sync, or rolled back whole at the first error."""
+        at the sync, or rolled back whole at the first error; without it, each statement
+        commits alone."""
         if connection is None:
             if self._pool is None:
                 raise StoreError("the store is closed")
@@ -238,7 +239,9 @@ class PostgresStore(
                 log.info("a database connection was cut; running the transaction again")
         raise AssertionError("unreachable")
 
-    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T:
+    async def run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True, alone: bool = False
+    ) -> T:
         """Run `fn(conn)` in one transaction on the caller's loop; returns once committed.
 
         With `durable=False` (a write that acknowledges nothing to the outside world) the
@@ -249,7 +252,9 @@ class PostgresStore(
         read `rowcount` before it has fetched a result. On the caller's loop they have
         connections of their own (`LoopBinding.relaxed`: autocommit, `synchronous_commit`
         off for the session), and their statements are one implicit transaction: no BEGIN,
-        no `SET LOCAL`, no COMMIT, the whole of it sent at once up to the first read.
+        no `SET LOCAL`, no COMMIT, the whole of it sent at once up to the first read. With
+        `alone` as well, `fn` runs one statement, which commits on its own: its results
+        come back after its commit, in one round trip, with no pipeline to open and close.
         """
         try:
             local = self._local_connections(asyncio.get_running_loop())
@@ -257,7 +262,7 @@ class PostgresStore(
                 if durable:
                     return await self._transaction(fn, local.durable.connection)
                 return await self._transaction(
-                    fn, local.relaxed.connection, pipeline=True, implicit=True
+                    fn, local.relaxed.connection, pipeline=not alone, implicit=True
                 )
             pipeline = not durable
             if not durable:
