@@ -5,7 +5,9 @@ Starlette app for accepted pushes per second, a bare aiohttp loop for deliveries
 Each setup runs real `bridge run` processes: SQLite with one, then 1, 2 and 3 replicas on one
 PostgreSQL database (a fresh schema each). Pushes are spread evenly over the replicas (64 in
 flight in all); deliveries are events put in the outbox, timed until the receiver has them
-all. Each row also gives the rate per replica and PostgreSQL's commits per second.
+all. Each row also gives the rate per replica and PostgreSQL's commits per second, and the
+CPU per delivered event of the replicas and, when the server runs on this machine, of the
+server processes serving the replicas' connections (from /proc: the database's own share).
 
 On a 2-core machine the replicas, the load, the receiver and PostgreSQL share the cores:
 this shows the cost of sharing one database, not scale. The server is
@@ -67,7 +69,9 @@ def fresh_schema(url: str) -> Iterator[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
     try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
+        # The connections are named after the schema: `server_cpu_s` finds their processes.
+        yield (f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
+               f"&application_name={name}")  # fmt: skip
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{name}" CASCADE')
@@ -123,6 +127,37 @@ async def spread(procs: list[Proc], requests: list[Prepared], duration_s: float)
     return merged
 
 
+def server_cpu_s(url: str | None) -> dict[int, float] | None:
+    """The CPU seconds used so far by each server process serving a connection named as
+    the schema of `url` (the replicas'); None when the server is not on this machine."""
+    if url is None:
+        return None
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = str(conninfo_to_dict(url).get("application_name") or "")
+    with psycopg.connect(url, autocommit=True, application_name="bench") as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchall()
+    out = {}
+    for (pid,) in rows:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+                return None  # another machine's (or container's) process ids
+            out[pid] = cpu_seconds(pid)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return out or None
+
+
+def used_s(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    """The CPU seconds the server processes alive at the end used since `before`."""
+    if before is None or after is None:
+        return None
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def per_s(before: int | None, after: int | None, took_s: float) -> float | None:
     if before is None or after is None:
         return None
@@ -150,10 +185,12 @@ def measure_setup(
         got = asyncio.run(spread(procs, requests[300:], s.ingest_s))
         c1 = commits(pg)
         http_get_reset(sink)
+        server_started = server_cpu_s(database if pg else None)
         started, cpu_started = time.perf_counter(), replicas_cpu_s(procs)
         asyncio.run(record_all(database, events))
         took_s = wait_for_all(sink, len(events), 60 + len(events) / 50, procs[0]) - started
         delivery_cpu_s = replicas_cpu_s(procs) - cpu_started
+        server_s = used_s(server_started, server_cpu_s(database if pg else None))
         c2 = commits(pg)
         for proc in procs:
             proc.check_alive()
@@ -161,6 +198,7 @@ def measure_setup(
         "ingest": got.rate,
         "delivery": len(events) / took_s,
         "delivery_cpu_us": delivery_cpu_s / len(events) * 1e6,
+        "server_cpu_us": None if server_s is None else server_s / len(events) * 1e6,
         "ingest_commits_per_s": per_s(c0, c1, got.duration_s),
         "delivery_commits_per_s": per_s(c1, c2, took_s),
         "note": failures_note(got, f"{count} replicas"),
@@ -236,4 +274,11 @@ def run(ctx: Context) -> list[Row]:
                     f"bare aiohttp loop, {CONCURRENCY} in flight (its process)",
                     note="the replicas' CPU together, not the database server's")
             )  # fmt: skip
+            if got["server_cpu_us"] is not None:
+                rows.append(
+                    Row("scale-out", f"server CPU per delivered event, {label}", "µs",
+                        float(got["server_cpu_us"]),
+                        note="the PostgreSQL processes of the replicas' connections (/proc);"
+                             " not the outbox's filling")
+                )  # fmt: skip
     return rows

@@ -39,7 +39,8 @@ from bridge.events import format_time, now_ms
 from bridge.logs import plural
 from bridge.status.targets import target_rows
 from bridge.store import Store, open_store
-from bridge.store.base import DeliveryRow, TargetState
+from bridge.store.base import TargetState
+from bridge.store.deliveries import DeliveryRow
 
 log = logging.getLogger("bridge.cli")
 

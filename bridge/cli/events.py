@@ -31,7 +31,8 @@ from bridge.config import Config
 from bridge.events import BRIDGE_SOURCE, Event, format_time, now_ms
 from bridge.status.deliveries import delivery_json
 from bridge.store import Store, open_store
-from bridge.store.base import AttemptRow, DeliveryRow, TargetState
+from bridge.store.base import TargetState
+from bridge.store.deliveries import AttemptRow, DeliveryRow
 
 # How often `--follow` looks for new events.
 FOLLOW_EVERY_S = 0.5

@@ -12,7 +12,8 @@ from __future__ import annotations
 from bridge.deliver.policy import Circuit, Decision
 from bridge.events import BRIDGE_SOURCE
 from bridge.operational import Operational
-from bridge.store.base import Claim, TargetState
+from bridge.store.base import TargetState
+from bridge.store.deliveries import Claim
 
 
 def tell_attempt(

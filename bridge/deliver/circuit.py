@@ -16,7 +16,8 @@ from typing import Any
 
 from bridge.events import format_time
 from bridge.logs import plural
-from bridge.store.base import DeliveryRow, TargetReset, TargetState
+from bridge.store.base import TargetReset, TargetState
+from bridge.store.deliveries import DeliveryRow
 
 
 def reset_hint(name: str) -> str:

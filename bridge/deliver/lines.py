@@ -9,7 +9,7 @@ from typing import Any
 from bridge.deliver.policy import Circuit
 from bridge.events import Event, format_time
 from bridge.logs import plural
-from bridge.store.base import Claim
+from bridge.store.deliveries import Claim
 
 
 def attempt_line(

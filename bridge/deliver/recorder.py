@@ -22,7 +22,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from bridge.store.base import AttemptRecord, OutboxStore
+from bridge.store.base import OutboxStore
+from bridge.store.deliveries import AttemptRecord
 
 log = logging.getLogger("bridge.deliver")
 

@@ -48,7 +48,8 @@ from bridge.masking import mask_text, url_secrets
 from bridge.repeats import RepeatLog
 from bridge.routing import compiled
 from bridge.runtime import Runtime
-from bridge.store.base import AttemptRecord, Claim, TargetState
+from bridge.store.base import TargetState
+from bridge.store.deliveries import AttemptRecord, Claim
 
 log = logging.getLogger("bridge.deliver")
 

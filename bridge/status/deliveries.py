@@ -7,7 +7,8 @@ from typing import Any
 
 from bridge.deliver import circuit
 from bridge.events import format_time
-from bridge.store.base import AttemptRow, DeliveryRow, TargetState
+from bridge.store.base import TargetState
+from bridge.store.deliveries import AttemptRow, DeliveryRow
 
 
 def _time(ms: int | None) -> str | None:

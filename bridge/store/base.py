@@ -19,6 +19,9 @@ from typing import Any
 
 from bridge.events import Event
 
+# The outbox's rows: a claimed delivery, an attempt to record, a stored delivery and attempt.
+from bridge.store.deliveries import AttemptRecord, AttemptRow, Claimed, DeliveryRow
+
 # The admin pages' listing of events, part of this interface (kept in its own module).
 from bridge.store.listing import WORST_FIRST as WORST_FIRST
 from bridge.store.listing import EventCursor as EventCursor
@@ -281,76 +284,6 @@ class PollStore(ABC):
     async def release_poll_lease(self, source: str) -> None:
         """Give up this replica's lease on `source`: another replica may take it from its
         handover time on (see `acquire_poll_lease`), not before."""
-
-
-@dataclass(slots=True, frozen=True)
-class Claim:
-    """A due delivery leased to one worker, with its event."""
-
-    delivery_id: int
-    target: str
-    event: Event
-    attempts: int  # attempts made before this one, before any redelivery included
-    # The attempts made before the last redelivery: its retry schedule starts again there.
-    retry_from: int = 0
-
-
-@dataclass(slots=True, frozen=True)
-class Claimed:
-    """What `claim_due` leased, and when the next unleased delivery of those targets is due."""
-
-    claims: list[Claim]
-    next_due_ms: int | None
-
-
-@dataclass(slots=True, frozen=True)
-class AttemptRecord:
-    """One finished attempt and the next state of its delivery (and maybe of its target)."""
-
-    delivery_id: int
-    event_id: str
-    target: str
-    at_ms: int
-    duration_ms: int
-    status_code: int | None
-    response: str | None
-    error: str | None
-    status: str  # the delivery's status after the attempt
-    next_ms: int
-    target_state: TargetState | None = None
-    transformed: bool = False  # the target's `transform` shaped what was sent
-
-
-@dataclass(slots=True, frozen=True)
-class DeliveryRow:
-    """One delivery of one event to one target, as stored."""
-
-    id: int
-    event_id: str
-    target: str
-    status: str  # pending | delivered | failed | dead
-    attempts: int
-    next_ms: int
-    lease_ms: int | None
-    created_ms: int
-    delivered_ms: int | None
-    last_code: int | None
-    last_error: str | None
-    transformed: bool = False  # the last attempt sent `data` as the target's transform shaped it
-
-
-@dataclass(slots=True, frozen=True)
-class AttemptRow:
-    """One recorded attempt of a delivery."""
-
-    delivery_id: int
-    event_id: str
-    target: str
-    at_ms: int
-    duration_ms: int | None
-    status_code: int | None
-    response: str | None
-    error: str | None
 
 
 class OutboxStore(ABC):

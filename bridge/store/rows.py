@@ -11,7 +11,8 @@ from typing import Any
 
 from bridge import jsontext
 from bridge.events import Event
-from bridge.store.base import WORST_FIRST, DeliveryRow, EventCursor, EventFilter, EventListing
+from bridge.store.base import WORST_FIRST, EventCursor, EventFilter, EventListing
+from bridge.store.deliveries import DeliveryRow
 
 EVENT_COLUMNS = (
     "id, source, type, origin, change, subject, upstream_id, time_ms, recorded_ms, data,"

@@ -18,15 +18,8 @@ from urllib.parse import quote, urlencode
 from bridge import jsontext
 from bridge.deliver.circuit import next_attempt
 from bridge.events import Event
-from bridge.store.base import (
-    WORST_FIRST,
-    AttemptRow,
-    DeliveryRow,
-    EventCursor,
-    EventFilter,
-    EventListing,
-    TargetState,
-)
+from bridge.store.base import WORST_FIRST, EventCursor, EventFilter, EventListing, TargetState
+from bridge.store.deliveries import AttemptRow, DeliveryRow
 
 PAGE_SIZE = 50
 # A response excerpt is shown up to this many characters (the store keeps what it kept).

@@ -33,7 +33,8 @@ from bridge.routing import targets_for
 from bridge.runtime import Runtime
 from bridge.status.summary import source_status, target_health
 from bridge.store import NewEvent
-from bridge.store.base import AttemptRecord, PollOutcome, PollState, TargetState
+from bridge.store.base import PollOutcome, PollState, TargetState
+from bridge.store.deliveries import AttemptRecord
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import DaemonProcess, free_port, run_cli, serve_app, wait_until

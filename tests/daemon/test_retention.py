@@ -14,7 +14,8 @@ from bridge.daemon.janitor import Janitor
 from bridge.events import Event, event_id, now_ms
 from bridge.runtime import Runtime
 from bridge.store import NewEvent, Store, open_store
-from bridge.store.base import AttemptRecord, PollCommit, PollOutcome
+from bridge.store.base import PollCommit, PollOutcome
+from bridge.store.deliveries import AttemptRecord
 from tests.helpers import DaemonProcess, wait_until
 
 DAY_MS = 86_400_000

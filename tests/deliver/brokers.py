@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge.events import Event, event_id, now_ms
-from bridge.store.base import AttemptRow, DeliveryRow, NewEvent
+from bridge.store.base import NewEvent
+from bridge.store.deliveries import AttemptRow, DeliveryRow
 from bridge.store.sqlite import SQLiteStore
 
 

@@ -28,7 +28,8 @@ from starlette.routing import Route
 from bridge.deliver.claims import CLAIM_BATCH
 from bridge.deliver.recorder import Recorder
 from bridge.events import Event, event_id, now_ms
-from bridge.store.base import AttemptRecord, NewEvent
+from bridge.store.base import NewEvent
+from bridge.store.deliveries import AttemptRecord
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import DaemonProcess, serve_app, wait_until

@@ -23,7 +23,7 @@ from bridge.deliver.request import build_request
 from bridge.deliver.signing import decode_key
 from bridge.events import Event, event_id, format_time, now_ms
 from bridge.store import NewEvent, Store
-from bridge.store.base import Claim
+from bridge.store.deliveries import Claim
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 

@@ -35,7 +35,8 @@ from bridge.deliver.worker import Deliverer
 from bridge.events import Event, event_id, now_ms
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
-from bridge.store.base import AttemptRecord, DeliveryRow, NewEvent
+from bridge.store.base import NewEvent
+from bridge.store.deliveries import AttemptRecord, DeliveryRow
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import eventually, serve_app

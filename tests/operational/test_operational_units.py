@@ -20,7 +20,8 @@ from bridge.hub import Hub
 from bridge.operational import TYPES, Operational
 from bridge.routing import targets_for
 from bridge.runtime import Runtime
-from bridge.store.base import Claim, TargetState
+from bridge.store.base import TargetState
+from bridge.store.deliveries import Claim
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 

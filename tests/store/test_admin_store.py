@@ -9,7 +9,8 @@ from pathlib import Path
 
 from bridge.events import Event, event_id
 from bridge.store import NewEvent, Store
-from bridge.store.base import AttemptRecord, EventCursor, EventFilter
+from bridge.store.base import EventCursor, EventFilter
+from bridge.store.deliveries import AttemptRecord
 from bridge.store.sqlite import SQLiteStore
 
 

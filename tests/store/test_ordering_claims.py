@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store
-from bridge.store.base import AttemptRecord, Claim
+from bridge.store.deliveries import AttemptRecord, Claim
 
 
 def subject_event(seq: int, subject: str | None) -> Event:

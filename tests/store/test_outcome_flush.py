@@ -6,7 +6,7 @@ import asyncio
 
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store
-from bridge.store.base import AttemptRecord
+from bridge.store.deliveries import AttemptRecord
 
 
 def test_outcomes_and_releases_are_written_together(any_store: Store) -> None:
@@ -38,3 +38,34 @@ def test_outcomes_and_releases_are_written_together(any_store: Store) -> None:
     # Releases alone are one write too.
     asyncio.run(any_store.record_attempts([], [c.delivery_id for c in again]))
     assert len(asyncio.run(any_store.claim_due({"t": 10}, at + 2, at + 60_000)).claims) == 2
+
+
+def test_every_field_of_an_attempt_is_recorded_as_given(any_store: Store) -> None:
+    """Whatever text a target answered (quotes, backslashes, JSON, any script) comes back
+    the same, beside the codes, times and flags of the attempt and its delivery."""
+    events = [Event(event_id("g", str(i)), "g", "t", "push", {"i": i}, now_ms()) for i in range(3)]
+    asyncio.run(any_store.record_events([NewEvent(e, ["t"]) for e in events]))
+    at = now_ms() + 10
+    claims = asyncio.run(any_store.claim_due({"t": 10}, at, at + 60_000)).claims
+    texts = ['{"a": "b\\\\c"} \'quoted\' \\u0041 \\x', "ünïcode ✓ 日本 🙂", ""]
+    records = [
+        AttemptRecord(claims[0].delivery_id, claims[0].event.id, "t", at, 7, 201, texts[0],
+                      None, "delivered", at, transformed=True),
+        AttemptRecord(claims[1].delivery_id, claims[1].event.id, "t", at, 9, None, None,
+                      texts[1], "failed", at + 30_000),
+        AttemptRecord(claims[2].delivery_id, claims[2].event.id, "t", at, 11, 410, texts[2],
+                      "gone", "dead", at),
+    ]  # fmt: skip
+    asyncio.run(any_store.record_attempts(records))
+    for record in records:
+        (attempt,) = asyncio.run(any_store.list_attempts(record.event_id))
+        assert (attempt.delivery_id, attempt.at_ms, attempt.duration_ms, attempt.status_code,
+                attempt.response, attempt.error) == (
+            record.delivery_id, record.at_ms, record.duration_ms, record.status_code,
+            record.response, record.error)  # fmt: skip
+        (row,) = asyncio.run(any_store.list_deliveries(event_id=record.event_id))
+        assert (row.status, row.attempts, row.next_ms, row.lease_ms, row.last_code,
+                row.last_error, row.transformed) == (
+            record.status, 1, record.next_ms, None, record.status_code, record.error,
+            record.transformed)  # fmt: skip
+        assert row.delivered_ms == (at + 7 if record.status == "delivered" else None)

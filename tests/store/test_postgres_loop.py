@@ -16,7 +16,8 @@ import pytest
 from bridge.errors import StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import Store, open_store
-from bridge.store.base import AttemptRecord, Claim, NewEvent
+from bridge.store.base import NewEvent
+from bridge.store.deliveries import AttemptRecord, Claim
 
 WAIT_S = 20.0  # bound of every wait for a state of the server
 

@@ -15,14 +15,8 @@ from bridge.config import load_config
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event, event_id, now_ms
 from bridge.store import NewEvent, Store, mask_url, open_store
-from bridge.store.base import (
-    SCAN_ROWS,
-    AttemptRecord,
-    PollCommit,
-    PollOutcome,
-    TargetReset,
-    TargetState,
-)
+from bridge.store.base import SCAN_ROWS, PollCommit, PollOutcome, TargetReset, TargetState
+from bridge.store.deliveries import AttemptRecord
 from bridge.store.sqlite.migrations import MIGRATIONS
 from tests.helpers import run_cli, wait_until
 

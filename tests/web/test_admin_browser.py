@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from bridge.events import Event, now_ms
 from bridge.store import NewEvent
-from bridge.store.base import AttemptRecord
+from bridge.store.deliveries import AttemptRecord
 from bridge.store.sqlite import SQLiteStore
 from tests.helpers import serve_app, wait_until
 from tests.web.admin_parts import TOKEN, Receiver, config_text

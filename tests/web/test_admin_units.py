@@ -15,7 +15,8 @@ from bridge.daemon.app import build_app
 from bridge.deliver.circuit import next_attempt
 from bridge.events import Event
 from bridge.runtime import Runtime
-from bridge.store.base import DeliveryRow, EventCursor, EventListing, TargetState
+from bridge.store.base import EventCursor, EventListing, TargetState
+from bridge.store.deliveries import DeliveryRow
 from bridge.store.sqlite import SQLiteStore
 from bridge.web import views
 from bridge.web.actions import safe_next

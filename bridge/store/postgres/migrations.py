@@ -203,4 +203,20 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        # Due deliveries in the order they are claimed (next_ms, then id): the claim reads the
+        # first rows of the index and stops, where an index of (target, next_ms) alone made it
+        # read and sort every due row of the target (a backlog of 10,000: 3 ms per claim).
+        # And half of each new page of deliveries left free: a claim's lease (columns no
+        # index holds) is then written beside its row as a heap-only tuple, not as a new
+        # entry in five or six of the table's indexes (about a tenth of the server's CPU per
+        # delivered event), for at most twice the pages of the outbox.
+        "0013_delivery_claims",
+        (
+            "CREATE INDEX deliveries_due_in_order ON deliveries (target, next_ms, id)"
+            " WHERE status IN ('pending', 'failed')",
+            "DROP INDEX deliveries_due",
+            "ALTER TABLE deliveries SET (fillfactor = 50)",
+        ),
+    ),
 ]

@@ -13,20 +13,14 @@ deliveries are sent again, never lost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bridge import jsontext
 from bridge.events import Event
-from bridge.store.base import (
-    AttemptRecord,
-    AttemptRow,
-    Claim,
-    Claimed,
-    DeliveryRow,
-    TargetReset,
-    TargetState,
-)
+from bridge.store.base import TargetReset, TargetState
+from bridge.store.deliveries import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow
 from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
 
 if TYPE_CHECKING:
@@ -54,7 +48,9 @@ _FIRST_OF_SUBJECT = """
          AND p.subject IS NOT NULL AND p.id < w.id))
 """
 _EVENT_COLUMNS = ", ".join(f"e.{c}" for c in EVENT_COLUMNS.split(", "))
-# One statement per target: lease the due rows and read their events (one round trip).
+# One statement per target: lease the due rows, read their events, and when the target's
+# next waiting delivery that is not due yet is due (one round trip, one row at least: that
+# time and no claim when nothing was due).
 _CLAIM = f"""
     WITH due AS (
         SELECT id FROM deliveries w
@@ -65,29 +61,43 @@ _CLAIM = f"""
     ), leased AS (
         UPDATE deliveries d SET lease_ms = %s, lease_owner = %s FROM due WHERE d.id = due.id
         RETURNING d.id, d.attempts, d.event_id, d.next_ms, d.retry_from
+    ), later AS (
+        SELECT min(next_ms) AS next_ms FROM deliveries
+        WHERE target = %s AND {_WAITING} AND next_ms > %s
     )
-    SELECT l.id, l.attempts, l.next_ms, l.retry_from, {_EVENT_COLUMNS}
-    FROM leased l JOIN events e ON e.id = l.event_id
+    SELECT later.next_ms, l.id, l.attempts, l.retry_from, {_EVENT_COLUMNS}
+    FROM later LEFT JOIN (leased l JOIN events e ON e.id = l.event_id) ON true
     ORDER BY l.next_ms, l.id
 """
 _CLAIM_ANY = _CLAIM.format(order="")
 _CLAIM_ORDERED = _CLAIM.format(order=_FIRST_OF_SUBJECT)
-_INSERT_ATTEMPTS = """
+# A flush in one statement: each attempt recorded, its delivery's next state (one row per
+# delivery: one attempt in flight), and the leases given back (deliveries not attempted,
+# none of them among the attempted). A statement per row (executemany) took about 40% more
+# CPU and 60% more time per flush of 64, and a statement per table (with the BEGIN, the
+# `SET LOCAL` and the COMMIT) about 2.5 times the server's work. The attempts go as one
+# JSON parameter, a list per attempt (`_outcome`): psycopg dumps a list as an array in
+# Python, element by element, which cost about 12 times the CPU of the JSON text.
+_RECORD = """
+    WITH outcome AS (
+        SELECT (o->>0)::bigint AS id, o->>1 AS event_id, o->>2 AS target,
+            (o->>3)::bigint AS at_ms, (o->>4)::bigint AS duration_ms, (o->>5)::integer AS code,
+            o->>6 AS response, o->>7 AS error, o->>8 AS status, (o->>9)::bigint AS next_ms,
+            (o->>10)::boolean AS transformed
+        FROM jsonb_array_elements(%s::jsonb) AS o
+    ), attempted AS (
+        UPDATE deliveries d SET status = u.status, attempts = d.attempts + 1,
+            next_ms = u.next_ms, lease_ms = NULL, lease_owner = NULL, last_code = u.code,
+            last_error = u.error, transformed = u.transformed,
+            delivered_ms = CASE WHEN u.status = 'delivered' THEN u.at_ms + u.duration_ms
+                                ELSE d.delivered_ms END
+        FROM outcome u WHERE d.id = u.id
+    ), released AS (
+        UPDATE deliveries SET lease_ms = NULL, lease_owner = NULL WHERE id = ANY(%s::bigint[])
+    )
     INSERT INTO attempts (delivery_id, event_id, target, at_ms, duration_ms, status_code, response,
                           error)
-    SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-                         %s::integer[], %s::text[], %s::text[])
-"""
-# A delivery's next state after its attempt (one row per delivery: one attempt in flight).
-_UPDATE_DELIVERIES = """
-    UPDATE deliveries d SET status = u.status, attempts = d.attempts + 1, next_ms = u.next_ms,
-        lease_ms = NULL, lease_owner = NULL, last_code = u.code, last_error = u.error,
-        transformed = u.transformed,
-        delivered_ms = CASE WHEN u.status = 'delivered' THEN u.done_ms ELSE d.delivered_ms END
-    FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::integer[], %s::text[],
-                %s::boolean[], %s::bigint[]) AS u(id, status, next_ms, code, error, transformed,
-                                                 done_ms)
-    WHERE d.id = u.id
+    SELECT id, event_id, target, at_ms, duration_ms, code, response, error FROM outcome
 """
 _UPSERT_TARGET = (
     f"INSERT INTO targets ({_TARGET_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -103,9 +113,10 @@ def _target_values(s: TargetState) -> tuple[Any, ...]:
             s.cooldown_s)  # fmt: skip
 
 
-def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows as one list per column (the arrays `unnest` takes)."""
-    return [list(column) for column in zip(*rows, strict=True)]
+def _outcome(r: AttemptRecord) -> tuple[Any, ...]:
+    """An attempt as `_RECORD` reads it, by position."""
+    return (r.delivery_id, r.event_id, r.target, r.at_ms, r.duration_ms, r.status_code,
+            r.response, r.error, r.status, r.next_ms, r.transformed)  # fmt: skip
 
 
 async def _target_state(conn: Conn, name: str) -> TargetState:
@@ -125,56 +136,46 @@ async def _claim(
     owner: str,
     ordered: Collection[str] = (),
 ) -> Claimed:
-    # Every target's statement is sent before the first result is read (a claim runs in
-    # pipeline mode, as every write with `durable=False`).
+    # Every target's statement is sent before the first result is read (a claim of several
+    # targets runs in pipeline mode, one implicit transaction).
     asked = [
         (target, limit, await conn.execute(
             _CLAIM_ORDERED if target in ordered else _CLAIM_ANY,
-            (target, now_ms, now_ms, limit, lease_ms, owner),
+            (target, now_ms, now_ms, limit, lease_ms, owner, target, now_ms),
         ))
         for target, limit in limits.items()
         if limit > 0
     ]  # fmt: skip
     claims: list[Claim] = []
     events: dict[str, Event] = {}  # one Event for an event claimed for several targets
-    short: list[str] = []  # targets with fewer due deliveries than they could take
+    next_due: int | None = None
     for target, limit, cur in asked:
         rows = await cur.fetchall()
+        taken = 0
         for r in rows:
+            if r[1] is None:
+                continue  # nothing was due: the row only says when the next one is
             event = events.get(r[4]) or events.setdefault(r[4], row_to_event(r[4:]))
-            claims.append(Claim(r[0], target, event, r[1], r[3]))
-        if len(rows) < limit:
-            short.append(target)
-    next_due = None
-    if short:
-        # Rows due already are leased (in flight): their end wakes the worker, not this time.
-        cur = await conn.execute(
-            f"SELECT min(next_ms) FROM deliveries WHERE target = ANY(%s) AND {_WAITING}"
-            " AND next_ms > %s",
-            (short, now_ms),
-        )
-        row = await cur.fetchone()
-        next_due = int(row[0]) if row and row[0] is not None else None
+            claims.append(Claim(r[1], target, event, r[2], r[3]))
+            taken += 1
+        later = rows[0][0] if rows else None
+        if taken < limit and later is not None:
+            # Fewer due deliveries than it could take: when its next one is due. Rows due
+            # already are leased (in flight): their end wakes the worker, not this time.
+            next_due = int(later) if next_due is None else min(next_due, int(later))
     return Claimed(claims, next_due)
 
 
-async def _record(conn: Conn, records: Sequence[AttemptRecord]) -> None:
-    if not records:
-        return
-    # In id order, as other replicas do: row locks taken in one order cannot deadlock.
+async def _record(
+    conn: Conn, records: Sequence[AttemptRecord], released: Sequence[int] = ()
+) -> None:
+    # In id order, as other replicas do: row locks taken in one order cannot deadlock. The
+    # rows are then locked in the plan's order; a deadlock with another replica's flush
+    # (only over a lease that ran out and was claimed again) is run again by `run`.
     records = sorted(records, key=lambda r: r.delivery_id)
-    # One statement per table for the whole flush, the rows as arrays: a statement per row
-    # (executemany) took about 40% more CPU and 60% more time per flush of 64. The rows are
-    # then locked in the plan's order; a deadlock with another replica's flush (only over a
-    # lease that ran out and was claimed again) is run again by `run`.
-    await conn.execute(_INSERT_ATTEMPTS, _columns(
-        (r.delivery_id, r.event_id, r.target, r.at_ms, r.duration_ms, r.status_code, r.response,
-         r.error) for r in records
-    ))  # fmt: skip
-    await conn.execute(_UPDATE_DELIVERIES, _columns(
-        (r.delivery_id, r.status, r.next_ms, r.status_code, r.error, r.transformed,
-         r.at_ms + r.duration_ms) for r in records
-    ))  # fmt: skip
+    attempted = {r.delivery_id for r in records}
+    given_back = sorted({i for i in released if i not in attempted})
+    await conn.execute(_RECORD, (jsontext.dumps([_outcome(r) for r in records]), given_back))
     states = {r.target_state.name: r.target_state for r in records if r.target_state}
     if states:
         async with conn.cursor() as cur:
@@ -225,7 +226,9 @@ class PostgresOutbox:
 
     if TYPE_CHECKING:
 
-        async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T: ...
+        async def run(
+            self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True, alone: bool = False
+        ) -> T: ...
 
     async def claim_due(
         self,
@@ -235,23 +238,27 @@ class PostgresOutbox:
         ordered: Collection[str] = (),
     ) -> Claimed:
         owner = self.replica_id
+        # One target's claim is one statement: read after its commit, in one round trip.
+        alone = sum(1 for limit in limits.values() if limit > 0) <= 1
         return await self.run(
-            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered), durable=False
+            lambda conn: _claim(conn, limits, now_ms, lease_ms, owner, ordered),
+            durable=False,
+            alone=alone,
         )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         if delivery_ids:
-            await self.run(lambda conn: _release(conn, delivery_ids), durable=False)
+            await self.run(lambda conn: _release(conn, delivery_ids), durable=False, alone=True)
 
     async def record_attempts(
         self, records: Sequence[AttemptRecord], released: Sequence[int] = ()
     ) -> None:
-        async def record(conn: Conn) -> None:
-            await _record(conn, records)
-            await _release(conn, released)
-
         if records or released:
-            await self.run(record, durable=False)
+            # One statement, unless a target's state changed with it.
+            alone = not any(r.target_state for r in records)
+            await self.run(
+                lambda conn: _record(conn, records, released), durable=False, alone=alone
+            )
 
     async def target_states(self) -> dict[str, TargetState]:
         async def q(conn: Conn) -> dict[str, TargetState]:

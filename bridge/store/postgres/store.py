@@ -39,7 +39,7 @@ from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import now_ms
 from bridge.store import mask_url
 from bridge.store.base import PROBE_TIMEOUT_S, Store
-from bridge.store.postgres.connections import LoopConnections
+from bridge.store.postgres.connections import LoopBinding
 from bridge.store.postgres.events import PostgresEvents
 from bridge.store.postgres.migrations import MIGRATIONS
 from bridge.store.postgres.outbox import PostgresOutbox
@@ -57,7 +57,8 @@ log = logging.getLogger("bridge.store")
 # Any number fits: it only has to be the same for every replica of one database.
 _MIGRATION_LOCK = 0x627269646765
 _RETRIES = 5  # runs of one transaction at most (deadlocks, conflicts, a cut connection)
-_POOL_MAX = 8  # connections of the store's own thread, and as many of the caller's loop
+# Connections of the store's own thread, and as many of each kind on the caller's loop.
+_POOL_MAX = 8
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -117,7 +118,7 @@ class PostgresStore(
         self.replica_id = replica_id or default_replica_id()
         self._runner: _LoopThread | None = None
         self._pool: AsyncConnectionPool[Conn] | None = None
-        self._local: LoopConnections | None = None  # the connections of the caller's loop
+        self._local: LoopBinding | None = None  # the connections of the caller's loop
         self._binding = threading.Lock()  # who takes `_local` over, when its loop is gone
         self.commits = 0  # transactions committed by this store (for the benchmark)
 
@@ -194,12 +195,17 @@ class PostgresStore(
         connection: Callable[[], AbstractAsyncContextManager[Conn]] | None = None,
         *,
         pipeline: bool = False,
+        implicit: bool = False,
     ) -> T:
         """Run `fn(conn)` in one transaction on a connection of `connection` (the pool's by
         default); run it again if it lost a deadlock to another replica, or once if its
         connection had been cut (a server restart, a proxy). With `pipeline`, in psycopg's
         pipeline mode: the BEGIN, the statements up to the first read of a result, and the
-        COMMIT go out together, not one round trip each."""
+        COMMIT go out together, not one round trip each. With `implicit` (a connection in
+        autocommit mode), no BEGIN and no COMMIT at all: in pipeline mode the statements
+        up to the pipeline's closing sync are PostgreSQL's implicit transaction, committed
+        at the sync, or rolled back whole at the first error; without it, each statement
+        commits alone."""
         if connection is None:
             if self._pool is None:
                 raise StoreError("the store is closed")
@@ -212,7 +218,8 @@ class PostgresStore(
                         async with contextlib.AsyncExitStack() as stack:
                             if pipeline:
                                 await stack.enter_async_context(conn.pipeline())
-                            await stack.enter_async_context(conn.transaction())
+                            if not implicit:
+                                await stack.enter_async_context(conn.transaction())
                             result = await fn(conn)
                     except psycopg.OperationalError:
                         is_broken = conn.broken
@@ -232,23 +239,34 @@ class PostgresStore(
                 log.info("a database connection was cut; running the transaction again")
         raise AssertionError("unreachable")
 
-    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True) -> T:
+    async def run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, durable: bool = True, alone: bool = False
+    ) -> T:
         """Run `fn(conn)` in one transaction on the caller's loop; returns once committed.
 
         With `durable=False` (a write that acknowledges nothing to the outside world) the
-        commit does not wait for the server's WAL flush (`synchronous_commit = off` for that
-        transaction only): a server crash may lose it, never reorder it. Those writes (the
-        delivery loop's claims, releases and outcomes, a poll that changed nothing: few
-        statements, many times a second) also run in psycopg's pipeline mode
-        (`_transaction`), so `fn` must not read `rowcount` before it has fetched a result.
+        commit does not wait for the server's WAL flush (`synchronous_commit = off`): a
+        server crash may lose it, never reorder it. Those writes (the delivery loop's
+        claims, releases and outcomes, a poll that changed nothing: few statements, many
+        times a second) run in psycopg's pipeline mode (`_transaction`), so `fn` must not
+        read `rowcount` before it has fetched a result. On the caller's loop they have
+        connections of their own (`LoopBinding.relaxed`: autocommit, `synchronous_commit`
+        off for the session), and their statements are one implicit transaction: no BEGIN,
+        no `SET LOCAL`, no COMMIT, the whole of it sent at once up to the first read. With
+        `alone` as well, `fn` runs one statement, which commits on its own: its results
+        come back after its commit, in one round trip, with no pipeline to open and close.
         """
-        pipeline = not durable
-        if not durable:
-            fn = _without_flush_wait(fn)
         try:
             local = self._local_connections(asyncio.get_running_loop())
             if local is not None:
-                return await self._transaction(fn, local.connection, pipeline=pipeline)
+                if durable:
+                    return await self._transaction(fn, local.durable.connection)
+                return await self._transaction(
+                    fn, local.relaxed.connection, pipeline=not alone, implicit=True
+                )
+            pipeline = not durable
+            if not durable:
+                fn = _without_flush_wait(fn)
             runner = self._runner
             if runner is None:
                 raise StoreError("the store is closed")
@@ -257,7 +275,7 @@ class PostgresStore(
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate(exc, self.location, self._password) from None
 
-    def _local_connections(self, loop: asyncio.AbstractEventLoop) -> LoopConnections | None:
+    def _local_connections(self, loop: asyncio.AbstractEventLoop) -> LoopBinding | None:
         """The connections of `loop`: they are its own, or it takes them over from a loop
         that is gone; None while another live loop has them (then the store's thread)."""
         local = self._local
@@ -269,7 +287,7 @@ class PostgresStore(
             local = self._local
             if local is not None and not local.home.is_closed():
                 return local if local.home is loop else None
-            self._local = LoopConnections(self._url, loop, _POOL_MAX, _CONNECT_TIMEOUT_S)
+            self._local = LoopBinding(self._url, loop, _POOL_MAX, _CONNECT_TIMEOUT_S)
             # The old loop's idle connections: closed by the store's thread (none is in use).
             for conn in local.close() if local else []:
                 self._runner.submit(conn.close())

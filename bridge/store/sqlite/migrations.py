@@ -245,6 +245,13 @@ def m0012_oauth_refresh_tokens(db: sqlite_utils.Database) -> None:
     )
 
 
+def m0013_delivery_claims(db: sqlite_utils.Database) -> None:
+    """Nothing to do in SQLite: the index of waiting deliveries (0003) ends with each row's
+    rowid, the delivery's id, so it already lists them in the order they are claimed (by
+    `next_ms`, then id). PostgreSQL's index does not, and gets one that does (and room in
+    its pages for the claims' leases)."""
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", m0001_initial),
     ("0002_poll_stats", m0002_poll_stats),
@@ -258,4 +265,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0010_poll_pending", m0010_poll_pending),
     ("0011_retry_from", m0011_retry_from),
     ("0012_oauth_refresh_tokens", m0012_oauth_refresh_tokens),
+    ("0013_delivery_claims", m0013_delivery_claims),
 ]

@@ -18,15 +18,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.store.base import (
-    AttemptRecord,
-    AttemptRow,
-    Claim,
-    Claimed,
-    DeliveryRow,
-    TargetReset,
-    TargetState,
-)
+from bridge.store.base import TargetReset, TargetState
+from bridge.store.deliveries import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow
 from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
 
 T = TypeVar("T")
