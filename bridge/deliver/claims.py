@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from bridge.deliver.recorder import Recorder
 from bridge.events import now_ms
-from bridge.store.base import Claim, OutboxStore
+from bridge.store.base import OutboxStore
+from bridge.store.deliveries import Claim
 
 if TYPE_CHECKING:
     from bridge.deliver.worker import Target
