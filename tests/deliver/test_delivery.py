@@ -482,7 +482,8 @@ async def test_concurrency_and_rate_limit_each_target(tmp_path: Path) -> None:
                 await eventually(lambda e=event: _status(b, e, "delivered", "slow"))
                 await eventually(lambda e=event: _status(b, e, "delivered", "paced"))
             assert slow.most_in_flight == 2, "at most `concurrency` requests in flight"
-            # 20 per second: 8 requests span at least 7 intervals of 50 ms. The span, not each
-            # gap, is asserted: arrival times jitter by a few ms on a loaded machine.
-            span_s = paced.hits[-1].at - paced.hits[0].at
-            assert len(paced.hits) == 8 and span_s >= 0.3, span_s
+            # 20 per second: the last 7 of 8 requests span 6 intervals of 50 ms. The span, not
+            # each gap, is asserted, and not from the first request, which opens the connection
+            # and may arrive late on a loaded machine: arrival times jitter by a few ms.
+            span_s = paced.hits[-1].at - paced.hits[1].at
+            assert len(paced.hits) == 8 and span_s >= 0.25, span_s
