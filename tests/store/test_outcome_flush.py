@@ -69,3 +69,26 @@ def test_every_field_of_an_attempt_is_recorded_as_given(any_store: Store) -> Non
             record.status, 1, record.next_ms, None, record.status_code, record.error,
             record.transformed)  # fmt: skip
         assert row.delivered_ms == (at + 7 if record.status == "delivered" else None)
+
+
+def test_an_answer_with_a_nul_character_is_recorded(any_store: Store) -> None:
+    """PostgreSQL's text holds no NUL: a target's answer with one (binary, UTF-16) is kept
+    with U+FFFD in its place there, and its flush, with every other outcome in it, goes
+    through (it failed whole, and its deliveries were sent again and again)."""
+    events = [Event(event_id("n", str(i)), "n", "t", "push", {"i": i}, now_ms()) for i in range(2)]
+    asyncio.run(any_store.record_events([NewEvent(e, ["t"]) for e in events]))
+    at = now_ms() + 10
+    claims = asyncio.run(any_store.claim_due({"t": 10}, at, at + 60_000)).claims
+    records = [
+        AttemptRecord(claims[0].delivery_id, claims[0].event.id, "t", at, 1, 200, "o\x00k",
+                      None, "delivered", at),
+        AttemptRecord(claims[1].delivery_id, claims[1].event.id, "t", at, 1, 500, "",
+                      "answered \x00", "failed", at + 30_000),
+    ]  # fmt: skip
+    asyncio.run(any_store.record_attempts(records))
+    (first,) = asyncio.run(any_store.list_attempts(claims[0].event.id))
+    (second,) = asyncio.run(any_store.list_attempts(claims[1].event.id))
+    assert first.response in ("o\x00k", "o\ufffdk")
+    assert second.error in ("answered \x00", "answered \ufffd")
+    statuses = {d.event_id: d.status for d in asyncio.run(any_store.list_deliveries())}
+    assert statuses == {claims[0].event.id: "delivered", claims[1].event.id: "failed"}

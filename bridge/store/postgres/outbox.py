@@ -116,7 +116,14 @@ def _target_values(s: TargetState) -> tuple[Any, ...]:
 def _outcome(r: AttemptRecord) -> tuple[Any, ...]:
     """An attempt as `_RECORD` reads it, by position."""
     return (r.delivery_id, r.event_id, r.target, r.at_ms, r.duration_ms, r.status_code,
-            r.response, r.error, r.status, r.next_ms, r.transformed)  # fmt: skip
+            _without_nul(r.response), _without_nul(r.error), r.status, r.next_ms,
+            r.transformed)  # fmt: skip
+
+
+def _without_nul(text: str | None) -> str | None:
+    """`text` as PostgreSQL can hold it: its text has no NUL character, and an answer's
+    excerpt may have one (binary, UTF-16), which would fail the whole flush."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
 async def _target_state(conn: Conn, name: str) -> TargetState:
