@@ -275,7 +275,9 @@ class Deliverer:
 
     def _on_recorded(self, events: Sequence[Event]) -> None:
         loop = self._event_loop
-        if loop is None:
+        if loop is None or not self.targets or self._wake.is_set():
+            # Nothing to claim, or a wake-up is due already: every webhook stored ends here,
+            # and a wake-up is a turn of the claim loop (a task and a timer).
             return
         try:
             running = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ Invariants every backend keeps:
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,19 @@ class EventStore(ABC):
         id was stored before (nothing is written for it then). Concurrent callers are
         grouped into shared commits.
         """
+
+    # How many `gather_events` calls the receiver may have in flight at once.
+    gathered_calls = 1
+
+    def gather_events(self, take: Callable[[], Sequence[NewEvent]]) -> asyncio.Future[list[bool]]:
+        """Start `record_events(take())` now, with `take` called once the store is ready to
+        write (here: in the next turn of the loop; SQLite: at the start of the writer
+        thread's commit), so that the events arriving until then join the call. `take` is
+        called at most once: the store may fail before it calls it."""
+        return asyncio.ensure_future(self._record_taken(take))
+
+    async def _record_taken(self, take: Callable[[], Sequence[NewEvent]]) -> list[bool]:
+        return await self.record_events(take())
 
     async def record_event(self, event: Event, targets: Sequence[str] = ()) -> bool:
         """Store one event and its deliveries; True when new, False for a duplicate."""

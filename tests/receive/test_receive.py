@@ -9,6 +9,7 @@ import logging
 import socket
 import sqlite3
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -625,30 +626,45 @@ def test_stopping_the_receiver_lets_store_calls_in_flight_finish(tmp_path: Path)
 
 
 def test_events_of_concurrent_requests_go_to_the_store_together(tmp_path: Path) -> None:
+    # While the writer thread commits, the events that arrive wait, and its next commit
+    # takes them all in one store call: one call per commit, not one per request.
     store = SQLiteStore(tmp_path / "g.db")
     store.open()
     batcher = Batcher(store)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: Any) -> None:
+        busy.set()
+        release.wait(10)
 
     def event(n: int) -> Event:
         return Event(id=f"evt_{n}", source="s", type="t", origin="push", data={}, recorded_ms=n)
 
+    taken: list[int] = []
+    gather_events = store.gather_events
+
+    def counted(take: Any) -> Any:
+        def counting() -> Any:
+            batch = take()
+            taken.append(len(batch))
+            return batch
+
+        return gather_events(counting)
+
     async def burst() -> list[bool]:
-        first = asyncio.create_task(batcher.record(event(0), ["a"]))
-        await asyncio.sleep(0)  # its write is in flight: the next 50 wait and go together
-        rest = await asyncio.gather(*[batcher.record(event(n), ["a"]) for n in range(1, 51)])
-        return [await first, *rest]
+        holding = asyncio.wrap_future(store.writer.submit(hold))
+        assert await asyncio.to_thread(busy.wait, 10)
+        records = [asyncio.create_task(batcher.record(event(n), ["a"])) for n in range(50)]
+        await asyncio.sleep(0.05)  # they all reached the batcher, which called the store once
+        assert len(taken) == 0
+        release.set()
+        await holding
+        return list(await asyncio.gather(*records))
 
-    sizes: list[int] = []
-    record_events = store.record_events
-
-    async def counted(batch: Any) -> list[bool]:
-        sizes.append(len(batch))
-        return await record_events(batch)
-
-    store.record_events = counted  # type: ignore[method-assign]
+    store.gather_events = counted  # type: ignore[method-assign]
     try:
-        assert asyncio.run(burst()) == [True] * 51
-        assert sizes == [1, 50]  # one call per batch, not one per request
-        assert asyncio.run(store.count_events()) == 51
+        assert asyncio.run(burst()) == [True] * 50
+        assert taken == [50]
+        assert asyncio.run(store.count_events()) == 50
     finally:
         store.close()

@@ -109,6 +109,52 @@ def test_event_and_deliveries_are_written_together(any_store: Store) -> None:
     assert asyncio.run(store.record_events(batch)) == [True, False]
 
 
+def test_a_batch_bigger_than_one_insert_stores_every_field_as_given(any_store: Store) -> None:
+    # The events of a batch go in a few INSERTs of many rows (80 a statement on SQLite).
+    store = any_store
+    texts = ["plain", "é ü 日本", "emoji 😀", 'quote " and \\ backslash', "nul \x00 inside", ""]
+    events = [
+        Event(
+            id=event_id("big", str(i)),
+            source="big",
+            type=f"t.{i % 3}",
+            origin="push",
+            data={"i": i, "text": texts[i % len(texts)], "nested": [None, True, 1.5]},
+            recorded_ms=1_700_000_000_000 + i,
+            subject=None if i % 2 else f"subject {texts[i % 4]}",  # PostgreSQL: no NUL in text
+            time_ms=None if i % 5 == 0 else 1_600_000_000_000 + i,
+            upstream_id=str(i),
+            traceparent=None if i % 4 else f"00-{i:032x}-{i + 1:016x}-01",
+            tracestate=None if i % 8 else "vendor=x",
+        )
+        for i in range(1, 201)
+    ]
+    batch = [NewEvent(e, ["a", "b"] if i % 2 else []) for i, e in enumerate(events)]
+    batch.insert(100, NewEvent(events[3], ["a"]))  # the same id again: a duplicate
+    results = asyncio.run(store.record_events(batch))
+    assert results == [True] * 100 + [False] + [True] * 100
+    for e in events:
+        assert asyncio.run(store.get_event(e.id)) == e
+    deliveries = asyncio.run(store.list_deliveries(limit=1000))
+    assert len(deliveries) == 200  # two for each odd-numbered event of the batch
+    assert {r.status for r in deliveries} == {"pending"}
+
+
+def test_a_failing_write_alone_in_its_commit_leaves_nothing(store: SQLiteStore) -> None:
+    # A batch of one runs without a savepoint: what it wrote before it raised is rolled
+    # back with the transaction, and the writer goes on.
+    def half(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO _migrations (name, applied_ms) VALUES ('half', 0)")
+        raise ValueError("failed halfway")
+
+    with pytest.raises(ValueError, match="halfway"):
+        store.writer.call(half)
+    assert store.writer.call(
+        lambda conn: conn.execute("SELECT count(*) FROM _migrations WHERE name = 'half'").fetchone()
+    ) == (0,)
+    assert asyncio.run(store.record_event(make_event("after", "1"), ["t"])) is True
+
+
 def test_group_commit_batches_concurrent_writes(store: SQLiteStore) -> None:
     events = [make_event("push", str(i)) for i in range(2000)]
 

@@ -6,9 +6,11 @@ and its deliveries always go in together, in the caller's transaction.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge import jsontext
 from bridge.events import Event
@@ -22,20 +24,46 @@ from bridge.store.rows import (
     select_filtered,
 )
 
+if TYPE_CHECKING:
+    from bridge.store.sqlite.writer import Writer
+
 T = TypeVar("T")
 
 
 # How many ids one `IN (...)` asks for (SQLite allows 32,766 parameters a statement).
 _IDS_PER_QUERY = 500
-_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-_INSERT_DELIVERY = (
+# Rows an INSERT with many VALUES rows takes: under 999 parameters (SQLite's limit before
+# 3.32) for the widest, the events' 12 columns.
+_ROWS_PER_INSERT = 80
+_INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES "
+_EVENT_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_DELIVERIES = (
     "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
-    " subject) VALUES (?, ?, 'pending', 0, ?, ?, ?)"
+    " subject) VALUES "
 )
-_INSERT_SIGHTING = (
-    "INSERT OR IGNORE INTO sightings (event_id, merge, path, source, recorded_ms)"
-    " VALUES (?, ?, ?, ?, ?)"
+_DELIVERY_ROW = "(?,?,'pending',0,?,?,?)"
+_INSERT_SIGHTINGS = (
+    "INSERT OR IGNORE INTO sightings (event_id, merge, path, source, recorded_ms) VALUES "
 )
+_SIGHTING_ROW = "(?,?,?,?,?)"
+
+
+@lru_cache(maxsize=256)
+def _values_sql(head: str, row: str, count: int) -> str:
+    return head + ",".join([row] * count)
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, row: str, rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert `rows` with one statement of many VALUES rows (a few for a big batch).
+
+    One statement is one step in SQLite, during which the writer thread lets go of the GIL
+    once; `executemany` steps once a row, and the thread waits to take the GIL back after
+    each, behind the event loop (which, while busy, keeps it for up to the switch interval)."""
+    for at in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[at : at + _ROWS_PER_INSERT]
+        conn.execute(_values_sql(head, row, len(chunk)), [v for r in chunk for v in r])
 
 
 def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[bool]:
@@ -43,9 +71,9 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     event, whether it was new (a repeated id within `batch` is new the first time only).
 
     A few statements a batch, not one an event: the ids already known in one select, then
-    each table's rows in one `executemany`. The writer thread runs this while the event loop
-    holds the interpreter, and every statement on its own gives the GIL back and waits to
-    take it again: one statement an event cost more CPU than the inserts themselves."""
+    each table's rows in one INSERT of many rows. The writer thread runs this while the event
+    loop holds the interpreter, and every statement gives the GIL back and waits to take it
+    again: one statement an event cost more CPU than the inserts themselves."""
     known: set[str] = set()
     ids = [item.event.id for item in batch]
     for at in range(0, len(ids), _IDS_PER_QUERY):
@@ -55,7 +83,9 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
             r[0] for r in conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
         )
     out: list[bool] = []
-    events, deliveries, sightings = [], [], []
+    events: list[tuple[Any, ...]] = []
+    deliveries: list[tuple[Any, ...]] = []
+    sightings: list[tuple[Any, ...]] = []
     for item in batch:
         ev = item.event
         is_new = ev.id not in known
@@ -86,11 +116,9 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
             sightings.append((ev.id, s.merge, s.path, s.source, ev.recorded_ms))
     # Plain INSERT: an id the select did not see cannot be there (this transaction holds the
     # write lock); if it were, the batch fails rather than claim a stored event is new.
-    conn.executemany(_INSERT_EVENT, events)
-    if deliveries:
-        conn.executemany(_INSERT_DELIVERY, deliveries)
-    if sightings:
-        conn.executemany(_INSERT_SIGHTING, sightings)
+    _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, events)
+    _insert_rows(conn, _INSERT_DELIVERIES, _DELIVERY_ROW, deliveries)
+    _insert_rows(conn, _INSERT_SIGHTINGS, _SIGHTING_ROW, sightings)
     return out
 
 
@@ -98,6 +126,7 @@ class SQLiteEvents:
     """Mixed into SQLiteStore; uses its `read` and `write` helpers."""
 
     if TYPE_CHECKING:
+        writer: Writer
 
         async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
@@ -105,6 +134,14 @@ class SQLiteEvents:
 
     async def record_events(self, batch: Sequence[NewEvent]) -> list[bool]:
         return await self.write(lambda conn: insert_events(conn, batch))
+
+    # One call taken by the writer thread, one waiting in its queue for what arrives
+    # meanwhile, and those whose results the loop has not yet heard of.
+    gathered_calls = 4
+
+    def gather_events(self, take: Callable[[], Sequence[NewEvent]]) -> asyncio.Future[list[bool]]:
+        # Queued now; `take` runs in the writer thread, in the commit that holds its events.
+        return asyncio.wrap_future(self.writer.submit(lambda conn: insert_events(conn, take())))
 
     async def get_event(self, event_id: str) -> Event | None:
         def q(conn: sqlite3.Connection) -> Event | None:

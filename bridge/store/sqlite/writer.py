@@ -318,6 +318,9 @@ class Writer:
             self._fail(failed, error)
             return None
         done = self._apply(conn, batch)
+        if not done:  # every operation failed (and heard so): nothing to commit
+            conn.execute("ROLLBACK")
+            return done
         try:
             if self.fault is not None:
                 raise self.fault
@@ -348,8 +351,21 @@ class Writer:
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, batch: list[_Op]) -> list[tuple[_Op, Any]]:
-        """Run each operation in its own savepoint; one that raises rolls back alone."""
+        """Run each operation in its own savepoint; one that raises rolls back alone.
+
+        A batch of one needs no savepoint (two statements fewer, each a hand-over of the GIL):
+        when its operation raises, nothing of the transaction is committed."""
         done: list[tuple[_Op, Any]] = []
+        if len(batch) == 1:
+            (op,) = batch
+            if op.future.set_running_or_notify_cancel():
+                try:
+                    done.append((op, op.fn(conn)))
+                except BaseException as exc:
+                    op.future.set_exception(
+                        translate(exc) if isinstance(exc, sqlite3.Error) else exc
+                    )
+            return done
         for op in batch:
             if not op.future.set_running_or_notify_cancel():
                 continue
