@@ -4,11 +4,21 @@ A webhook POST with a `Content-Length` within its source's `max_body` needs none
 ASGI gives: the server has the whole body in its buffer before the receiver can say anything
 of it, and the answer is a few bytes known at once. `GuardedProtocol` (server.py) hands such
 a request to a `DirectCycle` in place of uvicorn's request cycle: no scope, no receive and
-send messages, no router; the route's `reply` gets the method, path, headers, body and
-client, and its answer leaves in one write. The cycle keeps the attributes uvicorn's protocol
+send messages, no router; the route gets the method, path, headers, body and client, and its
+answer leaves in one write.
+
+Nor a task: once the body is in, the route's `begin` answers at once (a refusal) or gives the
+store's future and what makes the answer of its result, and the answer is written from the
+future's callback. A task and its chain of coroutines cost the event loop more than the
+webhook's HMAC. `begin` runs in the loop's next pass over its ready callbacks, beside the other
+requests read in this one, not inside each connection's read: one stretch holding the GIL,
+so that the store's writer thread takes their events together (served inside each read, the
+loop's CPU per request rose by a tenth and the commits got smaller). A body that comes in
+pieces, or a request `begin` declines (None), is served by a task through the route's `reply`. The cycle keeps the attributes uvicorn's protocol
 drives a cycle by (`body`, `more_body`, `response_complete`, `keep_alive`, `disconnected`,
 `message_event`, `run_asgi`), so pipelining, flow control, the connection's deadlines and a
-graceful stop work as for any request.
+graceful stop (which waits for the store's future, kept with the server's tasks) work as for
+any request.
 
 Everything else (other methods and paths, a chunked body, `Expect: 100-continue`, a declared
 length over the limit, the access log) goes through uvicorn's cycle and the ASGI app as before.
@@ -53,6 +63,18 @@ class DirectRoute(Protocol):
         headers: Headers,
     ) -> Reply:
         """The answer to a POST whose whole body has been read, with `headers` added."""
+
+    def begin(
+        self,
+        method: str,
+        path: str,
+        raw_headers: Headers,
+        body: bytes,
+        client: tuple[str, int] | None,
+        headers: Headers,
+    ) -> Reply | tuple[asyncio.Future[Any], Callable[[asyncio.Future[Any]], Reply]] | None:
+        """`reply` without a coroutine: the answer, or a future and what makes the answer of
+        its result, or None when the request must go `reply`'s way."""
 
 
 def _status_line(status: int) -> bytes:
@@ -129,6 +151,7 @@ class DirectCycle:
         "path",
         "response_complete",
         "route",
+        "tasks",
         "transport",
     )
 
@@ -161,6 +184,87 @@ class DirectCycle:
         self.response_complete = False
         self.disconnected = False
         self.message_event = _Waiter()
+        # The server's set of requests in progress, from `start` until served or spawned.
+        self.tasks: set[Any] | None = None
+
+    def start(self, tasks: set[Any]) -> None:
+        """Serve the request once its body is in (`body_in`), without a task when the route
+        can answer it so (`DirectRoute.begin`); a body that comes in pieces is read by a
+        task (`run_asgi`), as uvicorn's cycles are."""
+        self.tasks = tasks
+        if not self.more_body:
+            self.body_in()
+
+    def body_in(self) -> None:
+        """The whole body is here (or, from `spawn`'s caller, will come in a task)."""
+        tasks, self.tasks = self.tasks, None
+        if tasks is None:
+            return  # not started yet (pipelined), or started already
+        try:
+            begun = self.route.begin(
+                self.method, self.path, self.headers, bytes(self.body), self.client, self.extra
+            )  # fmt: skip
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        if begun is None:
+            self._spawn(tasks)
+        elif len(begun) == 3:
+            self._answer(begun)
+        else:
+            stored, finish = begun
+            tasks.add(stored)  # a graceful stop waits for it, as for a task
+            stored.add_done_callback(lambda done: self._stored(done, finish, tasks))
+
+    def spawn(self) -> None:
+        """The body comes in pieces: read the rest and answer in a task."""
+        tasks, self.tasks = self.tasks, None
+        if tasks is not None:
+            self._spawn(tasks)
+
+    def _spawn(self, tasks: set[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self.run_asgi(None))
+        task.add_done_callback(tasks.discard)
+        tasks.add(task)
+
+    def _stored(
+        self,
+        done: asyncio.Future[Any],
+        finish: Callable[[asyncio.Future[Any]], Reply],
+        tasks: set[Any],
+    ) -> None:
+        tasks.discard(done)
+        if done.cancelled():  # a stop past its grace: the answer is not sent
+            self.on_response = _nothing
+            if not self.disconnected:
+                self.transport.close()
+            return
+        try:
+            reply = finish(done)
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        self._answer(reply)
+
+    def _answer(self, reply: Reply) -> None:
+        if self.disconnected:
+            self.on_response = _nothing
+        elif self.flow.write_paused:  # rare: the client reads slowly; wait for it in a task
+            asyncio.get_running_loop().create_task(self._drain_then_write(reply))
+        else:
+            self._write(*reply)
+            self.on_response = _nothing
+
+    async def _drain_then_write(self, reply: Reply) -> None:
+        await self.flow.drain()
+        self._answer(reply)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("a webhook request failed", exc_info=exc)
+        if not self.response_complete and not self.disconnected:
+            self.transport.write(_SERVER_ERROR)
+            self.transport.close()
+        self.on_response = _nothing
 
     async def run_asgi(self, app: Any) -> None:
         """Serve the request (the name is the one uvicorn's protocol starts a cycle by)."""

@@ -225,6 +225,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # Bytes fed to the parser since the current request began, while its headers are due.
         self._in_headers = True
         self._header_bytes = 0
+        self._mid_message = False  # between a request's first byte and its last
         self._is_refused = False
         if self._make_room():
             self._enter(HEADERS)
@@ -252,11 +253,15 @@ class GuardedProtocol(HttpToolsProtocol):
             piece, data = data[:room], data[room:]
             self._header_bytes += len(piece)
             super().data_received(piece)
+        cycle = self.cycle
+        if type(cycle) is DirectCycle and cycle.more_body:
+            cycle.spawn()  # its body comes in pieces: a task reads the rest
         self._follow()
 
     def on_message_begin(self) -> None:
         # uvicorn builds the request's ASGI scope here; it is built in on_headers_complete,
         # only for a request that goes the ASGI way.
+        self._mid_message = True
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
@@ -298,7 +303,7 @@ class GuardedProtocol(HttpToolsProtocol):
         )
         existing, self.cycle = self.cycle, cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+            cycle.start(self.tasks)
         else:  # pipelined behind an answer in progress, as uvicorn queues its own
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
@@ -306,8 +311,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         # What follows belongs to the next request, whose headers are due.
-        self._in_headers, self._header_bytes = True, 0
+        self._in_headers, self._header_bytes, self._mid_message = True, 0, False
         super().on_message_complete()
+        cycle = self.cycle
+        if type(cycle) is DirectCycle:
+            # Served in the loop's next pass over its ready callbacks, with the other requests
+            # read in this one: one stretch holding the GIL, not one per connection's read.
+            self.loop.call_soon(cycle.body_in)
 
     def _refuse_headers(self) -> None:
         log.info(
@@ -337,7 +347,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
+            if type(cycle) is DirectCycle:
+                cycle.start(self.tasks)
+            else:
+                self._start_asgi_task(cycle, app)
         self._follow(after_response=True)
 
     def _make_room(self) -> bool:
@@ -361,7 +374,8 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             self._enter(BODY if cycle.more_body else APP)
-        elif after_response:
+        elif after_response or (self._phase == KEEP_ALIVE and not self._mid_message):
+            # Answered (perhaps within the bytes just read): idle until the next request.
             self._enter(KEEP_ALIVE)
         elif self._phase != HEADERS:
             # The first bytes of the next request: its headers are now due.

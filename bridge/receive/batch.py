@@ -53,6 +53,12 @@ class Batcher:
 
         A merged event also stores its `sighting`, new or not.
         """
+        return await self.submit(event, targets, sighting=sighting)
+
+    def submit(
+        self, event: Event, targets: Sequence[str], *, sighting: Sighting | None = None
+    ) -> asyncio.Future[bool]:
+        """`record` without a coroutine: the future of its result."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._pending.append((NewEvent(event, targets, sighting), future))
@@ -61,7 +67,7 @@ class Batcher:
                 self._untaken = True
         if is_due:
             self._start()
-        return await future
+        return future
 
     async def drain(self, timeout_s: float) -> None:
         """Wait, at most `timeout_s`, until every event handed in is stored or refused."""

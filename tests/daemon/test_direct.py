@@ -165,10 +165,33 @@ def test_a_client_that_leaves_mid_body_stores_nothing_and_the_daemon_goes_on(
 
 
 class Route:
-    """A direct route for `/hooks/a` with a 100-byte limit; its reply raises when told to."""
+    """A direct route for `/hooks/a` with a 100-byte limit; its reply raises when told to.
 
-    def __init__(self, error: BaseException | None = None) -> None:
+    `begin` answers by `mode`: "reply" the answer at once, "store" a future (`self.stored`)
+    and the answer of its result, "async" None (the task's way, `reply`), "raise" an error."""
+
+    def __init__(self, error: BaseException | None = None, mode: str = "async") -> None:
         self.error = error
+        self.mode = mode
+        self.stored: asyncio.Future[bool] | None = None
+
+    def begin(self, *args: object) -> object:
+        extra = args[-1]
+        answer = (202, [(b"content-type", b"application/json"), *extra], b"{}")  # type: ignore[misc]
+        if self.mode == "reply":
+            return answer
+        if self.mode == "raise":
+            raise RuntimeError("boom in begin")
+        if self.mode == "store":
+            self.stored = asyncio.get_running_loop().create_future()
+
+            def finish(done: asyncio.Future[bool]) -> object:
+                if self.error is not None:
+                    raise self.error
+                return (202 if done.result() else 200, *answer[1:])
+
+            return self.stored, finish
+        return None
 
     def serves(self, path: str) -> bool:
         return path == "/hooks/a"
@@ -243,6 +266,102 @@ def serve(route: Route, keep_alive: bool = True) -> tuple[Transport, list[str]]:
     cycle.more_body = False
     asyncio.run(cycle.run_asgi(None))
     return transport, events
+
+
+def cycle_for(route: Route, transport: Transport, events: list[str]) -> DirectCycle:
+    cycle = DirectCycle(
+        route, "/hooks/a", [length(2)], None, transport,  # type: ignore[arg-type]
+        FlowControl(transport), [(b"date", b"now")], [(b"x-extra", b"1")],  # type: ignore[arg-type]
+        True, lambda: events.append("response complete"),
+    )  # fmt: skip
+    cycle.body += b"{}"
+    return cycle
+
+
+def test_a_request_the_route_begins_is_served_without_a_task() -> None:
+    async def scenario() -> tuple[list[bytes], list[str], int, int]:
+        transport, events, tasks = Transport(), [], set()
+        route = Route(mode="store")
+        cycle = cycle_for(route, transport, events)
+        cycle.start(tasks)  # the body is not in yet: nothing happens
+        assert route.stored is None and not tasks
+        cycle.more_body = False
+        cycle.body_in()
+        assert route.stored is not None and tasks == {route.stored}  # a stop waits for it
+        assert transport.writes == [] and events == []
+        running = len(asyncio.all_tasks())
+        route.stored.set_result(False)
+        await asyncio.sleep(0)
+        cycle.body_in()  # once only
+        return transport.writes, events, len(tasks), running
+
+    writes, events, waiting, running = asyncio.run(scenario())
+    assert running == 1  # only the test's own: no task for the request
+    assert writes == [
+        b"HTTP/1.1 200 OK\r\ndate: now\r\ncontent-type: application/json\r\n"
+        b"x-extra: 1\r\ncontent-length: 2\r\n\r\n{}"
+    ]
+    assert events == ["response complete"] and waiting == 0
+
+
+@pytest.mark.parametrize("mode", ["reply", "async"])
+def test_an_answer_known_at_once_or_from_the_task_is_the_same_write(mode: str) -> None:
+    async def scenario() -> list[bytes]:
+        transport, events, tasks = Transport(), [], set()
+        cycle = cycle_for(Route(mode=mode), transport, events)
+        cycle.more_body = False
+        cycle.start(tasks)
+        await asyncio.gather(*tasks)
+        assert events == ["response complete"]
+        return transport.writes
+
+    assert asyncio.run(scenario()) == [
+        b"HTTP/1.1 202 Accepted\r\ndate: now\r\ncontent-type: application/json\r\n"
+        b"x-extra: 1\r\ncontent-length: 2\r\n\r\n{}"
+    ]
+
+
+@pytest.mark.parametrize("where", ["begin", "finish"])
+def test_a_failure_without_a_task_is_a_500_and_a_closed_connection(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> tuple[Transport, list[str]]:
+        transport, events = Transport(), []
+        route = Route(RuntimeError("boom in finish"), mode="raise" if where == "begin" else "store")
+        cycle = cycle_for(route, transport, events)
+        cycle.more_body = False
+        cycle.start(set())
+        if route.stored is not None:
+            route.stored.set_result(True)
+            await asyncio.sleep(0)
+        return transport, events
+
+    transport, events = asyncio.run(scenario())
+    assert transport.writes[0].startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert transport.closed and events == []
+    assert "a webhook request failed" in caplog.text and f"boom in {where}" in caplog.text
+
+
+@pytest.mark.parametrize("end", ["cancelled", "disconnected"])
+def test_a_request_whose_store_call_is_cut_gets_no_answer(end: str) -> None:
+    async def scenario() -> tuple[Transport, list[str]]:
+        transport, events = Transport(), []
+        route = Route(mode="store")
+        cycle = cycle_for(route, transport, events)
+        cycle.more_body = False
+        cycle.start(set())
+        assert route.stored is not None
+        if end == "cancelled":  # a stop past its grace cancels what it waits for
+            route.stored.cancel()
+        else:
+            cycle.disconnected = True
+            route.stored.set_result(True)
+        await asyncio.sleep(0)
+        return transport, events
+
+    transport, events = asyncio.run(scenario())
+    assert transport.writes == [] and events == []
+    assert transport.closed is (end == "cancelled")
 
 
 def test_a_direct_answer_is_one_write_with_every_header() -> None:

@@ -668,3 +668,72 @@ def test_events_of_concurrent_requests_go_to_the_store_together(tmp_path: Path) 
         assert asyncio.run(store.count_events()) == 50
     finally:
         store.close()
+
+
+# -- the direct path's two ways ------------------------------------------------------------
+
+
+def _cases() -> list[tuple[str, str, list[tuple[bytes, bytes]], bytes]]:
+    """(method, path, headers, body) of requests of every outcome, each sent twice."""
+
+    def raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        return [(k.encode(), v.encode()) for k, v in headers.items()]
+
+    big = json.dumps({"data": {"id": "x"}, "pad": "p" * 2000}).encode()
+    no_id = json.dumps({"action": "opened"}).encode()
+    form = b"payload=%7B%7D"
+    return [
+        ("POST", "/hooks/gh", raw(github(ISSUE_BODY)), ISSUE_BODY),  # 202, then 200
+        ("POST", "/hooks/gh", raw(github(ISSUE_BODY, secret="wrong")), ISSUE_BODY),  # 401
+        ("POST", "/hooks/gh", [(b"x-hub-signature-256", b"sha256=zz")], ISSUE_BODY),  # 401
+        ("POST", "/hooks/gh", raw(github(b"{not json")), b"{not json"),  # 400
+        ("GET", "/hooks/gh", raw(github(ISSUE_BODY)), ISSUE_BODY),  # 405
+        ("POST", "/hooks/gone", [], b"{}"),  # 404
+        ("POST", "/in/standard", raw(standard(big)), big),  # 413
+        ("POST", "/in/standard", raw(standard(ISSUE_BODY, ts=1)), ISSUE_BODY),  # 401, old
+        ("POST", "/in/standard", raw(standard(no_id)), no_id),  # 202: the msg id
+        ("POST", "/hooks/open", [(b"content-type", b"text/plain")], form),  # 400
+        ("POST", "/hooks/open", [(b"content-type", b"application/json")], no_id),  # 422
+    ]
+
+
+def test_the_direct_way_without_a_task_answers_as_the_coroutine_does(tmp_path: Path) -> None:
+    # `Receiver.begin` (the server's hot path) and `Receiver.reply` make the same answers,
+    # store the same events and count the same refusals, request by request.
+    def run(way: str) -> tuple[list[tuple[int, list[tuple[bytes, bytes]], bytes]], list[Any]]:
+        folder = tmp_path / way
+        folder.mkdir()
+        config = load(folder)
+        store = SQLiteStore(config.database_path)
+        store.open()
+        receiver = Receiver(Runtime(config=config, store=store, is_ready=True))
+        extra = [(b"x-extra", b"1")]
+
+        async def answer(method: str, path: str, headers: Any, body: bytes) -> Any:
+            if way == "reply":
+                return await receiver.reply(method, path, headers, body, None, extra)
+            begun = receiver.begin(method, path, headers, body, None, extra)
+            assert begun is not None  # every source here can be served without a task
+            if len(begun) == 3:
+                return begun
+            stored, finish = begun
+            await asyncio.wait([stored])
+            return finish(stored)
+
+        async def all_cases() -> list[Any]:
+            return [await answer(*case) for case in _cases() for _ in range(2)]
+
+        try:
+            answers = asyncio.run(all_cases())
+            events = [(e.id, e.source, e.type, e.data) for e in asyncio.run(store.list_events())]
+        finally:
+            store.close()
+        return answers, events
+
+    answers, events = run("begin")
+    assert (answers, events) == run("reply")
+    assert [a[0] for a in answers] == [
+        202, 200, 401, 401, 401, 401, 400, 400, 405, 405, 404, 404,
+        413, 413, 401, 401, 202, 200, 400, 400, 422, 422,
+    ]  # fmt: skip
+    assert len(events) == 2
