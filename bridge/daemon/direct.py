@@ -14,11 +14,13 @@ webhook's HMAC. `begin` runs in the loop's next pass over its ready callbacks, b
 requests read in this one, not inside each connection's read: one stretch holding the GIL,
 so that the store's writer thread takes their events together (served inside each read, the
 loop's CPU per request rose by a tenth and the commits got smaller). A body that comes in
-pieces, or a request `begin` declines (None), is served by a task through the route's `reply`. The cycle keeps the attributes uvicorn's protocol
-drives a cycle by (`body`, `more_body`, `response_complete`, `keep_alive`, `disconnected`,
-`message_event`, `run_asgi`), so pipelining, flow control, the connection's deadlines and a
-graceful stop (which waits for the store's future, kept with the server's tasks) work as for
-any request.
+pieces, or a request `begin` declines (None), is served by a task through the route's
+`reply`.
+
+The cycle keeps the attributes uvicorn's protocol drives a cycle by (`body`, `more_body`,
+`response_complete`, `keep_alive`, `disconnected`, `message_event`, `run_asgi`), so
+pipelining, flow control, the connection's deadlines and a graceful stop (which waits for
+the store's future, kept with the server's tasks) work as for any request.
 
 Everything else (other methods and paths, a chunked body, `Expect: 100-continue`, a declared
 length over the limit, the access log) goes through uvicorn's cycle and the ASGI app as before.
