@@ -225,7 +225,6 @@ class GuardedProtocol(HttpToolsProtocol):
         # Bytes fed to the parser since the current request began, while its headers are due.
         self._in_headers = True
         self._header_bytes = 0
-        self._mid_message = False  # between a request's first byte and its last
         self._is_refused = False
         if self._make_room():
             self._enter(HEADERS)
@@ -261,7 +260,6 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         # uvicorn builds the request's ASGI scope here; it is built in on_headers_complete,
         # only for a request that goes the ASGI way.
-        self._mid_message = True
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
@@ -311,7 +309,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         # What follows belongs to the next request, whose headers are due.
-        self._in_headers, self._header_bytes, self._mid_message = True, 0, False
+        self._in_headers, self._header_bytes = True, 0
         super().on_message_complete()
         cycle = self.cycle
         if type(cycle) is DirectCycle:
@@ -374,8 +372,7 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             self._enter(BODY if cycle.more_body else APP)
-        elif after_response or (self._phase == KEEP_ALIVE and not self._mid_message):
-            # Answered (perhaps within the bytes just read): idle until the next request.
+        elif after_response:
             self._enter(KEEP_ALIVE)
         elif self._phase != HEADERS:
             # The first bytes of the next request: its headers are now due.

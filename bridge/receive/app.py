@@ -178,9 +178,7 @@ class Receiver:
         if source is None:
             return _gone(extra)
         try:
-            headers = self._admit(source, method, raw_headers, client)
-            if len(body) > source.hook.max_body:
-                raise _too_large(source.hook.max_body)
+            headers = self._admit(source, method, raw_headers, client, len(body))
             status, answer = await self._accept(source, headers, body, arrived_ms)
         except _Refusal as refusal:
             return self._refused(source, refusal, extra)
@@ -211,8 +209,10 @@ class Receiver:
         method: str,
         raw_headers: Sequence[tuple[bytes, bytes]],
         client: tuple[str, int] | None,
+        body_bytes: int = 0,
     ) -> dict[str, str]:
-        """The checks before the body is read (client, method, declared length); the headers."""
+        """The checks before the body is read (client, method, declared length), and of the
+        length of a body read already (`body_bytes`); the headers."""
         if source.allow_from:
             self._check_client(source, client, raw_headers)
         if method != "POST":
@@ -224,6 +224,8 @@ class Receiver:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > source.hook.max_body:
             raise _too_large(source.hook.max_body)  # refused before reading a byte of it
+        if body_bytes > source.hook.max_body:
+            raise _too_large(source.hook.max_body)
         return headers
 
     async def _accept(
@@ -274,9 +276,7 @@ class Receiver:
         ):
             return None
         try:
-            headers = self._admit(source, method, raw_headers, client)
-            if len(body) > source.hook.max_body:
-                raise _too_large(source.hook.max_body)
+            headers = self._admit(source, method, raw_headers, client, len(body))
             _verify(source, headers, body, time.time())
             event = _event(source, headers, body, arrived_ms)
         except _Refusal as refusal:

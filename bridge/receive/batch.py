@@ -62,10 +62,7 @@ class Batcher:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._pending.append((NewEvent(event, targets, sighting), future))
-            is_due = not self._untaken and len(self._calls) < self._max_calls
-            if is_due:
-                self._untaken = True
-        if is_due:
+        if self._is_call_due():
             self._start()
         return future
 
@@ -118,13 +115,17 @@ class Batcher:
         else:
             for (_, future), is_new in zip(batch, call.result(), strict=True):
                 _settle(future, result=is_new)
-        with self._lock:
-            is_due = bool(self._pending) and not self._untaken
-            is_due = is_due and len(self._calls) < self._max_calls
-            if is_due:
-                self._untaken = True
-        if is_due:  # what arrived meanwhile, with no call waiting for it yet
+        if self._is_call_due():  # what arrived meanwhile, with no call waiting for it yet
             self._start()
+
+    def _is_call_due(self) -> bool:
+        """True when events wait with no call waiting to take them, and a call may be made
+        (then it counts as made: the caller starts it)."""
+        with self._lock:
+            if not self._pending or self._untaken or len(self._calls) >= self._max_calls:
+                return False
+            self._untaken = True
+            return True
 
     async def _one_by_one(self, batch: _Waiting, exc: BaseException) -> None:
         """Store each event on its own: one bad event must not fail the others."""

@@ -255,27 +255,25 @@ class Transport:
         pass
 
 
-def serve(route: Route, keep_alive: bool = True) -> tuple[Transport, list[str]]:
-    transport, events = Transport(), []
+def cycle_for(
+    route: Route, transport: Transport, events: list[str], keep_alive: bool = True
+) -> DirectCycle:
     cycle = DirectCycle(
         route, "/hooks/a", [length(2)], None, transport,  # type: ignore[arg-type]
         FlowControl(transport), [(b"date", b"now")], [(b"x-extra", b"1")],  # type: ignore[arg-type]
         keep_alive, lambda: events.append("response complete"),
     )  # fmt: skip
     cycle.body += b"{}"
+    return cycle
+
+
+def serve(route: Route, keep_alive: bool = True) -> tuple[Transport, list[str]]:
+    """The task's way (`run_asgi`) with the whole body in."""
+    transport, events = Transport(), []
+    cycle = cycle_for(route, transport, events, keep_alive)
     cycle.more_body = False
     asyncio.run(cycle.run_asgi(None))
     return transport, events
-
-
-def cycle_for(route: Route, transport: Transport, events: list[str]) -> DirectCycle:
-    cycle = DirectCycle(
-        route, "/hooks/a", [length(2)], None, transport,  # type: ignore[arg-type]
-        FlowControl(transport), [(b"date", b"now")], [(b"x-extra", b"1")],  # type: ignore[arg-type]
-        True, lambda: events.append("response complete"),
-    )  # fmt: skip
-    cycle.body += b"{}"
-    return cycle
 
 
 def test_a_request_the_route_begins_is_served_without_a_task() -> None:
