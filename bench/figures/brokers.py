@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.context import Context
-from bench.figures.delivery import make_events, record_all
+from bench.figures.delivery import make_events, outbox, record_all
 from bench.procs import BenchError, NotAvailable, Proc, cpu_seconds, http_get, start_daemon
 from bench.stats import Row, unavailable
 
@@ -261,8 +261,9 @@ def _one(ctx: Context, kind: str, title: str) -> list[Row]:
         try:
             config = f"targets:\n  sink:\n    {place.target()}\n"
             with start_daemon(work, config, log_level="warning") as daemon:
+                store = outbox(str(work / "bridge.db"))
                 cpu, started = cpu_seconds(daemon.pid), time.perf_counter()
-                await record_all(str(work / "bridge.db"), events)
+                await record_all(store, events)
                 await _wait_acked(daemon, count, 60 + count / 50)
                 took, cpu_s = time.perf_counter() - started, cpu_seconds(daemon.pid) - cpu
                 await _check_count(place, count)

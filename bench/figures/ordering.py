@@ -15,7 +15,13 @@ from pathlib import Path
 
 from bench.context import Context, require_engine
 from bench.figures.common import target_yaml
-from bench.figures.delivery import http_get_reset, make_events, record_all, wait_for_all
+from bench.figures.delivery import (
+    http_get_reset,
+    make_events,
+    outbox,
+    record_all,
+    wait_for_all,
+)
 from bench.procs import Proc, get_json, start_app, start_daemon
 from bench.stats import Goal, Row
 
@@ -28,8 +34,9 @@ def _timed(work: Path, sink: Proc, events: list, ordered: bool) -> float:
     http_get_reset(sink)
     (work / "bridge.db").unlink(missing_ok=True)
     with start_daemon(work, yaml) as bridge:
+        store = outbox(str(work / "bridge.db"))
         started = time.perf_counter()
-        asyncio.run(record_all(str(work / "bridge.db"), events))
+        asyncio.run(record_all(store, events))
         done = wait_for_all(sink, len(events), 60 + len(events) / 50, bridge)
         bridge.check_alive()
     return done - started

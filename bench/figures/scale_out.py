@@ -33,6 +33,7 @@ from bench.figures.delivery import (
     as_requests,
     http_get_reset,
     make_events,
+    outbox,
     record_all,
     wait_for_all,
 )
@@ -186,8 +187,9 @@ def measure_setup(
         c1 = commits(pg)
         http_get_reset(sink)
         server_started = server_cpu_s(database if pg else None)
+        store = outbox(database)
         started, cpu_started = time.perf_counter(), replicas_cpu_s(procs)
-        asyncio.run(record_all(database, events))
+        asyncio.run(record_all(store, events))
         took_s = wait_for_all(sink, len(events), 60 + len(events) / 50, procs[0]) - started
         delivery_cpu_s = replicas_cpu_s(procs) - cpu_started
         server_s = used_s(server_started, server_cpu_s(database if pg else None))

@@ -57,6 +57,23 @@ def row_to_delivery(row: Sequence[Any]) -> DeliveryRow:
     )
 
 
+def attempts_of_event(event_id: str, target: str | None, mark: str) -> tuple[str, list[Any]]:
+    """The select of an event's attempts (to `target`, or to all), oldest first, and its
+    arguments; `mark` is the placeholder. They are found through the event's deliveries (by
+    their index of event id and target, then the attempts' index of delivery id): attempts
+    have no index of their own by event id (migration 0014)."""
+    sql = "SELECT id FROM deliveries WHERE event_id = " + mark
+    args: list[Any] = [event_id]
+    if target is not None:
+        sql += " AND target = " + mark
+        args.append(target)
+    select = (
+        "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
+        f" error FROM attempts WHERE delivery_id IN ({sql}) ORDER BY id"
+    )
+    return select, args
+
+
 def select_filtered(
     select: str,
     filters: Sequence[tuple[str, Any]],

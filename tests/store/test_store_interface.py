@@ -172,6 +172,40 @@ def test_next_due_and_redelivery(any_store: Store) -> None:
     assert asyncio.run(store.enable_target("t")) == TargetState("t")
 
 
+def test_an_events_attempts_are_listed_through_its_deliveries(any_store: Store) -> None:
+    """Attempts have no index of their own by event id (migration 0014): an event's are
+    found through its deliveries, to one target or to all, oldest first, and no other's."""
+    store = any_store
+    one, two = make_event("push", "one"), make_event("push", "two")
+    asyncio.run(store.record_events([NewEvent(one, ["a", "b"]), NewEvent(two, ["a"])]))
+    at = now_ms() + 1_000
+    answers = iter([500, 502, 200, 204, 201])
+    for round_ms in (0, 10, 20):
+        claimed = asyncio.run(store.claim_due({"a": 5, "b": 5}, at + round_ms, at + 60_000))
+        records = []
+        for c in sorted(claimed.claims, key=lambda c: c.delivery_id):
+            code = next(answers)
+            status = "delivered" if code < 300 else "failed"
+            records.append(AttemptRecord(
+                c.delivery_id, c.event.id, c.target, at + round_ms, 1, code, None, None, status,
+                at + round_ms + 5,
+            ))  # fmt: skip
+        asyncio.run(store.record_attempts(records))
+
+    def seen(event: Event, target: str | None = None) -> list[tuple[str, str, int | None]]:
+        rows = asyncio.run(store.list_attempts(event.id, target))
+        return [(r.event_id, r.target, r.status_code) for r in rows]
+
+    # Round 1: one->a 500, one->b 502, two->a 200; round 2: one->a 204, one->b 201.
+    assert seen(one) == [
+        (one.id, "a", 500), (one.id, "b", 502), (one.id, "a", 204), (one.id, "b", 201),
+    ]  # fmt: skip
+    assert seen(one, "b") == [(one.id, "b", 502), (one.id, "b", 201)]
+    assert seen(two) == [(two.id, "a", 200)]
+    assert seen(two, "b") == []
+    assert seen(make_event("push", "never")) == []
+
+
 def test_reset_closes_the_circuit_and_makes_the_backlog_due(any_store: Store) -> None:
     store = any_store
     events = [make_event("push", f"r{i}") for i in range(3)]

@@ -219,4 +219,10 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
             "ALTER TABLE deliveries SET (fillfactor = 50)",
         ),
     ),
+    (
+        # An event's attempts are found through its deliveries (idx_attempts_delivery_id):
+        # an index of attempts by event id (a hash) takes a page at random per attempt.
+        "0014_attempts_by_delivery",
+        ("DROP INDEX IF EXISTS attempts_event",),
+    ),
 ]

@@ -21,7 +21,13 @@ from bridge import jsontext
 from bridge.events import Event
 from bridge.store.base import TargetReset, TargetState
 from bridge.store.deliveries import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow
-from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
+from bridge.store.rows import (
+    EVENT_COLUMNS,
+    attempts_of_event,
+    row_to_delivery,
+    row_to_event,
+    select_filtered,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -347,15 +353,7 @@ class PostgresOutbox:
         return await self.run(q)
 
     async def list_attempts(self, event_id: str, target: str | None = None) -> list[AttemptRow]:
-        sql = (
-            "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
-            " error FROM attempts WHERE event_id = %s"
-        )
-        args: list[Any] = [event_id]
-        if target is not None:
-            sql += " AND target = %s"
-            args.append(target)
-        sql += " ORDER BY id"
+        sql, args = attempts_of_event(event_id, target, "%s")
 
         async def q(conn: Conn) -> list[AttemptRow]:
             cur = await conn.execute(sql, args)

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.store.base import TargetReset, TargetState
 from bridge.store.deliveries import AttemptRecord, AttemptRow, Claim, Claimed, DeliveryRow
-from bridge.store.rows import EVENT_COLUMNS, row_to_delivery, row_to_event, select_filtered
+from bridge.store.rows import (
+    EVENT_COLUMNS,
+    attempts_of_event,
+    row_to_delivery,
+    row_to_event,
+    select_filtered,
+)
 
 T = TypeVar("T")
 
@@ -286,15 +292,7 @@ class SQLiteOutbox:
         return await self.read(q)
 
     async def list_attempts(self, event_id: str, target: str | None = None) -> list[AttemptRow]:
-        sql = (
-            "SELECT delivery_id, event_id, target, at_ms, duration_ms, status_code, response,"
-            " error FROM attempts WHERE event_id = ?"
-        )
-        args: list[Any] = [event_id]
-        if target is not None:
-            sql += " AND target = ?"
-            args.append(target)
-        sql += " ORDER BY id"
+        sql, args = attempts_of_event(event_id, target, "?")
 
         def q(conn: sqlite3.Connection) -> list[AttemptRow]:
             return [AttemptRow(*r) for r in conn.execute(sql, args)]

@@ -24,6 +24,12 @@ busy handler for the other; the thread waits at most one such short transaction.
 each of those writes the two thread hops and the GIL's hand-overs of the group commit, which
 cost more than the write itself.
 
+Another process's write lock (a CLI command's write, a second daemon's) is waited for by
+asking again every `LOCK_POLL_S`, not in SQLite's busy handler: the handler's sleeps grow to
+100 ms, so a process that commits back to back (a large `redeliver`, an outbox filled by a
+script) would take the lock again in each of them, and the daemon would wait until it stops.
+Asked every millisecond, the lock is had in the first pause between two of its commits.
+
 An operation submitted with `alone=True` (a rotated OAuth2 refresh token) is a batch of its
 own, FULL: no other write shares its commit, so none can fail it.
 
@@ -59,6 +65,8 @@ log = logging.getLogger("bridge.store")
 # How long a write waits for another process's lock: normally, and once a wait has failed.
 BUSY_TIMEOUT_MS = 5000
 DEGRADED_BUSY_TIMEOUT_MS = 200
+# How often a write waiting for another process's lock asks for it again.
+LOCK_POLL_S = 0.001
 
 # How many commits `run_here` makes before the writer thread is asked to checkpoint the WAL
 # (passively: what readers still need stays); about 20 pages each, so the WAL stays small.
@@ -123,6 +131,10 @@ class Writer:
         self.commits = 0
         # True after a write lock could not be had, until the next successful commit.
         self.is_degraded = False
+        # How long a transaction waits for another process's write lock (ms): BUSY_TIMEOUT_MS,
+        # or DEGRADED_BUSY_TIMEOUT_MS while degraded.
+        self.lock_wait_ms = BUSY_TIMEOUT_MS
+        self.lock_waits = 0  # transactions that found the lock taken and waited for it
         # Since when (monotonic seconds) it is, and how many writes failed fast since: the
         # state is said in two lines, when it begins and when it ends, never once a write.
         self._degraded_s = 0.0
@@ -233,6 +245,8 @@ class Writer:
     def _run(self) -> None:
         try:
             conn = self._connect()
+            # Set up (migrated) by now: from here on a lock is waited for by `_begin`.
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException as exc:
             self._start_error = exc
             self._started.set()
@@ -303,7 +317,7 @@ class Writer:
         transaction failed (and every caller of the batch has heard of it)."""
         try:
             self._set_sync(conn, any(op.durable for op in batch))
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
         except sqlite3.Error as exc:
             error = translate(exc)
             # Everything queued behind this batch would wait out the same lock, one busy
@@ -313,7 +327,7 @@ class Writer:
             failed = batch + self._drain()
             if isinstance(error, StoreUnavailable):
                 if not self.is_degraded:
-                    self._set_degraded(conn, True)
+                    self._set_degraded(True)
                 self.failed_fast += len(failed)
             self._fail(failed, error)
             return None
@@ -335,6 +349,28 @@ class Writer:
             return None
         return done
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE; while another process holds the write lock, ask again every
+        `LOCK_POLL_S`, for at most `lock_wait_ms` (then the busy error is raised).
+
+        Only the BEGIN waits: in WAL mode a connection that holds the write lock is not
+        refused one by readers or by other writers until it commits."""
+        deadline = 0.0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.lock_wait_ms / 1000
+                    self.lock_waits += 1
+                elif now >= deadline:
+                    raise
+            time.sleep(LOCK_POLL_S)
+
     def _resolve(self, conn: sqlite3.Connection, done: list[tuple[_Op, Any]]) -> None:
         """Tell the callers of a committed batch that it is durable, if the file still is."""
         problem = self._check() if self._check is not None else None
@@ -345,7 +381,7 @@ class Writer:
                 op.future.set_exception(StoreUnavailable(problem))
             return
         if self.is_degraded:
-            self._set_degraded(conn, False)
+            self._set_degraded(False)
         for op, result in done:
             op.future.set_result(result)
 
@@ -411,10 +447,9 @@ class Writer:
             conn.execute(f"PRAGMA synchronous = {'FULL' if is_full else 'NORMAL'}")
             self._is_full_sync = is_full
 
-    def _set_degraded(self, conn: sqlite3.Connection, is_degraded: bool) -> None:
+    def _set_degraded(self, is_degraded: bool) -> None:
         """Enter or leave the degraded state, with one line each way."""
-        busy_ms = DEGRADED_BUSY_TIMEOUT_MS if is_degraded else BUSY_TIMEOUT_MS
-        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        self.lock_wait_ms = DEGRADED_BUSY_TIMEOUT_MS if is_degraded else BUSY_TIMEOUT_MS
         self.is_degraded = is_degraded
         if is_degraded:
             self._degraded_s, self.failed_fast = time.monotonic(), 0
