@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,6 +116,26 @@ def long_attribute(**attributes: str | None) -> str | None:
         ):
             return name
     return None
+
+
+# What a CloudEvents String may not hold: control characters (U+0000 to U+001F and U+007F to
+# U+009F), surrogates and noncharacters (CloudEvents 1.0, "Type System").
+_NOT_IN_ATTRIBUTES = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+
+
+def attribute_text(value: str) -> str:
+    """`value` as a CloudEvents String: each character it may not hold becomes U+FFFD.
+
+    For the attributes taken from what a provider sent (`type`, `subject`, the upstream id):
+    the event stays deliverable as a valid CloudEvent, and PostgreSQL, whose text cannot hold
+    NUL, stores the same as SQLite. The event's `id` is still derived from the text as sent."""
+    if value.isprintable():  # the common case, in C; false for more than the class above
+        return value
+    return _NOT_IN_ATTRIBUTES.sub("\ufffd", value)
 
 
 def render_type(template: str, source: str, change: str = "") -> str:

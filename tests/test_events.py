@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bridge.events import Event, event_id, format_time, parse_time, render_type
+from bridge.events import Event, attribute_text, event_id, format_time, parse_time, render_type
 
 
 def test_event_ids_are_stable_and_scoped_by_source() -> None:
@@ -41,6 +41,25 @@ def test_parse_time(value: object, ms: int | None) -> None:
 def test_format_time_is_rfc3339_with_milliseconds() -> None:
     assert format_time(1795941000123) == "2026-11-29T08:30:00.123Z"
     assert parse_time(format_time(1795941000007)) == 1795941000007
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("plain.text", "plain.text"),
+        ("a\x00b", "a\ufffdb"),
+        ("tab\tline\nend\r", "tab\ufffdline\ufffdend\ufffd"),
+        ("\x7f\x85\x9f", "\ufffd\ufffd\ufffd"),
+        ("lone \ud800 surrogate", "lone \ufffd surrogate"),
+        ("\ufdd0 \ufffe \U0001fffe \U0010ffff", "\ufffd \ufffd \ufffd \ufffd"),
+        # Not control characters: kept, though str.isprintable says no to them.
+        ("caf\u00e9 \u00a0 \u2028 \U0001f600", "caf\u00e9 \u00a0 \u2028 \U0001f600"),
+    ],
+)
+def test_attribute_text_replaces_what_a_cloudevents_string_may_not_hold(
+    value: str, text: str
+) -> None:
+    assert attribute_text(value) == text
 
 
 def test_render_type() -> None:

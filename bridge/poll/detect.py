@@ -27,7 +27,7 @@ import jmespath.exceptions
 
 from bridge.config import PollConfig
 from bridge.errors import FetchError
-from bridge.events import Event, event_id, long_attribute, now_ms, parse_time
+from bridge.events import Event, attribute_text, event_id, long_attribute, now_ms, parse_time
 from bridge.poll.delta import find_delta
 from bridge.poll.diff import (
     EventSpec,
@@ -557,11 +557,11 @@ def _feed_event(p: _Poll, entry: _FeedItem) -> Event:
         # (see receive/app.py); one id for both only inside a merge (compare/merge.py).
         id=event_id(p.source, entry.id),
         source=p.source,
-        type=entry.type,
+        type=attribute_text(entry.type),
         origin="poll",
         data=entry.item,
         recorded_ms=now_ms(),
-        subject=subject,
+        subject=attribute_text(subject) if subject is not None else None,
         time_ms=entry.time_ms,
-        upstream_id=entry.id,
+        upstream_id=attribute_text(entry.id),
     )

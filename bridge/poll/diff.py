@@ -20,7 +20,15 @@ from typing import Any
 import jmespath
 
 from bridge.config import PollConfig, field_path
-from bridge.events import Change, Event, event_id, long_attribute, parse_time, render_type
+from bridge.events import (
+    Change,
+    Event,
+    attribute_text,
+    event_id,
+    long_attribute,
+    parse_time,
+    render_type,
+)
 
 FieldPath = tuple[str, ...]
 
@@ -260,10 +268,10 @@ def build_events(
                 origin="poll",
                 data=data,
                 recorded_ms=recorded_ms,
-                subject=ch.key,
+                subject=attribute_text(ch.key),
                 time_ms=time_ms,
                 change=ch.change,
-                upstream_id=ch.key,
+                upstream_id=attribute_text(ch.key),
             )
         )
     return out

@@ -42,7 +42,14 @@ from bridge.client_address import Network, client_address, is_in
 from bridge.compare.merge import count_sighting, merged_event
 from bridge.config import Config
 from bridge.errors import MalformedSignature, StoreError, VerificationError
-from bridge.events import MAX_ATTRIBUTE_BYTES, Event, event_id, long_attribute, now_ms
+from bridge.events import (
+    MAX_ATTRIBUTE_BYTES,
+    Event,
+    attribute_text,
+    event_id,
+    long_attribute,
+    now_ms,
+)
 from bridge.receive.batch import Batcher
 from bridge.receive.bodies import BodyError, parse_body
 from bridge.receive.schemes import INLINE_BODY_BYTES
@@ -460,13 +467,13 @@ def _event(
     return Event(
         id=event_id(source.name, found.id),
         source=source.name,
-        type=found.type or source.name,
+        type=attribute_text(found.type) if found.type else source.name,
         origin="push",
         data=data,
         recorded_ms=arrived_ms,
-        subject=found.subject,
+        subject=attribute_text(found.subject) if found.subject is not None else None,
         time_ms=found.time_ms,
-        upstream_id=found.id,
+        upstream_id=attribute_text(found.id),
         traceparent=inbound.traceparent if inbound else None,
         tracestate=inbound.state if inbound else None,
     )

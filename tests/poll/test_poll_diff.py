@@ -151,6 +151,17 @@ def test_build_events_shapes_data_time_ids_and_types() -> None:
     assert created.id == event_id("orders", "1", "created", "h:a", "4")
 
 
+def test_a_key_with_characters_a_cloudevent_cannot_hold_gives_u_fffd_in_its_attributes() -> None:
+    """The item key stays as it is (the snapshot's, and the id's); its event's subject and
+    upstream id hold U+FFFD for what a CloudEvents String may not (a NUL, a newline)."""
+    key = "a\x00b\n"
+    change = [ItemChange("created", key, "h:a", {"id": key})]
+    (event,) = build_events(change, {}, spec(), EventSpec("src"), generation=1, recorded_ms=1)
+    assert event.subject == event.upstream_id == "a\ufffdb\ufffd"
+    assert event.id == event_id("src", key, "created", "h:a", "1")
+    assert event.data == {"object": {"id": key}}
+
+
 def test_ids_are_stable_per_generation_and_new_in_the_next() -> None:
     s = spec()
     change = [ItemChange("updated", "1", "h:a", {"id": 1})]

@@ -30,11 +30,12 @@ from starlette.routing import Route
 from bridge.config import Config, parse_config
 from bridge.daemon.app import build_app
 from bridge.errors import StoreError
-from bridge.events import Event
+from bridge.events import Event, event_id
 from bridge.receive import schemes
 from bridge.receive.app import Receiver
 from bridge.receive.batch import Batcher
 from bridge.runtime import Runtime
+from bridge.store import Store
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import serve_app, wait_until
@@ -167,6 +168,35 @@ def test_standard_webhooks_event_takes_subject_and_time_from_the_source_config(
     assert (event.type, event.subject, event.time_ms) == ("user.created", "u_1", 1767323045000)
     # Routed by type: the `issues.*` target does not get it.
     assert served.deliveries() == [(event.id, "everything")]
+
+
+def test_attributes_a_cloudevent_cannot_hold_are_stored_with_u_fffd_on_both_backends(
+    backend: Callable[..., Store], tmp_path: Path
+) -> None:
+    """A NUL (PostgreSQL's text cannot hold one) or another control character in what gives
+    the type, subject or upstream id: each becomes U+FFFD, the same on both backends; the
+    data stays as sent, and the event's id is derived from the id as sent."""
+    store = backend()
+    runtime = Runtime(config=load(tmp_path), store=store, is_ready=True)
+    receiver = Receiver(runtime)
+    asyncio.run(receiver.start())
+    typed = json.dumps({"type": "user.\u0000created\n", "data": {"id": "u\u0000\u001f1"}})
+    unsigned = json.dumps({"id": "a\u0000b\u0085", "type": "ok"}).encode()
+    with serve_app(build_app(runtime, receiver.routes())) as url:
+        body = typed.encode()
+        r = httpx.post(url + "/in/standard", content=body, headers=standard(body))
+        assert r.status_code == 202, r.text
+        r = httpx.post(url + "/hooks/open", content=unsigned)
+        assert r.status_code == 202, r.text
+        again = httpx.post(url + "/hooks/open", content=unsigned)
+        assert again.json() == {"id": r.json()["id"], "duplicate": True}
+    by_source = {e.source: e for e in asyncio.run(store.list_events(limit=None))}
+    sw, opened = by_source["sw"], by_source["open"]
+    assert (sw.type, sw.subject) == ("user.\ufffdcreated\ufffd", "u\ufffd\ufffd1")
+    assert sw.data == json.loads(typed)
+    assert opened.upstream_id == "a\ufffdb\ufffd"
+    assert opened.id == event_id("open", "a\x00b\x85")
+    assert opened.data == {"id": "a\x00b\x85", "type": "ok"}
 
 
 def metric(name: str, **labels: str) -> float:
