@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import FrozenInstanceError, fields
 
 import pytest
 
-from bridge.events import Event, attribute_text, event_id, format_time, parse_time, render_type
+from bridge.events import (
+    Event,
+    attribute_text,
+    event_id,
+    format_time,
+    parse_time,
+    render_type,
+    restored,
+)
+from bridge.store.rows import EVENT_COLUMNS, row_to_event
 
 
 def test_event_ids_are_stable_and_scoped_by_source() -> None:
@@ -131,3 +142,37 @@ def test_event_ids_are_the_lower_case_base32_of_the_identitys_blake2b() -> None:
         digest = hashlib.blake2b(f"{source}\x1f{identity}".encode(), digest_size=15).digest()
         expected = "evt_" + base64.b32encode(digest).decode().lower()
         assert event_id(source, identity) == expected
+
+
+def test_an_event_restored_from_its_values_is_the_one_init_makes_and_as_frozen() -> None:
+    made = Event(
+        id="evt_1", source="s", type="t", origin="poll", data={"a": [1]}, recorded_ms=5,
+        subject="sub", time_ms=4, change="updated", upstream_id="u", traceparent="tp",
+        tracestate="ts",
+    )  # fmt: skip
+    again = restored([getattr(made, f.name) for f in fields(Event)])
+    assert again == made and repr(again) == repr(made)
+    assert [getattr(again, f.name) for f in fields(Event)] == [
+        getattr(made, f.name) for f in fields(Event)
+    ]
+    with pytest.raises(FrozenInstanceError):
+        again.id = "evt_2"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text", ['{"a":[1,"\\u00e9"]}', '{"v":NaN}', None])
+def test_a_row_gives_every_field_of_its_event(text: str | None) -> None:
+    values = {
+        "id": "evt_1", "source": "s", "type": "t", "origin": "push", "change": "created",
+        "subject": "sub", "upstream_id": "u", "time_ms": 4, "recorded_ms": 5, "data": text,
+        "traceparent": "tp", "tracestate": "ts",
+    }  # fmt: skip
+    event = row_to_event([values[c] for c in EVENT_COLUMNS.split(", ")])
+    for name in ("id", "source", "type", "origin", "change", "subject", "upstream_id",
+                 "time_ms", "recorded_ms", "traceparent", "tracestate"):  # fmt: skip
+        assert getattr(event, name) == values[name], name
+    if text is None:
+        assert event.data is None and event.data_json is None
+    elif "NaN" in text:
+        assert event.data == {"v": None} and event.data_json is None  # encoded again, as null
+    else:
+        assert event.data == json.loads(text) and event.data_json == text

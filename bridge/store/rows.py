@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge import jsontext
-from bridge.events import Event
+from bridge.events import Event, restored, spliceable
 from bridge.store.base import WORST_FIRST, EventCursor, EventFilter, EventListing
 from bridge.store.deliveries import DeliveryRow
 
@@ -23,20 +23,12 @@ _COLUMN_NAMES = EVENT_COLUMNS.split(", ")
 
 def row_to_event(row: Sequence[Any]) -> Event:
     """An Event from the columns of EVENT_COLUMNS, in order."""
-    return Event(
-        id=row[0],
-        source=row[1],
-        type=row[2],
-        origin=row[3],
-        change=row[4],
-        subject=row[5],
-        upstream_id=row[6],
-        time_ms=row[7],
-        recorded_ms=row[8],
-        data=jsontext.loads_stored(row[9]) if row[9] is not None else None,
-        traceparent=row[10],
-        tracestate=row[11],
-    ).with_data_json(row[9])
+    text = row[9]
+    data = jsontext.loads_stored(text) if text is not None else None
+    # id, source, type, origin, data, recorded_ms, subject, time_ms, change, upstream_id,
+    # traceparent, tracestate, data_json: Event's fields in their order.
+    return restored((row[0], row[1], row[2], row[3], data, row[8], row[5], row[7], row[4],
+                     row[6], row[10], row[11], spliceable(text)))  # fmt: skip
 
 
 def row_to_delivery(row: Sequence[Any]) -> DeliveryRow:

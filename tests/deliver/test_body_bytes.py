@@ -87,9 +87,9 @@ def events() -> list[Event]:
     for i, data in enumerate(DATA):
         recorded = now_ms() - rng.randrange(0, 10**9)
         out.append(Event(
-            event_id("bytes", str(i)), "bytes", "thing.happened", "poll" if i % 2 else "push",
-            data, recorded,
-            subject=[None, "sub/é", "a b"][i % 3],
+            event_id("bytes", str(i)), "bytes", ["thing.happened", 'say "hi" \\ \u2028'][i % 2],
+            "poll" if i % 2 else "push", data, recorded,
+            subject=[None, "sub/é", "a b", '"quoted"\\/', "\U0001f600\u00e9"][i % 5],
             time_ms=[None, recorded - 1, 0, 999, 1000][i % 5],
             change=[None, "created", "updated", "deleted"][i % 4],  # type: ignore[list-item]
             traceparent=TRACEPARENT if i % 2 else None,
