@@ -108,13 +108,14 @@ def _iso(text: str) -> int | None:
 
 
 def long_attribute(**attributes: str | None) -> str | None:
-    """The name of the first attribute longer than `MAX_ATTRIBUTE_BYTES`, else None."""
+    """The name of the first attribute longer than `MAX_ATTRIBUTE_BYTES` once stored (as
+    `attribute_text` gives it: each character it replaces takes 3 bytes), else None."""
     for name, value in attributes.items():
         # Fewer characters than a quarter of the limit cannot be too many bytes.
         if (
             value is not None
             and len(value) > MAX_ATTRIBUTE_BYTES // 4
-            and len(value.encode("utf-8", "surrogatepass")) > MAX_ATTRIBUTE_BYTES
+            and len(attribute_text(value).encode("utf-8")) > MAX_ATTRIBUTE_BYTES
         ):
             return name
     return None
@@ -134,7 +135,8 @@ def attribute_text(value: str) -> str:
 
     For the attributes taken from what a provider sent (`type`, `subject`, the upstream id):
     the event stays deliverable as a valid CloudEvent, and PostgreSQL, whose text cannot hold
-    NUL, stores the same as SQLite. The event's `id` is still derived from the text as sent."""
+    NUL, stores the same as SQLite. A source's event `id` is still derived from the text as
+    sent; a merged event's from the event's attributes, as this gives them (compare/merge.py)."""
     if value.isprintable():  # the common case, in C; false for more than the class above
         return value
     return _NOT_IN_ATTRIBUTES.sub("\ufffd", value)

@@ -127,6 +127,9 @@ def test_long_attribute_names_the_first_attribute_over_the_limit_in_bytes() -> N
     assert long_attribute(subject="€" * 341) is None
     assert long_attribute(subject="€" * 342) == "subject"
     assert long_attribute(id="\ud800" * 400) == "id"  # a lone surrogate counts as 3 bytes
+    # Counted as stored: each control character becomes U+FFFD, 3 bytes.
+    assert long_attribute(type="\x00" * 341) is None
+    assert long_attribute(type="\x00" * 342) == "type"
 
 
 def test_event_ids_are_the_lower_case_base32_of_the_identitys_blake2b() -> None:
