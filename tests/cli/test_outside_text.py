@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge.events import now_ms
+from bridge.events import attribute_text, now_ms
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
 from tests.helpers import run_cli, serve_app, wait_until
@@ -24,13 +24,17 @@ from tests.helpers import run_cli, serve_app, wait_until
 # (Short: the tables must not cut it.)
 EVIL = "\x1b]0;t\x07\x1b]8;;h\x07\x1b[2J\r\u202e[b]y"
 SHOWN = "\\x1b]0;t\\x07\\x1b]8;;h\\x07\\x1b[2J\\r\\u202e[b]y"
+# The same as an event's type or subject holds it: each control character is U+FFFD there
+# (`attribute_text`); the right-to-left override, a format character, stays and is escaped.
+STORED = "\ufffd]0;t\ufffd\ufffd]8;;h\ufffd\ufffd[2J\ufffd\\u202e[b]y"
 
 
-def _assert_escaped(output: str) -> None:
+def _assert_escaped(output: str, *shown: str) -> None:
     assert "\x1b" not in output and "\x07" not in output and "\r" not in output
     assert "\u202e" not in output
-    # Shown as written, escaped, and not read as rich markup (`[b]`).
-    assert SHOWN in output
+    # Shown as written (or stored), escaped, and not read as rich markup (`[b]`).
+    for text in shown or (SHOWN,):
+        assert text in output, (text, output)
 
 
 def _hostile_app() -> Starlette:
@@ -88,12 +92,18 @@ def test_every_human_readable_output_escapes_control_characters(daemon) -> None:
             "poll --dry-run": run_cli("poll", "items", "--dry-run", "-c", config),
             "send --url": run_cli("send", "orders", "--url", f"{peer}/answer", "-c", config),
         }
+        # Events' types and subjects (a webhook's, a polled item's key) as stored; what a target
+        # or a bridge answered as written.
+        # (The attempt's answer is on one line there: its carriage return is a space.)
+        answer = SHOWN.replace("\\r", " ")
+        shown = {"events": [STORED], "event show": [STORED, f"refused {answer}"],
+                 "poll --dry-run": [STORED], "send --url": [SHOWN]}  # fmt: skip
         for name, done in outputs.items():
             assert done.args and name, done.stderr
-            _assert_escaped(done.stdout + done.stderr)
+            _assert_escaped(done.stdout + done.stderr, *shown[name])
         # The JSON of the same is JSON: its escapes are JSON's.
         as_json = run_cli("event", "show", event_id, "-c", config, "--json").stdout
-        assert json.loads(as_json)["event"]["subject"] == EVIL
+        assert json.loads(as_json)["event"]["subject"] == attribute_text(EVIL)
 
 
 def test_status_and_targets_escape_what_the_database_holds(write_config, tmp_path) -> None:

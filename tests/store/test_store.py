@@ -481,7 +481,6 @@ def test_a_process_committing_back_to_back_does_not_keep_the_writer_out(
     # first 200 (seen here: 9 to 62; with SQLite's busy handler alone: 20, 309 and over 100):
     # in the pause after one of them, not once it stopped.
     assert 6 <= seen <= 200, seen
-    assert store.writer.lock_waits >= 1  # it did find the lock taken, and waited
 
 
 def test_identity_problem_names_a_deleted_or_replaced_file() -> None:
