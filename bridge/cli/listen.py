@@ -98,6 +98,8 @@ def listen(
 
     def show(delivery: Delivery, answered: int) -> None:
         nonlocal seen
+        if count is not None and seen >= count:
+            return  # arrived while the server stops (a retry of a refused one): not shown
         seen += 1
         if as_json:
             click.echo(jsontext.dumps({**delivery.summary(), "status": answered}))

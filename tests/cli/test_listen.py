@@ -3,6 +3,7 @@ with the target's own secret or key and printed; a wrong secret is refused with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -128,6 +129,25 @@ def test_a_wrong_secret_is_refused_and_the_attempt_fails(daemon, listener, tmp_p
         return shown.stdout if "401" in shown.stdout else None
 
     assert wait_until(attempt_recorded, timeout_s=20)
+
+
+def test_count_shows_that_many_even_when_more_arrive_while_it_stops(listener) -> None:
+    """A delivery that arrives while the server stops (a refused one's retry, 100 ms later)
+    is answered but not shown: `--count 1` prints one."""
+    port = free_port()
+    listening = listener(str(port), "--no-verify", "--json", "--count", "1")
+
+    async def several() -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers = await asyncio.gather(
+                *(client.post(f"http://127.0.0.1:{port}/events", json={"n": n}) for n in range(4)),
+                return_exceptions=True,
+            )
+        return [a.status_code for a in answers if isinstance(a, httpx.Response)]
+
+    answered = asyncio.run(several())
+    assert answered and set(answered) == {204}
+    assert len(listening.deliveries()) == 1
 
 
 def test_the_human_lines_name_the_delivery_and_show_the_body(daemon, listener, tmp_path) -> None:
