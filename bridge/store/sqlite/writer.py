@@ -134,7 +134,6 @@ class Writer:
         # How long a transaction waits for another process's write lock (ms): BUSY_TIMEOUT_MS,
         # or DEGRADED_BUSY_TIMEOUT_MS while degraded.
         self.lock_wait_ms = BUSY_TIMEOUT_MS
-        self.lock_waits = 0  # transactions that found the lock taken and waited for it
         # Since when (monotonic seconds) it is, and how many writes failed fast since: the
         # state is said in two lines, when it begins and when it ends, never once a write.
         self._degraded_s = 0.0
@@ -366,7 +365,6 @@ class Writer:
                 now = time.monotonic()
                 if not deadline:
                     deadline = now + self.lock_wait_ms / 1000
-                    self.lock_waits += 1
                 elif now >= deadline:
                     raise
             time.sleep(LOCK_POLL_S)
