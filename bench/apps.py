@@ -62,6 +62,9 @@ def sink_app(record: bool) -> Starlette:
 
     async def stats(request: Request) -> Response:
         out: dict[str, Any] = {"unique": len(seen), "requests": state["requests"]}
+        # When the first and the last new delivery arrived: a rate from the receiver's side.
+        out["first_ns"] = arrivals[0][1] if arrivals else None
+        out["last_ns"] = arrivals[-1][1] if arrivals else None
         if request.query_params.get("arrivals"):
             out["arrivals"] = arrivals
         return JSONResponse(out)
