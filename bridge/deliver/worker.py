@@ -34,7 +34,7 @@ from bridge.config import Config, TargetConfig
 from bridge.config.outbound import tls_context
 from bridge.deliver.alerts import tell_attempt
 from bridge.deliver.claims import LEASE_MARGIN_S, Claims, wanted
-from bridge.deliver.kinds import Answer, Kind, open_kind
+from bridge.deliver.kinds import Answer, Builds, Kind, open_kind
 from bridge.deliver.kinds.webhook import describe
 from bridge.deliver.lines import circuit_line, log_attempt
 from bridge.deliver.policy import CIRCUIT_GAUGE, Circuit, CircuitState, Decision, decide
@@ -77,6 +77,19 @@ class Pacer:
             await asyncio.sleep(at - now)
 
 
+@dataclass(slots=True)
+class Ready:
+    """A delivery's request, built with its claimed batch (`Deliverer._prepare`)."""
+
+    second: int  # the Unix second its timestamp and signature say
+    config: TargetConfig  # the target's config it was built with
+    request: Any  # what the kind's `post` sends
+
+    def fits(self, target: Target, at_ms: int) -> bool:
+        """True when it can be sent at `at_ms`: the same second, the target not reloaded."""
+        return self.second == at_ms // 1000 and self.config is target.config
+
+
 @dataclass
 class Target:
     """A configured target's live state in this process."""
@@ -86,8 +99,9 @@ class Target:
     circuit: Circuit = field(default_factory=Circuit)
     disabled_ms: int | None = None
     in_flight: int = 0
-    # Claimed, not yet sent: each with the end of its lease (ms).
-    queue: deque[tuple[Claim, int]] = field(default_factory=deque)
+    # Claimed, not yet sent: each with the end of its lease (ms)
+    # and what `Deliverer._prepare` made of it.
+    queue: deque[tuple[Claim, int, Any]] = field(default_factory=deque)
     probing: bool = False
     pending_writes: int = 0  # writes of this target's state not yet committed
     persisted: TargetState | None = None  # the state as last written or read
@@ -190,7 +204,9 @@ class Deliverer:
         self._stopping = False
         self._refreshed_at = 0.0
         self._recorder = Recorder(self.store)
-        self._claims = Claims(self.store, self._recorder, self.targets, self._sends, self._begin)
+        self._claims = Claims(
+            self.store, self._recorder, self.targets, self._sends, self._begin, self._prepare
+        )
         self._repeats = RepeatLog(log)  # a locked store's failures said once, then counted
 
     # -- the Component protocol -------------------------------------------------------------
@@ -307,12 +323,30 @@ class Deliverer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
 
-    def _begin(self, target: Target, claim: Claim, probe: bool) -> None:
+    def _prepare(self, target: Target, claims: list[Claim]) -> list[Ready | None]:
+        """The requests of a claimed batch, built together (by a kind that has `build`;
+        not when spans are exported: a span's id is in its request and starts at its send)."""
+        build = getattr(self._kinds.get(target.kind), "build", None)
+        if build is None or self.runtime.tracer.is_exporting:
+            return [None] * len(claims)
+        at_ms = now_ms()
+        out: list[Ready | None] = []
+        for claim in claims:
+            trace = tracing.child(tracing.of_event(claim.event))
+            try:
+                out.append(
+                    Ready(at_ms // 1000, target.config, build(target, claim.event, at_ms, trace))
+                )
+            except Exception:
+                out.append(None)  # a transform that fails: the send builds it again and says so
+        return out
+
+    def _begin(self, target: Target, claim: Claim, probe: bool, ready: Ready | None) -> None:
         target.in_flight += 1
         if probe:
             target.probing = True
             self._change_circuit(target, target.circuit.probing())
-        task = asyncio.create_task(self._deliver(target, claim))
+        task = asyncio.create_task(self._deliver(target, claim, ready))
         self._sends[claim.delivery_id] = task
 
     async def _refresh(self) -> None:
@@ -349,7 +383,7 @@ class Deliverer:
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def _deliver(self, target: Target, claim: Claim) -> None:
+    async def _deliver(self, target: Target, claim: Claim, ready: Ready | None = None) -> None:
         try:
             if target.pacer is not None:
                 await target.pacer.wait()
@@ -357,6 +391,10 @@ class Deliverer:
             started = time.perf_counter()
             if self.runtime.tracer.is_exporting:
                 answer = await self._traced_attempt(target, claim, at_ms)
+            elif ready is not None and ready.fits(target, at_ms):
+                # Built with its batch, in this second and with this config: sent as it is.
+                kind = cast(Builds, self._kind(target.kind))
+                answer = await kind.post(target, ready.request)
             else:
                 # No span: only the attempt's `traceparent`, in the event's trace.
                 trace = tracing.child(tracing.of_event(claim.event))

@@ -260,3 +260,24 @@ async def _soon_flush(store: SQLiteStore) -> None:
     assert written == [None, None, None] and recorder.flushes == 2
     listed = await store.list_deliveries(limit=None)
     assert {d.status for d in listed} == {"delivered"}
+
+
+def test_a_request_built_with_its_batch_is_sent_only_in_its_second_and_config() -> None:
+    """A batch's requests are built as it is claimed (`Deliverer._prepare`); one is sent as
+    it is only within the second its timestamp and signature say and while the target keeps
+    the config it was built with; else the send builds it again."""
+    from bridge.config.models import TargetConfig
+    from bridge.deliver.worker import Ready, Target
+
+    config = TargetConfig.model_validate({"url": "http://127.0.0.1:9/hook", "secret": TEST_SECRET})
+    target = Target("t", config)
+    second = 1_700_000_000
+    ready = Ready(second, config, object())
+    assert ready.fits(target, second * 1000)
+    assert ready.fits(target, second * 1000 + 999)
+    assert not ready.fits(target, second * 1000 + 1000)  # the next second: a new timestamp
+    assert not ready.fits(target, second * 1000 - 1)
+    target.configure(
+        TargetConfig.model_validate({"url": "http://127.0.0.1:9/hook", "secret": TEST_SECRET})
+    )
+    assert not ready.fits(target, second * 1000)  # reloaded (an equal config too): built again

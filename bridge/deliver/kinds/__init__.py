@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.config.kinds import EXTRAS
 from bridge.errors import MissingExtra
@@ -56,6 +56,20 @@ class Kind(Protocol):
 
     async def close(self) -> None:
         """Close every connection this kind opened."""
+        ...
+
+
+class Builds(Protocol):
+    """A kind whose message can be built ahead of its send (the webhook's request): the
+    worker builds a claimed batch's together, which costs the loop less than one at a time
+    between sends; `send` is `post(build(...))`."""
+
+    def build(self, target: Target, event: Event, at_ms: int, trace: TraceContext) -> Any:
+        """The message of `event` as sent at `at_ms`."""
+        ...
+
+    async def post(self, target: Target, message: Any) -> Answer:
+        """Send a message `build` made."""
         ...
 
 

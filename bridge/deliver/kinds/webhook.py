@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from bridge.deliver.kinds import Answer
-from bridge.deliver.request import build_request
+from bridge.deliver.request import Request, build_request
 from bridge.masking import mask_text
 
 if TYPE_CHECKING:
@@ -60,8 +60,12 @@ class Webhook:
 
     async def send(self, target: Target, event: Event, at_ms: int, trace: TraceContext) -> Answer:
         """POST `event` to the target's `url`."""
+        return await self.post(target, self.build(target, event, at_ms, trace))
+
+    def build(self, target: Target, event: Event, at_ms: int, trace: TraceContext) -> Request:
+        """The request of `event` sent at `at_ms` (signed for that second)."""
         config = target.config
-        request = build_request(
+        return build_request(
             event,
             format=config.format,
             keys=target.keys,
@@ -70,6 +74,10 @@ class Webhook:
             transform=target.transform,
             trace=trace,
         )
+
+    async def post(self, target: Target, request: Request) -> Answer:
+        """POST a request `build` made to the target's `url`."""
+        config = target.config
         if target.tls_error is not None:
             return Answer(None, error=target.tls_error)
         assert config.url is not None
