@@ -114,10 +114,7 @@ class Claims:
         for name, batch in batches.items():
             if (target := self.targets.get(name)) is None:
                 # Removed meanwhile (what is already on its way ends on its own).
-                held = (self._sending, self._queued)
-                self._recorder.release(
-                    [c.delivery_id for c in batch if not any(c.delivery_id in h for h in held)]
-                )
+                self._recorder.release([c.delivery_id for c in batch if not self._held(c)])
                 continue
             ready = self._prepare(target, batch) if self._prepare else [None] * len(batch)
             for claim, made in zip(batch, ready, strict=True):
@@ -131,10 +128,14 @@ class Claims:
 
     def _hold(self, target: Target, claim: Claim, lease_ms: int, ready: Any) -> None:
         """Queue a claimed delivery for its target."""
-        if claim.delivery_id in self._sending or claim.delivery_id in self._queued:
+        if self._held(claim):
             return  # already on its way (an expired lease re-claimed): its outcome will come
         target.queue.append((claim, lease_ms, ready))
         self._queued.add(claim.delivery_id)
+
+    def _held(self, claim: Claim) -> bool:
+        """True when the delivery is being sent or queued already (an expired lease re-claimed)."""
+        return claim.delivery_id in self._sending or claim.delivery_id in self._queued
 
     def pump(self, target: Target) -> None:
         """Send queued deliveries while the target has slots (and admits them)."""

@@ -338,7 +338,7 @@ class Deliverer:
                     Ready(at_ms // 1000, target.config, build(target, claim.event, at_ms, trace))
                 )
             except Exception:
-                out.append(None)  # a transform that fails: the send builds it again and says so
+                out.append(None)  # cannot be built (a transform fails): the send says why
         return out
 
     def _begin(self, target: Target, claim: Claim, probe: bool, ready: Ready | None) -> None:
@@ -383,7 +383,7 @@ class Deliverer:
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def _deliver(self, target: Target, claim: Claim, ready: Ready | None = None) -> None:
+    async def _deliver(self, target: Target, claim: Claim, ready: Ready | None) -> None:
         try:
             if target.pacer is not None:
                 await target.pacer.wait()
