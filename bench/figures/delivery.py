@@ -1,9 +1,11 @@
 """delivery: N events in the outbox, delivered to a loopback receiver; the rate it sees.
 
 The events go in through the store API (`record_events`, one pending delivery each for the
-target `sink`) from another process while the daemon runs with the target disabled; then the
-target is enabled (`enable_target`, which the daemon takes within a second) and the receiver
-notes when each new delivery arrives. The rate is the receiver's, from its first delivery to
+target `sink`) from another process while the daemon runs with the target disabled (disabled
+in the database before the daemon starts: a disable made while it runs is taken within a
+second, and the deliveries of that second, then the pause until the enable is taken, would
+count in the span); then the target is enabled (`enable_target`, which the daemon takes
+within a second) and the receiver notes when each new delivery arrives. The rate is the receiver's, from its first delivery to
 its last, on both sides: the outbox is full before the first, as the baseline's requests are
 prepared before it starts. The baseline is a bare aiohttp client loop posting the same
 bodies, signed the same way, with as many in flight as the target's default concurrency, to
@@ -92,17 +94,24 @@ def outbox(database: str) -> Any:  # a Store, imported lazily
     return open_store(database)
 
 
-async def record_all(store: Any, events: list, *, paused: bool = False) -> None:
-    """Put the events in the outbox of `store` (from `outbox`), in batches; with `paused`,
-    the target `sink` disabled first (`enable` lets its deliveries go)."""
+async def pause(store: Any) -> None:
+    """Disable the target `sink` in the database of `store` (from `outbox`), made here if
+    new: a daemon started on it afterwards delivers nothing until `enable`."""
+    from bridge.events import now_ms
+
+    store.open()
+    try:
+        await store.disable_target("sink", "the benchmark fills its outbox", now_ms())
+    finally:
+        store.close()
+
+
+async def record_all(store: Any, events: list) -> None:
+    """Put the events in the outbox of `store` (from `outbox`), in batches."""
     from bridge.store.base import NewEvent
 
     store.open()
     try:
-        if paused:
-            from bridge.events import now_ms
-
-            await store.disable_target("sink", "the benchmark fills its outbox", now_ms())
         for i in range(0, len(events), BATCH):
             await store.record_events([NewEvent(e, ["sink"]) for e in events[i : i + BATCH]])
     finally:
@@ -110,7 +119,7 @@ async def record_all(store: Any, events: list, *, paused: bool = False) -> None:
 
 
 async def enable(store: Any) -> None:
-    """Enable the target `sink` again (after `record_all(..., paused=True)`)."""
+    """Enable the target `sink` again (after `pause`)."""
     store.open()
     try:
         await store.enable_target("sink")
@@ -147,10 +156,11 @@ def run(ctx: Context) -> list[Row]:
         wait_for_all(sink, count, 30)
         bare_rate = per_s(count, arrival_span_s(sink))
         http_get_reset(sink)
+        store = outbox(str(work / "bridge.db"))
+        asyncio.run(pause(store))
         with start_daemon(work, target_yaml(sink.url + "/deliver")) as bridge:
-            store = outbox(str(work / "bridge.db"))
             started = time.perf_counter()
-            asyncio.run(record_all(store, events, paused=True))
+            asyncio.run(record_all(store, events))
             recorded_s = time.perf_counter() - started
             cpu_started = cpu_seconds(bridge.pid)
             asyncio.run(enable(store))
