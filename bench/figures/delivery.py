@@ -5,11 +5,11 @@ target `sink`) from another process while the daemon runs with the target disabl
 in the database before the daemon starts: a disable made while it runs is taken within a
 second, and the deliveries of that second, then the pause until the enable is taken, would
 count in the span); then the target is enabled (`enable_target`, which the daemon takes
-within a second) and the receiver notes when each new delivery arrives. The rate is the receiver's, from its first delivery to
-its last, on both sides: the outbox is full before the first, as the baseline's requests are
-prepared before it starts. The baseline is a bare aiohttp client loop posting the same
-bodies, signed the same way, with as many in flight as the target's default concurrency, to
-the same receiver.
+within a second) and the receiver notes when each new delivery arrives. The rate is the
+receiver's, from its first delivery to its last, on both sides: the outbox is full before the
+first, as the baseline's requests are prepared before it starts. The baseline is a bare
+aiohttp client loop posting the same bodies, signed the same way, with as many in flight as
+the target's default concurrency, to the same receiver.
 
 A second row fills the outbox while the target takes deliveries (the figure's method until
 December 2026): the other process's commits hold SQLite's write lock, and the daemon's claims
