@@ -50,8 +50,8 @@ LOST_EXIT_AFTER_S = 2.0
 # The store's writer thread gives the GIL back around each SQLite statement of a commit and
 # must take it again to go on; under load the event loop never waits, so each statement of
 # the commit waited up to the whole interval, and the requests its events belong to with it.
-# At 0.2 ms the two threads' work overlaps: about a quarter more webhooks accepted a second
-# at 64 in flight, for the same CPU per webhook (delivery's rate unchanged; make bench).
+# At 0.2 ms the two threads' work overlaps: 10 to 35% more webhooks accepted a second at 64
+# in flight, for the same CPU per webhook (delivery's rate unchanged; make bench).
 SWITCH_INTERVAL_S = 0.0002
 
 

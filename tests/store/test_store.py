@@ -251,6 +251,40 @@ def test_a_write_here_waits_in_the_writer_thread_while_another_process_writes(
         holder.close()
 
 
+def test_a_read_here_runs_on_the_calling_thread_and_waits_for_a_lock_in_a_worker(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asyncio.run(store.record_poll("tickets", PollOutcome(at_ms=now_ms(), duration_ms=1)))
+
+    def who(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        polls = int(conn.execute("SELECT polls FROM poll_state").fetchone()[0])
+        return threading.get_ident(), int(conn.execute("PRAGMA busy_timeout").fetchone()[0]), polls
+
+    # The caller's own thread, on a connection that never waits for a lock.
+    assert asyncio.run(store.read_here(who)) == (threading.get_ident(), 0, 1)
+    assert asyncio.run(store.load_poll_state("tickets")).polls == 1
+    # Where a lock stands in the way (SQLite says busy at once), a worker thread reads,
+    # waiting for it: the loop never does.
+    plain = store.read_sync
+
+    def busy_here(fn: Callable[[sqlite3.Connection], object], *, waits: bool = True) -> object:
+        if not waits:
+            raise StoreUnavailable("the database cannot be written: database is locked")
+        return plain(fn)
+
+    monkeypatch.setattr(store, "read_sync", busy_here)
+    thread, timeout_ms, polls = asyncio.run(store.read_here(who))
+    assert thread != threading.get_ident() and timeout_ms > 0 and polls == 1
+    # A store that lost its file says so, and no worker thread reads the path again.
+    monkeypatch.undo()
+    store.writer.lost = "the database file was deleted"
+    try:
+        with pytest.raises(StoreUnavailable, match="deleted"):
+            asyncio.run(store.read_here(who))
+    finally:
+        store.writer.lost = None
+
+
 def test_writes_here_have_the_writer_thread_checkpoint_the_wal(store: SQLiteStore) -> None:
     from bridge.store.sqlite.writer import CHECKPOINT_EVERY
 

@@ -85,13 +85,14 @@ def _record_outcome(
 class SQLitePollState:
     """Mixed into SQLiteStore; uses its `read` and `write` helpers.
 
-    What every poll reads and, when it found nothing, writes (its state's row, its outcome)
-    is read and written on the calling thread, the event loop's: a row by its key, where a
-    hop to a worker thread and back (the default executor's, the writer thread's) cost more
-    CPU than the SQL. About a sixth of an idle poll's CPU (make bench's idle cost)."""
+    What every poll reads (its state's row) and what a 304 or a failed poll writes (its
+    outcome) are read and written on the calling thread, the event loop's (`read_here`,
+    `write_here`): a row by its key, where a hop to a worker thread and back (the default
+    executor's, the writer thread's) cost more CPU than the SQL. About a sixth of an idle
+    poll's CPU (make bench's idle cost)."""
 
     read: Callable[..., Any]
-    read_sync: Callable[..., Any]
+    read_here: Callable[..., Any]
     write: Callable[..., Any]
     write_here: Callable[..., Any]
 
@@ -102,7 +103,7 @@ class SQLitePollState:
             ).fetchone()
             return _row_to_state(row) if row else PollState(source=source)
 
-        state: PollState = self.read_sync(q)  # one row by its key: see the class
+        state: PollState = await self.read_here(q)  # one row by its key: see the class
         return state
 
     async def list_poll_states(self) -> list[PollState]:

@@ -1,7 +1,8 @@
 """The SQLite backend of the store: WAL mode, FULL sync, one group-committing writer.
 
-Writes go through one `Writer` thread (see writer.py); reads run in worker threads, each
-with its own read connection, which WAL lets proceed while the writer commits.
+Writes go through one `Writer` thread (see writer.py); reads run in worker threads (a short
+one on the event loop's thread: `read_here`), each with its own read connection, which WAL
+lets proceed while the writer commits.
 
 The file is watched: the (device, inode) the writer opened is compared with what the path
 holds after every commit and whenever the daemon asks (`lost_reason`, once a second). A file
@@ -311,30 +312,49 @@ class SQLiteStore(
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _reader(self, *, waits: bool = True) -> sqlite3.Connection:
+        """This thread's read connection: one that waits for a lock (up to the busy
+        timeout), or one that never does (`waits=False`, for `read_here`)."""
+        name = "conn" if waits else "conn_here"
+        conn: sqlite3.Connection | None = getattr(self._local, name, None)
         if conn is None:
             conn = connect(self.path, readonly=True)
-            self._local.conn = conn
+            if not waits:
+                conn.execute("PRAGMA busy_timeout = 0")
+            setattr(self._local, name, conn)
             with self._readers_lock:
                 self._readers.append(conn)
         return conn
 
-    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read in this thread on its own read connection."""
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T], *, waits: bool = True) -> T:
+        """Run a read in this thread on its own read connection (`waits=False`: one that
+        never waits for a lock, StoreUnavailable at once instead)."""
         if not self._is_open:
             raise StoreError("the store is closed")
         if self.writer.lost is not None:
             # A new read connection would open whatever the path holds now, with our WAL.
             raise StoreUnavailable(self.writer.lost)
         try:
-            return fn(self._reader())
+            return fn(self._reader(waits=waits))
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read in a worker thread."""
         return await asyncio.to_thread(self.read_sync, fn)
+
+    async def read_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short read (a row by its key) on this thread, the event loop's: the hop to
+        a worker thread and back costs more CPU than such a read. Its connection never waits
+        for a lock; when one stands in the way (rare in WAL mode: a recovery, another
+        process's exclusive lock), the read goes to a worker thread, which waits for it, so
+        the loop never does."""
+        try:
+            return self.read_sync(fn, waits=False)
+        except StoreUnavailable:
+            if not self._is_open or self.writer.lost is not None:
+                raise
+            return await self.read(fn)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run a write in the next group commit; returns once it is durable (once it is

@@ -13,16 +13,17 @@ a commit survives a crash of the process, and may be lost to a power cut, but ne
 order: the WAL is appended in commit order, so the next FULL commit's fsync makes everything
 before it durable too. A batch with one durable operation commits FULL as a whole.
 
-An operation run with `run_here` (a delivery's claim, release or outcome: see outbox.py) does
-not wait for the thread at all when no write is under way in the process: it is committed at
-once on the calling thread (the event loop's), on a connection of its own that never waits for
-a lock (another process's write sends it to the thread), never syncs (`NORMAL`) and never
-checkpoints the WAL: the thread does that, asked every `CHECKPOINT_EVERY` such commits (and
-while it has not, at most as many more are made here; then they wait in its queue). One
-lock (`_txn`) keeps the two connections' transactions apart, so neither ever sleeps in SQLite's
-busy handler for the other; the thread waits at most one such short transaction. This spares
-each of those writes the two thread hops and the GIL's hand-overs of the group commit, which
-cost more than the write itself.
+An operation run with `run_here` (a delivery's claim, release or outcome: see outbox.py; a
+304's or a failed poll's outcome: poll.py) does not wait for the thread at all when no write
+is under way in the process: it is committed at once on the calling thread (the event
+loop's), on a connection of its own that never waits for a lock (another process's write
+sends it to the thread), never syncs (`NORMAL`) and never checkpoints the WAL: the thread
+does that, asked every `CHECKPOINT_EVERY` such commits (and while it has not, at most as many
+more are made here; then they wait in its queue). One lock (`_txn`) keeps the two
+connections' transactions apart, so neither ever sleeps in SQLite's busy handler for the
+other; the thread waits at most one such short transaction. This spares each of those writes
+the two thread hops and the GIL's hand-overs of the group commit, which cost more than the
+write itself.
 
 Another process's write lock (a CLI command's write, a second daemon's) is waited for by
 asking again every `LOCK_POLL_S`, not in SQLite's busy handler: the handler's sleeps grow to
