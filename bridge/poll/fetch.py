@@ -53,7 +53,7 @@ from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_s
 from bridge.poll.links import next_link
 from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
 from bridge.poll.transport import AiohttpTransport
-from bridge.poll.urls import origin, request_url, safe_url
+from bridge.poll.urls import configured_url, origin, request_url, safe_url
 
 log = logging.getLogger("bridge.poll")
 
@@ -180,13 +180,12 @@ class Walk:
         self.items_expr = jmespath.compile(poll.items) if poll.items else None
         self.out = out
         self.seen: set[str] = set()
-        configured = httpx.URL(poll.url)
+        self.url = configured = configured_url(poll.url)
         self.origin = origin(configured)
         self.userinfo = configured.userinfo
-        self.allowed = {origin(httpx.URL(other)) for other in poll.allow_origins}
+        self.allowed = {origin(configured_url(other)) for other in poll.allow_origins}
         # The query parameters the config names: never sent to another origin.
         self.configured_params = set(poll.params) | set(configured.params.keys())
-        self.origin = origin(httpx.URL(poll.url))
         self.stream_path = stream_path(poll)
         self.graphql = poll.graphql
         self.feed = poll.format == "feed"
@@ -512,10 +511,10 @@ class Walk:
             raise FetchError(
                 f"{safe_url(response.url)}: the cursor is not a value", reason="pagination"
             )
-        return request_url(self.poll.url, {**self.params, pages.param: cursor})
+        return request_url(self.url, {**self.params, pages.param: cursor})
 
     async def run(self) -> Fetched:
-        url: httpx.URL | None = request_url(self.poll.url, self.params)
+        url: httpx.URL | None = request_url(self.url, self.params)
         page = 0
         while url is not None:
             if page == self.max_pages:
@@ -590,10 +589,39 @@ async def fetch(
         raise
 
 
+class _AnswerCookies(httpx.Cookies):
+    """httpx's cookies, read from an answer only when it sets one: to hand an answer to
+    `http.cookiejar`, httpx copies its headers into an `email.message.Message`, every answer,
+    a tenth of an idle poll's CPU (make bench's idle cost)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class _Client(httpx.AsyncClient):
+    """httpx's client with `_AnswerCookies` (it keeps its cookies through the `cookies`
+    property, which this one overrides)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._answer_cookies = _AnswerCookies(kwargs.get("cookies"))
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._answer_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._answer_cookies = _AnswerCookies(cookies)
+
+
 def new_client(connections: int = 100) -> httpx.AsyncClient:
     """The HTTP client polls share: no redirect followed by itself, the bridge's User-Agent,
-    at most `connections` open, over aiohttp's pool (transport.py)."""
-    return httpx.AsyncClient(
+    at most `connections` open, over aiohttp's pool (transport.py); cookies an answer sets
+    are sent back to their domain, as httpx does."""
+    return _Client(
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
         transport=AiohttpTransport(connections=connections),

@@ -3,6 +3,7 @@ their origin (which a credential never leaves)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,9 +20,17 @@ def safe_url(url: str | httpx.URL) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def request_url(url: str, params: dict[str, Any] | None = None) -> httpx.URL:
+@lru_cache(maxsize=4096)
+def configured_url(url: str) -> httpx.URL:
+    """A URL of the config, parsed once (httpx.URL is immutable), not at every poll: its
+    parse was a tenth of an idle poll's CPU. Only the config's URLs: an upstream's (a next
+    page, a delta link) may carry a token, which no cache keeps."""
+    return httpx.URL(url)
+
+
+def request_url(url: str | httpx.URL, params: dict[str, Any] | None = None) -> httpx.URL:
     """`url` with its query string kept and `params` merged in (a key in both: `params` wins)."""
-    base = httpx.URL(url)
+    base = url if isinstance(url, httpx.URL) else httpx.URL(url)
     return base.copy_merge_params(params) if params else base
 
 

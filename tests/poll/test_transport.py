@@ -51,6 +51,21 @@ async def test_the_request_carries_the_bridge_headers_once(server: tuple[Script,
     assert "gzip" in headers["accept-encoding"] and "aiohttp" not in headers["user-agent"]
 
 
+async def test_a_cookie_an_answer_sets_goes_back_with_the_later_polls(
+    server: tuple[Script, str],
+) -> None:
+    script, base = server
+    script.route("/login", Reply(body=[{"id": 1}], headers=[("Set-Cookie", "session=abc; Path=/")]))
+    script.route("/items", Reply(body=[{"id": 2}]))
+    async with new_client() as client:
+        await fetch(client, poll_of(base + "/items"))  # an answer without Set-Cookie
+        await fetch(client, poll_of(base + "/login"))
+        await fetch(client, poll_of(base + "/items"))
+        client.cookies = {}  # set as httpx's own client is: forgotten
+        await fetch(client, poll_of(base + "/items"))
+    assert [seen.headers.get("cookie") for seen in script.seen] == [None, None, "session=abc", None]
+
+
 async def test_credentials_in_the_url_go_as_basic_auth(server: tuple[Script, str]) -> None:
     script, base = server
     script.route("/items", Reply(body=[{"id": 1}]))
