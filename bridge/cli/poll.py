@@ -16,7 +16,7 @@ from bridge.config import Config
 from bridge.logs import plural
 from bridge.poll.auth import Credentials, credential_configs, credential_name
 from bridge.poll.engine import Detection, detect, poll_sources
-from bridge.poll.fetch import new_client
+from bridge.poll.transport import new_client
 from bridge.store import Store, open_store
 from bridge.store.base import PollState
 

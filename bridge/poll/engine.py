@@ -29,11 +29,12 @@ from bridge.logs import plural
 from bridge.poll.auth import Credentials, credential_configs
 from bridge.poll.detect import Detection, detect
 from bridge.poll.diff import Indexed, getter
-from bridge.poll.fetch import Fetched, Validators, new_client
+from bridge.poll.fetch import Fetched, Validators
 from bridge.poll.modes import MISSED
 from bridge.poll.now import poll_now
 from bridge.poll.scheduler import PollResult, Scheduler
 from bridge.poll.streamed import TRIM_ITEMS, map_large_blocks, trim_memory
+from bridge.poll.transport import new_client
 from bridge.repeats import RepeatLog
 from bridge.routing import passing, route, targets_for
 from bridge.runtime import Runtime

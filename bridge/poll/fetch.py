@@ -45,14 +45,13 @@ from typing import Any, NoReturn, Protocol
 import httpx
 import jmespath
 
-from bridge import __version__, jsontext
+from bridge import jsontext
 from bridge.config import CursorPages, GraphQLPages, NextUrlPages, PollConfig
 from bridge.errors import FetchError
 from bridge.poll import feeds, graphql
 from bridge.poll.limits import NO_LIMITS, Limits, read_limits, retry_after_s
 from bridge.poll.links import next_link
 from bridge.poll.scan import NotAList, NotJSON, PageScan, decode_text, stream_path
-from bridge.poll.transport import AiohttpTransport
 from bridge.poll.urls import configured_url, origin, request_url, safe_url
 
 log = logging.getLogger("bridge.poll")
@@ -60,7 +59,6 @@ log = logging.getLogger("bridge.poll")
 # Errors of a reused keep-alive connection that the server had just closed.
 _STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
-USER_AGENT = f"bridge/{__version__}"
 # Answers larger than this are parsed in a worker thread, not on the event loop.
 LARGE_BODY = 1_000_000
 # Same-origin redirects followed for one request, at most (with `follow_redirects`).
@@ -587,42 +585,3 @@ async def fetch(
     except FetchError as exc:
         exc.not_before_s = walk.out.limits.not_before_s
         raise
-
-
-class _AnswerCookies(httpx.Cookies):
-    """httpx's cookies, read from an answer only when it sets one: to hand an answer to
-    `http.cookiejar`, httpx copies its headers into an `email.message.Message`, every answer,
-    a tenth of an idle poll's CPU (make bench's idle cost)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        headers = response.headers
-        if "set-cookie" in headers or "set-cookie2" in headers:
-            super().extract_cookies(response)
-
-
-class _Client(httpx.AsyncClient):
-    """httpx's client with `_AnswerCookies` (it keeps its cookies through the `cookies`
-    property, which this one overrides)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._answer_cookies = _AnswerCookies(kwargs.get("cookies"))
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._answer_cookies
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        self._answer_cookies = _AnswerCookies(cookies)
-
-
-def new_client(connections: int = 100) -> httpx.AsyncClient:
-    """The HTTP client polls share: no redirect followed by itself, the bridge's User-Agent,
-    at most `connections` open, over aiohttp's pool (transport.py); cookies an answer sets
-    are sent back to their domain, as httpx does."""
-    return _Client(
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-        transport=AiohttpTransport(connections=connections),
-    )

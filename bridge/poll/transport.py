@@ -9,6 +9,8 @@ Measured with 2,000 sources every 12 s (167 polls a second) in one run: httpcore
 the loop busy throughout, its polls up to 12 s late (lag p99) at 60% of a core; this one
 kept them on time (lag p99 57 ms) at 47% (see docs/benchmarks.md).
 
+`new_client` makes the client every poll uses, on this transport.
+
 What this keeps of httpx's own transport:
 - the URL is sent exactly as httpx built it (yarl would re-quote its query otherwise), less
   any `user:password`, which httpx has sent as `Authorization: Basic`;
@@ -32,11 +34,16 @@ import asyncio
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
 import yarl
 from multidict import CIMultiDict
+
+from bridge import __version__
+
+USER_AGENT = f"bridge/{__version__}"
 
 # aiohttp's exceptions, most specific first, and the httpx exception each becomes.
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -179,3 +186,42 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 def _ssl_context() -> ssl.SSLContext:
     """The certificate checks httpx makes by default (certifi's roots)."""
     return httpx.create_ssl_context()
+
+
+class _AnswerCookies(httpx.Cookies):
+    """httpx's cookies, read from an answer only when it sets one: to hand an answer to
+    `http.cookiejar`, httpx copies its headers into an `email.message.Message`, every answer,
+    a tenth of an idle poll's CPU (make bench's idle cost)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class _Client(httpx.AsyncClient):
+    """httpx's client with `_AnswerCookies` (it keeps its cookies through the `cookies`
+    property, which this one overrides)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._answer_cookies = _AnswerCookies(kwargs.get("cookies"))
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._answer_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._answer_cookies = _AnswerCookies(cookies)
+
+
+def new_client(connections: int = 100) -> httpx.AsyncClient:
+    """The HTTP client polls share: no redirect followed by itself, the bridge's User-Agent,
+    at most `connections` open, over aiohttp's pool ; cookies an answer sets
+    are sent back to their domain, as httpx does."""
+    return _Client(
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+        transport=AiohttpTransport(connections=connections),
+    )

@@ -18,8 +18,9 @@ import yaml
 from bridge.config import PollConfig, parse_config
 from bridge.config.presets import shopify_query
 from bridge.errors import FetchError
-from bridge.poll.fetch import Fetched, fetch, new_client
+from bridge.poll.fetch import Fetched, fetch
 from bridge.poll.graphql import MAX_PAGE_WAIT_S, read_cost
+from bridge.poll.transport import new_client
 from bridge.store.base import PollState
 from bridge.store.sqlite import SQLiteStore
 from tests.poll.providers import SHOPIFY_TOKEN

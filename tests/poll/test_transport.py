@@ -18,8 +18,8 @@ import pytest
 
 from bridge.config import PollConfig
 from bridge.errors import FetchError
-from bridge.poll.fetch import fetch, new_client
-from bridge.poll.transport import _as_httpx
+from bridge.poll.fetch import fetch
+from bridge.poll.transport import _as_httpx, new_client
 from tests.scripted_server import Reply, Script
 
 pytestmark = pytest.mark.anyio

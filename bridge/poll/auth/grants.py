@@ -24,7 +24,7 @@ from joserfc.jwk import RSAKey
 from bridge.config.auth import OAuth2Config, ServiceKey, load_service_key
 from bridge.logs import redact
 from bridge.masking import mask_url
-from bridge.poll.fetch import USER_AGENT
+from bridge.poll.transport import USER_AGENT
 
 # How long a jwt_bearer assertion is valid (RFC 7523 and Google: at most an hour).
 ASSERTION_LIFE_S = 3600
