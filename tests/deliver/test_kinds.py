@@ -179,3 +179,42 @@ def test_bridge_check_says_which_extra_the_config_needs(
     assert {e["extra"] for e in summary["extras"]} == {"nats", "redis", "notify"}
     assert [t["kind"] for t in summary["targets"]] == ["nats", "redis", "notify"]
     assert "hunter2-token" not in result.stdout
+
+
+def test_a_webhook_connection_idle_near_the_servers_keep_alive_is_not_reused() -> None:
+    # uvicorn and Node.js close a keep-alive connection after 5 s idle: a delivery must not
+    # take one that old from the pool, or it races the server's close and fails unsent.
+    import asyncio
+    import time as clock
+
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from bridge.deliver.kinds.webhook import KEEPALIVE_S, Webhook
+    from tests.helpers import serve_app
+
+    clients: list[tuple[str, int]] = []
+
+    async def hook(request):  # type: ignore[no-untyped-def]
+        clients.append(request.client)
+        return Response(status_code=204)
+
+    async def deliver(url: str) -> None:
+        kind = Webhook()
+        try:
+            for pause_s in (0.0, 0.5, KEEPALIVE_S + 0.5):
+                await asyncio.sleep(pause_s)
+                async with kind._session.post(url, data=b"{}") as resp:
+                    assert resp.status == 204
+        finally:
+            await kind.close()
+
+    assert KEEPALIVE_S < 5
+    with serve_app(Starlette(routes=[Route("/", hook, methods=["POST"])])) as url:
+        started = clock.monotonic()
+        asyncio.run(deliver(url + "/"))
+        assert clock.monotonic() - started < 30
+    # The second delivery reused the first one's connection; the third, after more than
+    # KEEPALIVE_S idle, came on a new one.
+    assert clients[0] == clients[1] and clients[2] != clients[1]

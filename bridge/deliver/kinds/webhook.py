@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from bridge.tracing import TraceContext
 
 EXCERPT_BYTES = 1024  # how much of a response body an attempt keeps
+# How long an idle connection to a target is kept for the next delivery: less than the 5 s
+# after which uvicorn and Node.js close an idle keep-alive connection. aiohttp's default is
+# 15 s, and its pool hands out the connection idle longest first: with deliveries a second
+# apart over five pooled connections, each was reused after 5 s idle, at the moment the
+# server closed it, and the attempt failed ("Can not write request body") with nothing sent.
+KEEPALIVE_S = 4.0
 MAX_MESSAGE = 300  # how much of an exception's message an attempt's error keeps
 _BAD_RESPONSE = (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)
 
@@ -51,7 +57,7 @@ class Webhook:
 
     def __init__(self) -> None:
         # The per-target limits are the worker's; the connector must not add its own.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S)
         # No cookies: a target's Set-Cookie is not sent back with later deliveries (to it or
         # to another target on its host), and no jar is searched per request.
         self._session = aiohttp.ClientSession(
