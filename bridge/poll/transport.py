@@ -218,8 +218,8 @@ class _Client(httpx.AsyncClient):
 
 def new_client(connections: int = 100) -> httpx.AsyncClient:
     """The HTTP client polls share: no redirect followed by itself, the bridge's User-Agent,
-    at most `connections` open, over aiohttp's pool ; cookies an answer sets
-    are sent back to their domain, as httpx does."""
+    at most `connections` open, over aiohttp's pool; cookies an answer sets are sent back
+    to their domain, as httpx does."""
     return _Client(
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},

@@ -3,20 +3,28 @@ of structured and binary mode (pure), and what `bridge check` says a config need
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.datastructures import Address
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from bridge.cli import cli
 from bridge.config import parse_config
 from bridge.deliver.kinds import Backoff, open_kind
 from bridge.deliver.kinds.message import build_message, fill, mqtt_level, nats_token, redis_key
+from bridge.deliver.kinds.webhook import KEEPALIVE_S, Webhook
 from bridge.errors import ConfigError, MissingExtra
 from bridge.events import Event
 from tests.conftest import TEST_SECRET
+from tests.helpers import serve_app
 
 
 def _event(**overrides: object) -> Event:
@@ -184,19 +192,9 @@ def test_bridge_check_says_which_extra_the_config_needs(
 def test_a_webhook_connection_idle_near_the_servers_keep_alive_is_not_reused() -> None:
     # uvicorn and Node.js close a keep-alive connection after 5 s idle: a delivery must not
     # take one that old from the pool, or it races the server's close and fails unsent.
-    import asyncio
-    import time as clock
+    clients: list[Address | None] = []
 
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    from bridge.deliver.kinds.webhook import KEEPALIVE_S, Webhook
-    from tests.helpers import serve_app
-
-    clients: list[tuple[str, int]] = []
-
-    async def hook(request):  # type: ignore[no-untyped-def]
+    async def hook(request: Request) -> Response:
         clients.append(request.client)
         return Response(status_code=204)
 
@@ -212,9 +210,7 @@ def test_a_webhook_connection_idle_near_the_servers_keep_alive_is_not_reused() -
 
     assert KEEPALIVE_S < 5
     with serve_app(Starlette(routes=[Route("/", hook, methods=["POST"])])) as url:
-        started = clock.monotonic()
         asyncio.run(deliver(url + "/"))
-        assert clock.monotonic() - started < 30
     # The second delivery reused the first one's connection; the third, after more than
     # KEEPALIVE_S idle, came on a new one.
     assert clients[0] == clients[1] and clients[2] != clients[1]
