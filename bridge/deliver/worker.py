@@ -58,6 +58,8 @@ log = logging.getLogger("bridge.deliver")
 Told = tuple[Decision, Circuit, tuple[TargetState, TargetState] | None]
 
 REFRESH_S = 1.0  # how often targets' state (`bridge target enable`) and gauges are re-read
+# ... but the gauges' count, which walks every waiting row, takes at most this share of the time.
+GAUGES_SHARE = 0.02
 __all__ = ["Answer", "Deliverer", "Target", "describe"]
 
 
@@ -203,6 +205,7 @@ class Deliverer:
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._refreshed_at = 0.0
+        self._gauges_due = 0.0  # monotonic seconds: when the backlog gauges are read again
         self._recorder = Recorder(self.store)
         self._claims = Claims(
             self.store, self._recorder, self.targets, self._sends, self._begin, self._prepare
@@ -350,7 +353,9 @@ class Deliverer:
         self._sends[claim.delivery_id] = task
 
     async def _refresh(self) -> None:
-        """Re-read targets' state (another process may have enabled one) and the gauges."""
+        """Re-read targets' state (another process may have enabled one) and, when due, the
+        gauges: at most every REFRESH_S, and less often when counting a large backlog takes
+        long (GAUGES_SHARE of the time at most)."""
         self._refreshed_at = time.monotonic()
         states = await self.store.target_states()
         for name, target in self.targets.items():
@@ -373,7 +378,11 @@ class Deliverer:
                 if line and target.circuit.state == "closed":
                     log.info("%s", line)
                     self.runtime.operational.circuit_closed(name, by="reset")
+        if self._refreshed_at < self._gauges_due:
+            return
+        began = time.monotonic()
         counts = await self.store.delivery_counts(("pending", "failed", "dead"))
+        self._gauges_due = began + max(REFRESH_S, (time.monotonic() - began) / GAUGES_SHARE)
         for name in self.targets:
             by_status = counts.get(name, {})
             metrics.BACKLOG.labels(name).set(

@@ -415,3 +415,31 @@ def test_postgres_survives_its_connections_being_cut(postgres_url: str) -> None:
         assert asyncio.run(store.count_events(source="cut")) == 2
     finally:
         store.close()
+
+
+def test_delivery_counts_by_status_agree_with_the_full_counts(any_store: Store) -> None:
+    """Asked for some statuses, each target's counts are the full counts of those statuses
+    (a target with none of them is left out, as one with no deliveries is)."""
+    store = any_store
+    events = [make_event("push", f"c{i}") for i in range(12)]
+    for i, ev in enumerate(events):
+        asyncio.run(store.record_event(ev, ["a", "b"] if i % 3 else ["c"]))
+    at = now_ms() + 1_000
+    claims = asyncio.run(store.claim_due({"a": 5, "c": 2}, at, at + 60_000)).claims
+    outcomes = ["delivered", "dead", "failed"]
+    records = [
+        AttemptRecord(c.delivery_id, c.event.id, c.target, at, 1, 500, None, None,
+                      outcomes[i % 3], at + 60_000)
+        for i, c in enumerate(claims)
+    ]  # fmt: skip
+    asyncio.run(store.record_attempts(records))
+    everything = asyncio.run(store.delivery_counts())
+    seen = {status for by_status in everything.values() for status in by_status}
+    assert seen == {"pending", "delivered", "dead", "failed"} and set(everything) == {"a", "b", "c"}
+    for statuses in (("pending", "failed"), ("pending", "failed", "dead"), ("dead",)):
+        wanted = {
+            target: {s: n for s, n in by_status.items() if s in statuses}
+            for target, by_status in everything.items()
+        }
+        wanted = {target: counts for target, counts in wanted.items() if counts}
+        assert asyncio.run(store.delivery_counts(statuses)) == wanted

@@ -13,6 +13,7 @@ thread hops of the group commit.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
@@ -133,6 +134,30 @@ def _release(conn: sqlite3.Connection, delivery_ids: Sequence[int]) -> None:
         conn.executemany(
             "UPDATE deliveries SET lease_ms = NULL WHERE id = ?", [(i,) for i in delivery_ids]
         )
+
+
+# Each target's count of each status, read off the covering (target, status) index: its
+# targets found by a skip scan (one seek each), then one range count per pair. A GROUP BY over
+# `status IN (...)` went through the (status, next_ms) index into a temporary b-tree: 282 ms
+# for a backlog of 500,000 rows against 22 here, and the delivery loop's gauges ask every
+# second.
+_COUNTS = (
+    "WITH RECURSIVE t(name) AS (SELECT (SELECT min(target) FROM deliveries)"
+    " UNION ALL SELECT (SELECT min(target) FROM deliveries WHERE target > t.name)"
+    " FROM t WHERE t.name IS NOT NULL)"
+    " SELECT t.name, s.value,"
+    " (SELECT count(*) FROM deliveries WHERE target = t.name AND status = s.value)"
+    " FROM t, json_each(?) s WHERE t.name IS NOT NULL"
+)
+
+
+def _counts_of(conn: sqlite3.Connection, statuses: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The deliveries of each target with each of `statuses` (only counts above zero)."""
+    out: dict[str, dict[str, int]] = {}
+    for target, status, count in conn.execute(_COUNTS, (json.dumps(list(statuses)),)):
+        if count:
+            out.setdefault(target, {})[status] = count
+    return out
 
 
 def _target_state(conn: sqlite3.Connection, name: str) -> TargetState:
@@ -318,17 +343,13 @@ class SQLiteOutbox:
     async def delivery_counts(
         self, statuses: Sequence[str] | None = None
     ) -> dict[str, dict[str, int]]:
-        sql = "SELECT target, status, count(*) FROM deliveries"
-        args: list[Any] = []
         if statuses is not None:
-            # Waiting and dead rows are few and indexed; delivered ones pile up over time.
-            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
-            args.extend(statuses)
-        sql += " GROUP BY target, status"
+            return await self.read(lambda conn: _counts_of(conn, statuses))
+        sql = "SELECT target, status, count(*) FROM deliveries GROUP BY target, status"
 
         def q(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
             out: dict[str, dict[str, int]] = {}
-            for target, status, count in conn.execute(sql, args):
+            for target, status, count in conn.execute(sql):
                 out.setdefault(target, {})[status] = count
             return out
 
