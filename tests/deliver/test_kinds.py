@@ -18,7 +18,8 @@ from starlette.routing import Route
 
 from bridge.cli import cli
 from bridge.config import parse_config
-from bridge.deliver.kinds import Backoff, open_kind
+from bridge.deliver.kinds import Answer, Backoff, open_kind
+from bridge.deliver.kinds import webhook as webhook_kind
 from bridge.deliver.kinds.message import build_message, fill, mqtt_level, nats_token, redis_key
 from bridge.deliver.kinds.webhook import KEEPALIVE_S, Webhook
 from bridge.errors import ConfigError, MissingExtra
@@ -214,3 +215,83 @@ def test_a_webhook_connection_idle_near_the_servers_keep_alive_is_not_reused() -
     # The second delivery reused the first one's connection; the third, after more than
     # KEEPALIVE_S idle, came on a new one.
     assert clients[0] == clients[1] and clients[2] != clients[1]
+
+
+class _Dropper:
+    """An HTTP/1.1 server on 127.0.0.1 that answers 204 to the first `answered` requests of
+    each connection, then, after `delay_s`, closes the connection under the next request
+    without answering (as a server closing an idle keep-alive connection races a reuse)."""
+
+    def __init__(self, answered: int, delay_s: float = 0.0) -> None:
+        self.answered, self.delay_s = answered, delay_s
+        self.requests: list[int] = []  # the connection's number, a request each
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = len(set(self.requests)) + 1
+        try:
+            for served in range(self.answered + 1):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                self.requests.append(connection)
+                if served == self.answered:
+                    await asyncio.sleep(self.delay_s)
+                    return
+                writer.write(b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+def _post_all(server: _Dropper, count: int) -> list[Answer]:
+    from bridge.config.models import TargetConfig
+    from bridge.deliver.request import Request as Outbound
+    from bridge.deliver.worker import Target
+
+    async def run() -> list[Answer]:
+        listening = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+        port = listening.sockets[0].getsockname()[1]
+        config = TargetConfig.model_validate(
+            {"url": f"http://127.0.0.1:{port}/hook", "secret": TEST_SECRET}
+        )
+        kind = Webhook()
+        try:
+            request = Outbound(b"{}", {"content-type": "application/json"})
+            return [await kind.post(Target("t", config), request) for _ in range(count)]
+        finally:
+            await kind.close()
+            listening.close()
+
+    return asyncio.run(asyncio.wait_for(run(), 30))
+
+
+def test_a_request_a_pooled_connection_drops_at_once_is_sent_again_on_a_new_one() -> None:
+    server = _Dropper(answered=1)
+    answers = _post_all(server, 2)
+    assert [a.status_code for a in answers] == [204, 204]
+    # The second went on the first one's connection, was dropped, and was sent on a second.
+    assert server.requests == [1, 1, 2]
+
+
+def test_a_target_that_drops_every_request_gets_it_twice_at_most_per_attempt() -> None:
+    server = _Dropper(answered=0)
+    (answer,) = _post_all(server, 1)
+    assert answer.status_code is None
+    assert answer.error == "the server closed the connection"
+    assert server.requests == [1, 2]
+
+
+def test_a_request_dropped_after_the_stale_window_is_not_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server worked on it for a while before failing: the retry schedule decides.
+    monkeypatch.setattr(webhook_kind, "STALE_S", 0.1)
+    server = _Dropper(answered=0, delay_s=0.3)
+    (answer,) = _post_all(server, 1)
+    assert answer.status_code is None and server.requests == [1]
