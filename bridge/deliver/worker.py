@@ -382,7 +382,9 @@ class Deliverer:
             return
         began = time.monotonic()
         counts = await self.store.delivery_counts(("pending", "failed", "dead"))
-        self._gauges_due = began + max(REFRESH_S, (time.monotonic() - began) / GAUGES_SHARE)
+        # From the refresh's start, as its next one is: else every other one would skip them.
+        took_s = time.monotonic() - began
+        self._gauges_due = self._refreshed_at + max(REFRESH_S, took_s / GAUGES_SHARE)
         for name in self.targets:
             by_status = counts.get(name, {})
             metrics.BACKLOG.labels(name).set(

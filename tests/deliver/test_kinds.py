@@ -295,3 +295,63 @@ def test_a_request_dropped_after_the_stale_window_is_not_sent_again(
     server = _Dropper(answered=0, delay_s=0.3)
     (answer,) = _post_all(server, 1)
     assert answer.status_code is None and server.requests == [1]
+
+
+def _scripted_posts(monkeypatch: pytest.MonkeyPatch, first: BaseException, pause_s: float) -> list:
+    """Webhook._post replaced (a unit of `post`): the first call waits `pause_s` and raises
+    `first`, later ones answer 204; returns the list of each call's timeout."""
+    timeouts: list = []
+
+    async def scripted(self: Webhook, target: object, request: object, timeout: object) -> Answer:
+        timeouts.append(timeout)
+        if len(timeouts) == 1:
+            await asyncio.sleep(pause_s)
+            raise first
+        return Answer(204)
+
+    monkeypatch.setattr(Webhook, "_post", scripted)
+    return timeouts
+
+
+def _post_once(timeout_s: float) -> Answer:
+    from bridge.config.models import TargetConfig
+    from bridge.deliver.request import Request as Outbound
+    from bridge.deliver.worker import Target
+
+    config = TargetConfig.model_validate(
+        {"url": "http://127.0.0.1:9/hook", "secret": TEST_SECRET, "timeout": f"{timeout_s}s"}
+    )
+
+    async def run() -> Answer:
+        kind = Webhook()
+        try:
+            return await kind.post(Target("t", config), Outbound(b"{}", {}))
+        finally:
+            await kind.close()
+
+    return asyncio.run(run())
+
+
+def test_a_connection_that_cannot_be_made_is_not_tried_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiohttp
+    from aiohttp.client_reqrep import ConnectionKey
+
+    key = ConnectionKey("127.0.0.1", 9, False, True, None, None, None)
+    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
+    timeouts = _scripted_posts(monkeypatch, refused, 0.0)
+    answer = _post_once(5.0)
+    assert answer.error == "cannot connect: Connection refused" and len(timeouts) == 1
+
+
+def test_the_request_sent_again_gets_what_is_left_of_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiohttp
+
+    timeouts = _scripted_posts(monkeypatch, aiohttp.ServerDisconnectedError(), 0.3)
+    answer = _post_once(5.0)
+    assert answer.status_code == 204 and len(timeouts) == 2
+    assert timeouts[0].total == 5.0
+    assert 0 < timeouts[1].total <= 5.0 - 0.3

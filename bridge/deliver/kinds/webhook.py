@@ -8,6 +8,7 @@ The HTTP client is aiohttp's: against the same loopback receiver (bench/delivery
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from bridge.events import Event
     from bridge.tracing import TraceContext
 
+log = logging.getLogger("bridge.deliver")
+
 EXCERPT_BYTES = 1024  # how much of a response body an attempt keeps
 # How long an idle connection to a target is kept for the next delivery: less than the 5 s
 # after which uvicorn and Node.js close an idle keep-alive connection. aiohttp's default is
@@ -30,13 +33,14 @@ EXCERPT_BYTES = 1024  # how much of a response body an attempt keeps
 # apart over five pooled connections, each was reused after 5 s idle, at the moment the
 # server closed it, and the attempt failed ("Can not write request body") with nothing sent.
 KEEPALIVE_S = 4.0
-# A pooled connection that fails a request this soon after its send is taken as stale: the
-# request is sent once more on a new connection (see `Webhook.post`).
+# A connection that fails a request this soon after its send is taken as stale (closed by the
+# server as it was reused): the request is sent once more (see `Webhook.post`).
 STALE_S = 1.0
 MAX_MESSAGE = 300  # how much of an exception's message an attempt's error keeps
 _BAD_RESPONSE = (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)
 # How a connection closed under a request fails it (aiohttp retries these itself, once, for
-# idempotent methods only). Not a connection that could not be made: ClientConnectorError.
+# idempotent methods only). ClientConnectorError, a connection that could not be made, is a
+# subclass, and is not resent.
 _STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
@@ -91,33 +95,37 @@ class Webhook:
     async def post(self, target: Target, request: Request) -> Answer:
         """POST a request `build` made to the target's `url`.
 
-        A request that a pooled connection fails at once (the server closed it as it was
-        reused, or dropped the request unanswered) is sent once more, on a new connection:
-        a connection kept idle can meet the server's own idle close at any keep-alive
-        shorter than ours (gunicorn's is 2 s). Only within `STALE_S` of the send: a server
-        that fails a request after working on it gets the retry schedule, and the attempt
-        stays within its lease. A receiver that saw the first may see it twice, as at least
-        once allows (the same `webhook-id`)."""
+        A request whose connection fails within `STALE_S` of the send (closed by the server,
+        or dropped unanswered) is sent once more, within what is left of the timeout: a
+        connection kept idle can meet the server's own idle close at any keep-alive shorter
+        than ours (gunicorn's is 2 s), and the failed one is not pooled again. A server that
+        fails a request later, after working on it, gets the retry schedule; one that drops
+        every request at once gets each attempt twice. A receiver that saw the first may see
+        it twice, as at least once allows (the same `webhook-id`)."""
         config = target.config
         if target.tls_error is not None:
             return Answer(None, error=target.tls_error)
         started = time.monotonic()
         try:
             try:
-                return await self._post(target, request)
-            except _STALE as exc:
-                if isinstance(exc, aiohttp.ClientConnectorError):
+                return await self._post(target, request, _timeout(config.timeout_s))
+            except aiohttp.ClientConnectorError:
+                raise  # no connection was made: the retry schedule decides
+            except _STALE:
+                elapsed_s = time.monotonic() - started
+                if elapsed_s >= STALE_S:
                     raise
-                if time.monotonic() - started >= STALE_S:
-                    raise
-            # Failed at once on a pooled connection: once more (a broken one is not pooled).
-            return await self._post(target, request)
+            log.debug("a connection to %s failed a request at once: sent again", target.name)
+            left = aiohttp.ClientTimeout(total=config.timeout_s - elapsed_s)
+            return await self._post(target, request, left)
         except TimeoutError:
             return Answer(None, error=f"timed out after {config.timeout_s:g}s")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Answer(None, error=describe(exc, target.secrets))
 
-    async def _post(self, target: Target, request: Request) -> Answer:
+    async def _post(
+        self, target: Target, request: Request, timeout: aiohttp.ClientTimeout
+    ) -> Answer:
         """One POST of `request`: its answer, or the exception."""
         config = target.config
         assert config.url is not None
@@ -126,7 +134,7 @@ class Webhook:
             data=request.body,
             headers=request.headers,
             allow_redirects=False,  # a 3xx is a failure, never followed
-            timeout=_timeout(config.timeout_s),
+            timeout=timeout,
             ssl=target.ssl if target.ssl is not None else True,
         ) as resp:
             excerpt = await resp.content.read(EXCERPT_BYTES)
