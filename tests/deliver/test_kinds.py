@@ -355,3 +355,15 @@ def test_the_request_sent_again_gets_what_is_left_of_the_timeout(
     assert answer.status_code == 204 and len(timeouts) == 2
     assert timeouts[0].total == 5.0
     assert 0 < timeouts[1].total <= 5.0 - 0.3
+
+
+def test_no_request_is_sent_again_once_the_timeout_is_spent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiohttp reads a total of 0 or less as no timeout: a resend must never get one.
+    import aiohttp
+
+    monkeypatch.setattr(webhook_kind, "STALE_S", 10.0)
+    timeouts = _scripted_posts(monkeypatch, aiohttp.ServerDisconnectedError(), 0.3)
+    answer = _post_once(0.2)
+    assert answer.error == "the server closed the connection" and len(timeouts) == 1

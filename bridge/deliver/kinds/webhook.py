@@ -112,12 +112,12 @@ class Webhook:
             except aiohttp.ClientConnectorError:
                 raise  # no connection was made: the retry schedule decides
             except _STALE:
-                elapsed_s = time.monotonic() - started
-                if elapsed_s >= STALE_S:
+                left_s = config.timeout_s - (elapsed_s := time.monotonic() - started)
+                # aiohttp takes a total of 0 or less for no timeout at all.
+                if elapsed_s >= STALE_S or left_s <= 0:
                     raise
             log.debug("a connection to %s failed a request at once: sent again", target.name)
-            left = aiohttp.ClientTimeout(total=config.timeout_s - elapsed_s)
-            return await self._post(target, request, left)
+            return await self._post(target, request, aiohttp.ClientTimeout(total=left_s))
         except TimeoutError:
             return Answer(None, error=f"timed out after {config.timeout_s:g}s")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
