@@ -140,6 +140,38 @@ def test_a_batch_bigger_than_one_insert_stores_every_field_as_given(any_store: S
     assert {r.status for r in deliveries} == {"pending"}
 
 
+def test_known_and_repeated_ids_in_a_big_batch_are_told_apart(any_store: Store) -> None:
+    # SQLite learns which ids were known only when its INSERT skipped some: the rows it
+    # added are then the highest rowids among the batch's ids (asked 500 at a time).
+    store = any_store
+    stored = [make_event("mix", str(i)) for i in range(0, 1400, 2)]  # the even ones
+    assert asyncio.run(store.record_events([NewEvent(e, ["a"]) for e in stored])) == [True] * 700
+    batch, expected = [], []
+    for i in range(1400):
+        batch.append(NewEvent(make_event("mix", str(i)), ["a"]))
+        expected.append(i % 2 == 1)  # the odd ones are new
+        if i % 7 == 0:  # and some ids come twice in the batch
+            batch.append(NewEvent(make_event("mix", str(i)), ["a"]))
+            expected.append(False)
+    assert asyncio.run(store.record_events(batch)) == expected
+    assert asyncio.run(store.count_events(source="mix")) == 1400
+    deliveries = asyncio.run(store.list_deliveries(limit=None))
+    assert len(deliveries) == 1400  # one for each event, none for a duplicate
+    assert len({d.event_id for d in deliveries}) == 1400
+
+
+def test_an_event_refused_by_another_constraint_fails_its_batch(store: SQLiteStore) -> None:
+    # The INSERT skips known ids (OR IGNORE), which would skip a row that breaks another
+    # constraint too: such a row is not taken for a duplicate, its batch fails.
+    good = make_event("mix", "good")
+    bad = make_event("mix", "bad")
+    object.__setattr__(bad, "type", None)  # NOT NULL in the table
+    with pytest.raises(StoreError, match="could not be stored"):
+        asyncio.run(store.record_events([NewEvent(good, ["a"]), NewEvent(bad, ["a"])]))
+    assert asyncio.run(store.count_events()) == 0
+    assert asyncio.run(store.list_deliveries()) == []
+
+
 def test_a_failing_write_alone_in_its_commit_leaves_nothing(store: SQLiteStore) -> None:
     # A batch of one runs without a savepoint: what it wrote before it raised is rolled
     # back with the transaction, and the writer goes on.

@@ -35,7 +35,7 @@ _IDS_PER_QUERY = 500
 # Rows an INSERT with many VALUES rows takes: under 999 parameters (SQLite's limit before
 # 3.32) for the widest, the events' 12 columns.
 _ROWS_PER_INSERT = 80
-_INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES "
+_INSERT_EVENTS = f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES "
 _EVENT_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_DELIVERIES = (
     "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
@@ -70,56 +70,70 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     """Insert events and their pending deliveries on `conn`, skipping known ids; for each
     event, whether it was new (a repeated id within `batch` is new the first time only).
 
-    A few statements a batch, not one an event: the ids already known in one select, then
-    each table's rows in one INSERT of many rows. The writer thread runs this while the event
-    loop holds the interpreter, and every statement gives the GIL back and waits to take it
-    again: one statement an event cost more CPU than the inserts themselves."""
-    known: set[str] = set()
-    ids = [item.event.id for item in batch]
-    for at in range(0, len(ids), _IDS_PER_QUERY):
-        chunk = ids[at : at + _IDS_PER_QUERY]
-        marks = ",".join("?" * len(chunk))
-        known.update(
-            r[0] for r in conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+    A few statements a batch, not one an event: each table's rows in one INSERT of many rows.
+    The writer thread runs this while the event loop holds the interpreter, and every
+    statement gives the GIL back and waits to take it again: one statement an event cost more
+    CPU than the inserts themselves. The events' INSERT skips known ids itself (`OR IGNORE`),
+    so the ids are looked up once, by the unique index the insert probes anyway; which ids
+    were known is asked only when it skipped some (`_known_ids`)."""
+    first: dict[str, NewEvent] = {}
+    for item in batch:
+        first.setdefault(item.event.id, item)
+    rows = [
+        (
+            ev.id,
+            ev.source,
+            ev.type,
+            ev.origin,
+            ev.change,
+            ev.subject,
+            ev.upstream_id,
+            ev.time_ms,
+            ev.recorded_ms,
+            jsontext.dumps(ev.data),
+            ev.traceparent,
+            ev.tracestate,
         )
+        for ev in (item.event for item in first.values())
+    ]
+    before = conn.total_changes
+    _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, rows)
+    added = conn.total_changes - before
+    known = _known_ids(conn, list(first), added) if added < len(rows) else set()
     out: list[bool] = []
-    events: list[tuple[Any, ...]] = []
     deliveries: list[tuple[Any, ...]] = []
     sightings: list[tuple[Any, ...]] = []
     for item in batch:
         ev = item.event
-        is_new = ev.id not in known
+        is_new = first.get(ev.id) is item and ev.id not in known
         out.append(is_new)
         if is_new:
-            known.add(ev.id)
-            events.append(
-                (
-                    ev.id,
-                    ev.source,
-                    ev.type,
-                    ev.origin,
-                    ev.change,
-                    ev.subject,
-                    ev.upstream_id,
-                    ev.time_ms,
-                    ev.recorded_ms,
-                    jsontext.dumps(ev.data),
-                    ev.traceparent,
-                    ev.tracestate,
-                )
-            )
             deliveries += [
                 (ev.id, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets
             ]
         if item.sighting is not None:
             s = item.sighting
             sightings.append((ev.id, s.merge, s.path, s.source, ev.recorded_ms))
-    # Plain INSERT: an id the select did not see cannot be there (this transaction holds the
-    # write lock); if it were, the batch fails rather than claim a stored event is new.
-    _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, events)
     _insert_rows(conn, _INSERT_DELIVERIES, _DELIVERY_ROW, deliveries)
     _insert_rows(conn, _INSERT_SIGHTINGS, _SIGHTING_ROW, sightings)
     return out
+
+
+def _known_ids(conn: sqlite3.Connection, ids: list[str], added: int) -> set[str]:
+    """Which of `ids` (distinct) were stored before the INSERT that just added `added` of them.
+
+    The rows it added took the table's next rowids (`seq`), above every row stored before
+    them, so they are the `added` highest of the ids found. An id not found at all was skipped
+    for another constraint than its uniqueness: the batch fails, as a plain INSERT would."""
+    found: list[tuple[int, str]] = []
+    for at in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[at : at + _IDS_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        found += conn.execute(f"SELECT seq, id FROM events WHERE id IN ({marks})", chunk)
+    if len(found) != len(ids):
+        raise sqlite3.IntegrityError(f"{len(ids) - len(found)} events could not be stored")
+    found.sort(reverse=True)
+    return {event_id for _, event_id in found[added:]}
 
 
 class SQLiteEvents:
