@@ -59,11 +59,11 @@ def build(path: Path, count: int) -> float:
                 _rows(count, start_ms),
             )
             conn.executemany(
-                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms,"
-                " created_ms) VALUES (?, 'sink', ?, 1, ?, ?)",
+                "INSERT INTO deliveries (event_id, event_seq, target, status, attempts, next_ms,"
+                " created_ms) SELECT id, seq, 'sink', ?, 1, ?, ? FROM events WHERE id = ?",
                 (
-                    (f"evt_bench{i:09d}", "dead" if i % 20 == 0 else "delivered",
-                     start_ms + i * 10, start_ms + i * 10)
+                    ("dead" if i % 20 == 0 else "delivered", start_ms + i * 10,
+                     start_ms + i * 10, f"evt_bench{i:09d}")
                     for i in range(0, count, 10)
                 ),
             )  # fmt: skip

@@ -49,12 +49,15 @@ def row_to_delivery(row: Sequence[Any]) -> DeliveryRow:
     )
 
 
-def attempts_of_event(event_id: str, target: str | None, mark: str) -> tuple[str, list[Any]]:
+def attempts_of_event(
+    event_id: str, target: str | None, mark: str, *, of_event: str = "event_id = ?"
+) -> tuple[str, list[Any]]:
     """The select of an event's attempts (to `target`, or to all), oldest first, and its
-    arguments; `mark` is the placeholder. They are found through the event's deliveries (by
-    their index of event id and target, then the attempts' index of delivery id): attempts
-    have no index of their own by event id (migration 0014)."""
-    sql = "SELECT id FROM deliveries WHERE event_id = " + mark
+    arguments; `mark` is the placeholder, `of_event` the backend's condition on deliveries for
+    an event id. They are found through the event's deliveries (by their index of event and
+    target, then the attempts' index of delivery id): attempts have no index of their own by
+    event id (migration 0014)."""
+    sql = "SELECT id FROM deliveries WHERE " + of_event.replace("?", mark)
     args: list[Any] = [event_id]
     if target is not None:
         sql += " AND target = " + mark
@@ -89,12 +92,13 @@ def select_filtered(
 
 
 # The worst status among an event's deliveries, as a rank (NULL: no deliveries); read through
-# the unique (event_id, target) index, a few rows per event.
+# the deliveries' unique index of their event and target, a few rows per event. `{}` is the
+# backend's condition that a delivery `d` is of the row of `events`.
 _RANK = {status: len(WORST_FIRST) - i for i, status in enumerate(WORST_FIRST)}
 _WORST_RANK = (
     "(SELECT max(CASE d.status "
     + " ".join(f"WHEN '{status}' THEN {rank}" for status, rank in _RANK.items())
-    + " ELSE 0 END) FROM deliveries d WHERE d.event_id = events.id)"
+    + " ELSE 0 END) FROM deliveries d WHERE {})"
 )
 
 
@@ -117,9 +121,11 @@ def page_events_sql(
     type_condition: tuple[str, str] | None,
     mark: str = "?",
     oldest_first: bool = False,
+    deliveries_of: str = "d.event_id = events.id",
 ) -> tuple[str, list[Any]]:
     """The keyset-paged select of `AdminStore.page_events`: the event columns, then the worst
-    delivery's rank. `type_condition` is the backend's glob match (condition, pattern).
+    delivery's rank. `type_condition` is the backend's glob match (condition, pattern),
+    `deliveries_of` its condition that a delivery `d` is of the row of `events`.
 
     The order (recorded_ms DESC, id DESC; ASC with `oldest_first`) and the row comparison
     with the cursor both follow the (recorded_ms, id) index, so any page costs one index seek
@@ -136,16 +142,17 @@ def page_events_sql(
         filters.append(type_condition)
     conds = [cond.replace("?", mark) for cond, value in filters if value is not None]
     args: list[Any] = [value for _, value in filters if value is not None]
+    worst_rank = _WORST_RANK.format(deliveries_of)
     if where.delivery == "none":
-        conds.append(f"{_WORST_RANK} IS NULL")
+        conds.append(f"{worst_rank} IS NULL")
     elif where.delivery is not None:
-        conds.append(f"{_WORST_RANK} = {mark}")
+        conds.append(f"{worst_rank} = {mark}")
         args.append(_RANK.get(where.delivery, -1))
     if after is not None:
         beyond = ">" if oldest_first else "<"
         conds.append(f"(recorded_ms, id) {beyond} ({mark}, {mark})")
         args += [after.recorded_ms, after.id]
-    sql = f"SELECT {EVENT_COLUMNS}, {_WORST_RANK} FROM events"
+    sql = f"SELECT {EVENT_COLUMNS}, {worst_rank} FROM events"
     if conds:
         sql += " WHERE " + " AND ".join(conds)
     order = "ASC" if oldest_first else "DESC"

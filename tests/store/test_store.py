@@ -79,6 +79,65 @@ def test_reopen_keeps_data_and_applies_nothing_twice(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
 
 
+def test_deliveries_stored_before_0015_are_found_by_their_events_seq(tmp_path: Path) -> None:
+    # A database at migration 0014 (deliveries named their event by id only): 0015 gives
+    # each its event's seq, which claims, listings and redeliveries go by from then on.
+    import sqlite_utils
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    db.table("_migrations").create({"name": str, "applied_ms": int}, pk="name")
+    for name, migration in MIGRATIONS[:14]:
+        migration(db)
+        db.table("_migrations").insert({"name": name, "applied_ms": 0})
+    assert MIGRATIONS[14][0] == "0015_deliveries_by_event_seq"
+    events = [make_event("old", str(i)) for i in range(3)]
+    for ev in events:
+        db.execute(
+            "INSERT INTO events (id, source, type, origin, recorded_ms, data) VALUES (?,?,?,?,?,?)",
+            (ev.id, ev.source, ev.type, ev.origin, ev.recorded_ms, '{"n": 1}'),
+        )
+        db.execute(
+            "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
+            " VALUES (?, 't', 'pending', 0, 0, 0)",
+            (ev.id,),
+        )
+    # A delivery whose event is gone keeps no seq (and blocks nothing).
+    db.execute(
+        "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms)"
+        " VALUES ('evt_gone', 't', 'pending', 0, 0, 0)"
+    )
+    db.conn.close()
+
+    store = SQLiteStore(path)
+    store.open()
+    try:
+        with sqlite3.connect(path) as conn:
+            seqs = conn.execute(
+                "SELECT d.event_id, d.event_seq, e.seq FROM deliveries d"
+                " LEFT JOIN events e ON e.id = d.event_id ORDER BY d.id"
+            ).fetchall()
+            indexes = {r[1] for r in conn.execute("PRAGMA index_list(deliveries)")}
+        assert [(row[1], row[2]) for row in seqs[:3]] == [(row[2], row[2]) for row in seqs[:3]]
+        assert all(row[1] is not None for row in seqs[:3])
+        assert seqs[3] == ("evt_gone", None, None)
+        assert "deliveries_event" in indexes
+        assert "idx_deliveries_event_id_target" not in indexes
+        listed = asyncio.run(store.list_deliveries(event_id=events[1].id))
+        assert [(d.event_id, d.target) for d in listed] == [(events[1].id, "t")]
+        at = now_ms()
+        claimed = asyncio.run(store.claim_due({"t": 10}, at, at + 60_000)).claims
+        assert sorted(c.event.id for c in claimed) == sorted(ev.id for ev in events)
+        # A new event and its delivery next to the old ones, and a redelivery of an old one.
+        new = make_event("old", "new")
+        assert asyncio.run(store.record_event(new, ["t"])) is True
+        assert asyncio.run(store.redeliver([events[0].id], "u", at)) == {events[0].id: 1}
+        rows = asyncio.run(store.list_deliveries(event_id=events[0].id))
+        assert sorted(d.target for d in rows) == ["t", "u"]
+    finally:
+        store.close()
+
+
 def test_writer_uses_full_sync_and_wal(store: SQLiteStore) -> None:
     modes = store.writer.call(
         lambda conn: (
@@ -158,6 +217,23 @@ def test_known_and_repeated_ids_in_a_big_batch_are_told_apart(any_store: Store) 
     deliveries = asyncio.run(store.list_deliveries(limit=None))
     assert len(deliveries) == 1400  # one for each event, none for a duplicate
     assert len({d.event_id for d in deliveries}) == 1400
+
+
+def test_each_delivery_names_its_events_seq(store: SQLiteStore) -> None:
+    # The seqs of a batch's new events are worked out from each INSERT's last rowid (80 rows
+    # a statement), or asked for when some ids were known: every delivery gets its event's.
+    known = [make_event("seq", str(i)) for i in range(0, 300, 3)]
+    asyncio.run(store.record_events([NewEvent(e, ["a"]) for e in known]))
+    fresh = [NewEvent(make_event("seq", str(i)), ["a", "b"]) for i in range(300)]
+    asyncio.run(store.record_events(fresh))  # a third known: seqs asked for
+    more = [NewEvent(make_event("seq", str(i)), ["a"]) for i in range(300, 500)]
+    asyncio.run(store.record_events(more))  # all new: seqs from the rowids
+    with sqlite3.connect(store.path) as conn:
+        pairs = conn.execute(
+            "SELECT d.event_id, e.id FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq"
+        ).fetchall()
+    assert len(pairs) == 100 + 200 * 2 + 200
+    assert all(delivery == event for delivery, event in pairs)
 
 
 def test_an_event_refused_by_another_constraint_fails_its_batch(store: SQLiteStore) -> None:

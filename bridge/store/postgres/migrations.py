@@ -225,4 +225,12 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "0014_attempts_by_delivery",
         ("DROP INDEX IF EXISTS attempts_event",),
     ),
+    (
+        # SQLite's deliveries name their event by its seq, so that their unique index is
+        # written at its end rather than at a page chosen by the event id's hash. Nothing
+        # here yet: PostgreSQL's deliveries keep their unique (event_id, target) index, and
+        # their queries their event id.
+        "0015_deliveries_by_event_seq",
+        (),
+    ),
 ]

@@ -38,10 +38,10 @@ _ROWS_PER_INSERT = 80
 _INSERT_EVENTS = f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES "
 _EVENT_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_DELIVERIES = (
-    "INSERT OR IGNORE INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
-    " subject) VALUES "
+    "INSERT OR IGNORE INTO deliveries (event_id, event_seq, target, status, attempts, next_ms,"
+    " created_ms, subject) VALUES "
 )
-_DELIVERY_ROW = "(?,?,'pending',0,?,?,?)"
+_DELIVERY_ROW = "(?,?,?,'pending',0,?,?,?)"
 _INSERT_SIGHTINGS = (
     "INSERT OR IGNORE INTO sightings (event_id, merge, path, source, recorded_ms) VALUES "
 )
@@ -55,15 +55,32 @@ def _values_sql(head: str, row: str, count: int) -> str:
 
 def _insert_rows(
     conn: sqlite3.Connection, head: str, row: str, rows: list[tuple[Any, ...]]
-) -> None:
-    """Insert `rows` with one statement of many VALUES rows (a few for a big batch).
+) -> list[int | None]:
+    """Insert `rows` with one statement of many VALUES rows (a few for a big batch); the
+    rowid of the last row each statement inserted.
 
     One statement is one step in SQLite, during which the writer thread lets go of the GIL
     once; `executemany` steps once a row, and the thread waits to take the GIL back after
     each, behind the event loop (which, while busy, keeps it for up to the switch interval)."""
+    last: list[int | None] = []
     for at in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[at : at + _ROWS_PER_INSERT]
-        conn.execute(_values_sql(head, row, len(chunk)), [v for r in chunk for v in r])
+        cur = conn.execute(_values_sql(head, row, len(chunk)), [v for r in chunk for v in r])
+        last.append(cur.lastrowid)
+    return last
+
+
+def _rowids(last: list[int | None], count: int) -> list[int]:
+    """The rowids of `count` rows `_insert_rows` inserted, every one of them, in order: each
+    took the table's next rowid (one more than its largest), so a statement's rows end at
+    its last one's."""
+    out: list[int] = []
+    for at, end in zip(range(0, count, _ROWS_PER_INSERT), last, strict=True):
+        if end is None:  # cannot be: the statement inserted every one of its rows
+            raise sqlite3.IntegrityError("an INSERT gave no rowid")
+        size = min(_ROWS_PER_INSERT, count - at)
+        out += range(end - size + 1, end + 1)
+    return out
 
 
 def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[bool]:
@@ -75,7 +92,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     statement gives the GIL back and waits to take it again: one statement an event cost more
     CPU than the inserts themselves. The events' INSERT skips known ids itself (`OR IGNORE`),
     so the ids are looked up once, by the unique index the insert probes anyway; which ids
-    were known is asked only when it skipped some (`_known_ids`)."""
+    were known is asked only when it skipped some (`_added_seqs`)."""
     first: dict[str, NewEvent] = {}
     for item in batch:
         first.setdefault(item.event.id, item)
@@ -97,19 +114,25 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
         for ev in (item.event for item in first.values())
     ]
     before = conn.total_changes
-    _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, rows)
+    last = _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, rows)
     added = conn.total_changes - before
-    known = _known_ids(conn, list(first), added) if added < len(rows) else set()
+    ids = list(first)
+    # The new events' seqs (their deliveries name them by it), known ids left out.
+    if added == len(rows):
+        seqs = dict(zip(ids, _rowids(last, len(rows)), strict=True))
+    else:
+        seqs = _added_seqs(conn, ids, added)
     out: list[bool] = []
     deliveries: list[tuple[Any, ...]] = []
     sightings: list[tuple[Any, ...]] = []
     for item in batch:
         ev = item.event
-        is_new = first.get(ev.id) is item and ev.id not in known
+        is_new = first.get(ev.id) is item and ev.id in seqs
         out.append(is_new)
         if is_new:
+            seq = seqs[ev.id]
             deliveries += [
-                (ev.id, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets
+                (ev.id, seq, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets
             ]
         if item.sighting is not None:
             s = item.sighting
@@ -119,8 +142,9 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     return out
 
 
-def _known_ids(conn: sqlite3.Connection, ids: list[str], added: int) -> set[str]:
-    """Which of `ids` (distinct) were stored before the INSERT that just added `added` of them.
+def _added_seqs(conn: sqlite3.Connection, ids: list[str], added: int) -> dict[str, int]:
+    """The seqs of those of `ids` (distinct) that the INSERT just added (`added` of them),
+    by id; the others were stored before.
 
     The rows it added took the table's next rowids (`seq`), above every row stored before
     them, so they are the `added` highest of the ids found. An id not found at all was skipped
@@ -133,7 +157,7 @@ def _known_ids(conn: sqlite3.Connection, ids: list[str], added: int) -> set[str]
     if len(found) != len(ids):
         raise sqlite3.IntegrityError(f"{len(ids) - len(found)} events could not be stored")
     found.sort(reverse=True)
-    return {event_id for _, event_id in found[added:]}
+    return {event_id: seq for seq, event_id in found[:added]}
 
 
 class SQLiteEvents:
@@ -217,8 +241,9 @@ class SQLiteEvents:
         glob = glob_to_sqlite(where.type) if where.type is not None else None
         condition = ("type GLOB ?", glob) if glob else None
         sql, args = page_events_sql(
-            where, after, limit, type_condition=condition, oldest_first=oldest_first
-        )
+            where, after, limit, type_condition=condition, oldest_first=oldest_first,
+            deliveries_of="d.event_seq = events.seq",
+        )  # fmt: skip
 
         def q(conn: sqlite3.Connection) -> list[EventListing]:
             return [row_to_listing(row) for row in conn.execute(sql, args)]

@@ -31,6 +31,9 @@ from bridge.store.rows import (
 T = TypeVar("T")
 
 _WAITING = "status IN ('pending', 'failed')"
+# The deliveries of the event whose id is the argument, through their index of (event_seq,
+# target) (migration 0015): an event id has no index among the deliveries.
+OF_EVENT = "event_seq = (SELECT seq FROM events WHERE id = ?)"
 _DELIVERY_COLUMNS = (
     "id, event_id, target, status, attempts, next_ms, lease_ms, created_ms, delivered_ms,"
     " last_code, last_error, transformed"
@@ -61,7 +64,7 @@ def _claim_target(
     order = _FIRST_OF_SUBJECT if ordered else ""
     rows = conn.execute(
         f"SELECT d.id, d.attempts, d.retry_from, {columns}"
-        " FROM deliveries d JOIN events e ON e.id = d.event_id"
+        " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
         f" WHERE d.target = ? AND d.{_WAITING} AND d.next_ms <= ?"
         f" AND (d.lease_ms IS NULL OR d.lease_ms <= ?){order} ORDER BY d.next_ms, d.id LIMIT ?",
         (target, now_ms, now_ms, limit),
@@ -177,19 +180,20 @@ def _redeliver(
     out: dict[str, int] = {}
     for event_id in event_ids:
         if target is None:
-            cur = conn.execute(f"UPDATE deliveries SET {_REQUEUE} WHERE event_id = ?",
+            cur = conn.execute(f"UPDATE deliveries SET {_REQUEUE} WHERE {OF_EVENT}",
                                (now_ms, event_id))  # fmt: skip
             out[event_id] = cur.rowcount
             continue
         cur = conn.execute(
-            f"UPDATE deliveries SET {_REQUEUE} WHERE event_id = ? AND target = ?",
+            f"UPDATE deliveries SET {_REQUEUE} WHERE {OF_EVENT} AND target = ?",
             (now_ms, event_id, target),
         )
         if cur.rowcount == 0:
             # A target the event never went to (added later): queue a first delivery.
             cur = conn.execute(
-                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms, created_ms,"
-                " subject) SELECT id, ?, 'pending', 0, ?, ?, subject FROM events WHERE id = ?",
+                "INSERT INTO deliveries (event_id, event_seq, target, status, attempts, next_ms,"
+                " created_ms, subject) SELECT id, seq, ?, 'pending', 0, ?, ?, subject"
+                " FROM events WHERE id = ?",
                 (target, now_ms, now_ms, event_id),
             )
         out[event_id] = cur.rowcount
@@ -312,7 +316,7 @@ class SQLiteOutbox:
     ) -> list[DeliveryRow]:
         sql, args = select_filtered(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries",
-            [("status = ?", status), ("target = ?", target), ("event_id = ?", event_id)],
+            [("status = ?", status), ("target = ?", target), (OF_EVENT, event_id)],
             order_by="id DESC",
             limit=limit,
         )
@@ -323,7 +327,7 @@ class SQLiteOutbox:
         return await self.read(q)
 
     async def list_attempts(self, event_id: str, target: str | None = None) -> list[AttemptRow]:
-        sql, args = attempts_of_event(event_id, target, "?")
+        sql, args = attempts_of_event(event_id, target, "?", of_event=OF_EVENT)
 
         def q(conn: sqlite3.Connection) -> list[AttemptRow]:
             return [AttemptRow(*r) for r in conn.execute(sql, args)]

@@ -77,7 +77,7 @@ class SQLiteReport:
     ) -> list[DeliveryTiming]:
         select = (
             "SELECT e.source, e.origin, d.target, d.delivered_ms, e.recorded_ms, d.id AS k"
-            " FROM deliveries d JOIN events e ON e.id = d.event_id"
+            " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
             " WHERE d.delivered_ms IS NOT NULL"
         )
         sql, args = _window(select, "d.id", "e.recorded_ms", since_ms, limit)

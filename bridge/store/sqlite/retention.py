@@ -16,24 +16,26 @@ T = TypeVar("T")
 # Finished means delivered and not leased; any other status (pending, failed, dead) keeps
 # the event, dead ones for `bridge redeliver --dead`.
 _CANDIDATES = (
-    "SELECT e.id FROM events e WHERE e.recorded_ms < ? AND NOT EXISTS ("
-    "SELECT 1 FROM deliveries d WHERE d.event_id = e.id"
+    "SELECT e.seq, e.id FROM events e WHERE e.recorded_ms < ? AND NOT EXISTS ("
+    "SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq"
     " AND (d.status <> 'delivered' OR d.lease_ms IS NOT NULL))"
     " ORDER BY e.seq LIMIT ?"
 )
 
 
 def _prune(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
-    ids = [(row[0],) for row in conn.execute(_CANDIDATES, (before_ms, limit))]
-    # Attempts are indexed by delivery, not by event: reach them through the deliveries.
+    found = conn.execute(_CANDIDATES, (before_ms, limit)).fetchall()
+    seqs = [(row[0],) for row in found]
+    # Attempts are indexed by delivery, not by event: reach them through the deliveries,
+    # which are indexed by their event's seq (migration 0015).
     conn.executemany(
-        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id = ?)",
-        ids,
+        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)",
+        seqs,
     )
-    conn.executemany("DELETE FROM deliveries WHERE event_id = ?", ids)
-    conn.executemany("DELETE FROM sightings WHERE event_id = ?", ids)
-    conn.executemany("DELETE FROM events WHERE id = ?", ids)
-    return len(ids)
+    conn.executemany("DELETE FROM deliveries WHERE event_seq = ?", seqs)
+    conn.executemany("DELETE FROM sightings WHERE event_id = ?", [(row[1],) for row in found])
+    conn.executemany("DELETE FROM events WHERE seq = ?", seqs)
+    return len(found)
 
 
 class SQLiteRetention:
