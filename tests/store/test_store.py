@@ -134,6 +134,16 @@ def test_deliveries_stored_before_0015_are_found_by_their_events_seq(tmp_path: P
         assert asyncio.run(store.redeliver([events[0].id], "u", at)) == {events[0].id: 1}
         rows = asyncio.run(store.list_deliveries(event_id=events[0].id))
         assert sorted(d.target for d in rows) == ["t", "u"]
+        # A version before 0015 still opening the database stores deliveries without a seq:
+        # the trigger gives them their event's, so they are claimed.
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "INSERT INTO deliveries (event_id, target, status, attempts, next_ms,"
+                " created_ms) VALUES (?, 'v', 'pending', 0, 0, 0)",
+                (events[2].id,),
+            )
+        claimed = asyncio.run(store.claim_due({"v": 10}, at, at + 60_000)).claims
+        assert [c.event.id for c in claimed] == [events[2].id]
     finally:
         store.close()
 
@@ -166,6 +176,10 @@ def test_event_and_deliveries_are_written_together(any_store: Store) -> None:
     again = make_event("orders", "evt-2")
     batch = [NewEvent(again, ["a"]), NewEvent(again, ["a"])]
     assert asyncio.run(store.record_events(batch)) == [True, False]
+    # The same item twice is one event too.
+    twice = NewEvent(make_event("orders", "evt-3"), ["a"])
+    assert asyncio.run(store.record_events([twice, twice])) == [True, False]
+    assert len(asyncio.run(store.list_deliveries(event_id=twice.event.id))) == 1
 
 
 def test_a_batch_bigger_than_one_insert_stores_every_field_as_given(any_store: Store) -> None:

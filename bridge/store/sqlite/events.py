@@ -55,19 +55,22 @@ def _values_sql(head: str, row: str, count: int) -> str:
 
 def _insert_rows(
     conn: sqlite3.Connection, head: str, row: str, rows: list[tuple[Any, ...]]
-) -> list[int | None]:
-    """Insert `rows` with one statement of many VALUES rows (a few for a big batch); the
-    rowid of the last row each statement inserted.
+) -> tuple[int, list[int | None]]:
+    """Insert `rows` with one statement of many VALUES rows (a few for a big batch); how many
+    rows went in (an `OR IGNORE` statement skips some), and the rowid of the last row each
+    statement inserted.
 
     One statement is one step in SQLite, during which the writer thread lets go of the GIL
     once; `executemany` steps once a row, and the thread waits to take the GIL back after
     each, behind the event loop (which, while busy, keeps it for up to the switch interval)."""
-    last: list[int | None] = []
+    added, last = 0, []
     for at in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[at : at + _ROWS_PER_INSERT]
         cur = conn.execute(_values_sql(head, row, len(chunk)), [v for r in chunk for v in r])
+        # The statement's own count: the connection's total is a C int that wraps.
+        added += cur.rowcount
         last.append(cur.lastrowid)
-    return last
+    return added, last
 
 
 def _rowids(last: list[int | None], count: int) -> list[int]:
@@ -113,9 +116,7 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
         )
         for ev in (item.event for item in first.values())
     ]
-    before = conn.total_changes
-    last = _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, rows)
-    added = conn.total_changes - before
+    added, last = _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, rows)
     ids = list(first)
     # The new events' seqs (their deliveries name them by it), known ids left out.
     if added == len(rows):
@@ -127,10 +128,10 @@ def insert_events(conn: sqlite3.Connection, batch: Sequence[NewEvent]) -> list[b
     sightings: list[tuple[Any, ...]] = []
     for item in batch:
         ev = item.event
-        is_new = first.get(ev.id) is item and ev.id in seqs
-        out.append(is_new)
-        if is_new:
-            seq = seqs[ev.id]
+        # Taken once: the same item twice in a batch is new the first time only.
+        seq = seqs.pop(ev.id, None) if first.get(ev.id) is item else None
+        out.append(seq is not None)
+        if seq is not None:
             deliveries += [
                 (ev.id, seq, t, ev.recorded_ms, ev.recorded_ms, ev.subject) for t in item.targets
             ]

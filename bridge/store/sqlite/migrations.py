@@ -267,7 +267,10 @@ def m0015_deliveries_by_event_seq(db: sqlite_utils.Database) -> None:
     each delivery stored: with one target, about a third of the WAL a commit of webhooks
     wrote and of the writer thread's CPU. An event's seq grows with each event stored, so its
     index is written at its end. Deliveries are found by their event through it, the event's
-    own row by its seq (its rowid)."""
+    own row by its seq (its rowid). A delivery whose event is gone keeps none (nothing can
+    claim it, as before). A version before this one that still opens the database (rolled
+    back to, or an older CLI's `bridge redeliver`) stores deliveries without a seq: the
+    trigger gives them theirs, or none of them would ever be claimed."""
     db.execute("ALTER TABLE deliveries ADD COLUMN event_seq INTEGER")
     db.execute(
         "UPDATE deliveries SET event_seq = (SELECT seq FROM events WHERE events.id ="
@@ -275,6 +278,12 @@ def m0015_deliveries_by_event_seq(db: sqlite_utils.Database) -> None:
     )
     db.execute("CREATE UNIQUE INDEX deliveries_event ON deliveries (event_seq, target)")
     db.execute("DROP INDEX IF EXISTS idx_deliveries_event_id_target")
+    db.execute(
+        "CREATE TRIGGER deliveries_event_seq AFTER INSERT ON deliveries"
+        " WHEN NEW.event_seq IS NULL BEGIN"
+        " UPDATE deliveries SET event_seq = (SELECT seq FROM events WHERE id = NEW.event_id)"
+        " WHERE id = NEW.id; END"
+    )
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
