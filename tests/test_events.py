@@ -179,3 +179,44 @@ def test_a_row_gives_every_field_of_its_event(text: str | None) -> None:
         assert event.data == {"v": None} and event.data_json is None  # encoded again, as null
     else:
         assert event.data == json.loads(text) and event.data_json == text
+
+
+def test_a_stored_events_data_is_parsed_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claimed event's body splices the stored text: its `data` is parsed only for what
+    needs it (a transform, binary mode, a broker's template), once, and the event stays equal
+    to the one that was stored, both ways, with the same hash and repr."""
+    import dataclasses
+
+    from bridge import jsontext
+
+    made = Event(id="evt_1", source="s", type="t", origin="push", data={"a": [1, "é"]},
+                 recorded_ms=5, subject="sub", time_ms=4, change="updated")  # fmt: skip
+    text = jsontext.dumps(made.data)
+    parsed: list[str] = []
+    real = jsontext.loads_stored
+    monkeypatch.setattr(jsontext, "loads_stored", lambda t: parsed.append(t) or real(t))
+    row = {"id": "evt_1", "source": "s", "type": "t", "origin": "push", "change": "updated",
+           "subject": "sub", "upstream_id": None, "time_ms": 4, "recorded_ms": 5, "data": text,
+           "traceparent": None, "tracestate": None}  # fmt: skip
+    event = row_to_event([row[c] for c in EVENT_COLUMNS.split(", ")])
+    assert event.to_json() == made.to_json()
+    assert parsed == []
+    assert event.data == made.data and event.data == made.data
+    assert parsed == [text]  # once
+    assert event == made and made == event
+    assert repr(event) == repr(made)
+    other = row_to_event([row[c] for c in EVENT_COLUMNS.split(", ")])
+    assert other == event  # both unparsed until compared
+    assert other != dataclasses.replace(made, data={"a": [2]})
+    changed = dataclasses.replace(event, data={"b": 2})
+    assert changed.data == {"b": 2} and changed.data_json is None
+    assert json.loads(changed.to_json())["data"] == {"b": 2}
+    assert dataclasses.asdict(event)["data"] == made.data
+    with pytest.raises(FrozenInstanceError):
+        event.data = {}  # type: ignore[misc]
+    row["data"] = '"text"'  # hashable data: the same hash as the event made with it
+    assert hash(row_to_event([row[c] for c in EVENT_COLUMNS.split(", ")])) == hash(
+        dataclasses.replace(made, data="text")
+    )

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bridge import jsontext
-from bridge.events import Event, restored, spliceable
+from bridge.events import Event, stored
 from bridge.store.base import WORST_FIRST, EventCursor, EventFilter, EventListing
 from bridge.store.deliveries import DeliveryRow
 
@@ -23,12 +22,10 @@ _COLUMN_NAMES = EVENT_COLUMNS.split(", ")
 
 def row_to_event(row: Sequence[Any]) -> Event:
     """An Event from the columns of EVENT_COLUMNS, in order."""
-    text = row[9]
-    data = jsontext.loads_stored(text) if text is not None else None
-    # id, source, type, origin, data, recorded_ms, subject, time_ms, change, upstream_id,
-    # traceparent, tracestate, data_json: Event's fields in their order.
-    return restored((row[0], row[1], row[2], row[3], data, row[8], row[5], row[7], row[4],
-                     row[6], row[10], row[11], spliceable(text)))  # fmt: skip
+    # id, source, type, origin, (data), recorded_ms, subject, time_ms, change, upstream_id,
+    # traceparent, tracestate: Event's fields in their order.
+    return stored((row[0], row[1], row[2], row[3], row[8], row[5], row[7], row[4], row[6],
+                   row[10], row[11]), row[9])  # fmt: skip
 
 
 def row_to_delivery(row: Sequence[Any]) -> DeliveryRow:
