@@ -3,7 +3,8 @@ handed to the sends as the target's slots free.
 
     hub notice | scan timer | half a batch sent -> refill: claim_due (a lease per row)
         -> prepare (the batch's requests built together) -> queue
-    queue -> pump: a send per free slot (while the target's circuit admits it)
+    queue -> pump: a send per free slot (while the target's circuit admits it); a send that
+        ends takes the next one itself (`next_send`), in its own task
 
 - A claim is a lease on the row: a process that dies leaves its leases to expire (the
   request timeout plus `LEASE_MARGIN_S`) and the deliveries are claimed again. At least once,
@@ -139,24 +140,33 @@ class Claims:
 
     def pump(self, target: Target) -> None:
         """Send queued deliveries while the target has slots (and admits them)."""
+        while (send := self.next_send(target)) is not None:
+            self._begin(target, *send)
+
+    def next_send(self, target: Target) -> tuple[Claim, bool, Any] | None:
+        """The queued delivery a free slot of `target` may send now (its claim, whether it
+        is the circuit's probe, what `Prepare` made of it), taken off the queue; None when
+        the slots are full, the circuit or a disabled target holds it back (the queue is
+        given back then), or nothing is queued."""
         while target.queue:
             at_ms = now_ms()
             admits = target.circuit.admits(at_ms)
             if self.stopping or target.disabled_ms is not None or admits == "none":
                 self.give_back(target)  # an open circuit or a disabled target sends nothing
-                return
+                return None
             if admits == "probe":
                 if target.probing or target.in_flight:
-                    return
+                    return None
             elif target.in_flight >= target.config.concurrency:
-                return
+                return None
             claim, lease_ms, ready = target.queue.popleft()
             self._queued.discard(claim.delivery_id)
             if at_ms + round((target.lease_s - LEASE_MARGIN_S) * 1000) > lease_ms:
                 # Its lease could end before the request times out: claimed again later.
                 self._recorder.release([claim.delivery_id])
                 continue
-            self._begin(target, claim, admits == "probe", ready)
+            return claim, admits == "probe", ready
+        return None
 
     def give_back(self, target: Target) -> None:
         """Release the leases of a target's queued deliveries (with the next flush)."""

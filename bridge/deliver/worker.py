@@ -345,12 +345,15 @@ class Deliverer:
         return out
 
     def _begin(self, target: Target, claim: Claim, probe: bool, ready: Ready | None) -> None:
+        self._started(target, claim, probe)
+        task = asyncio.create_task(self._slot(target, claim, ready))
+        self._sends[claim.delivery_id] = task
+
+    def _started(self, target: Target, claim: Claim, probe: bool) -> None:
         target.in_flight += 1
         if probe:
             target.probing = True
             self._change_circuit(target, target.circuit.probing())
-        task = asyncio.create_task(self._deliver(target, claim, ready))
-        self._sends[claim.delivery_id] = task
 
     async def _refresh(self) -> None:
         """Re-read targets' state (another process may have enabled one) and, when due, the
@@ -394,6 +397,24 @@ class Deliverer:
 
     # -- sending ----------------------------------------------------------------------------
 
+    async def _slot(self, target: Target, claim: Claim, ready: Ready | None) -> None:
+        """Send `claim`, then whatever the target's queue lets this slot send next, in this
+        one task: a task for each send cost the loop about 2.5 µs more."""
+        task = self._sends[claim.delivery_id]
+        while True:
+            await self._deliver(target, claim, ready)
+            if (send := self._claims.next_send(target)) is not None:
+                claim, probe, ready = send
+                self._started(target, claim, probe)
+                self._sends[claim.delivery_id] = task
+                if target.queue and target.in_flight < target.config.concurrency:
+                    self._claims.pump(target)  # more free slots: a probe's success opens all
+            # Wake the loop only when it has a batch to claim (or a stop to notice).
+            if self._stopping or wanted(target, now_ms()) > 0:
+                self._wake.set()
+            if send is None:
+                return
+
     async def _deliver(self, target: Target, claim: Claim, ready: Ready | None) -> None:
         try:
             if target.pacer is not None:
@@ -427,14 +448,7 @@ class Deliverer:
             log.exception("delivering %s to %s failed", claim.event.id, target.name)
         finally:
             self._sends.pop(claim.delivery_id, None)
-            self._slot_freed(target)
-
-    def _slot_freed(self, target: Target) -> None:
-        target.in_flight -= 1
-        self._claims.pump(target)
-        # Wake the loop only when it has a batch to claim (or a stop to notice).
-        if self._stopping or wanted(target, now_ms()) > 0:
-            self._wake.set()
+            target.in_flight -= 1
 
     async def _traced_attempt(self, target: Target, claim: Claim, at_ms: int) -> Answer:
         """The attempt, in a span of the event's trace (only when spans are exported)."""
