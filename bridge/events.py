@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from bridge import jsontext
 
@@ -264,7 +264,7 @@ def _stored_data(event: Event) -> Any:
     value = _DATA.__get__(event, Event)
     if value is _UNPARSED:
         # Two threads at once parse it twice, to the same value.
-        value = jsontext.loads_stored(event.data_json or "null")
+        value = jsontext.loads_stored(cast(str, event.data_json))
         _DATA.__set__(event, value)
     return value
 
@@ -318,6 +318,6 @@ def stored(values: Sequence[Any], text: str | None) -> Event:
 def spliceable(text: str | None) -> str | None:
     """`text`, the stored `data` as `jsontext.dumps` wrote it, when `to_json` may send it as
     it is: not text with `NaN` or `Infinity` (older versions wrote such numbers, sent as null)."""
-    if text is not None and "NaN" not in text and "Infinity" not in text:
+    if text and "NaN" not in text and "Infinity" not in text:
         return text
     return None

@@ -401,19 +401,32 @@ class Deliverer:
         """Send `claim`, then whatever the target's queue lets this slot send next, in this
         one task: a task for each send cost the loop about 2.5 µs more."""
         task = self._sends[claim.delivery_id]
-        while True:
-            await self._deliver(target, claim, ready)
-            if (send := self._claims.next_send(target)) is not None:
-                claim, probe, ready = send
-                self._started(target, claim, probe)
-                self._sends[claim.delivery_id] = task
-                if target.queue and target.in_flight < target.config.concurrency:
-                    self._claims.pump(target)  # more free slots: a probe's success opens all
-            # Wake the loop only when it has a batch to claim (or a stop to notice).
-            if self._stopping or wanted(target, now_ms()) > 0:
-                self._wake.set()
-            if send is None:
-                return
+        taken: Claim | None = None  # taken off the queue by this slot, its send not begun
+        try:
+            while True:
+                await self._deliver(target, claim, ready)
+                if (send := self._claims.next_send(target)) is not None:
+                    claim, probe, ready = send
+                    taken = claim
+                    self._sends[claim.delivery_id] = task
+                    self._started(target, claim, probe)
+                    if target.queue and target.in_flight < target.config.concurrency:
+                        self._claims.pump(target)  # more free slots: a probe's success opens all
+                # Wake the loop only when it has a batch to claim (or a stop to notice).
+                if self._stopping or wanted(target, now_ms()) > 0:
+                    self._wake.set()
+                if send is None:
+                    return
+                taken = None
+        except BaseException:
+            # A send cancelled from outside `stop` (a library's stray CancelledError), or a bug:
+            # the rest of the queue must still go, as each send's end makes it go.
+            if taken is not None and self._sends.pop(taken.delivery_id, None) is not None:
+                target.in_flight -= 1
+                self._recorder.release([taken.delivery_id])
+            self._claims.pump(target)
+            self._wake.set()
+            raise
 
     async def _deliver(self, target: Target, claim: Claim, ready: Ready | None) -> None:
         try:

@@ -32,7 +32,7 @@ from bridge.store.base import NewEvent
 from bridge.store.deliveries import AttemptRecord
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import TEST_SECRET
-from tests.helpers import DaemonProcess, serve_app, wait_until
+from tests.helpers import DaemonProcess, eventually, serve_app, wait_until
 
 
 class Receiver:
@@ -281,3 +281,46 @@ def test_a_request_built_with_its_batch_is_sent_only_in_its_second_and_config() 
         TargetConfig.model_validate({"url": "http://127.0.0.1:9/hook", "secret": TEST_SECRET})
     )
     assert not ready.fits(target, second * 1000)  # reloaded (an equal config too): built again
+
+
+@pytest.mark.anyio
+async def test_a_send_cancelled_from_outside_does_not_stall_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send takes its target's next queued delivery itself (one task a slot); a send that
+    ends in a CancelledError not of the daemon's stop (a library's stray one) must still let
+    the rest of the queue go, and its own delivery is sent again once its lease ends."""
+    from bridge.deliver.kinds.webhook import Webhook as WebhookKind
+    from tests.deliver.test_delivery import bridge, receiver, target
+
+    real = WebhookKind.post
+    posts: list[int] = []
+
+    async def post(self: WebhookKind, target_: Any, request: Any) -> Any:
+        posts.append(1)
+        if len(posts) == 1:
+            raise asyncio.CancelledError  # not from `stop`
+        return await real(self, target_, request)
+
+    monkeypatch.setattr(WebhookKind, "post", post)
+    with receiver() as r:
+        async with bridge(tmp_path, target("t1", r.url + "/hook", "concurrency: 1")) as b:
+            # In one commit, so that the first claim takes a whole batch (4: four rounds of
+            # the one slot) and the queue holds three when the first send is cancelled.
+            events = [Event(event_id("orders", f"k{i}"), "orders", "orders.created", "push",
+                            {"i": i}, now_ms()) for i in range(8)]  # fmt: skip
+            await b.store.record_events([NewEvent(e, ["t1"]) for e in events])
+            b.runtime.hub.recorded(events)
+
+            async def statuses() -> list[str]:
+                return sorted([(await b.delivery(e)).status for e in events])
+
+            # Seven sent and recorded by the sends after the cancelled one, none held back;
+            # the cancelled one waits for its lease to end.
+            await eventually(lambda: _is(statuses(), ["delivered"] * 7 + ["pending"]))
+            target_ = b.deliverer.targets["t1"]
+            assert len(r.hits) == 7 and target_.in_flight == 0 and not target_.queue
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return await value == expected
