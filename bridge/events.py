@@ -272,7 +272,8 @@ def _stored_data(event: Event) -> Any:
 class StoredEvent(Event):
     """An Event read from the store whose `data` is parsed from the stored text (`data_json`)
     when first asked for. A delivery in structured mode sends that text as it is and never
-    asks: a claimed event's JSON was parsed for nothing (about 100 µs for a 20 KB payload).
+    asks: a claimed event's JSON was parsed for nothing (34 µs for a 12 KB payload shaped
+    like GitHub's).
 
     Equal to an `Event` of the same fields, with the same hash; `dataclasses.replace` makes
     one whose `data` is the value given."""
