@@ -32,7 +32,7 @@ from bridge.store.base import OutboxStore
 from bridge.store.deliveries import Claim
 
 if TYPE_CHECKING:
-    from bridge.deliver.worker import Target
+    from bridge.deliver.targets import Target
 
 log = logging.getLogger("bridge.deliver")
 

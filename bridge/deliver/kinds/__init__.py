@@ -27,7 +27,7 @@ from bridge.config.kinds import EXTRAS
 from bridge.errors import MissingExtra
 
 if TYPE_CHECKING:
-    from bridge.deliver.worker import Target
+    from bridge.deliver.targets import Target
     from bridge.events import Event
     from bridge.tracing import TraceContext
 

@@ -29,7 +29,7 @@ from bridge.deliver.kinds.message import amqp_name, build_message, fill
 from bridge.masking import mask_text
 
 if TYPE_CHECKING:
-    from bridge.deliver.worker import Target
+    from bridge.deliver.targets import Target
     from bridge.events import Event
     from bridge.tracing import TraceContext
 

@@ -26,7 +26,7 @@ from bridge.deliver.kinds.message import build_message, fill, mqtt_level
 from bridge.masking import mask_text
 
 if TYPE_CHECKING:
-    from bridge.deliver.worker import Target
+    from bridge.deliver.targets import Target
     from bridge.events import Event
     from bridge.tracing import TraceContext
 

@@ -23,7 +23,7 @@ from bridge.deliver.kinds import Answer
 from bridge.deliver.request import TransformError, transformed
 
 if TYPE_CHECKING:
-    from bridge.deliver.worker import Target
+    from bridge.deliver.targets import Target
     from bridge.events import Event
     from bridge.tracing import TraceContext
 

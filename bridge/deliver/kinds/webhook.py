@@ -20,7 +20,7 @@ from bridge.deliver.request import Request, build_request
 from bridge.masking import mask_text
 
 if TYPE_CHECKING:
-    from bridge.deliver.worker import Target
+    from bridge.deliver.targets import Target
     from bridge.events import Event
     from bridge.tracing import TraceContext
 
