@@ -247,9 +247,10 @@ class Event:
 _SETTERS = tuple(Event.__dict__[f.name].__set__ for f in fields(Event))
 
 
-def restored(values: Sequence[Any]) -> Event:
-    """An Event from the values of all its fields, `data_json` included, in their order."""
-    event = object.__new__(Event)
+def restored(values: Sequence[Any], cls: type[Event] = Event) -> Event:
+    """An Event (or a `cls` of it) from the values of all its fields, `data_json` included,
+    in their order."""
+    event = object.__new__(cls)
     for set_field, value in zip(_SETTERS, values, strict=True):
         set_field(event, value)
     return event
@@ -308,12 +309,7 @@ def stored(values: Sequence[Any], text: str | None) -> Event:
     if data_json is None:
         data = jsontext.loads_stored(text) if text is not None else None
         return restored((*values[:_DATA_AT], data, *values[_DATA_AT:], None))
-    event = object.__new__(StoredEvent)
-    for set_field, value in zip(
-        _SETTERS, (*values[:_DATA_AT], _UNPARSED, *values[_DATA_AT:], data_json), strict=True
-    ):
-        set_field(event, value)
-    return event
+    return restored((*values[:_DATA_AT], _UNPARSED, *values[_DATA_AT:], data_json), StoredEvent)
 
 
 def spliceable(text: str | None) -> str | None:

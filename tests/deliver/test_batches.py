@@ -312,15 +312,12 @@ async def test_a_send_cancelled_from_outside_does_not_stall_its_target(
             await b.store.record_events([NewEvent(e, ["t1"]) for e in events])
             b.runtime.hub.recorded(events)
 
-            async def statuses() -> list[str]:
-                return sorted([(await b.delivery(e)).status for e in events])
+            async def seven_delivered() -> bool:
+                statuses = sorted([(await b.delivery(e)).status for e in events])
+                return statuses == ["delivered"] * 7 + ["pending"]
 
             # Seven sent and recorded by the sends after the cancelled one, none held back;
             # the cancelled one waits for its lease to end.
-            await eventually(lambda: _is(statuses(), ["delivered"] * 7 + ["pending"]))
+            await eventually(seven_delivered)
             target_ = b.deliverer.targets["t1"]
             assert len(r.hits) == 7 and target_.in_flight == 0 and not target_.queue
-
-
-async def _is(value: Any, expected: Any) -> bool:
-    return await value == expected
